@@ -1,0 +1,461 @@
+//! The catalog as it travels on the wire: VM entries, sources, changes and
+//! outcomes.
+//!
+//! Types that appear in lists are encoded as length-delimited records (see
+//! [`crate::codec`]) so that they can gain trailing `Option` fields later.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::code::DiagCode;
+use crate::codec;
+use crate::names::{SourceLabel, VmName};
+
+/// A random number chosen at each daemon start. Generations are only
+/// comparable within one epoch.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+pub struct Epoch(pub u64);
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl fmt::Debug for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Epoch({self})")
+    }
+}
+
+impl FromStr for Epoch {
+    type Err = std::num::ParseIntError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        u64::from_str_radix(s, 16).map(Epoch)
+    }
+}
+
+/// A point in the catalog's history: `generation` of `epoch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub struct Cursor {
+    /// The daemon run.
+    pub epoch: Epoch,
+    /// The catalog generation within that run.
+    pub generation: u64,
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.epoch, self.generation)
+    }
+}
+
+/// Why a string is not an `EPOCH:GENERATION` cursor.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected EPOCH:GENERATION (16 hex digits, a colon, a decimal number)")]
+pub struct CursorParseError;
+
+impl FromStr for Cursor {
+    type Err = CursorParseError;
+    fn from_str(s: &str) -> Result<Self, CursorParseError> {
+        let (e, g) = s.split_once(':').ok_or(CursorParseError)?;
+        Ok(Cursor {
+            epoch: e.parse().map_err(|_| CursorParseError)?,
+            generation: g.parse().map_err(|_| CursorParseError)?,
+        })
+    }
+}
+
+/// The state of one candidate definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum VmState {
+    /// Valid, highest precedence for its name: this is the VM.
+    Active,
+    /// A higher-precedence source claims the name.
+    Shadowed,
+    /// The definition is invalid (see its diagnostics); it still claims its name.
+    Rejected,
+    /// Its source went away.
+    Unavailable,
+}
+
+impl VmState {
+    /// Lowercase name, as in JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmState::Active => "active",
+            VmState::Shadowed => "shadowed",
+            VmState::Rejected => "rejected",
+            VmState::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// The kind of service a provider gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ProviderKind {
+    /// `providers/net/NAME`: NAME provides this VM's network.
+    Net,
+}
+
+impl ProviderKind {
+    /// Lowercase name, as in the definition directory.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Net => "net",
+        }
+    }
+}
+
+/// A VM that provides a service to another.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Provider {
+    /// What it provides.
+    pub kind: ProviderKind,
+    /// The providing VM's catalog name.
+    pub name: VmName,
+}
+
+/// How serious a diagnostic is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Severity {
+    /// The definition (or source) is rejected because of it.
+    Error,
+    /// Reported, but nothing is rejected because of it.
+    Warning,
+}
+
+impl Severity {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
+/// A finding about a definition or a source, with a stable code.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Diagnostic {
+    /// Stable code.
+    pub code: DiagCode,
+    /// Error or warning.
+    pub severity: Severity,
+    /// The offending path.
+    pub path: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+/// One candidate definition of a VM, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmEntry {
+    /// The catalog name.
+    pub name: VmName,
+    /// The source it comes from.
+    pub source: SourceLabel,
+    /// Its state.
+    pub state: VmState,
+    /// The definition directory.
+    pub path: String,
+    /// The view the VMM reads (`<vm-dir>/<name>/config`), for active VMs.
+    pub view: Option<String>,
+    /// The s6-rc service name, once the VM is in the live database.
+    pub service: Option<String>,
+    /// VMs that provide services to this one.
+    #[serde(with = "codec::records")]
+    pub providers: Vec<Provider>,
+    /// Errors and warnings.
+    #[serde(with = "codec::records")]
+    pub diagnostics: Vec<Diagnostic>,
+    /// The definition changed while the VM runs; the change applies at its next start.
+    pub restart_pending: bool,
+    /// For shadowed entries: the source whose definition wins.
+    pub shadowed_by: Option<SourceLabel>,
+    /// The generation at which this entry last changed.
+    pub revision: u64,
+}
+
+/// Where a source's definitions come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SourceKind {
+    /// The image's built-in VMs.
+    Builtin,
+    /// A directory named on the command line.
+    Directory,
+    /// A user partition.
+    Partition,
+}
+
+impl SourceKind {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Builtin => "builtin",
+            SourceKind::Directory => "directory",
+            SourceKind::Partition => "partition",
+        }
+    }
+}
+
+/// Whether a source's symlinks are followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Trust {
+    /// Symlinks are followed.
+    Trusted,
+    /// Nothing is followed; symlinks count only when they point under a trusted prefix.
+    Untrusted,
+}
+
+impl Trust {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trust::Trusted => "trusted",
+            Trust::Untrusted => "untrusted",
+        }
+    }
+}
+
+/// The state of a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SourceState {
+    /// Scanned.
+    Ready,
+    /// Its directory does not exist: an empty source, with a warning.
+    Missing,
+    /// It went away (a partition removed); its VMs are unavailable.
+    Unavailable,
+    /// It could not be read or mounted (see its diagnostics).
+    Failed,
+}
+
+impl SourceState {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceState::Ready => "ready",
+            SourceState::Missing => "missing",
+            SourceState::Unavailable => "unavailable",
+            SourceState::Failed => "failed",
+        }
+    }
+}
+
+/// A source of VM definitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceEntry {
+    /// Its label.
+    pub label: SourceLabel,
+    /// Its kind.
+    pub kind: SourceKind,
+    /// Its trust.
+    pub trust: Trust,
+    /// The directory holding one subdirectory per VM.
+    pub path: String,
+    /// The block device, for partitions.
+    pub device: Option<String>,
+    /// The GPT partition UUID, for partitions.
+    pub partuuid: Option<String>,
+    /// Its state.
+    pub state: SourceState,
+    /// Mounted read-only.
+    pub read_only: bool,
+    /// Its rank in precedence order (0 wins).
+    pub precedence: u32,
+    /// Number of definitions found in it.
+    pub definitions: u32,
+    /// Errors and warnings about the source itself.
+    #[serde(with = "codec::records")]
+    pub diagnostics: Vec<Diagnostic>,
+    /// The generation at which this entry last changed.
+    pub revision: u64,
+}
+
+/// What happened to an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChangeKind {
+    /// A new entry.
+    Added,
+    /// The entry is gone; the change carries its last value.
+    Removed,
+    /// Its definition changed (files, providers, diagnostics, service, …).
+    Changed,
+    /// Only its state changed (active, shadowed, rejected, unavailable).
+    StateChanged,
+}
+
+impl ChangeKind {
+    /// Kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Added => "added",
+            ChangeKind::Removed => "removed",
+            ChangeKind::Changed => "changed",
+            ChangeKind::StateChanged => "state-changed",
+        }
+    }
+}
+
+/// The entry a change is about, with its resulting value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChangeItem {
+    /// A VM definition.
+    Vm(#[serde(with = "codec::record")] VmEntry),
+    /// A source.
+    Source(#[serde(with = "codec::record")] SourceEntry),
+}
+
+/// One change of one generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// The generation the change produced.
+    pub generation: u64,
+    /// What happened.
+    pub kind: ChangeKind,
+    /// The entry, as it is after the change (or was, for `Removed`).
+    pub item: ChangeItem,
+}
+
+/// What the applier did with a catalog generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ApplyStatus {
+    /// No applier (`--apply none`), or a dry run.
+    Disabled,
+    /// The rendered database equals the live one: nothing to do.
+    Unchanged,
+    /// The database was compiled and is live.
+    Applied,
+    /// Refused before compiling (too many services, a name too long, …).
+    Invalid,
+    /// Compile or update failed before the switch: the previous database is live.
+    FailedBeforeSwitch,
+    /// The update failed after the switch and was repaired: the new database is live.
+    Repaired,
+    /// The update failed after the switch and could not be repaired.
+    FailedAfterSwitch,
+}
+
+impl ApplyStatus {
+    /// Kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApplyStatus::Disabled => "disabled",
+            ApplyStatus::Unchanged => "unchanged",
+            ApplyStatus::Applied => "applied",
+            ApplyStatus::Invalid => "invalid",
+            ApplyStatus::FailedBeforeSwitch => "failed-before-switch",
+            ApplyStatus::Repaired => "repaired",
+            ApplyStatus::FailedAfterSwitch => "failed-after-switch",
+        }
+    }
+
+    /// Whether the outcome is a failure.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            ApplyStatus::Invalid | ApplyStatus::FailedBeforeSwitch | ApplyStatus::FailedAfterSwitch
+        )
+    }
+}
+
+/// The outcome of one apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyOutcome {
+    /// What happened.
+    pub status: ApplyStatus,
+    /// The catalog generation that was applied (or tried).
+    pub generation: u64,
+    /// The compiled database that is live afterwards, if any.
+    pub database: Option<String>,
+    /// Number of VM services in the database that was applied (or tried).
+    pub services: u32,
+    /// How long it took, in microseconds.
+    pub duration_us: u64,
+    /// What went wrong, or a summary.
+    pub message: String,
+}
+
+/// What caused a rescan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RescanTrigger {
+    /// The daemon started.
+    Startup,
+    /// A `Rescan` call.
+    Request,
+    /// `SIGHUP`.
+    Signal,
+    /// A change in a watched directory.
+    Watch,
+    /// A partition appeared or went away.
+    Hotplug,
+    /// A retry after a failed apply.
+    Retry,
+}
+
+impl RescanTrigger {
+    /// Kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RescanTrigger::Startup => "startup",
+            RescanTrigger::Request => "request",
+            RescanTrigger::Signal => "signal",
+            RescanTrigger::Watch => "watch",
+            RescanTrigger::Hotplug => "hotplug",
+            RescanTrigger::Retry => "retry",
+        }
+    }
+}
+
+/// The outcome of one rescan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RescanOutcome {
+    /// What caused it.
+    pub trigger: RescanTrigger,
+    /// Computed the changes only: nothing was applied or published.
+    pub dry_run: bool,
+    /// The generation before the rescan.
+    pub generation_before: u64,
+    /// The generation after it (equal when nothing changed, or on a dry run).
+    pub generation: u64,
+    /// Number of changes.
+    pub changes: u32,
+    /// When it started, in milliseconds since the Unix epoch.
+    pub started_unix_ms: u64,
+    /// How long it took, in microseconds.
+    pub duration_us: u64,
+    /// What the applier did.
+    #[serde(with = "codec::record")]
+    pub apply: ApplyOutcome,
+}
+
+/// One line of `GetInfo`'s source summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceSummary {
+    /// Its label.
+    pub label: SourceLabel,
+    /// Its kind.
+    pub kind: SourceKind,
+    /// Its state.
+    pub state: SourceState,
+    /// Number of definitions found in it.
+    pub definitions: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_parses_and_prints() {
+        let c: Cursor = "00000000000000ff:12".parse().unwrap();
+        assert_eq!(c, Cursor { epoch: Epoch(255), generation: 12 });
+        assert_eq!(c.to_string(), "00000000000000ff:12");
+        assert!("12".parse::<Cursor>().is_err());
+        assert!("zz:1".parse::<Cursor>().is_err());
+        assert!("1:x".parse::<Cursor>().is_err());
+    }
+}

@@ -1,0 +1,54 @@
+//! Applying the catalog: an [`Applier`] makes the set of active VMs real.
+//!
+//! The rescan worker calls [`Applier::apply`] once per rescan that reaches
+//! the apply stage, always from the same thread: every s6-rc call is
+//! serialized there.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use vm_catalog_protocol::{ApplyOutcome, VmName};
+
+/// One active VM, as the applier needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveVm {
+    /// Its name (also its service name in the VM database).
+    pub name: VmName,
+    /// Its view directory (`<vm-dir>/<name>/config`), which the VMM reads.
+    pub view: PathBuf,
+    /// The VMs that provide its network: service dependencies.
+    pub providers: Vec<VmName>,
+    /// Changes whenever anything the VMM would see changes.
+    pub fingerprint: u64,
+}
+
+/// What to apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyRequest {
+    /// The catalog generation being applied.
+    pub generation: u64,
+    /// Every active VM, sorted by name; providers are all in the set.
+    pub vms: Vec<ActiveVm>,
+}
+
+/// What the applier did, and what is live afterwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// The outcome, as reported to clients.
+    pub outcome: ApplyOutcome,
+    /// VM name → service name, for every VM in the live database.
+    pub services: BTreeMap<VmName, String>,
+    /// Running VMs whose definition changed since they started.
+    pub restart_pending: BTreeSet<VmName>,
+}
+
+/// Makes the catalog's active set real.
+pub trait Applier: Send {
+    /// `s6-rc` or `none`.
+    fn name(&self) -> &'static str;
+
+    /// Brings the live state in line with `request`. Never panics on a
+    /// failure: the failure is the report's outcome, and the previous state
+    /// stays in place.
+    fn apply(&mut self, request: &ApplyRequest) -> ApplyReport;
+}

@@ -1,0 +1,8 @@
+//! `vm-catalogd`: one catalog of the host's VMs.
+//!
+//! Data flows one way (see `ARCHITECTURE.md`): triggers → rescan
+//! coordinator → discover sources → scan definitions → merge into a catalog →
+//! apply → publish → RPC readers.
+
+pub mod apply;
+pub mod source;

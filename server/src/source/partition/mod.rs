@@ -1,0 +1,1 @@
+//! User partitions: discovery from the GPT, mounting, hotplug, removal.
