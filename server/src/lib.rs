@@ -5,4 +5,7 @@
 //! apply → publish → RPC readers.
 
 pub mod apply;
+pub mod catalog;
+pub mod check;
+pub mod definition;
 pub mod source;

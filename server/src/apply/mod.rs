@@ -52,3 +52,5 @@ pub trait Applier: Send {
     /// stays in place.
     fn apply(&mut self, request: &ApplyRequest) -> ApplyReport;
 }
+pub mod none;
+pub mod s6rc;

@@ -1,0 +1,1 @@
+//! The `none` applier: catalog only.

@@ -1,0 +1,1 @@
+//! VM definitions: scanning `<root>/<vm>/` directories safely.
