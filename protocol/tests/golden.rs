@@ -107,47 +107,127 @@ fn handshake_frames() {
     );
     let mut unsupported = ErrorBody::new(ErrorCode::UnsupportedVersion, "no common version");
     unsupported.supported = Some(VersionRange { min: 1, max: 1 });
-    check("error_unsupported_version", FrameKind::Error, 0, 0, &unsupported);
-    check("goodbye", FrameKind::Goodbye, 0, 0, &Goodbye { reason: "shutting down".into() });
+    check(
+        "error_unsupported_version",
+        FrameKind::Error,
+        0,
+        0,
+        &unsupported,
+    );
+    check(
+        "goodbye",
+        FrameKind::Goodbye,
+        0,
+        0,
+        &Goodbye {
+            reason: "shutting down".into(),
+        },
+    );
 }
 
 #[test]
 fn request_frames() {
-    check("request_ping", FrameKind::Request, 1, 1, &Ping { payload: b"abc".to_vec() });
+    check(
+        "request_ping",
+        FrameKind::Request,
+        1,
+        1,
+        &Ping {
+            payload: b"abc".to_vec(),
+        },
+    );
     check("request_get_info", FrameKind::Request, 2, 2, &GetInfo {});
     check(
         "request_list_vms",
         FrameKind::Request,
         3,
         3,
-        &ListVms { include_inactive: true, source: Some(label("user")) },
+        &ListVms {
+            include_inactive: true,
+            source: Some(label("user")),
+        },
     );
-    check("request_get_vm", FrameKind::Request, 4, 4, &GetVm { name: name("netvm") });
-    check("request_list_sources", FrameKind::Request, 5, 5, &ListSources {});
-    check("request_rescan", FrameKind::Request, 6, 6, &Rescan { dry_run: true });
-    check("request_subscribe", FrameKind::Request, 7, 7, &Subscribe { since: Some(cursor()) });
-    check("request_cancel", FrameKind::Request, 8, 8, &Cancel { call_id: 7 });
+    check(
+        "request_get_vm",
+        FrameKind::Request,
+        4,
+        4,
+        &GetVm {
+            name: name("netvm"),
+        },
+    );
+    check(
+        "request_list_sources",
+        FrameKind::Request,
+        5,
+        5,
+        &ListSources {},
+    );
+    check(
+        "request_rescan",
+        FrameKind::Request,
+        6,
+        6,
+        &Rescan { dry_run: true },
+    );
+    check(
+        "request_subscribe",
+        FrameKind::Request,
+        7,
+        7,
+        &Subscribe {
+            since: Some(cursor()),
+        },
+    );
+    check(
+        "request_cancel",
+        FrameKind::Request,
+        8,
+        8,
+        &Cancel { call_id: 7 },
+    );
 }
 
 #[test]
 fn reply_frames() {
-    check("reply_pong", FrameKind::Reply, 1, 1, &Pong { payload: b"abc".to_vec() });
+    check(
+        "reply_pong",
+        FrameKind::Reply,
+        1,
+        1,
+        &Pong {
+            payload: b"abc".to_vec(),
+        },
+    );
     check("reply_info", FrameKind::Reply, 2, 2, &info());
     check(
         "reply_vm_detail",
         FrameKind::Reply,
         4,
         4,
-        &VmDetail { cursor: cursor(), vm: vm_entry(), others: vec![shadowed_entry()] },
+        &VmDetail {
+            cursor: cursor(),
+            vm: vm_entry(),
+            others: vec![shadowed_entry()],
+        },
     );
     check(
         "reply_source_list",
         FrameKind::Reply,
         5,
         5,
-        &SourceList { cursor: cursor(), sources: vec![source_entry()] },
+        &SourceList {
+            cursor: cursor(),
+            sources: vec![source_entry()],
+        },
     );
-    check("reply_cancel", FrameKind::Reply, 8, 8, &CancelReply { found: true });
+    check(
+        "reply_cancel",
+        FrameKind::Reply,
+        8,
+        8,
+        &CancelReply { found: true },
+    );
     let mut not_found = ErrorBody::new(ErrorCode::NotFound, "no VM named nosuch");
     not_found.max_frame = None;
     check("error_not_found", FrameKind::Error, 4, 4, &not_found);
@@ -163,27 +243,64 @@ fn stream_frames() {
         FrameKind::StreamItem,
         3,
         3,
-        &VmPage { vms: vec![vm_entry(), shadowed_entry()] },
+        &VmPage {
+            vms: vec![vm_entry(), shadowed_entry()],
+        },
     );
-    check("end_list", FrameKind::StreamEnd, 3, 3, &ListEnd { cursor: cursor(), total: 2 });
-    check("item_change_page", FrameKind::StreamItem, 6, 6, &ChangePage { changes: vec![change()] });
+    check(
+        "end_list",
+        FrameKind::StreamEnd,
+        3,
+        3,
+        &ListEnd {
+            cursor: cursor(),
+            total: 2,
+        },
+    );
+    check(
+        "item_change_page",
+        FrameKind::StreamItem,
+        6,
+        6,
+        &ChangePage {
+            changes: vec![change()],
+        },
+    );
     check("end_rescan", FrameKind::StreamEnd, 6, 6, &rescan_outcome());
     check(
         "item_event_reset",
         FrameKind::StreamItem,
         7,
         7,
-        &Event::Reset { cursor: cursor(), reason: ResetReason::Initial },
+        &Event::Reset {
+            cursor: cursor(),
+            reason: ResetReason::Initial,
+        },
     );
     check(
         "item_event_snapshot_page",
         FrameKind::StreamItem,
         7,
         7,
-        &Event::SnapshotPage { vms: vec![vm_entry()], sources: vec![source_entry()] },
+        &Event::SnapshotPage {
+            vms: vec![vm_entry()],
+            sources: vec![source_entry()],
+        },
     );
-    check("item_event_resumed", FrameKind::StreamItem, 7, 7, &Event::Resumed { from: cursor() });
-    check("item_event_synced", FrameKind::StreamItem, 7, 7, &Event::Synced { cursor: cursor() });
+    check(
+        "item_event_resumed",
+        FrameKind::StreamItem,
+        7,
+        7,
+        &Event::Resumed { from: cursor() },
+    );
+    check(
+        "item_event_synced",
+        FrameKind::StreamItem,
+        7,
+        7,
+        &Event::Synced { cursor: cursor() },
+    );
     check(
         "item_event_batch",
         FrameKind::StreamItem,
@@ -202,7 +319,13 @@ fn stream_frames() {
             last: true,
         },
     );
-    check("end_subscription", FrameKind::StreamEnd, 7, 7, &SubscriptionEnd { cursor: cursor() });
+    check(
+        "end_subscription",
+        FrameKind::StreamEnd,
+        7,
+        7,
+        &SubscriptionEnd { cursor: cursor() },
+    );
 }
 
 /// The header layout is pinned byte by byte, independent of any body.
@@ -211,6 +334,8 @@ fn header_layout() {
     let frame = encode_frame(FrameKind::Request, 0x0304, 0x0506_0708, &GetInfo {}, MAX).unwrap();
     assert_eq!(
         frame,
-        [b'V', b'C', 1, 3, 0, 0, 0x04, 0x03, 0x08, 0x07, 0x06, 0x05, 0, 0, 0, 0]
+        [
+            b'V', b'C', 1, 3, 0, 0, 0x04, 0x03, 0x08, 0x07, 0x06, 0x05, 0, 0, 0, 0
+        ]
     );
 }

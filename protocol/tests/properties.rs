@@ -47,7 +47,11 @@ fn text(max: usize) -> impl Strategy<Value = String> {
 fn diagnostic() -> impl Strategy<Value = Diagnostic> {
     (any::<u16>(), any::<bool>(), text(40), text(40)).prop_map(|(c, e, path, message)| Diagnostic {
         code: DiagCode::from_number(c),
-        severity: if e { Severity::Error } else { Severity::Warning },
+        severity: if e {
+            Severity::Error
+        } else {
+            Severity::Warning
+        },
         path,
         message,
     })
@@ -85,7 +89,10 @@ prop_compose! {
 }
 
 fn cursor() -> impl Strategy<Value = Cursor> {
-    (any::<u64>(), any::<u64>()).prop_map(|(e, g)| Cursor { epoch: Epoch(e), generation: g })
+    (any::<u64>(), any::<u64>()).prop_map(|(e, g)| Cursor {
+        epoch: Epoch(e),
+        generation: g,
+    })
 }
 
 fn request() -> impl Strategy<Value = Request> {
@@ -93,9 +100,14 @@ fn request() -> impl Strategy<Value = Request> {
         proptest::collection::vec(any::<u8>(), 0..200)
             .prop_map(|payload| Request::Ping(Ping { payload })),
         Just(Request::GetInfo(GetInfo {})),
-        (any::<bool>(), proptest::option::of(source_label())).prop_map(|(include_inactive, source)| {
-            Request::ListVms(ListVms { include_inactive, source })
-        }),
+        (any::<bool>(), proptest::option::of(source_label())).prop_map(
+            |(include_inactive, source)| {
+                Request::ListVms(ListVms {
+                    include_inactive,
+                    source,
+                })
+            }
+        ),
         vm_name().prop_map(|name| Request::GetVm(GetVm { name })),
         Just(Request::ListSources(ListSources {})),
         any::<bool>().prop_map(|dry_run| Request::Rescan(Rescan { dry_run })),
