@@ -92,7 +92,7 @@ pub fn decode<'de, T: Deserialize<'de>>(
 ) -> Result<T, DecodeError> {
     let flavor = ZeroTail {
         input: bytes,
-        zero_tail: compat.zero_tail(),
+        zeros_left: if compat.zero_tail() { ZERO_TAIL_BUDGET } else { 0 },
     };
     let mut de = postcard::Deserializer::from_flavor(flavor);
     let value = T::deserialize(&mut de).map_err(DecodeError::Malformed)?;
@@ -106,12 +106,18 @@ pub fn decode<'de, T: Deserialize<'de>>(
 /// Zeros served once the input is exhausted (see [`ZeroTail`]).
 static ZEROS: [u8; 16] = [0; 16];
 
+/// How many zero bytes one decode may read past the end of its input. A
+/// missing tail is a few trailing fields, each a byte or so; the bound keeps a
+/// hostile body from decoding an endless list out of nothing (a list that
+/// claims 2^60 elements would otherwise take each element from the tail).
+const ZERO_TAIL_BUDGET: usize = 64;
+
 /// A postcard input flavor that, when allowed, reads past the *end* of its
-/// input as zeros. A read that straddles the end is still an error, so only
-/// whole missing trailing fields decode as zeros.
+/// input as zeros, up to [`ZERO_TAIL_BUDGET`] bytes. A read that straddles the
+/// end is still an error, so only whole missing trailing fields decode as zeros.
 struct ZeroTail<'de> {
     input: &'de [u8],
-    zero_tail: bool,
+    zeros_left: usize,
 }
 
 impl<'de> Flavor<'de> for ZeroTail<'de> {
@@ -124,7 +130,10 @@ impl<'de> Flavor<'de> for ZeroTail<'de> {
                 self.input = rest;
                 Ok(b)
             }
-            None if self.zero_tail => Ok(0),
+            None if self.zeros_left > 0 => {
+                self.zeros_left -= 1;
+                Ok(0)
+            }
             None => Err(postcard::Error::DeserializeUnexpectedEnd),
         }
     }
@@ -138,7 +147,8 @@ impl<'de> Flavor<'de> for ZeroTail<'de> {
             let (head, rest) = self.input.split_at(ct);
             self.input = rest;
             Ok(head)
-        } else if self.input.is_empty() && self.zero_tail && ct <= ZEROS.len() {
+        } else if self.input.is_empty() && ct <= ZEROS.len() && ct <= self.zeros_left {
+            self.zeros_left -= ct;
             Ok(&ZEROS[..ct])
         } else {
             Err(postcard::Error::DeserializeUnexpectedEnd)
@@ -379,6 +389,17 @@ mod tests {
         let back: ListV2 = decode(&encode(&old).unwrap(), Compat::Exact).unwrap();
         assert_eq!(back.vms[0].memory_mib, None);
         assert_eq!(back.generation, 9);
+    }
+
+    /// Regression (found by the `frame_decode` fuzz target): a list claiming a
+    /// huge length at the end of a body from an older peer took every element
+    /// from the zero tail and grew until memory ran out.
+    #[test]
+    fn zero_tail_cannot_fill_a_huge_list() {
+        let mut b = Vec::new();
+        encode_into(&u64::MAX, &mut b).unwrap(); // the announced length
+        assert!(decode::<Vec<Option<u8>>>(&b, Compat::PeerOlder).is_err());
+        assert!(decode::<Vec<Option<u8>>>(&b, Compat::Record).is_err());
     }
 
     #[test]
