@@ -48,7 +48,8 @@ pub async fn run(socket: UnixSeqpacket, peer: Peer, ctx: Arc<Ctx>, admission: Ad
     .await
 }
 
-/// Refuses a connection over the limits: a connection-level `Busy`, then close.
+/// Refuses a connection over the limits: reads the `Hello`, answers a
+/// connection-level `Busy`, then closes.
 pub async fn refuse(socket: UnixSeqpacket, peer: Peer, ctx: Arc<Ctx>) {
     if ctx.log_limit.allow() {
         tracing::warn!(
@@ -57,6 +58,10 @@ pub async fn refuse(socket: UnixSeqpacket, peer: Peer, ctx: Arc<Ctx>) {
             "connection refused: too many connections"
         );
     }
+    // Read the Hello first: closing a socket with unread data resets the
+    // peer's connection, and it would never see the answer.
+    let mut buf = vec![0u8; HANDSHAKE_MAX_FRAME as usize + 1];
+    let _ = tokio::time::timeout(ctx.limits.handshake_timeout, socket.recv(&mut buf)).await;
     let body = ErrorBody::new(ErrorCode::Busy, "too many connections");
     let _ = send_conn_error(&socket, &body).await;
 }

@@ -46,8 +46,8 @@ pub async fn handle(
     loop {
         tokio::select! {
             biased;
-            _ = cancel.cancelled() => return Err(CallError::Cancelled),
             _ = ctx.shutdown.cancelled() => return Err(CallError::ShuttingDown),
+            _ = cancel.cancelled() => return Err(CallError::Cancelled),
             _ = sub.lag.raised() => {
                 let published = sub.resync();
                 tracing::debug!(generation = published.cursor.generation, "subscriber lagged, resyncing");
