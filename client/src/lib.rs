@@ -23,6 +23,7 @@
 
 pub mod blocking;
 pub mod calls;
+pub mod cli;
 pub mod client;
 pub mod error;
 pub mod watch;
