@@ -43,7 +43,10 @@ impl Svscan {
             .stderr(Stdio::null())
             .process_group(0)
             .spawn()?;
-        let svscan = Svscan { scandir: scandir.to_owned(), child: Some(child) };
+        let svscan = Svscan {
+            scandir: scandir.to_owned(),
+            child: Some(child),
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !scanner_listens(scandir) {
             if Instant::now() > deadline {
@@ -75,7 +78,9 @@ impl Svscan {
 
 impl Drop for Svscan {
     fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         let root = child.id();
         let mut seen = descendants_of(root);
         // SIGTERM makes s6-svscan stop every supervisor, and each supervisor
@@ -118,7 +123,9 @@ pub fn scanner_listens(scandir: &Path) -> bool {
 }
 
 fn signal(pid: u32, sig: libc::c_int) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else { return };
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
     // SAFETY: kill has no memory-safety preconditions; pid is positive.
     unsafe {
         libc::kill(pid, sig);
@@ -151,7 +158,9 @@ pub fn descendants_of(root: u32) -> BTreeSet<u32> {
             let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
                 continue;
             };
-            let Ok(stat) = fs::read_to_string(e.path().join("stat")) else { continue };
+            let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
             match stat_fields(&stat) {
                 Some((state, ppid)) if state != 'Z' => children.entry(ppid).or_default().push(pid),
                 _ => {}
@@ -188,7 +197,12 @@ pub fn write_vm_command(path: &Path) -> io::Result<PathBuf> {
 ///
 /// `None` when the service is down (or `s6-svstat` fails).
 pub fn svstat_pid(dir: &Path) -> Option<u32> {
-    let out = Command::new("s6-svstat").arg("-o").arg("up,pid").arg(dir).output().ok()?;
+    let out = Command::new("s6-svstat")
+        .arg("-o")
+        .arg("up,pid")
+        .arg(dir)
+        .output()
+        .ok()?;
     if !out.status.success() {
         return None;
     }
@@ -234,12 +248,20 @@ mod tests {
         let cmd = write_vm_command(&tmp.path().join("vmm")).unwrap();
         let svc = tmp.path().join("svc");
         fs::create_dir(&svc).unwrap();
-        fs::write(svc.join("run"), format!("#!/bin/sh\nexec {}\n", cmd.display())).unwrap();
+        fs::write(
+            svc.join("run"),
+            format!("#!/bin/sh\nexec {}\n", cmd.display()),
+        )
+        .unwrap();
         fs::set_permissions(svc.join("run"), fs::Permissions::from_mode(0o755)).unwrap();
         fs::write(svc.join("notification-fd"), "3\n").unwrap();
         let svscan = Svscan::start(&scan, 10).unwrap();
         std::os::unix::fs::symlink(&svc, scan.join("svc")).unwrap();
-        Command::new("s6-svscanctl").arg("-a").arg(&scan).status().unwrap();
+        Command::new("s6-svscanctl")
+            .arg("-a")
+            .arg(&scan)
+            .status()
+            .unwrap();
         assert!(wait_for(Duration::from_secs(10), || svstat_pid(&svc).is_some()));
         let pid = svstat_pid(&svc).unwrap();
         let tree = svscan.descendants();
