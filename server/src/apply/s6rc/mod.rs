@@ -210,7 +210,9 @@ impl<T: S6rc> S6rcApplier<T> {
     }
 
     /// The no-op path: the tree is live. Only restart-pending can change,
-    /// for VMs whose own fingerprint changed or that were pending.
+    /// for VMs whose own fingerprint changed or that were pending — unless
+    /// `restart_changed` is set and such a VM runs: then it is restarted by
+    /// an update to the same tree with a conversion file.
     fn unchanged(
         &mut self,
         request: &ApplyRequest,
@@ -233,6 +235,11 @@ impl<T: S6rc> S6rcApplier<T> {
             .collect();
         let mut pid_of = |n: &VmName| tools.pid(live.path(), n.as_str());
         let probes = restart::probes(names, &rec.services, &state.running, &new, &mut pid_of);
+        if self.config.restart_changed && !probes.is_empty() {
+            // Restarting goes through s6-rc-update's conversion file, so an
+            // update to the same tree it is.
+            return self.switch(request, rendered, t0);
+        }
         let running: BTreeMap<_, _> = probes
             .iter()
             .map(|p| {
