@@ -180,8 +180,22 @@ impl<T: S6rc> S6rcApplier<T> {
         record: DbRecord,
         t0: Instant,
     ) -> ApplyReport {
+        if self.state.live.is_none() {
+            // A live directory appeared since start-up (an s6-rc-init by
+            // hand): take it as it is.
+            self.adopt_current();
+        }
         let Some(old) = self.state.live.clone() else {
-            unreachable!("adopt records every live database")
+            let msg = format!(
+                "cannot read the live directory {}",
+                self.live.path().display()
+            );
+            let slot = Slot {
+                db: record.database.clone(),
+                source: record.source.clone().unwrap_or_default(),
+                tmp: PathBuf::new(),
+            };
+            return self.failed_before(request, rendered, msg, Some(&slot), t0);
         };
         let new_defs = definitions(&record);
         let probes = self.probes(&old, &new_defs);
