@@ -101,3 +101,29 @@ fn a_new_provider_makes_s6rc_update_restart_its_dependant() {
         "s6-rc-update started the new provider"
     );
 }
+
+#[test]
+fn a_changed_run_script_reaches_the_live_database_but_not_running_vms() {
+    let Some(h) = Host::new() else { return };
+    let mut a = h.open();
+    a.apply(&req(1, vec![vm("a", &[], 1), vm("b", &[], 1)]));
+    let pid = h.start(&["a"])[0];
+    drop(a);
+    // The daemon restarts with another start command.
+    let other = vm_catalog_tests::s6::write_vm_command(&h.root.join("vmm2")).unwrap();
+    let mut config = h.config();
+    config.start_command = other.clone();
+    let mut a = S6rcApplier::open(config).unwrap();
+    let r = a.apply(&req(2, vec![vm("a", &[], 1), vm("b", &[], 1)]));
+    assert_eq!(
+        r.outcome.status,
+        ApplyStatus::Applied,
+        "{}",
+        r.outcome.message
+    );
+    assert!(r.outcome.message.contains("~2"), "{}", r.outcome.message);
+    let run = std::fs::read_to_string(h.live().join("servicedirs/a/run")).unwrap();
+    assert!(run.contains(other.to_str().unwrap()), "{run}");
+    assert_eq!(h.pid("a"), Some(pid), "the running vm keeps its process");
+    assert_eq!(pending(&r), ["a"], "b is down, so only a is pending");
+}
