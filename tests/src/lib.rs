@@ -7,6 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod s6;
+
 /// Prints the standard skip line. Use it when a test cannot run here.
 pub fn skip(reason: &str) {
     eprintln!("SKIP: {reason}");
