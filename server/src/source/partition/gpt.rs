@@ -305,7 +305,11 @@ fn read_at_lba<R: ReadAt + ?Sized>(
         .collect();
     Ok(GptTable {
         disk_guid: h.disk_guid,
-        from: if lba == 1 { Which::Primary } else { Which::Backup },
+        from: if lba == 1 {
+            Which::Primary
+        } else {
+            Which::Backup
+        },
         primary_problem: None,
         sector_size,
         first_usable: h.first_usable,

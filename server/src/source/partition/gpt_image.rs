@@ -49,13 +49,18 @@ impl GptImage {
         self
     }
 
-    /// Sectors that the written entry array takes.
+    /// Sectors that the written entry array takes: what the header claims,
+    /// capped so that two arrays and the headers fit on the disk.
     pub fn array_sectors(&self) -> u64 {
-        let claimed = u64::from(self.entry_count) * u64::from(self.entry_size);
-        claimed
-            .min(MAX_WRITTEN_ARRAY)
+        self.array_len()
             .div_ceil(u64::from(self.sector_size))
             .max(1)
+    }
+
+    fn array_len(&self) -> u64 {
+        let claimed = u64::from(self.entry_count) * u64::from(self.entry_size);
+        let room = self.disk_sectors.saturating_sub(6) / 2 * u64::from(self.sector_size);
+        claimed.min(MAX_WRITTEN_ARRAY).min(room)
     }
 
     /// First usable LBA (after the primary array).
@@ -69,9 +74,7 @@ impl GptImage {
     }
 
     fn array(&self) -> Vec<u8> {
-        let claimed = u64::from(self.entry_count) * u64::from(self.entry_size);
-        let len = claimed.min(MAX_WRITTEN_ARRAY) as usize;
-        let mut a = vec![0u8; len];
+        let mut a = vec![0u8; self.array_len() as usize];
         let esz = (self.entry_size as usize).max(ENTRY_SIZE as usize);
         for e in &self.entries {
             let at = (e.number as usize - 1) * esz;

@@ -70,16 +70,28 @@ fn falls_back_to_the_backup_when_the_primary_array_is_bad() {
 #[test]
 fn no_signature_is_not_gpt() {
     let disk = vec![0u8; 100 * 512];
-    assert_eq!(read_gpt(&disk[..], disk.len() as u64, 512), Err(GptError::NotGpt));
+    assert_eq!(
+        read_gpt(&disk[..], disk.len() as u64, 512),
+        Err(GptError::NotGpt)
+    );
 }
 
 #[test]
 fn tiny_disks_and_odd_sector_sizes_are_refused() {
     let disk = vec![0u8; 4096];
-    assert_eq!(read_gpt(&disk[..], 2560, 512), Err(GptError::TooSmall(2560)));
+    assert_eq!(
+        read_gpt(&disk[..], 2560, 512),
+        Err(GptError::TooSmall(2560))
+    );
     assert_eq!(read_gpt(&disk[..], 3072, 512), Err(GptError::NotGpt));
-    assert_eq!(read_gpt(&disk[..], 4096, 520), Err(GptError::SectorSize(520)));
-    assert_eq!(read_gpt(&disk[..], 4096, 8192), Err(GptError::SectorSize(8192)));
+    assert_eq!(
+        read_gpt(&disk[..], 4096, 520),
+        Err(GptError::SectorSize(520))
+    );
+    assert_eq!(
+        read_gpt(&disk[..], 4096, 8192),
+        Err(GptError::SectorSize(8192))
+    );
 }
 
 #[test]
@@ -159,7 +171,13 @@ fn header_checks_each_refuse() {
             matches!(p, HeaderProblem::UsableRange { .. })
         }),
         (40, 167u64.to_le_bytes().to_vec(), |p| {
-            matches!(p, HeaderProblem::UsableRange { first: 167, last: 166 })
+            matches!(
+                p,
+                HeaderProblem::UsableRange {
+                    first: 167,
+                    last: 166
+                }
+            )
         }),
         (72, 50u64.to_le_bytes().to_vec(), |p| {
             matches!(p, HeaderProblem::ArrayGeometry { .. }) // array inside usable range
@@ -222,25 +240,38 @@ fn attribute_bits() {
 
 fn arb_entries() -> impl Strategy<Value = Vec<GptEntry>> {
     // Up to 8 non-overlapping partitions in 34..=900, at distinct numbers.
-    proptest::collection::btree_map(1u32..=128, (1u64..50, any::<u64>(), any::<[u8; 16]>(), "[a-zA-Z0-9 \u{e9}\u{fc}-]{0,36}"), 0..8)
-        .prop_map(|m| {
-            let mut next = 34u64;
-            m.into_iter()
-                .map(|(number, (len, attrs, uuid, name))| {
-                    let e = GptEntry {
-                        number,
-                        type_guid: if number % 2 == 0 { Guid([7; 16]) } else { USER_PARTITION_TYPE },
-                        part_guid: Guid(uuid),
-                        first_lba: next,
-                        last_lba: next + len - 1,
-                        attributes: attrs,
-                        name,
-                    };
-                    next += len;
-                    e
-                })
-                .collect()
-        })
+    proptest::collection::btree_map(
+        1u32..=128,
+        (
+            1u64..50,
+            any::<u64>(),
+            any::<[u8; 16]>(),
+            "[a-zA-Z0-9 \u{e9}\u{fc}-]{0,36}",
+        ),
+        0..8,
+    )
+    .prop_map(|m| {
+        let mut next = 34u64;
+        m.into_iter()
+            .map(|(number, (len, attrs, uuid, name))| {
+                let e = GptEntry {
+                    number,
+                    type_guid: if number % 2 == 0 {
+                        Guid([7; 16])
+                    } else {
+                        USER_PARTITION_TYPE
+                    },
+                    part_guid: Guid(uuid),
+                    first_lba: next,
+                    last_lba: next + len - 1,
+                    attributes: attrs,
+                    name,
+                };
+                next += len;
+                e
+            })
+            .collect()
+    })
 }
 
 proptest! {

@@ -109,7 +109,9 @@ mod tests {
             "9293e1ff-cee4-4658-88be-898ec863944f"
         );
         assert_eq!(
-            "9293E1FF-CEE4-4658-88BE-898EC863944F".parse::<Guid>().unwrap(),
+            "9293E1FF-CEE4-4658-88BE-898EC863944F"
+                .parse::<Guid>()
+                .unwrap(),
             USER_PARTITION_TYPE
         );
     }
