@@ -38,6 +38,8 @@ pub mod uevent;
 
 #[cfg(test)]
 pub(crate) mod testing;
+#[cfg(test)]
+pub(crate) mod testing_world;
 
 pub use config::{DiskPolicy, ExtSource, PartitionConfig};
 pub use manager::PartitionManager;

@@ -147,7 +147,7 @@ pub struct FakeHost {
     /// Devices by node name: number, disk sequence number, contents.
     pub devices: RefCell<BTreeMap<String, (DevId, Option<u64>, Vec<u8>)>>,
     /// The device of `/`.
-    pub root: Option<DevId>,
+    pub root: std::cell::Cell<Option<DevId>>,
     /// The mount table.
     pub mounts: RefCell<Vec<MountEntry>>,
     /// What was done, in order (`fsck NAME`, `mount NAME TARGET ro|rw`, `unmount TARGET`).
@@ -213,7 +213,9 @@ impl Host for FakeHost {
     }
 
     fn root_dev(&self) -> std::io::Result<DevId> {
-        self.root.ok_or_else(|| std::io::ErrorKind::NotFound.into())
+        self.root
+            .get()
+            .ok_or_else(|| std::io::ErrorKind::NotFound.into())
     }
 
     fn block_dev_at(&self, path: &Path) -> std::io::Result<Option<DevId>> {
@@ -274,5 +276,43 @@ impl Host for FakeHost {
         } else {
             Unmounted::Clean
         })
+    }
+}
+
+/// Shares a host between a manager and the test that drives it.
+impl<T: Host> Host for std::rc::Rc<T> {
+    type Device = T::Device;
+
+    fn open_block(
+        &self,
+        devname: &str,
+        expect: DevId,
+        diskseq: Option<u64>,
+    ) -> Result<T::Device, OpenError> {
+        (**self).open_block(devname, expect, diskseq)
+    }
+
+    fn root_dev(&self) -> std::io::Result<DevId> {
+        (**self).root_dev()
+    }
+
+    fn block_dev_at(&self, path: &Path) -> std::io::Result<Option<DevId>> {
+        (**self).block_dev_at(path)
+    }
+
+    fn mounts(&self) -> std::io::Result<Vec<MountEntry>> {
+        (**self).mounts()
+    }
+
+    fn fsck(&self, program: &Path, dev: &T::Device) -> std::io::Result<FsckOutcome> {
+        (**self).fsck(program, dev)
+    }
+
+    fn mount(&self, dev: &T::Device, target: &Path, req: &MountRequest) -> Result<(), MountError> {
+        (**self).mount(dev, target, req)
+    }
+
+    fn unmount(&self, target: &Path) -> std::io::Result<Unmounted> {
+        (**self).unmount(target)
     }
 }
