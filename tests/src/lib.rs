@@ -5,6 +5,8 @@
 //! when the test cannot run here, so the test returns without asserting
 //! anything and says so.
 
+pub mod loopdev;
+
 use std::path::{Path, PathBuf};
 
 /// Prints the standard skip line. Use it when a test cannot run here.

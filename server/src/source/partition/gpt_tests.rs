@@ -151,7 +151,8 @@ fn header_checks_each_refuse() {
     let base = small().to_bytes();
     let ss = 512;
     // (offset in header, new bytes, expected problem)
-    let cases: Vec<(usize, Vec<u8>, fn(&HeaderProblem) -> bool)> = vec![
+    type Case = (usize, Vec<u8>, fn(&HeaderProblem) -> bool);
+    let cases: Vec<Case> = vec![
         (8, 0x0002_0000u32.to_le_bytes().to_vec(), |p| {
             matches!(p, HeaderProblem::Revision(_))
         }),

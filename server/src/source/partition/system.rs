@@ -34,12 +34,23 @@ const FSCK_OUTPUT: usize = 512;
 #[derive(Debug, Clone)]
 pub struct SystemHost {
     dev_root: PathBuf,
+    classic_mount: bool,
 }
 
 impl SystemHost {
     /// Device nodes are looked up under `dev_root` (`/dev`).
     pub fn new(dev_root: PathBuf) -> SystemHost {
-        SystemHost { dev_root }
+        SystemHost {
+            dev_root,
+            classic_mount: false,
+        }
+    }
+
+    /// Always mounts with `mount(2)`, as on kernels without the new mount
+    /// API (the fallback path, for tests).
+    pub fn classic_mount_only(mut self) -> SystemHost {
+        self.classic_mount = true;
+        self
     }
 }
 
@@ -275,6 +286,9 @@ impl Host for SystemHost {
     }
 
     fn mount(&self, dev: &File, target: &Path, req: &MountRequest) -> Result<(), MountError> {
+        if self.classic_mount {
+            return self.mount_classic(dev, target, req);
+        }
         match self.mount_new_api(dev, target, req) {
             Err(MountError::Failed {
                 what: "fsopen",

@@ -141,11 +141,14 @@ impl ReadAt for FakeDevice {
     }
 }
 
+/// A fake device node: number, disk sequence number, contents.
+pub type FakeNode = (DevId, Option<u64>, Vec<u8>);
+
 /// A [`Host`] without privileges.
 #[derive(Default)]
 pub struct FakeHost {
     /// Devices by node name: number, disk sequence number, contents.
-    pub devices: RefCell<BTreeMap<String, (DevId, Option<u64>, Vec<u8>)>>,
+    pub devices: RefCell<BTreeMap<String, FakeNode>>,
     /// The device of `/`.
     pub root: std::cell::Cell<Option<DevId>>,
     /// The mount table.
