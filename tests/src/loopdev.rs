@@ -28,9 +28,12 @@ const NS_ENV: &str = "VM_CATALOG_TEST_MOUNT_NS";
 /// The tools a loop-disk test needs.
 pub const TOOLS: [&str; 5] = ["losetup", "partx", "sfdisk", "mkfs.ext4", "unshare"];
 
-/// An exclusive lock serializing loop-device tests across processes.
+/// An exclusive lock serializing loop-device tests across processes; held
+/// until dropped (closing the file releases the `flock`).
 #[derive(Debug)]
-pub struct LoopLock(File);
+pub struct LoopLock {
+    _file: File,
+}
 
 /// Takes the loop-device lock, waiting for other tests to finish.
 pub fn lock() -> io::Result<LoopLock> {
@@ -42,7 +45,7 @@ pub fn lock() -> io::Result<LoopLock> {
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(LoopLock(f))
+    Ok(LoopLock { _file: f })
 }
 
 /// `Some(())` when loop-disk tests can run here (root, `/dev/loop-control`,

@@ -22,6 +22,7 @@
 
 pub mod config;
 pub mod discover;
+mod discover_ext;
 pub mod ext;
 pub mod gpt;
 pub mod gpt_image;
