@@ -28,6 +28,12 @@ use super::sysfs::{self, DevId};
 use super::system::SystemHost;
 use crate::source::{Presence, SourceSpec};
 
+// The daemon moves the manager into its rescan worker thread.
+const _: () = {
+    const fn send<T: Send>() {}
+    send::<PartitionManager<SystemHost>>();
+};
+
 /// Where the VM definitions are on a user partition.
 pub const DATA_DIR: &str = "svc/data";
 
@@ -278,11 +284,14 @@ impl<H: Host> PartitionManager<H> {
                 diagnostics: vec![r.diagnostic],
             });
         }
-        out.sort_by(|a, b| {
-            let primary = |s: &SourceSpec| s.label.as_str() != super::discover::PRIMARY_LABEL;
-            primary(a)
-                .cmp(&primary(b))
-                .then_with(|| a.label.cmp(&b.label))
+        // The primary, then by PARTUUID, then disks whose table is refused.
+        out.sort_by_key(|s| {
+            let l = s.label.as_str();
+            (
+                l != super::discover::PRIMARY_LABEL,
+                l.starts_with("disk-"),
+                s.label.clone(),
+            )
         });
         out
     }
