@@ -54,17 +54,19 @@ struct Tracked {
     partuuid: Option<Guid>,
     target: PathBuf,
     read_only: bool,
-    primary: bool,
     state: State,
     diagnostics: Vec<Diagnostic>,
 }
 
 impl Tracked {
+    /// The same device, to be mounted the same way (a change of attribute
+    /// 60 needs a new mount).
     fn same_device(&self, c: &Candidate) -> bool {
         self.name == c.name
             && self.dev == c.dev
             && self.diskseq == c.diskseq
             && self.partuuid == c.partuuid
+            && self.read_only == c.read_only
     }
 
     fn spec(&self) -> SourceSpec {
@@ -161,8 +163,14 @@ impl<H: Host> PartitionManager<H> {
             }
         }
 
+        // Those already mounted first: a relabelling (a new primary) frees
+        // their old label for a new partition in the same round.
+        let (known, new): (Vec<&Candidate>, Vec<&Candidate>) = found
+            .candidates
+            .iter()
+            .partition(|c| self.tracked.get(&c.key).is_some_and(|t| t.same_device(c)));
         let mut failed = found.refusals;
-        for c in &found.candidates {
+        for c in known.into_iter().chain(new) {
             if let Some(refusal) = self.admit(c, &mounts) {
                 failed.push(refusal);
             }
@@ -181,8 +189,6 @@ impl<H: Host> PartitionManager<H> {
                 // Still there, or back before it was released: its mount is intact.
                 t.state = State::Mounted;
                 t.label = label;
-                t.primary = c.primary;
-                t.read_only = c.read_only;
                 t.diagnostics = c.warnings.clone();
                 return None;
             }
@@ -234,7 +240,6 @@ impl<H: Host> PartitionManager<H> {
                         partuuid: c.partuuid,
                         target,
                         read_only: c.read_only,
-                        primary: c.primary,
                         state: State::Mounted,
                         diagnostics: c.warnings.clone(),
                     },

@@ -311,3 +311,48 @@ fn unmount_all_releases_everything() {
     assert!(w.host.mounts.borrow().is_empty());
     assert!(!w.target(1).exists() && !w.target(3).exists());
 }
+
+#[test]
+fn toggling_read_only_remounts_after_release() {
+    let w = World::new();
+    let mut m = w.manager();
+    m.reconcile();
+    // Attribute 60 cleared on p3 in the table.
+    let mut img = crate::source::partition::gpt_image::GptImage::new(512, 2048);
+    for n in 1..=4 {
+        let mut e = crate::source::partition::testing_world::std_entry(n);
+        if n == 3 {
+            e.attributes = 0;
+        }
+        img = img.with_entry(e);
+    }
+    w.host.devices.borrow_mut().get_mut("loop1").unwrap().2 = img.to_bytes();
+    assert_eq!(summary(&m.reconcile())[1], (u(3), Presence::Gone, true));
+    m.release_removed();
+    assert_eq!(summary(&m.reconcile())[1], (u(3), Presence::Present, false));
+    assert_eq!(
+        w.host.calls().last().unwrap(),
+        &format!("mount loop1p3 {} rw", w.target(3).display())
+    );
+}
+
+#[test]
+fn a_new_primary_takes_the_user_label_in_one_reconcile() {
+    let w = World::new();
+    w.remove_partition(1);
+    let mut m = w.manager();
+    assert_eq!(
+        summary(&m.reconcile())[0],
+        ("user".into(), Presence::Present, true)
+    );
+    w.add_partition("loop1", 1, pdev(1), 100, 50, ext_image([1; 16], b"fs"));
+    let specs = m.reconcile();
+    assert_eq!(
+        summary(&specs),
+        vec![
+            ("user".into(), Presence::Present, false),
+            (u(3), Presence::Present, true),
+        ]
+    );
+    assert_eq!(specs[0].partuuid, Some(u(1)));
+}
