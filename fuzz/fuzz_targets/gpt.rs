@@ -4,7 +4,10 @@
 //! The first byte picks a mode: bit 0 makes both headers' CRCs (and their
 //! entry arrays' CRCs) valid before reading, so that mutations reach the
 //! checks behind the CRCs; bit 1 reads with 4096-byte sectors instead of 512.
-//! Seeds: `fuzz/seeds/gpt/`.
+//! Seeds: `fuzz/seeds/gpt/` (checked by `server/tests/partition_gpt_seeds.rs`).
+//! libFuzzer writes new inputs into the first directory it is given, so name
+//! a scratch corpus first to keep the seeds clean:
+//! `cargo fuzz run -s none gpt fuzz/corpus/gpt fuzz/seeds/gpt`.
 
 use libfuzzer_sys::fuzz_target;
 use vm_catalogd::source::partition::gpt::{MAX_ENTRIES, read_gpt};

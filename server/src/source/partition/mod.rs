@@ -10,14 +10,34 @@
 //!
 //! The daemon's side:
 //! ```no_run
-//! use vm_catalogd::source::partition::{PartitionConfig, PartitionManager, DiskPolicy};
-//! let mut config = PartitionConfig::new("/run/vm-catalogd/mnt");
-//! config.disks = DiskPolicy::RootDisk;
+//! use vm_catalogd::source::partition::{PartitionConfig, PartitionManager, UeventListener};
+//! # async fn daemon() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = PartitionConfig::new("/run/vm-catalogd/mnt");
+//! // Bind first, so that nothing between this and the first reconcile is missed.
+//! let mut listener = UeventListener::bind(config.uevent_group)?;
 //! let mut manager = PartitionManager::new(config);
-//! let sources = manager.reconcile(); // after binding the uevent listener
-//! // … rescan and apply; once the removed ones are out of the database:
-//! manager.release_removed();
-//! # drop(sources);
+//! let (tx, rx) = std::sync::mpsc::channel::<()>();
+//! // The rescan worker owns the manager: reconcile blocks.
+//! std::thread::spawn(move || loop {
+//!     let sources = manager.reconcile(); // Present, Gone and Failed partition sources
+//!     // … scan them with the other sources, merge, apply, publish …
+//!     # drop(sources);
+//!     if manager.release_removed() {
+//!         continue; // a partition waiting for the released one can now be mounted
+//!     }
+//!     if rx.recv().is_err() {
+//!         break;
+//!     }
+//!     while rx.try_recv().is_ok() {} // coalesce
+//! });
+//! // Every hint (including "events were lost") asks for a reconcile and a rescan.
+//! while let Ok(_hint) = listener.next().await {
+//!     if tx.send(()).is_err() {
+//!         break;
+//!     }
+//! }
+//! # Ok(())
+//! # }
 //! ```
 
 pub mod config;

@@ -252,6 +252,7 @@ impl Host for SystemHost {
             .arg("/proc/self/fd/3")
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .current_dir("/")
             .stdin(Stdio::null());
         // SAFETY: between fork and exec the closure only calls dup2 and fcntl,
         // which are async-signal-safe, and touches no memory but its copy of `raw`.
