@@ -1,13 +1,15 @@
 //! User partitions on real loop disks, as root, each test in its own
-//! private mount namespace (`loopdev::in_private_mount_ns`). Discovery is
-//! restricted to the test's own disk. Skips loudly without root, loop
-//! devices or the partition tools.
+//! private mount namespace (`loopdev::in_private_mount_ns`): discovery,
+//! hardened mounts, the geometry cross-check, `ext=`, hostile tables.
+//! Discovery is restricted to the test's own disk. Skips loudly without
+//! root, loop devices or the partition tools.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+mod partition_common;
 
+use partition_common::*;
 use vm_catalog_protocol::DiagCode;
 use vm_catalog_tests::loopdev::{LoopDisk, in_private_mount_ns, require_loop, run};
+use vm_catalogd::source::Presence;
 use vm_catalogd::source::partition::FsType;
 use vm_catalogd::source::partition::gpt::GptEntry;
 use vm_catalogd::source::partition::gpt_image::GptImage;
@@ -15,76 +17,7 @@ use vm_catalogd::source::partition::guid::{Guid, USER_PARTITION_TYPE};
 use vm_catalogd::source::partition::host::{Host, MountError, MountRequest};
 use vm_catalogd::source::partition::sysfs::DevId;
 use vm_catalogd::source::partition::system::SystemHost;
-use vm_catalogd::source::partition::{DiskPolicy, ExtSource, PartitionConfig, PartitionManager};
-use vm_catalogd::source::partition::{UeventGroup, UeventListener};
-use vm_catalogd::source::{Presence, SourceSpec};
-
-const USER: &str = "9293e1ff-cee4-4658-88be-898ec863944f";
-const LINUX: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
-
-fn puuid(n: u32) -> String {
-    format!("aaaaaaaa-0000-4000-8000-00000000000{n}")
-}
-
-/// 1: user (A), 2: Linux data, 3: user read-only (attribute 60),
-/// 4: user no-auto (attribute 63).
-fn layout() -> String {
-    format!(
-        "label: gpt\n\
-         start=2048, size=16384, type={USER}, uuid={}, name=\"user-a\"\n\
-         start=18432, size=8192, type={LINUX}, uuid={}, name=\"other\"\n\
-         start=26624, size=16384, type={USER}, uuid={}, name=\"user-c\", attrs=\"GUID:60\"\n\
-         start=43008, size=16384, type={USER}, uuid={}, name=\"user-d\", attrs=\"GUID:63\"\n",
-        puuid(1),
-        puuid(2),
-        puuid(3),
-        puuid(4)
-    )
-}
-
-/// A definition tree `svc/data/<vm>/{vmlinux,blk/root.img}` for each VM.
-fn definitions(vms: &[&str]) -> tempfile::TempDir {
-    let d = tempfile::tempdir().unwrap();
-    for vm in vms {
-        let v = d.path().join("svc/data").join(vm);
-        std::fs::create_dir_all(v.join("blk")).unwrap();
-        std::fs::write(v.join("vmlinux"), "kernel").unwrap();
-        std::fs::write(v.join("blk/root.img"), "disk").unwrap();
-        std::os::unix::fs::symlink("/etc/passwd", v.join("escape")).unwrap();
-    }
-    d
-}
-
-fn config(disk: &LoopDisk, state: &Path) -> PartitionConfig {
-    let mut c = PartitionConfig::new(state.join("mnt"));
-    c.disks = DiskPolicy::Named(vec![disk.name().to_owned()]);
-    c.ext = ExtSource::None;
-    c
-}
-
-/// The mountinfo line of the mount at `target`: (per-mount options, super options).
-fn mountinfo(target: &Path) -> Option<(String, String)> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    text.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
-        if Path::new(f[4]) != target {
-            return None;
-        }
-        let dash = f.iter().position(|x| *x == "-")?;
-        Some((f[5].to_owned(), f[dash + 3].to_owned()))
-    })
-}
-
-fn spec<'a>(specs: &'a [SourceSpec], label: &str) -> &'a SourceSpec {
-    specs
-        .iter()
-        .find(|s| s.label.as_str() == label)
-        .unwrap_or_else(|| panic!("no source {label} in {specs:#?}"))
-}
-
-fn mount_point(s: &SourceSpec) -> PathBuf {
-    s.root.parent().and_then(Path::parent).unwrap().to_owned()
-}
+use vm_catalogd::source::partition::{ExtSource, PartitionManager};
 
 #[test]
 fn discovers_and_mounts_hardened_with_definitions_visible() {
@@ -240,84 +173,6 @@ fn already_mounted_is_reported_not_mounted_twice() {
     m.unmount_all();
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// Waits for a hint (the timeout only keeps a broken test from hanging).
-fn hint(
-    rt: &tokio::runtime::Runtime,
-    l: &mut UeventListener,
-) -> vm_catalogd::source::partition::Hint {
-    rt.block_on(async { tokio::time::timeout(Duration::from_secs(60), l.next()).await })
-        .expect("a uevent within a minute")
-        .unwrap()
-}
-
-#[test]
-fn hotplug_add_then_remove_and_release() {
-    let Some(()) = require_loop("partition hotplug on a loop disk") else {
-        return;
-    };
-    if !in_private_mount_ns("hotplug_add_then_remove_and_release") {
-        return;
-    }
-    let disk = LoopDisk::new(32, &layout()).unwrap();
-    let defs = definitions(&["vm-a"]);
-    disk.mkfs_ext4(1, "vmc-a", Some(defs.path())).unwrap();
-    disk.mkfs_ext4(3, "vmc-c", Some(defs.path())).unwrap();
-    disk.partx_delete(3).unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let mut m = PartitionManager::new(config(&disk, state.path()));
-    let rt = runtime();
-    let mut listener = rt
-        .block_on(async { UeventListener::bind(UeventGroup::Kernel) })
-        .unwrap();
-
-    let specs = m.reconcile();
-    assert_eq!(specs.len(), 1, "{specs:#?}");
-    assert_eq!(specs[0].presence, Presence::Present);
-
-    // Added at runtime: a hint, and the next reconcile mounts it.
-    disk.partx_add(3).unwrap();
-    assert!(hint(&rt, &mut listener).events >= 1);
-    let specs = m.reconcile();
-    let c = spec(&specs, &puuid(3));
-    assert_eq!(c.presence, Presence::Present, "{:?}", c.diagnostics);
-    let target = mount_point(c);
-    assert!(mountinfo(&target).is_some());
-    assert!(c.root.join("vm-a/vmlinux").is_file());
-
-    // Removed at runtime (its entry deleted from the table; the kernel keeps
-    // the busy partition), and a file on it still open.
-    let busy = std::fs::File::open(c.root.join("vm-a/vmlinux")).unwrap();
-    disk.sfdisk_behind_kernel(&["--delete", disk.path().to_str().unwrap(), "3"], None)
-        .unwrap();
-    disk.synth_uevent(Some(3), "change").unwrap();
-    assert!(hint(&rt, &mut listener).events >= 1);
-    let specs = m.reconcile();
-    assert_eq!(spec(&specs, &puuid(3)).presence, Presence::Gone);
-    assert_eq!(spec(&specs, "user").presence, Presence::Present);
-    assert!(mountinfo(&target).is_some(), "still mounted until released");
-
-    assert!(m.release_removed());
-    assert!(mountinfo(&target).is_none(), "detached although busy");
-    assert!(!target.exists());
-    drop(busy);
-    disk.partx_delete(3).unwrap(); // nothing holds it any more
-    let specs = m.reconcile();
-    assert_eq!(
-        spec(&specs, &puuid(3)).presence,
-        Presence::Gone,
-        "still listed"
-    );
-
-    m.unmount_all();
-}
-
 #[test]
 fn rewritten_table_is_a_geometry_mismatch() {
     let Some(()) = require_loop("geometry cross-check on a loop disk") else {
@@ -433,54 +288,4 @@ fn hostile_tables_are_rejected_without_a_crash() {
             s.diagnostics[0].message
         );
     }
-}
-
-#[test]
-fn uevents_from_forged_senders_are_ignored_and_overflow_is_reported() {
-    let Some(()) = require_loop("uevents on a loop disk") else {
-        return;
-    };
-    let disk = LoopDisk::new(8, "label: gpt\n").unwrap();
-    let rt = runtime();
-    let mut listener = rt
-        .block_on(async { UeventListener::bind(UeventGroup::Kernel) })
-        .unwrap();
-
-    // A root process may send to group 1, but not from port 0.
-    let forger = rustix::net::socket(
-        rustix::net::AddressFamily::NETLINK,
-        rustix::net::SocketType::DGRAM,
-        Some(rustix::net::netlink::KOBJECT_UEVENT),
-    )
-    .unwrap();
-    let msg =
-        b"add@/devices/virtual/block/evil\0ACTION=add\0SUBSYSTEM=block\0DEVNAME=../../etc/evil\0";
-    rustix::net::sendto(
-        &forger,
-        msg,
-        rustix::net::SendFlags::empty(),
-        &rustix::net::netlink::SocketAddrNetlink::new(0, 1),
-    )
-    .unwrap();
-    disk.synth_uevent(None, "change").unwrap();
-    assert!(hint(&rt, &mut listener).events >= 1);
-    assert!(
-        listener.stats().rejected_sender >= 1,
-        "{:?}",
-        listener.stats()
-    );
-
-    // A tiny queue overflows: the hint says events were lost.
-    listener.set_recv_buffer(1).unwrap();
-    for _ in 0..200 {
-        disk.synth_uevent(None, "change").unwrap();
-    }
-    let mut lost = false;
-    for _ in 0..200 {
-        if hint(&rt, &mut listener).lost {
-            lost = true;
-            break;
-        }
-    }
-    assert!(lost, "{:?}", listener.stats());
 }
