@@ -119,3 +119,36 @@ fn uevents_from_forged_senders_are_ignored_and_overflow_is_reported() {
     }
     assert!(lost, "{:?}", listener.stats());
 }
+
+#[test]
+fn rebroadcast_group_accepts_root_senders() {
+    let Some(()) = vm_catalog_tests::require_root("uevents on a rebroadcast group") else {
+        return;
+    };
+    let rt = runtime();
+    // Group 3, as mdevd -O4 rebroadcasts in Spectrum; the kernel never sends there.
+    let mut listener = rt
+        .block_on(async { UeventListener::bind(UeventGroup::Rebroadcast(3)) })
+        .unwrap();
+    let sender = rustix::net::socket(
+        rustix::net::AddressFamily::NETLINK,
+        rustix::net::SocketType::DGRAM,
+        Some(rustix::net::netlink::KOBJECT_UEVENT),
+    )
+    .unwrap();
+    let to = rustix::net::netlink::SocketAddrNetlink::new(0, 1 << 2);
+    let send = |m: &[u8]| {
+        rustix::net::sendto(&sender, m, rustix::net::SendFlags::empty(), &to).unwrap();
+    };
+    send(b"change@/devices/virtual/net/lo\0ACTION=change\0SUBSYSTEM=net\0");
+    send(b"libudev\0not a kernel message");
+    send(b"change@/devices/virtual/block/loop0\0ACTION=change\0SUBSYSTEM=block\0");
+    let h = hint(&rt, &mut listener);
+    assert_eq!(h.events, 1);
+    let s = listener.stats();
+    assert_eq!(
+        (s.accepted, s.other, s.malformed, s.rejected_sender),
+        (1, 1, 1, 0),
+        "{s:?}"
+    );
+}
