@@ -430,10 +430,7 @@ impl Request {
     pub fn decode(method: u16, body: &[u8], compat: Compat) -> Result<Request, RequestError> {
         let m = Method::from_id(method).ok_or(RequestError::UnknownMethod(method))?;
         fn d<T: DeserializeOwned>(m: Method, b: &[u8], c: Compat) -> Result<T, RequestError> {
-            codec::decode(b, c).map_err(|source| RequestError::Invalid {
-                method: m.name(),
-                source,
-            })
+            codec::decode(b, c).map_err(|source| RequestError::Invalid { method: m.name(), source })
         }
         Ok(match m {
             Method::Ping => Request::Ping(d(m, body, compat)?),
@@ -474,10 +471,7 @@ mod tests {
         let body = codec::encode(&"bad name").unwrap();
         assert!(matches!(
             Request::decode(Method::GetVm.id(), &body, Compat::Exact),
-            Err(RequestError::Invalid {
-                method: "GetVm",
-                ..
-            })
+            Err(RequestError::Invalid { method: "GetVm", .. })
         ));
     }
 }

@@ -452,13 +452,7 @@ mod tests {
     #[test]
     fn cursor_parses_and_prints() {
         let c: Cursor = "00000000000000ff:12".parse().unwrap();
-        assert_eq!(
-            c,
-            Cursor {
-                epoch: Epoch(255),
-                generation: 12
-            }
-        );
+        assert_eq!(c, Cursor { epoch: Epoch(255), generation: 12 });
         assert_eq!(c.to_string(), "00000000000000ff:12");
         assert!("12".parse::<Cursor>().is_err());
         assert!("zz:1".parse::<Cursor>().is_err());

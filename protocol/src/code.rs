@@ -182,14 +182,8 @@ mod tests {
     #[test]
     fn numbers_and_names_are_unique_and_round_trip() {
         for all in [
-            ErrorCode::ALL
-                .iter()
-                .map(|c| (c.number(), c.name()))
-                .collect::<Vec<_>>(),
-            DiagCode::ALL
-                .iter()
-                .map(|c| (c.number(), c.name()))
-                .collect::<Vec<_>>(),
+            ErrorCode::ALL.iter().map(|c| (c.number(), c.name())).collect::<Vec<_>>(),
+            DiagCode::ALL.iter().map(|c| (c.number(), c.name())).collect::<Vec<_>>(),
         ] {
             let mut nums: Vec<_> = all.iter().map(|x| x.0).collect();
             nums.dedup();
@@ -208,10 +202,7 @@ mod tests {
     #[test]
     fn unknown_numbers_decode_as_other() {
         let b = postcard::to_allocvec(&999u16).unwrap();
-        assert_eq!(
-            postcard::from_bytes::<ErrorCode>(&b).unwrap(),
-            ErrorCode::Other(999)
-        );
+        assert_eq!(postcard::from_bytes::<ErrorCode>(&b).unwrap(), ErrorCode::Other(999));
         assert_eq!(ErrorCode::Other(999).to_string(), "other(999)");
     }
 }

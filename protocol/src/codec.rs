@@ -86,10 +86,7 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Resul
 }
 
 /// Decodes a body according to `compat`.
-pub fn decode<'de, T: Deserialize<'de>>(
-    bytes: &'de [u8],
-    compat: Compat,
-) -> Result<T, DecodeError> {
+pub fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8], compat: Compat) -> Result<T, DecodeError> {
     let flavor = ZeroTail {
         input: bytes,
         zero_tail: compat.zero_tail(),
@@ -190,9 +187,7 @@ pub mod record {
     }
 
     /// Deserializes a length-delimited record.
-    pub fn deserialize<'de, T: DeserializeOwned, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<T, D::Error> {
+    pub fn deserialize<'de, T: DeserializeOwned, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
         Record::<T>::deserialize(d).map(|r| r.0)
     }
 }
@@ -202,10 +197,7 @@ pub mod opt_record {
     use super::*;
 
     /// Serializes `Some(record)` or `None`.
-    pub fn serialize<T: Serialize, S: Serializer>(
-        value: &Option<T>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub fn serialize<T: Serialize, S: Serializer>(value: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
         match value {
             Some(v) => s.serialize_some(&RecordRef(v)),
             None => s.serialize_none(),
@@ -286,59 +278,32 @@ mod tests {
 
     #[test]
     fn exact_rejects_trailing_bytes() {
-        let mut b = encode(&V1 {
-            id: 1,
-            name: "a".into(),
-        })
-        .unwrap();
+        let mut b = encode(&V1 { id: 1, name: "a".into() }).unwrap();
         b.push(0);
-        assert_eq!(
-            decode::<V1>(&b, Compat::Exact),
-            Err(DecodeError::TrailingBytes(1))
-        );
+        assert_eq!(decode::<V1>(&b, Compat::Exact), Err(DecodeError::TrailingBytes(1)));
     }
 
     #[test]
     fn exact_rejects_a_missing_tail() {
-        let b = encode(&V1 {
-            id: 1,
-            name: "a".into(),
-        })
-        .unwrap();
+        let b = encode(&V1 { id: 1, name: "a".into() }).unwrap();
         assert!(decode::<V2>(&b, Compat::Exact).is_err());
     }
 
     #[test]
     fn newer_reader_of_older_body_sees_none() {
-        let b = encode(&V1 {
-            id: 7,
-            name: "vm".into(),
-        })
-        .unwrap();
+        let b = encode(&V1 { id: 7, name: "vm".into() }).unwrap();
         assert_eq!(
             decode::<V2>(&b, Compat::PeerOlder).unwrap(),
-            V2 {
-                id: 7,
-                name: "vm".into(),
-                memory_mib: None
-            }
+            V2 { id: 7, name: "vm".into(), memory_mib: None }
         );
     }
 
     #[test]
     fn older_reader_of_newer_body_ignores_the_tail() {
-        let b = encode(&V2 {
-            id: 7,
-            name: "vm".into(),
-            memory_mib: Some(512),
-        })
-        .unwrap();
+        let b = encode(&V2 { id: 7, name: "vm".into(), memory_mib: Some(512) }).unwrap();
         assert_eq!(
             decode::<V1>(&b, Compat::PeerNewer).unwrap(),
-            V1 {
-                id: 7,
-                name: "vm".into()
-            }
+            V1 { id: 7, name: "vm".into() }
         );
     }
 
@@ -346,16 +311,8 @@ mod tests {
     fn records_inside_lists_evolve_both_ways() {
         let new = ListV2 {
             vms: vec![
-                V2 {
-                    id: 1,
-                    name: "a".into(),
-                    memory_mib: Some(300),
-                },
-                V2 {
-                    id: 2,
-                    name: "b".into(),
-                    memory_mib: None,
-                },
+                V2 { id: 1, name: "a".into(), memory_mib: Some(300) },
+                V2 { id: 2, name: "b".into(), memory_mib: None },
             ],
             generation: 9,
         };
@@ -363,16 +320,7 @@ mod tests {
         assert_eq!(
             old,
             ListV1 {
-                vms: vec![
-                    V1 {
-                        id: 1,
-                        name: "a".into()
-                    },
-                    V1 {
-                        id: 2,
-                        name: "b".into()
-                    }
-                ],
+                vms: vec![V1 { id: 1, name: "a".into() }, V1 { id: 2, name: "b".into() }],
                 generation: 9
             }
         );

@@ -177,10 +177,7 @@ pub fn decode_frame(datagram: &[u8], max_frame: u32) -> Result<Frame<'_>, FrameE
         return Err(FrameError::Empty);
     }
     if len > max_frame as usize {
-        return Err(FrameError::TooLarge {
-            len,
-            max: max_frame,
-        });
+        return Err(FrameError::TooLarge { len, max: max_frame });
     }
     if len < HEADER_LEN {
         return Err(FrameError::TooShort { len });
@@ -195,12 +192,7 @@ pub fn decode_frame(datagram: &[u8], max_frame: u32) -> Result<Frame<'_>, FrameE
     let kind = FrameKind::from_u8(datagram[3]).ok_or(FrameError::UnknownKind(datagram[3]))?;
     let u16_at = |i: usize| u16::from_le_bytes([datagram[i], datagram[i + 1]]);
     let u32_at = |i: usize| {
-        u32::from_le_bytes([
-            datagram[i],
-            datagram[i + 1],
-            datagram[i + 2],
-            datagram[i + 3],
-        ])
+        u32::from_le_bytes([datagram[i], datagram[i + 1], datagram[i + 2], datagram[i + 3]])
     };
     let flags = u16_at(4);
     if flags != 0 {
@@ -216,14 +208,8 @@ pub fn decode_frame(datagram: &[u8], max_frame: u32) -> Result<Frame<'_>, FrameE
     let body = &datagram[HEADER_LEN..];
     let declared = header.body_len;
     match (declared as usize).cmp(&body.len()) {
-        std::cmp::Ordering::Greater => Err(FrameError::Truncated {
-            declared,
-            actual: body.len(),
-        }),
-        std::cmp::Ordering::Less => Err(FrameError::TrailingGarbage {
-            declared,
-            actual: body.len(),
-        }),
+        std::cmp::Ordering::Greater => Err(FrameError::Truncated { declared, actual: body.len() }),
+        std::cmp::Ordering::Less => Err(FrameError::TrailingGarbage { declared, actual: body.len() }),
         std::cmp::Ordering::Equal => Ok(Frame { header, body }),
     }
 }
@@ -241,10 +227,7 @@ pub fn encode_frame<T: Serialize + ?Sized>(
     buf.extend_from_slice(&[0u8; HEADER_LEN]);
     codec::encode_into(body, &mut buf)?;
     if buf.len() > max_frame as usize {
-        return Err(FrameError::TooLarge {
-            len: buf.len(),
-            max: max_frame,
-        });
+        return Err(FrameError::TooLarge { len: buf.len(), max: max_frame });
     }
     let header = Header {
         kind,
@@ -279,22 +262,13 @@ mod tests {
     fn rejects_each_malformation() {
         let good = ping_frame();
         assert_eq!(decode_frame(&[], 1024), Err(FrameError::Empty));
-        assert_eq!(
-            decode_frame(&good[..10], 1024),
-            Err(FrameError::TooShort { len: 10 })
-        );
+        assert_eq!(decode_frame(&good[..10], 1024), Err(FrameError::TooShort { len: 10 }));
         let mut b = good.clone();
         b[0] = b'X';
-        assert_eq!(
-            decode_frame(&b, 1024),
-            Err(FrameError::BadMagic([b'X', b'C']))
-        );
+        assert_eq!(decode_frame(&b, 1024), Err(FrameError::BadMagic([b'X', b'C'])));
         let mut b = good.clone();
         b[2] = 2;
-        assert_eq!(
-            decode_frame(&b, 1024),
-            Err(FrameError::UnsupportedHeaderVersion(2))
-        );
+        assert_eq!(decode_frame(&b, 1024), Err(FrameError::UnsupportedHeaderVersion(2)));
         let mut b = good.clone();
         b[3] = 99;
         assert_eq!(decode_frame(&b, 1024), Err(FrameError::UnknownKind(99)));
@@ -303,19 +277,13 @@ mod tests {
         assert_eq!(decode_frame(&b, 1024), Err(FrameError::UnknownFlags(1)));
         assert_eq!(
             decode_frame(&good[..good.len() - 1], 1024),
-            Err(FrameError::Truncated {
-                declared: 4,
-                actual: 3
-            })
+            Err(FrameError::Truncated { declared: 4, actual: 3 })
         );
         let mut b = good.clone();
         b.push(0);
         assert_eq!(
             decode_frame(&b, 1024),
-            Err(FrameError::TrailingGarbage {
-                declared: 4,
-                actual: 5
-            })
+            Err(FrameError::TrailingGarbage { declared: 4, actual: 5 })
         );
         assert_eq!(
             decode_frame(&good, 19),

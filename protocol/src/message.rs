@@ -8,62 +8,27 @@ use crate::handshake::{Goodbye, Hello, Welcome};
 
 /// A `Request` frame for call `call_id`.
 pub fn request<C: Call>(call_id: u32, params: &C, max_frame: u32) -> Result<Vec<u8>, FrameError> {
-    encode_frame(
-        FrameKind::Request,
-        C::METHOD.id(),
-        call_id,
-        params,
-        max_frame,
-    )
+    encode_frame(FrameKind::Request, C::METHOD.id(), call_id, params, max_frame)
 }
 
 /// The `Reply` frame of a unary call.
-pub fn reply<C: Unary>(
-    call_id: u32,
-    reply: &C::Reply,
-    max_frame: u32,
-) -> Result<Vec<u8>, FrameError> {
+pub fn reply<C: Unary>(call_id: u32, reply: &C::Reply, max_frame: u32) -> Result<Vec<u8>, FrameError> {
     encode_frame(FrameKind::Reply, C::METHOD.id(), call_id, reply, max_frame)
 }
 
 /// A `StreamItem` frame of a streaming call.
-pub fn item<C: Streaming>(
-    call_id: u32,
-    item: &C::Item,
-    max_frame: u32,
-) -> Result<Vec<u8>, FrameError> {
-    encode_frame(
-        FrameKind::StreamItem,
-        C::METHOD.id(),
-        call_id,
-        item,
-        max_frame,
-    )
+pub fn item<C: Streaming>(call_id: u32, item: &C::Item, max_frame: u32) -> Result<Vec<u8>, FrameError> {
+    encode_frame(FrameKind::StreamItem, C::METHOD.id(), call_id, item, max_frame)
 }
 
 /// The `StreamEnd` frame of a streaming call.
-pub fn end<C: Streaming>(
-    call_id: u32,
-    end: &C::End,
-    max_frame: u32,
-) -> Result<Vec<u8>, FrameError> {
-    encode_frame(
-        FrameKind::StreamEnd,
-        C::METHOD.id(),
-        call_id,
-        end,
-        max_frame,
-    )
+pub fn end<C: Streaming>(call_id: u32, end: &C::End, max_frame: u32) -> Result<Vec<u8>, FrameError> {
+    encode_frame(FrameKind::StreamEnd, C::METHOD.id(), call_id, end, max_frame)
 }
 
 /// An `Error` frame ending call `call_id` of `method` (both 0 for a
 /// connection-level error).
-pub fn error(
-    call_id: u32,
-    method: u16,
-    body: &ErrorBody,
-    max_frame: u32,
-) -> Result<Vec<u8>, FrameError> {
+pub fn error(call_id: u32, method: u16, body: &ErrorBody, max_frame: u32) -> Result<Vec<u8>, FrameError> {
     encode_frame(FrameKind::Error, method, call_id, body, max_frame)
 }
 

@@ -273,9 +273,6 @@ mod tests {
         let bytes = postcard::to_allocvec("bad name").unwrap();
         assert!(postcard::from_bytes::<VmName>(&bytes).is_err());
         let bytes = postcard::to_allocvec("good").unwrap();
-        assert_eq!(
-            postcard::from_bytes::<VmName>(&bytes).unwrap().as_str(),
-            "good"
-        );
+        assert_eq!(postcard::from_bytes::<VmName>(&bytes).unwrap().as_str(), "good");
     }
 }

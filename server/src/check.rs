@@ -9,11 +9,7 @@ pub struct CheckArgs {
     #[arg(long)]
     pub json: bool,
     /// A symlink is accepted when its target is under this prefix (repeatable).
-    #[arg(
-        long = "trusted-target",
-        value_name = "PREFIX",
-        default_value = "/usr/img/"
-    )]
+    #[arg(long = "trusted-target", value_name = "PREFIX", default_value = "/usr/img/")]
     pub trusted_targets: Vec<PathBuf>,
     /// Definition directories (`<root>/<vm>`), or source roots holding them.
     #[arg(required = true, value_name = "DIR")]
