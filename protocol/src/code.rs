@@ -170,6 +170,8 @@ wire_code! {
         HiddenEntry = 26 => "hidden-entry",
         /// A file is larger than the scanner accepts.
         TooLarge = 27 => "too-large",
+        /// Two devices carry the same partition (or file-system) UUID: neither is mounted.
+        DuplicatePartuuid = 28 => "duplicate-partuuid",
     }
 }
 

@@ -1,0 +1,93 @@
+//! Helpers shared by the loop-disk partition tests.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use vm_catalog_tests::loopdev::LoopDisk;
+use vm_catalogd::source::SourceSpec;
+use vm_catalogd::source::partition::{
+    DiskPolicy, ExtSource, Hint, PartitionConfig, UeventListener,
+};
+
+pub const USER: &str = "9293e1ff-cee4-4658-88be-898ec863944f";
+pub const LINUX: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
+
+pub fn puuid(n: u32) -> String {
+    format!("aaaaaaaa-0000-4000-8000-00000000000{n}")
+}
+
+/// 1: user (A), 2: Linux data, 3: user read-only (attribute 60),
+/// 4: user no-auto (attribute 63).
+pub fn layout() -> String {
+    format!(
+        "label: gpt\n\
+         start=2048, size=16384, type={USER}, uuid={}, name=\"user-a\"\n\
+         start=18432, size=8192, type={LINUX}, uuid={}, name=\"other\"\n\
+         start=26624, size=16384, type={USER}, uuid={}, name=\"user-c\", attrs=\"GUID:60\"\n\
+         start=43008, size=16384, type={USER}, uuid={}, name=\"user-d\", attrs=\"GUID:63\"\n",
+        puuid(1),
+        puuid(2),
+        puuid(3),
+        puuid(4)
+    )
+}
+
+/// A definition tree `svc/data/<vm>/{vmlinux,blk/root.img}` for each VM.
+pub fn definitions(vms: &[&str]) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    for vm in vms {
+        let v = d.path().join("svc/data").join(vm);
+        std::fs::create_dir_all(v.join("blk")).unwrap();
+        std::fs::write(v.join("vmlinux"), "kernel").unwrap();
+        std::fs::write(v.join("blk/root.img"), "disk").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", v.join("escape")).unwrap();
+    }
+    d
+}
+
+pub fn config(disk: &LoopDisk, state: &Path) -> PartitionConfig {
+    let mut c = PartitionConfig::new(state.join("mnt"));
+    c.disks = DiskPolicy::Named(vec![disk.name().to_owned()]);
+    c.ext = ExtSource::None;
+    c
+}
+
+/// The mountinfo line of the mount at `target`: (per-mount options, super options).
+pub fn mountinfo(target: &Path) -> Option<(String, String)> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        if Path::new(f[4]) != target {
+            return None;
+        }
+        let dash = f.iter().position(|x| *x == "-")?;
+        Some((f[5].to_owned(), f[dash + 3].to_owned()))
+    })
+}
+
+pub fn spec<'a>(specs: &'a [SourceSpec], label: &str) -> &'a SourceSpec {
+    specs
+        .iter()
+        .find(|s| s.label.as_str() == label)
+        .unwrap_or_else(|| panic!("no source {label} in {specs:#?}"))
+}
+
+pub fn mount_point(s: &SourceSpec) -> PathBuf {
+    s.root.parent().and_then(Path::parent).unwrap().to_owned()
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Waits for a hint (the timeout only keeps a broken test from hanging).
+pub fn hint(rt: &tokio::runtime::Runtime, l: &mut UeventListener) -> Hint {
+    rt.block_on(async { tokio::time::timeout(Duration::from_secs(60), l.next()).await })
+        .expect("a uevent within a minute")
+        .unwrap()
+}
