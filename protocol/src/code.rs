@@ -172,6 +172,8 @@ wire_code! {
         TooLarge = 27 => "too-large",
         /// Two devices carry the same partition (or file-system) UUID: neither is mounted.
         DuplicatePartuuid = 28 => "duplicate-partuuid",
+        /// The VM's service name is already taken in the s6 scan directory.
+        ServiceConflict = 29 => "service-conflict",
     }
 }
 

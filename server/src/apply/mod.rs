@@ -55,7 +55,7 @@ pub struct ApplyReport {
 pub struct LeftOut {
     /// The VM.
     pub vm: VmName,
-    /// The diagnostic code: `name-too-long`, `invalid-name` (its scan
+    /// The diagnostic code: `name-too-long`, `service-conflict` (its scan
     /// directory entry is taken), `invalid-path` (its view path is unsafe),
     /// `missing-provider`, `provider-unavailable` (a provider is left out)
     /// or `provider-cycle`.

@@ -185,7 +185,7 @@ impl Renderer {
                     "scan directory entry {}{} is taken by {what}",
                     self.prefix, vm.name
                 );
-                leave(&mut out, &vm.name, DiagCode::InvalidName, msg);
+                leave(&mut out, &vm.name, DiagCode::ServiceConflict, msg);
             } else {
                 keep.insert(&vm.name, vm);
             }
@@ -422,7 +422,7 @@ mod tests {
             left(&r),
             [
                 ("app".to_string(), DiagCode::ProviderUnavailable),
-                ("net".to_string(), DiagCode::InvalidName)
+                ("net".to_string(), DiagCode::ServiceConflict)
             ]
         );
         assert_eq!(

@@ -115,7 +115,7 @@ fn a_taken_scandir_name_leaves_out_that_vm_only() {
     assert_eq!(
         codes,
         [
-            ("b".to_string(), DiagCode::InvalidName),
+            ("b".to_string(), DiagCode::ServiceConflict),
             ("c".to_string(), DiagCode::ProviderUnavailable)
         ]
     );
