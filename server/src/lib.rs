@@ -13,3 +13,8 @@ pub mod logging;
 pub mod rescan;
 pub mod rpc;
 pub mod source;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod pipeline;
+pub mod watch;

@@ -45,10 +45,12 @@ pub trait Pipeline: Send + 'static {
     /// catalog without applying or publishing anything.
     fn run(&mut self, trigger: RescanTrigger, dry_run: bool) -> Result<RescanResult, RescanError>;
 
-    /// Called after every real rescan, when the worker has nothing else to
-    /// do: release resources the new catalog no longer uses (unmount removed
-    /// partitions).
-    fn after(&mut self) {}
+    /// Called after every real rescan: release what the new catalog no
+    /// longer uses (unmount removed partitions). Returns a trigger when that
+    /// calls for another rescan.
+    fn after(&mut self) -> Option<RescanTrigger> {
+        None
+    }
 }
 
 type Reply = oneshot::Sender<Result<RescanResult, RescanError>>;
@@ -138,6 +140,8 @@ impl Rescans {
 struct Worker<P> {
     pipeline: P,
     rx: std_mpsc::Receiver<Msg>,
+    /// A rescan that [`Pipeline::after`] asked for, run next.
+    follow_up: Option<RescanTrigger>,
     retry: Option<(Instant, Duration)>,
 }
 
@@ -187,13 +191,16 @@ impl<P: Pipeline> Worker<P> {
                 for reply in real {
                     let _ = reply.send(result.clone());
                 }
-                self.pipeline.after();
+                self.follow_up = self.pipeline.after();
             }
         }
     }
 
     /// Waits for the next message, or makes a retry message when a retry is due.
     fn next_message(&mut self) -> Option<Msg> {
+        if let Some(trigger) = self.follow_up.take() {
+            return Some(Msg::Rescan { trigger, dry_run: false, reply: None });
+        }
         match self.retry {
             None => self.rx.recv().ok(),
             Some((at, _)) => {

@@ -1,0 +1,199 @@
+//! The command line of `vm-catalogd` (clap). `config` turns it into a
+//! checked [`crate::config::Config`]; the man page and shell completions in
+//! `contrib/` are generated from these definitions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::logging::LogFormat;
+
+/// vm-catalogd: one catalog of the host's VMs.
+///
+/// Scans the built-in VM directory, extra directories and user partitions for
+/// VM definitions, merges them into one catalog, keeps one s6-rc database of
+/// VM services in step with it, and serves the catalog on a SOCK_SEQPACKET
+/// socket (see vm-catalog(1)). SIGHUP rescans; SIGTERM and SIGINT stop the
+/// daemon cleanly (mounted partitions stay mounted).
+#[derive(Debug, Parser)]
+#[command(name = "vm-catalogd", version, max_term_width = 100)]
+pub struct Cli {
+    /// The daemon's options (when no subcommand is given).
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+    /// A subcommand instead of running the daemon.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate VM definition directories offline, as an untrusted source would be read.
+    Check(crate::check::CheckArgs),
+}
+
+/// Which applier keeps the VM services in step with the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ApplyKind {
+    /// One s6-rc database of VM services, compiled and swapped in atomically.
+    #[value(name = "s6-rc")]
+    S6rc,
+    /// Catalog only: no services.
+    None,
+}
+
+/// Options of the daemon.
+#[derive(Debug, Clone, Args)]
+pub struct DaemonArgs {
+    // ── Socket ──
+    /// Listen on this SOCK_SEQPACKET socket.
+    #[arg(long, value_name = "PATH", default_value = "/run/vm-catalog/socket", help_heading = "Socket")]
+    pub socket: PathBuf,
+    /// Use this inherited, already listening socket instead of creating one.
+    #[arg(long, value_name = "FD", conflicts_with = "socket", help_heading = "Socket")]
+    pub socket_fd: Option<i32>,
+    /// Mode of the socket (octal). Anyone who can connect may list and
+    /// subscribe; rescans need root or --admin-group.
+    #[arg(long, value_name = "MODE", default_value = "0666", value_parser = parse_mode, help_heading = "Socket")]
+    pub socket_mode: u32,
+    /// Group of the socket (name or number).
+    #[arg(long, value_name = "GROUP", help_heading = "Socket")]
+    pub socket_group: Option<String>,
+    /// Members of this group (name or number) may rescan, besides root.
+    #[arg(long, value_name = "GROUP", help_heading = "Socket")]
+    pub admin_group: Option<String>,
+    /// Open connections in all.
+    #[arg(long, value_name = "N", default_value_t = 256, help_heading = "Socket")]
+    pub max_connections: u32,
+    /// Open connections per user.
+    #[arg(long, value_name = "N", default_value_t = 32, help_heading = "Socket")]
+    pub max_connections_per_uid: u32,
+
+    // ── Sources ──
+    /// The built-in VM definitions (trusted: symlinks are followed). A
+    /// missing directory is an empty source with a warning.
+    #[arg(long, value_name = "DIR", default_value = "/usr/img/builtin", help_heading = "Sources")]
+    pub builtin: PathBuf,
+    /// An extra untrusted source of definitions (repeatable). Extra sources
+    /// rank after the built-in one and before partitions, in command-line order.
+    #[arg(long = "source", value_name = "LABEL=DIR", help_heading = "Sources")]
+    pub sources: Vec<String>,
+    /// An extra trusted source (repeatable; symlinks are followed).
+    #[arg(long = "trusted-source", value_name = "LABEL=DIR", help_heading = "Sources")]
+    pub trusted_sources: Vec<String>,
+    /// In untrusted sources, a symlink counts only if its target is under
+    /// this prefix (repeatable).
+    #[arg(long = "trusted-target", value_name = "PREFIX", default_value = "/usr/img/", help_heading = "Sources")]
+    pub trusted_targets: Vec<PathBuf>,
+    /// Do not watch source directories (rescan only on request, SIGHUP or hotplug).
+    #[arg(long, help_heading = "Sources")]
+    pub no_watch: bool,
+    /// Wait this long after the last change in a watched directory before rescanning.
+    #[arg(long, value_name = "MS", default_value_t = 200, help_heading = "Sources")]
+    pub debounce_ms: u64,
+
+    // ── Partitions ──
+    /// Do not look for user partitions.
+    #[arg(long, help_heading = "Partitions")]
+    pub no_partitions: bool,
+    /// Look for user partitions on this disk only (a name under /sys/class/block,
+    /// e.g. loop3; repeatable). Default: the disk that holds the root file system.
+    #[arg(long = "partition-disk", value_name = "DISK", help_heading = "Partitions")]
+    pub partition_disks: Vec<String>,
+    /// Look for user partitions on every disk.
+    #[arg(long, conflicts_with = "partition_disks", help_heading = "Partitions")]
+    pub all_disks: bool,
+    /// The primary user partition (/dev/NAME, NAME, UUID=, PARTUUID=, LABEL=);
+    /// overrides ext= on the kernel command line.
+    #[arg(long, value_name = "SPEC", help_heading = "Partitions")]
+    pub ext: Option<String>,
+    /// Where to read ext= from.
+    #[arg(long, value_name = "PATH", default_value = "/proc/cmdline", help_heading = "Partitions")]
+    pub cmdline: PathBuf,
+    /// Run `fsck -p` on a partition before mounting it.
+    #[arg(long, help_heading = "Partitions")]
+    pub fsck: bool,
+    /// Netlink group for block device uevents: 1 is the kernel's; mdevd -O
+    /// rebroadcasts to another.
+    #[arg(long, value_name = "N", default_value_t = 1, help_heading = "Partitions")]
+    pub uevent_group: u32,
+    /// The sysfs root (for tests).
+    #[arg(long, value_name = "DIR", default_value = "/sys", hide = true)]
+    pub sysfs: PathBuf,
+
+    // ── Applying ──
+    /// How the catalog is applied.
+    #[arg(long, value_enum, default_value = "s6-rc", help_heading = "Applying")]
+    pub apply: ApplyKind,
+    /// The s6-rc live directory of the VM database.
+    #[arg(long, value_name = "DIR", default_value = "/run/s6-rc.vm", help_heading = "Applying")]
+    pub live: PathBuf,
+    /// The s6-svscan scan directory.
+    #[arg(long, value_name = "DIR", default_value = "/run/service", help_heading = "Applying")]
+    pub scandir: PathBuf,
+    /// Prefix of the VM services' names in the scan directory.
+    #[arg(long, value_name = "P", default_value = "vm-", help_heading = "Applying")]
+    pub prefix: String,
+    /// Where s6-rc-compile, s6-rc-init, s6-rc-update and s6-rc are (default: PATH).
+    #[arg(long, value_name = "DIR", env = "S6RC_BINDIR", help_heading = "Applying")]
+    pub s6rc_bindir: Option<PathBuf>,
+    /// A service template directory (@VM_NAME@, @VM_VIEW@ … placeholders);
+    /// default: a built-in longrun that execs the start command.
+    #[arg(long, value_name = "DIR", help_heading = "Applying")]
+    pub service_template: Option<PathBuf>,
+    /// The command a VM service runs, with the VM name as its argument.
+    #[arg(long, value_name = "PATH", default_value = "/bin/start-vmm", help_heading = "Applying")]
+    pub start_command: PathBuf,
+    /// Restart running VMs whose definition changed (default: mark them restart-pending).
+    #[arg(long, help_heading = "Applying")]
+    pub restart_changed: bool,
+    /// The most VM services the database may hold.
+    #[arg(long, value_name = "N", help_heading = "Applying")]
+    pub max_services: Option<usize>,
+    /// Where each active VM's view (`<DIR>/<name>/config`) is built.
+    #[arg(long, value_name = "DIR", default_value = "/run/vm", help_heading = "Applying")]
+    pub vm_dir: PathBuf,
+
+    // ── Daemon ──
+    /// State: compiled databases, partition mount points.
+    #[arg(long, value_name = "DIR", default_value = "/run/vm-catalog", help_heading = "Daemon")]
+    pub state_dir: PathBuf,
+    /// Write a newline to this file descriptor once the socket listens and
+    /// the first scan and apply are done (s6 readiness notification).
+    #[arg(long, value_name = "FD", help_heading = "Daemon")]
+    pub notify_fd: Option<i32>,
+    /// Log filter: a level (error, warn, info, debug, trace) or RUST_LOG-style
+    /// directives; RUST_LOG wins when set.
+    #[arg(long, value_name = "LEVEL", default_value = "info", help_heading = "Daemon")]
+    pub log_level: String,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text", help_heading = "Daemon")]
+    pub log_format: LogFormat,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal mode such as 0660"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn modes_are_octal() {
+        assert_eq!(parse_mode("0660"), Ok(0o660));
+        assert_eq!(parse_mode("666"), Ok(0o666));
+        assert!(parse_mode("0999").is_err());
+        assert!(parse_mode("01777").is_err());
+    }
+}

@@ -1,0 +1,149 @@
+//! The daemon's life: start-up, serving, signals, shutdown.
+//!
+//! Start-up order: bind the socket (it queues connections, nobody is
+//! served yet), open the applier (adopting an existing live database), run
+//! the first rescan and apply, then serve, watch, and say ready. Shutdown
+//! (`SIGTERM`, `SIGINT`): stop accepting, let the apply in flight finish, say
+//! goodbye to every connection, remove the socket, exit 0. Mounted
+//! partitions stay mounted: running VMs use them.
+
+use std::io::Write;
+use std::os::fd::FromRawFd;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_seqpacket::UnixSeqpacketListener;
+use tokio_util::sync::CancellationToken;
+use vm_catalog_protocol::{Epoch, Features, RescanTrigger};
+
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::pipeline::{PipelineError, RealPipeline};
+use crate::rescan::Rescans;
+use crate::rpc::{self, Ctx, ServerInfo, listener::BoundSocket};
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The pipeline (applier, partitions) could not be set up.
+    #[error("cannot start")]
+    Pipeline(#[source] PipelineError),
+    /// A signal handler could not be installed.
+    #[error("cannot install signal handlers")]
+    Signals(#[source] std::io::Error),
+    /// The readiness file descriptor could not be written.
+    #[error("cannot write readiness to fd {fd}")]
+    Notify {
+        /// The descriptor.
+        fd: i32,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A random epoch: generations restart with every daemon run.
+pub fn new_epoch() -> Epoch {
+    let mut b = [0u8; 8];
+    // Without randomness, the start time still tells runs apart.
+    if getrandom::fill(&mut b).is_err() {
+        b = now_ms().to_le_bytes();
+    }
+    Epoch(u64::from_le_bytes(b))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Runs the daemon on `listener` until SIGTERM or SIGINT (or `shutdown`).
+pub async fn run(
+    config: Config,
+    listener: UnixSeqpacketListener,
+    mut bound: BoundSocket,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    let hub = Hub::new(new_epoch());
+    let (paths_tx, paths_rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
+    let pipeline = RealPipeline::open(&config, hub.clone(), paths_tx).map_err(DaemonError::Pipeline)?;
+    let applier = pipeline.applier_name();
+    let mut features = Features::default();
+    if config.s6rc.is_some() {
+        features = features | Features::APPLIER;
+    }
+    if config.partitions.is_some() {
+        features = features | Features::PARTITIONS;
+    }
+    let uevents = pipeline.take_uevents();
+    let (rescans, worker) = Rescans::spawn(pipeline);
+
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+
+    match rescans.rescan(RescanTrigger::Startup, false).await {
+        Ok(r) => tracing::info!(
+            generation = r.outcome.generation,
+            active = hub.current().active_count(),
+            apply = r.outcome.apply.status.as_str(),
+            "first scan done"
+        ),
+        Err(e) => tracing::error!(error = %e, "first scan failed"),
+    }
+
+    let ctx = Ctx::new(
+        hub.clone(),
+        rescans.clone(),
+        ServerInfo {
+            version: format!("vm-catalogd {}", env!("CARGO_PKG_VERSION")),
+            applier,
+            features,
+            started_unix_ms: now_ms(),
+        },
+        config.admin_gid,
+        config.limits.clone(),
+        shutdown.clone(),
+    );
+    let server = tokio::spawn(rpc::serve(listener, ctx));
+    if let Some(debounce) = config.watch {
+        tokio::spawn(crate::watch::run(paths_rx, rescans.clone(), debounce, shutdown.clone()));
+    }
+    if let Some(uevents) = uevents {
+        tokio::spawn(uevents.run(rescans.clone(), shutdown.clone()));
+    }
+    if let Some(fd) = config.notify_fd {
+        notify_ready(fd).map_err(|source| DaemonError::Notify { fd, source })?;
+    }
+    tracing::info!(socket = ?bound.path(), epoch = %hub.epoch(), "ready");
+
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: rescanning");
+                rescans.trigger(RescanTrigger::Signal);
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    tracing::info!("stopping");
+    shutdown.cancel();
+    let _ = server.await;
+    // The worker finishes the rescan (and apply) in flight, then stops.
+    rescans.stop();
+    let _ = tokio::task::spawn_blocking(move || worker.join()).await;
+    bound.remove();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Writes the readiness newline and closes the descriptor (s6's protocol).
+fn notify_ready(fd: i32) -> std::io::Result<()> {
+    // SAFETY: the descriptor was handed to us for exactly this purpose
+    // (`--notify-fd`); nothing else in the process uses it, and the File
+    // closes it when dropped, as the readiness protocol wants.
+    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    f.write_all(b"\n")
+}

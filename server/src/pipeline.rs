@@ -1,0 +1,377 @@
+//! One rescan, end to end: discover the sources, scan them, merge, build the
+//! views, apply, and publish the next generation.
+//!
+//! The pipeline lives on the rescan worker thread (see [`crate::rescan`]),
+//! so the partition manager and the applier are only ever used from there.
+//! A dry run stops after the merge: it mounts nothing new (it reuses the
+//! partitions found by the last real rescan), builds no view, applies
+//! nothing and publishes no catalog, only its own outcome in the status.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use vm_catalog_protocol::{
+    ApplyOutcome, ApplyStatus, Diagnostic, RescanOutcome, RescanTrigger, Severity, SourceState,
+};
+
+use crate::apply::none::NoneApplier;
+use crate::apply::s6rc::{S6rcApplier, S6rcConfig as ApplierConfig};
+use crate::apply::{Applier, ApplyReport};
+use crate::catalog::{self, Catalog, views};
+use crate::config::{Config, PartitionConfig};
+use crate::definition::{ScanOptions, SourceScan, scan_source};
+use crate::hub::{Hub, Published, Status};
+use crate::rescan::{Pipeline, RescanError, RescanResult, Rescans};
+use crate::source::SourceSpec;
+use crate::source::partition::{
+    DiskPolicy, ExtSource, PartitionConfig as ManagerConfig, PartitionManager, UeventGroup,
+    UeventListener,
+};
+
+/// Why the pipeline could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The s6-rc applier could not start (bad configuration, no programs,
+    /// an unusable live directory).
+    #[error("cannot set up the s6-rc applier")]
+    Applier(#[source] crate::apply::s6rc::OpenError),
+}
+
+/// The real pipeline.
+pub struct RealPipeline {
+    hub: Arc<Hub>,
+    catalog: Catalog,
+    dirs: Vec<SourceSpec>,
+    partitions: Option<PartitionManager>,
+    /// The partition sources of the last real rescan (for dry runs).
+    partition_specs: Vec<SourceSpec>,
+    uevents: Option<UeventListener>,
+    scan: ScanOptions,
+    vm_dir: PathBuf,
+    applier: Box<dyn Applier>,
+    /// The last apply report: services and restart-pending flags, reused by
+    /// dry runs so that they show only real differences.
+    last_report: Option<ApplyReport>,
+    status: Status,
+    paths: watch::Sender<Arc<Vec<PathBuf>>>,
+}
+
+impl std::fmt::Debug for RealPipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RealPipeline")
+            .field("generation", &self.catalog.generation())
+            .field("applier", &self.applier.name())
+            .finish()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl RealPipeline {
+    /// Sets up the sources, the partition manager (its uevent socket bound
+    /// before the first reconcile, so no event is missed) and the applier.
+    /// Must be called inside a tokio runtime.
+    pub fn open(
+        config: &Config,
+        hub: Arc<Hub>,
+        paths: watch::Sender<Arc<Vec<PathBuf>>>,
+    ) -> Result<Self, PipelineError> {
+        let dirs = config
+            .sources
+            .iter()
+            .map(|s| {
+                if s.builtin {
+                    SourceSpec::builtin(&s.root)
+                } else {
+                    SourceSpec::directory(s.label.clone(), &s.root, s.trust)
+                }
+            })
+            .collect();
+        let (partitions, uevents) = match &config.partitions {
+            None => (None, None),
+            Some(p) => {
+                let mc = manager_config(p);
+                let uevents = match UeventListener::bind(mc.uevent_group) {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot listen to block device uevents; partitions are seen on rescans only");
+                        None
+                    }
+                };
+                (Some(PartitionManager::new(mc)), uevents)
+            }
+        };
+        let applier: Box<dyn Applier> = match &config.s6rc {
+            None => Box::new(NoneApplier::new()),
+            Some(s) => {
+                let mut ac = ApplierConfig::new(&s.state);
+                ac.bin_dir = s.bindir.clone();
+                ac.live_dir = s.live.clone();
+                ac.scandir = s.scandir.clone();
+                ac.prefix = s.prefix.clone();
+                ac.template_dir = s.template.clone();
+                ac.start_command = s.start_command.clone();
+                ac.restart_changed = s.restart_changed;
+                if let Some(m) = s.max_services {
+                    ac.max_services = m;
+                }
+                Box::new(S6rcApplier::open(ac).map_err(PipelineError::Applier)?)
+            }
+        };
+        let scan = ScanOptions {
+            trusted_prefixes: config.trusted_targets.clone(),
+            ..ScanOptions::default()
+        };
+        Ok(RealPipeline {
+            catalog: Catalog::empty(hub.epoch()),
+            hub,
+            dirs,
+            partitions,
+            partition_specs: Vec::new(),
+            uevents,
+            scan,
+            vm_dir: config.vm_dir.clone(),
+            applier,
+            last_report: None,
+            status: Status::default(),
+            paths,
+        })
+    }
+
+    /// `s6-rc` or `none`.
+    pub fn applier_name(&self) -> &'static str {
+        self.applier.name()
+    }
+
+    /// The uevent listener, to run on the async side.
+    pub fn take_uevents(&mut self) -> Option<Uevents> {
+        self.uevents.take().map(Uevents)
+    }
+
+    fn discover(&mut self, dry_run: bool) -> Vec<SourceSpec> {
+        let mut specs = self.dirs.clone();
+        if let Some(pm) = &mut self.partitions {
+            if !dry_run {
+                self.partition_specs = pm.reconcile();
+            }
+            specs.extend(self.partition_specs.iter().cloned());
+        }
+        specs
+    }
+
+    fn publish_status(&self) {
+        let current = self.hub.current();
+        let mut next: Published = (*current).clone();
+        next.status = self.status.clone();
+        self.hub.publish(next, Vec::new());
+    }
+
+    fn watch_paths(scans: &[SourceScan]) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for s in scans.iter().filter(|s| s.state == SourceState::Ready) {
+            out.push(s.spec.root.clone());
+            for d in &s.definitions {
+                out.push(d.dir.clone());
+                out.push(d.dir.join("blk"));
+                out.push(d.dir.join("providers"));
+                out.push(d.dir.join("providers/net"));
+            }
+        }
+        out
+    }
+}
+
+impl Pipeline for RealPipeline {
+    fn run(&mut self, trigger: RescanTrigger, dry_run: bool) -> Result<RescanResult, RescanError> {
+        let started = Instant::now();
+        let started_unix_ms = now_ms();
+        let before = self.catalog.generation();
+        let specs = self.discover(dry_run);
+        let scans: Vec<SourceScan> = specs.iter().map(|s| scan_source(s, &self.scan)).collect();
+        let paths = Self::watch_paths(&scans);
+        let mut draft = catalog::merge(&self.catalog, scans, &self.vm_dir);
+
+        let apply = if dry_run {
+            if let Some(r) = &self.last_report {
+                annotate(&mut draft, r);
+            }
+            ApplyOutcome {
+                status: ApplyStatus::Disabled,
+                generation: before,
+                database: None,
+                services: 0,
+                duration_us: 0,
+                message: "dry run: nothing applied".into(),
+            }
+        } else {
+            let synced = views::sync(&self.vm_dir, draft.active_definitions());
+            for e in &synced.errors {
+                draft.reject(&e.name, e.to_diagnostic());
+            }
+            let report = self.applier.apply(&draft.apply_request());
+            annotate(&mut draft, &report);
+            let outcome = report.outcome.clone();
+            self.last_report = Some(report);
+            outcome
+        };
+
+        let (changes, generation) = match self.catalog.successor(draft) {
+            Some((next, changes)) if !dry_run => {
+                let g = next.generation();
+                self.catalog = next;
+                (changes, g)
+            }
+            Some((_, changes)) => (changes, before),
+            None => (Vec::new(), before),
+        };
+        let mut apply = apply;
+        if !dry_run {
+            // The applier saw the draft; the outcome belongs to the generation
+            // that was published from it.
+            apply.generation = generation;
+            if matches!(apply.status, ApplyStatus::Applied | ApplyStatus::Unchanged | ApplyStatus::Repaired | ApplyStatus::Disabled) {
+                self.status.applied_generation = generation;
+            }
+            self.status.last_apply = Some(apply.clone());
+            self.paths.send_if_modified(|p| {
+                let changed = **p != paths;
+                if changed {
+                    *p = Arc::new(paths);
+                }
+                changed
+            });
+        }
+        let outcome = RescanOutcome {
+            trigger,
+            dry_run,
+            generation_before: before,
+            generation,
+            changes: changes.len() as u32,
+            started_unix_ms,
+            duration_us: started.elapsed().as_micros() as u64,
+            apply,
+        };
+        self.status.last_rescan = Some(outcome.clone());
+        if dry_run || changes.is_empty() {
+            self.publish_status();
+        } else {
+            self.hub.publish(
+                Published {
+                    cursor: self.catalog.cursor(),
+                    vms: self.catalog.entries().cloned().collect(),
+                    sources: self.catalog.sources().to_vec(),
+                    status: self.status.clone(),
+                },
+                changes.clone(),
+            );
+        }
+        log_outcome(&outcome);
+        Ok(RescanResult { changes, outcome })
+    }
+
+    fn after(&mut self) -> Option<RescanTrigger> {
+        let pm = self.partitions.as_mut()?;
+        // The catalog and the database no longer use removed partitions:
+        // unmount them. A release may let a waiting device be mounted.
+        pm.release_removed().then_some(RescanTrigger::Hotplug)
+    }
+}
+
+/// Marks what the applier left out as rejected, then records services and
+/// restart-pending flags.
+fn annotate(draft: &mut catalog::Draft, report: &ApplyReport) {
+    for l in &report.left_out {
+        let path = draft
+            .active_definitions()
+            .iter()
+            .find(|d| d.name == l.vm)
+            .map(|d| d.dir.display().to_string())
+            .unwrap_or_default();
+        draft.reject(
+            &l.vm,
+            Diagnostic { code: l.code, severity: Severity::Error, path, message: l.message.clone() },
+        );
+    }
+    draft.annotate(report);
+}
+
+fn log_outcome(o: &RescanOutcome) {
+    if o.apply.status.is_failure() {
+        tracing::warn!(
+            trigger = o.trigger.as_str(),
+            generation = o.generation,
+            apply = o.apply.status.as_str(),
+            message = %o.apply.message,
+            "rescan done, apply failed"
+        );
+    } else {
+        tracing::info!(
+            trigger = o.trigger.as_str(),
+            dry_run = o.dry_run,
+            generation = o.generation,
+            changes = o.changes,
+            apply = o.apply.status.as_str(),
+            ms = o.duration_us / 1000,
+            "rescan done"
+        );
+    }
+}
+
+fn manager_config(p: &PartitionConfig) -> ManagerConfig {
+    let mut c = ManagerConfig::new(&p.mount_base);
+    c.sysfs_root = p.sysfs.clone();
+    c.disks = if p.all_disks {
+        DiskPolicy::All
+    } else if p.disks.is_empty() {
+        DiskPolicy::RootDisk
+    } else {
+        DiskPolicy::Named(p.disks.clone())
+    };
+    c.ext = match &p.ext {
+        Some(v) => ExtSource::Value(v.clone()),
+        None => ExtSource::Cmdline(p.cmdline.clone()),
+    };
+    c.fsck = p.fsck;
+    c.uevent_group = match p.uevent_group {
+        1 => UeventGroup::Kernel,
+        n => UeventGroup::Rebroadcast(n),
+    };
+    c
+}
+
+/// The uevent listener, run on the async side: every hint triggers a rescan
+/// (whose first step is a partition reconcile).
+pub struct Uevents(UeventListener);
+
+impl std::fmt::Debug for Uevents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Uevents")
+    }
+}
+
+impl Uevents {
+    /// Runs until `shutdown`.
+    pub async fn run(mut self, rescans: Rescans, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                hint = self.0.next() => match hint {
+                    Ok(h) => {
+                        tracing::debug!(events = h.events, lost = h.lost, "block device uevents");
+                        rescans.trigger(RescanTrigger::Hotplug);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "uevent listener failed; rescanning");
+                        rescans.trigger(RescanTrigger::Hotplug);
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                },
+            }
+        }
+    }
+}
