@@ -7,6 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod tree;
+pub use tree::Tree;
+
 /// Prints the standard skip line. Use it when a test cannot run here.
 pub fn skip(reason: &str) {
     eprintln!("SKIP: {reason}");
