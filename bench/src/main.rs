@@ -5,6 +5,8 @@
 
 use clap::Parser;
 
+mod rescan;
+
 /// Benchmarks of vm-catalog.
 #[derive(Debug, Parser)]
 #[command(name = "vm-catalog-bench")]
@@ -16,7 +18,27 @@ struct Args {
     quick: bool,
 }
 
+/// Every suite, by name.
+const SUITES: &[(&str, fn(bool))] = &[("rescan", rescan::run)];
+
 fn main() {
     let args = Args::parse();
-    let _ = args;
+    let chosen: Vec<&str> = if args.suites.is_empty() {
+        SUITES.iter().map(|(n, _)| *n).collect()
+    } else {
+        args.suites.iter().map(String::as_str).collect()
+    };
+    for name in chosen {
+        match SUITES.iter().find(|(n, _)| *n == name) {
+            Some((_, run)) => run(args.quick),
+            None => {
+                let known: Vec<&str> = SUITES.iter().map(|(n, _)| *n).collect();
+                eprintln!(
+                    "vm-catalog-bench: unknown suite {name:?} (known: {})",
+                    known.join(", ")
+                );
+                std::process::exit(2);
+            }
+        }
+    }
 }

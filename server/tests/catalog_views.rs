@@ -190,3 +190,40 @@ fn views_failures_are_reported_and_can_reject_the_vm() {
     );
     assert!(report.errors[0].name.is_none());
 }
+
+#[test]
+fn views_remembered_are_not_read_back_until_forgotten() {
+    let t = Tree::new();
+    t.vm("src", "a");
+    t.vm("src", "b");
+    let mut views = views::Views::new(t.join("vm"));
+    let d = draft(&t, &Catalog::empty(Epoch(1)));
+    assert_eq!(
+        names(&views.sync(d.active_definitions()).created),
+        ["a", "b"]
+    );
+    // Tampered with behind the daemon's back: trusted from memory...
+    std::fs::remove_file(t.join("vm/a/config/vmlinux")).unwrap();
+    assert_eq!(
+        names(&views.sync(d.active_definitions()).unchanged),
+        ["a", "b"]
+    );
+    // ...until forgotten.
+    views.forget();
+    let r = views.sync(d.active_definitions());
+    assert_eq!(
+        (names(&r.replaced), names(&r.unchanged)),
+        (vec!["a"], vec!["b"])
+    );
+    assert!(t.join("vm/a/config/vmlinux").is_symlink());
+    // A change is always written, and a VM leaving is always removed.
+    t.file("src/b/blk/x.img", b"");
+    std::fs::remove_dir_all(t.join("src/a")).unwrap();
+    let d = draft(&t, &Catalog::empty(Epoch(1)));
+    let r = views.sync(d.active_definitions());
+    assert_eq!(
+        (names(&r.replaced), names(&r.removed)),
+        (vec!["b"], vec!["a"])
+    );
+    assert!(t.join("vm/b/config/blk/x.img").is_symlink());
+}

@@ -20,7 +20,7 @@ use vm_catalog_protocol::{DiagCode, Diagnostic, Severity, VmName};
 
 use crate::definition::{Definition, display_path};
 
-pub use sync::sync;
+pub use sync::{Views, sync};
 
 /// The marker file in every view the daemon made.
 pub const MARKER: &str = ".vm-catalogd-view";

@@ -1,10 +1,10 @@
 //! [`sync`]: making `<vm-dir>` match the active set.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, RenameFlags};
 use rustix::io::Errno;
@@ -25,8 +25,53 @@ enum Done {
 
 /// Makes `<vm_dir>/<name>/config` right for every definition in `active`
 /// (the active VMs), and removes the views of every other VM. Never panics:
-/// failures are in the report.
+/// failures are in the report. Every view is read back from disk and
+/// compared; [`Views`] remembers what it wrote instead.
 pub fn sync<'a>(vm_dir: &Path, active: impl IntoIterator<Item = &'a Definition>) -> SyncReport {
+    sync_with(vm_dir, active, &mut BTreeMap::new())
+}
+
+/// The views of one VM directory, remembering what was written there so
+/// that an unchanged view costs nothing to check. (The daemon owns
+/// `<vm-dir>`; a view changed behind its back is repaired by [`sync`], or
+/// after [`Views::forget`].)
+#[derive(Debug, Clone)]
+pub struct Views {
+    vm_dir: PathBuf,
+    written: BTreeMap<VmName, BTreeMap<PathBuf, PathBuf>>,
+}
+
+impl Views {
+    /// Views under `vm_dir`; the first [`Views::sync`] reads every view.
+    pub fn new(vm_dir: impl Into<PathBuf>) -> Views {
+        Views {
+            vm_dir: vm_dir.into(),
+            written: BTreeMap::new(),
+        }
+    }
+
+    /// The VM directory.
+    pub fn vm_dir(&self) -> &Path {
+        &self.vm_dir
+    }
+
+    /// Like [`sync`], but a view equal to the one this made last is not
+    /// read back from disk.
+    pub fn sync<'a>(&mut self, active: impl IntoIterator<Item = &'a Definition>) -> SyncReport {
+        sync_with(&self.vm_dir, active, &mut self.written)
+    }
+
+    /// Forgets what was written: the next sync reads every view again.
+    pub fn forget(&mut self) {
+        self.written.clear();
+    }
+}
+
+fn sync_with<'a>(
+    vm_dir: &Path,
+    active: impl IntoIterator<Item = &'a Definition>,
+    written: &mut BTreeMap<VmName, BTreeMap<PathBuf, PathBuf>>,
+) -> SyncReport {
     let mut report = SyncReport::default();
     let fail = |what, e| ViewError {
         name: None,
@@ -57,13 +102,24 @@ pub fn sync<'a>(vm_dir: &Path, active: impl IntoIterator<Item = &'a Definition>)
     for def in active {
         wanted.insert(def.name.clone());
         let spec = ViewSpec::of(def);
+        if written.get(&spec.name) == Some(&spec.links) {
+            report.unchanged.push(spec.name);
+            continue;
+        }
+        written.remove(&spec.name);
         match sync_one(&root, vm_dir, &spec) {
-            Ok(Done::Created) => report.created.push(spec.name),
-            Ok(Done::Replaced) => report.replaced.push(spec.name),
-            Ok(Done::Unchanged) => report.unchanged.push(spec.name),
+            Ok(done) => {
+                match done {
+                    Done::Created => report.created.push(spec.name.clone()),
+                    Done::Replaced => report.replaced.push(spec.name.clone()),
+                    Done::Unchanged => report.unchanged.push(spec.name.clone()),
+                }
+                written.insert(spec.name, spec.links);
+            }
             Err(e) => report.errors.push(e),
         }
     }
+    written.retain(|name, _| wanted.contains(name));
     remove_stale(&root, vm_dir, &wanted, &mut report);
     report
 }

@@ -1,0 +1,177 @@
+//! `rescan`: scan + merge time of an untrusted directory source with 10 to
+//! 10,000 definitions, cold (into an empty catalog) and unchanged (the
+//! common rescan: nothing changed, the generation stays), against a bare
+//! `readdir` + `fstatat` walk of the same tree measured in the same run.
+
+use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rustix::fs::{AtFlags, Dir, Mode, OFlags};
+use vm_catalog_protocol::{Epoch, SourceLabel, Trust};
+use vm_catalog_tests::Tree;
+use vm_catalogd::catalog::{Catalog, merge, views};
+use vm_catalogd::definition::{ScanOptions, scan_source};
+use vm_catalogd::source::SourceSpec;
+
+const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
+
+/// Median, min and max of a few runs.
+struct Stats {
+    median: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+fn measure(runs: usize, mut f: impl FnMut()) -> Stats {
+    f(); // warm up caches
+    let mut t: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed()
+        })
+        .collect();
+    t.sort();
+    Stats {
+        median: t[t.len() / 2],
+        min: t[0],
+        max: t[t.len() - 1],
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn show(s: &Stats) -> String {
+    format!("{:8.2} {:8.2} {:8.2}", ms(s.median), ms(s.min), ms(s.max))
+}
+
+/// `n` definitions like Spectrum's: `vmlinux`, `blk/root.img`, and every
+/// other one with `providers/net/netvm` (a `netvm` is defined too).
+fn build(n: usize) -> Tree {
+    let t = Tree::new();
+    t.vm("src", "netvm");
+    for i in 1..n {
+        let name = format!("vm{i:05}");
+        t.vm("src", &name);
+        if i % 2 == 0 {
+            t.provider("src", &name, "netvm");
+        }
+    }
+    t
+}
+
+fn open_dir(at: impl rustix::fd::AsFd, name: &OsStr) -> OwnedFd {
+    rustix::fs::openat(
+        at,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .expect("open a directory")
+}
+
+/// The baseline: the fewest syscalls that see the same files — readdir of
+/// every directory and one `fstatat` per entry, no checks, no allocation
+/// beyond the names.
+fn bare_walk(dir: &Path) -> usize {
+    fn walk(fd: OwnedFd, depth: usize) -> usize {
+        let mut d = Dir::new(fd).expect("a dir");
+        let mut names = Vec::new();
+        while let Some(e) = d.read() {
+            let e = e.expect("readdir");
+            let n = e.file_name().to_bytes();
+            if n != b"." && n != b".." {
+                names.push(n.to_vec());
+            }
+        }
+        let dfd = d.fd().expect("a dir fd");
+        let mut seen = names.len();
+        for n in names {
+            let n = OsStr::from_bytes(&n);
+            let st = rustix::fs::statat(dfd, n, AtFlags::SYMLINK_NOFOLLOW).expect("fstatat");
+            if depth < 3 && rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir() {
+                seen += walk(open_dir(dfd, n), depth + 1);
+            }
+        }
+        seen
+    }
+    walk(open_dir(rustix::fs::CWD, dir.as_os_str()), 0)
+}
+
+/// Runs the suite and prints its table.
+pub fn run(quick: bool) {
+    println!("rescan: one untrusted directory source; times in ms (median min max)");
+    println!(
+        "{:>6}  {:>26}  {:>26}  {:>26}  {:>6}  {:>8}  {:>26}  {:>26}",
+        "defs",
+        "baseline readdir+fstatat",
+        "scan+merge, cold",
+        "scan+merge, no change",
+        "ratio",
+        "us/def",
+        "views: sync (read back)",
+        "views: Views::sync"
+    );
+    let label = SourceLabel::try_from("bench").expect("a valid label");
+    for n in SIZES {
+        let runs = match (quick, n) {
+            (true, _) => 3,
+            (false, 10_000) => 5,
+            (false, _) => 11,
+        };
+        let tree = build(n);
+        let spec = SourceSpec::directory(label.clone(), tree.join("src"), Trust::Untrusted);
+        let opts = ScanOptions {
+            max_source_entries: 20_000,
+            ..ScanOptions::default()
+        };
+        let vm_dir = tree.join("run/vm");
+        let empty = Catalog::empty(Epoch(1));
+        let scan_merge = |prev: &Catalog| merge(prev, vec![scan_source(&spec, &opts)], &vm_dir);
+
+        let baseline = measure(runs, || {
+            std::hint::black_box(bare_walk(&tree.join("src")));
+        });
+        let cold = measure(runs, || {
+            let d = scan_merge(&empty);
+            std::hint::black_box(empty.successor(d));
+        });
+        let (current, _) = empty
+            .successor(scan_merge(&empty))
+            .expect("a first generation");
+        assert_eq!(current.active().count(), n, "every definition is active");
+        let unchanged = measure(runs, || {
+            let d = scan_merge(&current);
+            assert!(current.successor(d).is_none(), "nothing changed");
+        });
+        let mut remembered = views::Views::new(&vm_dir);
+        let report = remembered.sync(current.active_definitions());
+        assert!(report.errors.is_empty(), "views: {:?}", report.errors);
+        let view_read = measure(runs, || {
+            let r = views::sync(&vm_dir, current.active_definitions());
+            assert_eq!(r.unchanged.len(), n);
+        });
+        let view_mem = measure(runs, || {
+            let r = remembered.sync(current.active_definitions());
+            assert_eq!(r.unchanged.len(), n);
+        });
+        println!(
+            "{n:>6}  {}  {}  {}  {:>6.2}  {:>8.2}  {}  {}",
+            show(&baseline),
+            show(&cold),
+            show(&unchanged),
+            unchanged.median.as_secs_f64() / baseline.median.as_secs_f64(),
+            unchanged.median.as_secs_f64() * 1e6 / n as f64,
+            show(&view_read),
+            show(&view_mem),
+        );
+    }
+    println!(
+        "ratio: no-change scan+merge / baseline (medians); us/def: no-change median per definition"
+    );
+}
