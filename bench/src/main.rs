@@ -18,8 +18,11 @@ struct Args {
     quick: bool,
 }
 
+/// A suite: its name, and how to run it (`quick` or not).
+type Suite = (&'static str, fn(bool));
+
 /// Every suite, by name.
-const SUITES: &[(&str, fn(bool))] = &[("rescan", rescan::run)];
+const SUITES: &[Suite] = &[("rescan", rescan::run)];
 
 fn main() {
     let args = Args::parse();
