@@ -164,3 +164,33 @@ pub(crate) fn active_vms(candidates: &[Candidate]) -> Vec<ActiveVm> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn snapshots_and_drafts_cross_threads() {
+        // The rescan worker builds drafts; readers share `Arc<Catalog>`.
+        send_sync::<Catalog>();
+        send_sync::<Draft>();
+        send_sync::<crate::definition::SourceScan>();
+    }
+
+    #[test]
+    fn empty_catalog_is_generation_zero() {
+        let c = Catalog::empty(Epoch(9));
+        assert_eq!(
+            c.cursor(),
+            Cursor {
+                epoch: Epoch(9),
+                generation: 0
+            }
+        );
+        assert_eq!(c.entries().len(), 0);
+        assert!(c.lookup("x").is_none());
+        assert!(c.apply_request().vms.is_empty());
+    }
+}
