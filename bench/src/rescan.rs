@@ -103,9 +103,29 @@ fn bare_walk(dir: &Path) -> usize {
     walk(open_dir(rustix::fs::CWD, dir.as_os_str()), 0)
 }
 
+/// The file system a path is on, for the table's title: readdir and lookup
+/// costs are the file system's.
+fn fs_name(p: &Path) -> String {
+    match rustix::fs::statfs(p).map(|s| s.f_type as u64) {
+        Ok(0xef53) => "ext4".into(),
+        Ok(0x0102_1994) => "tmpfs".into(),
+        Ok(0x9123_683e) => "btrfs".into(),
+        Ok(0x5846_5342) => "xfs".into(),
+        Ok(0x794c_7630) => "overlayfs".into(),
+        Ok(0xe0f5_e1e2) => "erofs".into(),
+        Ok(t) => format!("fs type {t:#x}"),
+        Err(e) => format!("unknown fs ({e})"),
+    }
+}
+
 /// Runs the suite and prints its table.
 pub fn run(quick: bool) {
-    println!("rescan: one untrusted directory source; times in ms (median min max)");
+    let probe = Tree::new();
+    println!(
+        "rescan: one untrusted directory source on {} ({}); times in ms (median min max)",
+        fs_name(probe.path()),
+        std::env::temp_dir().display()
+    );
     println!(
         "{:>6}  {:>26}  {:>26}  {:>26}  {:>6}  {:>8}  {:>26}  {:>26}",
         "defs",
