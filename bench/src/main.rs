@@ -1,11 +1,12 @@
 //! `vm-catalog-bench`: every benchmark suite, each printing a table.
 //!
 //! Run all: `cargo run --release -p vm-catalog-bench`; one suite:
-//! `cargo run --release -p vm-catalog-bench -- rescan`.
+//! `cargo run --release -p vm-catalog-bench -- rescan` (or `apply`).
+
+mod apply;
+mod rescan;
 
 use clap::Parser;
-
-mod rescan;
 
 /// Benchmarks of vm-catalog.
 #[derive(Debug, Parser)]
@@ -18,30 +19,39 @@ struct Args {
     quick: bool,
 }
 
-/// A suite: its name, and how to run it (`quick` or not).
-type Suite = (&'static str, fn(bool));
+/// A suite: its name and its entry point (`quick` → fewer runs).
+type Suite = (&'static str, fn(bool) -> Result<(), String>);
 
-/// Every suite, by name.
-const SUITES: &[Suite] = &[("rescan", rescan::run)];
+/// Every suite, in the order "all" runs them.
+const SUITES: &[Suite] = &[("rescan", rescan::run), ("apply", apply::run)];
 
 fn main() {
     let args = Args::parse();
-    let chosen: Vec<&str> = if args.suites.is_empty() {
-        SUITES.iter().map(|(n, _)| *n).collect()
+    let chosen: Vec<&Suite> = if args.suites.is_empty() {
+        SUITES.iter().collect()
     } else {
-        args.suites.iter().map(String::as_str).collect()
-    };
-    for name in chosen {
-        match SUITES.iter().find(|(n, _)| *n == name) {
-            Some((_, run)) => run(args.quick),
-            None => {
-                let known: Vec<&str> = SUITES.iter().map(|(n, _)| *n).collect();
-                eprintln!(
-                    "vm-catalog-bench: unknown suite {name:?} (known: {})",
-                    known.join(", ")
-                );
-                std::process::exit(2);
+        let mut v = Vec::new();
+        for s in &args.suites {
+            match SUITES.iter().find(|(name, _)| name == s) {
+                Some(suite) => v.push(suite),
+                None => {
+                    let known: Vec<&str> = SUITES.iter().map(|(n, _)| *n).collect();
+                    eprintln!(
+                        "vm-catalog-bench: unknown suite {s:?} (known: {})",
+                        known.join(", ")
+                    );
+                    std::process::exit(2);
+                }
             }
         }
+        v
+    };
+    let mut failed = false;
+    for (name, run) in chosen {
+        if let Err(e) = run(args.quick) {
+            eprintln!("vm-catalog-bench: suite {name} failed: {e}");
+            failed = true;
+        }
     }
+    std::process::exit(i32::from(failed));
 }

@@ -65,42 +65,41 @@ fn build(n: usize) -> Tree {
     t
 }
 
-fn open_dir(at: impl rustix::fd::AsFd, name: &OsStr) -> OwnedFd {
+fn open_dir(at: impl rustix::fd::AsFd, name: &OsStr) -> rustix::io::Result<OwnedFd> {
     rustix::fs::openat(
         at,
         name,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .expect("open a directory")
 }
 
 /// The baseline: the fewest syscalls that see the same files — readdir of
 /// every directory and one `fstatat` per entry, no checks, no allocation
-/// beyond the names.
-fn bare_walk(dir: &Path) -> usize {
-    fn walk(fd: OwnedFd, depth: usize) -> usize {
-        let mut d = Dir::new(fd).expect("a dir");
+/// beyond the names. Returns the number of entries seen.
+fn bare_walk(dir: &Path) -> rustix::io::Result<usize> {
+    fn walk(fd: OwnedFd, depth: usize) -> rustix::io::Result<usize> {
+        let mut d = Dir::new(fd)?;
         let mut names = Vec::new();
         while let Some(e) = d.read() {
-            let e = e.expect("readdir");
+            let e = e?;
             let n = e.file_name().to_bytes();
             if n != b"." && n != b".." {
                 names.push(n.to_vec());
             }
         }
-        let dfd = d.fd().expect("a dir fd");
+        let dfd = d.fd()?;
         let mut seen = names.len();
         for n in names {
             let n = OsStr::from_bytes(&n);
-            let st = rustix::fs::statat(dfd, n, AtFlags::SYMLINK_NOFOLLOW).expect("fstatat");
+            let st = rustix::fs::statat(dfd, n, AtFlags::SYMLINK_NOFOLLOW)?;
             if depth < 3 && rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir() {
-                seen += walk(open_dir(dfd, n), depth + 1);
+                seen += walk(open_dir(dfd, n)?, depth + 1)?;
             }
         }
-        seen
+        Ok(seen)
     }
-    walk(open_dir(rustix::fs::CWD, dir.as_os_str()), 0)
+    walk(open_dir(rustix::fs::CWD, dir.as_os_str())?, 0)
 }
 
 /// The file system a path is on, for the table's title: readdir and lookup
@@ -118,8 +117,9 @@ fn fs_name(p: &Path) -> String {
     }
 }
 
-/// Runs the suite and prints its table.
-pub fn run(quick: bool) {
+/// Runs the suite and prints its table; an error if the catalog does not
+/// come out as expected (every definition active, nothing changed).
+pub fn run(quick: bool) -> Result<(), String> {
     let probe = Tree::new();
     println!(
         "rescan: one untrusted directory source on {} ({}); times in ms (median min max)",
@@ -137,7 +137,7 @@ pub fn run(quick: bool) {
         "views: sync (read back)",
         "views: Views::sync"
     );
-    let label = SourceLabel::try_from("bench").expect("a valid label");
+    let label = SourceLabel::try_from("bench").map_err(|e| e.to_string())?;
     for n in SIZES {
         let runs = match (quick, n) {
             (true, _) => 3,
@@ -154,8 +154,15 @@ pub fn run(quick: bool) {
         let empty = Catalog::empty(Epoch(1));
         let scan_merge = |prev: &Catalog| merge(prev, vec![scan_source(&spec, &opts)], &vm_dir);
 
+        let src = tree.join("src");
+        let seen = bare_walk(&src).map_err(|e| format!("baseline walk: {e}"))?;
+        if seen < 4 * n {
+            return Err(format!(
+                "the baseline walk saw {seen} entries for {n} definitions"
+            ));
+        }
         let baseline = measure(runs, || {
-            std::hint::black_box(bare_walk(&tree.join("src")));
+            std::hint::black_box(bare_walk(&src).ok());
         });
         let cold = measure(runs, || {
             let d = scan_merge(&empty);
@@ -163,23 +170,38 @@ pub fn run(quick: bool) {
         });
         let (current, _) = empty
             .successor(scan_merge(&empty))
-            .expect("a first generation");
-        assert_eq!(current.active().count(), n, "every definition is active");
+            .ok_or("no first generation")?;
+        if current.active().count() != n {
+            return Err(format!(
+                "{} of {n} definitions active",
+                current.active().count()
+            ));
+        }
+        let mut changed = false;
         let unchanged = measure(runs, || {
             let d = scan_merge(&current);
-            assert!(current.successor(d).is_none(), "nothing changed");
+            changed |= current.successor(d).is_some();
         });
+        if changed {
+            return Err("an unchanged rescan changed the catalog".into());
+        }
         let mut remembered = views::Views::new(&vm_dir);
         let report = remembered.sync(current.active_definitions());
-        assert!(report.errors.is_empty(), "views: {:?}", report.errors);
+        if let Some(e) = report.errors.first() {
+            return Err(format!("views: {e}"));
+        }
+        let mut rewritten = false;
         let view_read = measure(runs, || {
             let r = views::sync(&vm_dir, current.active_definitions());
-            assert_eq!(r.unchanged.len(), n);
+            rewritten |= r.unchanged.len() != n;
         });
         let view_mem = measure(runs, || {
             let r = remembered.sync(current.active_definitions());
-            assert_eq!(r.unchanged.len(), n);
+            rewritten |= r.unchanged.len() != n;
         });
+        if rewritten {
+            return Err("an unchanged view was rewritten".into());
+        }
         println!(
             "{n:>6}  {}  {}  {}  {:>6.2}  {:>8.2}  {}  {}",
             show(&baseline),
@@ -194,4 +216,5 @@ pub fn run(quick: bool) {
     println!(
         "ratio: no-change scan+merge / baseline (medians); us/def: no-change median per definition"
     );
+    Ok(())
 }

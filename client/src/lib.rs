@@ -1,1 +1,39 @@
-//! Client library for vm-catalogd.
+//! Client library for `vm-catalogd`, the VM catalog daemon.
+//!
+//! - [`Client`]: async (tokio), one connection, many calls in flight; typed
+//!   methods for every protocol call.
+//! - [`BlockingClient`]: the same without an async runtime.
+//! - [`Watch`]: a subscription that reconnects with backoff, resumes from the
+//!   last generation it saw, resyncs after a daemon restart, and keeps a
+//!   local [`Mirror`] of the catalog.
+//!
+//! ```no_run
+//! # async fn demo() -> vm_catalog::Result<()> {
+//! use vm_catalog::Client;
+//! let client = Client::connect(vm_catalog::DEFAULT_SOCKET).await?;
+//! match client.get_vm(&"appvm-lynx".parse().unwrap()).await {
+//!     Ok(detail) => println!("service {:?}", detail.vm.service),
+//!     Err(e) if e.is_not_found() => println!("no such VM"),
+//!     Err(e) => return Err(e),
+//! }
+//! # Ok(()) }
+//! ```
+
+#![deny(missing_docs)]
+
+pub mod blocking;
+pub mod calls;
+pub mod cli;
+pub mod client;
+pub mod error;
+pub mod watch;
+
+pub use blocking::{BlockingClient, BlockingWatch};
+pub use calls::{RescanReport, VmList};
+pub use client::{CallStream, Client, ConnectOptions};
+pub use error::{Error, Result};
+pub use vm_catalog_protocol as protocol;
+pub use watch::{Mirror, Watch, WatchEvent};
+
+/// Where the daemon listens by default.
+pub const DEFAULT_SOCKET: &str = "/run/vm-catalog/socket";

@@ -92,7 +92,11 @@ pub fn decode<'de, T: Deserialize<'de>>(
 ) -> Result<T, DecodeError> {
     let flavor = ZeroTail {
         input: bytes,
-        zeros_left: if compat.zero_tail() { ZERO_TAIL_BUDGET } else { 0 },
+        zeros_left: if compat.zero_tail() {
+            ZERO_TAIL_BUDGET
+        } else {
+            0
+        },
     };
     let mut de = postcard::Deserializer::from_flavor(flavor);
     let value = T::deserialize(&mut de).map_err(DecodeError::Malformed)?;

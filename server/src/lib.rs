@@ -8,4 +8,8 @@ pub mod apply;
 pub mod catalog;
 pub mod check;
 pub mod definition;
+pub mod hub;
+pub mod logging;
+pub mod rescan;
+pub mod rpc;
 pub mod source;

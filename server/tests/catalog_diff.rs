@@ -184,6 +184,7 @@ fn diff_annotations_from_the_applier_are_changes() {
         },
         services: Default::default(),
         restart_pending: Default::default(),
+        left_out: Vec::new(),
     };
     report.services.insert("x".parse().unwrap(), "vm-x".into());
     d.annotate(&report);

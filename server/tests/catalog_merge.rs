@@ -370,6 +370,7 @@ fn report(services: &[(&str, &str)], pending: &[&str]) -> ApplyReport {
             .iter()
             .map(|n| VmName::try_from(*n).unwrap())
             .collect::<BTreeSet<_>>(),
+        left_out: Vec::new(),
     }
 }
 

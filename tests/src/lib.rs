@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod s6;
 pub mod tree;
 pub use tree::Tree;
 

@@ -3,11 +3,15 @@
 //! The rescan worker calls [`Applier::apply`] once per rescan that reaches
 //! the apply stage, always from the same thread: every s6-rc call is
 //! serialized there.
+//!
+//! Two appliers exist: [`none::NoneApplier`] (catalog only) and
+//! [`s6rc::S6rcApplier`] (one s6-rc database of VM services, swapped
+//! atomically; see `docs/s6-rc.md`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use vm_catalog_protocol::{ApplyOutcome, VmName};
+use vm_catalog_protocol::{ApplyOutcome, DiagCode, VmName};
 
 /// One active VM, as the applier needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +44,24 @@ pub struct ApplyReport {
     pub services: BTreeMap<VmName, String>,
     /// Running VMs whose definition changed since they started.
     pub restart_pending: BTreeSet<VmName>,
+    /// Active VMs that were left out of the database, and why. The daemon
+    /// shows each as an error diagnostic on that VM's entry (its `service`
+    /// stays `None`); the rest of the set is applied without them.
+    pub left_out: Vec<LeftOut>,
+}
+
+/// An active VM that cannot be a service, with a diagnostic for its entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeftOut {
+    /// The VM.
+    pub vm: VmName,
+    /// The diagnostic code: `name-too-long`, `invalid-name` (its scan
+    /// directory entry is taken), `invalid-path` (its view path is unsafe),
+    /// `missing-provider`, `provider-unavailable` (a provider is left out)
+    /// or `provider-cycle`.
+    pub code: DiagCode,
+    /// What is wrong, for the diagnostic's message.
+    pub message: String,
 }
 
 /// Makes the catalog's active set real.

@@ -1,1 +1,75 @@
-//! The `none` applier: catalog only.
+//! The `none` applier: catalog only, for machines without s6-rc.
+//!
+//! It never touches the host: every apply reports [`ApplyStatus::Disabled`],
+//! no VM has a service and none is restart-pending.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use vm_catalog_protocol::{ApplyOutcome, ApplyStatus};
+
+use super::{Applier, ApplyReport, ApplyRequest};
+
+/// Applies nothing.
+#[derive(Debug, Default, Clone)]
+pub struct NoneApplier;
+
+impl NoneApplier {
+    /// The `none` applier.
+    pub fn new() -> NoneApplier {
+        NoneApplier
+    }
+}
+
+impl Applier for NoneApplier {
+    fn name(&self) -> &'static str {
+        "none"
+    }
+
+    fn apply(&mut self, request: &ApplyRequest) -> ApplyReport {
+        let started = Instant::now();
+        let outcome = ApplyOutcome {
+            status: ApplyStatus::Disabled,
+            generation: request.generation,
+            database: None,
+            services: 0,
+            duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            message: format!(
+                "applier none: {} active vms are in the catalog only, no services",
+                request.vms.len()
+            ),
+        };
+        ApplyReport {
+            outcome,
+            services: BTreeMap::new(),
+            restart_pending: BTreeSet::new(),
+            left_out: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::ActiveVm;
+
+    #[test]
+    fn none_reports_disabled_and_no_services() {
+        let vm = ActiveVm {
+            name: "netvm".parse().unwrap(),
+            view: "/run/vm/netvm/config".into(),
+            providers: vec![],
+            fingerprint: 1,
+        };
+        let report = NoneApplier::new().apply(&ApplyRequest {
+            generation: 7,
+            vms: vec![vm],
+        });
+        assert_eq!(report.outcome.status, ApplyStatus::Disabled);
+        assert_eq!(report.outcome.generation, 7);
+        assert_eq!(report.outcome.services, 0);
+        assert_eq!(report.outcome.database, None);
+        assert!(report.services.is_empty() && report.restart_pending.is_empty());
+        assert_eq!(NoneApplier::new().name(), "none");
+    }
+}

@@ -1,0 +1,298 @@
+//! The `apply` suite: what one apply of the s6-rc applier costs, against
+//! bare `s6-rc-compile` + `s6-rc-update` of the same database in the same
+//! run.
+//!
+//! For 10, 100 and 500 VMs, on a real s6-svscan with every VM up (a test
+//! VMM: ready at once, then `sleep`), each run:
+//! 1. applies a set that differs from the live one by one VM (added or
+//!    removed, down): render, write, compile, update, cleanup, total;
+//! 2. applies the same set again: the no-op apply (render + fingerprint);
+//! 3. compiles that same source with `s6-rc-compile` and switches to it with
+//!    `s6-rc-update`, timed directly: the baseline.
+//!
+//! Figures are median [min–max] over the runs; the overhead is the median
+//! apply total over the median bare compile + update. The bare update is a
+//! switch to an identical database while the applier's adds or removes one
+//! VM; both cost O(all services) (s6rc.md §2.8), so they compare. Scratch
+//! directories are on tmpfs (`/dev/shm`) unless `TMPDIR` says otherwise:
+//! `/run`, where the live directory goes, is a tmpfs on a real host.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use vm_catalog_protocol::ApplyStatus;
+use vm_catalog_tests::s6::{Svscan, write_vm_command};
+use vm_catalogd::apply::s6rc::{S6rcApplier, S6rcConfig};
+use vm_catalogd::apply::{ActiveVm, Applier, ApplyRequest};
+
+/// VM counts measured.
+const SIZES: [usize; 3] = [10, 100, 500];
+
+/// Runs the suite; `quick` does fewer runs.
+pub fn run(quick: bool) -> Result<(), String> {
+    let Some(bin) = vm_catalog_tests::s6rc_bindir() else {
+        println!("apply: SKIP: s6-rc not installed (set S6RC_BINDIR or put s6-rc-compile on PATH)");
+        return Ok(());
+    };
+    if vm_catalog_tests::which("s6-svscan").is_none() {
+        println!("apply: SKIP: s6-svscan not installed (Debian package s6)");
+        return Ok(());
+    }
+    let runs = if quick { 3 } else { 7 };
+    let scratch = scratch_dir();
+    println!(
+        "apply: s6-rc from {}; scratch dir {} (state, live and scan dirs); every VM up; \
+         {runs} runs per size; median [min-max]",
+        bin.display(),
+        scratch.display()
+    );
+    println!(
+        "{:>5} {:>22} {:>22} {:>22} {:>22} {:>22} {:>22} {:>22} | {:>22} {:>22} {:>9}",
+        "VMs",
+        "render+fp",
+        "write source",
+        "compile",
+        "update",
+        "cleanup",
+        "apply total",
+        "no-op apply",
+        "bare s6-rc-compile",
+        "bare s6-rc-update",
+        "overhead"
+    );
+    for n in SIZES {
+        let row = measure(&bin, &scratch, n, runs)?;
+        println!(
+            "{n:>5} {} {} {} {} {} {} {} | {} {} {:>8.2}x",
+            row.render.show(),
+            row.write.show(),
+            row.compile.show(),
+            row.update.show(),
+            row.cleanup.show(),
+            row.total.show(),
+            row.noop.show(),
+            row.bare_compile.show(),
+            row.bare_update.show(),
+            row.total.median().as_secs_f64()
+                / (row.bare_compile.median() + row.bare_update.median()).as_secs_f64()
+        );
+        println!(
+            "      (first apply, s6-rc-init of {n} VMs: {})",
+            ms(row.init)
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, Default)]
+struct Row {
+    init: Duration,
+    render: Samples,
+    write: Samples,
+    compile: Samples,
+    update: Samples,
+    cleanup: Samples,
+    total: Samples,
+    noop: Samples,
+    bare_compile: Samples,
+    bare_update: Samples,
+}
+
+#[derive(Debug, Default)]
+struct Samples(Vec<Duration>);
+
+impl Samples {
+    fn median(&self) -> Duration {
+        let mut v = self.0.clone();
+        v.sort();
+        v.get(v.len() / 2).copied().unwrap_or_default()
+    }
+
+    fn show(&self) -> String {
+        let min = self.0.iter().min().copied().unwrap_or_default();
+        let max = self.0.iter().max().copied().unwrap_or_default();
+        format!(
+            "{:>22}",
+            format!("{} [{}-{}]", ms(self.median()), ms(min), ms(max))
+        )
+    }
+}
+
+fn ms(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms < 10.0 {
+        format!("{ms:.3}ms")
+    } else {
+        format!("{ms:.0}ms")
+    }
+}
+
+fn vms(n: usize, extra: bool) -> Vec<ActiveVm> {
+    let mut v: Vec<ActiveVm> = (0..n)
+        .map(|i| {
+            let name = format!("vm{i:04}");
+            // One VM in ten uses vm0000 as its network provider.
+            let providers = if i % 10 == 1 {
+                vec!["vm0000".parse().unwrap()]
+            } else {
+                vec![]
+            };
+            ActiveVm {
+                view: format!("/run/vm/{name}/config").into(),
+                name: name.parse().unwrap(),
+                providers,
+                fingerprint: i as u64,
+            }
+        })
+        .collect();
+    if extra {
+        v.push(ActiveVm {
+            name: "extra".parse().unwrap(),
+            view: "/run/vm/extra/config".into(),
+            providers: vec![],
+            fingerprint: 0,
+        });
+    }
+    v
+}
+
+/// `$TMPDIR` if set, else `/dev/shm` (tmpfs, like `/run` where the live
+/// directory goes on a real host), else the system temp dir.
+fn scratch_dir() -> PathBuf {
+    if std::env::var_os("TMPDIR").is_none() && Path::new("/dev/shm").is_dir() {
+        return "/dev/shm".into();
+    }
+    std::env::temp_dir()
+}
+
+fn measure(bin: &Path, scratch: &Path, n: usize, runs: usize) -> Result<Row, String> {
+    let tmp = tempfile::tempdir_in(scratch).map_err(|e| e.to_string())?;
+    let root = fs::canonicalize(tmp.path()).map_err(|e| e.to_string())?;
+    let vmm = write_vm_command(&root.join("vmm")).map_err(|e| e.to_string())?;
+    let svscan = Svscan::start(&root.join("scan"), 2 * n + 100).map_err(|e| e.to_string())?;
+    let mut config = S6rcConfig::new(root.join("state"));
+    config.bin_dir = Some(bin.to_owned());
+    config.live_dir = root.join("live");
+    config.scandir = svscan.scandir().to_owned();
+    config.start_command = vmm;
+    config.max_services = n + 1;
+    let mut applier = S6rcApplier::open(config).map_err(|e| e.to_string())?;
+    let live = root.join("live");
+    let mut row = Row::default();
+
+    let t = Instant::now();
+    expect(
+        &applier
+            .apply(&ApplyRequest {
+                generation: 0,
+                vms: vms(n, false),
+            })
+            .outcome
+            .status,
+        ApplyStatus::Applied,
+    )?;
+    row.init = t.elapsed();
+    let names: Vec<String> = (0..n).map(|i| format!("vm{i:04}")).collect();
+    let mut up = Command::new(bin.join("s6-rc"));
+    up.arg("-l")
+        .arg(&live)
+        .arg("-t")
+        .arg("60000")
+        .arg("-u")
+        .arg("change")
+        .args(&names);
+    check(up.env("PATH", child_path(bin)))?;
+
+    let mut bare_db: Option<PathBuf> = None;
+    for run in 0..runs {
+        let generation = 2 * run as u64 + 1;
+        let request = ApplyRequest {
+            generation,
+            vms: vms(n, run % 2 == 0),
+        };
+        let report = applier.apply(&request);
+        expect(&report.outcome.status, ApplyStatus::Applied)?;
+        let t = applier.last_timings();
+        row.render.0.push(t.render);
+        row.write.0.push(t.write);
+        row.compile.0.push(t.compile);
+        row.update.0.push(t.switch);
+        row.cleanup.0.push(t.cleanup);
+        row.total.0.push(t.total);
+        if let Some(old) = bare_db.take() {
+            fs::remove_dir_all(old).map_err(|e| e.to_string())?;
+        }
+
+        let again = ApplyRequest {
+            generation: generation + 1,
+            vms: request.vms,
+        };
+        let start = Instant::now();
+        let report = applier.apply(&again);
+        row.noop.0.push(start.elapsed());
+        expect(&report.outcome.status, ApplyStatus::Unchanged)?;
+
+        // The baseline: the same source, compiled and switched to by hand.
+        let source = live_source(&live)?;
+        let db = root.join(format!("bare-{run}"));
+        let mut compile = Command::new(bin.join("s6-rc-compile"));
+        compile.arg(&db).arg(&source);
+        row.bare_compile.0.push(check(&mut compile)?);
+        let mut update = Command::new(bin.join("s6-rc-update"));
+        update
+            .arg("-l")
+            .arg(&live)
+            .arg(&db)
+            .env("PATH", child_path(bin));
+        row.bare_update.0.push(check(&mut update)?);
+        bare_db = Some(db);
+    }
+    drop(svscan);
+    Ok(row)
+}
+
+/// The rendered source of the database the applier made live.
+fn live_source(live: &Path) -> Result<PathBuf, String> {
+    let db = fs::read_link(live.join("compiled")).map_err(|e| e.to_string())?;
+    let name = db.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let id = name
+        .strip_prefix("db-")
+        .ok_or(format!("unexpected live db {}", db.display()))?;
+    Ok(db.with_file_name(format!("src-{id}")))
+}
+
+fn child_path(bin: &Path) -> String {
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into())
+    )
+}
+
+fn check(cmd: &mut Command) -> Result<Duration, String> {
+    let t = Instant::now();
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    let took = t.elapsed();
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?}: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(took)
+}
+
+fn expect(got: &ApplyStatus, want: ApplyStatus) -> Result<(), String> {
+    if *got == want {
+        Ok(())
+    } else {
+        Err(format!(
+            "apply: expected {}, got {}",
+            want.as_str(),
+            got.as_str()
+        ))
+    }
+}

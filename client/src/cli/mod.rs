@@ -1,0 +1,188 @@
+//! The `vm-catalog` command line: list, show, sources, status, rescan, watch,
+//! resolve. One file per command; `json.rs` holds the stable JSON shapes,
+//! `text.rs` the human-readable ones.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use vm_catalog_protocol::{Cursor, SourceLabel, VmName};
+
+use crate::error::Error;
+
+mod json;
+mod list;
+mod rescan;
+mod resolve;
+mod show;
+mod sources;
+mod status;
+mod text;
+mod watch;
+
+/// Query and control vm-catalogd, the VM catalog daemon.
+///
+/// Exit status: 0 success, 1 failure, 2 usage error, 3 no such VM (or not
+/// startable), 4 permission denied, 5 daemon unreachable or incompatible.
+#[derive(Debug, Parser)]
+#[command(name = "vm-catalog", version, max_term_width = 100)]
+pub struct Cli {
+    /// The daemon's socket.
+    #[arg(long, global = true, value_name = "PATH", env = "VM_CATALOG_SOCKET", default_value = crate::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List VMs (active ones; --all adds shadowed, rejected and unavailable definitions).
+    List {
+        /// Every definition, with the reason it is not active.
+        #[arg(long)]
+        all: bool,
+        /// Only definitions from this source.
+        #[arg(long, value_name = "LABEL")]
+        source: Option<SourceLabel>,
+        /// JSON: {"epoch", "generation", "vms": [...]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything about one VM: state, files, providers, diagnostics, and the
+    /// definitions of the same name it shadows (or that shadow it).
+    Show {
+        /// The VM.
+        name: VmName,
+        /// JSON: {"epoch", "generation", "vm": {...}, "others": [...]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the s6-rc service of a startable VM (exit 3 if the VM is
+    /// unknown, rejected or unavailable). For scripts such as vm-start.
+    Resolve {
+        /// The VM.
+        name: VmName,
+    },
+    /// List the sources of definitions, in precedence order.
+    Sources {
+        /// JSON: {"epoch", "generation", "sources": [...]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The daemon's status: versions, generation, last rescan and apply.
+    Status {
+        /// JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rescan every source now (root or the admin group) and print the changes.
+    Rescan {
+        /// Compute the changes only; apply and publish nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// JSON object with the outcome and the changes.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print changes as they happen, one per line; survives daemon restarts.
+    Watch {
+        /// One JSON object per line, each with "event" and "generation"
+        /// (and "name" for VM events).
+        #[arg(long)]
+        json: bool,
+        /// Resume from EPOCH:GENERATION (as printed by `status`).
+        #[arg(long, value_name = "EPOCH:GEN")]
+        since: Option<Cursor>,
+    },
+}
+
+/// Exit status: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: failure.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit status: no such VM, or not startable.
+pub const EXIT_NOT_FOUND: u8 = 3;
+/// Exit status: permission denied.
+pub const EXIT_DENIED: u8 = 4;
+/// Exit status: the daemon cannot be reached or is incompatible.
+pub const EXIT_UNAVAILABLE: u8 = 5;
+
+/// A command's failure: what to print and the exit status.
+#[derive(Debug)]
+pub struct Failure {
+    /// The message.
+    pub message: String,
+    /// The exit status.
+    pub code: u8,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        let code = if e.is_not_found() {
+            EXIT_NOT_FOUND
+        } else if e.is_permission_denied() {
+            EXIT_DENIED
+        } else if e.is_unavailable() || matches!(e, Error::Incompatible { .. }) {
+            EXIT_UNAVAILABLE
+        } else {
+            EXIT_FAILURE
+        };
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        Failure { message, code }
+    }
+}
+
+/// Runs the command line; returns the exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // One connection, one command: a current-thread runtime is enough.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vm-catalog: cannot start a runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let socket = cli.socket.clone();
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::List { all, source, json } => list::run(&socket, all, source, json).await,
+            Command::Show { name, json } => show::run(&socket, &name, json).await,
+            Command::Resolve { name } => resolve::run(&socket, &name).await,
+            Command::Sources { json } => sources::run(&socket, json).await,
+            Command::Status { json } => status::run(&socket, json).await,
+            Command::Rescan { dry_run, json } => rescan::run(&socket, dry_run, json).await,
+            Command::Watch { json, since } => watch::run(&socket, json, since).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(f) => {
+            eprintln!("vm-catalog: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+/// Prints a line to stdout; a closed pipe (e.g. `| head`) ends quietly.
+fn out(line: impl std::fmt::Display) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if writeln!(stdout, "{line}")
+        .and_then(|_| stdout.flush())
+        .is_err()
+    {
+        std::process::exit(EXIT_OK as i32);
+    }
+}

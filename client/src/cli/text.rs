@@ -1,0 +1,89 @@
+//! Human-readable output: aligned tables and one-line descriptions.
+
+use vm_catalog_protocol::{Change, ChangeItem, Severity, VmEntry, VmState};
+
+/// Formats rows as columns separated by two spaces (the last column is not padded).
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let n = cells.len();
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i + 1 == n {
+                    c.to_string()
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    let mut out = vec![line(header.to_vec())];
+    out.extend(
+        rows.iter()
+            .map(|r| line(r.iter().map(String::as_str).collect())),
+    );
+    out
+}
+
+/// Why a definition is not active, in a few words.
+pub fn reason(e: &VmEntry) -> String {
+    match e.state {
+        VmState::Active => String::new(),
+        VmState::Shadowed => match &e.shadowed_by {
+            Some(l) => format!("shadowed by {l}"),
+            None => "shadowed".into(),
+        },
+        VmState::Rejected | VmState::Unavailable => e
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(|d| d.code.name())
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+/// One line for a change: `added appvm-lynx (user, active)`.
+pub fn change(c: &Change) -> String {
+    match &c.item {
+        ChangeItem::Vm(e) => {
+            let mut s = format!(
+                "{} {} ({}, {})",
+                c.kind.as_str(),
+                e.name,
+                e.source,
+                e.state.as_str()
+            );
+            let why = reason(e);
+            if !why.is_empty() {
+                s.push_str(": ");
+                s.push_str(&why);
+            }
+            s
+        }
+        ChangeItem::Source(s) => {
+            format!(
+                "source {} {} ({}, {})",
+                c.kind.as_str(),
+                s.label,
+                s.kind.as_str(),
+                s.state.as_str()
+            )
+        }
+    }
+}
+
+/// `-` for nothing.
+pub fn or_dash(s: Option<&str>) -> String {
+    s.unwrap_or("-").to_owned()
+}

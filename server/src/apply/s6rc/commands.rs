@@ -1,0 +1,242 @@
+//! The real s6-rc: runs `s6-rc-compile`, `s6-rc-init`, `s6-rc-update` and
+//! `s6-rc-db`, and reads supervisors' status files.
+//!
+//! The programs are found once, in the configured bin dir or on `PATH`, and
+//! run by absolute path. Their `PATH` has the directory holding `s6-rc` first,
+//! because `s6-rc-update` runs `s6-rc` from `PATH` (s6rc.md §3.13).
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::tools::{Init, S6rc, ToolError, tail};
+
+/// The programs the applier runs.
+const PROGRAMS: [&str; 5] = [
+    "s6-rc-compile",
+    "s6-rc-init",
+    "s6-rc-update",
+    "s6-rc",
+    "s6-rc-db",
+];
+
+/// Longest stderr excerpt kept in an error.
+const STDERR_TAIL: usize = 2000;
+
+/// Size of a `supervise/status` file in s6 2.11, with the pid as a
+/// big-endian u64 at offset 24. Other sizes fall back to `s6-svstat`.
+const STATUS_SIZE: usize = 35;
+const STATUS_PID_OFFSET: usize = 24;
+
+/// A program the applier needs is missing.
+#[derive(Debug, thiserror::Error)]
+#[error("{program} not found in {where_}")]
+pub struct MissingProgram {
+    /// The program.
+    pub program: &'static str,
+    /// Where it was looked for.
+    pub where_: String,
+}
+
+/// Runs the real s6-rc programs.
+#[derive(Debug, Clone)]
+pub struct Commands {
+    bin: PathBuf,
+    svstat: Option<PathBuf>,
+    path: OsString,
+}
+
+impl Commands {
+    /// Finds the s6-rc programs in `bin_dir`, or on `PATH` when `None`.
+    pub fn find(bin_dir: Option<&Path>) -> Result<Commands, MissingProgram> {
+        let env_path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+        let bin = match bin_dir {
+            Some(d) => d.to_owned(),
+            None => std::env::split_paths(&env_path)
+                .find(|d| executable(&d.join("s6-rc-compile")))
+                .ok_or(MissingProgram {
+                    program: "s6-rc-compile",
+                    where_: "PATH".into(),
+                })?,
+        };
+        for program in PROGRAMS {
+            if !executable(&bin.join(program)) {
+                return Err(MissingProgram {
+                    program,
+                    where_: bin.display().to_string(),
+                });
+            }
+        }
+        let mut dirs = vec![bin.clone()];
+        dirs.extend(std::env::split_paths(&env_path).filter(|d| *d != bin));
+        let path = std::env::join_paths(&dirs).unwrap_or(env_path);
+        let svstat = std::env::split_paths(&path)
+            .map(|d| d.join("s6-svstat"))
+            .find(|p| executable(p));
+        Ok(Commands { bin, svstat, path })
+    }
+
+    /// The directory holding the s6-rc programs.
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin
+    }
+
+    fn command(&self, program: &'static str) -> Command {
+        let mut c = Command::new(self.bin.join(program));
+        c.env("PATH", &self.path).stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, program: &'static str, mut cmd: Command) -> Result<Vec<u8>, ToolError> {
+        tracing::debug!(?cmd, "running {program}");
+        let out = cmd
+            .output()
+            .map_err(|source| ToolError::Spawn { program, source })?;
+        let stderr = tail(&String::from_utf8_lossy(&out.stderr), STDERR_TAIL);
+        match (out.status.code(), out.status.signal()) {
+            (Some(0), _) => Ok(out.stdout),
+            (Some(code), _) => Err(ToolError::Exit {
+                program,
+                code,
+                stderr,
+            }),
+            (None, signal) => Err(ToolError::Signal {
+                program,
+                signal: signal.unwrap_or(0),
+                stderr,
+            }),
+        }
+    }
+
+    fn pid_from_svstat(&self, dir: &Path) -> Option<u32> {
+        let mut c = Command::new(self.svstat.as_ref()?);
+        c.arg("-o").arg("up,pid").arg(dir).stdin(Stdio::null());
+        let out = c.output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut it = text.split_whitespace();
+        match (it.next(), it.next()) {
+            (Some("true"), Some(pid)) => pid.parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+impl S6rc for Commands {
+    fn compile(&mut self, db: &Path, source: &Path) -> Result<(), ToolError> {
+        let mut c = self.command("s6-rc-compile");
+        c.arg("--").arg(db).arg(source);
+        self.run("s6-rc-compile", c).map(drop)
+    }
+
+    fn init(&mut self, init: &Init<'_>) -> Result<(), ToolError> {
+        let mut c = self.command("s6-rc-init");
+        c.arg("-c")
+            .arg(init.db)
+            .arg("-l")
+            .arg(init.live)
+            .arg("-p")
+            .arg(init.prefix);
+        c.arg("-t")
+            .arg(init.timeout.as_millis().to_string())
+            .arg("--")
+            .arg(init.scandir);
+        self.run("s6-rc-init", c).map(drop)
+    }
+
+    fn update(
+        &mut self,
+        live: &Path,
+        db: &Path,
+        conversions: Option<&Path>,
+    ) -> Result<(), ToolError> {
+        let mut c = self.command("s6-rc-update");
+        c.arg("-b").arg("-l").arg(live);
+        if let Some(f) = conversions {
+            c.arg("-f").arg(f);
+        }
+        c.arg("--").arg(db);
+        self.run("s6-rc-update", c).map(drop)
+    }
+
+    fn longruns(&mut self, live: &Path) -> Result<Vec<String>, ToolError> {
+        let mut c = self.command("s6-rc-db");
+        c.arg("-l").arg(live).arg("list").arg("longruns");
+        let out = self.run("s6-rc-db", c)?;
+        Ok(String::from_utf8_lossy(&out)
+            .lines()
+            .map(str::to_owned)
+            .collect())
+    }
+
+    fn pid(&mut self, live: &Path, service: &str) -> Option<u32> {
+        let dir = live.join("servicedirs").join(service);
+        let mut buf = Vec::with_capacity(64);
+        let read = fs::File::open(dir.join("supervise/status"))
+            .and_then(|f| f.take(256).read_to_end(&mut buf));
+        match read {
+            Ok(STATUS_SIZE) => {
+                let raw = buf.get(STATUS_PID_OFFSET..STATUS_PID_OFFSET + 8)?;
+                let pid = u64::from_be_bytes(raw.try_into().ok()?);
+                u32::try_from(pid).ok().filter(|&p| p != 0)
+            }
+            // No supervisor yet, or not s6 2.11's layout: ask s6-svstat.
+            Ok(_) | Err(_) => self.pid_from_svstat(&dir),
+        }
+    }
+
+    fn scanner_running(&mut self, scandir: &Path) -> bool {
+        // Opening a FIFO for writing without blocking fails with ENXIO when
+        // nobody reads it. Nothing is written.
+        fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(scandir.join(".s6-svscan/control"))
+            .is_ok()
+    }
+}
+
+fn executable(p: &Path) -> bool {
+    p.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_reports_the_missing_program() {
+        let d = tempfile::tempdir().unwrap();
+        let e = Commands::find(Some(d.path())).unwrap_err();
+        assert_eq!(e.program, "s6-rc-compile");
+        assert_eq!(
+            e.to_string(),
+            format!("s6-rc-compile not found in {}", d.path().display())
+        );
+    }
+
+    #[test]
+    fn pid_reads_s6_2_11_status_files() {
+        let d = tempfile::tempdir().unwrap();
+        let sup = d.path().join("servicedirs/vm1/supervise");
+        fs::create_dir_all(&sup).unwrap();
+        let mut status = vec![0u8; STATUS_SIZE];
+        status[STATUS_PID_OFFSET..STATUS_PID_OFFSET + 8].copy_from_slice(&4242u64.to_be_bytes());
+        fs::write(sup.join("status"), &status).unwrap();
+        let mut c = Commands {
+            bin: "/nonexistent".into(),
+            svstat: None,
+            path: "".into(),
+        };
+        assert_eq!(c.pid(d.path(), "vm1"), Some(4242));
+        status[STATUS_PID_OFFSET..STATUS_PID_OFFSET + 8].copy_from_slice(&0u64.to_be_bytes());
+        fs::write(sup.join("status"), &status).unwrap();
+        assert_eq!(c.pid(d.path(), "vm1"), None, "pid 0 is down");
+        assert_eq!(c.pid(d.path(), "nothing"), None);
+    }
+}

@@ -1,0 +1,169 @@
+//! What the applier remembers across daemon restarts, in
+//! `<state-dir>/state.json`.
+//!
+//! - `live`: the database that is live, with its tree fingerprint and each
+//!   VM's definition fingerprint (what a start of that VM runs now);
+//! - `next`: the database an init or update is switching to, written before
+//!   the switch, so that a daemon killed during `s6-rc-update` still knows
+//!   what it switched to;
+//! - `running`: VMs that run a definition other than the live one (the
+//!   restart-pending VMs), with the definition they run and their pid: a VM
+//!   whose pid changed has restarted, on the live definition.
+//!
+//! The file is replaced atomically (write, fsync, rename).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use vm_catalog_protocol::VmName;
+
+use super::fingerprint::Fingerprint;
+
+/// Version of the file format.
+const VERSION: u32 = 1;
+
+/// One compiled database and what is in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbRecord {
+    /// The compiled database (absolute, not a symlink).
+    pub database: PathBuf,
+    /// Its rendered source directory, if the applier made it.
+    pub source: Option<PathBuf>,
+    /// The tree fingerprint; `None` when unknown (a database the applier
+    /// adopted without a record of it).
+    pub tree: Option<Fingerprint>,
+    /// VM name → definition fingerprint (`None` when unknown).
+    pub services: BTreeMap<VmName, Option<Fingerprint>>,
+}
+
+/// A VM that runs a definition other than the live one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Running {
+    /// The definition it was started with.
+    pub definition: Fingerprint,
+    /// Its pid when this was recorded.
+    pub pid: u32,
+}
+
+/// The state file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// The format version.
+    pub version: u32,
+    /// The live database.
+    pub live: Option<DbRecord>,
+    /// The database being switched to.
+    pub next: Option<DbRecord>,
+    /// Restart-pending VMs.
+    pub running: BTreeMap<VmName, Running>,
+}
+
+/// The state file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Reading failed.
+    #[error("cannot read {0}")]
+    Read(PathBuf, #[source] io::Error),
+    /// The contents are not a state file of this version.
+    #[error("cannot parse {0}")]
+    Parse(PathBuf, #[source] serde_json::Error),
+    /// Writing failed.
+    #[error("cannot write {0}")]
+    Write(PathBuf, #[source] io::Error),
+}
+
+impl State {
+    /// An empty state.
+    pub fn new() -> State {
+        State {
+            version: VERSION,
+            ..State::default()
+        }
+    }
+
+    /// Reads `path`; `Ok(None)` when it does not exist.
+    pub fn load(path: &Path) -> Result<Option<State>, StateError> {
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StateError::Read(path.into(), e)),
+        };
+        let state: State =
+            serde_json::from_slice(&bytes).map_err(|e| StateError::Parse(path.into(), e))?;
+        if state.version != VERSION {
+            let e = serde::de::Error::custom(format!("unknown version {}", state.version));
+            return Err(StateError::Parse(path.into(), e));
+        }
+        Ok(Some(state))
+    }
+
+    /// Writes `path` atomically.
+    pub fn save(&self, path: &Path) -> Result<(), StateError> {
+        let err = |e| StateError::Write(path.into(), e);
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_vec_pretty(self)
+            .map_err(io::Error::other)
+            .map_err(err)?;
+        let mut f = fs::File::create(&tmp).map_err(err)?;
+        f.write_all(&text)
+            .and_then(|()| f.sync_all())
+            .map_err(err)?;
+        fs::rename(&tmp, path).map_err(err)
+    }
+
+    /// The VMs of the live database.
+    pub fn live_services(&self) -> impl Iterator<Item = &VmName> {
+        self.live.iter().flat_map(|r| r.services.keys())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fingerprint::Hasher;
+    use super::*;
+
+    #[test]
+    fn saves_and_loads() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("state.json");
+        assert_eq!(State::load(&path).unwrap(), None);
+        let fp = Hasher::new("t").finish();
+        let mut s = State::new();
+        s.live = Some(DbRecord {
+            database: "/s/db-1-0".into(),
+            source: Some("/s/src-1-0".into()),
+            tree: Some(fp),
+            services: [
+                ("a".parse().unwrap(), Some(fp)),
+                ("b".parse().unwrap(), None),
+            ]
+            .into(),
+        });
+        s.running.insert(
+            "a".parse().unwrap(),
+            Running {
+                definition: fp,
+                pid: 12,
+            },
+        );
+        s.save(&path).unwrap();
+        assert_eq!(State::load(&path).unwrap(), Some(s));
+    }
+
+    #[test]
+    fn rejects_garbage_and_other_versions() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("state.json");
+        fs::write(&path, "{").unwrap();
+        assert!(matches!(State::load(&path), Err(StateError::Parse(..))));
+        fs::write(
+            &path,
+            r#"{"version":99,"live":null,"next":null,"running":{}}"#,
+        )
+        .unwrap();
+        assert!(matches!(State::load(&path), Err(StateError::Parse(..))));
+    }
+}

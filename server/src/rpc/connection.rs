@@ -1,0 +1,372 @@
+//! One connection: the handshake, then the read loop that turns frames into
+//! calls.
+//!
+//! Quick unary calls (`Ping`, `GetInfo`, `GetVm`, `ListSources`, `Cancel`)
+//! run inline in the read loop: they only read the published snapshot. The
+//! others (`ListVms`, `Rescan`, `Subscribe`) run in their own task, tracked by
+//! call id so `Cancel` can reach them. A frame that makes the stream
+//! untrustworthy (bad header, wrong kind, truncated) gets a connection-level
+//! error and a close; a bad call gets an error for that call only.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_seqpacket::UnixSeqpacket;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use vm_catalog_protocol::codec::{self, Compat};
+use vm_catalog_protocol::{
+    ErrorBody, ErrorCode, FrameKind, Goodbye, HANDSHAKE_MAX_FRAME, Hello, MAX_CLIENT_NAME, Method,
+    PROTOCOL_VERSION, Request, RequestError, SUPPORTED_VERSIONS, Welcome, decode_frame, message,
+    negotiate_max_frame,
+};
+
+use super::conn::Conn;
+use super::error::CallError;
+use super::peer::Peer;
+use super::service::{self, Call, CallService};
+use super::{Admission, Ctx};
+
+/// How long a stopping daemon waits for a connection's calls to send their
+/// last frames before it drops them.
+const GOODBYE_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves one admitted connection to the end.
+pub async fn run(socket: UnixSeqpacket, peer: Peer, ctx: Arc<Ctx>, admission: Admission) {
+    let span = tracing::info_span!("conn", id = peer.conn_id, uid = peer.uid, pid = peer.pid);
+    async move {
+        tracing::debug!("connected");
+        if let Some(conn) = handshake(socket, Arc::new(peer), &ctx).await {
+            serve_calls(Arc::new(conn), &ctx).await;
+        }
+        tracing::debug!("disconnected");
+        drop(admission);
+    }
+    .instrument(span)
+    .await
+}
+
+/// Refuses a connection over the limits: reads the `Hello`, answers a
+/// connection-level `Busy`, then closes.
+pub async fn refuse(socket: UnixSeqpacket, peer: Peer, ctx: Arc<Ctx>) {
+    if ctx.log_limit.allow() {
+        tracing::warn!(
+            uid = peer.uid,
+            pid = peer.pid,
+            "connection refused: too many connections"
+        );
+    }
+    // Read the Hello first: closing a socket with unread data resets the
+    // peer's connection, and it would never see the answer.
+    let mut buf = vec![0u8; HANDSHAKE_MAX_FRAME as usize + 1];
+    let _ = tokio::time::timeout(ctx.limits.handshake_timeout, socket.recv(&mut buf)).await;
+    let body = ErrorBody::new(ErrorCode::Busy, "too many connections");
+    let _ = send_conn_error(&socket, &body).await;
+}
+
+async fn send_conn_error(socket: &UnixSeqpacket, body: &ErrorBody) -> std::io::Result<()> {
+    let frame = message::error(0, 0, body, HANDSHAKE_MAX_FRAME).map_err(std::io::Error::other)?;
+    // Never wait long on a peer that does not read.
+    match tokio::time::timeout(Duration::from_secs(1), socket.send(&frame)).await {
+        Ok(r) => r.map(|_| ()),
+        Err(_) => Ok(()),
+    }
+}
+
+fn violation(ctx: &Ctx, what: &str) -> ErrorBody {
+    if ctx.log_limit.allow() {
+        tracing::warn!(what, "protocol violation");
+    }
+    ErrorBody::new(ErrorCode::ProtocolViolation, what)
+}
+
+/// Reads `Hello` and answers `Welcome`, or an error and `None`.
+async fn handshake(socket: UnixSeqpacket, peer: Arc<Peer>, ctx: &Ctx) -> Option<Conn> {
+    let mut buf = vec![0u8; HANDSHAKE_MAX_FRAME as usize + 1];
+    let received = tokio::time::timeout(ctx.limits.handshake_timeout, socket.recv(&mut buf)).await;
+    let info = match received {
+        Err(_) => {
+            tracing::debug!("no Hello in time");
+            let _ = send_conn_error(
+                &socket,
+                &ErrorBody::new(ErrorCode::Timeout, "no Hello in time"),
+            )
+            .await;
+            return None;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "receive failed");
+            return None;
+        }
+        Ok(Ok(info)) => info,
+    };
+    let n = info.bytes_read();
+    if n == 0 {
+        return None;
+    }
+    let refuse = |body: ErrorBody| {
+        let socket = &socket;
+        async move {
+            let _ = send_conn_error(socket, &body).await;
+            None
+        }
+    };
+    if info.truncated() || n > HANDSHAKE_MAX_FRAME as usize {
+        let mut body = ErrorBody::new(ErrorCode::FrameTooLarge, "Hello too large");
+        body.max_frame = Some(HANDSHAKE_MAX_FRAME);
+        return refuse(body).await;
+    }
+    let frame = match decode_frame(&buf[..n], HANDSHAKE_MAX_FRAME) {
+        Ok(f) if f.header.kind == FrameKind::Hello => f,
+        Ok(f) => {
+            return refuse(violation(
+                ctx,
+                &format!("expected Hello, got {:?}", f.header.kind),
+            ))
+            .await;
+        }
+        Err(e) => return refuse(violation(ctx, &e.to_string())).await,
+    };
+    // The peer's version is not known yet: read Hello leniently both ways.
+    let hello: Hello = match codec::decode(frame.body, Compat::Record) {
+        Ok(h) => h,
+        Err(e) => {
+            return refuse(ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!("bad Hello: {e}"),
+            ))
+            .await;
+        }
+    };
+    if hello.client.len() > MAX_CLIENT_NAME {
+        return refuse(ErrorBody::new(
+            ErrorCode::InvalidRequest,
+            "client name too long",
+        ))
+        .await;
+    }
+    let Some(version) = SUPPORTED_VERSIONS.negotiate(hello.versions) else {
+        let mut body = ErrorBody::new(
+            ErrorCode::UnsupportedVersion,
+            format!(
+                "client speaks versions {}..={}, server {}..={}",
+                hello.versions.min,
+                hello.versions.max,
+                SUPPORTED_VERSIONS.min,
+                SUPPORTED_VERSIONS.max
+            ),
+        );
+        body.supported = Some(SUPPORTED_VERSIONS);
+        return refuse(body).await;
+    };
+    let welcome = Welcome {
+        version,
+        server: ctx.server.version.clone(),
+        epoch: ctx.hub.epoch(),
+        max_frame: negotiate_max_frame(hello.max_frame, ctx.limits.max_frame),
+        features: ctx.server.features.intersect(hello.features),
+        supported: SUPPORTED_VERSIONS,
+    };
+    let frame = message::welcome(&welcome).ok()?;
+    socket.send(&frame).await.ok()?;
+    tracing::debug!(client = %hello.client.escape_debug(), version, max_frame = welcome.max_frame, "welcome");
+    Some(Conn {
+        socket,
+        peer,
+        version,
+        max_frame: welcome.max_frame,
+        compat: Compat::between(PROTOCOL_VERSION, hello.versions.max),
+        calls: Mutex::new(HashMap::new()),
+    })
+}
+
+/// Whether a method runs inline in the read loop.
+fn is_quick(m: Method) -> bool {
+    match m {
+        Method::Ping | Method::GetInfo | Method::GetVm | Method::ListSources | Method::Cancel => {
+            true
+        }
+        Method::ListVms | Method::Rescan | Method::Subscribe => false,
+    }
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+async fn serve_calls(conn: Arc<Conn>, ctx: &Arc<Ctx>) {
+    let mut svc = service::stack(ctx.clone());
+    let mut tasks = JoinSet::new();
+    let mut buf = vec![0u8; conn.max_frame as usize + 1];
+    let mut shutting_down = false;
+    loop {
+        let received = tokio::select! {
+            _ = ctx.shutdown.cancelled() => {
+                shutting_down = true;
+                break;
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            r = conn.socket.recv(&mut buf) => r,
+        };
+        let info = match received {
+            Ok(info) if info.bytes_read() == 0 => break,
+            Ok(info) => info,
+            Err(e) => {
+                tracing::debug!(error = %e, "receive failed");
+                break;
+            }
+        };
+        let flow = if info.truncated() {
+            let mut body = ErrorBody::new(ErrorCode::FrameTooLarge, "frame too large");
+            body.max_frame = Some(conn.max_frame);
+            let _ = conn.error(0, 0, &body).await;
+            Flow::Close
+        } else {
+            on_frame(&conn, ctx, &mut svc, &mut tasks, &buf[..info.bytes_read()]).await
+        };
+        if let Flow::Close = flow {
+            break;
+        }
+    }
+    let running: Vec<CancellationToken> = conn
+        .calls
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    for token in running {
+        token.cancel();
+    }
+    if shutting_down {
+        // Calls see the shutdown and send their `ShuttingDown` errors.
+        let drained = tokio::time::timeout(GOODBYE_GRACE, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tasks.abort_all();
+        }
+        let goodbye = Goodbye {
+            reason: "shutting down".into(),
+        };
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            conn.send(message::goodbye(&goodbye, conn.max_frame)),
+        )
+        .await;
+    }
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn on_frame(
+    conn: &Arc<Conn>,
+    ctx: &Arc<Ctx>,
+    svc: &mut CallService,
+    tasks: &mut JoinSet<()>,
+    datagram: &[u8],
+) -> Flow {
+    let frame = match decode_frame(datagram, conn.max_frame) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = conn.error(0, 0, &violation(ctx, &e.to_string())).await;
+            return Flow::Close;
+        }
+    };
+    let h = frame.header;
+    if h.kind != FrameKind::Request {
+        let _ = conn
+            .error(
+                0,
+                0,
+                &violation(ctx, &format!("unexpected {:?} frame", h.kind)),
+            )
+            .await;
+        return Flow::Close;
+    }
+    if h.call_id == 0 {
+        let _ = conn
+            .error(0, 0, &violation(ctx, "call id 0 is reserved"))
+            .await;
+        return Flow::Close;
+    }
+    let request = match Request::decode(h.method, frame.body, conn.compat) {
+        Ok(r) => r,
+        Err(e) => {
+            let code = match e {
+                RequestError::UnknownMethod(_) => ErrorCode::UnknownMethod,
+                RequestError::Invalid { .. } => ErrorCode::InvalidRequest,
+            };
+            tracing::debug!(call_id = h.call_id, error = %e, "bad request");
+            let body = ErrorBody::new(code, e.to_string());
+            return match conn.error(h.call_id, h.method, &body).await {
+                Ok(()) => Flow::Continue,
+                Err(_) => Flow::Close,
+            };
+        }
+    };
+    let method = request.method();
+    let span = tracing::info_span!("call", call_id = h.call_id, method = method.name());
+    let cancel = CancellationToken::new();
+    let call = Call {
+        conn: conn.clone(),
+        call_id: h.call_id,
+        request,
+        cancel: cancel.clone(),
+    };
+    if is_quick(method) {
+        let result = service::call(svc, call).instrument(span.clone()).await;
+        return finish(conn, h.call_id, method, result)
+            .instrument(span)
+            .await;
+    }
+    let reused = {
+        let mut calls = conn.calls.lock().unwrap_or_else(|e| e.into_inner());
+        let reused = calls.contains_key(&h.call_id);
+        if !reused {
+            calls.insert(h.call_id, cancel);
+        }
+        reused
+    };
+    if reused {
+        let what = format!("call id {} is already in flight", h.call_id);
+        let _ = conn.error(0, 0, &violation(ctx, &what)).await;
+        return Flow::Close;
+    }
+    let mut svc = svc.clone();
+    let conn = conn.clone();
+    tasks.spawn(
+        async move {
+            let result = service::call(&mut svc, call).await;
+            conn.calls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&h.call_id);
+            let _ = finish(&conn, h.call_id, method, result).await;
+        }
+        .instrument(span),
+    );
+    Flow::Continue
+}
+
+/// Reports a call's failure to the peer.
+async fn finish(conn: &Conn, call_id: u32, method: Method, result: Result<(), CallError>) -> Flow {
+    match result {
+        Ok(()) => Flow::Continue,
+        Err(e) if e.is_reportable() => {
+            tracing::debug!(error = %e, "call failed");
+            match conn.error(call_id, method.id(), &e.to_wire()).await {
+                Ok(()) => Flow::Continue,
+                Err(_) => Flow::Close,
+            }
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "call failed");
+            Flow::Close
+        }
+    }
+}

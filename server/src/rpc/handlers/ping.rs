@@ -1,0 +1,12 @@
+//! `Ping`: echo the payload.
+
+use vm_catalog_protocol::{Ping, Pong};
+
+use crate::rpc::conn::Conn;
+use crate::rpc::error::CallError;
+
+/// Answers `Ping`.
+pub async fn handle(conn: &Conn, call_id: u32, p: Ping) -> Result<(), CallError> {
+    conn.reply::<Ping>(call_id, &Pong { payload: p.payload })
+        .await
+}

@@ -1,0 +1,42 @@
+//! `Rescan`: ask the rescan worker, then stream the changes.
+
+use tokio_util::sync::CancellationToken;
+use vm_catalog_protocol::{Rescan, RescanTrigger};
+
+use crate::rescan::RescanError;
+use crate::rpc::Ctx;
+use crate::rpc::conn::Conn;
+use crate::rpc::error::CallError;
+use crate::rpc::pages;
+
+/// Answers `Rescan`. Cancelling (or timing out) only stops the waiting: the
+/// rescan itself always completes.
+pub async fn handle(
+    ctx: &Ctx,
+    conn: &Conn,
+    call_id: u32,
+    p: Rescan,
+    cancel: &CancellationToken,
+) -> Result<(), CallError> {
+    let result = tokio::select! {
+        r = ctx.rescans.rescan(RescanTrigger::Request, p.dry_run) => r,
+        _ = cancel.cancelled() => return Err(CallError::Cancelled),
+    };
+    let result = result.map_err(|e| match e {
+        RescanError::Stopped => CallError::ShuttingDown,
+        RescanError::Failed(why) => CallError::RescanFailed(why),
+    })?;
+    let budget = pages::budget(conn.max_frame);
+    let records: Vec<Vec<u8>> = result
+        .changes
+        .iter()
+        .map(|c| pages::encode_change(c, budget))
+        .collect();
+    let mut body = Vec::with_capacity(budget + 16);
+    for run in pages::split(&records, budget) {
+        body.clear();
+        pages::write_list(&mut body, &records[run]);
+        conn.item_raw::<Rescan>(call_id, &body).await?;
+    }
+    conn.end::<Rescan>(call_id, &result.outcome).await
+}

@@ -1,0 +1,136 @@
+//! `Subscribe`: a snapshot or the missed batches, then every batch, forever.
+//!
+//! The subscription's queue is bounded (see [`crate::hub`]). When it
+//! overflows the hub raises the lag signal instead of waiting; this task then
+//! drops the backlog and sends a fresh snapshot (`Reset { Lagged }`). Sending
+//! may block when the peer stops reading: that blocks this task only.
+
+use tokio_util::sync::CancellationToken;
+use vm_catalog_protocol::{Cursor, Event, MIN_MAX_FRAME, ResetReason, Subscribe};
+
+use crate::hub::{Batch, Published, Start};
+use crate::rpc::Ctx;
+use crate::rpc::conn::Conn;
+use crate::rpc::error::CallError;
+use crate::rpc::pages::{self, write_list, write_varint};
+
+/// `Event` variant indices (wire tags), for bodies assembled from records.
+const SNAPSHOT_PAGE: u64 = 1;
+const BATCH: u64 = 4;
+
+/// Serves one subscription until it is cancelled, the daemon stops, or the
+/// connection breaks.
+pub async fn handle(
+    ctx: &Ctx,
+    conn: &Conn,
+    call_id: u32,
+    p: Subscribe,
+    cancel: &CancellationToken,
+) -> Result<(), CallError> {
+    let (start, mut sub) = ctx.hub.subscribe(p.since);
+    let mut last: Cursor = match start {
+        Start::Snapshot { published, reason } => {
+            send_snapshot(conn, call_id, &published, reason).await?
+        }
+        Start::Resume { from, batches, now } => {
+            conn.item::<Subscribe>(call_id, &Event::Resumed { from })
+                .await?;
+            for b in &batches {
+                send_batch(conn, call_id, b).await?;
+            }
+            conn.item::<Subscribe>(call_id, &Event::Synced { cursor: now })
+                .await?;
+            now
+        }
+    };
+    loop {
+        tokio::select! {
+            biased;
+            _ = ctx.shutdown.cancelled() => return Err(CallError::ShuttingDown),
+            _ = cancel.cancelled() => return Err(CallError::Cancelled),
+            _ = sub.lag.raised() => {
+                let published = sub.resync();
+                tracing::debug!(generation = published.cursor.generation, "subscriber lagged, resyncing");
+                last = send_snapshot(conn, call_id, &published, ResetReason::Lagged).await?;
+            }
+            batch = sub.queue.recv() => match batch {
+                // A resync's snapshot may already hold a batch queued before it.
+                Some(b) if b.generation > last.generation => {
+                    send_batch(conn, call_id, &b).await?;
+                    last.generation = b.generation;
+                }
+                Some(_) => {}
+                None => return Err(CallError::ShuttingDown),
+            },
+        }
+    }
+}
+
+/// Sends `Reset`, the snapshot pages and `Synced`; returns the snapshot's cursor.
+async fn send_snapshot(
+    conn: &Conn,
+    call_id: u32,
+    p: &Published,
+    reason: ResetReason,
+) -> Result<Cursor, CallError> {
+    conn.item::<Subscribe>(
+        call_id,
+        &Event::Reset {
+            cursor: p.cursor,
+            reason,
+        },
+    )
+    .await?;
+    let budget = pages::budget(conn.max_frame);
+    let vms: Vec<Vec<u8>> = p.vms.iter().map(|e| pages::encode_vm(e, budget)).collect();
+    let sources: Vec<Vec<u8>> = p.sources.iter().map(pages::encode_record).collect();
+    let mut body = Vec::with_capacity(budget + 16);
+    for run in pages::split(&vms, budget) {
+        body.clear();
+        write_varint(&mut body, SNAPSHOT_PAGE);
+        write_list(&mut body, &vms[run]);
+        write_list(&mut body, &[]);
+        conn.item_raw::<Subscribe>(call_id, &body).await?;
+    }
+    for run in pages::split(&sources, budget) {
+        body.clear();
+        write_varint(&mut body, SNAPSHOT_PAGE);
+        write_list(&mut body, &[]);
+        write_list(&mut body, &sources[run]);
+        conn.item_raw::<Subscribe>(call_id, &body).await?;
+    }
+    conn.item::<Subscribe>(call_id, &Event::Synced { cursor: p.cursor })
+        .await?;
+    Ok(p.cursor)
+}
+
+/// Sends one generation's `Batch` frames (encoded once, shared by every
+/// subscriber, split to fit the smallest frame size any peer may negotiate).
+async fn send_batch(conn: &Conn, call_id: u32, b: &Batch) -> Result<(), CallError> {
+    for body in b.encoded.get_or_init(|| encode_batch(b)) {
+        conn.item_raw::<Subscribe>(call_id, body).await?;
+    }
+    Ok(())
+}
+
+fn encode_batch(b: &Batch) -> Vec<Vec<u8>> {
+    let budget = pages::budget(MIN_MAX_FRAME);
+    let records: Vec<Vec<u8>> = b
+        .changes
+        .iter()
+        .map(|c| pages::encode_change(c, budget))
+        .collect();
+    let runs = pages::split(&records, budget);
+    let n = runs.len();
+    runs.into_iter()
+        .enumerate()
+        .map(|(i, run)| {
+            let mut body = Vec::new();
+            write_varint(&mut body, BATCH);
+            write_varint(&mut body, b.generation);
+            write_list(&mut body, &records[run]);
+            body.push(u8::from(i + 1 == n));
+            body
+        })
+        .collect()
+}

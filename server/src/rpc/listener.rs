@@ -1,0 +1,271 @@
+//! The listening socket: created with its final mode before anyone can reach
+//! it, replacing a stale socket only under a lock, or taken from an inherited
+//! file descriptor.
+//!
+//! The socket is bound inside a fresh private (0700) directory next to its
+//! final path, given its mode (and group) there, then renamed into place:
+//! there is no moment at which it exists at its public path with the wrong
+//! mode, and a stale socket is replaced atomically. A `<path>.lock` file,
+//! `flock`ed for the daemon's lifetime, makes sure a second daemon refuses to
+//! start instead of stealing the socket of a running one.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{FlockOperation, flock};
+use tokio_seqpacket::UnixSeqpacketListener;
+
+/// Why the socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    /// The lock file could not be opened.
+    #[error("cannot open lock file {path}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another process holds the lock.
+    #[error("another vm-catalogd holds {0}")]
+    InUse(PathBuf),
+    /// The socket directory could not be prepared.
+    #[error("cannot prepare socket directory {path}")]
+    Directory {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Binding, setting the mode or moving the socket into place failed.
+    #[error("cannot create socket {path}")]
+    Bind {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The inherited descriptor is not a usable listening socket.
+    #[error("file descriptor {fd} is not a listening SOCK_SEQPACKET socket")]
+    Inherited {
+        /// The descriptor.
+        fd: RawFd,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where and how to create the socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// The socket path.
+    pub path: PathBuf,
+    /// Its mode (`0o666`: anyone may connect; calls are authorized per peer).
+    pub mode: u32,
+    /// Its group, if it should be changed.
+    pub group: Option<u32>,
+}
+
+/// A bound socket; dropping it removes the socket path (if it is still ours)
+/// and releases the lock.
+#[derive(Debug)]
+pub struct BoundSocket {
+    path: Option<PathBuf>,
+    ino: u64,
+    _lock: Option<File>,
+}
+
+impl BoundSocket {
+    /// The socket path, unless the socket was inherited.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Removes the socket path now (idempotent).
+    pub fn remove(&mut self) {
+        if let Some(path) = self.path.take() {
+            // Only unlink what is still our socket: a daemon started after us
+            // may own the path now.
+            if fs::symlink_metadata(&path).is_ok_and(|m| m.ino() == self.ino) {
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+impl Drop for BoundSocket {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// Creates the listening socket at `opts.path`. Must be called from within a
+/// tokio runtime.
+pub fn bind(opts: &SocketOptions) -> Result<(UnixSeqpacketListener, BoundSocket), ListenerError> {
+    let path = &opts.path;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(|source| ListenerError::Directory {
+                path: dir.to_owned(),
+                source,
+            })?;
+    }
+    let lock_path = lock_path(path);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|source| ListenerError::Lock {
+            path: lock_path.clone(),
+            source,
+        })?;
+    flock(&lock, FlockOperation::NonBlockingLockExclusive)
+        .map_err(|_| ListenerError::InUse(lock_path.clone()))?;
+
+    let bind_err = |source| ListenerError::Bind {
+        path: path.clone(),
+        source,
+    };
+    let private = private_dir(dir).map_err(|source| ListenerError::Directory {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let staged = private.join("socket");
+    let result = (|| {
+        let listener = UnixSeqpacketListener::bind(&staged)?;
+        fs::set_permissions(&staged, fs::Permissions::from_mode(opts.mode))?;
+        if let Some(gid) = opts.group {
+            std::os::unix::fs::lchown(&staged, None, Some(gid))?;
+        }
+        fs::rename(&staged, path)?;
+        let ino = fs::symlink_metadata(path)?.ino();
+        Ok((listener, ino))
+    })();
+    let _ = fs::remove_file(&staged);
+    let _ = fs::remove_dir(&private);
+    let (listener, ino) = result.map_err(bind_err)?;
+    Ok((
+        listener,
+        BoundSocket {
+            path: Some(path.clone()),
+            ino,
+            _lock: Some(lock),
+        },
+    ))
+}
+
+/// Takes a listening socket inherited as file descriptor `fd` (socket
+/// activation). Must be called from within a tokio runtime.
+pub fn from_fd(fd: RawFd) -> Result<(UnixSeqpacketListener, BoundSocket), ListenerError> {
+    let err = |source| ListenerError::Inherited { fd, source };
+    let ty = rustix::net::sockopt::socket_type(
+        // SAFETY: only borrowed for the duration of the call; `fd` is checked below.
+        unsafe { rustix::fd::BorrowedFd::borrow_raw(fd) },
+    )
+    .map_err(|e| err(e.into()))?;
+    if ty != rustix::net::SocketType::SEQPACKET {
+        return Err(err(std::io::Error::other("not SOCK_SEQPACKET")));
+    }
+    // SAFETY: the caller hands the descriptor over to us (`--socket-fd`); it
+    // is an open socket (checked above) that nothing else in the process uses.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    rustix::io::ioctl_fionbio(&owned, true).map_err(|e| err(e.into()))?;
+    let listener = UnixSeqpacketListener::try_from(owned).map_err(err)?;
+    Ok((
+        listener,
+        BoundSocket {
+            path: None,
+            ino: 0,
+            _lock: None,
+        },
+    ))
+}
+
+fn lock_path(socket: &Path) -> PathBuf {
+    let mut s = socket.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+fn private_dir(parent: &Path) -> std::io::Result<PathBuf> {
+    for _ in 0..16 {
+        let mut rnd = [0u8; 6];
+        getrandom::fill(&mut rnd).map_err(std::io::Error::other)?;
+        let name: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
+        let dir = parent.join(format!(".vm-catalogd-bind-{name}"));
+        match fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("cannot create a private directory"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(dir: &Path) -> SocketOptions {
+        SocketOptions {
+            path: dir.join("run/socket"),
+            mode: 0o666,
+            group: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn binds_with_the_final_mode_and_removes_on_drop() {
+        let tmp = tempfile::tempdir().unwrap();
+        let o = opts(tmp.path());
+        let (_l, bound) = bind(&o).unwrap();
+        let meta = fs::symlink_metadata(&o.path).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o666);
+        // No staging directory is left behind.
+        let left: Vec<_> = fs::read_dir(o.path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+        drop(bound);
+        assert!(!o.path.exists());
+    }
+
+    #[tokio::test]
+    async fn a_second_daemon_is_refused_while_the_first_holds_the_lock() {
+        let tmp = tempfile::tempdir().unwrap();
+        let o = opts(tmp.path());
+        let (_l, _bound) = bind(&o).unwrap();
+        assert!(matches!(bind(&o), Err(ListenerError::InUse(_))));
+    }
+
+    #[tokio::test]
+    async fn a_stale_socket_is_replaced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let o = opts(tmp.path());
+        fs::create_dir_all(o.path.parent().unwrap()).unwrap();
+        // A crashed daemon leaves its socket file behind (and no lock).
+        drop(std::os::unix::net::UnixListener::bind(&o.path).unwrap());
+        let stale = fs::symlink_metadata(&o.path).unwrap().ino();
+        let (_l, _bound) = bind(&o).unwrap();
+        assert_ne!(fs::symlink_metadata(&o.path).unwrap().ino(), stale);
+        tokio_seqpacket::UnixSeqpacket::connect(&o.path)
+            .await
+            .unwrap();
+    }
+}
