@@ -450,3 +450,43 @@ fn merge_reject_from_outside_rejects_dependants_too() {
     assert!(d.active_definitions().is_empty());
     assert!(d.apply_request().vms.is_empty());
 }
+
+#[test]
+fn merge_shows_vms_left_out_of_the_database_and_keeps_that_until_told_otherwise() {
+    let t = Tree::new();
+    t.vm("a", "ok");
+    t.vm("a", "long");
+    let vm_dir = t.join("vm");
+    let empty = Catalog::empty(Epoch(1));
+    let mut d = merge(&empty, vec![dir(&t, "a")], &vm_dir);
+    let mut r = report(&[("ok", "vm-ok")], &[]);
+    r.left_out.push(vm_catalogd::apply::LeftOut {
+        vm: VmName::try_from("long").unwrap(),
+        code: vm_catalog_protocol::DiagCode::NameTooLong,
+        message: "the service name is too long".into(),
+    });
+    d.annotate(&r);
+    let long = entry(&d, "long", "a");
+    assert_eq!(long.state, VmState::Active, "its definition is fine");
+    assert_eq!(long.service, None);
+    assert_eq!(
+        codes(&t, &long.diagnostics),
+        want(&[("name-too-long", "a/long")])
+    );
+    assert_eq!(entry(&d, "ok", "a").service.as_deref(), Some("vm-ok"));
+    let g1 = publish(&empty, d);
+
+    // A dry run (no applier) sees the same: nothing changes.
+    assert!(
+        g1.successor(merge(&g1, vec![dir(&t, "a")], &vm_dir))
+            .is_none()
+    );
+    // The applier takes it in: the diagnostic goes, a service comes.
+    let mut d = merge(&g1, vec![dir(&t, "a")], &vm_dir);
+    d.annotate(&report(&[("ok", "vm-ok"), ("long", "vm-long")], &[]));
+    let (g2, changes) = g1.successor(d).unwrap();
+    assert_eq!(changes.len(), 1);
+    let (long, _) = g2.lookup("long").unwrap();
+    assert!(long.diagnostics.is_empty());
+    assert_eq!(long.service.as_deref(), Some("vm-long"));
+}

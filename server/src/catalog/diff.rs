@@ -99,11 +99,7 @@ impl Catalog {
     /// `revision` set to the new generation; unchanged entries keep theirs.
     pub fn successor(&self, draft: Draft) -> Option<(Catalog, Vec<Change>)> {
         let generation = self.generation + 1;
-        let Draft {
-            mut sources,
-            mut candidates,
-            ..
-        } = draft;
+        let (mut sources, mut candidates, notes) = draft.into_parts();
 
         let old_sources: BTreeMap<&SourceLabel, &SourceEntry> =
             self.sources.iter().map(|s| (&s.label, s)).collect();
@@ -205,6 +201,7 @@ impl Catalog {
                 generation,
                 candidates,
                 sources,
+                notes,
             },
             changes,
         ))

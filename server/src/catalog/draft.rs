@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use vm_catalog_protocol::{Cursor, Diagnostic, SourceEntry, VmEntry, VmName, VmState};
+use vm_catalog_protocol::{Cursor, DiagCode, Diagnostic, SourceEntry, VmEntry, VmName, VmState};
 
 use super::resolve::{Annotations, Raw, resolve};
 use super::{Candidate, active_vms};
@@ -21,8 +21,8 @@ pub struct Draft {
     raws: Vec<Raw>,
     forced: BTreeMap<VmName, Vec<Diagnostic>>,
     notes: Annotations,
-    pub(super) sources: Vec<SourceEntry>,
-    pub(super) candidates: Vec<Candidate>,
+    sources: Vec<SourceEntry>,
+    candidates: Vec<Candidate>,
 }
 
 impl Draft {
@@ -110,20 +110,28 @@ impl Draft {
     }
 
     /// Records what the applier reports: `service` and `restart_pending` of
-    /// the active entries follow `report` (other entries have neither).
+    /// the active entries follow `report` (other entries have neither), and
+    /// each VM the applier left out of the database gets an error
+    /// diagnostic with the applier's code; it stays active (its view and
+    /// definition are fine) with no service.
     pub fn annotate(&mut self, report: &ApplyReport) {
+        let mut left_out: BTreeMap<VmName, Vec<(DiagCode, String)>> = BTreeMap::new();
+        for l in &report.left_out {
+            left_out
+                .entry(l.vm.clone())
+                .or_default()
+                .push((l.code, l.message.clone()));
+        }
         self.notes = Annotations {
             services: report.services.clone(),
             restart_pending: report.restart_pending.clone(),
+            left_out,
         };
-        for c in &mut self.candidates {
-            let active = c.entry.state == VmState::Active;
-            c.entry.service = if active {
-                self.notes.services.get(&c.entry.name).cloned()
-            } else {
-                None
-            };
-            c.entry.restart_pending = active && self.notes.restart_pending.contains(&c.entry.name);
-        }
+        self.rebuild();
+    }
+
+    /// Takes the draft apart for [`super::Catalog::successor`].
+    pub(super) fn into_parts(self) -> (Vec<SourceEntry>, Vec<Candidate>, Annotations) {
+        (self.sources, self.candidates, self.notes)
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use vm_catalog_protocol::{SourceEntry, SourceState};
 
 use super::draft::Draft;
-use super::resolve::{Annotations, Raw};
+use super::resolve::Raw;
 use super::{Catalog, active_vms};
 use crate::definition::{SourceScan, display_path};
 
@@ -77,15 +77,7 @@ pub fn merge(prev: &Catalog, scans: Vec<SourceScan>, vm_dir: &Path) -> Draft {
         });
     }
     raws.sort_by(|a, b| (&a.def.name, a.precedence).cmp(&(&b.def.name, b.precedence)));
-    let mut notes = Annotations::default();
-    for c in prev.active() {
-        if let Some(s) = &c.entry.service {
-            notes.services.insert(c.entry.name.clone(), s.clone());
-        }
-        if c.entry.restart_pending {
-            notes.restart_pending.insert(c.entry.name.clone());
-        }
-    }
+    let notes = prev.notes.clone();
     Draft::new(
         prev.cursor(),
         active_vms(&prev.candidates),

@@ -50,6 +50,9 @@ pub struct Catalog {
     candidates: Vec<Candidate>,
     /// In precedence order.
     sources: Vec<SourceEntry>,
+    /// What the applier last reported (services, restarts pending, VMs left
+    /// out): carried into the next draft until the applier reports again.
+    notes: resolve::Annotations,
 }
 
 impl Catalog {
@@ -60,6 +63,7 @@ impl Catalog {
             generation: 0,
             candidates: Vec::new(),
             sources: Vec::new(),
+            notes: resolve::Annotations::default(),
         }
     }
 

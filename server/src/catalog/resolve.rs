@@ -22,10 +22,12 @@ pub(crate) struct Raw {
 }
 
 /// What is known about the live state, to be shown on active entries.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Annotations {
     pub services: BTreeMap<VmName, String>,
     pub restart_pending: BTreeSet<VmName>,
+    /// Active VMs the applier left out of the database: (code, message).
+    pub left_out: BTreeMap<VmName, Vec<(DiagCode, String)>>,
 }
 
 fn err(code: DiagCode, path: &Path, message: String) -> Diagnostic {
@@ -252,6 +254,20 @@ fn build(raw: &Raw, o: Outcome, vm_dir: &Path, notes: &Annotations) -> Candidate
     let view = active.then(|| view_path(vm_dir, &def.name));
     let mut diagnostics = def.diagnostics.clone();
     diagnostics.extend(o.extra);
+    if active {
+        for (code, message) in notes
+            .left_out
+            .get(&def.name)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+        {
+            diagnostics.push(err(
+                *code,
+                &def.dir,
+                format!("not in the VM database: {message}"),
+            ));
+        }
+    }
     let entry = VmEntry {
         name: def.name.clone(),
         source: raw.source.clone(),
