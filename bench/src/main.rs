@@ -1,9 +1,10 @@
 //! `vm-catalog-bench`: every benchmark suite, each printing a table.
 //!
 //! Run all: `cargo run --release -p vm-catalog-bench`; one suite:
-//! `cargo run --release -p vm-catalog-bench -- apply`.
+//! `cargo run --release -p vm-catalog-bench -- rescan` (or `apply`).
 
 mod apply;
+mod rescan;
 
 use clap::Parser;
 
@@ -22,7 +23,7 @@ struct Args {
 type Suite = (&'static str, fn(bool) -> Result<(), String>);
 
 /// Every suite, in the order "all" runs them.
-const SUITES: &[Suite] = &[("apply", apply::run)];
+const SUITES: &[Suite] = &[("rescan", rescan::run), ("apply", apply::run)];
 
 fn main() {
     let args = Args::parse();

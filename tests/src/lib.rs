@@ -10,6 +10,8 @@ pub mod loopdev;
 use std::path::{Path, PathBuf};
 
 pub mod s6;
+pub mod tree;
+pub use tree::Tree;
 
 /// Prints the standard skip line. Use it when a test cannot run here.
 pub fn skip(reason: &str) {

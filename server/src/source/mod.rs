@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use vm_catalog_protocol::{Diagnostic, SourceKind, SourceLabel, Trust};
 
+pub mod dir;
 pub mod partition;
 
 /// One source, in precedence order within a [`Vec`] (index 0 wins).
