@@ -48,10 +48,20 @@ pub enum ApplyKind {
 pub struct DaemonArgs {
     // ── Socket ──
     /// Listen on this SOCK_SEQPACKET socket.
-    #[arg(long, value_name = "PATH", default_value = "/run/vm-catalog/socket", help_heading = "Socket")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/run/vm-catalog/socket",
+        help_heading = "Socket"
+    )]
     pub socket: PathBuf,
     /// Use this inherited, already listening socket instead of creating one.
-    #[arg(long, value_name = "FD", conflicts_with = "socket", help_heading = "Socket")]
+    #[arg(
+        long,
+        value_name = "FD",
+        conflicts_with = "socket",
+        help_heading = "Socket"
+    )]
     pub socket_fd: Option<i32>,
     /// Mode of the socket (octal). Anyone who can connect may list and
     /// subscribe; rescans need root or --admin-group.
@@ -73,24 +83,43 @@ pub struct DaemonArgs {
     // ── Sources ──
     /// The built-in VM definitions (trusted: symlinks are followed). A
     /// missing directory is an empty source with a warning.
-    #[arg(long, value_name = "DIR", default_value = "/usr/img/builtin", help_heading = "Sources")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/usr/img/builtin",
+        help_heading = "Sources"
+    )]
     pub builtin: PathBuf,
     /// An extra untrusted source of definitions (repeatable). Extra sources
     /// rank after the built-in one and before partitions, in command-line order.
     #[arg(long = "source", value_name = "LABEL=DIR", help_heading = "Sources")]
     pub sources: Vec<String>,
     /// An extra trusted source (repeatable; symlinks are followed).
-    #[arg(long = "trusted-source", value_name = "LABEL=DIR", help_heading = "Sources")]
+    #[arg(
+        long = "trusted-source",
+        value_name = "LABEL=DIR",
+        help_heading = "Sources"
+    )]
     pub trusted_sources: Vec<String>,
     /// In untrusted sources, a symlink counts only if its target is under
     /// this prefix (repeatable).
-    #[arg(long = "trusted-target", value_name = "PREFIX", default_value = "/usr/img/", help_heading = "Sources")]
+    #[arg(
+        long = "trusted-target",
+        value_name = "PREFIX",
+        default_value = "/usr/img/",
+        help_heading = "Sources"
+    )]
     pub trusted_targets: Vec<PathBuf>,
     /// Do not watch source directories (rescan only on request, SIGHUP or hotplug).
     #[arg(long, help_heading = "Sources")]
     pub no_watch: bool,
     /// Wait this long after the last change in a watched directory before rescanning.
-    #[arg(long, value_name = "MS", default_value_t = 200, help_heading = "Sources")]
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 200,
+        help_heading = "Sources"
+    )]
     pub debounce_ms: u64,
 
     // ── Partitions ──
@@ -99,7 +128,11 @@ pub struct DaemonArgs {
     pub no_partitions: bool,
     /// Look for user partitions on this disk only (a name under /sys/class/block,
     /// e.g. loop3; repeatable). Default: the disk that holds the root file system.
-    #[arg(long = "partition-disk", value_name = "DISK", help_heading = "Partitions")]
+    #[arg(
+        long = "partition-disk",
+        value_name = "DISK",
+        help_heading = "Partitions"
+    )]
     pub partition_disks: Vec<String>,
     /// Look for user partitions on every disk.
     #[arg(long, conflicts_with = "partition_disks", help_heading = "Partitions")]
@@ -109,14 +142,24 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "SPEC", help_heading = "Partitions")]
     pub ext: Option<String>,
     /// Where to read ext= from.
-    #[arg(long, value_name = "PATH", default_value = "/proc/cmdline", help_heading = "Partitions")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/proc/cmdline",
+        help_heading = "Partitions"
+    )]
     pub cmdline: PathBuf,
     /// Run `fsck -p` on a partition before mounting it.
     #[arg(long, help_heading = "Partitions")]
     pub fsck: bool,
     /// Netlink group for block device uevents: 1 is the kernel's; mdevd -O
     /// rebroadcasts to another.
-    #[arg(long, value_name = "N", default_value_t = 1, help_heading = "Partitions")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        help_heading = "Partitions"
+    )]
     pub uevent_group: u32,
     /// The sysfs root (for tests).
     #[arg(long, value_name = "DIR", default_value = "/sys", hide = true)]
@@ -127,23 +170,48 @@ pub struct DaemonArgs {
     #[arg(long, value_enum, default_value = "s6-rc", help_heading = "Applying")]
     pub apply: ApplyKind,
     /// The s6-rc live directory of the VM database.
-    #[arg(long, value_name = "DIR", default_value = "/run/s6-rc.vm", help_heading = "Applying")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/run/s6-rc.vm",
+        help_heading = "Applying"
+    )]
     pub live: PathBuf,
     /// The s6-svscan scan directory.
-    #[arg(long, value_name = "DIR", default_value = "/run/service", help_heading = "Applying")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/run/service",
+        help_heading = "Applying"
+    )]
     pub scandir: PathBuf,
     /// Prefix of the VM services' names in the scan directory.
-    #[arg(long, value_name = "P", default_value = "vm-", help_heading = "Applying")]
+    #[arg(
+        long,
+        value_name = "P",
+        default_value = "vm-",
+        help_heading = "Applying"
+    )]
     pub prefix: String,
     /// Where s6-rc-compile, s6-rc-init, s6-rc-update and s6-rc are (default: PATH).
-    #[arg(long, value_name = "DIR", env = "S6RC_BINDIR", help_heading = "Applying")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "S6RC_BINDIR",
+        help_heading = "Applying"
+    )]
     pub s6rc_bindir: Option<PathBuf>,
     /// A service template directory (@VM_NAME@, @VM_VIEW@ … placeholders);
     /// default: a built-in longrun that execs the start command.
     #[arg(long, value_name = "DIR", help_heading = "Applying")]
     pub service_template: Option<PathBuf>,
     /// The command a VM service runs, with the VM name as its argument.
-    #[arg(long, value_name = "PATH", default_value = "/bin/start-vmm", help_heading = "Applying")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/bin/start-vmm",
+        help_heading = "Applying"
+    )]
     pub start_command: PathBuf,
     /// Restart running VMs whose definition changed (default: mark them restart-pending).
     #[arg(long, help_heading = "Applying")]
@@ -152,12 +220,22 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "N", help_heading = "Applying")]
     pub max_services: Option<usize>,
     /// Where each active VM's view (`<DIR>/<name>/config`) is built.
-    #[arg(long, value_name = "DIR", default_value = "/run/vm", help_heading = "Applying")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/run/vm",
+        help_heading = "Applying"
+    )]
     pub vm_dir: PathBuf,
 
     // ── Daemon ──
     /// State: compiled databases, partition mount points.
-    #[arg(long, value_name = "DIR", default_value = "/run/vm-catalog", help_heading = "Daemon")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/run/vm-catalog",
+        help_heading = "Daemon"
+    )]
     pub state_dir: PathBuf,
     /// Write a newline to this file descriptor once the socket listens and
     /// the first scan and apply are done (s6 readiness notification).
@@ -165,7 +243,12 @@ pub struct DaemonArgs {
     pub notify_fd: Option<i32>,
     /// Log filter: a level (error, warn, info, debug, trace) or RUST_LOG-style
     /// directives; RUST_LOG wins when set.
-    #[arg(long, value_name = "LEVEL", default_value = "info", help_heading = "Daemon")]
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        default_value = "info",
+        help_heading = "Daemon"
+    )]
     pub log_level: String,
     /// Log format.
     #[arg(long, value_enum, default_value = "text", help_heading = "Daemon")]

@@ -34,7 +34,9 @@ pub enum ConfigError {
         source: vm_catalog_protocol::NameError,
     },
     /// Two sources with one label.
-    #[error("two sources are labelled {0:?}; labels must be unique (`builtin` and `user` are taken)")]
+    #[error(
+        "two sources are labelled {0:?}; labels must be unique (`builtin` is taken, and `user` unless --no-partitions)"
+    )]
     DuplicateLabel(String),
     /// A path that must be absolute.
     #[error("{arg}: {path} is not an absolute path")]
@@ -159,10 +161,18 @@ impl Config {
             None => SocketConfig::Path(SocketOptions {
                 path: absolute("--socket", &args.socket)?,
                 mode: args.socket_mode,
-                group: args.socket_group.as_deref().map(|g| group("--socket-group", g)).transpose()?,
+                group: args
+                    .socket_group
+                    .as_deref()
+                    .map(|g| group("--socket-group", g))
+                    .transpose()?,
             }),
         };
-        let admin_gid = args.admin_group.as_deref().map(|g| group("--admin-group", g)).transpose()?;
+        let admin_gid = args
+            .admin_group
+            .as_deref()
+            .map(|g| group("--admin-group", g))
+            .transpose()?;
         if args.prefix.contains('/') || args.prefix.contains('\n') {
             return Err(ConfigError::Prefix(args.prefix.clone()));
         }
@@ -217,7 +227,10 @@ fn absolute(arg: &'static str, p: &std::path::Path) -> Result<PathBuf, ConfigErr
         // so the daemon never depends on it later.
         std::env::current_dir()
             .map(|d| d.join(p))
-            .map_err(|_| ConfigError::Relative { arg, path: p.to_owned() })
+            .map_err(|_| ConfigError::Relative {
+                arg,
+                path: p.to_owned(),
+            })
     }
 }
 
@@ -232,7 +245,12 @@ fn sources(args: &DaemonArgs, matches: Option<&ArgMatches>) -> Result<Vec<DirSou
     let mut extra: Vec<(usize, DirSource)> = Vec::new();
     for (arg, id, values, trust) in [
         ("--source", "sources", &args.sources, Trust::Untrusted),
-        ("--trusted-source", "trusted_sources", &args.trusted_sources, Trust::Trusted),
+        (
+            "--trusted-source",
+            "trusted_sources",
+            &args.trusted_sources,
+            Trust::Trusted,
+        ),
     ] {
         let positions: Vec<usize> = matches
             .and_then(|m| m.indices_of(id))
@@ -241,7 +259,10 @@ fn sources(args: &DaemonArgs, matches: Option<&ArgMatches>) -> Result<Vec<DirSou
         for (n, value) in values.iter().enumerate() {
             let (label, dir) = value
                 .split_once('=')
-                .ok_or_else(|| ConfigError::SourceSyntax { arg, value: value.clone() })?;
+                .ok_or_else(|| ConfigError::SourceSyntax {
+                    arg,
+                    value: value.clone(),
+                })?;
             let label = SourceLabel::try_from(label).map_err(|source| ConfigError::Label {
                 arg,
                 label: label.to_owned(),
@@ -249,13 +270,24 @@ fn sources(args: &DaemonArgs, matches: Option<&ArgMatches>) -> Result<Vec<DirSou
             })?;
             let root = absolute(arg, std::path::Path::new(dir))?;
             let pos = positions.get(n).copied().unwrap_or(usize::MAX / 2 + n);
-            extra.push((pos, DirSource { label, root, trust, builtin: false }));
+            extra.push((
+                pos,
+                DirSource {
+                    label,
+                    root,
+                    trust,
+                    builtin: false,
+                },
+            ));
         }
     }
     extra.sort_by_key(|(pos, _)| *pos);
     out.extend(extra.into_iter().map(|(_, s)| s));
     let mut labels: Vec<&str> = out.iter().map(|s| s.label.as_str()).collect();
-    labels.push("user");
+    if !args.no_partitions {
+        // The primary user partition's label.
+        labels.push("user");
+    }
     labels.sort_unstable();
     if let Some(w) = labels.windows(2).find(|w| w[0] == w[1]) {
         return Err(ConfigError::DuplicateLabel(w[0].to_owned()));
@@ -268,7 +300,10 @@ fn group(arg: &'static str, g: &str) -> Result<u32, ConfigError> {
     if let Ok(n) = g.parse::<u32>() {
         return Ok(n);
     }
-    let err = || ConfigError::Group { arg, group: g.to_owned() };
+    let err = || ConfigError::Group {
+        arg,
+        group: g.to_owned(),
+    };
     let name = std::ffi::CString::new(g).map_err(|_| err())?;
     let mut grp: libc::group = unsafe_zeroed_group();
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
@@ -277,7 +312,13 @@ fn group(arg: &'static str, g: &str) -> Result<u32, ConfigError> {
     // `grp` and `buf` outlive it and `buf.len()` is its size; `result` is
     // written by the call.
     let rc = unsafe {
-        libc::getgrnam_r(name.as_ptr(), &mut grp, buf.as_mut_ptr(), buf.len(), &mut result)
+        libc::getgrnam_r(
+            name.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
     };
     if rc != 0 || result.is_null() {
         return Err(err());
@@ -306,25 +347,51 @@ mod tests {
     #[test]
     fn sources_keep_command_line_order_across_both_options() {
         let c = resolve(&[
-            "vm-catalogd", "--source", "a=/a", "--trusted-source", "t=/t", "--source", "b=/b",
+            "vm-catalogd",
+            "--source",
+            "a=/a",
+            "--trusted-source",
+            "t=/t",
+            "--source",
+            "b=/b",
         ])
         .unwrap();
-        let order: Vec<_> = c.sources.iter().map(|s| (s.label.as_str(), s.trust)).collect();
+        let order: Vec<_> = c
+            .sources
+            .iter()
+            .map(|s| (s.label.as_str(), s.trust))
+            .collect();
         assert_eq!(
             order,
-            [("builtin", Trust::Trusted), ("a", Trust::Untrusted), ("t", Trust::Trusted), ("b", Trust::Untrusted)]
+            [
+                ("builtin", Trust::Trusted),
+                ("a", Trust::Untrusted),
+                ("t", Trust::Trusted),
+                ("b", Trust::Untrusted)
+            ]
         );
     }
 
     #[test]
     fn bad_sources_are_refused_clearly() {
         let e = resolve(&["vm-catalogd", "--source", "nolabel"]).unwrap_err();
-        assert_eq!(e.to_string(), "--source: expected LABEL=DIR, got \"nolabel\"");
+        assert_eq!(
+            e.to_string(),
+            "--source: expected LABEL=DIR, got \"nolabel\""
+        );
         let e = resolve(&["vm-catalogd", "--source", "bad label=/x"]).unwrap_err();
         assert!(e.to_string().starts_with("--source: invalid label"), "{e}");
         let e = resolve(&["vm-catalogd", "--source", "user=/x"]).unwrap_err();
         assert!(matches!(e, ConfigError::DuplicateLabel(l) if l == "user"));
-        let e = resolve(&["vm-catalogd", "--source", "a=/x", "--trusted-source", "a=/y"]).unwrap_err();
+        assert!(resolve(&["vm-catalogd", "--no-partitions", "--source", "user=/x"]).is_ok());
+        let e = resolve(&[
+            "vm-catalogd",
+            "--source",
+            "a=/x",
+            "--trusted-source",
+            "a=/y",
+        ])
+        .unwrap_err();
         assert!(matches!(e, ConfigError::DuplicateLabel(l) if l == "a"));
     }
 
@@ -338,9 +405,14 @@ mod tests {
     #[test]
     fn defaults() {
         let c = resolve(&["vm-catalogd"]).unwrap();
-        assert_eq!(c.socket, SocketConfig::Path(SocketOptions {
-            path: "/run/vm-catalog/socket".into(), mode: 0o666, group: None,
-        }));
+        assert_eq!(
+            c.socket,
+            SocketConfig::Path(SocketOptions {
+                path: "/run/vm-catalog/socket".into(),
+                mode: 0o666,
+                group: None,
+            })
+        );
         assert_eq!(c.sources.len(), 1);
         assert_eq!(c.watch, Some(Duration::from_millis(200)));
         assert!(c.partitions.is_some());

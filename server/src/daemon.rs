@@ -54,7 +54,10 @@ pub fn new_epoch() -> Epoch {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Runs the daemon on `listener` until SIGTERM or SIGINT (or `shutdown`).
@@ -66,7 +69,8 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let hub = Hub::new(new_epoch());
     let (paths_tx, paths_rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
-    let pipeline = RealPipeline::open(&config, hub.clone(), paths_tx).map_err(DaemonError::Pipeline)?;
+    let mut pipeline =
+        RealPipeline::open(&config, hub.clone(), paths_tx).map_err(DaemonError::Pipeline)?;
     let applier = pipeline.applier_name();
     let mut features = Features::default();
     if config.s6rc.is_some() {
@@ -107,7 +111,12 @@ pub async fn run(
     );
     let server = tokio::spawn(rpc::serve(listener, ctx));
     if let Some(debounce) = config.watch {
-        tokio::spawn(crate::watch::run(paths_rx, rescans.clone(), debounce, shutdown.clone()));
+        tokio::spawn(crate::watch::run(
+            paths_rx,
+            rescans.clone(),
+            debounce,
+            shutdown.clone(),
+        ));
     }
     if let Some(uevents) = uevents {
         tokio::spawn(uevents.run(rescans.clone(), shutdown.clone()));

@@ -13,13 +13,11 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use vm_catalog_protocol::{
-    ApplyOutcome, ApplyStatus, Diagnostic, RescanOutcome, RescanTrigger, Severity, SourceState,
-};
+use vm_catalog_protocol::{ApplyOutcome, ApplyStatus, RescanOutcome, RescanTrigger, SourceState};
 
+use crate::apply::Applier;
 use crate::apply::none::NoneApplier;
 use crate::apply::s6rc::{S6rcApplier, S6rcConfig as ApplierConfig};
-use crate::apply::{Applier, ApplyReport};
 use crate::catalog::{self, Catalog, views};
 use crate::config::{Config, PartitionConfig};
 use crate::definition::{ScanOptions, SourceScan, scan_source};
@@ -52,9 +50,9 @@ pub struct RealPipeline {
     scan: ScanOptions,
     vm_dir: PathBuf,
     applier: Box<dyn Applier>,
-    /// The last apply report: services and restart-pending flags, reused by
-    /// dry runs so that they show only real differences.
-    last_report: Option<ApplyReport>,
+    /// The views, remembered between rescans (an unchanged rescan does not
+    /// read them back from disk).
+    views: views::Views,
     status: Status,
     paths: watch::Sender<Arc<Vec<PathBuf>>>,
 }
@@ -69,7 +67,10 @@ impl std::fmt::Debug for RealPipeline {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl RealPipeline {
@@ -136,8 +137,8 @@ impl RealPipeline {
             uevents,
             scan,
             vm_dir: config.vm_dir.clone(),
+            views: views::Views::new(&config.vm_dir),
             applier,
-            last_report: None,
             status: Status::default(),
             paths,
         })
@@ -196,10 +197,9 @@ impl Pipeline for RealPipeline {
         let paths = Self::watch_paths(&scans);
         let mut draft = catalog::merge(&self.catalog, scans, &self.vm_dir);
 
+        // (The draft inherits the last apply's services and restart-pending
+        // flags from the catalog, so a dry run shows only real differences.)
         let apply = if dry_run {
-            if let Some(r) = &self.last_report {
-                annotate(&mut draft, r);
-            }
             ApplyOutcome {
                 status: ApplyStatus::Disabled,
                 generation: before,
@@ -209,15 +209,15 @@ impl Pipeline for RealPipeline {
                 message: "dry run: nothing applied".into(),
             }
         } else {
-            let synced = views::sync(&self.vm_dir, draft.active_definitions());
+            let synced = self.views.sync(draft.active_definitions());
             for e in &synced.errors {
-                draft.reject(&e.name, e.to_diagnostic());
+                if let Some(name) = &e.name {
+                    draft.reject(name, e.to_diagnostic());
+                }
             }
             let report = self.applier.apply(&draft.apply_request());
-            annotate(&mut draft, &report);
-            let outcome = report.outcome.clone();
-            self.last_report = Some(report);
-            outcome
+            draft.annotate(&report);
+            report.outcome
         };
 
         let (changes, generation) = match self.catalog.successor(draft) {
@@ -234,7 +234,13 @@ impl Pipeline for RealPipeline {
             // The applier saw the draft; the outcome belongs to the generation
             // that was published from it.
             apply.generation = generation;
-            if matches!(apply.status, ApplyStatus::Applied | ApplyStatus::Unchanged | ApplyStatus::Repaired | ApplyStatus::Disabled) {
+            if matches!(
+                apply.status,
+                ApplyStatus::Applied
+                    | ApplyStatus::Unchanged
+                    | ApplyStatus::Repaired
+                    | ApplyStatus::Disabled
+            ) {
                 self.status.applied_generation = generation;
             }
             self.status.last_apply = Some(apply.clone());
@@ -280,24 +286,6 @@ impl Pipeline for RealPipeline {
         // unmount them. A release may let a waiting device be mounted.
         pm.release_removed().then_some(RescanTrigger::Hotplug)
     }
-}
-
-/// Marks what the applier left out as rejected, then records services and
-/// restart-pending flags.
-fn annotate(draft: &mut catalog::Draft, report: &ApplyReport) {
-    for l in &report.left_out {
-        let path = draft
-            .active_definitions()
-            .iter()
-            .find(|d| d.name == l.vm)
-            .map(|d| d.dir.display().to_string())
-            .unwrap_or_default();
-        draft.reject(
-            &l.vm,
-            Diagnostic { code: l.code, severity: Severity::Error, path, message: l.message.clone() },
-        );
-    }
-    draft.annotate(report);
 }
 
 fn log_outcome(o: &RescanOutcome) {

@@ -98,6 +98,7 @@ impl Rescans {
                     pipeline,
                     rx,
                     retry: None,
+                    follow_up: None,
                 }
                 .run()
             })
@@ -199,7 +200,11 @@ impl<P: Pipeline> Worker<P> {
     /// Waits for the next message, or makes a retry message when a retry is due.
     fn next_message(&mut self) -> Option<Msg> {
         if let Some(trigger) = self.follow_up.take() {
-            return Some(Msg::Rescan { trigger, dry_run: false, reply: None });
+            return Some(Msg::Rescan {
+                trigger,
+                dry_run: false,
+                reply: None,
+            });
         }
         match self.retry {
             None => self.rx.recv().ok(),

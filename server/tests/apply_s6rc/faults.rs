@@ -87,7 +87,7 @@ fn a_scandir_name_taken_during_the_update_is_repaired_without_touching_running_v
     assert_eq!(r.left_out.len(), 1);
     assert_eq!(
         (r.left_out[0].vm.as_str(), r.left_out[0].code),
-        ("x", DiagCode::InvalidName)
+        ("x", DiagCode::ServiceConflict)
     );
     assert_eq!(h.db_services(), ["a", "b"]);
     assert_eq!(names(&r), ["a", "b"]);
