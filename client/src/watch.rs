@@ -101,10 +101,20 @@ impl Mirror {
         for (k, s) in &new.sources {
             match self.sources.get(k) {
                 None => push(ChangeKind::Added, ChangeItem::Source(s.clone())),
-                Some(old) if old != s => {
-                    push(kind_of(old.state == s.state), ChangeItem::Source(s.clone()))
+                Some(old) => {
+                    // Revisions restart with every epoch: they are not a change.
+                    let old = SourceEntry {
+                        revision: s.revision,
+                        ..old.clone()
+                    };
+                    if old != *s {
+                        let only_state = SourceEntry {
+                            state: s.state,
+                            ..old
+                        } == *s;
+                        push(kind_of(only_state), ChangeItem::Source(s.clone()));
+                    }
                 }
-                Some(_) => {}
             }
         }
         for (k, old) in &self.vms {
@@ -115,33 +125,31 @@ impl Mirror {
         for (k, e) in &new.vms {
             match self.vms.get(k) {
                 None => push(ChangeKind::Added, ChangeItem::Vm(e.clone())),
-                Some(old) if old != e => {
-                    let only_state = VmEntry {
-                        state: e.state,
+                Some(old) => {
+                    let old = VmEntry {
                         revision: e.revision,
                         ..old.clone()
-                    } == *e;
-                    push(
-                        if only_state {
-                            ChangeKind::StateChanged
-                        } else {
-                            ChangeKind::Changed
-                        },
-                        ChangeItem::Vm(e.clone()),
-                    )
+                    };
+                    if old != *e {
+                        let only_state = VmEntry {
+                            state: e.state,
+                            ..old
+                        } == *e;
+                        push(kind_of(only_state), ChangeItem::Vm(e.clone()));
+                    }
                 }
-                Some(_) => {}
             }
         }
         out
     }
 }
 
-fn kind_of(same_state: bool) -> ChangeKind {
-    if same_state {
-        ChangeKind::Changed
-    } else {
+/// `StateChanged` when only the state differs, `Changed` otherwise.
+fn kind_of(only_state: bool) -> ChangeKind {
+    if only_state {
         ChangeKind::StateChanged
+    } else {
+        ChangeKind::Changed
     }
 }
 
@@ -487,6 +495,18 @@ mod tests {
         let mut applied = old.clone();
         applied.apply(5, &old.diff(&new));
         assert_eq!(applied, new);
+    }
+
+    /// Regression: after a daemon restart every revision differs (they count
+    /// generations of the new epoch); that alone reported every entry as
+    /// state-changed.
+    #[test]
+    fn diff_ignores_revisions() {
+        let old = mirror(9, &[vm("a", VmState::Active, "/a")]);
+        let mut e = vm("a", VmState::Active, "/a");
+        e.revision = 7;
+        let new = mirror(1, &[e]);
+        assert!(old.diff(&new).is_empty(), "{:?}", old.diff(&new));
     }
 
     #[test]
