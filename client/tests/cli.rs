@@ -1,0 +1,444 @@
+//! The `vm-catalog` binary against the real daemon: every command, the JSON
+//! shapes, every exit code, a `watch` that survives a daemon restart, and
+//! `contrib/vm-start` bringing a VM's service up.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vm_catalog_tests::daemon::{TestDaemon, workspace_bin};
+
+fn cli() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vm-catalog"))
+}
+
+/// A daemon with: built-in netvm; user appvm (provider netvm), a shadowed
+/// netvm and a rejected `broken`.
+fn daemon() -> TestDaemon {
+    let mut d = TestDaemon::new(workspace_bin("vm-catalogd"));
+    d.builtin_vm("netvm");
+    d.user_vm("netvm");
+    d.user_vm("appvm");
+    d.tree().provider("user", "appvm", "netvm");
+    // Rejected: a disk but no kernel.
+    d.tree().file("user/broken/blk/root.img", b"disk");
+    d
+}
+
+fn run(d: &TestDaemon, args: &[&str]) -> Output {
+    Command::new(cli())
+        .arg("--socket")
+        .arg(d.socket())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn json(o: &Output) -> Value {
+    assert!(o.status.success(), "{o:?}");
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))
+}
+
+#[test]
+fn list_and_list_all_in_text_and_json() {
+    let mut d = daemon();
+    d.start().unwrap();
+    let o = run(&d, &["list"]);
+    assert!(o.status.success(), "{o:?}");
+    let text = stdout(&o);
+    assert!(text.starts_with("NAME"), "{text}");
+    assert!(text.contains("appvm") && text.contains("netvm"), "{text}");
+    assert!(
+        !text.contains("broken"),
+        "inactive definitions only with --all: {text}"
+    );
+
+    let o = run(&d, &["list", "--all"]);
+    let text = stdout(&o);
+    assert!(
+        text.contains("broken") && text.contains("missing-kernel"),
+        "{text}"
+    );
+    assert!(text.contains("shadowed by builtin"), "{text}");
+
+    let v = json(&run(&d, &["list", "--json"]));
+    assert_eq!(v["epoch"].as_str().unwrap().len(), 16);
+    assert!(v["generation"].as_u64().unwrap() >= 1);
+    let vms = v["vms"].as_array().unwrap();
+    assert_eq!(vms.len(), 2);
+    let appvm = &vms[0];
+    for key in [
+        "name",
+        "source",
+        "state",
+        "path",
+        "service",
+        "providers",
+        "diagnostics",
+        "restart_pending",
+    ] {
+        assert!(
+            appvm.get(key).is_some(),
+            "list --json entries have {key}: {appvm}"
+        );
+    }
+    assert_eq!(appvm["name"], "appvm");
+    assert_eq!(appvm["source"], "user");
+    assert_eq!(appvm["state"], "active");
+    assert_eq!(appvm["service"], Value::Null, "--apply none: no service");
+    assert_eq!(appvm["providers"][0]["kind"], "net");
+    assert_eq!(appvm["providers"][0]["name"], "netvm");
+    assert_eq!(appvm["restart_pending"], false);
+
+    let all = json(&run(&d, &["list", "--all", "--json"]));
+    let broken = all["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "broken")
+        .unwrap();
+    assert_eq!(broken["state"], "rejected");
+    assert_eq!(broken["diagnostics"][0]["code"], "missing-kernel");
+    assert_eq!(broken["diagnostics"][0]["severity"], "error");
+    let only_user = json(&run(&d, &["list", "--all", "--source", "user", "--json"]));
+    assert!(
+        only_user["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["source"] == "user")
+    );
+}
+
+#[test]
+fn show_resolve_sources_status() {
+    let mut d = daemon();
+    d.start().unwrap();
+    let o = run(&d, &["show", "netvm"]);
+    let text = stdout(&o);
+    assert!(text.contains("source:          builtin"), "{text}");
+    assert!(text.contains("also defined in user (shadowed)"), "{text}");
+    let v = json(&run(&d, &["show", "netvm", "--json"]));
+    assert_eq!(v["vm"]["source"], "builtin");
+    assert_eq!(v["others"][0]["source"], "user");
+    assert_eq!(v["others"][0]["shadowed_by"], "builtin");
+
+    let v = json(&run(&d, &["sources", "--json"]));
+    let labels: Vec<_> = v["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["builtin", "user"]);
+    assert_eq!(v["sources"][1]["trust"], "untrusted");
+    assert_eq!(v["sources"][1]["definitions"], 3);
+    assert!(stdout(&run(&d, &["sources"])).starts_with("LABEL"));
+
+    let v = json(&run(&d, &["status", "--json"]));
+    assert_eq!(v["applier"], "none");
+    assert_eq!(v["protocol_version"], 1);
+    assert_eq!(v["active_vms"], 2);
+    assert_eq!(v["last_rescan"]["trigger"], "startup");
+    assert_eq!(v["last_apply"]["status"], "disabled");
+    let text = stdout(&run(&d, &["status"]));
+    assert!(text.contains("applier:            none"), "{text}");
+}
+
+#[test]
+fn rescan_prints_the_change_batch() {
+    let mut d = daemon();
+    d.arg("--no-watch");
+    d.start().unwrap();
+    let o = run(&d, &["rescan"]);
+    assert!(stdout(&o).starts_with("nothing changed"), "{o:?}");
+    d.user_vm("newvm");
+    let v = json(&run(&d, &["rescan", "--dry-run", "--json"]));
+    assert_eq!(v["dry_run"], true);
+    assert_eq!(v["changed"], true);
+    assert_eq!(
+        v["generation"], v["generation_before"],
+        "a dry run publishes nothing"
+    );
+    let added: Vec<_> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["event"] == "added")
+        .collect();
+    assert_eq!(added.len(), 1);
+    assert_eq!(added[0]["name"], "newvm");
+    let o = run(&d, &["rescan"]);
+    let text = stdout(&o);
+    assert!(text.contains("added newvm (user, active)"), "{text}");
+    assert!(text.contains("apply: disabled"), "{text}");
+}
+
+#[test]
+fn exit_codes() {
+    let mut d = daemon();
+    d.start().unwrap();
+    // 3: no such VM; and a VM that cannot be started.
+    let o = run(&d, &["show", "nosuch"]);
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no VM named nosuch"),
+        "{o:?}"
+    );
+    let o = run(&d, &["resolve", "broken"]);
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("broken (user) is rejected: missing-kernel"),
+        "{o:?}"
+    );
+    // 1: a failure (an active VM that is in no service database: --apply none).
+    let o = run(&d, &["resolve", "appvm"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    // 2: usage.
+    let o = run(&d, &["list", "--bogus"]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let o = run(&d, &["show", "bad:name"]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    // 5: unreachable.
+    let o = Command::new(cli())
+        .args(["--socket", "/nonexistent/socket", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(5), "{o:?}");
+    // The environment variable names the socket too.
+    let o = Command::new(cli())
+        .env("VM_CATALOG_SOCKET", d.socket())
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    // 4: permission denied (needs another user).
+    let Some(()) = vm_catalog_tests::require_root("running the CLI as another user") else {
+        return;
+    };
+    let Some(setpriv) = vm_catalog_tests::require_tool("setpriv") else {
+        return;
+    };
+    let o = Command::new(setpriv)
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(cli())
+        .arg("--socket")
+        .arg(d.socket())
+        .arg("rescan")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(4), "{o:?}");
+}
+
+/// Lines from a child's stdout, through a channel (so reads can time out).
+fn lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Reads JSON lines until one satisfies `want`.
+fn wait_line(rx: &mpsc::Receiver<String>, what: &str, want: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no line with {what}"));
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v.get("event").is_some() && v.get("generation").is_some(),
+            "{v}"
+        );
+        if v["event"].as_str().is_some_and(|e| {
+            !e.starts_with("source") && e != "reset" && e != "resumed" && e != "disconnected"
+        }) {
+            assert!(v.get("name").is_some(), "VM events carry a name: {v}");
+        }
+        if want(&v) {
+            return v;
+        }
+    }
+}
+
+#[test]
+fn watch_prints_changes_and_survives_a_daemon_restart() {
+    let mut d = daemon();
+    d.arg("--debounce-ms").arg("50");
+    d.start().unwrap();
+    let mut child = Command::new(cli())
+        .arg("--socket")
+        .arg(d.socket())
+        .args(["watch", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rx = lines(&mut child);
+    let first = wait_line(&rx, "the initial reset", |v| v["event"] == "reset");
+    assert_eq!(first["reason"], "initial");
+    wait_line(&rx, "the initial netvm", |v| {
+        v["event"] == "added" && v["name"] == "netvm"
+    });
+    d.user_vm("live");
+    wait_line(&rx, "live added", |v| {
+        v["event"] == "added" && v["name"] == "live"
+    });
+    // Restart: the watch reconnects, reports a reset with a new epoch, and
+    // the differences (here: one VM removed while the daemon was down).
+    d.stop();
+    std::fs::remove_dir_all(d.user().join("live")).unwrap();
+    d.start().unwrap();
+    let reset = wait_line(&rx, "a reset after the restart", |v| v["event"] == "reset");
+    assert_eq!(reset["reason"], "new-epoch");
+    assert_ne!(reset["epoch"], first["epoch"]);
+    wait_line(&rx, "live removed", |v| {
+        v["event"] == "removed" && v["name"] == "live"
+    });
+    d.user_vm("after");
+    wait_line(&rx, "a change after the restart", |v| {
+        v["event"] == "added" && v["name"] == "after"
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// `contrib/bin/vm-start` resolves the VM through the catalog and brings up
+/// its service (its provider first) with s6-rc, under a real s6-svscan.
+#[test]
+fn vm_start_brings_a_vm_service_up() {
+    let contrib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib");
+    let Some(_) = vm_catalog_tests::require_tool("execlineb") else {
+        return;
+    };
+    let Some(_) = vm_catalog_tests::require_tool("s6-svscan") else {
+        return;
+    };
+    let mut d = daemon();
+    let path_with = |extra: &Path| {
+        let bin_dir = cli().parent().unwrap().to_owned();
+        std::env::join_paths(
+            [bin_dir, extra.to_owned()]
+                .into_iter()
+                .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+        )
+        .unwrap()
+    };
+    // Without s6-rc: vm-start still refuses an unknown VM before s6-rc runs.
+    let Some(s6rc) = vm_catalog_tests::s6rc_bindir() else {
+        d.start().unwrap();
+        let o = Command::new(contrib.join("bin/vm-start"))
+            .arg("nosuch")
+            .env("VM_CATALOG_SOCKET", d.socket())
+            .env("PATH", path_with(Path::new("/nonexistent")))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(3), "{o:?}");
+        vm_catalog_tests::skip("s6-rc not installed: vm-start checked only for an unknown VM");
+        return;
+    };
+    let scandir = d.tree().dir("scan");
+    let svscan = vm_catalog_tests::s6::Svscan::start(&scandir, 100).unwrap();
+    let live = d.tree().join("live");
+    d.arg("--apply")
+        .arg("s6-rc")
+        .arg("--s6rc-bindir")
+        .arg(&s6rc);
+    d.arg("--live")
+        .arg(&live)
+        .arg("--scandir")
+        .arg(svscan.scandir());
+    d.arg("--start-command")
+        .arg(contrib.join("examples/start-vmm"));
+    d.start().unwrap();
+    let vm_start = |name: &str| {
+        Command::new(contrib.join("bin/vm-start"))
+            .arg(name)
+            .env("VM_CATALOG_SOCKET", d.socket())
+            .env("VM_CATALOG_LIVE", &live)
+            .env("PATH", path_with(&s6rc))
+            .output()
+            .unwrap()
+    };
+    let o = vm_start("appvm");
+    assert!(o.status.success(), "{o:?}\n{}", d.log());
+    // appvm is up, and its provider netvm came up first.
+    let up = Command::new(s6rc.join("s6-rc"))
+        .arg("-l")
+        .arg(&live)
+        .args(["-a", "list"])
+        .output()
+        .unwrap();
+    let up = stdout(&up);
+    assert!(
+        up.lines().any(|l| l == "appvm") && up.lines().any(|l| l == "netvm"),
+        "{up}"
+    );
+    let status = Command::new("s6-svstat")
+        .arg(scandir.join("vm-appvm"))
+        .output()
+        .unwrap();
+    assert!(stdout(&status).starts_with("up"), "{status:?}");
+    // Unknown and rejected VMs: exit 3 with the reason.
+    let o = vm_start("nosuch");
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    let o = vm_start("broken");
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("missing-kernel"),
+        "{o:?}"
+    );
+    // vm-stop takes it down again.
+    let o = Command::new(contrib.join("bin/vm-stop"))
+        .arg("appvm")
+        .env("VM_CATALOG_LIVE", &live)
+        .env("PATH", path_with(&s6rc))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let status = Command::new("s6-svstat")
+        .arg(scandir.join("vm-appvm"))
+        .output()
+        .unwrap();
+    assert!(stdout(&status).starts_with("down"), "{status:?}");
+    drop(d);
+    drop(svscan);
+}
+
+#[test]
+fn lsvm_lists_through_the_cli() {
+    let Some(_) = vm_catalog_tests::require_tool("execlineb") else {
+        return;
+    };
+    let mut d = daemon();
+    d.start().unwrap();
+    let contrib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib");
+    let bin_dir = cli().parent().unwrap().to_owned();
+    let path = std::env::join_paths(
+        std::iter::once(bin_dir).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let o = Command::new(contrib.join("bin/lsvm"))
+        .arg("--all")
+        .env("VM_CATALOG_SOCKET", d.socket())
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert!(stdout(&o).contains("broken"), "{o:?}");
+}
