@@ -18,7 +18,7 @@ fn cli() -> PathBuf {
 /// A daemon with: built-in netvm; user appvm (provider netvm), a shadowed
 /// netvm and a rejected `broken`.
 fn daemon() -> TestDaemon {
-    let mut d = TestDaemon::new(workspace_bin("vm-catalogd"));
+    let d = TestDaemon::new(workspace_bin("vm-catalogd"));
     d.builtin_vm("netvm");
     d.user_vm("netvm");
     d.user_vm("appvm");
