@@ -1,0 +1,73 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_vm_catalogd_global_optspecs
+    string join \n socket= socket-fd= socket-mode= socket-group= admin-group= max-connections= max-connections-per-uid= builtin= source= trusted-source= trusted-target= no-watch debounce-ms= no-partitions partition-disk= all-disks ext= cmdline= fsck uevent-group= sysfs= apply= live= scandir= prefix= s6rc-bindir= service-template= start-command= restart-changed max-services= vm-dir= state-dir= notify-fd= log-level= log-format= h/help V/version
+end
+
+function __fish_vm_catalogd_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_vm_catalogd_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_vm_catalogd_using_subcommand
+    set -l cmd (__fish_vm_catalogd_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l socket -d 'Listen on this SOCK_SEQPACKET socket' -r -F
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l socket-fd -d 'Use this inherited, already listening socket instead of creating one' -r
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l socket-mode -d 'Mode of the socket (octal). Anyone who can connect may list and subscribe; rescans need root or --admin-group' -r
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l socket-group -d 'Group of the socket (name or number)' -r
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l admin-group -d 'Members of this group (name or number) may rescan, besides root' -r
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l max-connections -d 'Open connections in all' -r
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l max-connections-per-uid -d 'Open connections per user' -r
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l builtin -d 'The built-in VM definitions (trusted: symlinks are followed). A missing directory is an empty source with a warning' -r -F
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l source -d 'An extra untrusted source of definitions (repeatable). Extra sources rank after the built-in one and before partitions, in command-line order' -r
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l trusted-source -d 'An extra trusted source (repeatable; symlinks are followed)' -r
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l trusted-target -d 'In untrusted sources, a symlink counts only if its target is under this prefix (repeatable)' -r -F
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l debounce-ms -d 'Wait this long after the last change in a watched directory before rescanning' -r
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l partition-disk -d 'Look for user partitions on this disk only (a name under /sys/class/block, e.g. loop3; repeatable). Default: the disk that holds the root file system' -r
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l ext -d 'The primary user partition (/dev/NAME, NAME, UUID=, PARTUUID=, LABEL=); overrides ext= on the kernel command line' -r
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l cmdline -d 'Where to read ext= from' -r -F
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l uevent-group -d 'Netlink group for block device uevents: 1 is the kernel\'s; mdevd -O rebroadcasts to another' -r
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l sysfs -d 'The sysfs root (for tests)' -r -F
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l apply -d 'How the catalog is applied' -r -f -a "s6-rc\t'One s6-rc database of VM services, compiled and swapped in atomically'
+none\t'Catalog only: no services'"
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l live -d 'The s6-rc live directory of the VM database' -r -F
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l scandir -d 'The s6-svscan scan directory' -r -F
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l prefix -d 'Prefix of the VM services\' names in the scan directory' -r
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l s6rc-bindir -d 'Where s6-rc-compile, s6-rc-init, s6-rc-update and s6-rc are (default: PATH)' -r -F
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l service-template -d 'A service template directory (@VM_NAME@, @VM_VIEW@ … placeholders); default: a built-in longrun that execs the start command' -r -F
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l start-command -d 'The command a VM service runs, with the VM name as its argument' -r -F
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l max-services -d 'The most VM services the database may hold' -r
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l vm-dir -d 'Where each active VM\'s view (`<DIR>/<name>/config`) is built' -r -F
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l state-dir -d 'State: compiled databases, partition mount points' -r -F
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l notify-fd -d 'Write a newline to this file descriptor once the socket listens and the first scan and apply are done (s6 readiness notification)' -r
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l log-level -d 'Log filter: a level (error, warn, info, debug, trace) or RUST_LOG-style directives; RUST_LOG wins when set' -r
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l log-format -d 'Log format' -r -f -a "text\t'Human-readable lines'
+json\t'One JSON object per line'"
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l no-watch -d 'Do not watch source directories (rescan only on request, SIGHUP or hotplug)'
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l no-partitions -d 'Do not look for user partitions'
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l all-disks -d 'Look for user partitions on every disk'
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l fsck -d 'Run `fsck -p` on a partition before mounting it'
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l restart-changed -d 'Restart running VMs whose definition changed (default: mark them restart-pending)'
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -s V -l version -d 'Print version'
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -f -a "check" -d 'Validate VM definition directories offline, as an untrusted source would be read'
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c vm-catalogd -n "__fish_vm_catalogd_using_subcommand check" -l trusted-target -d 'A symlink is accepted when its target is under this prefix (repeatable)' -r -F
+complete -c vm-catalogd -n "__fish_vm_catalogd_using_subcommand check" -l json -d 'Print one JSON object (see --help) instead of text'
+complete -c vm-catalogd -n "__fish_vm_catalogd_using_subcommand check" -l sources -d 'Each DIR is a source root holding definition directories, not a definition directory itself'
+complete -c vm-catalogd -n "__fish_vm_catalogd_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c vm-catalogd -n "__fish_vm_catalogd_using_subcommand help; and not __fish_seen_subcommand_from check help" -f -a "check" -d 'Validate VM definition directories offline, as an untrusted source would be read'
+complete -c vm-catalogd -n "__fish_vm_catalogd_using_subcommand help; and not __fish_seen_subcommand_from check help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
