@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::logging::LogFormat;
 
-/// vm-catalogd: one catalog of the host's VMs.
+/// One catalog of the host's VMs: the VM catalog daemon.
 ///
 /// Scans the built-in VM directory, extra directories and user partitions for
 /// VM definitions, merges them into one catalog, keeps one s6-rc database of
