@@ -13,7 +13,10 @@ use clap_complete::Shell;
 
 /// The commands to document: `vm-catalogd` and `vm-catalog`.
 pub fn commands() -> Vec<Command> {
-    vec![vm_catalogd::cli::Cli::command(), vm_catalog::cli::Cli::command()]
+    vec![
+        vm_catalogd::cli::Cli::command(),
+        vm_catalog::cli::Cli::command(),
+    ]
 }
 
 /// Where the generated files go: `contrib/` of this repository.
@@ -51,7 +54,10 @@ fn write_man(cmd: &Command, name: &str, dir: &Path) -> io::Result<()> {
     fs::write(dir.join(format!("{name}.1")), buf)?;
     for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
         let sub_name = format!("{name}-{}", sub.get_name());
-        let sub = sub.clone().name(sub_name.clone()).display_name(sub_name.clone());
+        let sub = sub
+            .clone()
+            .name(sub_name.clone())
+            .display_name(sub_name.clone());
         let mut buf = Vec::new();
         clap_mangen::Man::new(sub).render(&mut buf)?;
         fs::write(dir.join(format!("{sub_name}.1")), buf)?;

@@ -8,7 +8,10 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| {
             let e = e.unwrap();
-            (e.file_name().into_string().unwrap(), fs::read(e.path()).unwrap())
+            (
+                e.file_name().into_string().unwrap(),
+                fs::read(e.path()).unwrap(),
+            )
         })
         .collect();
     out.sort();
@@ -24,9 +27,17 @@ fn completions_and_man_pages_are_up_to_date() {
         let want = files(&tmp.path().join(sub));
         let have = files(&committed.join(sub));
         let names = |v: &[(String, Vec<u8>)]| v.iter().map(|f| f.0.clone()).collect::<Vec<_>>();
-        assert_eq!(names(&have), names(&want), "contrib/{sub}: run `cargo run -p vm-catalog-generate`");
+        assert_eq!(
+            names(&have),
+            names(&want),
+            "contrib/{sub}: run `cargo run -p vm-catalog-generate`"
+        );
         for (h, w) in have.iter().zip(&want) {
-            assert!(h.1 == w.1, "contrib/{sub}/{} is out of date: run `cargo run -p vm-catalog-generate`", h.0);
+            assert!(
+                h.1 == w.1,
+                "contrib/{sub}/{} is out of date: run `cargo run -p vm-catalog-generate`",
+                h.0
+            );
         }
     }
 }
