@@ -363,38 +363,11 @@ async fn a_subscriber_that_stops_reading_gets_a_resync_and_others_get_everything
     );
 }
 
+use vm_catalog_tests::wire::{connect, recv_error as read_error};
+
 /// A raw connection after the handshake.
 async fn raw(path: &std::path::Path) -> UnixSeqpacket {
-    let s = UnixSeqpacket::connect(path).await.unwrap();
-    let hello = Hello {
-        client: "raw".into(),
-        versions: SUPPORTED_VERSIONS,
-        max_frame: MIN_MAX_FRAME,
-        features: Features::default(),
-    };
-    s.send(&message::hello(&hello).unwrap()).await.unwrap();
-    let mut buf = vec![0; 4097];
-    let n = s.recv(&mut buf).await.unwrap().bytes_read();
-    assert_eq!(
-        decode_frame(&buf[..n], HANDSHAKE_MAX_FRAME)
-            .unwrap()
-            .header
-            .kind,
-        FrameKind::Welcome
-    );
-    s
-}
-
-async fn read_error(s: &UnixSeqpacket) -> ErrorBody {
-    let mut buf = vec![0u8; LIMIT_MAX_FRAME as usize + 1];
-    let n = tokio::time::timeout(Duration::from_secs(10), s.recv(&mut buf))
-        .await
-        .unwrap()
-        .unwrap()
-        .bytes_read();
-    let f = decode_frame(&buf[..n], LIMIT_MAX_FRAME).unwrap();
-    assert_eq!(f.header.kind, FrameKind::Error);
-    codec::decode(f.body, Compat::Exact).unwrap()
+    connect(path).await.0
 }
 
 #[tokio::test]

@@ -172,34 +172,7 @@ fn many(n: usize) -> Vec<VmEntry> {
         .collect()
 }
 
-/// A raw connection that completed the handshake.
-async fn raw(path: &std::path::Path) -> (UnixSeqpacket, Welcome) {
-    let s = UnixSeqpacket::connect(path).await.unwrap();
-    let hello = Hello {
-        client: "raw".into(),
-        versions: SUPPORTED_VERSIONS,
-        max_frame: MIN_MAX_FRAME,
-        features: Features::default(),
-    };
-    s.send(&message::hello(&hello).unwrap()).await.unwrap();
-    let mut buf = vec![0; 4097];
-    let n = s.recv(&mut buf).await.unwrap().bytes_read();
-    let f = decode_frame(&buf[..n], HANDSHAKE_MAX_FRAME).unwrap();
-    assert_eq!(f.header.kind, FrameKind::Welcome);
-    (s, codec::decode(f.body, Compat::Exact).unwrap())
-}
-
-async fn recv_frame(s: &UnixSeqpacket) -> (Header, Vec<u8>) {
-    let mut buf = vec![0; LIMIT_MAX_FRAME as usize + 1];
-    let n = tokio::time::timeout(Duration::from_secs(10), s.recv(&mut buf))
-        .await
-        .expect("a frame in time")
-        .unwrap()
-        .bytes_read();
-    assert!(n > 0, "connection closed");
-    let f = decode_frame(&buf[..n], LIMIT_MAX_FRAME).unwrap();
-    (f.header, f.body.to_vec())
-}
+use vm_catalog_tests::wire::{connect as raw, recv_frame};
 
 #[tokio::test]
 async fn ping_info_get_and_not_found() {

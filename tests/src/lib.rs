@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 pub mod s6;
 pub mod tree;
+pub mod wire;
 pub use tree::Tree;
 
 /// Prints the standard skip line. Use it when a test cannot run here.
