@@ -268,4 +268,35 @@ mod tests {
             .await
             .unwrap();
     }
+
+    #[tokio::test]
+    async fn an_inherited_socket_is_taken_over() {
+        use std::os::fd::IntoRawFd;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("activated");
+        let fd = UnixSeqpacketListener::bind(&path).unwrap().into_raw_fd();
+        let (mut l, bound) = from_fd(fd).unwrap();
+        assert_eq!(
+            bound.path(),
+            None,
+            "an inherited socket's path is not ours to remove"
+        );
+        let (accepted, connected) =
+            tokio::join!(l.accept(), tokio_seqpacket::UnixSeqpacket::connect(&path));
+        accepted.unwrap();
+        connected.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_inherited_fd_that_is_not_a_seqpacket_socket_is_refused() {
+        use std::os::fd::IntoRawFd;
+        let f = File::open("/dev/null").unwrap().into_raw_fd();
+        assert!(matches!(from_fd(f), Err(ListenerError::Inherited { .. })));
+        let tmp = tempfile::tempdir().unwrap();
+        let stream = std::os::unix::net::UnixListener::bind(tmp.path().join("s")).unwrap();
+        assert!(matches!(
+            from_fd(stream.into_raw_fd()),
+            Err(ListenerError::Inherited { .. })
+        ));
+    }
 }
