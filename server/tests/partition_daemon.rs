@@ -205,9 +205,11 @@ fn daemon_releases_a_partition_removed_at_runtime() {
     assert!(mountinfo(&target).is_some());
     assert!(d.active_names().iter().any(|n| n == "vm-b"));
 
-    // Partition 2 goes away while mounted. The kernel refuses to forget a
-    // busy partition (`partx -d` fails with EBUSY), so its entry is deleted
-    // from the table behind the kernel's back and a remove uevent sent.
+    // Partition 2 goes away while mounted, and while a file on it is open
+    // (as a running VM would hold its disk image). The kernel refuses to
+    // forget a busy partition (`partx -d` fails with EBUSY), so its entry is
+    // deleted from the table behind the kernel's back and a remove uevent sent.
+    let busy = std::fs::File::open(target.join("svc/data/vm-b/blk/root.img")).unwrap();
     let node = disk.path().to_str().unwrap();
     disk.sfdisk_behind_kernel(&["--delete", node, "2"], None)
         .unwrap();
@@ -222,14 +224,16 @@ fn daemon_releases_a_partition_removed_at_runtime() {
     assert_eq!(entry(&all, "vm-a", "user").state, VmState::Active);
     assert_eq!(d.source("user").state, SourceState::Ready);
 
-    // Then it is unmounted and its mount point removed; the others stay.
+    // Then it is unmounted (lazily: it is busy) and its mount point
+    // removed; the others stay.
     d.wait_until("the removed partition unmounted", || {
         mountinfo(&target).is_none() && !target.exists()
     });
     assert!(mountinfo(&d.mount_point(&puuid(1))).is_some());
     assert!(mountinfo(&d.mount_point(&puuid(3))).is_some());
-    // Nothing holds the device any more: the kernel lets it go (a real
-    // remove uevent), and the daemon keeps serving.
+    // Once the file is closed, nothing holds the device: the kernel lets
+    // it go (a real remove uevent), and the daemon keeps serving.
+    drop(busy);
     disk.partx_delete(2).unwrap();
 
     // Plugged in again: mounted again.
