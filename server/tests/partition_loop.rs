@@ -11,9 +11,6 @@ use vm_catalog_protocol::DiagCode;
 use vm_catalog_tests::loopdev::{LoopDisk, in_private_mount_ns, require_loop, run};
 use vm_catalogd::source::Presence;
 use vm_catalogd::source::partition::FsType;
-use vm_catalogd::source::partition::gpt::GptEntry;
-use vm_catalogd::source::partition::gpt_image::GptImage;
-use vm_catalogd::source::partition::guid::{Guid, USER_PARTITION_TYPE};
 use vm_catalogd::source::partition::host::{Host, MountError, MountRequest};
 use vm_catalogd::source::partition::sysfs::DevId;
 use vm_catalogd::source::partition::system::SystemHost;
@@ -242,21 +239,6 @@ fn ext_matching_two_devices_is_refused() {
     m.unmount_all();
 }
 
-fn hostile(entry_count: u32, entry_size: u32) -> GptImage {
-    let mut img = GptImage::new(512, 16 << 11).with_entry(GptEntry {
-        number: 1,
-        type_guid: USER_PARTITION_TYPE,
-        part_guid: Guid([0xaa; 16]),
-        first_lba: 2048,
-        last_lba: 4095,
-        attributes: 0,
-        name: "evil".into(),
-    });
-    img.entry_count = entry_count;
-    img.entry_size = entry_size;
-    img
-}
-
 #[test]
 fn hostile_tables_are_rejected_without_a_crash() {
     let Some(()) = require_loop("hostile GPT on a loop disk") else {
@@ -265,11 +247,7 @@ fn hostile_tables_are_rejected_without_a_crash() {
     if !in_private_mount_ns("hostile_tables_are_rejected_without_a_crash") {
         return;
     }
-    for (what, img) in [
-        ("entry size 256", hostile(128, 256)),
-        ("0xffffffff entries", hostile(u32::MAX, 128)),
-        ("count x size overflows", hostile(0x0200_0001, 128)),
-    ] {
+    for (what, img) in hostile_tables() {
         let disk = LoopDisk::with_image(16, |p| {
             img.write_to(&std::fs::OpenOptions::new().write(true).open(p)?)
         })

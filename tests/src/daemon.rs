@@ -92,6 +92,16 @@ impl TestDaemon {
         self
     }
 
+    /// Drops the `user` directory source. Needed with partition discovery
+    /// on: the primary user partition takes the label `user`.
+    pub fn without_user_source(&mut self) -> &mut Self {
+        let user = OsString::from(format!("user={}", self.tree.join("user").display()));
+        if let Some(i) = self.args.iter().position(|a| *a == user) {
+            self.args.drain(i - 1..=i);
+        }
+        self
+    }
+
     /// The temp dir.
     pub fn tree(&self) -> &Tree {
         &self.tree

@@ -2,11 +2,16 @@
 
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use vm_catalog_tests::loopdev::LoopDisk;
 use vm_catalogd::source::SourceSpec;
+use vm_catalogd::source::partition::gpt::GptEntry;
+use vm_catalogd::source::partition::gpt_image::GptImage;
+use vm_catalogd::source::partition::guid::{Guid, USER_PARTITION_TYPE};
 use vm_catalogd::source::partition::{
     DiskPolicy, ExtSource, Hint, PartitionConfig, UeventListener,
 };
@@ -90,4 +95,30 @@ pub fn hint(rt: &tokio::runtime::Runtime, l: &mut UeventListener) -> Hint {
     rt.block_on(async { tokio::time::timeout(Duration::from_secs(60), l.next()).await })
         .expect("a uevent within a minute")
         .unwrap()
+}
+
+/// A 16 MiB disk whose table has valid CRCs but absurd geometry: the entry
+/// count and size written in its headers.
+pub fn hostile(entry_count: u32, entry_size: u32) -> GptImage {
+    let mut img = GptImage::new(512, 16 << 11).with_entry(GptEntry {
+        number: 1,
+        type_guid: USER_PARTITION_TYPE,
+        part_guid: Guid([0xaa; 16]),
+        first_lba: 2048,
+        last_lba: 4095,
+        attributes: 0,
+        name: "evil".into(),
+    });
+    img.entry_count = entry_count;
+    img.entry_size = entry_size;
+    img
+}
+
+/// The three hostile tables that make the public GPT crates panic or abort.
+pub fn hostile_tables() -> [(&'static str, GptImage); 3] {
+    [
+        ("entry size 256", hostile(128, 256)),
+        ("0xffffffff entries", hostile(u32::MAX, 128)),
+        ("count x size overflows", hostile(0x0200_0001, 128)),
+    ]
 }

@@ -182,37 +182,37 @@ impl<H: Host> PartitionManager<H> {
     /// also when it must wait for a removed one to be released.
     fn admit(&mut self, c: &Candidate, mounts: &[MountEntry]) -> Option<Refusal> {
         let label = c.label();
-        if let Some(t) = self.tracked.get_mut(&c.key) {
-            if t.same_device(c)
+        let intact = self.tracked.get(&c.key).is_some_and(|t| {
+            t.same_device(c)
                 && (t.state == State::Mounted || t.state == (State::Gone { released: false }))
-            {
-                // Still there, or back before it was released: its mount is intact.
-                t.state = State::Mounted;
+        });
+        if intact {
+            // Still there, or back before it was released: its mount is
+            // intact. A new label (it became the primary, or stopped being
+            // it) only once no other partition holds that label: e.g. a
+            // removed primary keeps `user` until it is released.
+            let free = self.take_label(&c.key, &label);
+            let t = self.tracked.get_mut(&c.key).expect("intact");
+            t.state = State::Mounted;
+            if free {
                 t.label = label;
-                t.diagnostics = c.warnings.clone();
-                return None;
             }
-            if t.state == (State::Gone { released: false }) {
-                tracing::info!(
-                    key = c.key,
-                    "waiting for the removed partition to be released"
-                );
-                return None;
-            }
+            t.diagnostics = c.warnings.clone();
+            return None;
         }
-        // A released Gone source with the same label gives its label up.
-        let stale: Vec<String> = self
+        if self
             .tracked
-            .iter()
-            .filter(|(k, t)| t.label == label && **k != c.key)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in stale {
-            if self.tracked[&k].state == (State::Gone { released: true }) {
-                self.tracked.remove(&k);
-            } else {
-                return None; // its label is taken until the old one is released
-            }
+            .get(&c.key)
+            .is_some_and(|t| t.state == (State::Gone { released: false }))
+        {
+            tracing::info!(
+                key = c.key,
+                "waiting for the removed partition to be released"
+            );
+            return None;
+        }
+        if !self.take_label(&c.key, &label) {
+            return None;
         }
         let target = self.config.mount_base.join(&c.key);
         let device = self.config.dev_root.join(&c.devname);
@@ -256,6 +256,28 @@ impl<H: Host> PartitionManager<H> {
                 })
             }
         }
+    }
+
+    /// Whether the partition `key` may take `label`. A released removed
+    /// partition holding it gives it up (and leaves the list); any other
+    /// holder keeps it, until it is released or relabelled, so that no two
+    /// sources ever share a label (the catalog would ignore one of them).
+    fn take_label(&mut self, key: &str, label: &SourceLabel) -> bool {
+        let holders: Vec<String> = self
+            .tracked
+            .iter()
+            .filter(|(k, t)| t.label == *label && k.as_str() != key)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in holders {
+            if self.tracked[&k].state == (State::Gone { released: true }) {
+                self.tracked.remove(&k);
+            } else {
+                tracing::info!(%label, key, "label still held by another partition");
+                return false;
+            }
+        }
+        true
     }
 
     /// A mounted partition whose mount vanished (unmounted behind our back)

@@ -356,3 +356,43 @@ fn a_new_primary_takes_the_user_label_in_one_reconcile() {
     );
     assert_eq!(specs[0].partuuid, Some(u(1)));
 }
+
+// Regression: the removed primary kept `user` (Gone) while the next user
+// partition, still mounted, was relabelled `user` too; the catalog ignored
+// the second source of that label, so the partition that was still there
+// lost all its VMs, for good.
+#[test]
+fn removed_primary_does_not_hide_the_next_partition() {
+    let w = World::new();
+    let mut m = w.manager();
+    m.reconcile();
+    w.remove_partition(1);
+    let specs = m.reconcile();
+    assert_eq!(
+        summary(&specs),
+        vec![
+            ("user".into(), Presence::Gone, false),
+            (u(3), Presence::Present, true),
+        ],
+        "the removed primary keeps `user` until it is released"
+    );
+    assert_eq!(specs[1].partuuid, Some(u(3)));
+
+    assert!(m.release_removed());
+    let specs = m.reconcile();
+    assert_eq!(
+        summary(&specs),
+        vec![("user".into(), Presence::Present, true)],
+        "then the next partition is the primary"
+    );
+    assert_eq!(specs[0].partuuid, Some(u(3)));
+    assert_eq!(m.reconcile(), specs);
+    // Relabelled in place: neither unmounted nor mounted again.
+    let calls = w.host.calls();
+    assert_eq!(calls.iter().filter(|c| c.starts_with("mount")).count(), 2);
+    assert_eq!(
+        calls.iter().filter(|c| c.starts_with("unmount")).count(),
+        1,
+        "{calls:?}"
+    );
+}
