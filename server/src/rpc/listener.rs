@@ -271,7 +271,6 @@ mod tests {
 
     #[tokio::test]
     async fn an_inherited_socket_is_taken_over() {
-        use std::os::fd::IntoRawFd;
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("activated");
         let fd = UnixSeqpacketListener::bind(&path).unwrap().into_raw_fd();

@@ -77,6 +77,9 @@ pub struct Discovery {
     pub candidates: Vec<Candidate>,
     /// What is refused.
     pub refusals: Vec<Refusal>,
+    /// Disks whose partition table could not be read this round: their
+    /// partitions are neither wanted nor known to be gone.
+    pub unreadable: Vec<String>,
 }
 
 /// A diagnostic with the path it is about.
@@ -295,6 +298,7 @@ impl<H: Host> Run<'_, H> {
     }
 
     fn refuse_disk(&mut self, disk: &Disk, why: &str) {
+        self.out.unreadable.push(disk.name.clone());
         let Ok(label) = SourceLabel::try_from(format!("disk-{}", disk.name)) else {
             tracing::warn!(disk = disk.name, why, "bad partition table");
             return;

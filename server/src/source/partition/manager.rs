@@ -157,6 +157,21 @@ impl<H: Host> PartitionManager<H> {
         // Mounted partitions that are no longer wanted.
         for t in self.tracked.values_mut() {
             let wanted = found.candidates.iter().any(|c| t.same_device(c));
+            // A table that cannot be read this round (rewritten in place, a
+            // read error) says nothing about the partitions the kernel still
+            // has: keep them, rather than stop the VMs that run from them.
+            let kept = snap
+                .partitions
+                .get(&t.name)
+                .is_some_and(|p| p.dev == t.dev && found.unreadable.contains(&p.disk));
+            if t.state == State::Mounted && !wanted && kept {
+                tracing::warn!(
+                    label = %t.label,
+                    device = %t.device.display(),
+                    "the partition table cannot be read: keeping the partition as it is"
+                );
+                continue;
+            }
             if t.state == State::Mounted && !wanted {
                 tracing::info!(label = %t.label, device = %t.device.display(), "user partition removed");
                 t.state = State::Gone { released: false };

@@ -53,6 +53,54 @@ fn reconcile_mounts_user_partitions_as_untrusted_sources() {
     assert_eq!(w.host.calls().len(), 2);
 }
 
+/// Regression: a table that could not be read for one round (rewritten in
+/// place, a read error) made every mounted partition of its disk "removed",
+/// which stops the VMs that run from them.
+#[test]
+fn an_unreadable_table_keeps_the_mounted_partitions_the_kernel_still_has() {
+    let w = World::new();
+    let mut m = w.manager();
+    let before = m.reconcile();
+    let good = w.host.devices.borrow()["loop1"].2.clone();
+    let mut bad = good.clone();
+    // Both headers' CRCs break: the table cannot be read at all.
+    bad[512 + 16] ^= 0xff;
+    let last = bad.len() - 512;
+    bad[last + 16] ^= 0xff;
+    w.host.devices.borrow_mut().get_mut("loop1").unwrap().2 = bad;
+    let during = m.reconcile();
+    let present: Vec<_> = summary(&during)
+        .into_iter()
+        .filter(|s| s.1 == Presence::Present)
+        .collect();
+    assert_eq!(present, summary(&before), "kept while unreadable");
+    assert!(
+        during.iter().any(|s| s.label.as_str() == "disk-loop1"
+            && s.diagnostics
+                .iter()
+                .any(|d| d.code == DiagCode::BadPartitionTable)),
+        "the bad table is reported: {during:?}"
+    );
+    assert!(!w.host.calls().iter().any(|c| c.starts_with("unmount")));
+    assert!(!m.release_removed(), "nothing to release");
+    // Readable again: as before.
+    w.host.devices.borrow_mut().get_mut("loop1").unwrap().2 = good;
+    assert_eq!(m.reconcile(), before);
+    // A partition the kernel no longer has is still gone, table or not.
+    let mut bad = w.host.devices.borrow()["loop1"].2.clone();
+    bad[512 + 16] ^= 0xff;
+    bad[last + 16] ^= 0xff;
+    w.host.devices.borrow_mut().get_mut("loop1").unwrap().2 = bad;
+    w.remove_partition(3);
+    let specs = m.reconcile();
+    assert!(
+        specs
+            .iter()
+            .any(|s| s.partuuid == Some(u(3)) && s.presence == Presence::Gone),
+        "{specs:?}"
+    );
+}
+
 #[test]
 fn a_removed_partition_is_gone_until_released_and_stays_listed() {
     let w = World::new();
