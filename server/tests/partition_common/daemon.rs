@@ -66,6 +66,11 @@ impl DiskDaemon {
         d
     }
 
+    /// Where the daemon builds the VM views.
+    pub fn vm_dir(&self) -> PathBuf {
+        self.daemon.vm_dir()
+    }
+
     /// Where the daemon mounts partitions (`<state-dir>/mnt`).
     pub fn mount_base(&self) -> PathBuf {
         self.daemon.tree().join("state/mnt")
