@@ -194,6 +194,15 @@ impl Pipeline for RealPipeline {
         let before = self.catalog.generation();
         let specs = self.discover(dry_run);
         let scans: Vec<SourceScan> = specs.iter().map(|s| scan_source(s, &self.scan)).collect();
+        if let Some(s) = scans.iter().find(|s| s.exhausted) {
+            // Out of file descriptors or memory: the scan says nothing about
+            // the source. Keep the catalog (and every running VM) as it is;
+            // the worker retries later.
+            return Err(RescanError::Failed(format!(
+                "out of file descriptors or memory while scanning source {}: the catalog is unchanged",
+                s.spec.label
+            )));
+        }
         let paths = Self::watch_paths(&scans);
         let mut draft = catalog::merge(&self.catalog, scans, &self.vm_dir);
 

@@ -34,10 +34,23 @@ pub(crate) enum Walk {
 /// whole scan of the source is abandoned, so that nothing is started from a
 /// partial result.
 pub(crate) fn is_fatal(e: Errno) -> bool {
-    matches!(
-        e,
-        Errno::IO | Errno::NXIO | Errno::NODEV | Errno::STALE | Errno::NOTCONN | Errno::SHUTDOWN
-    )
+    is_resource_exhaustion(e)
+        || matches!(
+            e,
+            Errno::IO
+                | Errno::NXIO
+                | Errno::NODEV
+                | Errno::STALE
+                | Errno::NOTCONN
+                | Errno::SHUTDOWN
+        )
+}
+
+/// Errors that say nothing about the source: the daemon ran out of file
+/// descriptors or memory. The scan is abandoned and the whole rescan is
+/// retried later; no definition is rejected because of them.
+pub(crate) fn is_resource_exhaustion(e: Errno) -> bool {
+    matches!(e, Errno::MFILE | Errno::NFILE | Errno::NOMEM)
 }
 
 /// A directory entry.

@@ -141,4 +141,7 @@ pub struct SourceScan {
     pub diagnostics: Vec<Diagnostic>,
     /// One per valid-named definition directory, sorted by name.
     pub definitions: Vec<Definition>,
+    /// The scan ran out of file descriptors or memory: the result says
+    /// nothing about the source, and the rescan must not use it.
+    pub exhausted: bool,
 }

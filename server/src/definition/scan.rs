@@ -9,7 +9,9 @@ use vm_catalog_protocol::{DiagCode, Diagnostic, SourceState, Trust, VmName};
 
 use super::diag::{error, warning};
 use super::files::{Ctx, Fatal, io_diag};
-use super::fs::{ListError, OpenDir, OpenError, RootError, Walk, type_name};
+use super::fs::{
+    ListError, OpenDir, OpenError, RootError, Walk, is_resource_exhaustion, type_name,
+};
 use super::parse::{read_definition, unreadable};
 use super::{Definition, ScanOptions, SourceScan};
 use crate::source::{Presence, SourceSpec};
@@ -28,6 +30,7 @@ pub fn scan_source(spec: &SourceSpec, opts: &ScanOptions) -> SourceScan {
         state: SourceState::Ready,
         diagnostics: spec.diagnostics.clone(),
         definitions: Vec::new(),
+        exhausted: false,
     };
     match spec.presence {
         Presence::Gone => {
@@ -48,6 +51,7 @@ pub fn scan_source(spec: &SourceSpec, opts: &ScanOptions) -> SourceScan {
     let root = match OpenDir::open_root(&spec.root, spec.kind, walk) {
         Ok(root) => root,
         Err(e) => {
+            scan.exhausted = matches!(e, RootError::Io(errno) if is_resource_exhaustion(errno));
             let (state, d) = root_failure(&spec.root, e);
             scan.state = state;
             scan.diagnostics.push(d);
@@ -58,6 +62,7 @@ pub fn scan_source(spec: &SourceSpec, opts: &ScanOptions) -> SourceScan {
         Ok(Some(defs)) => scan.definitions = defs,
         Ok(None) => scan.state = SourceState::Failed,
         Err(Fatal { errno, path }) => {
+            scan.exhausted = is_resource_exhaustion(errno);
             scan.state = SourceState::Failed;
             scan.definitions.clear();
             scan.diagnostics.push(error(
