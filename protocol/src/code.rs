@@ -174,6 +174,9 @@ wire_code! {
         DuplicatePartuuid = 28 => "duplicate-partuuid",
         /// The VM's service name is already taken in the s6 scan directory.
         ServiceConflict = 29 => "service-conflict",
+        /// More diagnostics or providers than fit in one frame: the rest are
+        /// not shown (warning; the message says how many).
+        Truncated = 30 => "truncated",
     }
 }
 

@@ -257,9 +257,51 @@ pub fn encode_frame<T: Serialize + ?Sized>(
     Ok(buf)
 }
 
+/// Builds a frame around a body that is already encoded (pages assembled
+/// from encoded records), checked against `max_frame`.
+pub fn frame_with_body(
+    kind: FrameKind,
+    method: u16,
+    call_id: u32,
+    body: &[u8],
+    max_frame: u32,
+) -> Result<Vec<u8>, FrameError> {
+    let len = HEADER_LEN + body.len();
+    if len > max_frame as usize {
+        return Err(FrameError::TooLarge {
+            len,
+            max: max_frame,
+        });
+    }
+    let header = Header {
+        kind,
+        flags: 0,
+        method,
+        call_id,
+        body_len: body.len() as u32,
+    };
+    let mut frame = Vec::with_capacity(len);
+    frame.extend_from_slice(&header.to_bytes());
+    frame.extend_from_slice(body);
+    Ok(frame)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_around_an_encoded_body_equals_the_encoded_frame() {
+        let body = crate::codec::encode(&(3u8, "ab")).unwrap();
+        assert_eq!(
+            frame_with_body(FrameKind::Request, 1, 7, &body, 1024).unwrap(),
+            encode_frame(FrameKind::Request, 1, 7, &(3u8, "ab"), 1024).unwrap()
+        );
+        assert!(matches!(
+            frame_with_body(FrameKind::Request, 1, 7, &[0; 100], 64),
+            Err(FrameError::TooLarge { len: 116, max: 64 })
+        ));
+    }
 
     fn ping_frame() -> Vec<u8> {
         encode_frame(FrameKind::Request, 1, 7, &(3u8, "ab"), 1024).unwrap()

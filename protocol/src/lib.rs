@@ -38,7 +38,7 @@ pub use code::{DiagCode, ErrorCode};
 pub use error::ErrorBody;
 pub use frame::{
     DEFAULT_MAX_FRAME, Frame, FrameError, FrameKind, HANDSHAKE_MAX_FRAME, HEADER_LEN, Header,
-    LIMIT_MAX_FRAME, MIN_MAX_FRAME, decode_frame, encode_frame,
+    LIMIT_MAX_FRAME, MIN_MAX_FRAME, decode_frame, encode_frame, frame_with_body,
 };
 pub use handshake::*;
 pub use names::{MAX_NAME_LEN, NameError, SourceLabel, VmName, check_vm_name};

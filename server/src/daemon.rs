@@ -67,6 +67,7 @@ pub async fn run(
     mut bound: BoundSocket,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
+    raise_fd_limit();
     let hub = Hub::new(new_epoch());
     let (paths_tx, paths_rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
     let mut pipeline =
@@ -139,13 +140,38 @@ pub async fn run(
     }
     tracing::info!("stopping");
     shutdown.cancel();
-    let _ = server.await;
+    // Connections say goodbye within their grace period and every send has
+    // a deadline; this bound only guards against a bug there.
+    if tokio::time::timeout(SERVER_STOP_DEADLINE, server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections did not close in time; stopping anyway");
+    }
     // The worker finishes the rescan (and apply) in flight, then stops.
     rescans.stop();
     let _ = tokio::task::spawn_blocking(move || worker.join()).await;
     bound.remove();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long shutdown waits for the connections to close.
+const SERVER_STOP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Raises the soft limit on open files to the hard limit: every client
+/// connection holds a descriptor, and scans need some too.
+fn raise_fd_limit() {
+    let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    if lim.current < lim.maximum {
+        let new = rustix::process::Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        };
+        if let Err(e) = rustix::process::setrlimit(rustix::process::Resource::Nofile, new) {
+            tracing::warn!(error = %e, "cannot raise the open files limit");
+        }
+    }
 }
 
 /// Writes the readiness newline and closes the descriptor (s6's protocol).

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use tokio::sync::{Notify, mpsc};
+
+use crate::rpc::pages;
 use vm_catalog_protocol::{
     ApplyOutcome, Change, Cursor, Epoch, RescanOutcome, ResetReason, SourceEntry, VmEntry, VmState,
 };
@@ -21,7 +23,7 @@ pub const HISTORY: usize = 1024;
 pub const SUBSCRIPTION_QUEUE: usize = 256;
 
 /// Everything readers see of one catalog generation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Published {
     /// Its position.
     pub cursor: Cursor,
@@ -29,8 +31,19 @@ pub struct Published {
     pub vms: Vec<VmEntry>,
     /// The sources, in precedence order.
     pub sources: Vec<SourceEntry>,
-    /// Rescan and apply status.
-    pub status: Status,
+    /// The encoded records, built once on first use.
+    records: OnceLock<Records>,
+}
+
+/// The records of one generation, encoded once (each trimmed to fit any
+/// frame, see [`crate::rpc::pages::RECORD_BUDGET`]) and shared by every
+/// `ListVms`, `GetVm`, `ListSources` and subscription snapshot.
+#[derive(Debug, Clone)]
+pub struct Records {
+    /// One per entry of [`Published::vms`], in the same order.
+    pub vms: Vec<Vec<u8>>,
+    /// One per entry of [`Published::sources`].
+    pub sources: Vec<Vec<u8>>,
 }
 
 /// Rescan and apply status, as `GetInfo` reports it.
@@ -44,25 +57,63 @@ pub struct Status {
     pub last_apply: Option<ApplyOutcome>,
 }
 
+/// A clone starts without the encoded records: the clone may be changed.
+impl Clone for Published {
+    fn clone(&self) -> Self {
+        Published::new(self.cursor, self.vms.clone(), self.sources.clone())
+    }
+}
+
 impl Published {
+    /// A generation.
+    pub fn new(cursor: Cursor, vms: Vec<VmEntry>, sources: Vec<SourceEntry>) -> Self {
+        Published {
+            cursor,
+            vms,
+            sources,
+            records: OnceLock::new(),
+        }
+    }
+
     /// The empty catalog of generation 0.
     pub fn empty(epoch: Epoch) -> Self {
-        Published {
-            cursor: Cursor {
+        Self::new(
+            Cursor {
                 epoch,
                 generation: 0,
             },
-            vms: Vec::new(),
-            sources: Vec::new(),
-            status: Status::default(),
-        }
+            Vec::new(),
+            Vec::new(),
+        )
+    }
+
+    /// The encoded records (built on first use).
+    pub fn records(&self) -> &Records {
+        self.records.get_or_init(|| Records {
+            vms: self
+                .vms
+                .iter()
+                .map(|e| pages::encode_vm(e, pages::RECORD_BUDGET))
+                .collect(),
+            sources: self
+                .sources
+                .iter()
+                .map(|s| pages::encode_source(s, pages::RECORD_BUDGET))
+                .collect(),
+        })
     }
 
     /// Every definition of `name`, in precedence order.
     pub fn definitions(&self, name: &str) -> &[VmEntry] {
+        let (start, end) = self.range_of(name);
+        &self.vms[start..end]
+    }
+
+    /// Where the definitions of `name` are in [`Published::vms`].
+    pub fn range_of(&self, name: &str) -> (usize, usize) {
         let start = self.vms.partition_point(|e| e.name.as_str() < name);
         let end = start + self.vms[start..].partition_point(|e| e.name.as_str() == name);
-        &self.vms[start..end]
+        (start, end)
     }
 
     /// The definition that claims `name` (the first that is not shadowed)
@@ -214,6 +265,7 @@ struct Subscriber {
 pub struct Hub {
     epoch: Epoch,
     current: RwLock<Arc<Published>>,
+    status: RwLock<Arc<Status>>,
     history: Mutex<VecDeque<Arc<Batch>>>,
     /// Also serializes [`Hub::publish`] against subscription starts and resyncs.
     subscribers: Mutex<Vec<Subscriber>>,
@@ -226,6 +278,7 @@ impl Hub {
         Arc::new(Hub {
             epoch,
             current: RwLock::new(Arc::new(Published::empty(epoch))),
+            status: RwLock::new(Arc::new(Status::default())),
             history: Mutex::new(VecDeque::with_capacity(HISTORY)),
             subscribers: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
@@ -245,6 +298,19 @@ impl Hub {
             .clone()
     }
 
+    /// The rescan and apply status.
+    pub fn status(&self) -> Arc<Status> {
+        self.status
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the rescan and apply status (nothing is sent to subscribers).
+    pub fn set_status(&self, status: Status) {
+        *self.status.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(status);
+    }
+
     /// Number of subscriptions.
     pub fn subscriber_count(&self) -> usize {
         self.subscribers
@@ -255,7 +321,7 @@ impl Hub {
 
     /// Replaces the snapshot. With changes, `next.cursor.generation` must be
     /// the next generation; the batch is kept in the history and queued to
-    /// every subscriber. Without changes (a status update), nothing is queued.
+    /// every subscriber. Without changes, nothing is queued.
     pub fn publish(&self, next: Published, changes: Vec<Change>) {
         let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
         let generation = next.cursor.generation;

@@ -28,6 +28,7 @@ use crate::source::partition::{
     DiskPolicy, ExtSource, PartitionConfig as ManagerConfig, PartitionManager, UeventGroup,
     UeventListener,
 };
+use crate::watch::Target;
 
 /// Why the pipeline could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +55,7 @@ pub struct RealPipeline {
     /// read them back from disk).
     views: views::Views,
     status: Status,
-    paths: watch::Sender<Arc<Vec<PathBuf>>>,
+    paths: watch::Sender<Arc<Vec<Target>>>,
 }
 
 impl std::fmt::Debug for RealPipeline {
@@ -80,7 +81,7 @@ impl RealPipeline {
     pub fn open(
         config: &Config,
         hub: Arc<Hub>,
-        paths: watch::Sender<Arc<Vec<PathBuf>>>,
+        paths: watch::Sender<Arc<Vec<Target>>>,
     ) -> Result<Self, PipelineError> {
         let dirs = config
             .sources
@@ -165,22 +166,31 @@ impl RealPipeline {
         specs
     }
 
-    fn publish_status(&self) {
-        let current = self.hub.current();
-        let mut next: Published = (*current).clone();
-        next.status = self.status.clone();
-        self.hub.publish(next, Vec::new());
-    }
-
-    fn watch_paths(scans: &[SourceScan]) -> Vec<PathBuf> {
+    /// The directories to watch: each source root (its parent when it is
+    /// missing), each definition directory, its `blk/`, `providers/` and
+    /// `providers/net/`.
+    fn watch_targets(scans: &[SourceScan]) -> Vec<Target> {
         let mut out = Vec::new();
-        for s in scans.iter().filter(|s| s.state == SourceState::Ready) {
-            out.push(s.spec.root.clone());
+        for s in scans {
+            let root = &s.spec.root;
+            match s.state {
+                SourceState::Ready => {}
+                SourceState::Missing => {
+                    if let Some(parent) = root.parent() {
+                        out.push(Target::root(parent));
+                    }
+                    continue;
+                }
+                SourceState::Unavailable | SourceState::Failed => continue,
+            }
+            out.push(Target::root(root));
+            // A definition is the root's child named after the VM.
             for d in &s.definitions {
-                out.push(d.dir.clone());
-                out.push(d.dir.join("blk"));
-                out.push(d.dir.join("providers"));
-                out.push(d.dir.join("providers/net"));
+                let dir = PathBuf::from(d.name.as_str());
+                out.push(Target::below(root, &dir));
+                for sub in ["blk", "providers", "providers/net"] {
+                    out.push(Target::below(root, dir.join(sub)));
+                }
             }
         }
         out
@@ -203,7 +213,7 @@ impl Pipeline for RealPipeline {
                 s.spec.label
             )));
         }
-        let paths = Self::watch_paths(&scans);
+        let targets = Self::watch_targets(&scans);
         let mut draft = catalog::merge(&self.catalog, scans, &self.vm_dir);
 
         // (The draft inherits the last apply's services and restart-pending
@@ -253,13 +263,9 @@ impl Pipeline for RealPipeline {
                 self.status.applied_generation = generation;
             }
             self.status.last_apply = Some(apply.clone());
-            self.paths.send_if_modified(|p| {
-                let changed = **p != paths;
-                if changed {
-                    *p = Arc::new(paths);
-                }
-                changed
-            });
+            // Sent after every rescan, changed or not: watches that could
+            // not be added before (a directory created since) are retried.
+            self.paths.send_replace(Arc::new(targets));
         }
         let outcome = RescanOutcome {
             trigger,
@@ -272,19 +278,17 @@ impl Pipeline for RealPipeline {
             apply,
         };
         self.status.last_rescan = Some(outcome.clone());
-        if dry_run || changes.is_empty() {
-            self.publish_status();
-        } else {
+        if !dry_run && !changes.is_empty() {
             self.hub.publish(
-                Published {
-                    cursor: self.catalog.cursor(),
-                    vms: self.catalog.entries().cloned().collect(),
-                    sources: self.catalog.sources().to_vec(),
-                    status: self.status.clone(),
-                },
+                Published::new(
+                    self.catalog.cursor(),
+                    self.catalog.entries().cloned().collect(),
+                    self.catalog.sources().to_vec(),
+                ),
                 changes.clone(),
             );
         }
+        self.hub.set_status(self.status.clone());
         log_outcome(&outcome);
         Ok(RescanResult { changes, outcome })
     }

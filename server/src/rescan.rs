@@ -192,7 +192,12 @@ impl<P: Pipeline> Worker<P> {
                 for reply in real {
                     let _ = reply.send(result.clone());
                 }
-                self.follow_up = self.pipeline.after();
+                let pipeline = &mut self.pipeline;
+                self.follow_up = std::panic::catch_unwind(AssertUnwindSafe(|| pipeline.after()))
+                    .unwrap_or_else(|_| {
+                        tracing::error!("releasing resources after a rescan panicked");
+                        None
+                    });
             }
         }
     }

@@ -1,20 +1,28 @@
 //! Noticing changes in directory sources: inotify, debounced into rescans.
 //!
-//! inotify is not recursive, so the pipeline hands over, after every rescan,
-//! the directories to watch: each source root, each definition directory and
-//! its `blk/`, `providers/` and `providers/net/`. Watches are added with
-//! `IN_DONT_FOLLOW | IN_ONLYDIR`, so a symlink planted in a source is never
-//! followed. Events are only hints: after a quiet period (the debounce), one
-//! rescan re-reads everything. `IN_Q_OVERFLOW` (events were lost) also
-//! triggers a rescan.
+//! inotify is not recursive, so after every rescan the pipeline hands over
+//! the directories to watch ([`Target`]s): each source root, each definition
+//! directory and its `blk/`, `providers/` and `providers/net/`; and, for a
+//! source root that does not exist, its parent (so that creating it is
+//! noticed). A directory below a source root is opened fd-relative with
+//! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS` and watched through
+//! `/proc/self/fd/N`, so a symlink planted in a source never makes the
+//! daemon watch something else. A watch that cannot be added yet (the
+//! directory does not exist) or that the kernel dropped (the directory was
+//! removed) is tried again after the next rescan.
+//!
+//! Events are only hints: after a quiet period (the debounce), one rescan
+//! re-reads everything. `IN_Q_OVERFLOW` (events were lost) also triggers one.
 
-use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
+use rustix::fs::{Mode, OFlags, ResolveFlags};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use vm_catalog_protocol::RescanTrigger;
@@ -24,10 +32,77 @@ use crate::rescan::Rescans;
 /// The longest a steady stream of events can delay a rescan.
 const MAX_DELAY: Duration = Duration::from_secs(2);
 
-/// Watches the directories published on `paths` and triggers a rescan after
+/// A directory to watch: `rel` below `root` (empty: the root itself).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Target {
+    /// A source root (configured by the administrator, or a mount point).
+    pub root: PathBuf,
+    /// A path below it, resolved without following any symlink.
+    pub rel: PathBuf,
+}
+
+impl Target {
+    /// The root itself.
+    pub fn root(root: impl Into<PathBuf>) -> Target {
+        Target {
+            root: root.into(),
+            rel: PathBuf::new(),
+        }
+    }
+
+    /// A directory below a root.
+    pub fn below(root: impl Into<PathBuf>, rel: impl Into<PathBuf>) -> Target {
+        Target {
+            root: root.into(),
+            rel: rel.into(),
+        }
+    }
+
+    /// Opens the directory: the root as configured, anything below it
+    /// without following symlinks or leaving it.
+    fn open(&self) -> std::io::Result<OwnedFd> {
+        let dir = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let root = rustix::fs::open(&self.root, dir, Mode::empty())?;
+        if self.rel.as_os_str().is_empty() {
+            return Ok(root);
+        }
+        let resolve =
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        Ok(rustix::fs::openat2(
+            &root,
+            &self.rel,
+            dir | OFlags::NOFOLLOW,
+            Mode::empty(),
+            resolve,
+        )?)
+    }
+}
+
+fn mask() -> WatchMask {
+    WatchMask::CREATE
+        | WatchMask::DELETE
+        | WatchMask::MOVED_FROM
+        | WatchMask::MOVED_TO
+        | WatchMask::CLOSE_WRITE
+        | WatchMask::ATTRIB
+        | WatchMask::DELETE_SELF
+        | WatchMask::MOVE_SELF
+        | WatchMask::ONLYDIR
+}
+
+/// Adds a watch on `t` through a descriptor pinned to the right directory.
+fn add(watches: &mut Watches, t: &Target) -> std::io::Result<WatchDescriptor> {
+    let fd = t.open()?;
+    watches.add(
+        Path::new(&format!("/proc/self/fd/{}", fd.as_raw_fd())),
+        mask(),
+    )
+}
+
+/// Watches the targets published on `targets` and triggers a rescan after
 /// `debounce` of quiet following any change. Runs until `shutdown`.
 pub async fn run(
-    mut paths: watch::Receiver<Arc<Vec<PathBuf>>>,
+    mut targets: watch::Receiver<Arc<Vec<Target>>>,
     rescans: Rescans,
     debounce: Duration,
     shutdown: CancellationToken,
@@ -47,54 +122,27 @@ pub async fn run(
             return;
         }
     };
-    let mut current: HashMap<PathBuf, WatchDescriptor> = HashMap::new();
-    let mask = WatchMask::CREATE
-        | WatchMask::DELETE
-        | WatchMask::MOVED_FROM
-        | WatchMask::MOVED_TO
-        | WatchMask::CLOSE_WRITE
-        | WatchMask::ATTRIB
-        | WatchMask::DELETE_SELF
-        | WatchMask::MOVE_SELF
-        | WatchMask::DONT_FOLLOW
-        | WatchMask::ONLYDIR;
+    let mut current: HashMap<Target, WatchDescriptor> = HashMap::new();
     let mut pending: Option<(tokio::time::Instant, tokio::time::Instant)> = None;
     loop {
         let deadline = pending.map(|(quiet, cap)| quiet.min(cap));
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            changed = paths.changed() => {
+            changed = targets.changed() => {
                 if changed.is_err() {
                     return;
                 }
-                let wanted: HashSet<PathBuf> = paths.borrow_and_update().iter().cloned().collect();
-                current.retain(|p, wd| {
-                    let keep = wanted.contains(p);
-                    if !keep {
-                        let _ = watches.remove(wd.clone());
-                    }
-                    keep
-                });
-                for p in wanted {
-                    if current.contains_key(&p) {
-                        continue;
-                    }
-                    // Directories that vanished since the scan just fail here.
-                    if let Ok(wd) = watches.add(&p, mask) {
-                        current.insert(p, wd);
-                    }
-                }
-                tracing::debug!(watches = current.len(), "watching source directories");
+                let wanted = targets.borrow_and_update().clone();
+                sync(&mut watches, &mut current, &wanted);
             }
             event = stream.next() => {
                 let Some(event) = event else { return };
-                let overflow = event.as_ref().is_ok_and(|e| e.mask.contains(EventMask::Q_OVERFLOW));
-                if overflow {
-                    tracing::info!("inotify queue overflowed; rescanning");
-                }
                 if let Ok(e) = &event {
-                    // A watch removed by the kernel (directory gone) is
-                    // re-added, or not, after the next rescan.
+                    if e.mask.contains(EventMask::Q_OVERFLOW) {
+                        tracing::info!("inotify queue overflowed; rescanning");
+                    }
+                    // The kernel dropped the watch (the directory is gone):
+                    // the next rescan says whether to watch it again.
                     if e.mask.contains(EventMask::IGNORED) {
                         current.retain(|_, wd| *wd != e.wd);
                         continue;
@@ -112,9 +160,62 @@ pub async fn run(
     }
 }
 
+/// Watches exactly `wanted`: drops the rest, adds what is missing (what
+/// cannot be added yet is tried again at the next call).
+fn sync(watches: &mut Watches, current: &mut HashMap<Target, WatchDescriptor>, wanted: &[Target]) {
+    let keep: std::collections::HashSet<&Target> = wanted.iter().collect();
+    current.retain(|t, wd| {
+        let keep = keep.contains(t);
+        if !keep {
+            let _ = watches.remove(wd.clone());
+        }
+        keep
+    });
+    let mut failed = 0usize;
+    for t in wanted {
+        if current.contains_key(t) {
+            continue;
+        }
+        match add(watches, t) {
+            Ok(wd) => {
+                current.insert(t.clone(), wd);
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    tracing::debug!(
+        watches = current.len(),
+        not_yet = failed,
+        "watching source directories"
+    );
+}
+
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_below_a_root_never_follow_symlinks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("src");
+        std::fs::create_dir_all(root.join("vm/blk")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("evil")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("vm/providers")).unwrap();
+        assert!(Target::root(&root).open().is_ok());
+        assert!(Target::below(&root, "vm/blk").open().is_ok());
+        assert!(Target::below(&root, "evil").open().is_err());
+        assert!(Target::below(&root, "vm/providers").open().is_err());
+        assert!(
+            Target::below(&root, "evil/ssl").open().is_err(),
+            "not through a symlink either"
+        );
+        assert!(Target::below(&root, "../..").open().is_err());
     }
 }

@@ -491,7 +491,7 @@ async fn connection_limits_refuse_with_busy() {
 }
 
 #[tokio::test]
-async fn cancel_ends_a_subscription() {
+async fn cancel_ends_a_subscription_with_its_last_cursor() {
     let srv = Server::start(Limits::default(), None).await;
     let (s, w) = raw(&srv.path).await;
     s.send(&message::request(3, &Subscribe { since: None }, w.max_frame).unwrap())
@@ -515,13 +515,10 @@ async fn cancel_ends_a_subscription() {
         got.push((h.call_id, h.kind, body));
     }
     got.sort_by_key(|g| g.0);
-    assert_eq!(got[0].1, FrameKind::Error);
-    assert_eq!(
-        codec::decode::<ErrorBody>(&got[0].2, Compat::Exact)
-            .unwrap()
-            .code,
-        ErrorCode::Cancelled
-    );
+    // A cancelled subscription ends cleanly, with the last position sent.
+    assert_eq!(got[0].1, FrameKind::StreamEnd);
+    let end = codec::decode::<SubscriptionEnd>(&got[0].2, Compat::Exact).unwrap();
+    assert_eq!(end.cursor.epoch, Epoch(0xfeed));
     assert_eq!(got[1].1, FrameKind::Reply);
     assert!(
         codec::decode::<CancelReply>(&got[1].2, Compat::Exact)

@@ -5,14 +5,23 @@
 //! read loop and every call task send on the same socket without a writer
 //! task: frames of one call stay in order because one task sends them, frames
 //! of different calls may interleave, which the protocol allows.
+//!
+//! Every send has a deadline ([`super::Limits::send_timeout`]). A peer that
+//! does not read for that long while the daemon has a frame for it is
+//! disconnected: the socket is shut down, every call of the connection ends,
+//! and nothing waits on that peer any more.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio_seqpacket::UnixSeqpacket;
 use tokio_util::sync::CancellationToken;
 use vm_catalog_protocol::codec::Compat;
-use vm_catalog_protocol::{ErrorBody, FrameError, Streaming, Unary, message};
+use vm_catalog_protocol::{
+    ErrorBody, FrameError, FrameKind, Streaming, Unary, frame_with_body, message,
+};
 
 use super::error::CallError;
 use super::peer::Peer;
@@ -30,16 +39,75 @@ pub struct Conn {
     pub max_frame: u32,
     /// How to decode the peer's bodies.
     pub compat: Compat,
-    /// Calls running in their own task, by call id, for `Cancel`.
-    pub calls: Mutex<HashMap<u32, CancellationToken>>,
+    /// How long one send may wait for the peer to read.
+    pub send_timeout: Duration,
+    /// Calls running in their own task, by call id (with a serial number,
+    /// since an id may be reused as soon as its terminal frame is out).
+    calls: Mutex<HashMap<u32, (u64, CancellationToken)>>,
+    serial: AtomicU64,
 }
 
 impl Conn {
+    /// A connection after its handshake.
+    pub fn new(
+        socket: UnixSeqpacket,
+        peer: Arc<Peer>,
+        version: u16,
+        max_frame: u32,
+        compat: Compat,
+        send_timeout: Duration,
+    ) -> Conn {
+        Conn {
+            socket,
+            peer,
+            version,
+            max_frame,
+            compat,
+            send_timeout,
+            calls: Mutex::new(HashMap::new()),
+            serial: AtomicU64::new(0),
+        }
+    }
+
+    /// Registers a call that runs in its own task; `None` if `call_id` is
+    /// in flight already.
+    pub fn register(&self, call_id: u32, token: CancellationToken) -> Option<u64> {
+        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        if calls.contains_key(&call_id) {
+            return None;
+        }
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        calls.insert(call_id, (serial, token));
+        Some(serial)
+    }
+
+    /// Whether `call_id` is in flight.
+    pub fn is_in_flight(&self, call_id: u32) -> bool {
+        self.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&call_id)
+    }
+
+    /// Forgets the call registered as `serial` (if its id was not reused since).
+    pub fn release(&self, call_id: u32, serial: u64) {
+        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        if calls.get(&call_id).is_some_and(|(s, _)| *s == serial) {
+            calls.remove(&call_id);
+        }
+    }
+
+    /// The tokens of every call in flight.
+    pub fn tokens(&self) -> Vec<CancellationToken> {
+        let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        calls.values().map(|(_, t)| t.clone()).collect()
+    }
+
     /// Cancels call `call_id`; whether it was in flight.
     pub fn cancel(&self, call_id: u32) -> bool {
         let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
         match calls.get(&call_id) {
-            Some(token) => {
+            Some((_, token)) => {
                 token.cancel();
                 true
             }
@@ -47,14 +115,32 @@ impl Conn {
         }
     }
 
-    /// Sends one encoded frame.
+    /// Number of calls running in their own task.
+    pub fn in_flight(&self) -> usize {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Forgets call `call_id`, just before its terminal frame goes out: the
+    /// peer may reuse the id as soon as it sees that frame.
+    fn done(&self, call_id: u32) {
+        self.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&call_id);
+    }
+
+    /// Sends one encoded frame, within the send deadline.
     pub async fn send(&self, frame: Result<Vec<u8>, FrameError>) -> Result<(), CallError> {
         let frame = frame.map_err(CallError::Encode)?;
-        self.socket
-            .send(&frame)
-            .await
-            .map_err(CallError::Disconnected)?;
-        Ok(())
+        match tokio::time::timeout(self.send_timeout, self.socket.send(&frame)).await {
+            Ok(sent) => sent.map(|_| ()).map_err(CallError::Disconnected),
+            Err(_) => {
+                // The peer stopped reading: cut it off, so that no task (the
+                // read loop, other calls, a shutdown) waits on it.
+                let _ = self.socket.shutdown(std::net::Shutdown::Both);
+                Err(CallError::Stalled)
+            }
+        }
     }
 
     /// Sends the reply of a unary call.
@@ -71,33 +157,19 @@ impl Conn {
 
     /// Sends one item of a streaming call whose body is already encoded.
     pub async fn item_raw<C: Streaming>(&self, call_id: u32, body: &[u8]) -> Result<(), CallError> {
-        let mut frame = Vec::with_capacity(vm_catalog_protocol::HEADER_LEN + body.len());
-        frame.extend_from_slice(
-            &vm_catalog_protocol::Header {
-                kind: vm_catalog_protocol::FrameKind::StreamItem,
-                flags: 0,
-                method: C::METHOD.id(),
-                call_id,
-                body_len: body.len() as u32,
-            }
-            .to_bytes(),
+        let frame = frame_with_body(
+            FrameKind::StreamItem,
+            C::METHOD.id(),
+            call_id,
+            body,
+            self.max_frame,
         );
-        frame.extend_from_slice(body);
-        if frame.len() > self.max_frame as usize {
-            return Err(CallError::Encode(FrameError::TooLarge {
-                len: frame.len(),
-                max: self.max_frame,
-            }));
-        }
-        self.socket
-            .send(&frame)
-            .await
-            .map_err(CallError::Disconnected)?;
-        Ok(())
+        self.send(frame).await
     }
 
     /// Ends a streaming call.
     pub async fn end<C: Streaming>(&self, call_id: u32, end: &C::End) -> Result<(), CallError> {
+        self.done(call_id);
         self.send(message::end::<C>(call_id, end, self.max_frame))
             .await
     }
@@ -109,6 +181,7 @@ impl Conn {
         method: u16,
         body: &ErrorBody,
     ) -> Result<(), CallError> {
+        self.done(call_id);
         self.send(message::error(call_id, method, body, self.max_frame))
             .await
     }

@@ -8,8 +8,7 @@
 //! untrustworthy (bad header, wrong kind, truncated) gets a connection-level
 //! error and a close; a bad call gets an error for that call only.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -18,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use vm_catalog_protocol::codec::{self, Compat};
 use vm_catalog_protocol::{
-    ErrorBody, ErrorCode, FrameKind, Goodbye, HANDSHAKE_MAX_FRAME, Hello, MAX_CLIENT_NAME, Method,
-    PROTOCOL_VERSION, Request, RequestError, SUPPORTED_VERSIONS, Welcome, decode_frame, message,
-    negotiate_max_frame,
+    ErrorBody, ErrorCode, FrameError, FrameKind, Goodbye, HANDSHAKE_MAX_FRAME, Hello,
+    MAX_CLIENT_NAME, Method, PROTOCOL_VERSION, Request, RequestError, SUPPORTED_VERSIONS, Welcome,
+    decode_frame, message, negotiate_max_frame,
 };
 
 use super::conn::Conn;
@@ -48,9 +47,18 @@ pub async fn run(socket: UnixSeqpacket, peer: Peer, ctx: Arc<Ctx>, admission: Ad
     .await
 }
 
-/// Refuses a connection over the limits: reads the `Hello`, answers a
-/// connection-level `Busy`, then closes.
-pub async fn refuse(socket: UnixSeqpacket, peer: Peer, ctx: Arc<Ctx>) {
+/// How long a refused connection may take to send its `Hello`.
+const REFUSAL_WAIT: Duration = Duration::from_millis(200);
+
+/// Refuses a connection over the limits: reads the `Hello` (briefly),
+/// answers a connection-level `Busy`, then closes. `permit` counts it among
+/// the refusals in progress.
+pub async fn refuse(
+    socket: UnixSeqpacket,
+    peer: Peer,
+    ctx: Arc<Ctx>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
     if ctx.log_limit.allow() {
         tracing::warn!(
             uid = peer.uid,
@@ -61,9 +69,10 @@ pub async fn refuse(socket: UnixSeqpacket, peer: Peer, ctx: Arc<Ctx>) {
     // Read the Hello first: closing a socket with unread data resets the
     // peer's connection, and it would never see the answer.
     let mut buf = vec![0u8; HANDSHAKE_MAX_FRAME as usize + 1];
-    let _ = tokio::time::timeout(ctx.limits.handshake_timeout, socket.recv(&mut buf)).await;
+    let _ = tokio::time::timeout(REFUSAL_WAIT, socket.recv(&mut buf)).await;
     let body = ErrorBody::new(ErrorCode::Busy, "too many connections");
     let _ = send_conn_error(&socket, &body).await;
+    drop(permit);
 }
 
 async fn send_conn_error(socket: &UnixSeqpacket, body: &ErrorBody) -> std::io::Result<()> {
@@ -170,16 +179,19 @@ async fn handshake(socket: UnixSeqpacket, peer: Arc<Peer>, ctx: &Ctx) -> Option<
         supported: SUPPORTED_VERSIONS,
     };
     let frame = message::welcome(&welcome).ok()?;
-    socket.send(&frame).await.ok()?;
+    tokio::time::timeout(ctx.limits.send_timeout, socket.send(&frame))
+        .await
+        .ok()?
+        .ok()?;
     tracing::debug!(client = %hello.client.escape_debug(), version, max_frame = welcome.max_frame, "welcome");
-    Some(Conn {
+    Some(Conn::new(
         socket,
         peer,
         version,
-        max_frame: welcome.max_frame,
-        compat: Compat::between(PROTOCOL_VERSION, hello.versions.max),
-        calls: Mutex::new(HashMap::new()),
-    })
+        welcome.max_frame,
+        Compat::between(PROTOCOL_VERSION, hello.versions.max),
+        ctx.limits.send_timeout,
+    ))
 }
 
 /// Whether a method runs inline in the read loop.
@@ -220,29 +232,19 @@ async fn serve_calls(conn: Arc<Conn>, ctx: &Arc<Ctx>) {
             }
         };
         let flow = if info.truncated() {
-            let mut body = ErrorBody::new(ErrorCode::FrameTooLarge, "frame too large");
-            body.max_frame = Some(conn.max_frame);
-            let _ = conn.error(0, 0, &body).await;
+            let _ = conn.error(0, 0, &too_large(conn.max_frame)).await;
             Flow::Close
         } else {
+            // Sends within have a deadline: a peer that stops reading is
+            // cut off and this loop ends, so shutdown never waits on it.
             on_frame(&conn, ctx, &mut svc, &mut tasks, &buf[..info.bytes_read()]).await
         };
         if let Flow::Close = flow {
             break;
         }
     }
-    let running: Vec<CancellationToken> = conn
-        .calls
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .values()
-        .cloned()
-        .collect();
-    for token in running {
-        token.cancel();
-    }
     if shutting_down {
-        // Calls see the shutdown and send their `ShuttingDown` errors.
+        // Calls see the shutdown themselves and end with `ShuttingDown`.
         let drained = tokio::time::timeout(GOODBYE_GRACE, async {
             while tasks.join_next().await.is_some() {}
         })
@@ -258,9 +260,20 @@ async fn serve_calls(conn: Arc<Conn>, ctx: &Arc<Ctx>) {
             conn.send(message::goodbye(&goodbye, conn.max_frame)),
         )
         .await;
+    } else {
+        // The peer went away or broke the protocol: stop its calls.
+        for token in conn.tokens() {
+            token.cancel();
+        }
     }
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
+}
+
+fn too_large(max_frame: u32) -> ErrorBody {
+    let mut body = ErrorBody::new(ErrorCode::FrameTooLarge, "frame too large");
+    body.max_frame = Some(max_frame);
+    body
 }
 
 async fn on_frame(
@@ -272,27 +285,28 @@ async fn on_frame(
 ) -> Flow {
     let frame = match decode_frame(datagram, conn.max_frame) {
         Ok(f) => f,
+        Err(FrameError::TooLarge { max, .. }) => {
+            let _ = conn.error(0, 0, &too_large(max)).await;
+            return Flow::Close;
+        }
         Err(e) => {
             let _ = conn.error(0, 0, &violation(ctx, &e.to_string())).await;
             return Flow::Close;
         }
     };
     let h = frame.header;
+    let refuse = |what: String| async move {
+        let _ = conn.error(0, 0, &violation(ctx, &what)).await;
+        Flow::Close
+    };
     if h.kind != FrameKind::Request {
-        let _ = conn
-            .error(
-                0,
-                0,
-                &violation(ctx, &format!("unexpected {:?} frame", h.kind)),
-            )
-            .await;
-        return Flow::Close;
+        return refuse(format!("unexpected {:?} frame", h.kind)).await;
     }
     if h.call_id == 0 {
-        let _ = conn
-            .error(0, 0, &violation(ctx, "call id 0 is reserved"))
-            .await;
-        return Flow::Close;
+        return refuse("call id 0 is reserved".into()).await;
+    }
+    if conn.is_in_flight(h.call_id) {
+        return refuse(format!("call id {} is already in flight", h.call_id)).await;
     }
     let request = match Request::decode(h.method, frame.body, conn.compat) {
         Ok(r) => r,
@@ -303,10 +317,7 @@ async fn on_frame(
             };
             tracing::debug!(call_id = h.call_id, error = %e, "bad request");
             let body = ErrorBody::new(code, e.to_string());
-            return match conn.error(h.call_id, h.method, &body).await {
-                Ok(()) => Flow::Continue,
-                Err(_) => Flow::Close,
-            };
+            return answered(conn.error(h.call_id, h.method, &body).await);
         }
     };
     let method = request.method();
@@ -324,33 +335,37 @@ async fn on_frame(
             .instrument(span)
             .await;
     }
-    let reused = {
-        let mut calls = conn.calls.lock().unwrap_or_else(|e| e.into_inner());
-        let reused = calls.contains_key(&h.call_id);
-        if !reused {
-            calls.insert(h.call_id, cancel);
-        }
-        reused
-    };
-    if reused {
-        let what = format!("call id {} is already in flight", h.call_id);
-        let _ = conn.error(0, 0, &violation(ctx, &what)).await;
-        return Flow::Close;
+    // The in-flight limit is enforced here, before a task exists: a peer
+    // cannot make the daemon hold more than this many tasks for it.
+    if conn.in_flight() >= ctx.limits.calls_per_connection {
+        let body = ErrorBody::new(
+            ErrorCode::Busy,
+            "too many calls in flight on this connection",
+        );
+        return answered(conn.error(h.call_id, h.method, &body).await);
     }
+    let serial = conn
+        .register(h.call_id, cancel)
+        .expect("checked above: not in flight");
     let mut svc = svc.clone();
     let conn = conn.clone();
     tasks.spawn(
         async move {
             let result = service::call(&mut svc, call).await;
-            conn.calls
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&h.call_id);
             let _ = finish(&conn, h.call_id, method, result).await;
+            conn.release(h.call_id, serial);
         }
         .instrument(span),
     );
     Flow::Continue
+}
+
+/// `Continue` when an answer went out, `Close` when the peer is gone.
+fn answered(sent: Result<(), CallError>) -> Flow {
+    match sent {
+        Ok(()) => Flow::Continue,
+        Err(_) => Flow::Close,
+    }
 }
 
 /// Reports a call's failure to the peer.

@@ -38,6 +38,10 @@ pub enum CallError {
     /// Something that should not happen.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The peer did not read within the send deadline: the connection was
+    /// shut down.
+    #[error("the peer does not read: disconnected")]
+    Stalled,
     /// The connection broke while sending; nothing more can be said to the peer.
     #[error("connection lost")]
     Disconnected(#[source] std::io::Error),
@@ -46,7 +50,7 @@ pub enum CallError {
 impl CallError {
     /// Whether the peer can still be told about the error.
     pub fn is_reportable(&self) -> bool {
-        !matches!(self, CallError::Disconnected(_))
+        !matches!(self, CallError::Disconnected(_) | CallError::Stalled)
     }
 
     /// The wire error. One exhaustive match: a new variant must choose its code.
@@ -61,6 +65,7 @@ impl CallError {
             CallError::ShuttingDown => ErrorCode::ShuttingDown,
             CallError::Encode(_) => ErrorCode::Internal,
             CallError::Internal(_) => ErrorCode::Internal,
+            CallError::Stalled => ErrorCode::Timeout,
             CallError::Disconnected(_) => ErrorCode::Internal,
         };
         ErrorBody::new(code, self.to_string())

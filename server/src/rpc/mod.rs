@@ -45,6 +45,12 @@ pub struct Limits {
     pub stream_timeout: Duration,
     /// Deadline of `Rescan` (waiting only: the rescan itself always completes).
     pub rescan_timeout: Duration,
+    /// How long one send may wait for a peer that does not read before the
+    /// peer is disconnected.
+    pub send_timeout: Duration,
+    /// Connections over the limits that are being refused at once; beyond
+    /// this, further ones are closed without an answer.
+    pub max_refusals: usize,
 }
 
 impl Default for Limits {
@@ -58,6 +64,8 @@ impl Default for Limits {
             call_timeout: Duration::from_secs(10),
             stream_timeout: Duration::from_secs(60),
             rescan_timeout: Duration::from_secs(600),
+            send_timeout: Duration::from_secs(10),
+            max_refusals: 64,
         }
     }
 }
@@ -103,6 +111,8 @@ pub struct Ctx {
     /// Rate limit for log lines clients can trigger.
     pub log_limit: crate::logging::RateLimit,
     uids: Mutex<HashMap<u32, u32>>,
+    /// Refusals in progress (each holds a connection for a moment).
+    refusals: Arc<tokio::sync::Semaphore>,
 }
 
 impl Ctx {
@@ -121,10 +131,11 @@ impl Ctx {
             server,
             stats: Stats::default(),
             admin_gid,
-            limits,
             shutdown,
             log_limit: crate::logging::RateLimit::new(20, Duration::from_secs(10)),
             uids: Mutex::new(HashMap::new()),
+            refusals: Arc::new(tokio::sync::Semaphore::new(limits.max_refusals)),
+            limits,
         })
     }
 
@@ -202,9 +213,14 @@ pub async fn serve(mut listener: UnixSeqpacketListener, ctx: Arc<Ctx>) {
             Some(admission) => {
                 tracker.spawn(connection::run(socket, peer, ctx.clone(), admission));
             }
-            None => {
-                tracker.spawn(connection::refuse(socket, peer, ctx.clone()));
-            }
+            None => match ctx.refusals.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    tracker.spawn(connection::refuse(socket, peer, ctx.clone(), permit));
+                }
+                // Too many refusals at once: close without an answer rather
+                // than hold more descriptors.
+                Err(_) => drop(socket),
+            },
         }
     }
     drop(listener);

@@ -1,16 +1,25 @@
 //! Splitting lists into frames.
 //!
-//! Records (VM entries, sources, changes) are encoded once each; a page body
-//! is then assembled from the encoded records exactly as postcard would
-//! encode the page type (a varint count, then each record as a byte string),
-//! so sizes are known before a frame is built and nothing is encoded twice.
-//! The tests check the assembled bodies against the typed encoding.
+//! Every record (a VM entry, a source, a change) is trimmed to fit in the
+//! smallest frame any peer may negotiate ([`RECORD_BUDGET`]): diagnostics
+//! first, then providers, with a `truncated` diagnostic saying how many are
+//! not shown. So a record encoded once fits every connection, and the
+//! records of one generation are encoded once and shared by every call
+//! ([`crate::hub::Published::records`]).
+//!
+//! A page body is assembled from encoded records exactly as postcard would
+//! encode the page type (a varint count, then each record as a byte
+//! string), so sizes are known before a frame is built and nothing is
+//! encoded twice. The tests check the assembled bodies against the typed
+//! encoding.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use serde::Serialize;
 use vm_catalog_protocol::{
-    Change, ChangeItem, DiagCode, Diagnostic, HEADER_LEN, Severity, VmEntry, codec,
+    Change, ChangeItem, DiagCode, Diagnostic, HEADER_LEN, MIN_MAX_FRAME, Severity, SourceEntry,
+    VmEntry, codec,
 };
 
 /// Bytes kept free in every frame for the page's own fields (variant tag,
@@ -21,6 +30,10 @@ const PAGE_SLACK: usize = 32;
 pub fn budget(max_frame: u32) -> usize {
     max_frame as usize - HEADER_LEN - PAGE_SLACK
 }
+
+/// The most one record may take, in a list, in any frame: records are
+/// trimmed to it.
+pub const RECORD_BUDGET: usize = MIN_MAX_FRAME as usize - HEADER_LEN - 2 * PAGE_SLACK;
 
 /// Appends `v` as a postcard (LEB128) varint.
 pub fn write_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -36,28 +49,29 @@ fn varint_len(v: u64) -> usize {
 }
 
 /// The encoded size of one record inside a list.
-fn record_len(r: &[u8]) -> usize {
+pub fn record_len(r: &[u8]) -> usize {
     varint_len(r.len() as u64) + r.len()
 }
 
 /// Appends a list of records: a varint count, then each record as a byte string.
-pub fn write_list(out: &mut Vec<u8>, records: &[Vec<u8>]) {
+pub fn write_list<R: AsRef<[u8]>>(out: &mut Vec<u8>, records: &[R]) {
     write_varint(out, records.len() as u64);
     for r in records {
+        let r = r.as_ref();
         write_varint(out, r.len() as u64);
         out.extend_from_slice(r);
     }
 }
 
 /// Splits records into consecutive runs whose list encoding fits `budget`.
-/// Every run holds at least one record; [`encode_vm`] and
-/// [`encode_change`] keep single records within the budget.
-pub fn split(records: &[Vec<u8>], budget: usize) -> Vec<Range<usize>> {
+/// Every run holds at least one record (each record fits on its own: see
+/// [`RECORD_BUDGET`]).
+pub fn split<R: AsRef<[u8]>>(records: &[R], budget: usize) -> Vec<Range<usize>> {
     let mut runs = Vec::new();
     let mut start = 0;
     let mut size = 0;
     for (i, r) in records.iter().enumerate() {
-        let len = record_len(r);
+        let len = record_len(r.as_ref());
         if i > start && size + len > budget {
             runs.push(start..i);
             start = i;
@@ -71,68 +85,147 @@ pub fn split(records: &[Vec<u8>], budget: usize) -> Vec<Range<usize>> {
     runs
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    // Encoding catalog types into a Vec cannot fail: they have no maps, no
-    // sequences of unknown length and no custom serializers that error.
+/// Encodes a catalog value. It cannot fail: catalog types have no maps, no
+/// sequences of unknown length and no serializers that error.
+pub fn encode_record<T: Serialize>(value: &T) -> Vec<u8> {
     codec::encode(value).expect("catalog types always encode")
 }
 
-/// Encodes a VM entry as a record of at most `budget` bytes, dropping
-/// diagnostics beyond what fits (and saying so in a last diagnostic).
-pub fn encode_vm(entry: &VmEntry, budget: usize) -> Vec<u8> {
-    let bytes = encode(entry);
-    if record_len(&bytes) <= budget {
-        return bytes;
-    }
-    let mut trimmed = entry.clone();
-    let total = entry.diagnostics.len();
-    let mut keep = total;
+/// Keeps the first items of `list` such that `fits` holds, halving; returns
+/// how many were dropped.
+fn trim<T: Clone, E>(
+    list: &mut Vec<T>,
+    mut fits: impl FnMut(&[T]) -> Option<E>,
+) -> (usize, Option<E>) {
+    let all = std::mem::take(list);
+    let mut keep = all.len();
     loop {
-        keep /= 2;
-        trimmed.diagnostics = entry.diagnostics[..keep].to_vec();
-        trimmed.diagnostics.push(Diagnostic {
-            code: DiagCode::TooManyEntries,
-            severity: Severity::Warning,
-            path: entry.path.clone(),
-            message: format!("{} more diagnostics not shown", total - keep),
-        });
-        let bytes = encode(&trimmed);
-        if record_len(&bytes) <= budget || keep == 0 {
-            return bytes;
+        if let Some(done) = fits(&all[..keep]) {
+            *list = all[..keep].to_vec();
+            return (all.len() - keep, Some(done));
         }
+        if keep == 0 {
+            *list = Vec::new();
+            return (all.len(), None);
+        }
+        keep /= 2;
     }
 }
 
-/// Encodes a change as a record of at most `budget` bytes (see [`encode_vm`]).
+fn truncated(path: &str, what: String) -> Diagnostic {
+    Diagnostic {
+        code: DiagCode::Truncated,
+        severity: Severity::Warning,
+        path: path.to_owned(),
+        message: format!("{what} not shown: they do not fit in one frame"),
+    }
+}
+
+/// The VM entry, trimmed to encode in at most `budget` bytes as a record:
+/// diagnostics are dropped first, then providers, and a `truncated`
+/// diagnostic says how many.
+pub fn fit_vm(entry: &VmEntry, budget: usize) -> Cow<'_, VmEntry> {
+    if record_len(&encode_record(entry)) <= budget {
+        return Cow::Borrowed(entry);
+    }
+    let mut e = entry.clone();
+    let path = entry.path.clone();
+    let fits = |e: &VmEntry| record_len(&encode_record(e)) <= budget;
+    let mut diags = e.diagnostics.clone();
+    let (dropped, ok) = trim(&mut diags, |kept| {
+        let mut t = e.clone();
+        t.diagnostics = kept.to_vec();
+        t.diagnostics.push(truncated(
+            &path,
+            format!("{} more diagnostics", entry.diagnostics.len() - kept.len()),
+        ));
+        fits(&t).then_some(())
+    });
+    e.diagnostics = diags;
+    if ok.is_some() {
+        e.diagnostics
+            .push(truncated(&path, format!("{dropped} more diagnostics")));
+        return Cow::Owned(e);
+    }
+    let mut providers = e.providers.clone();
+    let (gone, _) = trim(&mut providers, |kept| {
+        let mut t = e.clone();
+        t.providers = kept.to_vec();
+        t.diagnostics = vec![truncated(
+            &path,
+            format!(
+                "{dropped} diagnostics and {} providers",
+                entry.providers.len() - kept.len()
+            ),
+        )];
+        fits(&t).then_some(())
+    });
+    e.providers = providers;
+    e.diagnostics = vec![truncated(
+        &path,
+        format!("{dropped} diagnostics and {gone} providers"),
+    )];
+    Cow::Owned(e)
+}
+
+/// The source, trimmed like [`fit_vm`] (diagnostics only).
+pub fn fit_source(entry: &SourceEntry, budget: usize) -> Cow<'_, SourceEntry> {
+    if record_len(&encode_record(entry)) <= budget {
+        return Cow::Borrowed(entry);
+    }
+    let mut e = entry.clone();
+    let mut diags = e.diagnostics.clone();
+    let (dropped, _) = trim(&mut diags, |kept| {
+        let mut t = e.clone();
+        t.diagnostics = kept.to_vec();
+        t.diagnostics.push(truncated(
+            &e.path,
+            format!("{} more diagnostics", entry.diagnostics.len() - kept.len()),
+        ));
+        (record_len(&encode_record(&t)) <= budget).then_some(())
+    });
+    e.diagnostics = diags;
+    let path = e.path.clone();
+    e.diagnostics
+        .push(truncated(&path, format!("{dropped} more diagnostics")));
+    Cow::Owned(e)
+}
+
+/// Encodes a VM entry as a record of at most `budget` bytes.
+pub fn encode_vm(entry: &VmEntry, budget: usize) -> Vec<u8> {
+    encode_record(fit_vm(entry, budget).as_ref())
+}
+
+/// Encodes a source as a record of at most `budget` bytes.
+pub fn encode_source(entry: &SourceEntry, budget: usize) -> Vec<u8> {
+    encode_record(fit_source(entry, budget).as_ref())
+}
+
+/// Encodes a change as a record of at most `budget` bytes (its entry
+/// trimmed as in [`fit_vm`] and [`fit_source`]).
 pub fn encode_change(change: &Change, budget: usize) -> Vec<u8> {
-    let bytes = encode(change);
+    let bytes = encode_record(change);
     if record_len(&bytes) <= budget {
         return bytes;
     }
-    match &change.item {
-        ChangeItem::Vm(entry) => {
-            // The change's own fields cost a few bytes around the entry.
-            let vm = encode_vm(entry, budget - PAGE_SLACK);
-            let trimmed: VmEntry =
-                codec::decode(&vm, codec::Compat::Exact).expect("an entry we just encoded decodes");
-            encode(&Change {
-                item: ChangeItem::Vm(trimmed),
-                ..change.clone()
-            })
-        }
-        ChangeItem::Source(_) => bytes,
-    }
-}
-
-/// Encodes any record.
-pub fn encode_record<T: Serialize>(value: &T) -> Vec<u8> {
-    encode(value)
+    // The change's own fields cost a few bytes around the entry.
+    let inner = budget - PAGE_SLACK;
+    let item = match &change.item {
+        ChangeItem::Vm(e) => ChangeItem::Vm(fit_vm(e, inner).into_owned()),
+        ChangeItem::Source(s) => ChangeItem::Source(fit_source(s, inner).into_owned()),
+    };
+    encode_record(&Change {
+        item,
+        ..change.clone()
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vm_catalog_protocol::{ChangeKind, Event, VmPage, VmState};
+    use vm_catalog_protocol::{
+        ChangeKind, Event, Provider, ProviderKind, SourceKind, SourceState, Trust, VmPage, VmState,
+    };
 
     fn entry(name: &str, diags: usize) -> VmEntry {
         VmEntry {
@@ -153,6 +246,23 @@ mod tests {
                 .collect(),
             restart_pending: false,
             shadowed_by: None,
+            revision: 1,
+        }
+    }
+
+    fn source(diags: usize) -> SourceEntry {
+        SourceEntry {
+            label: "user".parse().unwrap(),
+            kind: SourceKind::Directory,
+            trust: Trust::Untrusted,
+            path: "/srv/user".into(),
+            device: None,
+            partuuid: None,
+            state: SourceState::Ready,
+            read_only: false,
+            precedence: 1,
+            definitions: 0,
+            diagnostics: entry("x", diags).diagnostics,
             revision: 1,
         }
     }
@@ -226,15 +336,60 @@ mod tests {
     }
 
     #[test]
-    fn an_oversized_entry_is_trimmed_to_fit() {
+    fn an_entry_that_fits_is_untouched() {
+        let e = entry("small", 3);
+        assert!(matches!(fit_vm(&e, RECORD_BUDGET), Cow::Borrowed(_)));
+    }
+
+    /// Regression (review): entries with thousands of diagnostics, sources
+    /// with thousands of hidden-entry warnings, and VMs with a thousand
+    /// providers made GetVm, ListSources, ListVms and every subscription
+    /// fail with "cannot encode the reply".
+    #[test]
+    fn oversized_records_are_trimmed_to_the_record_budget() {
         let big = entry("big", 2000);
-        let bytes = encode_vm(&big, 16_000);
-        assert!(record_len(&bytes) <= 16_000);
+        let bytes = encode_vm(&big, RECORD_BUDGET);
+        assert!(record_len(&bytes) <= RECORD_BUDGET);
         let back: VmEntry = codec::decode(&bytes, codec::Compat::Exact).unwrap();
         let last = back.diagnostics.last().unwrap();
-        assert!(
-            last.message.ends_with("more diagnostics not shown"),
-            "{last:?}"
+        assert_eq!(last.code, DiagCode::Truncated);
+        assert_eq!(
+            last.message,
+            format!(
+                "{} more diagnostics not shown: they do not fit in one frame",
+                2000 - (back.diagnostics.len() - 1)
+            )
         );
+
+        let mut providers = entry("providers", 0);
+        providers.providers = (0..1024)
+            .map(|i| Provider {
+                kind: ProviderKind::Net,
+                name: format!("{i:0>60}").parse().unwrap(),
+            })
+            .collect();
+        let bytes = encode_vm(&providers, RECORD_BUDGET);
+        assert!(record_len(&bytes) <= RECORD_BUDGET);
+        let back: VmEntry = codec::decode(&bytes, codec::Compat::Exact).unwrap();
+        assert!(back.providers.len() < 1024);
+        assert_eq!(back.diagnostics[0].code, DiagCode::Truncated);
+        assert!(
+            back.diagnostics[0].message.contains("providers"),
+            "{:?}",
+            back.diagnostics
+        );
+
+        let s = source(4096);
+        let bytes = encode_source(&s, RECORD_BUDGET);
+        assert!(record_len(&bytes) <= RECORD_BUDGET);
+        let back: SourceEntry = codec::decode(&bytes, codec::Compat::Exact).unwrap();
+        assert_eq!(back.diagnostics.last().unwrap().code, DiagCode::Truncated);
+
+        let c = Change {
+            generation: 1,
+            kind: ChangeKind::Changed,
+            item: ChangeItem::Source(s),
+        };
+        assert!(record_len(&encode_change(&c, RECORD_BUDGET)) <= RECORD_BUDGET);
     }
 }

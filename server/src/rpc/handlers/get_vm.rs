@@ -7,29 +7,23 @@ use crate::rpc::conn::Conn;
 use crate::rpc::error::CallError;
 use crate::rpc::pages;
 
-/// Answers `GetVm`.
+/// Answers `GetVm`. Every definition of the name is sent; each is trimmed
+/// (diagnostics, then providers, with a `truncated` note) so that together
+/// they fit one frame.
 pub async fn handle(ctx: &Ctx, conn: &Conn, call_id: u32, p: GetVm) -> Result<(), CallError> {
     let published = ctx.hub.current();
     let (vm, others) = published
         .lookup(&p.name)
         .ok_or_else(|| CallError::NotFound(p.name.to_string()))?;
-    // Each entry alone fits; many definitions of one name could still
-    // overflow the frame, so trim what would not fit.
-    let budget = pages::budget(conn.max_frame);
-    let mut used = pages::encode_vm(vm, budget / 2).len();
-    let mut kept = Vec::new();
-    for e in others {
-        let len = pages::encode_vm(e, budget / 2).len() + 5;
-        if used + len > budget {
-            break;
-        }
-        used += len;
-        kept.push(e.clone());
-    }
+    // One name has at most one definition per source.
+    let each = (pages::budget(conn.max_frame) / (1 + others.len())).min(pages::RECORD_BUDGET);
     let detail = VmDetail {
         cursor: published.cursor,
-        vm: vm.clone(),
-        others: kept,
+        vm: pages::fit_vm(vm, each).into_owned(),
+        others: others
+            .into_iter()
+            .map(|e| pages::fit_vm(e, each).into_owned())
+            .collect(),
     };
     conn.reply::<GetVm>(call_id, &detail).await
 }

@@ -11,11 +11,12 @@ use crate::rpc::error::CallError;
 /// Answers `GetInfo`.
 pub async fn handle(ctx: &Ctx, conn: &Conn, call_id: u32, _: GetInfo) -> Result<(), CallError> {
     let p = ctx.hub.current();
+    let status = ctx.hub.status();
     let info = Info {
         server_version: ctx.server.version.clone(),
         protocol_version: conn.version,
         cursor: p.cursor,
-        applied_generation: p.status.applied_generation,
+        applied_generation: status.applied_generation,
         applier: ctx.server.applier.to_string(),
         active_vms: p.active_count() as u32,
         definitions: p.vms.len() as u32,
@@ -29,8 +30,8 @@ pub async fn handle(ctx: &Ctx, conn: &Conn, call_id: u32, _: GetInfo) -> Result<
                 definitions: s.definitions,
             })
             .collect(),
-        last_rescan: p.status.last_rescan.clone(),
-        last_apply: p.status.last_apply.clone(),
+        last_rescan: status.last_rescan.clone(),
+        last_apply: status.last_apply.clone(),
         connections: ctx.stats.connections.load(Ordering::Relaxed),
         subscribers: ctx.hub.subscriber_count() as u32,
         started_unix_ms: ctx.server.started_unix_ms,

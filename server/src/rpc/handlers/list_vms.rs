@@ -1,4 +1,4 @@
-//! `ListVms`: one snapshot, in pages.
+//! `ListVms`: one snapshot, in pages, from the generation's shared records.
 
 use tokio_util::sync::CancellationToken;
 use vm_catalog_protocol::{ListEnd, ListVms, VmState};
@@ -8,7 +8,7 @@ use crate::rpc::conn::Conn;
 use crate::rpc::error::CallError;
 use crate::rpc::pages;
 
-/// Answers `ListVms`.
+/// Answers `ListVms`. An unknown `source` gives an empty list.
 pub async fn handle(
     ctx: &Ctx,
     conn: &Conn,
@@ -17,26 +17,31 @@ pub async fn handle(
     cancel: &CancellationToken,
 ) -> Result<(), CallError> {
     let published = ctx.hub.current();
-    let budget = pages::budget(conn.max_frame);
-    let records: Vec<Vec<u8>> = published
+    let records = published.records();
+    let chosen: Vec<&Vec<u8>> = published
         .vms
         .iter()
-        .filter(|e| p.include_inactive || e.state == VmState::Active)
-        .filter(|e| p.source.as_ref().is_none_or(|s| &e.source == s))
-        .map(|e| pages::encode_vm(e, budget))
+        .zip(&records.vms)
+        .filter(|(e, _)| p.include_inactive || e.state == VmState::Active)
+        .filter(|(e, _)| p.source.as_ref().is_none_or(|s| &e.source == s))
+        .map(|(_, r)| r)
         .collect();
+    let budget = pages::budget(conn.max_frame);
     let mut body = Vec::with_capacity(budget + 16);
-    for run in pages::split(&records, budget) {
+    for run in pages::split(&chosen, budget) {
+        if ctx.shutdown.is_cancelled() {
+            return Err(CallError::ShuttingDown);
+        }
         if cancel.is_cancelled() {
             return Err(CallError::Cancelled);
         }
         body.clear();
-        pages::write_list(&mut body, &records[run]);
+        pages::write_list(&mut body, &chosen[run]);
         conn.item_raw::<ListVms>(call_id, &body).await?;
     }
     let end = ListEnd {
         cursor: published.cursor,
-        total: records.len() as u32,
+        total: chosen.len() as u32,
     };
     conn.end::<ListVms>(call_id, &end).await
 }

@@ -20,6 +20,7 @@ pub async fn handle(
 ) -> Result<(), CallError> {
     let result = tokio::select! {
         r = ctx.rescans.rescan(RescanTrigger::Request, p.dry_run) => r,
+        _ = ctx.shutdown.cancelled() => return Err(CallError::ShuttingDown),
         _ = cancel.cancelled() => return Err(CallError::Cancelled),
     };
     let result = result.map_err(|e| match e {
@@ -30,7 +31,7 @@ pub async fn handle(
     let records: Vec<Vec<u8>> = result
         .changes
         .iter()
-        .map(|c| pages::encode_change(c, budget))
+        .map(|c| pages::encode_change(c, pages::RECORD_BUDGET))
         .collect();
     let mut body = Vec::with_capacity(budget + 16);
     for run in pages::split(&records, budget) {

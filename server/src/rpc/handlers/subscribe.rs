@@ -2,11 +2,13 @@
 //!
 //! The subscription's queue is bounded (see [`crate::hub`]). When it
 //! overflows the hub raises the lag signal instead of waiting; this task then
-//! drops the backlog and sends a fresh snapshot (`Reset { Lagged }`). Sending
-//! may block when the peer stops reading: that blocks this task only.
+//! drops the backlog and sends a fresh snapshot (`Reset { Lagged }`).
+//! Snapshots are sent page by page from the generation's shared records, so
+//! a subscriber holds at most one page of its own. A peer that stops reading
+//! is disconnected after the send deadline.
 
 use tokio_util::sync::CancellationToken;
-use vm_catalog_protocol::{Cursor, Event, MIN_MAX_FRAME, ResetReason, Subscribe};
+use vm_catalog_protocol::{Cursor, Event, MIN_MAX_FRAME, ResetReason, Subscribe, SubscriptionEnd};
 
 use crate::hub::{Batch, Published, Start};
 use crate::rpc::Ctx;
@@ -18,8 +20,8 @@ use crate::rpc::pages::{self, write_list, write_varint};
 const SNAPSHOT_PAGE: u64 = 1;
 const BATCH: u64 = 4;
 
-/// Serves one subscription until it is cancelled, the daemon stops, or the
-/// connection breaks.
+/// Serves one subscription until it is cancelled (then a `StreamEnd` with
+/// the last position sent), the daemon stops, or the connection breaks.
 pub async fn handle(
     ctx: &Ctx,
     conn: &Conn,
@@ -47,14 +49,18 @@ pub async fn handle(
         tokio::select! {
             biased;
             _ = ctx.shutdown.cancelled() => return Err(CallError::ShuttingDown),
-            _ = cancel.cancelled() => return Err(CallError::Cancelled),
+            _ = cancel.cancelled() => {
+                return conn.end::<Subscribe>(call_id, &SubscriptionEnd { cursor: last }).await;
+            }
             _ = sub.lag.raised() => {
                 let published = sub.resync();
                 tracing::debug!(generation = published.cursor.generation, "subscriber lagged, resyncing");
                 last = send_snapshot(conn, call_id, &published, ResetReason::Lagged).await?;
             }
             batch = sub.queue.recv() => match batch {
-                // A resync's snapshot may already hold a batch queued before it.
+                // Batches after a resync are newer than its snapshot (the
+                // resync empties the queue under the publish lock); the
+                // check only guards that invariant.
                 Some(b) if b.generation > last.generation => {
                     send_batch(conn, call_id, &b).await?;
                     last.generation = b.generation;
@@ -81,22 +87,21 @@ async fn send_snapshot(
         },
     )
     .await?;
+    let records = p.records();
     let budget = pages::budget(conn.max_frame);
-    let vms: Vec<Vec<u8>> = p.vms.iter().map(|e| pages::encode_vm(e, budget)).collect();
-    let sources: Vec<Vec<u8>> = p.sources.iter().map(pages::encode_record).collect();
     let mut body = Vec::with_capacity(budget + 16);
-    for run in pages::split(&vms, budget) {
+    for run in pages::split(&records.vms, budget) {
         body.clear();
         write_varint(&mut body, SNAPSHOT_PAGE);
-        write_list(&mut body, &vms[run]);
-        write_list(&mut body, &[]);
+        write_list(&mut body, &records.vms[run]);
+        write_list::<Vec<u8>>(&mut body, &[]);
         conn.item_raw::<Subscribe>(call_id, &body).await?;
     }
-    for run in pages::split(&sources, budget) {
+    for run in pages::split(&records.sources, budget) {
         body.clear();
         write_varint(&mut body, SNAPSHOT_PAGE);
-        write_list(&mut body, &[]);
-        write_list(&mut body, &sources[run]);
+        write_list::<Vec<u8>>(&mut body, &[]);
+        write_list(&mut body, &records.sources[run]);
         conn.item_raw::<Subscribe>(call_id, &body).await?;
     }
     conn.item::<Subscribe>(call_id, &Event::Synced { cursor: p.cursor })
@@ -118,7 +123,7 @@ fn encode_batch(b: &Batch) -> Vec<Vec<u8>> {
     let records: Vec<Vec<u8>> = b
         .changes
         .iter()
-        .map(|c| pages::encode_change(c, budget))
+        .map(|c| pages::encode_change(c, pages::RECORD_BUDGET))
         .collect();
     let runs = pages::split(&records, budget);
     let n = runs.len();
