@@ -9,6 +9,7 @@
 
 use std::ffi::OsString;
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -158,6 +159,17 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log);
+        // SAFETY: between fork and exec only one raw prctl system call,
+        // which is async-signal-safe: if this process dies without running
+        // its destructors (killed, aborted), the daemon stops too.
+        unsafe {
+            cmd.pre_exec(|| {
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::TERM,
+                ))
+                .map_err(Into::into)
+            });
+        }
         self.child = Some(cmd.spawn().map_err(|e| format!("{cmd:?}: {e}"))?);
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {

@@ -57,6 +57,7 @@ fn main() {
         return;
     }
     let args = Args::parse();
+    raise_open_files();
     let chosen: Vec<&Suite> = if args.suites.is_empty() {
         SUITES.iter().collect()
     } else {
@@ -89,4 +90,18 @@ fn main() {
     }
     println!("all: {:.0} s", start.elapsed().as_secs_f64());
     std::process::exit(i32::from(failed));
+}
+
+/// Raises the soft limit of open files to the hard one: the fan-out and
+/// footprint suites hold a thousand connections, and the daemon they start
+/// inherits the limit.
+fn raise_open_files() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current != l.maximum {
+        l.current = l.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, l) {
+            eprintln!("vm-catalog-bench: cannot raise the open files limit: {e}");
+        }
+    }
 }
