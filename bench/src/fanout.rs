@@ -9,11 +9,13 @@
 //! rescan itself, measured in the same sample), the first and the last
 //! subscriber to receive that generation's batch.
 //!
-//! For each subscriber count, a fresh daemon first gets the non-reader: a
-//! raw connection that subscribes and never reads. Rescans run until its
-//! socket stops filling, i.e. the daemon's sends to it block. Then the
-//! readers connect and the samples are taken with the non-reader blocked;
-//! then it disconnects and the same readers are measured without it.
+//! For each subscriber count, on a fresh daemon, the readers connect and
+//! half the samples are taken without the non-reader. Then the non-reader
+//! subscribes (a raw connection that never reads) and rescans run until its
+//! socket stops filling, i.e. the daemon's sends to it block; the samples
+//! with it are taken. Then it disconnects and the other half of the samples
+//! without it are taken, so drift hits both alike. The non-reader's effect
+//! is compared on last received over the same sample's reply.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -60,11 +62,24 @@ struct Row {
     reply: Runs,
     first: Runs,
     last: Runs,
+    /// Last received over the same sample's reply: the fan-out, free of
+    /// drift between the phases.
+    ratio: Runs,
+}
+
+impl Row {
+    /// Adds the samples of `other`.
+    fn append(&mut self, other: Row) {
+        self.reply.0.extend(other.reply.0);
+        self.first.0.extend(other.first.0);
+        self.last.0.extend(other.last.0);
+        self.ratio.0.extend(other.ratio.0);
+    }
 }
 
 /// Runs the suite and prints its table.
 pub fn run(quick: bool) -> Result<(), String> {
-    let samples = if quick { 3 } else { 11 };
+    let samples: usize = if quick { 3 } else { 11 };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -74,11 +89,12 @@ pub fn run(quick: bool) -> Result<(), String> {
         "fanout: vm-catalogd (--apply none) with {VMS} VMs; a sample changes one VM on disk, \
          then calls Rescan; ms from just before the call until the Rescan reply (baseline), \
          the first and the last subscriber get the batch; readers are vm_catalog::Watch in \
-         one 2-worker tokio runtime; {samples} samples per row after {WARM_UP} warm-up; \
-         median [min-max]"
+         one 2-worker tokio runtime; {samples} samples with the non-reader, {} without it \
+         (half before, half after), each set after {WARM_UP} warm-up; median [min-max]",
+        2 * samples.div_ceil(2)
     );
     println!(
-        "{:>11}  {:<34} {:>22} {:>22} {:>22} {:>12}",
+        "{:>11}  {:<34} {:>22} {:>22} {:>22} {:>18}",
         "subscribers",
         "non-reader",
         "Rescan reply",
@@ -94,21 +110,22 @@ pub fn run(quick: bool) -> Result<(), String> {
             (&with, format!("1, blocked after {blocked}")),
         ] {
             println!(
-                "{n:>11}  {label:<34} {:>22} {:>22} {:>22} {:>11.2}x",
+                "{n:>11}  {label:<34} {:>22} {:>22} {:>22} {:>18}",
                 row.reply.show(2),
                 row.first.show(2),
                 row.last.show(2),
-                row.last.median() / row.reply.median()
+                row.ratio.show(2),
             );
         }
-        effects.push((n, with.last.median() / without.last.median()));
+        effects.push((n, with.ratio.median() / without.ratio.median()));
     }
     let effects: Vec<String> = effects
         .iter()
         .map(|(n, r)| format!("{n} readers {r:.2}x"))
         .collect();
     println!(
-        "non-reader effect (median last received, with / without): {}",
+        "last/reply: per sample, last received over the Rescan reply; non-reader effect \
+         (median last/reply with it over without it): {}",
         effects.join(", ")
     );
     Ok(())
@@ -126,14 +143,8 @@ fn measure(
     let args = daemon.catalog_only(n + 8);
     daemon.start(&args)?;
     let socket = daemon.socket();
-    let mut silent = RawClient::connect(&socket).map_err(|e| format!("non-reader: {e}"))?;
-    let subscribe = silent
-        .request(&Subscribe::default())
-        .map_err(|e| e.to_string())?;
-    silent.send(&subscribe).map_err(|e| e.to_string())?;
     rt.block_on(async {
         let admin = Client::connect(&socket).await.map_err(|e| e.to_string())?;
-        let blocked = fill(&daemon, &admin, &silent).await?;
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut readers = JoinSet::new();
         let gate = Arc::new(Semaphore::new(CONNECTING));
@@ -147,14 +158,28 @@ fn measure(
                 other => return Err(format!("readers did not connect: {other:?}")),
             }
         }
+        let half = samples.div_ceil(2);
+        let mut without = sample(&daemon, &admin, &mut rx, n, half).await?;
+        let silent = silent_subscriber(&socket)?;
+        let blocked = fill(&daemon, &admin, &silent).await?;
         let with = sample(&daemon, &admin, &mut rx, n, samples).await?;
         drop(silent);
         wait_subscribers(&admin, n).await?;
-        let without = sample(&daemon, &admin, &mut rx, n, samples).await?;
+        without.append(sample(&daemon, &admin, &mut rx, n, half).await?);
         readers.abort_all();
         while readers.join_next().await.is_some() {}
         Ok((with, without, blocked))
     })
+}
+
+/// The non-reader: a raw connection that subscribes and never reads.
+fn silent_subscriber(socket: &Path) -> Result<RawClient, String> {
+    let mut silent = RawClient::connect(socket).map_err(|e| format!("non-reader: {e}"))?;
+    let subscribe = silent
+        .request(&Subscribe::default())
+        .map_err(|e| e.to_string())?;
+    silent.send(&subscribe).map_err(|e| e.to_string())?;
+    Ok(silent)
 }
 
 /// Rescans with changes until the non-reader's socket stops filling; says
@@ -240,6 +265,8 @@ async fn sample(
             row.reply.push(ms(reply));
             row.first.push(ms(first.unwrap_or(t0) - t0));
             row.last.push(ms(last - t0));
+            row.ratio
+                .push((last - t0).as_secs_f64() / reply.as_secs_f64());
         }
     }
     Ok(row)

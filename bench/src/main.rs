@@ -77,6 +77,7 @@ fn main() {
         }
         v
     };
+    daemon::prepare();
     println!("{}", machine::describe());
     let start = Instant::now();
     let mut failed = false;
