@@ -160,7 +160,7 @@ fn vms(n: usize, extra: bool) -> Vec<ActiveVm> {
 
 /// `$TMPDIR` if set, else `/dev/shm` (tmpfs, like `/run` where the live
 /// directory goes on a real host), else the system temp dir.
-fn scratch_dir() -> PathBuf {
+pub(crate) fn scratch_dir() -> PathBuf {
     if std::env::var_os("TMPDIR").is_none() && Path::new("/dev/shm").is_dir() {
         return "/dev/shm".into();
     }
@@ -254,7 +254,7 @@ fn measure(bin: &Path, scratch: &Path, n: usize, runs: usize) -> Result<Row, Str
 }
 
 /// The rendered source of the database the applier made live.
-fn live_source(live: &Path) -> Result<PathBuf, String> {
+pub(crate) fn live_source(live: &Path) -> Result<PathBuf, String> {
     let db = fs::read_link(live.join("compiled")).map_err(|e| e.to_string())?;
     let name = db.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     let id = name
@@ -263,7 +263,7 @@ fn live_source(live: &Path) -> Result<PathBuf, String> {
     Ok(db.with_file_name(format!("src-{id}")))
 }
 
-fn child_path(bin: &Path) -> String {
+pub(crate) fn child_path(bin: &Path) -> String {
     format!(
         "{}:{}",
         bin.display(),
@@ -271,7 +271,7 @@ fn child_path(bin: &Path) -> String {
     )
 }
 
-fn check(cmd: &mut Command) -> Result<Duration, String> {
+pub(crate) fn check(cmd: &mut Command) -> Result<Duration, String> {
     let t = Instant::now();
     let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
     let took = t.elapsed();

@@ -1,10 +1,23 @@
 //! `vm-catalog-bench`: every benchmark suite, each printing a table.
 //!
-//! Run all: `cargo run --release -p vm-catalog-bench`; one suite:
-//! `cargo run --release -p vm-catalog-bench -- rescan` (or `apply`).
+//! Run all: `cargo run --release -p vm-catalog-bench`; some:
+//! `cargo run --release -p vm-catalog-bench -- rpc fanout`. Every figure is
+//! a ratio against a baseline measured in the same run, or a median with
+//! min and max over several runs.
 
 mod apply;
+mod daemon;
+mod echo;
+mod fanout;
+mod footprint;
+mod machine;
+mod raw;
 mod rescan;
+mod rescan_apply;
+mod rpc;
+mod stats;
+
+use std::time::Instant;
 
 use clap::Parser;
 
@@ -12,7 +25,8 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "vm-catalog-bench")]
 struct Args {
-    /// Suites to run (default: all).
+    /// Suites to run (default: all): rescan, apply,
+    /// rescan-apply, rpc, fanout, footprint.
     suites: Vec<String>,
     /// Fewer iterations, for a quick check that the suites still run.
     #[arg(long)]
@@ -23,10 +37,27 @@ struct Args {
 type Suite = (&'static str, fn(bool) -> Result<(), String>);
 
 /// Every suite, in the order "all" runs them.
-const SUITES: &[Suite] = &[("rescan", rescan::run), ("apply", apply::run)];
+const SUITES: &[Suite] = &[
+    ("rescan", rescan::run),
+    ("apply", apply::run),
+    ("rescan-apply", rescan_apply::run),
+    ("rpc", rpc::run),
+    ("fanout", fanout::run),
+    ("footprint", footprint::run),
+];
 
 fn main() {
+    let mut argv = std::env::args_os().skip(1);
+    if argv.next().is_some_and(|a| a == echo::ARG) {
+        let socket = argv.next().expect("the echo server's socket path");
+        if let Err(e) = echo::serve(std::path::Path::new(&socket)) {
+            eprintln!("vm-catalog-bench: echo server: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let args = Args::parse();
+    raise_open_files();
     let chosen: Vec<&Suite> = if args.suites.is_empty() {
         SUITES.iter().collect()
     } else {
@@ -46,12 +77,32 @@ fn main() {
         }
         v
     };
+    daemon::prepare();
+    println!("{}", machine::describe());
+    let start = Instant::now();
     let mut failed = false;
     for (name, run) in chosen {
+        let t = Instant::now();
         if let Err(e) = run(args.quick) {
             eprintln!("vm-catalog-bench: suite {name} failed: {e}");
             failed = true;
         }
+        println!("({name}: {:.0} s)\n", t.elapsed().as_secs_f64());
     }
+    println!("all: {:.0} s", start.elapsed().as_secs_f64());
     std::process::exit(i32::from(failed));
+}
+
+/// Raises the soft limit of open files to the hard one: the fan-out and
+/// footprint suites hold a thousand connections, and the daemon they start
+/// inherits the limit.
+fn raise_open_files() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current != l.maximum {
+        l.current = l.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, l) {
+            eprintln!("vm-catalog-bench: cannot raise the open files limit: {e}");
+        }
+    }
 }

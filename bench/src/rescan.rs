@@ -104,7 +104,7 @@ fn bare_walk(dir: &Path) -> rustix::io::Result<usize> {
 
 /// The file system a path is on, for the table's title: readdir and lookup
 /// costs are the file system's.
-fn fs_name(p: &Path) -> String {
+pub(crate) fn fs_name(p: &Path) -> String {
     match rustix::fs::statfs(p).map(|s| s.f_type as u64) {
         Ok(0xef53) => "ext4".into(),
         Ok(0x0102_1994) => "tmpfs".into(),
