@@ -25,6 +25,9 @@ use crate::error::{Error, Result, Versions};
 
 /// Frames queued per call before the reader stops reading the socket.
 const CALL_QUEUE: usize = 64;
+/// How long the reader waits for a call whose queue is full before it ends
+/// that call with [`Error::Overflow`].
+const STREAM_STALL: Duration = Duration::from_secs(1);
 
 /// How to connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +114,20 @@ impl Inner {
         }
     }
 
+    /// Why a call's queue ended without a terminal frame.
+    fn ended(&self) -> Error {
+        match self
+            .closed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            Some(c) => c.to_error(),
+            // The reader dropped the queue: the call did not read in time.
+            None => Error::Overflow,
+        }
+    }
+
     fn unregister(&self, id: u32) {
         self.calls
             .lock()
@@ -150,6 +167,13 @@ pub struct Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.reader.abort();
+        // Streams that outlive the client end (they hold `Inner`, not the
+        // reader), and the daemon sees the connection go.
+        let mut calls = self.inner.calls.lock().unwrap_or_else(|e| e.into_inner());
+        let mut closed = self.inner.closed.lock().unwrap_or_else(|e| e.into_inner());
+        closed.get_or_insert(Closed::Eof);
+        calls.clear();
+        let _ = self.inner.socket.shutdown(std::net::Shutdown::Both);
     }
 }
 
@@ -270,7 +294,7 @@ impl Client {
                 "unexpected {kind:?} for a unary call"
             ))),
             Some(Incoming::Closed(c)) => Err(c.to_error()),
-            None => Err(Error::Disconnected(None)),
+            None => Err(self.inner.ended()),
         };
         drop(guard);
         reply
@@ -362,7 +386,7 @@ impl<C: Streaming> CallStream<C> {
                 Err(Error::Protocol(format!("unexpected {kind:?} in a stream")))
             }
             Some(Incoming::Closed(c)) => Err(c.to_error()),
-            None => Err(Error::Disconnected(None)),
+            None => Err(self.inner.ended()),
         };
         self.done = true;
         Some(r)
@@ -450,13 +474,29 @@ async fn read_loop(inner: Arc<Inner>) {
             }
         };
         if let Some(tx) = tx {
-            // Waits while the caller's queue is full: backpressure to the daemon.
-            let _ = tx
-                .send(Incoming::Frame {
-                    kind: h.kind,
-                    body: frame.body.to_vec(),
-                })
-                .await;
+            // Waits a little while the caller's queue is full (backpressure);
+            // a stream nobody reads must not stall every other call of the
+            // connection, so after STREAM_STALL it is dropped and cancelled.
+            let item = Incoming::Frame {
+                kind: h.kind,
+                body: frame.body.to_vec(),
+            };
+            if tokio::time::timeout(STREAM_STALL, tx.send(item))
+                .await
+                .is_err()
+            {
+                inner.unregister(h.call_id);
+                let inner = inner.clone();
+                tokio::spawn(async move {
+                    if let Ok((cid, _rx)) = inner.register() {
+                        let cancel = vm_catalog_protocol::Cancel { call_id: h.call_id };
+                        let _ = inner
+                            .send(message::request(cid, &cancel, inner.welcome.max_frame))
+                            .await;
+                        inner.unregister(cid);
+                    }
+                });
+            }
         }
     };
     let calls: Vec<_> = {

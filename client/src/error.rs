@@ -36,6 +36,10 @@ pub enum Error {
     /// The daemon sent something this client cannot read.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// A stream was not read for too long while frames for it arrived: it
+    /// was cancelled so that the connection's other calls go on.
+    #[error("the stream was not read in time and was cancelled")]
+    Overflow,
     /// A frame could not be built (a call too large for the frame size).
     #[error("cannot send the call")]
     Frame(#[source] FrameError),

@@ -565,3 +565,123 @@ async fn shutdown_says_goodbye_to_subscribers() {
     }
     stopping.await.unwrap();
 }
+
+/// Regression (review): a subscription that nobody polled stalled the
+/// client's reader, so every other call on the same `Client` hung.
+#[tokio::test]
+async fn an_unread_stream_does_not_block_the_clients_other_calls() {
+    let srv = Server::start(Limits::default(), None).await;
+    let c = Client::connect(&srv.path).await.unwrap();
+    let mut stream = c.subscribe(None).await.unwrap();
+    while !matches!(stream.next().await, Some(Ok(Event::Synced { .. }))) {}
+    // Far more frames than the stream's queue holds, while it is not read.
+    for g in 0..200 {
+        srv.publish(vec![entry(&format!("vm-{g}"), VmState::Active)]);
+    }
+    let pong = tokio::time::timeout(Duration::from_secs(10), c.ping(vec![7])).await;
+    assert_eq!(pong.expect("ping answered in time").unwrap(), [7]);
+    // The stream itself ends with a clear error once its queue is drained.
+    let mut ended = None;
+    let mut n = 0;
+    while let Some(item) = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .unwrap_or_else(|_| panic!("the stream hangs after {n} items"))
+    {
+        n += 1;
+        if let Err(e) = item {
+            ended = Some(e);
+            break;
+        }
+    }
+    assert!(matches!(ended, Some(Error::Overflow)), "{ended:?}");
+    srv.stop().await;
+}
+
+/// Regression (review): a stream that outlived its `Client` waited forever.
+#[tokio::test]
+async fn a_stream_that_outlives_its_client_ends() {
+    let srv = Server::start(Limits::default(), None).await;
+    let c = Client::connect(&srv.path).await.unwrap();
+    let mut stream = c.subscribe(None).await.unwrap();
+    drop(c);
+    let mut ended = false;
+    while let Some(item) = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("the stream ends instead of hanging")
+    {
+        if item.is_err() {
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended);
+    srv.stop().await;
+}
+
+/// Regression (review): a client that stopped reading held the read loop
+/// of its connection (and with it the daemon's shutdown) forever.
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_cut_off_and_shutdown_is_not_held_up() {
+    let limits = Limits {
+        send_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let srv = Server::start(limits, None).await;
+    let (s, w) = raw(&srv.path).await;
+    // Pings with large payloads, never read: the socket's queue fills.
+    let payload = vec![0u8; w.max_frame as usize - 200];
+    for id in 1..=64u32 {
+        let f = message::request(
+            id,
+            &Ping {
+                payload: payload.clone(),
+            },
+            w.max_frame,
+        )
+        .unwrap();
+        if tokio::time::timeout(Duration::from_millis(200), s.send(&f))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Others are still served, and the daemon stops promptly.
+    let c = Client::connect(&srv.path).await.unwrap();
+    c.ping(vec![1]).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), srv.stop())
+        .await
+        .expect("stopped in time");
+}
+
+/// Calls beyond the per-connection limit get `Busy` (the limit is checked
+/// before a task is made for the call).
+#[tokio::test]
+async fn calls_beyond_the_in_flight_limit_get_busy() {
+    let srv = Server::start(Limits::default(), None).await;
+    let (s, w) = raw(&srv.path).await;
+    for id in 1..=40u32 {
+        s.send(&message::request(id, &Subscribe { since: None }, w.max_frame).unwrap())
+            .await
+            .unwrap();
+    }
+    let mut busy = 0;
+    for _ in 0..200 {
+        let (h, body) = recv_frame(&s).await;
+        if h.kind == FrameKind::Error {
+            assert_eq!(
+                codec::decode::<ErrorBody>(&body, Compat::Exact)
+                    .unwrap()
+                    .code,
+                ErrorCode::Busy
+            );
+            busy += 1;
+            if busy == 8 {
+                break;
+            }
+        }
+    }
+    assert_eq!(busy, 8, "40 subscriptions, 32 allowed");
+    srv.stop().await;
+}
