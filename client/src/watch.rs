@@ -280,7 +280,10 @@ impl Watch {
         Self::since(path, None)
     }
 
-    /// A watch that resumes from `since` (e.g. a cursor saved before).
+    /// A watch that resumes from `since`, for a client that keeps its own
+    /// copy of the catalog: it gets the changes after `since` (or a reset).
+    /// Its [`Watch::mirror`] holds only what it has seen since then; to
+    /// resume a mirror, use [`Watch::resume`].
     pub fn since(path: impl Into<PathBuf>, since: Option<Cursor>) -> Self {
         Watch {
             path: path.into(),
@@ -298,6 +301,15 @@ impl Watch {
             backoff: Backoff::new(),
             wait: None,
         }
+    }
+
+    /// A watch that resumes a mirror saved earlier (from
+    /// [`Watch::mirror`]): the missed changes are applied to it, and a reset
+    /// reports exactly how the new snapshot differs from it.
+    pub fn resume(path: impl Into<PathBuf>, mirror: Mirror) -> Self {
+        let mut w = Self::since(path, mirror.cursor);
+        w.mirror = mirror;
+        w
     }
 
     /// The local copy of the catalog.

@@ -38,8 +38,8 @@ pub enum ConfigError {
         "two sources are labelled {0:?}; labels must be unique (`builtin` is taken, and `user` unless --no-partitions)"
     )]
     DuplicateLabel(String),
-    /// A path that must be absolute.
-    #[error("{arg}: {path} is not an absolute path")]
+    /// A relative path that cannot be made absolute (no working directory).
+    #[error("{arg}: cannot make {path} absolute")]
     Relative {
         /// The option.
         arg: &'static str,
@@ -54,6 +54,9 @@ pub enum ConfigError {
         /// The group.
         group: String,
     },
+    /// A trusted target prefix that is not an absolute, normal path.
+    #[error("--trusted-target: {0} must be an absolute path without '.' or '..' components")]
+    TrustedTarget(PathBuf),
     /// A prefix s6 cannot take.
     #[error("--prefix: {0:?} must not contain '/' or a newline")]
     Prefix(String),
@@ -186,7 +189,7 @@ impl Config {
                 ..Limits::default()
             },
             sources: sources(args, matches)?,
-            trusted_targets: args.trusted_targets.clone(),
+            trusted_targets: trusted_targets(&args.trusted_targets)?,
             watch: (!args.no_watch).then(|| Duration::from_millis(args.debounce_ms)),
             partitions: (!args.no_partitions).then(|| PartitionConfig {
                 disks: args.partition_disks.clone(),
@@ -205,8 +208,12 @@ impl Config {
                     scandir: absolute("--scandir", &args.scandir)?,
                     prefix: args.prefix.clone(),
                     bindir: args.s6rc_bindir.clone(),
-                    template: args.service_template.clone(),
-                    start_command: args.start_command.clone(),
+                    template: args
+                        .service_template
+                        .as_deref()
+                        .map(|t| absolute("--service-template", t))
+                        .transpose()?,
+                    start_command: absolute("--start-command", &args.start_command)?,
                     restart_changed: args.restart_changed,
                     max_services: args.max_services,
                     state: state_dir.join("s6-rc"),
@@ -232,6 +239,19 @@ fn absolute(arg: &'static str, p: &std::path::Path) -> Result<PathBuf, ConfigErr
                 path: p.to_owned(),
             })
     }
+}
+
+fn trusted_targets(prefixes: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
+    prefixes
+        .iter()
+        .map(|p| {
+            if crate::definition::is_valid_prefix(p) {
+                Ok(p.clone())
+            } else {
+                Err(ConfigError::TrustedTarget(p.clone()))
+            }
+        })
+        .collect()
 }
 
 fn sources(args: &DaemonArgs, matches: Option<&ArgMatches>) -> Result<Vec<DirSource>, ConfigError> {
@@ -393,6 +413,15 @@ mod tests {
         ])
         .unwrap_err();
         assert!(matches!(e, ConfigError::DuplicateLabel(l) if l == "a"));
+    }
+
+    #[test]
+    fn trusted_targets_must_be_absolute_and_normal() {
+        assert!(resolve(&["vm-catalogd", "--trusted-target", "/opt/img/"]).is_ok());
+        for bad in ["img/", "/usr/img/../..", "relative/../x"] {
+            let e = resolve(&["vm-catalogd", "--trusted-target", bad]).unwrap_err();
+            assert!(matches!(e, ConfigError::TrustedTarget(_)), "{bad}: {e}");
+        }
     }
 
     #[test]

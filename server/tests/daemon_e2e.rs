@@ -575,3 +575,54 @@ async fn watches_follow_directories_created_later_and_recreated() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_resumed_mirror_gets_exactly_the_missed_changes() {
+    let mut d = daemon();
+    d.arg("--no-watch");
+    d.user_vm("a");
+    d.start().unwrap();
+    let c = Client::connect(d.socket()).await.unwrap();
+    let mut w = Watch::new(d.socket());
+    assert!(matches!(next(&mut w).await, WatchEvent::Reset { .. }));
+    let saved = w.mirror().clone();
+    drop(w);
+    d.user_vm("b");
+    c.rescan(false).await.unwrap();
+    let mut w = Watch::resume(d.socket(), saved);
+    assert!(matches!(next(&mut w).await, WatchEvent::Changes { .. }));
+    assert!(matches!(next(&mut w).await, WatchEvent::Resumed { .. }));
+    let names: Vec<_> = w.mirror().active().map(|e| e.name.to_string()).collect();
+    assert_eq!(names, ["a", "b"]);
+    // After a restart, the reset reports exactly what differs.
+    drop(c);
+    d.stop();
+    std::fs::remove_dir_all(d.user().join("a")).unwrap();
+    d.start().unwrap();
+    loop {
+        match next(&mut w).await {
+            WatchEvent::Disconnected { .. } => continue,
+            WatchEvent::Reset {
+                reason, changes, ..
+            } => {
+                assert_eq!(reason, ResetReason::NewEpoch);
+                let kinds: Vec<_> = changes
+                    .iter()
+                    .map(|c| match &c.item {
+                        ChangeItem::Vm(e) => (e.name.to_string(), c.kind),
+                        ChangeItem::Source(s) => (s.label.to_string(), c.kind),
+                    })
+                    .collect();
+                assert_eq!(
+                    kinds,
+                    [
+                        ("user".to_string(), ChangeKind::Changed),
+                        ("a".into(), ChangeKind::Removed)
+                    ]
+                );
+                break;
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+}
