@@ -25,6 +25,7 @@ use vm_catalog_protocol::{
 use super::conn::Conn;
 use super::error::CallError;
 use super::peer::Peer;
+use super::recv::{self, Datagram};
 use super::service::{self, Call, CallService};
 use super::{Admission, Ctx};
 
@@ -212,7 +213,6 @@ enum Flow {
 async fn serve_calls(conn: Arc<Conn>, ctx: &Arc<Ctx>) {
     let mut svc = service::stack(ctx.clone());
     let mut tasks = JoinSet::new();
-    let mut buf = vec![0u8; conn.max_frame as usize + 1];
     let mut shutting_down = false;
     loop {
         let received = tokio::select! {
@@ -221,23 +221,21 @@ async fn serve_calls(conn: Arc<Conn>, ctx: &Arc<Ctx>) {
                 break;
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
-            r = conn.socket.recv(&mut buf) => r,
+            r = recv::recv(&conn.socket, conn.max_frame as usize) => r,
         };
-        let info = match received {
-            Ok(info) if info.bytes_read() == 0 => break,
-            Ok(info) => info,
+        let flow = match received {
+            Ok(Datagram::Eof) => break,
             Err(e) => {
                 tracing::debug!(error = %e, "receive failed");
                 break;
             }
-        };
-        let flow = if info.truncated() {
-            let _ = conn.error(0, 0, &too_large(conn.max_frame)).await;
-            Flow::Close
-        } else {
+            Ok(Datagram::TooLarge(_)) => {
+                let _ = conn.error(0, 0, &too_large(conn.max_frame)).await;
+                Flow::Close
+            }
             // Sends within have a deadline: a peer that stops reading is
             // cut off and this loop ends, so shutdown never waits on it.
-            on_frame(&conn, ctx, &mut svc, &mut tasks, &buf[..info.bytes_read()]).await
+            Ok(Datagram::Frame(frame)) => on_frame(&conn, ctx, &mut svc, &mut tasks, &frame).await,
         };
         if let Flow::Close = flow {
             break;

@@ -24,6 +24,7 @@ pub mod handlers;
 pub mod listener;
 pub mod pages;
 pub mod peer;
+pub mod recv;
 pub mod service;
 
 /// Limits that protect the daemon from its clients.
