@@ -6,7 +6,8 @@
 //! The real `vm-catalogd` (catalog only, 100 generated definitions) is
 //! driven two ways: raw frames over blocking syscalls, exactly like the
 //! echo's client (so the difference is the daemon's), and the real client
-//! library, `vm_catalog::Client`, on a current-thread tokio runtime (what a
+//! library: `vm_catalog::BlockingClient`, and `vm_catalog::Client` on a
+//! current-thread tokio runtime (what a
 //! program gets). Each client is a thread with its own connection; calls are
 //! sequential on it.
 //!
@@ -34,7 +35,7 @@ const PING_PAYLOAD: usize = 48;
 /// Concurrent clients measured.
 const CLIENTS: [usize; 2] = [1, 16];
 /// The ways a round trip is made, in table order.
-const WAYS: [Way; 3] = [Way::Echo, Way::Raw, Way::Client];
+const WAYS: [Way; 4] = [Way::Echo, Way::Raw, Way::Blocking, Way::Client];
 
 /// How a round trip is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +44,8 @@ enum Way {
     Echo,
     /// Raw frames to the daemon.
     Raw,
+    /// `vm_catalog::BlockingClient` to the daemon.
+    Blocking,
     /// `vm_catalog::Client` to the daemon.
     Client,
 }
@@ -52,6 +55,7 @@ impl Way {
         match self {
             Way::Echo => "raw echo (baseline)",
             Way::Raw => "daemon, raw frames",
+            Way::Blocking => "daemon, vm_catalog::BlockingClient",
             Way::Client => "daemon, vm_catalog::Client",
         }
     }
@@ -154,7 +158,7 @@ fn print(runs: usize, msgs: &[Msg], shapes: &[Shape], results: &[Vec<Vec<Vec<Sam
          median over the echo's median"
     );
     println!(
-        "  {:<28} {:>24} {:>22} {:>22} {:>11} {:>11}",
+        "  {:<36} {:>24} {:>22} {:>22} {:>11} {:>11}",
         "", "round trips/s", "p50 us", "p99 us", "p50 x echo", "p99 x echo"
     );
     let mut ping_ratios = Vec::new();
@@ -182,7 +186,7 @@ fn print(runs: usize, msgs: &[Msg], shapes: &[Shape], results: &[Vec<Vec<Vec<Sam
                     ping_ratios.push((*clients, *way, r50));
                 }
                 println!(
-                    "  {:<28} {:>24} {:>22} {:>22} {:>10.2}x {:>10.2}x",
+                    "  {:<36} {:>24} {:>22} {:>22} {:>10.2}x {:>10.2}x",
                     way.label(),
                     rate.show(0),
                     p50.show(1),
@@ -271,6 +275,10 @@ impl Env<'_> {
                     c.finish_call(|_, _| {}).map_err(e)
                 })
             }
+            Way::Blocking => {
+                let conn = vm_catalog::BlockingClient::connect(self.socket).map_err(e);
+                timed(conn, warm, calls, barrier, |c| blocking_call(c, self.msg))
+            }
             Way::Client => {
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -344,6 +352,16 @@ fn request(c: &mut RawClient, msg: &Msg) -> Result<Vec<u8>, String> {
         }),
         Msg::GetVm(name) => c.request(&GetVm { name: name.clone() }),
         Msg::ListVms => c.request(&ListVms::default()),
+    }
+    .map_err(e)
+}
+
+/// One call through the blocking client.
+fn blocking_call(c: &mut vm_catalog::BlockingClient, msg: &Msg) -> Result<(), String> {
+    match msg {
+        Msg::Ping(payload) => c.ping(payload.clone()).map(drop),
+        Msg::GetVm(name) => c.get_vm(name).map(drop),
+        Msg::ListVms => c.list_vms(false, None).map(drop),
     }
     .map_err(e)
 }

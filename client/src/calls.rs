@@ -26,6 +26,17 @@ pub struct RescanReport {
     pub outcome: RescanOutcome,
 }
 
+/// Checks that a `ListVms` stream delivered the entries its end announced.
+pub(crate) fn check_list(end: &vm_catalog_protocol::ListEnd, received: usize) -> Result<()> {
+    if end.total as usize != received {
+        return Err(Error::Protocol(format!(
+            "ListVms announced {} entries and sent {received}",
+            end.total
+        )));
+    }
+    Ok(())
+}
+
 impl Client {
     /// Round trip with an arbitrary payload; returns the echoed payload.
     pub async fn ping(&self, payload: Vec<u8>) -> Result<Vec<u8>> {

@@ -148,6 +148,49 @@ impl Inner {
     }
 }
 
+/// The `Hello` frame for `opts`.
+pub(crate) fn hello_frame(opts: &ConnectOptions) -> Result<Vec<u8>> {
+    let hello = Hello {
+        client: opts.client_name.clone(),
+        versions: SUPPORTED_VERSIONS,
+        max_frame: opts.max_frame,
+        features: Features::KNOWN,
+    };
+    message::hello(&hello).map_err(Error::Frame)
+}
+
+/// Reads the daemon's answer to `Hello`: its `Welcome`, or why not.
+pub(crate) fn read_welcome(datagram: &[u8]) -> Result<Welcome> {
+    if datagram.is_empty() {
+        return Err(Error::Disconnected(None));
+    }
+    let frame = decode_frame(datagram, HANDSHAKE_MAX_FRAME)
+        .map_err(|e| Error::Protocol(format!("bad answer to Hello: {e}")))?;
+    let lenient = |body: &[u8]| -> Result<ErrorBody> {
+        codec::decode(body, Compat::Record).map_err(|e| Error::Protocol(e.to_string()))
+    };
+    match frame.header.kind {
+        FrameKind::Welcome => codec::decode(frame.body, Compat::Record)
+            .map_err(|e| Error::Protocol(format!("bad Welcome: {e}"))),
+        FrameKind::Error => {
+            let body = lenient(frame.body)?;
+            if body.code == ErrorCode::UnsupportedVersion {
+                return Err(Error::Incompatible {
+                    server: Versions(body.supported),
+                    client: Versions(Some(SUPPORTED_VERSIONS)),
+                });
+            }
+            Err(Error::Daemon(body))
+        }
+        FrameKind::Goodbye => {
+            let g: Goodbye = codec::decode(frame.body, Compat::Record)
+                .map_err(|e| Error::Protocol(e.to_string()))?;
+            Err(Error::Goodbye(g.reason))
+        }
+        k => Err(Error::Protocol(format!("expected Welcome, got {k:?}"))),
+    }
+}
+
 /// A connection to `vm-catalogd`.
 ///
 /// ```no_run
@@ -202,14 +245,8 @@ impl Client {
                 path: path.to_owned(),
                 source,
             })?;
-        let hello = Hello {
-            client: opts.client_name.clone(),
-            versions: SUPPORTED_VERSIONS,
-            max_frame: opts.max_frame,
-            features: Features::KNOWN,
-        };
         socket
-            .send(&message::hello(&hello).map_err(Error::Frame)?)
+            .send(&hello_frame(opts)?)
             .await
             .map_err(|e| Error::Disconnected(Some(e)))?;
         let mut buf = vec![0u8; HANDSHAKE_MAX_FRAME as usize + 1];
@@ -217,34 +254,7 @@ impl Client {
             .recv(&mut buf)
             .await
             .map_err(|e| Error::Disconnected(Some(e)))?;
-        if info.bytes_read() == 0 {
-            return Err(Error::Disconnected(None));
-        }
-        let frame = decode_frame(&buf[..info.bytes_read()], HANDSHAKE_MAX_FRAME)
-            .map_err(|e| Error::Protocol(format!("bad answer to Hello: {e}")))?;
-        let lenient = |body: &[u8]| -> Result<ErrorBody> {
-            codec::decode(body, Compat::Record).map_err(|e| Error::Protocol(e.to_string()))
-        };
-        let welcome: Welcome = match frame.header.kind {
-            FrameKind::Welcome => codec::decode(frame.body, Compat::Record)
-                .map_err(|e| Error::Protocol(format!("bad Welcome: {e}")))?,
-            FrameKind::Error => {
-                let body = lenient(frame.body)?;
-                if body.code == ErrorCode::UnsupportedVersion {
-                    return Err(Error::Incompatible {
-                        server: Versions(body.supported),
-                        client: Versions(Some(SUPPORTED_VERSIONS)),
-                    });
-                }
-                return Err(Error::Daemon(body));
-            }
-            FrameKind::Goodbye => {
-                let g: Goodbye = codec::decode(frame.body, Compat::Record)
-                    .map_err(|e| Error::Protocol(e.to_string()))?;
-                return Err(Error::Goodbye(g.reason));
-            }
-            k => return Err(Error::Protocol(format!("expected Welcome, got {k:?}"))),
-        };
+        let welcome = read_welcome(&buf[..info.bytes_read()])?;
         let inner = Arc::new(Inner {
             socket,
             compat: Compat::between(PROTOCOL_VERSION, welcome.supported.max),

@@ -626,3 +626,39 @@ async fn a_resumed_mirror_gets_exactly_the_missed_changes() {
         }
     }
 }
+
+#[test]
+fn the_blocking_client_makes_every_call() {
+    let mut d = daemon();
+    d.arg("--no-watch");
+    d.builtin_vm("netvm");
+    d.user_vm("netvm");
+    d.start().unwrap();
+    let mut c = vm_catalog::BlockingClient::connect(d.socket()).unwrap();
+    assert_eq!(c.ping(vec![1, 2]).unwrap(), [1, 2]);
+    assert_eq!(c.info().unwrap().active_vms, 1);
+    let all = c.list_vms(true, None).unwrap();
+    assert_eq!(all.vms.len(), 2);
+    let detail = c.get_vm(&"netvm".parse().unwrap()).unwrap();
+    assert_eq!(detail.others.len(), 1);
+    assert!(
+        c.get_vm(&"nosuch".parse().unwrap())
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert_eq!(c.sources().unwrap().sources.len(), 2);
+    d.user_vm("app");
+    let r = c.rescan(false).unwrap();
+    assert!(
+        r.changes
+            .iter()
+            .any(|ch| matches!(&ch.item, ChangeItem::Vm(e) if e.name.as_str() == "app"))
+    );
+    // Still usable after an error, and the daemon going away is reported.
+    assert_eq!(c.ping(vec![]).unwrap(), Vec::<u8>::new());
+    d.stop();
+    let e = c.ping(vec![]).unwrap_err();
+    assert!(e.is_unavailable(), "{e}");
+    let e = vm_catalog::BlockingClient::connect(d.socket()).unwrap_err();
+    assert!(matches!(e, Error::Unreachable { .. }), "{e}");
+}
