@@ -2,7 +2,8 @@
 //!
 //! [`serve`] is the whole server: it takes a bound listener and the shared
 //! [`Ctx`], and returns when `ctx.shutdown` is cancelled and every connection
-//! has said goodbye.
+//! has closed: each says goodbye within a grace period, and no send waits
+//! longer than the send deadline, so that is bounded.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
