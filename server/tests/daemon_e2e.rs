@@ -33,6 +33,17 @@ async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut cond: F) {
     }
 }
 
+/// What each change is about (a VM's name or a source's label) and its kind.
+fn kinds(changes: &[Change]) -> Vec<(String, ChangeKind)> {
+    changes
+        .iter()
+        .map(|c| match &c.item {
+            ChangeItem::Vm(e) => (e.name.to_string(), c.kind),
+            ChangeItem::Source(s) => (s.label.to_string(), c.kind),
+        })
+        .collect()
+}
+
 fn names(list: &vm_catalog::VmList) -> Vec<String> {
     list.vms
         .iter()
@@ -265,13 +276,7 @@ async fn subscribers_resume_without_gaps_and_resync_after_a_restart() {
                 // holds only what it replayed: b and c): b is gone, a is
                 // new to it, the user source lost a definition, and the
                 // built-in source is new to it.
-                let kinds: Vec<_> = changes
-                    .iter()
-                    .map(|c| match &c.item {
-                        ChangeItem::Vm(e) => (e.name.to_string(), c.kind),
-                        ChangeItem::Source(s) => (s.label.to_string(), c.kind),
-                    })
-                    .collect();
+                let kinds = kinds(&changes);
                 assert_eq!(
                     kinds,
                     [
@@ -606,13 +611,7 @@ async fn a_resumed_mirror_gets_exactly_the_missed_changes() {
                 reason, changes, ..
             } => {
                 assert_eq!(reason, ResetReason::NewEpoch);
-                let kinds: Vec<_> = changes
-                    .iter()
-                    .map(|c| match &c.item {
-                        ChangeItem::Vm(e) => (e.name.to_string(), c.kind),
-                        ChangeItem::Source(s) => (s.label.to_string(), c.kind),
-                    })
-                    .collect();
+                let kinds = kinds(&changes);
                 assert_eq!(
                     kinds,
                     [
