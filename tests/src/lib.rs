@@ -1,9 +1,12 @@
 //! Shared test harness: temp dirs, s6-svscan, loop disks, the daemon under test.
 //!
 //! Tests that need root, a loop device or a missing tool call one of the
-//! `require_*` functions first; they print `SKIP: <reason>` and return `None`
-//! when the test cannot run here, so the test returns without asserting
-//! anything and says so.
+//! `require_*` functions first. Where the test cannot run here they print
+//! `SKIP <test>: <reason>` straight to the terminal (past the test harness's
+//! output capture, so the line shows even though the test then passes) and
+//! return `None`, so the test returns without asserting anything and says so.
+//! Under `CI=true` they panic instead: CI must prove what it claims, so a
+//! missing tool, root or loop device fails the test, naming what is missing.
 
 pub mod daemon;
 pub mod loopdev;
@@ -15,9 +18,27 @@ pub mod tree;
 pub mod wire;
 pub use tree::Tree;
 
-/// Prints the standard skip line. Use it when a test cannot run here.
+/// Whether the tests run under CI (`CI=true`, as `.ci/run` sets it), where
+/// nothing may be skipped.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| v == "true" || v == "1")
+}
+
+/// Says that the calling test cannot run here. Outside CI it writes
+/// `SKIP <test>: <reason>` to the process's stderr directly, which the test
+/// harness does not capture, so the skip is visible in `cargo test`'s output
+/// beside `test … ok`; the caller then returns. Under CI ([`in_ci`]) it
+/// panics with the reason instead, failing the test.
 pub fn skip(reason: &str) {
-    eprintln!("SKIP: {reason}");
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("<unnamed test>");
+    if in_ci() {
+        panic!("CI=true and this test cannot run: {reason}");
+    }
+    use std::io::Write as _;
+    // `eprintln!` would be captured (and shown only on failure); a write to
+    // the stderr handle is not.
+    let _ = writeln!(std::io::stderr().lock(), "SKIP {test}: {reason}");
 }
 
 /// Whether the process runs as root.
@@ -73,7 +94,7 @@ pub fn s6rc_bindir() -> Option<PathBuf> {
     which("s6-rc-compile").and_then(|p| p.parent().map(Path::to_path_buf))
 }
 
-/// [`s6rc_bindir`], or prints `SKIP: s6-rc not installed` and returns `None`.
+/// [`s6rc_bindir`], or says `s6-rc not installed` through [`skip`] and returns `None`.
 pub fn require_s6rc() -> Option<PathBuf> {
     let d = s6rc_bindir();
     if d.is_none() {
