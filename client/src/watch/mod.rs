@@ -6,152 +6,23 @@
 //! daemon restarted (new epoch) or the watch fell behind, it takes the new
 //! snapshot and reports how it differs from what the mirror held, so a UI
 //! never has to diff, resume or deduplicate by itself.
+//!
+//! This module follows the subscription; `mirror.rs` holds the [`Mirror`],
+//! `backoff.rs` the reconnection delays.
 
-use std::collections::BTreeMap;
-use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use vm_catalog_protocol::{
-    Change, ChangeItem, ChangeKind, Cursor, Event, ResetReason, SourceEntry, SourceLabel,
-    Subscribe, VmEntry, VmName, VmState,
-};
+use vm_catalog_protocol::{Change, Cursor, Event, ResetReason, Subscribe};
 
 use crate::client::{CallStream, Client, ConnectOptions};
 use crate::error::{Error, Result};
 
-/// A local copy of the catalog.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Mirror {
-    cursor: Option<Cursor>,
-    vms: BTreeMap<(VmName, SourceLabel), VmEntry>,
-    sources: BTreeMap<SourceLabel, SourceEntry>,
-}
+mod backoff;
+mod mirror;
 
-impl Mirror {
-    /// The position of the copy (`None` before the first snapshot).
-    pub fn cursor(&self) -> Option<Cursor> {
-        self.cursor
-    }
-
-    /// Every definition, by name then source label.
-    pub fn vms(&self) -> impl Iterator<Item = &VmEntry> {
-        self.vms.values()
-    }
-
-    /// The active VMs.
-    pub fn active(&self) -> impl Iterator<Item = &VmEntry> {
-        self.vms.values().filter(|e| e.state == VmState::Active)
-    }
-
-    /// The definition that claims `name`: active, rejected or unavailable
-    /// (not shadowed).
-    pub fn get(&self, name: &str) -> Option<&VmEntry> {
-        self.vms
-            .values()
-            .filter(|e| e.name.as_str() == name)
-            .find(|e| e.state != VmState::Shadowed)
-    }
-
-    /// Every source.
-    pub fn sources(&self) -> impl Iterator<Item = &SourceEntry> {
-        self.sources.values()
-    }
-
-    /// Applies one generation's changes.
-    pub fn apply(&mut self, generation: u64, changes: &[Change]) {
-        for c in changes {
-            match (&c.item, c.kind) {
-                (ChangeItem::Vm(e), ChangeKind::Removed) => {
-                    self.vms.remove(&(e.name.clone(), e.source.clone()));
-                }
-                (ChangeItem::Vm(e), _) => {
-                    self.vms
-                        .insert((e.name.clone(), e.source.clone()), e.clone());
-                }
-                (ChangeItem::Source(s), ChangeKind::Removed) => {
-                    self.sources.remove(&s.label);
-                }
-                (ChangeItem::Source(s), _) => {
-                    self.sources.insert(s.label.clone(), s.clone());
-                }
-            }
-        }
-        if let Some(c) = &mut self.cursor {
-            c.generation = generation;
-        }
-    }
-
-    /// What changed from `self` to `new`, as changes of `new`'s generation.
-    pub fn diff(&self, new: &Mirror) -> Vec<Change> {
-        let generation = new.cursor.map(|c| c.generation).unwrap_or(0);
-        let mut out = Vec::new();
-        let mut push = |kind, item| {
-            out.push(Change {
-                generation,
-                kind,
-                item,
-            })
-        };
-        for (k, old) in &self.sources {
-            if !new.sources.contains_key(k) {
-                push(ChangeKind::Removed, ChangeItem::Source(old.clone()));
-            }
-        }
-        for (k, s) in &new.sources {
-            match self.sources.get(k) {
-                None => push(ChangeKind::Added, ChangeItem::Source(s.clone())),
-                Some(old) => {
-                    // Revisions restart with every epoch: they are not a change.
-                    let old = SourceEntry {
-                        revision: s.revision,
-                        ..old.clone()
-                    };
-                    if old != *s {
-                        let only_state = SourceEntry {
-                            state: s.state,
-                            ..old
-                        } == *s;
-                        push(kind_of(only_state), ChangeItem::Source(s.clone()));
-                    }
-                }
-            }
-        }
-        for (k, old) in &self.vms {
-            if !new.vms.contains_key(k) {
-                push(ChangeKind::Removed, ChangeItem::Vm(old.clone()));
-            }
-        }
-        for (k, e) in &new.vms {
-            match self.vms.get(k) {
-                None => push(ChangeKind::Added, ChangeItem::Vm(e.clone())),
-                Some(old) => {
-                    let old = VmEntry {
-                        revision: e.revision,
-                        ..old.clone()
-                    };
-                    if old != *e {
-                        let only_state = VmEntry {
-                            state: e.state,
-                            ..old
-                        } == *e;
-                        push(kind_of(only_state), ChangeItem::Vm(e.clone()));
-                    }
-                }
-            }
-        }
-        out
-    }
-}
-
-/// `StateChanged` when only the state differs, `Changed` otherwise.
-fn kind_of(only_state: bool) -> ChangeKind {
-    if only_state {
-        ChangeKind::StateChanged
-    } else {
-        ChangeKind::Changed
-    }
-}
+use backoff::Backoff;
+pub use mirror::Mirror;
 
 /// What a [`Watch`] reports.
 #[derive(Debug)]
@@ -191,38 +62,6 @@ pub enum WatchEvent {
         /// The backoff delay.
         retry_in: Duration,
     },
-}
-
-/// Exponential backoff with jitter: 100 ms doubling to 30 s, each delay
-/// drawn from [d/2, d].
-#[derive(Debug, Clone)]
-struct Backoff {
-    next: Duration,
-}
-
-const BACKOFF_FIRST: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
-
-impl Backoff {
-    fn new() -> Self {
-        Backoff {
-            next: BACKOFF_FIRST,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.next = BACKOFF_FIRST;
-    }
-
-    fn step(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (d * 2).min(BACKOFF_MAX);
-        let rnd = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
-        let half = d / 2;
-        half + Duration::from_nanos(rnd % (half.as_nanos() as u64 + 1))
-    }
 }
 
 enum Phase {
@@ -268,7 +107,7 @@ impl std::fmt::Debug for Watch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Watch")
             .field("path", &self.path)
-            .field("cursor", &self.mirror.cursor)
+            .field("cursor", &self.mirror.cursor())
             .field("connected", &self.conn.is_some())
             .finish()
     }
@@ -291,10 +130,7 @@ impl Watch {
                 client_name: format!("vm-catalog-watch/{}", env!("CARGO_PKG_VERSION")),
                 ..ConnectOptions::default()
             },
-            mirror: Mirror {
-                cursor: since,
-                ..Mirror::default()
-            },
+            mirror: Mirror::at(since),
             conn: None,
             phase: Phase::Live,
             partial: Vec::new(),
@@ -307,7 +143,7 @@ impl Watch {
     /// [`Watch::mirror`]): the missed changes are applied to it, and a reset
     /// reports exactly how the new snapshot differs from it.
     pub fn resume(path: impl Into<PathBuf>, mirror: Mirror) -> Self {
-        let mut w = Self::since(path, mirror.cursor);
+        let mut w = Self::since(path, mirror.cursor());
         w.mirror = mirror;
         w
     }
@@ -346,7 +182,7 @@ impl Watch {
 
     async fn connect(&mut self) -> Result<(Client, CallStream<Subscribe>)> {
         let client = Client::connect_with(&self.path, &self.opts).await?;
-        let stream = client.subscribe(self.mirror.cursor).await?;
+        let stream = client.subscribe(self.mirror.cursor()).await?;
         self.phase = Phase::Live;
         self.partial.clear();
         Ok((client, stream))
@@ -365,21 +201,13 @@ impl Watch {
                 self.partial.clear();
                 self.phase = Phase::Snapshot {
                     reason,
-                    new: Mirror {
-                        cursor: Some(cursor),
-                        ..Mirror::default()
-                    },
+                    new: Mirror::at(Some(cursor)),
                 };
                 None
             }
             Event::SnapshotPage { vms, sources } => {
                 if let Phase::Snapshot { new, .. } = &mut self.phase {
-                    for e in vms {
-                        new.vms.insert((e.name.clone(), e.source.clone()), e);
-                    }
-                    for s in sources {
-                        new.sources.insert(s.label.clone(), s);
-                    }
+                    new.extend(vms, sources);
                 }
                 None
             }
@@ -400,7 +228,7 @@ impl Watch {
                         })
                     }
                     Phase::Resuming { from } => {
-                        self.mirror.cursor = Some(cursor);
+                        self.mirror.set_cursor(cursor);
                         Some(WatchEvent::Resumed { from, to: cursor })
                     }
                     Phase::Live => None,
@@ -419,7 +247,7 @@ impl Watch {
                 // A batch the mirror already holds (never expected; cheap to check).
                 if self
                     .mirror
-                    .cursor
+                    .cursor()
                     .is_some_and(|c| c.generation >= generation)
                 {
                     return None;
@@ -436,90 +264,9 @@ impl Watch {
 
 #[cfg(test)]
 mod tests {
+    use super::mirror::tests::{mirror, vm};
     use super::*;
-    use vm_catalog_protocol::Epoch;
-
-    fn vm(name: &str, state: VmState, path: &str) -> VmEntry {
-        VmEntry {
-            name: name.parse().unwrap(),
-            source: "builtin".parse().unwrap(),
-            state,
-            path: path.into(),
-            view: None,
-            service: None,
-            providers: vec![],
-            diagnostics: vec![],
-            restart_pending: false,
-            shadowed_by: None,
-            revision: 1,
-        }
-    }
-
-    fn mirror(generation: u64, vms: &[VmEntry]) -> Mirror {
-        Mirror {
-            cursor: Some(Cursor {
-                epoch: Epoch(1),
-                generation,
-            }),
-            vms: vms
-                .iter()
-                .map(|e| ((e.name.clone(), e.source.clone()), e.clone()))
-                .collect(),
-            sources: BTreeMap::new(),
-        }
-    }
-
-    #[test]
-    fn diff_reports_added_removed_changed_and_state_changed() {
-        let old = mirror(
-            1,
-            &[
-                vm("a", VmState::Active, "/a"),
-                vm("b", VmState::Active, "/b"),
-                vm("c", VmState::Active, "/c"),
-            ],
-        );
-        let new = mirror(
-            5,
-            &[
-                vm("b", VmState::Active, "/b2"),
-                vm("c", VmState::Rejected, "/c"),
-                vm("d", VmState::Active, "/d"),
-            ],
-        );
-        let kinds: Vec<_> = old
-            .diff(&new)
-            .iter()
-            .map(|c| match &c.item {
-                ChangeItem::Vm(e) => (e.name.to_string(), c.kind, c.generation),
-                ChangeItem::Source(_) => unreachable!(),
-            })
-            .collect();
-        assert_eq!(
-            kinds,
-            [
-                ("a".into(), ChangeKind::Removed, 5),
-                ("b".into(), ChangeKind::Changed, 5),
-                ("c".into(), ChangeKind::StateChanged, 5),
-                ("d".into(), ChangeKind::Added, 5),
-            ]
-        );
-        let mut applied = old.clone();
-        applied.apply(5, &old.diff(&new));
-        assert_eq!(applied, new);
-    }
-
-    /// Regression: after a daemon restart every revision differs (they count
-    /// generations of the new epoch); that alone reported every entry as
-    /// state-changed.
-    #[test]
-    fn diff_ignores_revisions() {
-        let old = mirror(9, &[vm("a", VmState::Active, "/a")]);
-        let mut e = vm("a", VmState::Active, "/a");
-        e.revision = 7;
-        let new = mirror(1, &[e]);
-        assert!(old.diff(&new).is_empty(), "{:?}", old.diff(&new));
-    }
+    use vm_catalog_protocol::{ChangeItem, ChangeKind, VmState};
 
     #[test]
     fn a_batch_in_parts_is_applied_once_complete() {
@@ -549,17 +296,5 @@ mod tests {
         );
         assert_eq!(w.mirror.vms().count(), 2);
         assert_eq!(w.mirror.cursor().unwrap().generation, 2);
-    }
-
-    #[test]
-    fn backoff_grows_with_jitter_and_caps() {
-        let mut b = Backoff::new();
-        let first = b.step();
-        assert!(first >= BACKOFF_FIRST / 2 && first <= BACKOFF_FIRST);
-        for _ in 0..20 {
-            assert!(b.step() <= BACKOFF_MAX);
-        }
-        b.reset();
-        assert!(b.step() <= BACKOFF_FIRST);
     }
 }
