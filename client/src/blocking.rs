@@ -5,20 +5,18 @@
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketType, sockopt};
-use serde::de::DeserializeOwned;
 use tokio::runtime::{Builder, Runtime};
-use vm_catalog_protocol::codec::{self, Compat};
 use vm_catalog_protocol::{
-    Cursor, FrameKind, GetInfo, GetVm, Goodbye, HANDSHAKE_MAX_FRAME, Header, Info, ListSources,
-    ListVms, PROTOCOL_VERSION, Ping, Rescan, SourceLabel, SourceList, Streaming, Unary, VmDetail,
-    VmName, Welcome, decode_frame, message,
+    Call, Cursor, GetInfo, GetVm, HANDSHAKE_MAX_FRAME, Info, ListSources, ListVms, Ping, Rescan,
+    SourceLabel, SourceList, Streaming, Unary, VmDetail, VmName, Welcome,
 };
 
-use crate::calls::{RescanReport, VmList, check_list};
-use crate::client::{ConnectOptions, hello_frame, read_welcome};
-use crate::error::{Error, Result};
+use crate::calls::{Collect, RescanReport, VmList};
+use crate::error::{Error, ProtocolError, Result};
+use crate::session::{CallFrame, ConnectOptions, Inbound, Session, Step};
 use crate::watch::{Mirror, Watch, WatchEvent};
 
 /// A blocking connection to `vm-catalogd`.
@@ -32,16 +30,10 @@ use crate::watch::{Mirror, Watch, WatchEvent};
 /// ```
 #[derive(Debug)]
 pub struct BlockingClient {
-    fd: OwnedFd,
-    welcome: Welcome,
-    compat: Compat,
+    socket: Datagrams,
+    session: Session,
     next_id: u32,
-    buf: Vec<u8>,
     path: PathBuf,
-}
-
-fn io_err(e: rustix::io::Errno) -> std::io::Error {
-    e.into()
 }
 
 impl BlockingClient {
@@ -53,52 +45,31 @@ impl BlockingClient {
     /// Connects and completes the handshake (within `opts.timeout`).
     pub fn connect_with(path: impl AsRef<Path>, opts: &ConnectOptions) -> Result<Self> {
         let path = path.as_ref().to_owned();
-        let unreachable = |source: std::io::Error| Error::Unreachable {
+        let unreachable = |e: rustix::io::Errno| Error::Unreachable {
             path: path.clone(),
-            source,
+            source: e.into(),
         };
-        let fd = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None)
-            .map_err(|e| unreachable(io_err(e)))?;
-        let addr = SocketAddrUnix::new(&path).map_err(|e| unreachable(io_err(e)))?;
-        rustix::net::connect(&fd, &addr).map_err(|e| unreachable(io_err(e)))?;
+        let mut socket = Datagrams::connect(&path).map_err(unreachable)?;
         // The handshake is bounded; calls afterwards are not (a rescan may
         // take minutes).
-        let limit = Some(opts.timeout);
-        sockopt::set_socket_timeout(&fd, sockopt::Timeout::Recv, limit)
-            .map_err(|e| unreachable(io_err(e)))?;
-        sockopt::set_socket_timeout(&fd, sockopt::Timeout::Send, limit)
-            .map_err(|e| unreachable(io_err(e)))?;
-        let mut c = BlockingClient {
-            fd,
-            welcome: Welcome {
-                version: 0,
-                server: String::new(),
-                epoch: Default::default(),
-                max_frame: HANDSHAKE_MAX_FRAME,
-                features: Default::default(),
-                supported: vm_catalog_protocol::SUPPORTED_VERSIONS,
-            },
-            compat: Compat::Exact,
+        socket
+            .set_timeout(Some(opts.timeout))
+            .map_err(unreachable)?;
+        socket.send(&Session::hello(opts)?)?;
+        let session = Session::accept(socket.recv()?)?;
+        socket.set_timeout(None).map_err(disconnected)?;
+        socket.resize(session.max_frame());
+        Ok(BlockingClient {
+            socket,
+            session,
             next_id: 1,
-            buf: vec![0; HANDSHAKE_MAX_FRAME as usize + 1],
-            path: path.clone(),
-        };
-        c.send(&hello_frame(opts)?)?;
-        let n = c.recv_raw()?;
-        let welcome = read_welcome(&c.buf[..n])?;
-        sockopt::set_socket_timeout(&c.fd, sockopt::Timeout::Recv, None)
-            .map_err(|e| Error::Disconnected(Some(io_err(e))))?;
-        sockopt::set_socket_timeout(&c.fd, sockopt::Timeout::Send, None)
-            .map_err(|e| Error::Disconnected(Some(io_err(e))))?;
-        c.compat = Compat::between(PROTOCOL_VERSION, welcome.supported.max);
-        c.buf = vec![0; welcome.max_frame as usize + 1];
-        c.welcome = welcome;
-        Ok(c)
+            path,
+        })
     }
 
     /// The daemon's `Welcome`.
     pub fn welcome(&self) -> &Welcome {
-        &self.welcome
+        self.session.welcome()
     }
 
     /// The socket path.
@@ -106,72 +77,39 @@ impl BlockingClient {
         &self.path
     }
 
-    fn send(&self, frame: &[u8]) -> Result<()> {
-        rustix::net::send(&self.fd, frame, SendFlags::NOSIGNAL)
-            .map(|_| ())
-            .map_err(|e| Error::Disconnected(Some(io_err(e))))
+    /// Sends the request of a new call; its id.
+    fn request<C: Call>(&mut self, params: &C) -> Result<u32> {
+        let id = self.next_id;
+        self.next_id = self.next_id.checked_add(1).unwrap_or(1);
+        self.socket.send(&self.session.request(id, params)?)?;
+        Ok(id)
     }
 
-    /// Receives one datagram into `buf`; its length.
-    fn recv_raw(&mut self) -> Result<usize> {
-        let (_, len) = rustix::net::recv(&self.fd, &mut self.buf[..], RecvFlags::TRUNC)
-            .map_err(|e| Error::Disconnected(Some(io_err(e))))?;
-        if len == 0 {
-            return Err(Error::Disconnected(None));
-        }
-        if len >= self.buf.len() {
-            return Err(Error::Protocol(
-                "the daemon sent a frame larger than negotiated".into(),
-            ));
-        }
-        Ok(len)
-    }
-
-    /// Receives the next frame of call `id`: its header and body.
-    fn recv_for(&mut self, id: u32) -> Result<(Header, Vec<u8>)> {
+    /// Receives the next frame of call `id` and reads it with `read`.
+    fn recv_for<T>(
+        &mut self,
+        id: u32,
+        read: impl FnOnce(&Session, CallFrame, &[u8]) -> T,
+    ) -> Result<T> {
         loop {
-            let n = self.recv_raw()?;
-            let frame = decode_frame(&self.buf[..n], self.welcome.max_frame)
-                .map_err(|e| Error::Protocol(e.to_string()))?;
-            let h = frame.header;
-            match h.kind {
-                FrameKind::Goodbye => {
-                    let reason = codec::decode::<Goodbye>(frame.body, Compat::Record)
-                        .map(|g| g.reason)
-                        .unwrap_or_else(|_| "goodbye".into());
-                    return Err(Error::Goodbye(reason));
-                }
-                FrameKind::Error if h.call_id == 0 || h.call_id == id => {
-                    return Err(Error::Daemon(self.decode(frame.body)?));
-                }
-                _ if h.call_id == id => return Ok((h, frame.body.to_vec())),
+            let frame = self.socket.recv()?;
+            match self.session.classify(frame) {
+                Inbound::Call {
+                    call_id,
+                    kind,
+                    body,
+                } if call_id == id => return Ok(read(&self.session, kind, body)),
                 // A late frame of an earlier call (none are in flight).
-                _ => continue,
+                Inbound::Call { .. } => continue,
+                Inbound::Closed(c) => return Err(c.to_error()),
             }
         }
     }
 
-    fn decode<T: DeserializeOwned>(&self, body: &[u8]) -> Result<T> {
-        codec::decode(body, self.compat).map_err(|e| Error::Protocol(e.to_string()))
-    }
-
-    fn next_id(&mut self) -> u32 {
-        let id = self.next_id;
-        self.next_id = self.next_id.checked_add(1).unwrap_or(1);
-        id
-    }
-
     /// Makes a unary call.
     pub fn call<C: Unary>(&mut self, params: &C) -> Result<C::Reply> {
-        let id = self.next_id();
-        self.send(&message::request(id, params, self.welcome.max_frame).map_err(Error::Frame)?)?;
-        let (h, body) = self.recv_for(id)?;
-        match h.kind {
-            FrameKind::Reply => self.decode(&body),
-            k => Err(Error::Protocol(format!(
-                "unexpected {k:?} for a unary call"
-            ))),
-        }
+        let id = self.request(params)?;
+        self.recv_for(id, |session, kind, body| session.reply::<C>(kind, body))?
     }
 
     /// Makes a streaming call: `on_item` gets every item; returns the end.
@@ -180,16 +118,21 @@ impl BlockingClient {
         params: &C,
         mut on_item: impl FnMut(C::Item),
     ) -> Result<C::End> {
-        let id = self.next_id();
-        self.send(&message::request(id, params, self.welcome.max_frame).map_err(Error::Frame)?)?;
+        let id = self.request(params)?;
         loop {
-            let (h, body) = self.recv_for(id)?;
-            match h.kind {
-                FrameKind::StreamItem => on_item(self.decode(&body)?),
-                FrameKind::StreamEnd => return self.decode(&body),
-                k => return Err(Error::Protocol(format!("unexpected {k:?} in a stream"))),
+            match self.recv_for(id, |session, kind, body| session.step::<C>(kind, body))? {
+                Step::Item(item) => on_item(item?),
+                Step::End(end) => return Ok(end),
+                Step::Failed(e) => return Err(e),
             }
         }
+    }
+
+    /// Makes streaming call `C` and folds its items into its result.
+    fn collect<C: Collect>(&mut self, params: &C) -> Result<C::Output> {
+        let mut acc = C::Acc::default();
+        let end = self.stream(params, |item| C::push(&mut acc, item))?;
+        C::finish(acc, end)
     }
 
     /// See [`crate::Client::ping`].
@@ -208,18 +151,9 @@ impl BlockingClient {
         include_inactive: bool,
         source: Option<SourceLabel>,
     ) -> Result<VmList> {
-        let mut vms = Vec::new();
-        let end = self.stream(
-            &ListVms {
-                include_inactive,
-                source,
-            },
-            |page| vms.extend(page.vms),
-        )?;
-        check_list(&end, vms.len())?;
-        Ok(VmList {
-            cursor: end.cursor,
-            vms,
+        self.collect(&ListVms {
+            include_inactive,
+            source,
         })
     }
 
@@ -235,10 +169,63 @@ impl BlockingClient {
 
     /// See [`crate::Client::rescan`].
     pub fn rescan(&mut self, dry_run: bool) -> Result<RescanReport> {
-        let mut changes = Vec::new();
-        let outcome = self.stream(&Rescan { dry_run }, |page| changes.extend(page.changes))?;
-        Ok(RescanReport { changes, outcome })
+        self.collect(&Rescan { dry_run })
     }
+}
+
+/// A `SOCK_SEQPACKET` socket in blocking mode: one frame per datagram.
+#[derive(Debug)]
+struct Datagrams {
+    fd: OwnedFd,
+    /// One byte longer than the largest frame, so that a larger one shows
+    /// as truncated.
+    buf: Vec<u8>,
+}
+
+impl Datagrams {
+    /// Connects to `path`, for frames up to the handshake's size.
+    fn connect(path: &Path) -> rustix::io::Result<Self> {
+        let fd = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None)?;
+        rustix::net::connect(&fd, &SocketAddrUnix::new(path)?)?;
+        Ok(Datagrams {
+            fd,
+            buf: vec![0; HANDSHAKE_MAX_FRAME as usize + 1],
+        })
+    }
+
+    /// Bounds every send and receive (`None`: no bound).
+    fn set_timeout(&self, limit: Option<Duration>) -> rustix::io::Result<()> {
+        sockopt::set_socket_timeout(&self.fd, sockopt::Timeout::Recv, limit)?;
+        sockopt::set_socket_timeout(&self.fd, sockopt::Timeout::Send, limit)
+    }
+
+    /// Receives frames up to `max_frame` bytes from now on.
+    fn resize(&mut self, max_frame: u32) {
+        self.buf = vec![0; max_frame as usize + 1];
+    }
+
+    fn send(&self, frame: &[u8]) -> Result<()> {
+        rustix::net::send(&self.fd, frame, SendFlags::NOSIGNAL)
+            .map(|_| ())
+            .map_err(disconnected)
+    }
+
+    /// Receives one frame.
+    fn recv(&mut self) -> Result<&[u8]> {
+        let (_, len) = rustix::net::recv(&self.fd, &mut self.buf[..], RecvFlags::TRUNC)
+            .map_err(disconnected)?;
+        if len == 0 {
+            return Err(Error::Disconnected(None));
+        }
+        if len >= self.buf.len() {
+            return Err(Error::Protocol(ProtocolError::FrameTooLarge));
+        }
+        Ok(&self.buf[..len])
+    }
+}
+
+fn disconnected(e: rustix::io::Errno) -> Error {
+    Error::Disconnected(Some(e.into()))
 }
 
 /// A blocking [`Watch`] (it runs the async watch on a private

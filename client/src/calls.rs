@@ -1,12 +1,15 @@
-//! Typed calls: one method per protocol call.
+//! Typed calls: one method per protocol call, and how the items of a
+//! streaming call fold into its result (`Collect`, shared by both clients).
 
 use vm_catalog_protocol::{
-    Change, Cursor, GetInfo, GetVm, Info, ListSources, ListVms, Ping, Rescan, RescanOutcome,
-    SourceLabel, SourceList, Subscribe, VmDetail, VmEntry, VmName,
+    Change, ChangePage, Cursor, GetInfo, GetVm, Info, ListEnd, ListSources, ListVms, Ping, Rescan,
+    RescanOutcome, SourceLabel, SourceList, Streaming, Subscribe, VmDetail, VmEntry, VmName,
+    VmPage,
 };
 
 use crate::client::{CallStream, Client};
-use crate::error::{Error, Result};
+use crate::error::{Error, ProtocolError, Result};
+use crate::session::Step;
 
 /// The result of [`Client::list_vms`]: one consistent snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,18 +29,68 @@ pub struct RescanReport {
     pub outcome: RescanOutcome,
 }
 
-/// Checks that a `ListVms` stream delivered the entries its end announced.
-pub(crate) fn check_list(end: &vm_catalog_protocol::ListEnd, received: usize) -> Result<()> {
-    if end.total as usize != received {
-        return Err(Error::Protocol(format!(
-            "ListVms announced {} entries and sent {received}",
-            end.total
-        )));
+/// A streaming call whose items and end fold into one result: the one copy
+/// of that logic, which both clients drive.
+pub(crate) trait Collect: Streaming {
+    /// The result.
+    type Output;
+    /// What the items fold into.
+    type Acc: Default;
+    /// Folds one item in.
+    fn push(acc: &mut Self::Acc, item: Self::Item);
+    /// The result, once the end arrived.
+    fn finish(acc: Self::Acc, end: Self::End) -> Result<Self::Output>;
+}
+
+impl Collect for ListVms {
+    type Output = VmList;
+    type Acc = Vec<VmEntry>;
+
+    fn push(acc: &mut Vec<VmEntry>, page: VmPage) {
+        acc.extend(page.vms);
     }
-    Ok(())
+
+    fn finish(vms: Vec<VmEntry>, end: ListEnd) -> Result<VmList> {
+        if end.total as usize != vms.len() {
+            return Err(Error::Protocol(ProtocolError::ListTotal {
+                announced: end.total,
+                received: vms.len(),
+            }));
+        }
+        Ok(VmList {
+            cursor: end.cursor,
+            vms,
+        })
+    }
+}
+
+impl Collect for Rescan {
+    type Output = RescanReport;
+    type Acc = Vec<Change>;
+
+    fn push(acc: &mut Vec<Change>, page: ChangePage) {
+        acc.extend(page.changes);
+    }
+
+    fn finish(changes: Vec<Change>, outcome: RescanOutcome) -> Result<RescanReport> {
+        Ok(RescanReport { changes, outcome })
+    }
 }
 
 impl Client {
+    /// Makes streaming call `C` and folds its items into its result.
+    async fn collect<C: Collect>(&self, params: &C) -> Result<C::Output> {
+        let mut stream = self.stream(params).await?;
+        let mut acc = C::Acc::default();
+        loop {
+            match stream.step().await {
+                Step::Item(item) => C::push(&mut acc, item?),
+                Step::End(end) => return C::finish(acc, end),
+                Step::Failed(e) => return Err(e),
+            }
+        }
+    }
+
     /// Round trip with an arbitrary payload; returns the echoed payload.
     pub async fn ping(&self, payload: Vec<u8>) -> Result<Vec<u8>> {
         Ok(self.call(&Ping { payload }).await?.payload)
@@ -55,30 +108,11 @@ impl Client {
         include_inactive: bool,
         source: Option<SourceLabel>,
     ) -> Result<VmList> {
-        let mut stream = self
-            .stream(&ListVms {
-                include_inactive,
-                source,
-            })
-            .await?;
-        let mut vms = Vec::new();
-        while let Some(page) = stream.next().await {
-            vms.extend(page?.vms);
-        }
-        let end = stream
-            .into_end()
-            .ok_or_else(|| Error::Protocol("ListVms ended without ListEnd".into()))?;
-        if end.total as usize != vms.len() {
-            return Err(Error::Protocol(format!(
-                "ListVms announced {} entries and sent {}",
-                end.total,
-                vms.len()
-            )));
-        }
-        Ok(VmList {
-            cursor: end.cursor,
-            vms,
+        self.collect(&ListVms {
+            include_inactive,
+            source,
         })
+        .await
     }
 
     /// One VM and every other definition of its name; `NotFound` if no
@@ -95,15 +129,7 @@ impl Client {
     /// Rescans now (root or the admin group only) and returns the changes;
     /// with `dry_run`, computes them without applying anything.
     pub async fn rescan(&self, dry_run: bool) -> Result<RescanReport> {
-        let mut stream = self.stream(&Rescan { dry_run }).await?;
-        let mut changes = Vec::new();
-        while let Some(page) = stream.next().await {
-            changes.extend(page?.changes);
-        }
-        let outcome = stream
-            .into_end()
-            .ok_or_else(|| Error::Protocol("Rescan ended without an outcome".into()))?;
-        Ok(RescanReport { changes, outcome })
+        self.collect(&Rescan { dry_run }).await
     }
 
     /// Subscribes: a snapshot (or what was missed since `since`), then every
@@ -111,5 +137,41 @@ impl Client {
     /// [`crate::Watch`].
     pub async fn subscribe(&self, since: Option<Cursor>) -> Result<CallStream<Subscribe>> {
         self.stream(&Subscribe { since }).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vm_catalog_protocol::Epoch;
+
+    use super::*;
+
+    fn end(total: u32) -> ListEnd {
+        ListEnd {
+            cursor: Cursor {
+                epoch: Epoch(1),
+                generation: 2,
+            },
+            total,
+        }
+    }
+
+    #[test]
+    fn a_list_must_hold_the_entries_its_end_announced() {
+        let list = ListVms::finish(Vec::new(), end(0)).unwrap();
+        assert_eq!(list.cursor, end(0).cursor);
+        match ListVms::finish(Vec::new(), end(2)) {
+            Err(Error::Protocol(e)) => {
+                assert_eq!(
+                    e,
+                    ProtocolError::ListTotal {
+                        announced: 2,
+                        received: 0
+                    }
+                );
+                assert_eq!(e.to_string(), "ListVms announced 2 entries and sent 0");
+            }
+            r => panic!("{r:?}"),
+        }
     }
 }

@@ -1,8 +1,11 @@
-//! Client errors: transport failures, version mismatch, and the daemon's refusals.
+//! Client errors: transport failures, version mismatch, the daemon's
+//! refusals, and what the daemon sent that this client cannot read
+//! ([`ProtocolError`]).
 
 use std::path::PathBuf;
 
-use vm_catalog_protocol::{ErrorBody, ErrorCode, FrameError, VersionRange};
+use vm_catalog_protocol::codec::DecodeError;
+use vm_catalog_protocol::{ErrorBody, ErrorCode, FrameError, FrameKind, VersionRange};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,8 +37,8 @@ pub enum Error {
     #[error("vm-catalogd closed the connection: {0}")]
     Goodbye(String),
     /// The daemon sent something this client cannot read.
-    #[error("protocol error: {0}")]
-    Protocol(String),
+    #[error("protocol error")]
+    Protocol(#[source] ProtocolError),
     /// A stream was not read for too long while frames for it arrived: it
     /// was cancelled so that the connection's other calls go on.
     #[error("the stream was not read in time and was cancelled")]
@@ -43,6 +46,67 @@ pub enum Error {
     /// A frame could not be built (a call too large for the frame size).
     #[error("cannot send the call")]
     Frame(#[source] FrameError),
+}
+
+/// What the daemon sent that this client cannot read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// A datagram that is not a frame (bad magic, header or length).
+    #[error("bad frame")]
+    BadFrame(#[source] FrameError),
+    /// A frame larger than the size negotiated in the handshake.
+    #[error("the daemon sent a frame larger than negotiated")]
+    FrameTooLarge,
+    /// A frame whose body does not decode as what its kind announces.
+    #[error("cannot decode the {kind:?} body")]
+    BadBody {
+        /// The frame's kind.
+        kind: FrameKind,
+        /// Why.
+        #[source]
+        source: DecodeError,
+    },
+    /// A frame of a kind that has no place where it arrived.
+    #[error("unexpected {kind:?} frame {context}")]
+    UnexpectedFrame {
+        /// The frame's kind.
+        kind: FrameKind,
+        /// Where it arrived.
+        context: FrameContext,
+    },
+    /// A `ListVms` stream whose end announced another number of entries
+    /// than the stream carried.
+    #[error("ListVms announced {announced} entries and sent {received}")]
+    ListTotal {
+        /// The count in `ListEnd`.
+        announced: u32,
+        /// The entries received.
+        received: usize,
+    },
+}
+
+/// Where a frame arrived, for [`ProtocolError::UnexpectedFrame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameContext {
+    /// In answer to `Hello` (only `Welcome`, `Error` or `Goodbye` belong).
+    Handshake,
+    /// On the connection (a client never receives `Hello` or `Request`).
+    Connection,
+    /// For a unary call (only `Reply` or `Error` belong).
+    Unary,
+    /// In a stream (only `StreamItem`, `StreamEnd` or `Error` belong).
+    Stream,
+}
+
+impl std::fmt::Display for FrameContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FrameContext::Handshake => "in answer to Hello",
+            FrameContext::Connection => "from the daemon",
+            FrameContext::Unary => "for a unary call",
+            FrameContext::Stream => "in a stream",
+        })
+    }
 }
 
 /// A version range, printed as `1..=2`.

@@ -7,6 +7,10 @@
 //!   last generation it saw, resyncs after a daemon restart, and keeps a
 //!   local [`Mirror`] of the catalog.
 //!
+//! Both clients share one copy of the protocol logic (the handshake, what
+//! each frame means, how a call's frames become its result): they only move
+//! the frames.
+//!
 //! ```no_run
 //! # async fn demo() -> vm_catalog::Result<()> {
 //! use vm_catalog::Client;
@@ -26,12 +30,14 @@ pub mod calls;
 pub mod cli;
 pub mod client;
 pub mod error;
+mod session;
 pub mod watch;
 
 pub use blocking::{BlockingClient, BlockingWatch};
 pub use calls::{RescanReport, VmList};
-pub use client::{CallStream, Client, ConnectOptions};
-pub use error::{Error, Result};
+pub use client::{CallStream, Client};
+pub use error::{Error, FrameContext, ProtocolError, Result};
+pub use session::ConnectOptions;
 pub use vm_catalog_protocol as protocol;
 pub use watch::{Mirror, Watch, WatchEvent};
 

@@ -129,15 +129,23 @@ impl From<Error> for Failure {
         } else {
             EXIT_FAILURE
         };
-        let mut message = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            source = s.source();
+        Failure {
+            message: chain(&e),
+            code,
         }
-        Failure { message, code }
     }
+}
+
+/// An error and its sources, joined by `: `.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
 }
 
 /// Runs the command line; returns the exit status.

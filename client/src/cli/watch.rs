@@ -5,7 +5,7 @@ use std::path::Path;
 use serde_json::json;
 use vm_catalog_protocol::Cursor;
 
-use super::{Failure, json, out, text};
+use super::{Failure, chain, json, out, text};
 use crate::{Watch, WatchEvent};
 
 /// Watches until interrupted. Survives daemon restarts: after a reconnect it
@@ -57,12 +57,13 @@ pub async fn run(socket: &Path, as_json: bool, since: Option<Cursor>) -> Result<
                     out(json!({
                         "event": "disconnected",
                         "generation": generation,
-                        "error": error.to_string(),
+                        "error": chain(&error),
                         "retry_in_ms": retry_in.as_millis() as u64,
                     }));
                 } else {
                     eprintln!(
-                        "vm-catalog: {error}; reconnecting in {} ms",
+                        "vm-catalog: {}; reconnecting in {} ms",
+                        chain(&error),
                         retry_in.as_millis()
                     );
                 }

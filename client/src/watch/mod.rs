@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use vm_catalog_protocol::{Change, Cursor, Event, ResetReason, Subscribe};
 
-use crate::client::{CallStream, Client, ConnectOptions};
+use crate::client::{CallStream, Client};
 use crate::error::{Error, Result};
+use crate::session::ConnectOptions;
 
 mod backoff;
 mod mirror;
