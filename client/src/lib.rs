@@ -11,6 +11,10 @@
 //! each frame means, how a call's frames become its result): they only move
 //! the frames.
 //!
+//! Cargo feature `cli` (default): the `vm-catalog` command line
+//! ([`cli`]), which pulls in clap and serde_json. A program that only uses
+//! the library turns it off (`default-features = false`).
+//!
 //! ```no_run
 //! # async fn demo() -> vm_catalog::Result<()> {
 //! use vm_catalog::Client;
@@ -27,6 +31,7 @@
 
 pub mod blocking;
 pub mod calls;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod client;
 pub mod error;
