@@ -17,4 +17,5 @@ pub mod pipeline;
 pub mod rescan;
 pub mod rpc;
 pub mod source;
+pub mod views;
 pub mod watch;

@@ -18,7 +18,7 @@ use vm_catalog_protocol::{ApplyOutcome, ApplyStatus, RescanOutcome, RescanTrigge
 use crate::apply::Applier;
 use crate::apply::none::NoneApplier;
 use crate::apply::s6rc::{S6rcApplier, S6rcConfig as ApplierConfig};
-use crate::catalog::{self, Catalog, views};
+use crate::catalog::{self, Catalog};
 use crate::config::{Config, PartitionConfig};
 use crate::definition::{ScanOptions, SourceScan, scan_source};
 use crate::hub::{Hub, Published, Status};
@@ -28,6 +28,7 @@ use crate::source::partition::{
     DiskPolicy, ExtSource, PartitionConfig as ManagerConfig, PartitionManager, UeventGroup,
     UeventListener,
 };
+use crate::views;
 use crate::watch::Target;
 
 /// Why the pipeline could not be set up.
