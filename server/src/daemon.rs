@@ -17,6 +17,7 @@ use tokio_seqpacket::UnixSeqpacketListener;
 use tokio_util::sync::CancellationToken;
 use vm_catalog_protocol::{Epoch, Features, RescanTrigger};
 
+use crate::cli::ApplyKind;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::pipeline::{PipelineError, RealPipeline};
@@ -72,9 +73,9 @@ pub async fn run(
     let (paths_tx, paths_rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
     let mut pipeline =
         RealPipeline::open(&config, hub.clone(), paths_tx).map_err(DaemonError::Pipeline)?;
-    let applier = pipeline.applier_name();
+    let applier = config.apply.kind();
     let mut features = Features::default();
-    if config.s6rc.is_some() {
+    if applier == ApplyKind::S6rc {
         features = features | Features::APPLIER;
     }
     if config.partitions.is_some() {
@@ -102,7 +103,7 @@ pub async fn run(
         rescans.clone(),
         ServerInfo {
             version: format!("vm-catalogd {}", env!("CARGO_PKG_VERSION")),
-            applier,
+            applier: applier.as_str(),
             features,
             started_unix_ms: now_ms(),
         },

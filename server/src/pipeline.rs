@@ -17,17 +17,14 @@ use vm_catalog_protocol::{ApplyOutcome, ApplyStatus, RescanOutcome, RescanTrigge
 
 use crate::apply::Applier;
 use crate::apply::none::NoneApplier;
-use crate::apply::s6rc::{S6rcApplier, S6rcConfig as ApplierConfig};
+use crate::apply::s6rc::S6rcApplier;
 use crate::catalog::{self, Catalog};
-use crate::config::{Config, PartitionConfig};
+use crate::config::{ApplyConfig, Config};
 use crate::definition::{ScanOptions, SourceScan, scan_source};
 use crate::hub::{Hub, Published, Status};
 use crate::rescan::{Pipeline, RescanError, RescanResult, Rescans};
 use crate::source::SourceSpec;
-use crate::source::partition::{
-    DiskPolicy, ExtSource, PartitionConfig as ManagerConfig, PartitionManager, UeventGroup,
-    UeventListener,
-};
+use crate::source::partition::{PartitionManager, UeventListener};
 use crate::views;
 use crate::watch::Target;
 
@@ -84,71 +81,39 @@ impl RealPipeline {
         hub: Arc<Hub>,
         paths: watch::Sender<Arc<Vec<Target>>>,
     ) -> Result<Self, PipelineError> {
-        let dirs = config
-            .sources
-            .iter()
-            .map(|s| {
-                if s.builtin {
-                    SourceSpec::builtin(&s.root)
-                } else {
-                    SourceSpec::directory(s.label.clone(), &s.root, s.trust)
-                }
-            })
-            .collect();
         let (partitions, uevents) = match &config.partitions {
             None => (None, None),
             Some(p) => {
-                let mc = manager_config(p);
-                let uevents = match UeventListener::bind(mc.uevent_group) {
+                let uevents = match UeventListener::bind(p.uevent_group) {
                     Ok(l) => Some(l),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot listen to block device uevents; partitions are seen on rescans only");
                         None
                     }
                 };
-                (Some(PartitionManager::new(mc)), uevents)
+                (Some(PartitionManager::new(p.clone())), uevents)
             }
         };
-        let applier: Box<dyn Applier> = match &config.s6rc {
-            None => Box::new(NoneApplier::new()),
-            Some(s) => {
-                let mut ac = ApplierConfig::new(&s.state);
-                ac.bin_dir = s.bindir.clone();
-                ac.live_dir = s.live.clone();
-                ac.scandir = s.scandir.clone();
-                ac.prefix = s.prefix.clone();
-                ac.template_dir = s.template.clone();
-                ac.start_command = s.start_command.clone();
-                ac.restart_changed = s.restart_changed;
-                if let Some(m) = s.max_services {
-                    ac.max_services = m;
-                }
-                Box::new(S6rcApplier::open(ac).map_err(PipelineError::Applier)?)
+        let applier: Box<dyn Applier> = match &config.apply {
+            ApplyConfig::None => Box::new(NoneApplier::new()),
+            ApplyConfig::S6rc(c) => {
+                Box::new(S6rcApplier::open(c.clone()).map_err(PipelineError::Applier)?)
             }
-        };
-        let scan = ScanOptions {
-            trusted_prefixes: config.trusted_targets.clone(),
-            ..ScanOptions::default()
         };
         Ok(RealPipeline {
             catalog: Catalog::empty(hub.epoch()),
             hub,
-            dirs,
+            dirs: config.sources.clone(),
             partitions,
             partition_specs: Vec::new(),
             uevents,
-            scan,
+            scan: config.scan.clone(),
             vm_dir: config.vm_dir.clone(),
             views: views::Views::new(&config.vm_dir),
             applier,
             status: Status::default(),
             paths,
         })
-    }
-
-    /// `s6-rc` or `none`.
-    pub fn applier_name(&self) -> &'static str {
-        self.applier.name()
     }
 
     /// The uevent listener, to run on the async side.
@@ -322,28 +287,6 @@ fn log_outcome(o: &RescanOutcome) {
             "rescan done"
         );
     }
-}
-
-fn manager_config(p: &PartitionConfig) -> ManagerConfig {
-    let mut c = ManagerConfig::new(&p.mount_base);
-    c.sysfs_root = p.sysfs.clone();
-    c.disks = if p.all_disks {
-        DiskPolicy::All
-    } else if p.disks.is_empty() {
-        DiskPolicy::RootDisk
-    } else {
-        DiskPolicy::Named(p.disks.clone())
-    };
-    c.ext = match &p.ext {
-        Some(v) => ExtSource::Value(v.clone()),
-        None => ExtSource::Cmdline(p.cmdline.clone()),
-    };
-    c.fsck = p.fsck;
-    c.uevent_group = match p.uevent_group {
-        1 => UeventGroup::Kernel,
-        n => UeventGroup::Rebroadcast(n),
-    };
-    c
 }
 
 /// The uevent listener, run on the async side: every hint triggers a rescan
