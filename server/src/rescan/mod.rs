@@ -1,7 +1,7 @@
 //! Rescans: one at a time, on one worker thread.
 //!
 //! Every trigger (start-up, `Rescan` calls, [`crate::triggers`]) becomes a
-//! request on one channel through the [`Rescans`] handle. The [`worker`]
+//! request on one channel through the [`Rescans`] handle. The worker
 //! takes every request that is waiting, runs one rescan for all of them, and
 //! answers them all: a request is answered by the first rescan that *started
 //! after it arrived*, so a caller's reply always reflects its change on disk.

@@ -1,7 +1,8 @@
 //! The first half of a rescan: discover the sources, scan them, merge the
 //! scans against the current catalog. A [`Plan`] is what the next catalog
-//! would be; nothing is built, applied or published yet, and a dry run
-//! stops here (its changes are [`Plan::changes`], thrown away after).
+//! would be; nothing is built, applied or published yet. A dry run stops
+//! here ([`Plan::dry_run`]): the successor is computed for its changes and
+//! thrown away.
 //!
 //! [`Plan::new`] takes its inputs explicitly (the current catalog, the
 //! source specs, the scan options), so that anything that needs a verdict
