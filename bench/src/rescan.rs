@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use rustix::fs::{AtFlags, Dir, Mode, OFlags};
 use vm_catalog_protocol::{Epoch, SourceLabel, Trust};
 use vm_catalog_tests::Tree;
-use vm_catalogd::catalog::{Catalog, merge, views};
+use vm_catalogd::catalog::{Catalog, merge};
 use vm_catalogd::definition::{ScanOptions, scan_source};
 use vm_catalogd::source::SourceSpec;
+use vm_catalogd::views;
 
 const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
 

@@ -1,11 +1,13 @@
-//! The command line of `vm-catalogd` (clap). `config` turns it into a
-//! checked [`crate::config::Config`]; the man page and shell completions in
-//! `contrib/` are generated from these definitions.
+//! The command line of `vm-catalogd` (clap): the low-level arguments, as
+//! typed. [`crate::config`] turns them into the types each part of the
+//! daemon takes; the man page and shell completions in `contrib/` are
+//! generated from these definitions.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::apply::s6rc::config as s6rc;
 use crate::logging::LogFormat;
 
 /// One catalog of the host's VMs: the VM catalog daemon.
@@ -41,6 +43,16 @@ pub enum ApplyKind {
     S6rc,
     /// Catalog only: no services.
     None,
+}
+
+impl ApplyKind {
+    /// Its name, as on the command line and in `GetInfo`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApplyKind::S6rc => "s6-rc",
+            ApplyKind::None => "none",
+        }
+    }
 }
 
 /// Options of the daemon.
@@ -86,7 +98,7 @@ pub struct DaemonArgs {
     #[arg(
         long,
         value_name = "DIR",
-        default_value = "/usr/img/builtin",
+        default_value = crate::source::dir::DEFAULT_BUILTIN_ROOT,
         help_heading = "Sources"
     )]
     pub builtin: PathBuf,
@@ -173,7 +185,7 @@ pub struct DaemonArgs {
     #[arg(
         long,
         value_name = "DIR",
-        default_value = "/run/s6-rc.vm",
+        default_value = s6rc::DEFAULT_LIVE_DIR,
         help_heading = "Applying"
     )]
     pub live: PathBuf,
@@ -181,7 +193,7 @@ pub struct DaemonArgs {
     #[arg(
         long,
         value_name = "DIR",
-        default_value = "/run/service",
+        default_value = s6rc::DEFAULT_SCANDIR,
         help_heading = "Applying"
     )]
     pub scandir: PathBuf,
@@ -189,7 +201,7 @@ pub struct DaemonArgs {
     #[arg(
         long,
         value_name = "P",
-        default_value = "vm-",
+        default_value = s6rc::DEFAULT_PREFIX,
         help_heading = "Applying"
     )]
     pub prefix: String,
@@ -209,7 +221,7 @@ pub struct DaemonArgs {
     #[arg(
         long,
         value_name = "PATH",
-        default_value = "/bin/start-vmm",
+        default_value = s6rc::DEFAULT_START_COMMAND,
         help_heading = "Applying"
     )]
     pub start_command: PathBuf,
@@ -270,6 +282,14 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn applier_names_are_the_command_lines() {
+        for kind in [ApplyKind::S6rc, ApplyKind::None] {
+            let value = kind.to_possible_value().expect("not skipped");
+            assert_eq!(value.get_name(), kind.as_str());
+        }
     }
 
     #[test]

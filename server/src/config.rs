@@ -1,15 +1,24 @@
-//! The daemon's configuration: the command line, checked and resolved
-//! (source order, labels, groups, paths), before anything starts.
+//! The configuration stage: the command line ([`crate::cli`], low-level
+//! arguments) turned into the types each part of the daemon takes, checked
+//! and resolved (source order, labels, groups, absolute paths) before
+//! anything starts. Nothing here is copied again later: the sources are
+//! [`SourceSpec`]s, the partition manager gets its [`PartitionConfig`], the
+//! s6-rc applier its [`S6rcConfig`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::ArgMatches;
 use vm_catalog_protocol::{SourceLabel, Trust};
 
+use crate::apply::s6rc::S6rcConfig;
 use crate::cli::{ApplyKind, DaemonArgs};
+use crate::definition::ScanOptions;
 use crate::rpc::Limits;
 use crate::rpc::listener::SocketOptions;
+use crate::source::SourceSpec;
+use crate::source::partition::discover::PRIMARY_LABEL;
+use crate::source::partition::{DiskPolicy, ExtSource, PartitionConfig, UeventGroup};
 
 /// Why the command line cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +46,7 @@ pub enum ConfigError {
     #[error(
         "two sources are labelled {0:?}; labels must be unique (`builtin` is taken, and `user` unless --no-partitions)"
     )]
-    DuplicateLabel(String),
+    DuplicateLabel(SourceLabel),
     /// A relative path that cannot be made absolute (no working directory).
     #[error("{arg}: cannot make {path} absolute")]
     Relative {
@@ -71,61 +80,23 @@ pub enum SocketConfig {
     Fd(i32),
 }
 
-/// A directory source, in precedence order.
+/// How the catalog is applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirSource {
-    /// Its label.
-    pub label: SourceLabel,
-    /// Its root.
-    pub root: PathBuf,
-    /// Its trust.
-    pub trust: Trust,
-    /// Whether it is the built-in source.
-    pub builtin: bool,
+pub enum ApplyConfig {
+    /// Catalog only (`--apply none`).
+    None,
+    /// One s6-rc database of VM services.
+    S6rc(S6rcConfig),
 }
 
-/// Partition discovery settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionConfig {
-    /// Disks to look at: empty means the root file system's disk.
-    pub disks: Vec<String>,
-    /// Every disk.
-    pub all_disks: bool,
-    /// `ext=` override.
-    pub ext: Option<String>,
-    /// Where to read `ext=` from.
-    pub cmdline: PathBuf,
-    /// `fsck -p` first.
-    pub fsck: bool,
-    /// uevent netlink group.
-    pub uevent_group: u32,
-    /// The sysfs root.
-    pub sysfs: PathBuf,
-    /// Where partitions are mounted (`<state-dir>/mnt`).
-    pub mount_base: PathBuf,
-}
-
-/// s6-rc applier settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S6rcConfig {
-    /// Live directory.
-    pub live: PathBuf,
-    /// Scan directory.
-    pub scandir: PathBuf,
-    /// Service name prefix in the scan directory.
-    pub prefix: String,
-    /// Where the s6-rc programs are (`None`: `PATH`).
-    pub bindir: Option<PathBuf>,
-    /// Service template directory.
-    pub template: Option<PathBuf>,
-    /// The VM start command.
-    pub start_command: PathBuf,
-    /// Restart running VMs whose definition changed.
-    pub restart_changed: bool,
-    /// Most VM services.
-    pub max_services: Option<usize>,
-    /// Compiled databases and rendered sources (`<state-dir>/s6-rc`).
-    pub state: PathBuf,
+impl ApplyConfig {
+    /// Which applier this is.
+    pub fn kind(&self) -> ApplyKind {
+        match self {
+            ApplyConfig::None => ApplyKind::None,
+            ApplyConfig::S6rc(_) => ApplyKind::S6rc,
+        }
+    }
 }
 
 /// Everything the daemon needs to start.
@@ -137,20 +108,18 @@ pub struct Config {
     pub admin_gid: Option<u32>,
     /// Client limits.
     pub limits: Limits,
-    /// Directory sources, in precedence order (built-in first).
-    pub sources: Vec<DirSource>,
-    /// Trusted symlink target prefixes.
-    pub trusted_targets: Vec<PathBuf>,
+    /// The directory sources, in precedence order (built-in first).
+    pub sources: Vec<SourceSpec>,
+    /// How every source is scanned (the trusted symlink target prefixes).
+    pub scan: ScanOptions,
     /// Debounce of directory watches; `None`: no watching.
     pub watch: Option<Duration>,
     /// Partition discovery; `None`: off.
     pub partitions: Option<PartitionConfig>,
-    /// The s6-rc applier; `None`: `--apply none`.
-    pub s6rc: Option<S6rcConfig>,
-    /// Views root.
+    /// The applier.
+    pub apply: ApplyConfig,
+    /// Where the views are built (`<vm-dir>/<name>/config`).
     pub vm_dir: PathBuf,
-    /// State directory.
-    pub state_dir: PathBuf,
     /// Readiness notification fd.
     pub notify_fd: Option<i32>,
 }
@@ -189,44 +158,63 @@ impl Config {
                 ..Limits::default()
             },
             sources: sources(args, matches)?,
-            trusted_targets: trusted_targets(&args.trusted_targets)?,
+            scan: ScanOptions {
+                trusted_prefixes: trusted_targets(&args.trusted_targets)?,
+                ..ScanOptions::default()
+            },
             watch: (!args.no_watch).then(|| Duration::from_millis(args.debounce_ms)),
-            partitions: (!args.no_partitions).then(|| PartitionConfig {
-                disks: args.partition_disks.clone(),
-                all_disks: args.all_disks,
-                ext: args.ext.clone(),
-                cmdline: args.cmdline.clone(),
-                fsck: args.fsck,
-                uevent_group: args.uevent_group,
-                sysfs: args.sysfs.clone(),
-                mount_base: state_dir.join("mnt"),
-            }),
-            s6rc: match args.apply {
-                ApplyKind::None => None,
-                ApplyKind::S6rc => Some(S6rcConfig {
-                    live: absolute("--live", &args.live)?,
-                    scandir: absolute("--scandir", &args.scandir)?,
-                    prefix: args.prefix.clone(),
-                    bindir: args.s6rc_bindir.clone(),
-                    template: args
-                        .service_template
-                        .as_deref()
-                        .map(|t| absolute("--service-template", t))
-                        .transpose()?,
-                    start_command: absolute("--start-command", &args.start_command)?,
-                    restart_changed: args.restart_changed,
-                    max_services: args.max_services,
-                    state: state_dir.join("s6-rc"),
-                }),
+            partitions: (!args.no_partitions).then(|| partitions(args, &state_dir)),
+            apply: match args.apply {
+                ApplyKind::None => ApplyConfig::None,
+                ApplyKind::S6rc => ApplyConfig::S6rc(s6rc(args, &state_dir)?),
             },
             vm_dir: absolute("--vm-dir", &args.vm_dir)?,
-            state_dir,
             notify_fd: args.notify_fd,
         })
     }
 }
 
-fn absolute(arg: &'static str, p: &std::path::Path) -> Result<PathBuf, ConfigError> {
+/// The partition manager's configuration, mounting under `<state-dir>/mnt`.
+fn partitions(args: &DaemonArgs, state_dir: &Path) -> PartitionConfig {
+    let mut c = PartitionConfig::new(state_dir.join("mnt"));
+    c.sysfs_root = args.sysfs.clone();
+    c.disks = if args.all_disks {
+        DiskPolicy::All
+    } else if args.partition_disks.is_empty() {
+        DiskPolicy::RootDisk
+    } else {
+        DiskPolicy::Named(args.partition_disks.clone())
+    };
+    c.ext = match &args.ext {
+        Some(v) => ExtSource::Value(v.clone()),
+        None => ExtSource::Cmdline(args.cmdline.clone()),
+    };
+    c.fsck = args.fsck;
+    c.uevent_group = UeventGroup::from(args.uevent_group);
+    c
+}
+
+/// The s6-rc applier's configuration, with its state under `<state-dir>/s6-rc`.
+fn s6rc(args: &DaemonArgs, state_dir: &Path) -> Result<S6rcConfig, ConfigError> {
+    let mut c = S6rcConfig::new(state_dir.join("s6-rc"));
+    c.bin_dir = args.s6rc_bindir.clone();
+    c.live_dir = absolute("--live", &args.live)?;
+    c.scandir = absolute("--scandir", &args.scandir)?;
+    c.prefix = args.prefix.clone();
+    c.template_dir = args
+        .service_template
+        .as_deref()
+        .map(|t| absolute("--service-template", t))
+        .transpose()?;
+    c.start_command = absolute("--start-command", &args.start_command)?;
+    c.restart_changed = args.restart_changed;
+    if let Some(m) = args.max_services {
+        c.max_services = m;
+    }
+    Ok(c)
+}
+
+fn absolute(arg: &'static str, p: &Path) -> Result<PathBuf, ConfigError> {
     if p.is_absolute() {
         Ok(p.to_owned())
     } else {
@@ -254,15 +242,13 @@ fn trusted_targets(prefixes: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
         .collect()
 }
 
-fn sources(args: &DaemonArgs, matches: Option<&ArgMatches>) -> Result<Vec<DirSource>, ConfigError> {
-    let mut out = vec![DirSource {
-        label: "builtin".parse().expect("valid label"),
-        root: absolute("--builtin", &args.builtin)?,
-        trust: Trust::Trusted,
-        builtin: true,
-    }];
+fn sources(
+    args: &DaemonArgs,
+    matches: Option<&ArgMatches>,
+) -> Result<Vec<SourceSpec>, ConfigError> {
+    let mut out = vec![SourceSpec::builtin(absolute("--builtin", &args.builtin)?)];
     // (position on the command line, source)
-    let mut extra: Vec<(usize, DirSource)> = Vec::new();
+    let mut extra: Vec<(usize, SourceSpec)> = Vec::new();
     for (arg, id, values, trust) in [
         ("--source", "sources", &args.sources, Trust::Untrusted),
         (
@@ -288,29 +274,20 @@ fn sources(args: &DaemonArgs, matches: Option<&ArgMatches>) -> Result<Vec<DirSou
                 label: label.to_owned(),
                 source,
             })?;
-            let root = absolute(arg, std::path::Path::new(dir))?;
+            let root = absolute(arg, Path::new(dir))?;
             let pos = positions.get(n).copied().unwrap_or(usize::MAX / 2 + n);
-            extra.push((
-                pos,
-                DirSource {
-                    label,
-                    root,
-                    trust,
-                    builtin: false,
-                },
-            ));
+            extra.push((pos, SourceSpec::directory(label, root, trust)));
         }
     }
     extra.sort_by_key(|(pos, _)| *pos);
     out.extend(extra.into_iter().map(|(_, s)| s));
-    let mut labels: Vec<&str> = out.iter().map(|s| s.label.as_str()).collect();
+    let mut labels: Vec<SourceLabel> = out.iter().map(|s| s.label.clone()).collect();
     if !args.no_partitions {
-        // The primary user partition's label.
-        labels.push("user");
+        labels.push(SourceLabel::try_from(PRIMARY_LABEL).expect("the primary label is valid"));
     }
     labels.sort_unstable();
     if let Some(w) = labels.windows(2).find(|w| w[0] == w[1]) {
-        return Err(ConfigError::DuplicateLabel(w[0].to_owned()));
+        return Err(ConfigError::DuplicateLabel(w[0].clone()));
     }
     Ok(out)
 }
@@ -364,6 +341,14 @@ mod tests {
         Config::resolve(&cli.daemon, Some(&m))
     }
 
+    /// `resolve` of `vm-catalogd` and the words of `line`.
+    fn resolve_line(line: &str) -> Config {
+        let argv: Vec<&str> = std::iter::once("vm-catalogd")
+            .chain(line.split_whitespace())
+            .collect();
+        resolve(&argv).unwrap()
+    }
+
     #[test]
     fn sources_keep_command_line_order_across_both_options() {
         let c = resolve(&[
@@ -402,7 +387,9 @@ mod tests {
         let e = resolve(&["vm-catalogd", "--source", "bad label=/x"]).unwrap_err();
         assert!(e.to_string().starts_with("--source: invalid label"), "{e}");
         let e = resolve(&["vm-catalogd", "--source", "user=/x"]).unwrap_err();
-        assert!(matches!(e, ConfigError::DuplicateLabel(l) if l == "user"));
+        assert!(matches!(e, ConfigError::DuplicateLabel(l) if l.as_str() == "user"));
+        let e = resolve(&["vm-catalogd", "--trusted-source", "builtin=/x"]).unwrap_err();
+        assert!(matches!(e, ConfigError::DuplicateLabel(l) if l.as_str() == "builtin"));
         assert!(resolve(&["vm-catalogd", "--no-partitions", "--source", "user=/x"]).is_ok());
         let e = resolve(&[
             "vm-catalogd",
@@ -412,7 +399,7 @@ mod tests {
             "a=/y",
         ])
         .unwrap_err();
-        assert!(matches!(e, ConfigError::DuplicateLabel(l) if l == "a"));
+        assert!(matches!(e, ConfigError::DuplicateLabel(l) if l.as_str() == "a"));
     }
 
     #[test]
@@ -444,10 +431,61 @@ mod tests {
         );
         assert_eq!(c.sources.len(), 1);
         assert_eq!(c.watch, Some(Duration::from_millis(200)));
-        assert!(c.partitions.is_some());
-        let s = c.s6rc.unwrap();
-        assert_eq!(s.live, PathBuf::from("/run/s6-rc.vm"));
-        assert_eq!(s.prefix, "vm-");
-        assert_eq!(s.state, PathBuf::from("/run/vm-catalog/s6-rc"));
+        assert_eq!(
+            c.partitions,
+            Some(PartitionConfig::new("/run/vm-catalog/mnt"))
+        );
+        let ApplyConfig::S6rc(s) = c.apply else {
+            panic!("the default applier is s6-rc")
+        };
+        let mut want = S6rcConfig::new("/run/vm-catalog/s6-rc");
+        want.bin_dir = std::env::var_os("S6RC_BINDIR").map(PathBuf::from);
+        assert_eq!(s, want, "the daemon's defaults are the applier's");
+    }
+
+    #[test]
+    fn partition_options_become_the_managers_config() {
+        let c = resolve_line(
+            "--state-dir /st --partition-disk loop3 --partition-disk vdb --ext LABEL=x \
+             --fsck --uevent-group 3 --sysfs /fake/sys",
+        );
+        let p = c.partitions.unwrap();
+        assert_eq!(p.mount_base, PathBuf::from("/st/mnt"));
+        assert_eq!(p.sysfs_root, PathBuf::from("/fake/sys"));
+        assert_eq!(
+            p.disks,
+            DiskPolicy::Named(vec!["loop3".into(), "vdb".into()])
+        );
+        assert_eq!(p.ext, ExtSource::Value("LABEL=x".into()));
+        assert!(p.fsck);
+        assert_eq!(p.uevent_group, UeventGroup::Rebroadcast(3));
+        let p = resolve_line("--all-disks --uevent-group 1")
+            .partitions
+            .unwrap();
+        assert_eq!(p.disks, DiskPolicy::All);
+        assert_eq!(p.uevent_group, UeventGroup::Kernel);
+        assert_eq!(resolve_line("--no-partitions").partitions, None);
+    }
+
+    #[test]
+    fn s6rc_options_become_the_appliers_config() {
+        let c = resolve_line(
+            "--state-dir /st --live /l --scandir /sc --prefix x- --service-template /t \
+             --start-command /bin/go --restart-changed --max-services 7",
+        );
+        let ApplyConfig::S6rc(s) = c.apply else {
+            panic!("s6-rc is the default applier")
+        };
+        assert_eq!(s.state_dir, PathBuf::from("/st/s6-rc"));
+        assert_eq!(s.live_dir, PathBuf::from("/l"));
+        assert_eq!(s.scandir, PathBuf::from("/sc"));
+        assert_eq!(s.prefix, "x-");
+        assert_eq!(s.template_dir, Some(PathBuf::from("/t")));
+        assert_eq!(s.start_command, PathBuf::from("/bin/go"));
+        assert!(s.restart_changed);
+        assert_eq!(s.max_services, 7);
+        let c = resolve_line("--apply none");
+        assert_eq!(c.apply, ApplyConfig::None);
+        assert_eq!(c.apply.kind().as_str(), "none");
     }
 }

@@ -1,27 +1,26 @@
-//! The daemon's life: start-up, serving, signals, shutdown.
+//! The daemon's life: start-up, serving, shutdown.
 //!
 //! Start-up order: bind the socket (it queues connections, nobody is
-//! served yet), open the applier (adopting an existing live database), run
-//! the first rescan and apply, then serve, watch, and say ready. Shutdown
+//! served yet), open the applier (adopting an existing live database) and
+//! bind the uevent listener, install the signal handlers, run the first
+//! rescan and apply, then serve, start the triggers, and say ready. Shutdown
 //! (`SIGTERM`, `SIGINT`): stop accepting, let the apply in flight finish, say
 //! goodbye to every connection, remove the socket, exit 0. Mounted
 //! partitions stay mounted: running VMs use them.
 
 use std::io::Write;
 use std::os::fd::FromRawFd;
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::signal::unix::{SignalKind, signal};
 use tokio_seqpacket::UnixSeqpacketListener;
 use tokio_util::sync::CancellationToken;
 use vm_catalog_protocol::{Epoch, Features, RescanTrigger};
 
+use crate::cli::ApplyKind;
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::pipeline::{PipelineError, RealPipeline};
-use crate::rescan::Rescans;
+use crate::rescan::{PipelineError, RealPipeline, Rescans, now_unix_ms};
 use crate::rpc::{self, Ctx, ServerInfo, listener::BoundSocket};
+use crate::triggers::{self, inotify, signal::Signals};
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -48,16 +47,9 @@ pub fn new_epoch() -> Epoch {
     let mut b = [0u8; 8];
     // Without randomness, the start time still tells runs apart.
     if getrandom::fill(&mut b).is_err() {
-        b = now_ms().to_le_bytes();
+        b = now_unix_ms().to_le_bytes();
     }
     Epoch(u64::from_le_bytes(b))
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Runs the daemon on `listener` until SIGTERM or SIGINT (or `shutdown`).
@@ -69,23 +61,12 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     raise_fd_limit();
     let hub = Hub::new(new_epoch());
-    let (paths_tx, paths_rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
+    let (watched, watch_rx) = inotify::channel();
     let mut pipeline =
-        RealPipeline::open(&config, hub.clone(), paths_tx).map_err(DaemonError::Pipeline)?;
-    let applier = pipeline.applier_name();
-    let mut features = Features::default();
-    if config.s6rc.is_some() {
-        features = features | Features::APPLIER;
-    }
-    if config.partitions.is_some() {
-        features = features | Features::PARTITIONS;
-    }
+        RealPipeline::open(&config, hub.clone(), watched).map_err(DaemonError::Pipeline)?;
     let uevents = pipeline.take_uevents();
     let (rescans, worker) = Rescans::spawn(pipeline);
-
-    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
-    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let signals = Signals::install().map_err(DaemonError::Signals)?;
 
     match rescans.rescan(RescanTrigger::Startup, false).await {
         Ok(r) => tracing::info!(
@@ -100,44 +81,33 @@ pub async fn run(
     let ctx = Ctx::new(
         hub.clone(),
         rescans.clone(),
-        ServerInfo {
-            version: format!("vm-catalogd {}", env!("CARGO_PKG_VERSION")),
-            applier,
-            features,
-            started_unix_ms: now_ms(),
-        },
+        server_info(&config),
         config.admin_gid,
         config.limits.clone(),
         shutdown.clone(),
     );
     let server = tokio::spawn(rpc::serve(listener, ctx));
     if let Some(debounce) = config.watch {
-        tokio::spawn(crate::watch::run(
-            paths_rx,
+        tokio::spawn(inotify::run(
+            watch_rx,
             rescans.clone(),
             debounce,
             shutdown.clone(),
         ));
     }
     if let Some(uevents) = uevents {
-        tokio::spawn(uevents.run(rescans.clone(), shutdown.clone()));
+        tokio::spawn(triggers::uevent::run(
+            uevents,
+            rescans.clone(),
+            shutdown.clone(),
+        ));
     }
     if let Some(fd) = config.notify_fd {
         notify_ready(fd).map_err(|source| DaemonError::Notify { fd, source })?;
     }
     tracing::info!(socket = ?bound.path(), epoch = %hub.epoch(), "ready");
 
-    loop {
-        tokio::select! {
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP: rescanning");
-                rescans.trigger(RescanTrigger::Signal);
-            }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = shutdown.cancelled() => break,
-        }
-    }
+    signals.run(&rescans, &shutdown).await;
     tracing::info!("stopping");
     shutdown.cancel();
     // Connections say goodbye within their grace period and every send has
@@ -154,6 +124,24 @@ pub async fn run(
     bound.remove();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What `GetInfo` says about this daemon.
+fn server_info(config: &Config) -> ServerInfo {
+    let applier = config.apply.kind();
+    let mut features = Features::default();
+    if applier == ApplyKind::S6rc {
+        features = features | Features::APPLIER;
+    }
+    if config.partitions.is_some() {
+        features = features | Features::PARTITIONS;
+    }
+    ServerInfo {
+        version: format!("vm-catalogd {}", env!("CARGO_PKG_VERSION")),
+        applier: applier.as_str(),
+        features,
+        started_unix_ms: now_unix_ms(),
+    }
 }
 
 /// How long shutdown waits for the connections to close.

@@ -1,20 +1,35 @@
 //! `vm-catalogd`: one catalog of the host's VMs.
 //!
-//! Data flows one way (see `ARCHITECTURE.md`): triggers → rescan
-//! coordinator → discover sources → scan definitions → merge into a catalog →
-//! apply → publish → RPC readers.
+//! Data flows one way (see `ARCHITECTURE.md`), and the modules below come in
+//! its order: triggers → rescan worker → sources → definitions → catalog →
+//! views → apply → publish → RPC readers.
 
-pub mod apply;
-pub mod catalog;
-pub mod check;
+pub mod logging;
+
+// The configuration stage (low-level arguments, then the types each part
+// takes) and the daemon's life.
 pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod definition;
-pub mod hub;
-pub mod logging;
-pub mod pipeline;
+
+// What asks for a rescan:
+pub mod triggers;
+// one rescan at a time (plan: discover → scan → merge; commit: views → apply → publish),
 pub mod rescan;
-pub mod rpc;
+// over the sources of definitions,
 pub mod source;
-pub mod watch;
+// each definition scanned,
+pub mod definition;
+// merged into one catalog (pure),
+pub mod catalog;
+// the directories the VMMs read built on disk,
+pub mod views;
+// the VM services kept in step,
+pub mod apply;
+// and the result published
+pub mod hub;
+// to readers on the socket.
+pub mod rpc;
+
+// `vm-catalogd check`, the offline validator.
+pub mod check;

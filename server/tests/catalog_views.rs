@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use catalog_common::{opts, scan, untrusted};
 use vm_catalog_protocol::{Epoch, VmName, VmState};
 use vm_catalog_tests::Tree;
-use vm_catalogd::catalog::{Catalog, Draft, merge, views};
+use vm_catalogd::catalog::{Catalog, Draft, merge};
+use vm_catalogd::views;
 
 fn draft(t: &Tree, prev: &Catalog) -> Draft {
     merge(

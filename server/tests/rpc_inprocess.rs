@@ -23,6 +23,16 @@ struct Scripted {
 }
 
 impl Pipeline for Scripted {
+    fn rescan(&mut self, trigger: RescanTrigger) -> Result<RescanResult, RescanError> {
+        self.run(trigger, false)
+    }
+
+    fn dry_run(&mut self, trigger: RescanTrigger) -> Result<RescanResult, RescanError> {
+        self.run(trigger, true)
+    }
+}
+
+impl Scripted {
     fn run(&mut self, trigger: RescanTrigger, dry_run: bool) -> Result<RescanResult, RescanError> {
         let current = self.hub.current();
         let vms = self.next.lock().unwrap().pop();

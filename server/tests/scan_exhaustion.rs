@@ -2,14 +2,17 @@
 //! definitions ("cannot open the directory: Too many open files"), which a
 //! local user who holds many connections could cause; the next apply would
 //! then have stopped those VMs. Now the scan is marked exhausted and the
-//! rescan keeps the catalog as it is.
+//! rescan plans nothing from it, keeping the catalog as it is.
 //!
 //! Alone in its test binary: it takes every file descriptor of the process.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use vm_catalog_protocol::Epoch;
 use vm_catalog_tests::tree::Tree;
+use vm_catalogd::catalog::Catalog;
 use vm_catalogd::definition::{ScanOptions, scan_source};
+use vm_catalogd::rescan::{Plan, ScanExhausted};
 use vm_catalogd::source::SourceSpec;
 
 #[test]
@@ -26,6 +29,10 @@ fn a_scan_out_of_file_descriptors_rejects_nothing() {
     assert!(!ok.exhausted);
     assert_eq!(ok.definitions.len(), 2);
     assert!(ok.definitions.iter().all(|d| d.is_valid()));
+    let (opts, vm_dir) = (ScanOptions::default(), t.join("vm"));
+    let current = Catalog::empty(Epoch(1));
+    let fed = Plan::new(&current, std::slice::from_ref(&spec), &opts, &vm_dir).unwrap();
+    assert_eq!(fed.draft().entries().len(), 2);
 
     // Take every descriptor the process may still open.
     let null = std::fs::File::open("/dev/null").unwrap();
@@ -45,7 +52,15 @@ fn a_scan_out_of_file_descriptors_rejects_nothing() {
         assert!(held.len() < 1 << 20, "no descriptor limit?");
     }
     let starved = scan_source(&spec, &ScanOptions::default());
+    let plan = Plan::new(&current, std::slice::from_ref(&spec), &opts, &vm_dir);
     drop(held);
+    assert_eq!(
+        plan.unwrap_err(),
+        ScanExhausted {
+            label: spec.label.clone()
+        },
+        "a rescan plans nothing from a starved scan"
+    );
     assert!(starved.exhausted, "{starved:?}");
     assert!(
         starved.definitions.is_empty(),

@@ -24,6 +24,9 @@ use crate::{require_root, require_tool, skip};
 
 /// Environment variable naming the test that runs inside the namespace.
 const NS_ENV: &str = "VM_CATALOG_TEST_MOUNT_NS";
+/// Environment variable naming the file the test creates once it runs
+/// inside the namespace.
+const NS_RAN_ENV: &str = "VM_CATALOG_TEST_MOUNT_NS_RAN";
 
 /// The tools a loop-disk test needs.
 pub const TOOLS: [&str; 5] = ["losetup", "partx", "sfdisk", "mkfs.ext4", "unshare"];
@@ -62,25 +65,37 @@ pub fn require_loop(what: &str) -> Option<()> {
     Some(())
 }
 
-/// Runs the test `name` (its full name as the test harness prints it) again
-/// in a private mount namespace and asserts that it passed. Returns `true`
+/// Runs the test `name` (its full name as the test harness prints it,
+/// with its module path: `hotplug::daemon_releases_…`) again in a private
+/// mount namespace and asserts that it ran there and passed. Returns `true`
 /// in that child, where the test body runs; `false` in the parent, which
 /// must then return.
 pub fn in_private_mount_ns(name: &str) -> bool {
     if std::env::var(NS_ENV).as_deref() == Ok(name) {
+        if let Some(ran) = std::env::var_os(NS_RAN_ENV) {
+            File::create(ran).expect("mark the test as run in its namespace");
+        }
         return true;
     }
     let exe = std::env::current_exe().expect("test executable");
+    let marks = tempfile::tempdir().expect("temp dir");
+    let ran = marks.path().join("ran");
     let status = Command::new("unshare")
         .args(["-m", "--propagation", "private"])
         .arg(exe)
         .args(["--exact", name, "--nocapture", "--test-threads", "1"])
         .env(NS_ENV, name)
+        .env(NS_RAN_ENV, &ran)
         .status()
         .expect("run unshare");
     assert!(
         status.success(),
         "{name} failed in its mount namespace: {status}"
+    );
+    // A name that matches no test runs nothing, successfully.
+    assert!(
+        ran.exists(),
+        "{name} did not run in its mount namespace: no test has that exact name"
     );
     false
 }
@@ -267,4 +282,25 @@ impl Drop for LoopDisk {
 fn path_str(p: &Path) -> io::Result<&str> {
     p.to_str()
         .ok_or_else(|| io::Error::other(format!("{} is not UTF-8", p.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a test moved into a module kept calling this with its
+    /// old, short name; the child ran no test, exited 0, and the test
+    /// passed without running.
+    #[test]
+    fn a_name_that_matches_no_test_fails_instead_of_passing() {
+        let Some(()) = require_root("unshare -m") else {
+            return;
+        };
+        let Some(_) = require_tool("unshare") else {
+            return;
+        };
+        let r = std::panic::catch_unwind(|| in_private_mount_ns("no_such_module::no_such_test"));
+        let msg = r.expect_err("an error").downcast::<String>().unwrap();
+        assert!(msg.contains("no test has that exact name"), "{msg}");
+    }
 }

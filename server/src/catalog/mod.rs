@@ -1,19 +1,18 @@
 //! The catalog: merging scanned sources into one immutable snapshot per
-//! generation, diffs between generations, and the views the VMM reads.
+//! generation, and diffs between generations. Pure: no I/O.
 //!
 //! A rescan goes: [`merge`] the scans against the current [`Catalog`] into a
-//! [`Draft`]; build the [`views`]; apply ([`Draft::apply_request`], then
-//! [`Draft::annotate`] with the report); then [`Catalog::successor`] gives
-//! the next snapshot and its ordered change batch, or `None` when nothing
-//! changed (the generation stays). A dry run computes `successor` and
-//! throws it away.
+//! [`Draft`]; build the views ([`crate::views`]); apply
+//! ([`Draft::apply_request`], then [`Draft::annotate`] with the report);
+//! then [`Catalog::successor`] gives the next snapshot and its ordered
+//! change batch, or `None` when nothing changed (the generation stays). A
+//! dry run computes `successor` and throws it away.
 
 mod cycles;
 mod diff;
 mod draft;
 mod merge;
 mod resolve;
-pub mod views;
 
 use std::path::PathBuf;
 use std::sync::Arc;

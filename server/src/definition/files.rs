@@ -127,11 +127,7 @@ pub(crate) fn check_leaf(
             match ctx.prefixes.resolve(&target, want) {
                 Ok((final_path, st)) => Ok(Ok(file(final_path, &st))),
                 Err(e) => {
-                    let msg = format!(
-                        "symlink target {:?} {}",
-                        display_bytes(&target),
-                        e.describe()
-                    );
+                    let msg = format!("symlink target {:?} {e}", display_bytes(&target));
                     let code = match e {
                         TargetError::WrongType(t) => {
                             return Ok(Err(wrong_type(
@@ -141,7 +137,10 @@ pub(crate) fn check_leaf(
                             )));
                         }
                         TargetError::NotFound | TargetError::Io(_) => DiagCode::IoError,
-                        _ => DiagCode::UnsafeSymlink,
+                        TargetError::Relative
+                        | TargetError::NotNormalized
+                        | TargetError::Outside
+                        | TargetError::ThroughSymlink => DiagCode::UnsafeSymlink,
                     };
                     Ok(Err(error(code, &path, msg)))
                 }

@@ -14,40 +14,31 @@ use rustix::io::Errno;
 
 use super::fs::RESOLVE_UNTRUSTED;
 
-/// Why a symlink target is refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a symlink target is refused. Its text completes "symlink target
+/// X …".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum TargetError {
     /// Not an absolute path.
+    #[error("is not an absolute path")]
     Relative,
     /// Contains `.`, `..`, an empty component or a trailing `/`.
+    #[error("is not a normalized path (it has '.', '..', '//' or a trailing '/')")]
     NotNormalized,
     /// Not under any trusted prefix.
+    #[error("is not under a trusted prefix")]
     Outside,
     /// The path to it goes through another symlink, or it is one.
+    #[error("is, or goes through, another symlink")]
     ThroughSymlink,
     /// Nothing there.
+    #[error("does not exist")]
     NotFound,
     /// Something else than what is needed.
+    #[error("is {}", super::fs::type_name(*.0))]
     WrongType(FileType),
     /// The trusted prefix could not be opened, or another error.
+    #[error("cannot be checked: {0}")]
     Io(Errno),
-}
-
-impl TargetError {
-    /// Why, in words.
-    pub fn describe(&self) -> String {
-        match self {
-            TargetError::Relative => "is not an absolute path".into(),
-            TargetError::NotNormalized => {
-                "is not a normalized path (it has '.', '..', '//' or a trailing '/')".into()
-            }
-            TargetError::Outside => "is not under a trusted prefix".into(),
-            TargetError::ThroughSymlink => "is, or goes through, another symlink".into(),
-            TargetError::NotFound => "does not exist".into(),
-            TargetError::WrongType(t) => format!("is {}", super::fs::type_name(*t)),
-            TargetError::Io(e) => format!("cannot be checked: {e}"),
-        }
-    }
 }
 
 /// A trusted prefix, and its directory once opened.

@@ -2,6 +2,8 @@
 
 use vm_catalog_protocol::{ErrorBody, ErrorCode, FrameError, Method};
 
+use crate::rescan::RescanError;
+
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -26,9 +28,9 @@ pub enum CallError {
     /// Cancelled by `Cancel`.
     #[error("cancelled")]
     Cancelled,
-    /// The rescan failed.
+    /// The rescan gave no result.
     #[error("rescan failed: {0}")]
-    RescanFailed(String),
+    RescanFailed(RescanError),
     /// The daemon is stopping.
     #[error("shutting down")]
     ShuttingDown,
@@ -61,7 +63,9 @@ impl CallError {
             CallError::Busy => ErrorCode::Busy,
             CallError::Timeout { .. } => ErrorCode::Timeout,
             CallError::Cancelled => ErrorCode::Cancelled,
-            CallError::RescanFailed(_) => ErrorCode::RescanFailed,
+            CallError::RescanFailed(RescanError::Stopped) => ErrorCode::ShuttingDown,
+            CallError::RescanFailed(RescanError::ScanExhausted(_)) => ErrorCode::RescanFailed,
+            CallError::RescanFailed(RescanError::Panicked { .. }) => ErrorCode::RescanFailed,
             CallError::ShuttingDown => ErrorCode::ShuttingDown,
             CallError::Encode(_) => ErrorCode::Internal,
             CallError::Internal(_) => ErrorCode::Internal,

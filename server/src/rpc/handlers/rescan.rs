@@ -3,7 +3,6 @@
 use tokio_util::sync::CancellationToken;
 use vm_catalog_protocol::{Rescan, RescanTrigger};
 
-use crate::rescan::RescanError;
 use crate::rpc::Ctx;
 use crate::rpc::conn::Conn;
 use crate::rpc::error::CallError;
@@ -23,10 +22,7 @@ pub async fn handle(
         _ = ctx.shutdown.cancelled() => return Err(CallError::ShuttingDown),
         _ = cancel.cancelled() => return Err(CallError::Cancelled),
     };
-    let result = result.map_err(|e| match e {
-        RescanError::Stopped => CallError::ShuttingDown,
-        RescanError::Failed(why) => CallError::RescanFailed(why),
-    })?;
+    let result = result.map_err(CallError::RescanFailed)?;
     let budget = pages::budget(conn.max_frame);
     let records: Vec<Vec<u8>> = result
         .changes

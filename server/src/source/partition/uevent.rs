@@ -29,20 +29,36 @@ pub const RECV_BUFFER: usize = 16 << 20;
 /// Largest message read; the kernel's own limit is 2 KiB of environment.
 const MAX_MESSAGE: usize = 8192;
 
+/// The netlink group the kernel broadcasts uevents to.
+pub const KERNEL_GROUP: u32 = 1;
+
 /// Which netlink group to listen to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UeventGroup {
-    /// The kernel's own broadcasts (group 1).
+    /// The kernel's own broadcasts (group [`KERNEL_GROUP`]).
     Kernel,
     /// A group that a root daemon rebroadcasts to (mdevd's `-O`: a group
     /// number 2..=32, e.g. 3 for Spectrum's `-O4` mask).
     Rebroadcast(u32),
 }
 
+/// A group by its number (`--uevent-group`): [`KERNEL_GROUP`] is the
+/// kernel's, any other a rebroadcast group (its range is checked when the
+/// listener binds).
+impl From<u32> for UeventGroup {
+    fn from(group: u32) -> UeventGroup {
+        if group == KERNEL_GROUP {
+            UeventGroup::Kernel
+        } else {
+            UeventGroup::Rebroadcast(group)
+        }
+    }
+}
+
 impl UeventGroup {
     fn mask(self) -> Option<u32> {
         match self {
-            UeventGroup::Kernel => Some(1),
+            UeventGroup::Kernel => Some(1 << (KERNEL_GROUP - 1)),
             UeventGroup::Rebroadcast(g @ 2..=32) => Some(1 << (g - 1)),
             UeventGroup::Rebroadcast(_) => None,
         }
@@ -148,7 +164,7 @@ impl UeventListener {
     pub fn bind(group: UeventGroup) -> Result<UeventListener, UeventError> {
         let mask = group.mask().ok_or(match group {
             UeventGroup::Rebroadcast(g) => UeventError::BadGroup(g),
-            UeventGroup::Kernel => UeventError::BadGroup(1),
+            UeventGroup::Kernel => UeventError::BadGroup(KERNEL_GROUP),
         })?;
         let fd = rustix::net::socket_with(
             AddressFamily::NETLINK,
@@ -314,6 +330,8 @@ mod tests {
     #[test]
     fn group_masks() {
         assert_eq!(UeventGroup::Kernel.mask(), Some(1));
+        assert_eq!(UeventGroup::from(1), UeventGroup::Kernel);
+        assert_eq!(UeventGroup::from(3), UeventGroup::Rebroadcast(3));
         assert_eq!(UeventGroup::Rebroadcast(3).mask(), Some(4));
         assert_eq!(UeventGroup::Rebroadcast(0).mask(), None);
         assert_eq!(UeventGroup::Rebroadcast(33).mask(), None);

@@ -1,10 +1,10 @@
 //! Noticing changes in directory sources: inotify, debounced into rescans.
 //!
-//! inotify is not recursive, so after every rescan the pipeline hands over
-//! the directories to watch ([`Target`]s): each source root, each definition
-//! directory and its `blk/`, `providers/` and `providers/net/`; and, for a
-//! source root that does not exist, its parent (so that creating it is
-//! noticed). A directory below a source root is opened fd-relative with
+//! inotify is not recursive, so after every rescan the rescan hands over
+//! the directories to watch ([`Target`]s, through a [`TargetTx`]; see
+//! [`targets_of`]): each source root, each definition directory and its
+//! `blk/`, `providers/` and `providers/net/`; and, for a source root that
+//! does not exist, its parent (so that creating it is noticed). A directory below a source root is opened fd-relative with
 //! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS` and watched through
 //! `/proc/self/fd/N`, so a symlink planted in a source never makes the
 //! daemon watch something else. A watch that cannot be added yet (the
@@ -25,8 +25,9 @@ use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use vm_catalog_protocol::RescanTrigger;
+use vm_catalog_protocol::{RescanTrigger, SourceState};
 
+use crate::definition::SourceScan;
 use crate::rescan::Rescans;
 
 /// The longest a steady stream of events can delay a rescan.
@@ -78,6 +79,59 @@ impl Target {
     }
 }
 
+/// The directories to watch after a rescan that scanned `scans`: each
+/// source root (its parent when it is missing), each definition directory,
+/// its `blk/`, `providers/` and `providers/net/`.
+pub fn targets_of(scans: &[SourceScan]) -> Vec<Target> {
+    let mut out = Vec::new();
+    for s in scans {
+        let root = &s.spec.root;
+        match s.state {
+            SourceState::Ready => {}
+            SourceState::Missing => {
+                if let Some(parent) = root.parent() {
+                    out.push(Target::root(parent));
+                }
+                continue;
+            }
+            SourceState::Unavailable | SourceState::Failed => continue,
+        }
+        out.push(Target::root(root));
+        // A definition is the root's child named after the VM.
+        for d in &s.definitions {
+            let dir = PathBuf::from(d.name.as_str());
+            out.push(Target::below(root, &dir));
+            for sub in ["blk", "providers", "providers/net"] {
+                out.push(Target::below(root, dir.join(sub)));
+            }
+        }
+    }
+    out
+}
+
+/// The rescan's end of the target list: it sets the list after every real
+/// rescan, changed or not, so that watches that could not be added before
+/// (a directory created since) are tried again.
+#[derive(Debug)]
+pub struct TargetTx(watch::Sender<Arc<Vec<Target>>>);
+
+/// The watcher's end of the target list.
+#[derive(Debug)]
+pub struct TargetRx(watch::Receiver<Arc<Vec<Target>>>);
+
+/// A target list, empty until the first rescan sets it.
+pub fn channel() -> (TargetTx, TargetRx) {
+    let (tx, rx) = watch::channel(Arc::new(Vec::new()));
+    (TargetTx(tx), TargetRx(rx))
+}
+
+impl TargetTx {
+    /// Replaces the list (the watcher may be gone: watching is off).
+    pub fn set(&self, targets: Vec<Target>) {
+        self.0.send_replace(Arc::new(targets));
+    }
+}
+
 fn mask() -> WatchMask {
     WatchMask::CREATE
         | WatchMask::DELETE
@@ -99,10 +153,10 @@ fn add(watches: &mut Watches, t: &Target) -> std::io::Result<WatchDescriptor> {
     )
 }
 
-/// Watches the targets published on `targets` and triggers a rescan after
+/// Watches the targets set on `targets` and triggers a rescan after
 /// `debounce` of quiet following any change. Runs until `shutdown`.
 pub async fn run(
-    mut targets: watch::Receiver<Arc<Vec<Target>>>,
+    TargetRx(mut targets): TargetRx,
     rescans: Rescans,
     debounce: Duration,
     shutdown: CancellationToken,

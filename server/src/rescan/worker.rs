@@ -1,77 +1,29 @@
-//! The rescan coordinator: one rescan at a time, on one worker thread.
-//!
-//! Every trigger (start-up, `Rescan` calls, `SIGHUP`, directory watches,
-//! partition hotplug, retries) becomes a request on one channel. The worker
-//! takes every request that is waiting, runs one rescan for all of them, and
-//! answers them all: a request is answered by the first rescan that *started
-//! after it arrived*, so a caller's reply always reflects its change on disk.
-//! Dry runs are computed separately and never applied or published.
-//!
-//! The worker owns the [`Pipeline`], and so the applier: every s6-rc call is
-//! serialized here. A rescan that started always runs to completion; callers
-//! that go away only stop waiting for it.
+//! The rescan worker: one thread that takes every request waiting, runs one
+//! rescan for all of them (dry runs apart), answers them all, and turns a
+//! due [`Retry`] or a follow-up that the pipeline asked for into the next
+//! rescan. A panicking rescan is caught and answered as
+//! [`RescanError::Panicked`].
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc as std_mpsc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
-use vm_catalog_protocol::{Change, RescanOutcome, RescanTrigger};
+use vm_catalog_protocol::RescanTrigger;
 
-/// The answer to a rescan request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RescanResult {
-    /// The changes, in order (computed only, for a dry run).
-    pub changes: Vec<Change>,
-    /// The outcome.
-    pub outcome: RescanOutcome,
-}
-
-/// Why a rescan request got no result.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RescanError {
-    /// The daemon is stopping.
-    #[error("the daemon is shutting down")]
-    Stopped,
-    /// The rescan itself failed.
-    #[error("{0}")]
-    Failed(String),
-}
-
-/// What one rescan does: discover, scan, merge, apply, publish.
-pub trait Pipeline: Send + 'static {
-    /// Runs one rescan. A dry run computes the changes against the published
-    /// catalog without applying or publishing anything.
-    fn run(&mut self, trigger: RescanTrigger, dry_run: bool) -> Result<RescanResult, RescanError>;
-
-    /// Called after every real rescan: release what the new catalog no
-    /// longer uses (unmount removed partitions). Returns a trigger when that
-    /// calls for another rescan.
-    fn after(&mut self) -> Option<RescanTrigger> {
-        None
-    }
-}
+use super::{Pipeline, RescanError, RescanResult};
+use crate::triggers::retry::{Retry, RetryPolicy};
 
 type Reply = oneshot::Sender<Result<RescanResult, RescanError>>;
 
-enum Msg {
+/// A request to the worker.
+pub(super) enum Msg {
     Rescan {
         trigger: RescanTrigger,
         dry_run: bool,
         reply: Option<Reply>,
     },
     Stop,
-}
-
-/// First delay before retrying a failed apply; it doubles up to [`RETRY_MAX`].
-const RETRY_FIRST: Duration = Duration::from_secs(5);
-const RETRY_MAX: Duration = Duration::from_secs(300);
-
-/// A handle to the rescan worker.
-#[derive(Debug, Clone)]
-pub struct Rescans {
-    tx: std_mpsc::Sender<Msg>,
 }
 
 impl std::fmt::Debug for Msg {
@@ -87,67 +39,27 @@ impl std::fmt::Debug for Msg {
     }
 }
 
-impl Rescans {
-    /// Starts the worker thread.
-    pub fn spawn<P: Pipeline>(pipeline: P) -> (Rescans, JoinHandle<()>) {
-        let (tx, rx) = std_mpsc::channel();
-        let handle = std::thread::Builder::new()
-            .name("rescan".into())
-            .spawn(move || {
-                Worker {
-                    pipeline,
-                    rx,
-                    retry: None,
-                    follow_up: None,
-                }
-                .run()
-            })
-            .expect("spawning the rescan thread");
-        (Rescans { tx }, handle)
-    }
-
-    /// Asks for a rescan and waits for its result.
-    pub async fn rescan(
-        &self,
-        trigger: RescanTrigger,
-        dry_run: bool,
-    ) -> Result<RescanResult, RescanError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Msg::Rescan {
-                trigger,
-                dry_run,
-                reply: Some(reply),
-            })
-            .map_err(|_| RescanError::Stopped)?;
-        rx.await.map_err(|_| RescanError::Stopped)?
-    }
-
-    /// Asks for a rescan without waiting (signals, watches, hotplug).
-    pub fn trigger(&self, trigger: RescanTrigger) {
-        let _ = self.tx.send(Msg::Rescan {
-            trigger,
-            dry_run: false,
-            reply: None,
-        });
-    }
-
-    /// Asks the worker to stop once the rescan in progress (if any) is done.
-    pub fn stop(&self) {
-        let _ = self.tx.send(Msg::Stop);
-    }
-}
-
-struct Worker<P> {
+/// The worker thread's state.
+pub(super) struct Worker<P> {
     pipeline: P,
     rx: std_mpsc::Receiver<Msg>,
     /// A rescan that [`Pipeline::after`] asked for, run next.
     follow_up: Option<RescanTrigger>,
-    retry: Option<(Instant, Duration)>,
+    retry: Retry,
 }
 
 impl<P: Pipeline> Worker<P> {
-    fn run(mut self) {
+    pub(super) fn new(pipeline: P, rx: std_mpsc::Receiver<Msg>, retry: RetryPolicy) -> Self {
+        Worker {
+            pipeline,
+            rx,
+            follow_up: None,
+            retry: Retry::new(retry),
+        }
+    }
+
+    /// Serves requests until [`Msg::Stop`] or until every handle is gone.
+    pub(super) fn run(mut self) {
         loop {
             let first = match self.next_message() {
                 Some(m) => m,
@@ -181,13 +93,13 @@ impl<P: Pipeline> Worker<P> {
                 return;
             }
             if !dry.is_empty() {
-                let result = self.run_once(RescanTrigger::Request, true);
+                let result = self.guarded(|p| p.dry_run(RescanTrigger::Request));
                 for reply in dry {
                     let _ = reply.send(result.clone());
                 }
             }
             if let Some(trigger) = real_trigger {
-                let result = self.run_once(trigger, false);
+                let result = self.guarded(|p| p.rescan(trigger));
                 self.schedule_retry(&result);
                 for reply in real {
                     let _ = reply.send(result.clone());
@@ -211,9 +123,9 @@ impl<P: Pipeline> Worker<P> {
                 reply: None,
             });
         }
-        match self.retry {
+        match self.retry.due() {
             None => self.rx.recv().ok(),
-            Some((at, _)) => {
+            Some(at) => {
                 let wait = at.saturating_duration_since(Instant::now());
                 match self.rx.recv_timeout(wait) {
                     Ok(m) => Some(m),
@@ -228,13 +140,13 @@ impl<P: Pipeline> Worker<P> {
         }
     }
 
-    fn run_once(
+    /// Runs `f` on the pipeline; a panic becomes [`RescanError::Panicked`].
+    fn guarded(
         &mut self,
-        trigger: RescanTrigger,
-        dry_run: bool,
+        f: impl FnOnce(&mut P) -> Result<RescanResult, RescanError>,
     ) -> Result<RescanResult, RescanError> {
         let pipeline = &mut self.pipeline;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| pipeline.run(trigger, dry_run))) {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| f(pipeline))) {
             Ok(r) => r,
             Err(panic) => {
                 let what = panic
@@ -243,7 +155,7 @@ impl<P: Pipeline> Worker<P> {
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown panic".into());
                 tracing::error!(what, "rescan panicked");
-                Err(RescanError::Failed(format!("internal error: {what}")))
+                Err(RescanError::Panicked { what })
             }
         }
     }
@@ -253,19 +165,12 @@ impl<P: Pipeline> Worker<P> {
             Ok(r) => r.outcome.apply.status.is_failure(),
             Err(_) => true,
         };
-        self.retry = if failed {
-            let delay = match self.retry {
-                Some((_, d)) => (d * 2).min(RETRY_MAX),
-                None => RETRY_FIRST,
-            };
+        if let Some(delay) = self.retry.record(failed, Instant::now()) {
             tracing::info!(
                 delay_s = delay.as_secs(),
                 "the rescan or apply failed, retrying later"
             );
-            Some((Instant::now() + delay, delay))
-        } else {
-            None
-        };
+        }
     }
 }
 
@@ -281,28 +186,32 @@ fn pick(current: Option<RescanTrigger>, new: RescanTrigger) -> RescanTrigger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rescan::Rescans;
     use std::sync::{Arc, Mutex};
-    use vm_catalog_protocol::{ApplyOutcome, ApplyStatus};
+    use std::time::Duration;
+    use vm_catalog_protocol::{ApplyOutcome, ApplyStatus, RescanOutcome};
 
     /// Counts rescans; each takes `delay` and reports its sequence number as
-    /// the generation.
+    /// the generation. `panic_on` makes that rescan (1-based) panic.
+    #[derive(Default)]
     struct Counting {
         runs: Arc<Mutex<Vec<(RescanTrigger, bool)>>>,
         delay: Duration,
         fail_apply: bool,
+        panic_on: Option<usize>,
     }
 
-    impl Pipeline for Counting {
-        fn run(
-            &mut self,
-            trigger: RescanTrigger,
-            dry_run: bool,
-        ) -> Result<RescanResult, RescanError> {
+    impl Counting {
+        fn record(&mut self, trigger: RescanTrigger, dry_run: bool) -> RescanResult {
             std::thread::sleep(self.delay);
             let mut runs = self.runs.lock().unwrap();
             runs.push((trigger, dry_run));
             let n = runs.len() as u64;
-            Ok(RescanResult {
+            if self.panic_on == Some(runs.len()) {
+                drop(runs);
+                panic!("rescan {n} broke");
+            }
+            RescanResult {
                 changes: vec![],
                 outcome: RescanOutcome {
                     trigger,
@@ -325,7 +234,17 @@ mod tests {
                         message: String::new(),
                     },
                 },
-            })
+            }
+        }
+    }
+
+    impl Pipeline for Counting {
+        fn rescan(&mut self, trigger: RescanTrigger) -> Result<RescanResult, RescanError> {
+            Ok(self.record(trigger, false))
+        }
+
+        fn dry_run(&mut self, trigger: RescanTrigger) -> Result<RescanResult, RescanError> {
+            Ok(self.record(trigger, true))
         }
     }
 
@@ -335,7 +254,7 @@ mod tests {
         let (r, worker) = Rescans::spawn(Counting {
             runs: runs.clone(),
             delay: Duration::from_millis(200),
-            fail_apply: false,
+            ..Counting::default()
         });
         // The first request starts rescan 1; the next ten arrive while it runs.
         let first = tokio::spawn({
@@ -364,8 +283,7 @@ mod tests {
         let runs = Arc::new(Mutex::new(Vec::new()));
         let (r, worker) = Rescans::spawn(Counting {
             runs: runs.clone(),
-            delay: Duration::ZERO,
-            fail_apply: false,
+            ..Counting::default()
         });
         let dry = r.rescan(RescanTrigger::Request, true).await.unwrap();
         assert!(dry.outcome.dry_run);
@@ -382,29 +300,52 @@ mod tests {
     #[tokio::test]
     async fn a_failed_apply_is_retried_without_a_trigger() {
         let runs = Arc::new(Mutex::new(Vec::new()));
-        let (r, worker) = Rescans::spawn(Counting {
-            runs: runs.clone(),
-            delay: Duration::ZERO,
-            fail_apply: true,
-        });
+        // Short delays instead of RETRY_FIRST (whose schedule `Retry`'s own
+        // tests check without waiting).
+        let retry = RetryPolicy {
+            first: Duration::from_millis(1),
+            max: Duration::from_millis(20),
+        };
+        let (r, worker) = Rescans::spawn_with(
+            Counting {
+                runs: runs.clone(),
+                fail_apply: true,
+                ..Counting::default()
+            },
+            retry,
+        );
         r.rescan(RescanTrigger::Request, false).await.unwrap();
-        // The first retry comes RETRY_FIRST later; poll for it.
-        let deadline = Instant::now() + RETRY_FIRST + Duration::from_secs(5);
-        while runs.lock().unwrap().len() < 2 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        // Poll for the retry (no one asks for it).
+        let give_up = Instant::now() + Duration::from_secs(30);
+        while runs.lock().unwrap().len() < 2 && Instant::now() < give_up {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(runs.lock().unwrap()[1].0, RescanTrigger::Retry);
+        assert_eq!(runs.lock().unwrap()[1], (RescanTrigger::Retry, false));
+        r.stop();
+        worker.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_panicking_rescan_is_an_error_and_the_worker_carries_on() {
+        let (r, worker) = Rescans::spawn(Counting {
+            panic_on: Some(1),
+            ..Counting::default()
+        });
+        assert_eq!(
+            r.rescan(RescanTrigger::Request, false).await,
+            Err(RescanError::Panicked {
+                what: "rescan 1 broke".into()
+            })
+        );
+        let next = r.rescan(RescanTrigger::Request, false).await.unwrap();
+        assert_eq!(next.outcome.generation, 2);
         r.stop();
         worker.join().unwrap();
     }
 
     #[tokio::test]
     async fn requests_after_stop_get_stopped() {
-        let (r, worker) = Rescans::spawn(Counting {
-            runs: Arc::default(),
-            delay: Duration::ZERO,
-            fail_apply: false,
-        });
+        let (r, worker) = Rescans::spawn(Counting::default());
         r.stop();
         worker.join().unwrap();
         assert_eq!(

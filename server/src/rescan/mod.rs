@@ -1,0 +1,167 @@
+//! Rescans: one at a time, on one worker thread.
+//!
+//! Every trigger (start-up, `Rescan` calls, [`crate::triggers`]) becomes a
+//! request on one channel through the [`Rescans`] handle. The worker
+//! takes every request that is waiting, runs one rescan for all of them, and
+//! answers them all: a request is answered by the first rescan that *started
+//! after it arrived*, so a caller's reply always reflects its change on disk.
+//! Dry runs are computed separately and never applied or published.
+//!
+//! A rescan is a [`plan`] (discover → scan → merge: what the next catalog
+//! would be) and a [`commit`] (views → apply → publish: making it the
+//! catalog). A dry run is a plan that is not committed. [`pipeline`] holds
+//! what lives between rescans and the [`Pipeline`] trait the worker runs.
+//!
+//! The worker owns the pipeline, and so the applier and the partition
+//! manager: every s6-rc call and every mount is serialized there. A rescan
+//! that started always runs to completion; callers that go away only stop
+//! waiting for it.
+
+pub mod commit;
+pub mod pipeline;
+pub mod plan;
+mod worker;
+
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
+use vm_catalog_protocol::{ApplyOutcome, Change, RescanOutcome, RescanTrigger};
+
+pub use pipeline::{Pipeline, PipelineError, RealPipeline};
+pub use plan::{Plan, ScanExhausted};
+
+use crate::triggers::retry::RetryPolicy;
+use worker::{Msg, Worker};
+
+/// The answer to a rescan request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RescanResult {
+    /// The changes, in order (computed only, for a dry run).
+    pub changes: Vec<Change>,
+    /// The outcome.
+    pub outcome: RescanOutcome,
+}
+
+/// Why a rescan request got no result. (A failed apply is not one: the
+/// rescan's outcome says how the apply went.)
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RescanError {
+    /// The daemon is stopping.
+    #[error("the daemon is shutting down")]
+    Stopped,
+    /// A scan ran out of file descriptors or memory, so it says nothing
+    /// about its source: the catalog (and every running VM) stays as it is,
+    /// and the worker retries later.
+    #[error("{0}: the catalog is unchanged")]
+    ScanExhausted(ScanExhausted),
+    /// The rescan panicked (a bug); the worker carries on.
+    #[error("internal error: {what}")]
+    Panicked {
+        /// The panic's message.
+        what: String,
+    },
+}
+
+/// A handle to the rescan worker.
+#[derive(Debug, Clone)]
+pub struct Rescans {
+    tx: std_mpsc::Sender<Msg>,
+}
+
+impl Rescans {
+    /// Starts the worker thread, retrying failures after the default delays.
+    pub fn spawn<P: Pipeline>(pipeline: P) -> (Rescans, JoinHandle<()>) {
+        Rescans::spawn_with(pipeline, RetryPolicy::default())
+    }
+
+    /// Starts the worker thread, retrying failures after `retry`'s delays.
+    pub fn spawn_with<P: Pipeline>(pipeline: P, retry: RetryPolicy) -> (Rescans, JoinHandle<()>) {
+        let (tx, rx) = std_mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("rescan".into())
+            .spawn(move || Worker::new(pipeline, rx, retry).run())
+            .expect("spawning the rescan thread");
+        (Rescans { tx }, handle)
+    }
+
+    /// Asks for a rescan and waits for its result.
+    pub async fn rescan(
+        &self,
+        trigger: RescanTrigger,
+        dry_run: bool,
+    ) -> Result<RescanResult, RescanError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Rescan {
+                trigger,
+                dry_run,
+                reply: Some(reply),
+            })
+            .map_err(|_| RescanError::Stopped)?;
+        rx.await.map_err(|_| RescanError::Stopped)?
+    }
+
+    /// Asks for a rescan without waiting (signals, watches, hotplug).
+    pub fn trigger(&self, trigger: RescanTrigger) {
+        let _ = self.tx.send(Msg::Rescan {
+            trigger,
+            dry_run: false,
+            reply: None,
+        });
+    }
+
+    /// Asks the worker to stop once the rescan in progress (if any) is done.
+    pub fn stop(&self) {
+        let _ = self.tx.send(Msg::Stop);
+    }
+}
+
+/// When a rescan started, for its outcome.
+#[derive(Debug, Clone, Copy)]
+pub struct Started {
+    at: Instant,
+    unix_ms: u64,
+}
+
+impl Started {
+    /// Now.
+    pub fn now() -> Started {
+        Started {
+            at: Instant::now(),
+            unix_ms: now_unix_ms(),
+        }
+    }
+
+    /// The outcome of the rescan that started then and ends now.
+    pub(crate) fn outcome(
+        &self,
+        trigger: RescanTrigger,
+        dry_run: bool,
+        generation_before: u64,
+        generation: u64,
+        changes: usize,
+        apply: ApplyOutcome,
+    ) -> RescanOutcome {
+        RescanOutcome {
+            trigger,
+            dry_run,
+            generation_before,
+            generation,
+            changes: changes as u32,
+            started_unix_ms: self.unix_ms,
+            duration_us: self.at.elapsed().as_micros() as u64,
+            apply,
+        }
+    }
+}
+
+/// Wall-clock time in milliseconds since the Unix epoch, as the protocol
+/// reports times (0 if the clock is before 1970).
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,176 @@
+//! The [`Pipeline`] the rescan worker runs, and the real one: what lives
+//! between rescans (the catalog, the sources and the partition manager, the
+//! views and the applier) and a rescan as [`Plan`] then [`Commit`].
+//!
+//! The pipeline lives on the rescan worker thread, so the partition manager
+//! and the applier are only ever used from there. A dry run is a plan that
+//! is not committed: it mounts nothing new (it reuses the partitions found
+//! by the last real rescan), builds no view, applies nothing and publishes
+//! no catalog, only its own outcome in the status.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use vm_catalog_protocol::{RescanOutcome, RescanTrigger};
+
+use super::commit::Commit;
+use super::plan::{Plan, Sources};
+use super::{RescanError, RescanResult, Started};
+use crate::apply::Applier;
+use crate::apply::none::NoneApplier;
+use crate::apply::s6rc::S6rcApplier;
+use crate::catalog::Catalog;
+use crate::config::{ApplyConfig, Config};
+use crate::definition::ScanOptions;
+use crate::hub::Hub;
+use crate::source::SourceSpec;
+use crate::source::partition::{PartitionManager, UeventListener};
+use crate::triggers::inotify::TargetTx;
+use crate::views::Views;
+
+/// What the rescan worker runs.
+pub trait Pipeline: Send + 'static {
+    /// One rescan: plan it (discover, scan, merge) and commit it (views,
+    /// apply, publish).
+    fn rescan(&mut self, trigger: RescanTrigger) -> Result<RescanResult, RescanError>;
+
+    /// A dry run: plan a rescan and report what it would change, against
+    /// the published catalog, without committing anything.
+    fn dry_run(&mut self, trigger: RescanTrigger) -> Result<RescanResult, RescanError>;
+
+    /// Called after every real rescan: release what the new catalog no
+    /// longer uses (unmount removed partitions). Returns a trigger when that
+    /// calls for another rescan.
+    fn after(&mut self) -> Option<RescanTrigger> {
+        None
+    }
+}
+
+/// Why the pipeline could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The s6-rc applier could not start (bad configuration, no programs,
+    /// an unusable live directory).
+    #[error("cannot set up the s6-rc applier")]
+    Applier(#[source] crate::apply::s6rc::OpenError),
+}
+
+/// The real pipeline.
+pub struct RealPipeline {
+    /// The current catalog: what the next plan is merged against.
+    catalog: Catalog,
+    sources: Sources,
+    scan: ScanOptions,
+    vm_dir: PathBuf,
+    commit: Commit,
+    /// Taken by the daemon, to run on the async side.
+    uevents: Option<UeventListener>,
+}
+
+impl std::fmt::Debug for RealPipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RealPipeline")
+            .field("generation", &self.catalog.generation())
+            .field("commit", &self.commit)
+            .finish()
+    }
+}
+
+impl RealPipeline {
+    /// Sets up the sources, the partition manager (its uevent socket bound
+    /// before the first reconcile, so no event is missed) and the applier.
+    /// Must be called inside a tokio runtime.
+    pub fn open(config: &Config, hub: Arc<Hub>, watched: TargetTx) -> Result<Self, PipelineError> {
+        let (partitions, uevents) = match &config.partitions {
+            None => (None, None),
+            Some(p) => {
+                let uevents = match UeventListener::bind(p.uevent_group) {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot listen to block device uevents; partitions are seen on rescans only");
+                        None
+                    }
+                };
+                (Some(PartitionManager::new(p.clone())), uevents)
+            }
+        };
+        let applier: Box<dyn Applier> = match &config.apply {
+            ApplyConfig::None => Box::new(NoneApplier::new()),
+            ApplyConfig::S6rc(c) => {
+                Box::new(S6rcApplier::open(c.clone()).map_err(PipelineError::Applier)?)
+            }
+        };
+        Ok(RealPipeline {
+            catalog: Catalog::empty(hub.epoch()),
+            sources: Sources::new(config.sources.clone(), partitions),
+            scan: config.scan.clone(),
+            vm_dir: config.vm_dir.clone(),
+            commit: Commit::new(Views::new(&config.vm_dir), applier, hub, watched),
+            uevents,
+        })
+    }
+
+    /// The uevent listener, to run on the async side
+    /// ([`crate::triggers::uevent::run`]); `None` without partitions, when
+    /// it could not be bound, or once taken.
+    pub fn take_uevents(&mut self) -> Option<UeventListener> {
+        self.uevents.take()
+    }
+
+    fn plan(&self, specs: &[SourceSpec]) -> Result<Plan, RescanError> {
+        Plan::new(&self.catalog, specs, &self.scan, &self.vm_dir)
+            .map_err(RescanError::ScanExhausted)
+    }
+}
+
+impl Pipeline for RealPipeline {
+    fn rescan(&mut self, trigger: RescanTrigger) -> Result<RescanResult, RescanError> {
+        let started = Started::now();
+        let specs = self.sources.discover();
+        let plan = self.plan(&specs)?;
+        let result = self
+            .commit
+            .commit(&mut self.catalog, plan, trigger, started);
+        log_outcome(&result.outcome);
+        Ok(result)
+    }
+
+    fn dry_run(&mut self, trigger: RescanTrigger) -> Result<RescanResult, RescanError> {
+        let started = Started::now();
+        let plan = self.plan(&self.sources.known())?;
+        let result = plan.dry_run(&self.catalog, trigger, started);
+        self.commit.record_dry_run(&result.outcome);
+        log_outcome(&result.outcome);
+        Ok(result)
+    }
+
+    fn after(&mut self) -> Option<RescanTrigger> {
+        // The catalog and the database no longer use removed partitions:
+        // unmount them. A release may let a waiting device be mounted.
+        self.sources
+            .release_removed()
+            .then_some(RescanTrigger::Hotplug)
+    }
+}
+
+fn log_outcome(o: &RescanOutcome) {
+    if o.apply.status.is_failure() {
+        tracing::warn!(
+            trigger = o.trigger.as_str(),
+            generation = o.generation,
+            apply = o.apply.status.as_str(),
+            message = %o.apply.message,
+            "rescan done, apply failed"
+        );
+    } else {
+        tracing::info!(
+            trigger = o.trigger.as_str(),
+            dry_run = o.dry_run,
+            generation = o.generation,
+            changes = o.changes,
+            apply = o.apply.status.as_str(),
+            ms = o.duration_us / 1000,
+            "rescan done"
+        );
+    }
+}

@@ -1,0 +1,151 @@
+//! The first half of a rescan: discover the sources, scan them, merge the
+//! scans against the current catalog. A [`Plan`] is what the next catalog
+//! would be; nothing is built, applied or published yet. A dry run stops
+//! here ([`Plan::dry_run`]): the successor is computed for its changes and
+//! thrown away.
+//!
+//! [`Plan::new`] takes its inputs explicitly (the current catalog, the
+//! source specs, the scan options), so that anything that needs a verdict
+//! on sources (a dry run, an offline check) reaches it through the same
+//! code as the daemon.
+
+use std::path::Path;
+
+use vm_catalog_protocol::{ApplyOutcome, ApplyStatus, Change, RescanTrigger, SourceLabel};
+
+use super::{RescanResult, Started};
+use crate::catalog::{self, Catalog, Draft};
+use crate::definition::{ScanOptions, SourceScan, scan_source};
+use crate::source::SourceSpec;
+use crate::source::partition::PartitionManager;
+use crate::triggers::inotify::{self, Target};
+
+/// A scan ran out of file descriptors or memory: it says nothing about its
+/// source, so nothing may be concluded from it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("out of file descriptors or memory while scanning source {label}")]
+pub struct ScanExhausted {
+    /// The source being scanned.
+    pub label: SourceLabel,
+}
+
+/// Every source a rescan reads, in precedence order: the directory sources,
+/// then the user partitions when they are looked for.
+#[derive(Debug)]
+pub struct Sources {
+    dirs: Vec<SourceSpec>,
+    partitions: Option<PartitionManager>,
+    /// The partition sources as the last [`Sources::discover`] found them.
+    found: Vec<SourceSpec>,
+}
+
+impl Sources {
+    /// The directory sources `dirs` (in precedence order), and the
+    /// partitions of `partitions` after them.
+    pub fn new(dirs: Vec<SourceSpec>, partitions: Option<PartitionManager>) -> Sources {
+        Sources {
+            dirs,
+            partitions,
+            found: Vec::new(),
+        }
+    }
+
+    /// Every source, after a partition reconcile: new partitions are
+    /// mounted, removed ones are marked gone.
+    pub fn discover(&mut self) -> Vec<SourceSpec> {
+        if let Some(pm) = &mut self.partitions {
+            self.found = pm.reconcile();
+        }
+        self.known()
+    }
+
+    /// Every source as the last [`Sources::discover`] found them, without
+    /// looking again (a dry run mounts nothing).
+    pub fn known(&self) -> Vec<SourceSpec> {
+        self.dirs.iter().chain(&self.found).cloned().collect()
+    }
+
+    /// Unmounts the partitions that were removed, now that the catalog and
+    /// the applier no longer use them. Returns whether that calls for
+    /// another rescan (a partition waiting for a released one can now be
+    /// mounted).
+    pub fn release_removed(&mut self) -> bool {
+        self.partitions
+            .as_mut()
+            .is_some_and(PartitionManager::release_removed)
+    }
+}
+
+/// What the next catalog would be.
+#[derive(Debug)]
+pub struct Plan {
+    draft: Draft,
+    targets: Vec<Target>,
+}
+
+impl Plan {
+    /// Scans `specs` with `opts` and merges the scans against `current`;
+    /// `vm_dir` is where the views of the active VMs would be. Fails, and
+    /// concludes nothing, when a scan ran out of file descriptors or memory.
+    pub fn new(
+        current: &Catalog,
+        specs: &[SourceSpec],
+        opts: &ScanOptions,
+        vm_dir: &Path,
+    ) -> Result<Plan, ScanExhausted> {
+        let scans: Vec<SourceScan> = specs.iter().map(|s| scan_source(s, opts)).collect();
+        if let Some(s) = scans.iter().find(|s| s.exhausted) {
+            return Err(ScanExhausted {
+                label: s.spec.label.clone(),
+            });
+        }
+        let targets = inotify::targets_of(&scans);
+        Ok(Plan {
+            draft: catalog::merge(current, scans, vm_dir),
+            targets,
+        })
+    }
+
+    /// The merged catalog, before views, apply and publish. (It inherits
+    /// the last apply's services and restart-pending flags from the current
+    /// catalog, so it differs from it only where the sources do.)
+    pub fn draft(&self) -> &Draft {
+        &self.draft
+    }
+
+    /// The changes from `current` (the catalog the plan was made against)
+    /// to the plan, without committing it: the successor is thrown away.
+    pub fn changes(self, current: &Catalog) -> Vec<Change> {
+        current
+            .successor(self.draft)
+            .map(|(_, changes)| changes)
+            .unwrap_or_default()
+    }
+
+    /// A dry run's result: the [`Plan::changes`], and an outcome in which
+    /// the generation stays and nothing is applied.
+    pub fn dry_run(
+        self,
+        current: &Catalog,
+        trigger: RescanTrigger,
+        started: Started,
+    ) -> RescanResult {
+        let generation = current.generation();
+        let changes = self.changes(current);
+        let apply = ApplyOutcome {
+            status: ApplyStatus::Disabled,
+            generation,
+            database: None,
+            services: 0,
+            duration_us: 0,
+            message: "dry run: nothing applied".into(),
+        };
+        let outcome = started.outcome(trigger, true, generation, generation, changes.len(), apply);
+        RescanResult { changes, outcome }
+    }
+
+    /// The draft to commit, and the directories to watch after it.
+    pub fn into_parts(self) -> (Draft, Vec<Target>) {
+        (self.draft, self.targets)
+    }
+}

@@ -1,0 +1,200 @@
+//! Subscriptions and mirrors: resuming without gaps, resyncs after a restart or a lag.
+
+use super::*;
+
+#[tokio::test]
+async fn subscribers_resume_without_gaps_and_resync_after_a_restart() {
+    let mut d = daemon();
+    d.arg("--no-watch");
+    d.user_vm("a");
+    d.start().unwrap();
+    let c = Client::connect(d.socket()).await.unwrap();
+    let mut w = Watch::new(d.socket());
+    let cursor = match next(&mut w).await {
+        WatchEvent::Reset {
+            cursor,
+            reason: ResetReason::Initial,
+            changes,
+        } => {
+            assert_eq!(changes.len(), 3, "a source pair and one VM: {changes:?}");
+            cursor
+        }
+        e => panic!("{e:?}"),
+    };
+    drop(w);
+    // Two generations while nobody watches.
+    d.user_vm("b");
+    c.rescan(false).await.unwrap();
+    d.user_vm("c");
+    c.rescan(false).await.unwrap();
+    let mut w = Watch::since(d.socket(), Some(cursor));
+    let mut replayed = Vec::new();
+    loop {
+        match next(&mut w).await {
+            WatchEvent::Changes { generation, .. } => replayed.push(generation),
+            WatchEvent::Resumed { from, to } => {
+                assert_eq!(from, cursor);
+                assert_eq!(to.generation, cursor.generation + 2);
+                break;
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(replayed, [cursor.generation + 1, cursor.generation + 2]);
+    // This watch started from a saved cursor: its mirror holds what it replayed.
+    assert_eq!(w.mirror().active().count(), 2);
+    // A daemon restart: a new epoch, and a snapshot with the differences.
+    drop(c);
+    d.stop();
+    std::fs::remove_dir_all(d.user().join("b")).unwrap();
+    d.start().unwrap();
+    loop {
+        match next(&mut w).await {
+            WatchEvent::Disconnected { .. } => continue,
+            WatchEvent::Reset {
+                cursor: new,
+                reason,
+                changes,
+            } => {
+                assert_eq!(reason, ResetReason::NewEpoch);
+                assert_ne!(new.epoch, cursor.epoch);
+                // Exactly the differences from this watch's mirror (which
+                // holds only what it replayed: b and c): b is gone, a is
+                // new to it, the user source lost a definition, and the
+                // built-in source is new to it.
+                let kinds = kinds(&changes);
+                assert_eq!(
+                    kinds,
+                    [
+                        ("builtin".to_string(), ChangeKind::Added),
+                        ("user".into(), ChangeKind::Changed),
+                        ("b".into(), ChangeKind::Removed),
+                        ("a".into(), ChangeKind::Added),
+                    ],
+                    "{changes:?}"
+                );
+                break;
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(w.mirror().active().count(), 2);
+}
+
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_gets_a_resync_and_others_get_everything() {
+    let mut d = daemon();
+    d.arg("--no-watch");
+    let vm = d.user_vm("v");
+    d.start().unwrap();
+    let c = Client::connect(d.socket()).await.unwrap();
+    // The stalled subscriber: subscribes, then stops reading.
+    let stalled = raw(&d.socket()).await;
+    stalled
+        .send(&message::request(1, &Subscribe { since: None }, MIN_MAX_FRAME).unwrap())
+        .await
+        .unwrap();
+    let mut good = Watch::new(d.socket());
+    let start = match next(&mut good).await {
+        WatchEvent::Reset { cursor, .. } => cursor.generation,
+        e => panic!("{e:?}"),
+    };
+    let reader = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while seen.len() < 1000 {
+            match next(&mut good).await {
+                WatchEvent::Changes {
+                    generation,
+                    changes,
+                } => {
+                    assert_eq!(changes.len(), 1);
+                    seen.push(generation);
+                }
+                e => panic!("the reading subscriber must not lag: {e:?}"),
+            }
+        }
+        seen
+    });
+    // 1,000 changes, one generation each: the kernel grows by a byte.
+    for i in 0..1000 {
+        std::fs::write(vm.join("vmlinux"), vec![b'k'; i + 10]).unwrap();
+        let r = c.rescan(false).await.unwrap();
+        assert_eq!(r.changes.len(), 1, "{:?}", r.changes);
+    }
+    let seen = tokio::time::timeout(Duration::from_secs(120), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen, (start + 1..=start + 1000).collect::<Vec<_>>());
+    // The daemon was never held up: it still answers.
+    assert_eq!(c.info().await.unwrap().cursor.generation, start + 1000);
+    // The stalled one finally reads: a Reset { Lagged } and a fresh snapshot.
+    let mut buf = vec![0u8; LIMIT_MAX_FRAME as usize + 1];
+    let mut lagged = None;
+    for _ in 0..5000 {
+        let n = tokio::time::timeout(Duration::from_secs(10), stalled.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap()
+            .bytes_read();
+        let f = decode_frame(&buf[..n], LIMIT_MAX_FRAME).unwrap();
+        if let Ok(Event::Reset {
+            reason: ResetReason::Lagged,
+            cursor,
+        }) = codec::decode(f.body, Compat::Exact)
+        {
+            lagged = Some(cursor);
+            break;
+        }
+    }
+    assert_eq!(
+        lagged.map(|c| c.generation),
+        Some(start + 1000),
+        "told it lagged, then resynced"
+    );
+}
+
+#[tokio::test]
+async fn a_resumed_mirror_gets_exactly_the_missed_changes() {
+    let mut d = daemon();
+    d.arg("--no-watch");
+    d.user_vm("a");
+    d.start().unwrap();
+    let c = Client::connect(d.socket()).await.unwrap();
+    let mut w = Watch::new(d.socket());
+    assert!(matches!(next(&mut w).await, WatchEvent::Reset { .. }));
+    let saved = w.mirror().clone();
+    drop(w);
+    d.user_vm("b");
+    c.rescan(false).await.unwrap();
+    let mut w = Watch::resume(d.socket(), saved);
+    assert!(matches!(next(&mut w).await, WatchEvent::Changes { .. }));
+    assert!(matches!(next(&mut w).await, WatchEvent::Resumed { .. }));
+    let names: Vec<_> = w.mirror().active().map(|e| e.name.to_string()).collect();
+    assert_eq!(names, ["a", "b"]);
+    // After a restart, the reset reports exactly what differs.
+    drop(c);
+    d.stop();
+    std::fs::remove_dir_all(d.user().join("a")).unwrap();
+    d.start().unwrap();
+    loop {
+        match next(&mut w).await {
+            WatchEvent::Disconnected { .. } => continue,
+            WatchEvent::Reset {
+                reason, changes, ..
+            } => {
+                assert_eq!(reason, ResetReason::NewEpoch);
+                let kinds = kinds(&changes);
+                assert_eq!(
+                    kinds,
+                    [
+                        ("user".to_string(), ChangeKind::Changed),
+                        ("a".into(), ChangeKind::Removed)
+                    ]
+                );
+                break;
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Directory watches: changes on disk become rescans without a request.
+
+use super::*;
+
+#[tokio::test]
+async fn a_change_in_a_watched_directory_triggers_a_rescan() {
+    let mut d = daemon();
+    d.arg("--debounce-ms").arg("50");
+    d.user_vm("one");
+    d.start().unwrap();
+    let mut w = Watch::new(d.socket());
+    assert!(matches!(next(&mut w).await, WatchEvent::Reset { .. }));
+    // A new definition directory in the source root.
+    d.user_vm("two");
+    match next(&mut w).await {
+        WatchEvent::Changes { changes, .. } => {
+            assert!(changes.iter().any(|c| c.kind == ChangeKind::Added
+                && matches!(&c.item, ChangeItem::Vm(e) if e.name.as_str() == "two")));
+        }
+        e => panic!("{e:?}"),
+    }
+    // A change inside a definition (its disk removed): watched too.
+    std::fs::remove_file(d.user().join("one/blk/root.img")).unwrap();
+    match next(&mut w).await {
+        WatchEvent::Changes { changes, .. } => {
+            assert!(changes.iter().any(|c| matches!(&c.item,
+                ChangeItem::Vm(e) if e.name.as_str() == "one" && e.state == VmState::Rejected)));
+        }
+        e => panic!("{e:?}"),
+    }
+    assert!(d.log().contains("trigger=\"watch\""), "{}", d.log());
+}
+
+/// Regression (review): a watch that could not be added (the directory did
+/// not exist yet) or that the kernel dropped (the directory was removed)
+/// was never tried again, so later changes there went unnoticed.
+#[tokio::test]
+async fn watches_follow_directories_created_later_and_recreated() {
+    let mut d = daemon();
+    d.arg("--debounce-ms").arg("50");
+    // The `user` source root does not exist yet.
+    std::fs::remove_dir(d.user()).unwrap();
+    d.start().unwrap();
+    let c = Client::connect(d.socket()).await.unwrap();
+    let state = async |c: &Client, name: &str| {
+        c.list_vms(true, None)
+            .await
+            .unwrap()
+            .vms
+            .into_iter()
+            .find(|e| e.name.as_str() == name)
+            .map(|e| e.state)
+    };
+    // The source root appears: noticed through its parent.
+    std::fs::create_dir(d.user()).unwrap();
+    std::fs::create_dir(d.user().join("vm1")).unwrap();
+    eventually("vm1 seen, rejected", async || {
+        state(&c, "vm1").await == Some(VmState::Rejected)
+    })
+    .await;
+    // blk/ created after the first scan saw vm1, then a disk in it.
+    std::fs::write(d.user().join("vm1/vmlinux"), b"k").unwrap();
+    std::fs::create_dir(d.user().join("vm1/blk")).unwrap();
+    eventually("a rescan after blk/ appeared", async || {
+        c.list_vms(true, None).await.unwrap().vms.iter().any(|e| {
+            e.name.as_str() == "vm1" && e.diagnostics.iter().any(|x| x.code == DiagCode::NoDisk)
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::write(d.user().join("vm1/blk/root.img"), b"disk").unwrap();
+    eventually("vm1 active once its disk exists", async || {
+        state(&c, "vm1").await == Some(VmState::Active)
+    })
+    .await;
+    // Removed and made again: the new directory is watched too.
+    std::fs::remove_dir_all(d.user().join("vm1")).unwrap();
+    eventually("vm1 gone", async || state(&c, "vm1").await.is_none()).await;
+    std::fs::create_dir(d.user().join("vm1")).unwrap();
+    eventually("vm1 back, rejected", async || {
+        state(&c, "vm1").await == Some(VmState::Rejected)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    d.tree().vm("user", "vm1");
+    eventually("vm1 active again", async || {
+        state(&c, "vm1").await == Some(VmState::Active)
+    })
+    .await;
+}
