@@ -449,35 +449,4 @@ impl Request {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn method_ids_round_trip() {
-        for m in Method::ALL {
-            assert_eq!(Method::from_id(m.id()), Some(m));
-        }
-        assert_eq!(Method::from_id(0), None);
-        assert_eq!(Method::from_id(9), None);
-    }
-
-    #[test]
-    fn unknown_method_is_typed() {
-        assert_eq!(
-            Request::decode(77, &[], Compat::Exact),
-            Err(RequestError::UnknownMethod(77))
-        );
-    }
-
-    #[test]
-    fn invalid_name_is_an_invalid_request() {
-        let body = codec::encode(&"bad name").unwrap();
-        assert!(matches!(
-            Request::decode(Method::GetVm.id(), &body, Compat::Exact),
-            Err(RequestError::Invalid {
-                method: "GetVm",
-                ..
-            })
-        ));
-    }
-}
+mod tests;

@@ -7,6 +7,8 @@
 //! sends [`Hello`], the server answers [`Welcome`]; then the client makes
 //! [calls](calls), each with its own call id, and the server answers each with
 //! one `Reply`, or with `StreamItem`s and a `StreamEnd`, or with an `Error`.
+//! Lists travel as length-delimited [records](records), each trimmed to fit
+//! any frame, so a server can encode them once and assemble pages from them.
 //!
 //! `docs/protocol.md` in the repository is the complete specification.
 //!
@@ -31,6 +33,7 @@ pub mod frame;
 pub mod handshake;
 pub mod message;
 pub mod names;
+pub mod records;
 
 pub use calls::*;
 pub use catalog::*;
@@ -42,3 +45,4 @@ pub use frame::{
 };
 pub use handshake::*;
 pub use names::{MAX_NAME_LEN, NameError, SourceLabel, VmName, check_vm_name};
+pub use records::{EventTag, RECORD_BUDGET};

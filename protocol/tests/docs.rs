@@ -57,3 +57,15 @@ fn every_code_is_documented_with_its_number() {
         );
     }
 }
+
+#[test]
+fn every_event_tag_is_documented_with_its_value() {
+    let spec = spec();
+    for t in EventTag::ALL {
+        let tag = format!("{}({})", t.name(), t.value());
+        assert!(
+            spec.contains(&format!("Event = {tag} ")) || spec.contains(&format!("| {tag} ")),
+            "docs/protocol.md lacks the event tag {tag:?}"
+        );
+    }
+}

@@ -308,14 +308,7 @@ fn stream_frames() {
         7,
         &Event::Batch {
             generation: 42,
-            changes: vec![
-                change(),
-                Change {
-                    generation: 42,
-                    kind: ChangeKind::StateChanged,
-                    item: ChangeItem::Source(source_entry()),
-                },
-            ],
+            changes: batch_changes(),
             last: true,
         },
     );
@@ -326,6 +319,54 @@ fn stream_frames() {
         7,
         &SubscriptionEnd { cursor: cursor() },
     );
+}
+
+/// The changes of the golden `Batch`.
+fn batch_changes() -> Vec<Change> {
+    vec![
+        change(),
+        Change {
+            generation: 42,
+            kind: ChangeKind::StateChanged,
+            item: ChangeItem::Source(source_entry()),
+        },
+    ]
+}
+
+/// The body of a golden frame.
+fn golden_body(name: &str) -> Vec<u8> {
+    let path = golden_dir().join(format!("{name}.hex"));
+    let frame = from_hex(&std::fs::read_to_string(&path).unwrap());
+    decode_frame(&frame, MAX).unwrap().body.to_vec()
+}
+
+/// Bodies assembled from records, as a server sends snapshots and batches,
+/// are the golden bytes of the typed events; and each event's golden body
+/// starts with its [`EventTag`].
+#[test]
+fn assembled_event_bodies_equal_the_golden_frames() {
+    let mut page = Vec::new();
+    records::write_snapshot_page(
+        &mut page,
+        &[records::encode_vm(&vm_entry(), RECORD_BUDGET)],
+        &[records::encode_source(&source_entry(), RECORD_BUDGET)],
+    );
+    assert_eq!(
+        to_hex(&page),
+        to_hex(&golden_body("item_event_snapshot_page"))
+    );
+    let batch = records::batch_bodies(42, &batch_changes());
+    assert_eq!(batch.len(), 1);
+    assert_eq!(to_hex(&batch[0]), to_hex(&golden_body("item_event_batch")));
+    for (name, tag) in [
+        ("item_event_reset", EventTag::Reset),
+        ("item_event_snapshot_page", EventTag::SnapshotPage),
+        ("item_event_resumed", EventTag::Resumed),
+        ("item_event_synced", EventTag::Synced),
+        ("item_event_batch", EventTag::Batch),
+    ] {
+        assert_eq!(golden_body(name)[0], tag.value(), "{name}");
+    }
 }
 
 /// The header layout is pinned byte by byte, independent of any body.

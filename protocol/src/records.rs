@@ -1,0 +1,327 @@
+//! Records, pages and event bodies assembled from records.
+//!
+//! Every record (a VM entry, a source, a change) is trimmed to fit in the
+//! smallest frame any peer may negotiate ([`RECORD_BUDGET`]): diagnostics
+//! first, then providers, with a `truncated` diagnostic saying how many are
+//! not shown. So a record encoded once fits every connection, and a server
+//! can encode the records of one catalog generation once and share the bytes
+//! with every call.
+//!
+//! A page body is assembled from encoded records exactly as postcard would
+//! encode the page type (a varint count, then each record as a byte string;
+//! an [`Event`] starts with its [`EventTag`]), so sizes are known before a
+//! frame is built and nothing is encoded twice. The tests (and the golden
+//! tests) check the assembled bodies against the typed encoding.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use serde::Serialize;
+
+use crate::calls::Event;
+use crate::catalog::{Change, ChangeItem, Diagnostic, Severity, SourceEntry, VmEntry};
+use crate::code::DiagCode;
+use crate::codec;
+use crate::frame::{HEADER_LEN, MIN_MAX_FRAME};
+
+/// The wire tag of each [`Event`] variant: postcard writes an enum as the
+/// variant's index (a varint), then its fields. Bodies assembled from records
+/// start with one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum EventTag {
+    /// [`Event::Reset`].
+    Reset = 0,
+    /// [`Event::SnapshotPage`].
+    SnapshotPage = 1,
+    /// [`Event::Resumed`].
+    Resumed = 2,
+    /// [`Event::Synced`].
+    Synced = 3,
+    /// [`Event::Batch`].
+    Batch = 4,
+}
+
+impl EventTag {
+    /// Every tag, in wire order.
+    pub const ALL: [EventTag; 5] = [
+        EventTag::Reset,
+        EventTag::SnapshotPage,
+        EventTag::Resumed,
+        EventTag::Synced,
+        EventTag::Batch,
+    ];
+
+    /// The tag's value on the wire.
+    pub fn value(self) -> u8 {
+        self as u8
+    }
+
+    /// The variant's name, as in `docs/protocol.md`.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventTag::Reset => "Reset",
+            EventTag::SnapshotPage => "SnapshotPage",
+            EventTag::Resumed => "Resumed",
+            EventTag::Synced => "Synced",
+            EventTag::Batch => "Batch",
+        }
+    }
+}
+
+impl Event {
+    /// The variant's wire tag. One exhaustive match: a new variant must
+    /// choose its tag, and a test checks it against the encoding.
+    pub fn tag(&self) -> EventTag {
+        match self {
+            Event::Reset { .. } => EventTag::Reset,
+            Event::SnapshotPage { .. } => EventTag::SnapshotPage,
+            Event::Resumed { .. } => EventTag::Resumed,
+            Event::Synced { .. } => EventTag::Synced,
+            Event::Batch { .. } => EventTag::Batch,
+        }
+    }
+}
+
+/// Bytes kept free in every frame for the page's own fields (variant tag,
+/// generation, counts, flags).
+const PAGE_SLACK: usize = 32;
+
+/// Room for the records of one page in a frame of `max_frame` bytes.
+pub fn budget(max_frame: u32) -> usize {
+    max_frame as usize - HEADER_LEN - PAGE_SLACK
+}
+
+/// The most one record may take, in a list, in any frame: records are
+/// trimmed to it.
+pub const RECORD_BUDGET: usize = MIN_MAX_FRAME as usize - HEADER_LEN - 2 * PAGE_SLACK;
+
+/// Appends `v` as a postcard (LEB128) varint.
+pub fn write_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn varint_len(v: u64) -> usize {
+    (64 - v.max(1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// The encoded size of one record inside a list.
+pub fn record_len(r: &[u8]) -> usize {
+    varint_len(r.len() as u64) + r.len()
+}
+
+/// Appends a list of records: a varint count, then each record as a byte
+/// string. A list alone is the body of a `VmPage` or a `ChangePage`.
+pub fn write_list<R: AsRef<[u8]>>(out: &mut Vec<u8>, records: &[R]) {
+    write_varint(out, records.len() as u64);
+    for r in records {
+        let r = r.as_ref();
+        write_varint(out, r.len() as u64);
+        out.extend_from_slice(r);
+    }
+}
+
+/// Splits records into consecutive runs whose list encoding fits `budget`.
+/// Every run holds at least one record (each record fits on its own: see
+/// [`RECORD_BUDGET`]).
+pub fn split<R: AsRef<[u8]>>(records: &[R], budget: usize) -> Vec<Range<usize>> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    let mut size = 0;
+    for (i, r) in records.iter().enumerate() {
+        let len = record_len(r.as_ref());
+        if i > start && size + len > budget {
+            runs.push(start..i);
+            start = i;
+            size = 0;
+        }
+        size += len;
+    }
+    if start < records.len() {
+        runs.push(start..records.len());
+    }
+    runs
+}
+
+/// Appends the body of an `Event::SnapshotPage` holding these VM and source
+/// records.
+pub fn write_snapshot_page<V: AsRef<[u8]>, S: AsRef<[u8]>>(
+    out: &mut Vec<u8>,
+    vms: &[V],
+    sources: &[S],
+) {
+    write_varint(out, EventTag::SnapshotPage.value().into());
+    write_list(out, vms);
+    write_list(out, sources);
+}
+
+/// Appends the body of one `Event::Batch` frame: part of `generation`'s
+/// change records, `last` on its final part.
+pub fn write_batch<R: AsRef<[u8]>>(out: &mut Vec<u8>, generation: u64, changes: &[R], last: bool) {
+    write_varint(out, EventTag::Batch.value().into());
+    write_varint(out, generation);
+    write_list(out, changes);
+    out.push(u8::from(last));
+}
+
+/// The `Event::Batch` bodies of one generation: every change encoded as a
+/// record, split to fit the smallest frame size any peer may negotiate, so
+/// the same bodies serve every subscriber.
+pub fn batch_bodies(generation: u64, changes: &[Change]) -> Vec<Vec<u8>> {
+    let records: Vec<Vec<u8>> = changes
+        .iter()
+        .map(|c| encode_change(c, RECORD_BUDGET))
+        .collect();
+    let runs = split(&records, budget(MIN_MAX_FRAME));
+    let n = runs.len();
+    runs.into_iter()
+        .enumerate()
+        .map(|(i, run)| {
+            let mut body = Vec::new();
+            write_batch(&mut body, generation, &records[run], i + 1 == n);
+            body
+        })
+        .collect()
+}
+
+/// Encodes a catalog value. It cannot fail: catalog types have no maps, no
+/// sequences of unknown length and no serializers that error.
+pub fn encode_record<T: Serialize>(value: &T) -> Vec<u8> {
+    codec::encode(value).expect("catalog types always encode")
+}
+
+/// Keeps the first items of `list` such that `fits` holds, halving; returns
+/// how many were dropped.
+fn trim<T: Clone, E>(
+    list: &mut Vec<T>,
+    mut fits: impl FnMut(&[T]) -> Option<E>,
+) -> (usize, Option<E>) {
+    let all = std::mem::take(list);
+    let mut keep = all.len();
+    loop {
+        if let Some(done) = fits(&all[..keep]) {
+            *list = all[..keep].to_vec();
+            return (all.len() - keep, Some(done));
+        }
+        if keep == 0 {
+            *list = Vec::new();
+            return (all.len(), None);
+        }
+        keep /= 2;
+    }
+}
+
+fn truncated(path: &str, what: String) -> Diagnostic {
+    Diagnostic {
+        code: DiagCode::Truncated,
+        severity: Severity::Warning,
+        path: path.to_owned(),
+        message: format!("{what} not shown: they do not fit in one frame"),
+    }
+}
+
+/// The VM entry, trimmed to encode in at most `budget` bytes as a record:
+/// diagnostics are dropped first, then providers, and a `truncated`
+/// diagnostic says how many.
+pub fn fit_vm(entry: &VmEntry, budget: usize) -> Cow<'_, VmEntry> {
+    if record_len(&encode_record(entry)) <= budget {
+        return Cow::Borrowed(entry);
+    }
+    let mut e = entry.clone();
+    let path = entry.path.clone();
+    let fits = |e: &VmEntry| record_len(&encode_record(e)) <= budget;
+    let mut diags = e.diagnostics.clone();
+    let (dropped, ok) = trim(&mut diags, |kept| {
+        let mut t = e.clone();
+        t.diagnostics = kept.to_vec();
+        t.diagnostics.push(truncated(
+            &path,
+            format!("{} more diagnostics", entry.diagnostics.len() - kept.len()),
+        ));
+        fits(&t).then_some(())
+    });
+    e.diagnostics = diags;
+    if ok.is_some() {
+        e.diagnostics
+            .push(truncated(&path, format!("{dropped} more diagnostics")));
+        return Cow::Owned(e);
+    }
+    let mut providers = e.providers.clone();
+    let (gone, _) = trim(&mut providers, |kept| {
+        let mut t = e.clone();
+        t.providers = kept.to_vec();
+        t.diagnostics = vec![truncated(
+            &path,
+            format!(
+                "{dropped} diagnostics and {} providers",
+                entry.providers.len() - kept.len()
+            ),
+        )];
+        fits(&t).then_some(())
+    });
+    e.providers = providers;
+    e.diagnostics = vec![truncated(
+        &path,
+        format!("{dropped} diagnostics and {gone} providers"),
+    )];
+    Cow::Owned(e)
+}
+
+/// The source, trimmed like [`fit_vm`] (diagnostics only).
+pub fn fit_source(entry: &SourceEntry, budget: usize) -> Cow<'_, SourceEntry> {
+    if record_len(&encode_record(entry)) <= budget {
+        return Cow::Borrowed(entry);
+    }
+    let mut e = entry.clone();
+    let mut diags = e.diagnostics.clone();
+    let (dropped, _) = trim(&mut diags, |kept| {
+        let mut t = e.clone();
+        t.diagnostics = kept.to_vec();
+        t.diagnostics.push(truncated(
+            &e.path,
+            format!("{} more diagnostics", entry.diagnostics.len() - kept.len()),
+        ));
+        (record_len(&encode_record(&t)) <= budget).then_some(())
+    });
+    e.diagnostics = diags;
+    let path = e.path.clone();
+    e.diagnostics
+        .push(truncated(&path, format!("{dropped} more diagnostics")));
+    Cow::Owned(e)
+}
+
+/// Encodes a VM entry as a record of at most `budget` bytes.
+pub fn encode_vm(entry: &VmEntry, budget: usize) -> Vec<u8> {
+    encode_record(fit_vm(entry, budget).as_ref())
+}
+
+/// Encodes a source as a record of at most `budget` bytes.
+pub fn encode_source(entry: &SourceEntry, budget: usize) -> Vec<u8> {
+    encode_record(fit_source(entry, budget).as_ref())
+}
+
+/// Encodes a change as a record of at most `budget` bytes (its entry
+/// trimmed as in [`fit_vm`] and [`fit_source`]).
+pub fn encode_change(change: &Change, budget: usize) -> Vec<u8> {
+    let bytes = encode_record(change);
+    if record_len(&bytes) <= budget {
+        return bytes;
+    }
+    // The change's own fields cost a few bytes around the entry.
+    let inner = budget - PAGE_SLACK;
+    let item = match &change.item {
+        ChangeItem::Vm(e) => ChangeItem::Vm(fit_vm(e, inner).into_owned()),
+        ChangeItem::Source(s) => ChangeItem::Source(fit_source(s, inner).into_owned()),
+    };
+    encode_record(&Change {
+        item,
+        ..change.clone()
+    })
+}
+
+#[cfg(test)]
+mod tests;
