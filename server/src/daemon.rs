@@ -17,7 +17,7 @@ use vm_catalog_protocol::{Epoch, Features, RescanTrigger};
 
 use crate::cli::ApplyKind;
 use crate::config::Config;
-use crate::hub::Hub;
+use crate::publish::Hub;
 use crate::rescan::{PipelineError, RealPipeline, Rescans, now_unix_ms};
 use crate::rpc::{self, Ctx, ServerInfo, listener::BoundSocket};
 use crate::triggers::{self, inotify, signal::Signals};

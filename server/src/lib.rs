@@ -27,7 +27,7 @@ pub mod views;
 // the VM services kept in step,
 pub mod apply;
 // and the result published
-pub mod hub;
+pub mod publish;
 // to readers on the socket.
 pub mod rpc;
 

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use vm_catalog::{Client, Error, Watch, WatchEvent};
 use vm_catalog_protocol::codec::{self, Compat};
 use vm_catalog_protocol::*;
-use vm_catalogd::hub::{Hub, Published};
+use vm_catalogd::publish::{Hub, Published};
 use vm_catalogd::rescan::{Pipeline, RescanError, RescanResult, Rescans};
 use vm_catalogd::rpc::{self, Ctx, Limits, ServerInfo, listener};
 

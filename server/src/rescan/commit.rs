@@ -12,7 +12,7 @@ use vm_catalog_protocol::{ApplyStatus, RescanOutcome, RescanTrigger};
 use super::{Plan, RescanResult, Started};
 use crate::apply::Applier;
 use crate::catalog::{Catalog, Draft};
-use crate::hub::{Hub, Published, Status};
+use crate::publish::{Hub, Published, Status};
 use crate::triggers::inotify::TargetTx;
 use crate::views::Views;
 

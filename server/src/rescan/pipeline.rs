@@ -22,7 +22,7 @@ use crate::apply::s6rc::S6rcApplier;
 use crate::catalog::Catalog;
 use crate::config::{ApplyConfig, Config};
 use crate::definition::ScanOptions;
-use crate::hub::Hub;
+use crate::publish::Hub;
 use crate::source::SourceSpec;
 use crate::source::partition::{PartitionManager, UeventListener};
 use crate::triggers::inotify::TargetTx;

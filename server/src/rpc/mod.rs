@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use vm_catalog_protocol::Features;
 
-use crate::hub::Hub;
+use crate::publish::Hub;
 use crate::rescan::Rescans;
 
 pub mod conn;
@@ -23,7 +23,6 @@ pub mod connection;
 pub mod error;
 pub mod handlers;
 pub mod listener;
-pub mod pages;
 pub mod peer;
 pub mod recv;
 pub mod service;

@@ -1,11 +1,11 @@
 //! `GetVm`: one VM and every other definition of its name.
 
+use vm_catalog_protocol::records::{self, RECORD_BUDGET};
 use vm_catalog_protocol::{GetVm, VmDetail};
 
 use crate::rpc::Ctx;
 use crate::rpc::conn::Conn;
 use crate::rpc::error::CallError;
-use crate::rpc::pages;
 
 /// Answers `GetVm`. Every definition of the name is sent; each is trimmed
 /// (diagnostics, then providers, with a `truncated` note) so that together
@@ -16,13 +16,13 @@ pub async fn handle(ctx: &Ctx, conn: &Conn, call_id: u32, p: GetVm) -> Result<()
         .lookup(&p.name)
         .ok_or_else(|| CallError::NotFound(p.name.to_string()))?;
     // One name has at most one definition per source.
-    let each = (pages::budget(conn.max_frame) / (1 + others.len())).min(pages::RECORD_BUDGET);
+    let each = (records::budget(conn.max_frame) / (1 + others.len())).min(RECORD_BUDGET);
     let detail = VmDetail {
         cursor: published.cursor,
-        vm: pages::fit_vm(vm, each).into_owned(),
+        vm: records::fit_vm(vm, each).into_owned(),
         others: others
             .into_iter()
-            .map(|e| pages::fit_vm(e, each).into_owned())
+            .map(|e| records::fit_vm(e, each).into_owned())
             .collect(),
     };
     conn.reply::<GetVm>(call_id, &detail).await

@@ -1,12 +1,12 @@
 //! `ListVms`: one snapshot, in pages, from the generation's shared records.
 
 use tokio_util::sync::CancellationToken;
+use vm_catalog_protocol::records;
 use vm_catalog_protocol::{ListEnd, ListVms, VmState};
 
 use crate::rpc::Ctx;
 use crate::rpc::conn::Conn;
 use crate::rpc::error::CallError;
-use crate::rpc::pages;
 
 /// Answers `ListVms`. An unknown `source` gives an empty list.
 pub async fn handle(
@@ -17,18 +17,18 @@ pub async fn handle(
     cancel: &CancellationToken,
 ) -> Result<(), CallError> {
     let published = ctx.hub.current();
-    let records = published.records();
+    let shared = published.records();
     let chosen: Vec<&Vec<u8>> = published
         .vms
         .iter()
-        .zip(&records.vms)
+        .zip(&shared.vms)
         .filter(|(e, _)| p.include_inactive || e.state == VmState::Active)
         .filter(|(e, _)| p.source.as_ref().is_none_or(|s| &e.source == s))
         .map(|(_, r)| r)
         .collect();
-    let budget = pages::budget(conn.max_frame);
+    let budget = records::budget(conn.max_frame);
     let mut body = Vec::with_capacity(budget + 16);
-    for run in pages::split(&chosen, budget) {
+    for run in records::split(&chosen, budget) {
         if ctx.shutdown.is_cancelled() {
             return Err(CallError::ShuttingDown);
         }
@@ -36,7 +36,7 @@ pub async fn handle(
             return Err(CallError::Cancelled);
         }
         body.clear();
-        pages::write_list(&mut body, &chosen[run]);
+        records::write_list(&mut body, &chosen[run]);
         conn.item_raw::<ListVms>(call_id, &body).await?;
     }
     let end = ListEnd {

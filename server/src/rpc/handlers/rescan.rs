@@ -1,12 +1,12 @@
 //! `Rescan`: ask the rescan worker, then stream the changes.
 
 use tokio_util::sync::CancellationToken;
+use vm_catalog_protocol::records::{self, RECORD_BUDGET};
 use vm_catalog_protocol::{Rescan, RescanTrigger};
 
 use crate::rpc::Ctx;
 use crate::rpc::conn::Conn;
 use crate::rpc::error::CallError;
-use crate::rpc::pages;
 
 /// Answers `Rescan`. Cancelling (or timing out) only stops the waiting: the
 /// rescan itself always completes.
@@ -23,16 +23,16 @@ pub async fn handle(
         _ = cancel.cancelled() => return Err(CallError::Cancelled),
     };
     let result = result.map_err(CallError::RescanFailed)?;
-    let budget = pages::budget(conn.max_frame);
-    let records: Vec<Vec<u8>> = result
+    let budget = records::budget(conn.max_frame);
+    let changes: Vec<Vec<u8>> = result
         .changes
         .iter()
-        .map(|c| pages::encode_change(c, pages::RECORD_BUDGET))
+        .map(|c| records::encode_change(c, RECORD_BUDGET))
         .collect();
     let mut body = Vec::with_capacity(budget + 16);
-    for run in pages::split(&records, budget) {
+    for run in records::split(&changes, budget) {
         body.clear();
-        pages::write_list(&mut body, &records[run]);
+        records::write_list(&mut body, &changes[run]);
         conn.item_raw::<Rescan>(call_id, &body).await?;
     }
     conn.end::<Rescan>(call_id, &result.outcome).await

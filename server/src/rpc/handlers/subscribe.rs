@@ -1,6 +1,6 @@
 //! `Subscribe`: a snapshot or the missed batches, then every batch, forever.
 //!
-//! The subscription's queue is bounded (see [`crate::hub`]). When it
+//! The subscription's queue is bounded (see [`crate::publish`]). When it
 //! overflows the hub raises the lag signal instead of waiting; this task then
 //! drops the backlog and sends a fresh snapshot (`Reset { Lagged }`).
 //! Snapshots are sent page by page from the generation's shared records, so
@@ -8,17 +8,13 @@
 //! is disconnected after the send deadline.
 
 use tokio_util::sync::CancellationToken;
-use vm_catalog_protocol::{Cursor, Event, MIN_MAX_FRAME, ResetReason, Subscribe, SubscriptionEnd};
+use vm_catalog_protocol::records::{self, write_snapshot_page};
+use vm_catalog_protocol::{Cursor, Event, ResetReason, Subscribe, SubscriptionEnd};
 
-use crate::hub::{Batch, Published, Start};
+use crate::publish::{Batch, Published, Start};
 use crate::rpc::Ctx;
 use crate::rpc::conn::Conn;
 use crate::rpc::error::CallError;
-use crate::rpc::pages::{self, write_list, write_varint};
-
-/// `Event` variant indices (wire tags), for bodies assembled from records.
-const SNAPSHOT_PAGE: u64 = 1;
-const BATCH: u64 = 4;
 
 /// Serves one subscription until it is cancelled (then a `StreamEnd` with
 /// the last position sent), the daemon stops, or the connection breaks.
@@ -87,21 +83,18 @@ async fn send_snapshot(
         },
     )
     .await?;
-    let records = p.records();
-    let budget = pages::budget(conn.max_frame);
+    let shared = p.records();
+    let budget = records::budget(conn.max_frame);
+    let none: &[Vec<u8>] = &[];
     let mut body = Vec::with_capacity(budget + 16);
-    for run in pages::split(&records.vms, budget) {
+    for run in records::split(&shared.vms, budget) {
         body.clear();
-        write_varint(&mut body, SNAPSHOT_PAGE);
-        write_list(&mut body, &records.vms[run]);
-        write_list::<Vec<u8>>(&mut body, &[]);
+        write_snapshot_page(&mut body, &shared.vms[run], none);
         conn.item_raw::<Subscribe>(call_id, &body).await?;
     }
-    for run in pages::split(&records.sources, budget) {
+    for run in records::split(&shared.sources, budget) {
         body.clear();
-        write_varint(&mut body, SNAPSHOT_PAGE);
-        write_list::<Vec<u8>>(&mut body, &[]);
-        write_list(&mut body, &records.sources[run]);
+        write_snapshot_page(&mut body, none, &shared.sources[run]);
         conn.item_raw::<Subscribe>(call_id, &body).await?;
     }
     conn.item::<Subscribe>(call_id, &Event::Synced { cursor: p.cursor })
@@ -112,30 +105,8 @@ async fn send_snapshot(
 /// Sends one generation's `Batch` frames (encoded once, shared by every
 /// subscriber, split to fit the smallest frame size any peer may negotiate).
 async fn send_batch(conn: &Conn, call_id: u32, b: &Batch) -> Result<(), CallError> {
-    for body in b.encoded.get_or_init(|| encode_batch(b)) {
+    for body in b.bodies() {
         conn.item_raw::<Subscribe>(call_id, body).await?;
     }
     Ok(())
-}
-
-fn encode_batch(b: &Batch) -> Vec<Vec<u8>> {
-    let budget = pages::budget(MIN_MAX_FRAME);
-    let records: Vec<Vec<u8>> = b
-        .changes
-        .iter()
-        .map(|c| pages::encode_change(c, pages::RECORD_BUDGET))
-        .collect();
-    let runs = pages::split(&records, budget);
-    let n = runs.len();
-    runs.into_iter()
-        .enumerate()
-        .map(|(i, run)| {
-            let mut body = Vec::new();
-            write_varint(&mut body, BATCH);
-            write_varint(&mut body, b.generation);
-            write_list(&mut body, &records[run]);
-            body.push(u8::from(i + 1 == n));
-            body
-        })
-        .collect()
 }

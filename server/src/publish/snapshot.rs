@@ -1,0 +1,201 @@
+//! What one catalog generation looks like to readers, and the retained
+//! history of change batches.
+//!
+//! A [`Published`] is immutable once published; its records and a
+//! [`Batch`]'s event bodies are encoded once, on first use, and shared by
+//! every reader (see [`vm_catalog_protocol::records`]).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
+
+use vm_catalog_protocol::records::{self, RECORD_BUDGET};
+use vm_catalog_protocol::{
+    ApplyOutcome, Change, Cursor, Epoch, RescanOutcome, SourceEntry, VmEntry, VmState,
+};
+
+/// Generations kept for `Subscribe { since }` resumption.
+pub const HISTORY: usize = 1024;
+
+/// Everything readers see of one catalog generation.
+#[derive(Debug)]
+pub struct Published {
+    /// Its position.
+    pub cursor: Cursor,
+    /// Every candidate definition, sorted by name, then precedence.
+    pub vms: Vec<VmEntry>,
+    /// The sources, in precedence order.
+    pub sources: Vec<SourceEntry>,
+    /// The encoded records, built once on first use.
+    records: OnceLock<Records>,
+}
+
+/// The records of one generation, encoded once (each trimmed to fit any
+/// frame, see [`RECORD_BUDGET`]) and shared by every `ListVms`, `GetVm`,
+/// `ListSources` and subscription snapshot.
+#[derive(Debug, Clone)]
+pub struct Records {
+    /// One per entry of [`Published::vms`], in the same order.
+    pub vms: Vec<Vec<u8>>,
+    /// One per entry of [`Published::sources`].
+    pub sources: Vec<Vec<u8>>,
+}
+
+/// Rescan and apply status, as `GetInfo` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Status {
+    /// The last generation the applier made live.
+    pub applied_generation: u64,
+    /// The last rescan, dry runs included.
+    pub last_rescan: Option<RescanOutcome>,
+    /// The last apply attempt.
+    pub last_apply: Option<ApplyOutcome>,
+}
+
+/// A clone starts without the encoded records: the clone may be changed.
+impl Clone for Published {
+    fn clone(&self) -> Self {
+        Published::new(self.cursor, self.vms.clone(), self.sources.clone())
+    }
+}
+
+impl Published {
+    /// A generation.
+    pub fn new(cursor: Cursor, vms: Vec<VmEntry>, sources: Vec<SourceEntry>) -> Self {
+        Published {
+            cursor,
+            vms,
+            sources,
+            records: OnceLock::new(),
+        }
+    }
+
+    /// The empty catalog of generation 0.
+    pub fn empty(epoch: Epoch) -> Self {
+        Self::new(
+            Cursor {
+                epoch,
+                generation: 0,
+            },
+            Vec::new(),
+            Vec::new(),
+        )
+    }
+
+    /// The encoded records (built on first use).
+    pub fn records(&self) -> &Records {
+        self.records.get_or_init(|| Records {
+            vms: self
+                .vms
+                .iter()
+                .map(|e| records::encode_vm(e, RECORD_BUDGET))
+                .collect(),
+            sources: self
+                .sources
+                .iter()
+                .map(|s| records::encode_source(s, RECORD_BUDGET))
+                .collect(),
+        })
+    }
+
+    /// Every definition of `name`, in precedence order.
+    pub fn definitions(&self, name: &str) -> &[VmEntry] {
+        let (start, end) = self.range_of(name);
+        &self.vms[start..end]
+    }
+
+    /// Where the definitions of `name` are in [`Published::vms`].
+    pub fn range_of(&self, name: &str) -> (usize, usize) {
+        let start = self.vms.partition_point(|e| e.name.as_str() < name);
+        let end = start + self.vms[start..].partition_point(|e| e.name.as_str() == name);
+        (start, end)
+    }
+
+    /// The definition that claims `name` (the first that is not shadowed)
+    /// and every other one, or `None` if no source defines it.
+    pub fn lookup(&self, name: &str) -> Option<(&VmEntry, Vec<&VmEntry>)> {
+        let defs = self.definitions(name);
+        let claimant = defs
+            .iter()
+            .position(|e| e.state != VmState::Shadowed)
+            .unwrap_or(0);
+        let vm = defs.get(claimant)?;
+        let others = defs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != claimant)
+            .map(|(_, e)| e)
+            .collect();
+        Some((vm, others))
+    }
+
+    /// Number of active VMs.
+    pub fn active_count(&self) -> usize {
+        self.vms
+            .iter()
+            .filter(|e| e.state == VmState::Active)
+            .count()
+    }
+}
+
+/// The changes of one generation, shared by every subscriber that gets them.
+#[derive(Debug)]
+pub struct Batch {
+    /// The generation.
+    pub generation: u64,
+    /// Its changes, in order.
+    pub changes: Vec<Change>,
+    /// The encoded `Event::Batch` bodies, built once, on first use.
+    bodies: OnceLock<Vec<Vec<u8>>>,
+}
+
+impl Batch {
+    /// A batch of `changes` for `generation`.
+    pub fn new(generation: u64, changes: Vec<Change>) -> Self {
+        Batch {
+            generation,
+            changes,
+            bodies: OnceLock::new(),
+        }
+    }
+
+    /// The `Event::Batch` bodies of this generation, split to fit any
+    /// negotiated frame size; encoded by the first subscriber that sends
+    /// them and shared by the others.
+    pub fn bodies(&self) -> &[Vec<u8>] {
+        self.bodies
+            .get_or_init(|| records::batch_bodies(self.generation, &self.changes))
+    }
+}
+
+/// The last [`HISTORY`] batches, oldest first.
+#[derive(Debug)]
+pub(super) struct History(VecDeque<Arc<Batch>>);
+
+impl History {
+    /// An empty history.
+    pub(super) fn new() -> Self {
+        History(VecDeque::with_capacity(HISTORY))
+    }
+
+    /// Keeps `batch`, forgetting the oldest one if the history is full.
+    pub(super) fn push(&mut self, batch: Arc<Batch>) {
+        if self.0.len() == HISTORY {
+            self.0.pop_front();
+        }
+        self.0.push_back(batch);
+    }
+
+    /// Every batch after generation `since` up to `now` (`since < now`), or
+    /// `None` if some of them are no longer kept.
+    pub(super) fn since(&self, since: u64, now: u64) -> Option<Vec<Arc<Batch>>> {
+        let batches: Vec<_> = self
+            .0
+            .iter()
+            .filter(|b| b.generation > since)
+            .cloned()
+            .collect();
+        let complete = batches.first().map(|b| b.generation) == Some(since + 1)
+            && batches.len() as u64 == now - since;
+        complete.then_some(batches)
+    }
+}

@@ -1,0 +1,158 @@
+//! The hub: snapshots, resumption from the history, fan-out and lag.
+
+use super::*;
+use vm_catalog_protocol::{ChangeItem, ChangeKind, SourceEntry, SourceKind, SourceState, Trust};
+
+fn source(label: &str) -> SourceEntry {
+    SourceEntry {
+        label: label.parse().unwrap(),
+        kind: SourceKind::Directory,
+        trust: Trust::Untrusted,
+        path: "/x".into(),
+        device: None,
+        partuuid: None,
+        state: SourceState::Ready,
+        read_only: false,
+        precedence: 0,
+        definitions: 0,
+        diagnostics: vec![],
+        revision: 0,
+    }
+}
+
+fn publish_generation(hub: &Hub, generation: u64) {
+    let mut next = (*hub.current()).clone();
+    next.cursor.generation = generation;
+    let change = Change {
+        generation,
+        kind: ChangeKind::Added,
+        item: ChangeItem::Source(source("s")),
+    };
+    hub.publish(next, vec![change]);
+}
+
+#[test]
+fn subscribe_without_since_gets_a_snapshot() {
+    let hub = Hub::new(Epoch(7));
+    let (start, _sub) = hub.subscribe(None);
+    assert!(matches!(
+        start,
+        Start::Snapshot {
+            reason: ResetReason::Initial,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn resume_gets_exactly_the_missed_batches_then_live_ones() {
+    let hub = Hub::new(Epoch(7));
+    for g in 1..=5 {
+        publish_generation(&hub, g);
+    }
+    let since = Cursor {
+        epoch: Epoch(7),
+        generation: 2,
+    };
+    let (start, mut sub) = hub.subscribe(Some(since));
+    let Start::Resume { batches, now, .. } = start else {
+        panic!("{start:?}")
+    };
+    assert_eq!(
+        batches.iter().map(|b| b.generation).collect::<Vec<_>>(),
+        [3, 4, 5]
+    );
+    assert_eq!(now.generation, 5);
+    publish_generation(&hub, 6);
+    assert_eq!(sub.queue.try_recv().unwrap().generation, 6);
+    assert!(sub.queue.try_recv().is_err());
+}
+
+#[test]
+fn since_from_another_epoch_or_the_future_resets() {
+    let hub = Hub::new(Epoch(7));
+    publish_generation(&hub, 1);
+    let (s, _a) = hub.subscribe(Some(Cursor {
+        epoch: Epoch(8),
+        generation: 1,
+    }));
+    assert!(matches!(
+        s,
+        Start::Snapshot {
+            reason: ResetReason::NewEpoch,
+            ..
+        }
+    ));
+    let (s, _b) = hub.subscribe(Some(Cursor {
+        epoch: Epoch(7),
+        generation: 9,
+    }));
+    assert!(matches!(
+        s,
+        Start::Snapshot {
+            reason: ResetReason::Unknown,
+            ..
+        }
+    ));
+    let (s, _c) = hub.subscribe(Some(Cursor {
+        epoch: Epoch(7),
+        generation: 1,
+    }));
+    assert!(matches!(s, Start::Resume { .. }));
+}
+
+#[test]
+fn since_older_than_the_history_resets() {
+    let hub = Hub::new(Epoch(7));
+    for g in 1..=(HISTORY as u64 + 10) {
+        publish_generation(&hub, g);
+    }
+    let (s, _a) = hub.subscribe(Some(Cursor {
+        epoch: Epoch(7),
+        generation: 5,
+    }));
+    assert!(matches!(
+        s,
+        Start::Snapshot {
+            reason: ResetReason::TooOld,
+            ..
+        }
+    ));
+    let (s, _b) = hub.subscribe(Some(Cursor {
+        epoch: Epoch(7),
+        generation: 10,
+    }));
+    assert!(matches!(s, Start::Resume { ref batches, .. } if batches.len() == HISTORY));
+}
+
+#[test]
+fn a_full_queue_marks_the_subscriber_lagged_and_resync_empties_it() {
+    let hub = Hub::new(Epoch(7));
+    let (_, mut sub) = hub.subscribe(None);
+    let (_, mut other) = hub.subscribe(None);
+    for g in 1..=(SUBSCRIPTION_QUEUE as u64 + 5) {
+        publish_generation(&hub, g);
+        // The other subscriber keeps up.
+        assert_eq!(other.queue.try_recv().unwrap().generation, g);
+    }
+    assert!(sub.lag.is_raised());
+    assert!(!other.lag.is_raised());
+    let snap = sub.resync();
+    assert_eq!(snap.cursor.generation, SUBSCRIPTION_QUEUE as u64 + 5);
+    assert!(sub.queue.try_recv().is_err());
+    assert!(!sub.lag.is_raised());
+    publish_generation(&hub, SUBSCRIPTION_QUEUE as u64 + 6);
+    assert_eq!(
+        sub.queue.try_recv().unwrap().generation,
+        SUBSCRIPTION_QUEUE as u64 + 6
+    );
+}
+
+#[test]
+fn dropping_a_subscription_unsubscribes() {
+    let hub = Hub::new(Epoch(7));
+    let (_, sub) = hub.subscribe(None);
+    assert_eq!(hub.subscriber_count(), 1);
+    drop(sub);
+    assert_eq!(hub.subscriber_count(), 0);
+}
