@@ -695,3 +695,52 @@ async fn calls_beyond_the_in_flight_limit_get_busy() {
     assert_eq!(busy, 8, "40 subscriptions, 32 allowed");
     srv.stop().await;
 }
+
+/// Regression (issue 13): the in-flight limit was enforced twice, and the
+/// second one (tower's, over every call) refused the quick calls too once
+/// the streams held every slot, so a client at the limit could not even
+/// `Cancel` one of its subscriptions.
+#[tokio::test]
+async fn at_the_in_flight_limit_quick_calls_and_cancel_are_still_served() {
+    let srv = Server::start(Limits::default(), None).await;
+    let (s, w) = raw(&srv.path).await;
+    let limit = Limits::default().calls_per_connection as u32;
+    for id in 1..=limit {
+        s.send(&message::request(id, &Subscribe { since: None }, w.max_frame).unwrap())
+            .await
+            .unwrap();
+    }
+    let mut synced = 0;
+    while synced < limit {
+        let (h, body) = recv_frame(&s).await;
+        assert_eq!(h.kind, FrameKind::StreamItem, "call {}", h.call_id);
+        if matches!(
+            codec::decode::<Event>(&body, Compat::Exact).unwrap(),
+            Event::Synced { .. }
+        ) {
+            synced += 1;
+        }
+    }
+    let ping = limit + 1;
+    s.send(&message::request(ping, &Ping { payload: vec![9] }, w.max_frame).unwrap())
+        .await
+        .unwrap();
+    let (h, body) = recv_frame(&s).await;
+    assert_eq!((h.kind, h.call_id), (FrameKind::Reply, ping));
+    assert_eq!(
+        codec::decode::<Pong>(&body, Compat::Exact).unwrap().payload,
+        [9]
+    );
+    let cancel = limit + 2;
+    s.send(&message::request(cancel, &Cancel { call_id: 1 }, w.max_frame).unwrap())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let (h, _) = recv_frame(&s).await;
+        got.push((h.call_id, h.kind));
+    }
+    got.sort_by_key(|g| g.0);
+    assert_eq!(got, [(1, FrameKind::StreamEnd), (cancel, FrameKind::Reply)]);
+    srv.stop().await;
+}

@@ -1,30 +1,33 @@
 //! The call service: one `match` over the request, one handler per method,
-//! behind a tower stack that sheds load, limits calls in flight per
-//! connection, authorizes from the peer's credentials and bounds each call's
-//! time.
+//! behind one middleware that applies the method's [`policy`] row: it
+//! refuses a peer whose credentials do not allow the call, and bounds the
+//! call's time.
 //!
 //! ```text
-//! MapErr → LoadShed → ConcurrencyLimit(per connection) → Authorize → Deadline → Handler
+//! Enforce (policy: who may call, deadline) → dispatch → handlers::<method>
 //! ```
 //!
-//! Timeouts never cancel a rescan half-way: the rescan runs on the rescan
-//! worker, and the handler future only waits for it.
+//! The in-flight limit is not here: the read loop applies it before a task
+//! exists for a call ([`super::session`]). Timeouts never cancel a rescan
+//! half-way: the rescan runs on the rescan worker, and the handler future
+//! only waits for it.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tower::layer::layer_fn;
 use tower::util::BoxCloneSyncService;
-use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
-use vm_catalog_protocol::{Method, Request};
+use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+use vm_catalog_protocol::Request;
 
-use super::Ctx;
-use super::conn::Conn;
+use super::ctx::Ctx;
 use super::error::{CallError, denied};
 use super::handlers;
+use super::policy;
+use super::send::Conn;
 
 /// One call, as the service sees it.
 #[derive(Debug)]
@@ -44,16 +47,18 @@ type CallFuture = Pin<Box<dyn Future<Output = Result<(), CallError>> + Send>>;
 /// The service a connection calls: the whole stack, type-erased.
 pub type CallService = BoxCloneSyncService<Call, (), CallError>;
 
-/// Builds the stack for one connection (the concurrency limit is per connection).
+/// Builds the stack.
 pub fn stack(ctx: Arc<Ctx>) -> CallService {
-    let limit = ctx.limits.calls_per_connection;
+    let enforce = layer_fn({
+        let ctx = ctx.clone();
+        move |inner| Enforce {
+            inner,
+            ctx: ctx.clone(),
+        }
+    });
     let svc = ServiceBuilder::new()
-        .map_err(into_call_error)
-        .load_shed()
-        .concurrency_limit(limit)
-        .layer(AuthorizeLayer { ctx: ctx.clone() })
-        .layer(DeadlineLayer { ctx: ctx.clone() })
-        .service(Handler { ctx });
+        .layer(enforce)
+        .service(service_fn(move |call| dispatch(ctx.clone(), call)));
     BoxCloneSyncService::new(svc)
 }
 
@@ -62,155 +67,40 @@ pub async fn call(svc: &mut CallService, call: Call) -> Result<(), CallError> {
     svc.ready().await?.call(call).await
 }
 
-fn into_call_error(e: BoxError) -> CallError {
-    match e.downcast::<CallError>() {
-        Ok(e) => *e,
-        Err(e) if e.is::<tower::load_shed::error::Overloaded>() => CallError::Busy,
-        Err(e) => CallError::Internal(e.to_string()),
-    }
-}
-
-/// The innermost service: dispatch to the handlers.
-#[derive(Debug, Clone)]
-struct Handler {
-    ctx: Arc<Ctx>,
-}
-
-impl Service<Call> for Handler {
-    type Response = ();
-    type Error = CallError;
-    type Future = CallFuture;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), CallError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, c: Call) -> CallFuture {
-        let ctx = self.ctx.clone();
-        let Call {
-            conn,
-            call_id,
-            request,
-            cancel,
-        } = c;
-        Box::pin(async move {
-            match request {
-                Request::Ping(p) => handlers::ping::handle(&conn, call_id, p).await,
-                Request::GetInfo(p) => handlers::info::handle(&ctx, &conn, call_id, p).await,
-                Request::ListVms(p) => {
-                    handlers::list_vms::handle(&ctx, &conn, call_id, p, &cancel).await
-                }
-                Request::GetVm(p) => handlers::get_vm::handle(&ctx, &conn, call_id, p).await,
-                Request::ListSources(p) => {
-                    handlers::list_sources::handle(&ctx, &conn, call_id, p).await
-                }
-                Request::Rescan(p) => {
-                    handlers::rescan::handle(&ctx, &conn, call_id, p, &cancel).await
-                }
-                Request::Subscribe(p) => {
-                    handlers::subscribe::handle(&ctx, &conn, call_id, p, &cancel).await
-                }
-                Request::Cancel(p) => handlers::cancel::handle(&conn, call_id, p).await,
-            }
-        })
-    }
-}
-
-/// Refuses calls the peer's credentials do not allow: `Rescan` needs root or
-/// the admin group; everything else is open to anyone who may connect.
-#[derive(Debug, Clone)]
-struct AuthorizeLayer {
-    ctx: Arc<Ctx>,
-}
-
-impl<S> Layer<S> for AuthorizeLayer {
-    type Service = Authorize<S>;
-    fn layer(&self, inner: S) -> Authorize<S> {
-        Authorize {
-            inner,
-            ctx: self.ctx.clone(),
+/// The innermost service: one handler per method.
+async fn dispatch(ctx: Arc<Ctx>, c: Call) -> Result<(), CallError> {
+    let Call {
+        conn,
+        call_id,
+        request,
+        cancel,
+    } = c;
+    match request {
+        Request::Ping(p) => handlers::ping::handle(&conn, call_id, p).await,
+        Request::GetInfo(p) => handlers::info::handle(&ctx, &conn, call_id, p).await,
+        Request::ListVms(p) => handlers::list_vms::handle(&ctx, &conn, call_id, p, &cancel).await,
+        Request::GetVm(p) => handlers::get_vm::handle(&ctx, &conn, call_id, p).await,
+        Request::ListSources(p) => handlers::list_sources::handle(&ctx, &conn, call_id, p).await,
+        Request::Rescan(p) => handlers::rescan::handle(&ctx, &conn, call_id, p, &cancel).await,
+        Request::Subscribe(p) => {
+            handlers::subscribe::handle(&ctx, &conn, call_id, p, &cancel).await
         }
+        Request::Cancel(p) => handlers::cancel::handle(&conn, call_id, p).await,
     }
 }
 
+/// Applies the method's policy row around `inner`: who may call (from the
+/// peer's credentials, never from anything the peer says), and the deadline.
 #[derive(Debug, Clone)]
-struct Authorize<S> {
+struct Enforce<S> {
     inner: S,
     ctx: Arc<Ctx>,
 }
 
-/// Whether the peer of `call` may make it.
-pub fn allowed(ctx: &Ctx, call: &Call) -> bool {
-    match call.request.method() {
-        Method::Rescan => call.conn.peer.is_root_or_in(ctx.admin_gid),
-        Method::Ping
-        | Method::GetInfo
-        | Method::ListVms
-        | Method::GetVm
-        | Method::ListSources
-        | Method::Subscribe
-        | Method::Cancel => true,
-    }
-}
-
-impl<S> Service<Call> for Authorize<S>
+impl<S> Service<Call> for Enforce<S>
 where
-    S: Service<Call, Response = (), Error = CallError, Future = CallFuture>,
-{
-    type Response = ();
-    type Error = CallError;
-    type Future = CallFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, call: Call) -> CallFuture {
-        if allowed(&self.ctx, &call) {
-            self.inner.call(call)
-        } else {
-            let method = call.request.method();
-            Box::pin(async move { Err(denied(method)) })
-        }
-    }
-}
-
-/// Bounds each call's time, per method. Subscriptions have no deadline.
-#[derive(Debug, Clone)]
-struct DeadlineLayer {
-    ctx: Arc<Ctx>,
-}
-
-impl<S> Layer<S> for DeadlineLayer {
-    type Service = Deadline<S>;
-    fn layer(&self, inner: S) -> Deadline<S> {
-        Deadline {
-            inner,
-            ctx: self.ctx.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Deadline<S> {
-    inner: S,
-    ctx: Arc<Ctx>,
-}
-
-fn deadline(ctx: &Ctx, method: Method) -> Option<Duration> {
-    match method {
-        Method::Subscribe => None,
-        Method::Rescan => Some(ctx.limits.rescan_timeout),
-        Method::ListVms => Some(ctx.limits.stream_timeout),
-        Method::Ping | Method::GetInfo | Method::GetVm | Method::ListSources | Method::Cancel => {
-            Some(ctx.limits.call_timeout)
-        }
-    }
-}
-
-impl<S> Service<Call> for Deadline<S>
-where
-    S: Service<Call, Response = (), Error = CallError, Future = CallFuture>,
+    S: Service<Call, Response = (), Error = CallError>,
+    S::Future: Send + 'static,
 {
     type Response = ();
     type Error = CallError;
@@ -222,9 +112,13 @@ where
 
     fn call(&mut self, call: Call) -> CallFuture {
         let method = call.request.method();
+        let row = policy::of(method);
+        if !row.caller.admits(&call.conn.peer, self.ctx.admin_gid) {
+            return Box::pin(async move { Err(denied(method)) });
+        }
         let fut = self.inner.call(call);
-        match deadline(&self.ctx, method) {
-            None => fut,
+        match row.deadline.under(&self.ctx.limits) {
+            None => Box::pin(fut),
             Some(d) => Box::pin(async move {
                 tokio::time::timeout(d, fut)
                     .await

@@ -3,9 +3,9 @@
 use vm_catalog_protocol::records::{self, RECORD_BUDGET};
 use vm_catalog_protocol::{GetVm, VmDetail};
 
-use crate::rpc::Ctx;
-use crate::rpc::conn::Conn;
+use crate::rpc::ctx::Ctx;
 use crate::rpc::error::CallError;
+use crate::rpc::send::Conn;
 
 /// Answers `GetVm`. Every definition of the name is sent; each is trimmed
 /// (diagnostics, then providers, with a `truncated` note) so that together
@@ -14,7 +14,7 @@ pub async fn handle(ctx: &Ctx, conn: &Conn, call_id: u32, p: GetVm) -> Result<()
     let published = ctx.hub.current();
     let (vm, others) = published
         .lookup(&p.name)
-        .ok_or_else(|| CallError::NotFound(p.name.to_string()))?;
+        .ok_or(CallError::NotFound(p.name))?;
     // One name has at most one definition per source.
     let each = (records::budget(conn.max_frame) / (1 + others.len())).min(RECORD_BUDGET);
     let detail = VmDetail {

@@ -4,9 +4,9 @@ use std::sync::atomic::Ordering;
 
 use vm_catalog_protocol::{GetInfo, Info, SourceSummary};
 
-use crate::rpc::Ctx;
-use crate::rpc::conn::Conn;
+use crate::rpc::ctx::Ctx;
 use crate::rpc::error::CallError;
+use crate::rpc::send::Conn;
 
 /// Answers `GetInfo`.
 pub async fn handle(ctx: &Ctx, conn: &Conn, call_id: u32, _: GetInfo) -> Result<(), CallError> {

@@ -3,9 +3,9 @@
 use vm_catalog_protocol::records::{self, RECORD_BUDGET};
 use vm_catalog_protocol::{ListSources, SourceList};
 
-use crate::rpc::Ctx;
-use crate::rpc::conn::Conn;
+use crate::rpc::ctx::Ctx;
 use crate::rpc::error::CallError;
+use crate::rpc::send::Conn;
 
 /// Answers `ListSources`. Each source is trimmed (its diagnostics, with a
 /// `truncated` note) so that together they fit one frame.

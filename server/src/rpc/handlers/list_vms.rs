@@ -4,9 +4,9 @@ use tokio_util::sync::CancellationToken;
 use vm_catalog_protocol::records;
 use vm_catalog_protocol::{ListEnd, ListVms, VmState};
 
-use crate::rpc::Ctx;
-use crate::rpc::conn::Conn;
+use crate::rpc::ctx::Ctx;
 use crate::rpc::error::CallError;
+use crate::rpc::send::Conn;
 
 /// Answers `ListVms`. An unknown `source` gives an empty list.
 pub async fn handle(

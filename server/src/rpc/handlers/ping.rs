@@ -2,8 +2,8 @@
 
 use vm_catalog_protocol::{Ping, Pong};
 
-use crate::rpc::conn::Conn;
 use crate::rpc::error::CallError;
+use crate::rpc::send::Conn;
 
 /// Answers `Ping`.
 pub async fn handle(conn: &Conn, call_id: u32, p: Ping) -> Result<(), CallError> {

@@ -4,9 +4,9 @@ use tokio_util::sync::CancellationToken;
 use vm_catalog_protocol::records::{self, RECORD_BUDGET};
 use vm_catalog_protocol::{Rescan, RescanTrigger};
 
-use crate::rpc::Ctx;
-use crate::rpc::conn::Conn;
+use crate::rpc::ctx::Ctx;
 use crate::rpc::error::CallError;
+use crate::rpc::send::Conn;
 
 /// Answers `Rescan`. Cancelling (or timing out) only stops the waiting: the
 /// rescan itself always completes.

@@ -12,9 +12,9 @@ use vm_catalog_protocol::records::{self, write_snapshot_page};
 use vm_catalog_protocol::{Cursor, Event, ResetReason, Subscribe, SubscriptionEnd};
 
 use crate::publish::{Batch, Published, Start};
-use crate::rpc::Ctx;
-use crate::rpc::conn::Conn;
+use crate::rpc::ctx::Ctx;
 use crate::rpc::error::CallError;
+use crate::rpc::send::Conn;
 
 /// Serves one subscription until it is cancelled (then a `StreamEnd` with
 /// the last position sent), the daemon stops, or the connection breaks.
