@@ -7,7 +7,7 @@
 //! sends [`Hello`], the server answers [`Welcome`]; then the client makes
 //! [calls](calls), each with its own call id, and the server answers each with
 //! one `Reply`, or with `StreamItem`s and a `StreamEnd`, or with an `Error`.
-//! Lists travel as length-delimited [records](records), each trimmed to fit
+//! Lists travel as length-delimited [records], each trimmed to fit
 //! any frame, so a server can encode them once and assemble pages from them.
 //!
 //! `docs/protocol.md` in the repository is the complete specification.
