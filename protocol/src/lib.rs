@@ -34,6 +34,7 @@ pub mod handshake;
 pub mod message;
 pub mod names;
 pub mod records;
+pub mod stream;
 
 pub use calls::*;
 pub use catalog::*;
