@@ -3,20 +3,19 @@
 //! background task. Each call is a `send` and as many `recv`s as frames
 //! come back.
 
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketType, sockopt};
 use tokio::runtime::{Builder, Runtime};
 use vm_catalog_protocol::{
-    Call, Cursor, GetInfo, GetVm, HANDSHAKE_MAX_FRAME, Info, ListSources, ListVms, Ping, Rescan,
-    SourceLabel, SourceList, Streaming, Unary, VmDetail, VmName, Welcome,
+    Call, Cursor, GetInfo, GetVm, Info, ListSources, ListVms, Ping, Rescan, SourceLabel,
+    SourceList, Streaming, Unary, VmDetail, VmName, Welcome,
 };
 
 use crate::calls::{Collect, RescanReport, VmList};
-use crate::error::{Error, ProtocolError, Result};
+use crate::endpoint::{Endpoint, VsockAddr};
+use crate::error::{Error, Result};
 use crate::session::{CallFrame, ConnectOptions, Inbound, Session, Step};
+use crate::transport::blocking::{Socket, disconnected};
 use crate::watch::{Mirror, Watch, WatchEvent};
 
 /// A blocking connection to `vm-catalogd`.
@@ -30,40 +29,56 @@ use crate::watch::{Mirror, Watch, WatchEvent};
 /// ```
 #[derive(Debug)]
 pub struct BlockingClient {
-    socket: Datagrams,
+    socket: Socket,
     session: Session,
     next_id: u32,
-    path: PathBuf,
+    endpoint: Endpoint,
 }
 
 impl BlockingClient {
-    /// Connects with default options.
+    /// Connects to the daemon's `SOCK_SEQPACKET` socket at `path`, with
+    /// default options.
     pub fn connect(path: impl AsRef<Path>) -> Result<Self> {
         Self::connect_with(path, &ConnectOptions::default())
     }
 
-    /// Connects and completes the handshake (within `opts.timeout`).
+    /// Connects to the daemon's `SOCK_SEQPACKET` socket at `path`.
     pub fn connect_with(path: impl AsRef<Path>, opts: &ConnectOptions) -> Result<Self> {
-        let path = path.as_ref().to_owned();
+        Self::connect_to(&Endpoint::Seqpacket(path.as_ref().to_owned()), opts)
+    }
+
+    /// See [`crate::Client::connect_stream`].
+    pub fn connect_stream(path: impl Into<PathBuf>) -> Result<Self> {
+        Self::connect_to(&Endpoint::Stream(path.into()), &ConnectOptions::default())
+    }
+
+    /// See [`crate::Client::connect_vsock`].
+    pub fn connect_vsock(cid: u32, port: u32) -> Result<Self> {
+        Self::connect_to(
+            &Endpoint::Vsock(VsockAddr { cid, port }),
+            &ConnectOptions::default(),
+        )
+    }
+
+    /// Connects to `endpoint` and completes the handshake (within
+    /// `opts.timeout`).
+    pub fn connect_to(endpoint: &Endpoint, opts: &ConnectOptions) -> Result<Self> {
         let unreachable = |e: rustix::io::Errno| Error::Unreachable {
-            path: path.clone(),
+            endpoint: endpoint.clone(),
             source: e.into(),
         };
-        let mut socket = Datagrams::connect(&path).map_err(unreachable)?;
         // The handshake is bounded; calls afterwards are not (a rescan may
         // take minutes).
-        socket
-            .set_timeout(Some(opts.timeout))
-            .map_err(unreachable)?;
+        let mut socket = Socket::connect(endpoint, opts.timeout).map_err(unreachable)?;
         socket.send(&Session::hello(opts)?)?;
         let session = Session::accept(socket.recv()?)?;
         socket.set_timeout(None).map_err(disconnected)?;
-        socket.resize(session.max_frame());
+        socket.set_max_frame(session.max_frame());
         Ok(BlockingClient {
             socket,
             session,
             next_id: 1,
-            path,
+            endpoint: endpoint.clone(),
         })
     }
 
@@ -72,9 +87,9 @@ impl BlockingClient {
         self.session.welcome()
     }
 
-    /// The socket path.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where this client connected to.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     /// Sends the request of a new call; its id.
@@ -173,61 +188,6 @@ impl BlockingClient {
     }
 }
 
-/// A `SOCK_SEQPACKET` socket in blocking mode: one frame per datagram.
-#[derive(Debug)]
-struct Datagrams {
-    fd: OwnedFd,
-    /// One byte longer than the largest frame, so that a larger one shows
-    /// as truncated.
-    buf: Vec<u8>,
-}
-
-impl Datagrams {
-    /// Connects to `path`, for frames up to the handshake's size.
-    fn connect(path: &Path) -> rustix::io::Result<Self> {
-        let fd = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None)?;
-        rustix::net::connect(&fd, &SocketAddrUnix::new(path)?)?;
-        Ok(Datagrams {
-            fd,
-            buf: vec![0; HANDSHAKE_MAX_FRAME as usize + 1],
-        })
-    }
-
-    /// Bounds every send and receive (`None`: no bound).
-    fn set_timeout(&self, limit: Option<Duration>) -> rustix::io::Result<()> {
-        sockopt::set_socket_timeout(&self.fd, sockopt::Timeout::Recv, limit)?;
-        sockopt::set_socket_timeout(&self.fd, sockopt::Timeout::Send, limit)
-    }
-
-    /// Receives frames up to `max_frame` bytes from now on.
-    fn resize(&mut self, max_frame: u32) {
-        self.buf = vec![0; max_frame as usize + 1];
-    }
-
-    fn send(&self, frame: &[u8]) -> Result<()> {
-        rustix::net::send(&self.fd, frame, SendFlags::NOSIGNAL)
-            .map(|_| ())
-            .map_err(disconnected)
-    }
-
-    /// Receives one frame.
-    fn recv(&mut self) -> Result<&[u8]> {
-        let (_, len) = rustix::net::recv(&self.fd, &mut self.buf[..], RecvFlags::TRUNC)
-            .map_err(disconnected)?;
-        if len == 0 {
-            return Err(Error::Disconnected(None));
-        }
-        if len >= self.buf.len() {
-            return Err(Error::Protocol(ProtocolError::FrameTooLarge));
-        }
-        Ok(&self.buf[..len])
-    }
-}
-
-fn disconnected(e: rustix::io::Errno) -> Error {
-    Error::Disconnected(Some(e.into()))
-}
-
 /// A blocking [`Watch`] (it runs the async watch on a private
 /// current-thread runtime).
 #[derive(Debug)]
@@ -237,14 +197,15 @@ pub struct BlockingWatch {
 }
 
 impl BlockingWatch {
-    /// A watch of the daemon at `path`, resuming from `since` if given.
-    pub fn new(path: impl Into<PathBuf>, since: Option<Cursor>) -> Result<Self> {
+    /// A watch of the daemon at `endpoint` (a path: its `SOCK_SEQPACKET`
+    /// socket), resuming from `since` if given.
+    pub fn new(endpoint: impl Into<Endpoint>, since: Option<Cursor>) -> Result<Self> {
         let rt = Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| Error::Disconnected(Some(e)))?;
         Ok(BlockingWatch {
-            watch: Watch::since(path, since),
+            watch: Watch::since(endpoint, since),
             rt,
         })
     }

@@ -2,19 +2,20 @@
 //! refusals, and what the daemon sent that this client cannot read
 //! ([`ProtocolError`]).
 
-use std::path::PathBuf;
-
 use vm_catalog_protocol::codec::DecodeError;
+use vm_catalog_protocol::stream::StreamError;
 use vm_catalog_protocol::{ErrorBody, ErrorCode, FrameError, FrameKind, VersionRange};
+
+use crate::endpoint::Endpoint;
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The daemon's socket could not be reached.
-    #[error("cannot reach vm-catalogd at {path}")]
+    /// The daemon could not be reached.
+    #[error("cannot reach vm-catalogd at {endpoint}")]
     Unreachable {
-        /// The socket path.
-        path: PathBuf,
+        /// Where it was looked for.
+        endpoint: Endpoint,
         /// Why.
         #[source]
         source: std::io::Error,
@@ -54,6 +55,10 @@ pub enum ProtocolError {
     /// A datagram that is not a frame (bad magic, header or length).
     #[error("bad frame")]
     BadFrame(#[source] FrameError),
+    /// A byte stream that cannot be cut into frames (garbage, a frame
+    /// larger than negotiated, or the end of the stream inside a frame).
+    #[error("bad byte stream")]
+    BadStream(#[source] StreamError),
     /// A frame larger than the size negotiated in the handshake.
     #[error("the daemon sent a frame larger than negotiated")]
     FrameTooLarge,

@@ -9,7 +9,11 @@
 //!
 //! Both clients share one copy of the protocol logic (the handshake, what
 //! each frame means, how a call's frames become its result): they only move
-//! the frames.
+//! the frames, over any [`Endpoint`]: the daemon's `SOCK_SEQPACKET` socket
+//! on the host, or, from inside a UI VM, `AF_VSOCK` to the host
+//! ([`Client::connect_vsock`]), where frames travel back to back on a byte
+//! stream (and a Unix stream socket, [`Client::connect_stream`], carries
+//! the same on the host).
 //!
 //! Cargo feature `cli` (default): the `vm-catalog` command line
 //! ([`cli`]), which pulls in clap and serde_json. A program that only uses
@@ -34,13 +38,16 @@ pub mod calls;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod client;
+pub mod endpoint;
 pub mod error;
 mod session;
+mod transport;
 pub mod watch;
 
 pub use blocking::{BlockingClient, BlockingWatch};
 pub use calls::{RescanReport, VmList};
 pub use client::{CallStream, Client};
+pub use endpoint::{Endpoint, VSOCK_CID_HOST, VsockAddr, VsockAddrError};
 pub use error::{Error, FrameContext, ProtocolError, Result};
 pub use session::ConnectOptions;
 pub use vm_catalog_protocol as protocol;

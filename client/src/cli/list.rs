@@ -1,21 +1,19 @@
 //! `vm-catalog list`.
 
-use std::path::Path;
-
 use serde_json::json;
 use vm_catalog_protocol::SourceLabel;
 
-use super::{Failure, json, out, text};
-use crate::Client;
+use super::{Failure, connect, json, out, text};
+use crate::Endpoint;
 
 /// Lists VMs.
 pub async fn run(
-    socket: &Path,
+    endpoint: &Endpoint,
     all: bool,
     source: Option<SourceLabel>,
     as_json: bool,
 ) -> Result<(), Failure> {
-    let client = Client::connect(socket).await?;
+    let client = connect(endpoint).await?;
     let list = client.list_vms(all, source).await?;
     if as_json {
         let (epoch, generation) = json::cursor_fields(list.cursor);

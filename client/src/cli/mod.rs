@@ -2,13 +2,17 @@
 //! resolve. One file per command; `json.rs` holds the stable JSON shapes,
 //! `text.rs` the human-readable ones.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use vm_catalog_protocol::{Cursor, SourceLabel, VmName};
 
 use crate::error::Error;
+use crate::{Client, ConnectOptions, Endpoint, VsockAddr};
 
 mod json;
 mod list;
@@ -27,9 +31,22 @@ mod watch;
 #[derive(Debug, Parser)]
 #[command(name = "vm-catalog", version, max_term_width = 100)]
 pub struct Cli {
-    /// The daemon's socket.
+    /// The daemon's socket on the host.
     #[arg(long, global = true, value_name = "PATH", env = "VM_CATALOG_SOCKET", default_value = crate::DEFAULT_SOCKET)]
     pub socket: PathBuf,
+    /// Inside a UI VM: reach the daemon over vsock, on PORT of the host
+    /// (CID 2) or of CID (the daemon's default port is 22083).
+    #[arg(
+        long,
+        global = true,
+        value_name = "[CID:]PORT",
+        conflicts_with = "stream"
+    )]
+    pub vsock: Option<VsockAddr>,
+    /// On the host: a UI VM's stream socket (<vm-dir>/NAME/vsock_PORT), as
+    /// the VMM connects to it for the guest; shows what that VM sees.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub stream: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -98,6 +115,47 @@ pub enum Command {
     },
 }
 
+impl Cli {
+    /// Parses a command line (`args[0]` is the program) as [`Parser`]
+    /// does, and refuses `--socket` on the command line together with
+    /// `--vsock` or `--stream`, which override `VM_CATALOG_SOCKET` from the
+    /// environment.
+    pub fn try_parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let mut cmd = Cli::command();
+        let matches = cmd.try_get_matches_from_mut(args)?;
+        let cli = Cli::from_arg_matches(&matches)?;
+        if matches.value_source("socket") == Some(ValueSource::CommandLine)
+            && (cli.vsock.is_some() || cli.stream.is_some())
+        {
+            return Err(cmd.error(
+                ErrorKind::ArgumentConflict,
+                "--socket cannot be used with --vsock or --stream",
+            ));
+        }
+        Ok(cli)
+    }
+
+    /// Where to reach the daemon: `--vsock`, `--stream`, else `--socket`.
+    pub fn endpoint(&self) -> Endpoint {
+        if let Some(addr) = self.vsock {
+            Endpoint::Vsock(addr)
+        } else if let Some(path) = &self.stream {
+            Endpoint::Stream(path.clone())
+        } else {
+            Endpoint::Seqpacket(self.socket.clone())
+        }
+    }
+}
+
+/// Connects with the default options.
+async fn connect(endpoint: &Endpoint) -> Result<Client, Failure> {
+    Ok(Client::connect_to(endpoint, &ConnectOptions::default()).await?)
+}
+
 /// Exit status: success.
 pub const EXIT_OK: u8 = 0;
 /// Exit status: failure.
@@ -150,7 +208,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 /// Runs the command line; returns the exit status.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
     // One connection, one command: a current-thread runtime is enough.
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -162,16 +220,16 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let socket = cli.socket.clone();
+    let at = cli.endpoint();
     let result = rt.block_on(async move {
         match cli.command {
-            Command::List { all, source, json } => list::run(&socket, all, source, json).await,
-            Command::Show { name, json } => show::run(&socket, &name, json).await,
-            Command::Resolve { name } => resolve::run(&socket, &name).await,
-            Command::Sources { json } => sources::run(&socket, json).await,
-            Command::Status { json } => status::run(&socket, json).await,
-            Command::Rescan { dry_run, json } => rescan::run(&socket, dry_run, json).await,
-            Command::Watch { json, since } => watch::run(&socket, json, since).await,
+            Command::List { all, source, json } => list::run(&at, all, source, json).await,
+            Command::Show { name, json } => show::run(&at, &name, json).await,
+            Command::Resolve { name } => resolve::run(&at, &name).await,
+            Command::Sources { json } => sources::run(&at, json).await,
+            Command::Status { json } => status::run(&at, json).await,
+            Command::Rescan { dry_run, json } => rescan::run(&at, dry_run, json).await,
+            Command::Watch { json, since } => watch::run(&at, json, since).await,
         }
     });
     match result {
@@ -192,5 +250,67 @@ fn out(line: impl std::fmt::Display) {
         .is_err()
     {
         std::process::exit(EXIT_OK as i32);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_args(std::iter::once("vm-catalog").chain(args.iter().copied()))
+    }
+
+    fn endpoint(args: &[&str]) -> Endpoint {
+        parse(args)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .endpoint()
+    }
+
+    #[test]
+    fn the_endpoint_from_the_command_line() {
+        assert_eq!(
+            endpoint(&["--vsock", "22083", "watch", "--json"]),
+            Endpoint::Vsock(VsockAddr::host(22083))
+        );
+        assert_eq!(
+            endpoint(&["watch", "--vsock", "3:5"]),
+            Endpoint::Vsock(VsockAddr { cid: 3, port: 5 }),
+            "global: also after the command"
+        );
+        assert_eq!(
+            endpoint(&["--stream", "/run/vm/ui/vsock_22083", "list"]),
+            Endpoint::Stream("/run/vm/ui/vsock_22083".into())
+        );
+        assert_eq!(
+            endpoint(&["--socket", "/s", "list"]),
+            Endpoint::Seqpacket("/s".into())
+        );
+        assert_eq!(endpoint(&["list"]), Endpoint::default_socket());
+    }
+
+    #[test]
+    fn conflicting_or_bad_endpoints_are_usage_errors() {
+        for args in [
+            &["--socket", "/s", "--vsock", "5", "list"][..],
+            &["--stream", "/t", "list", "--socket", "/s"],
+            &["--vsock", "5", "--stream", "/t", "list"],
+        ] {
+            let e = parse(args).map(|c| c.endpoint()).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::ArgumentConflict, "{args:?}");
+            assert_eq!(e.exit_code(), 2);
+        }
+        for (arg, why) in [
+            ("x", "invalid vsock port \"x\""),
+            ("2:", "invalid vsock port \"\""),
+            ("a:5", "invalid vsock CID \"a\""),
+            ("4294967295", "the vsock wildcard"),
+        ] {
+            let e = parse(&["--vsock", arg, "list"])
+                .map(|c| c.endpoint())
+                .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::ValueValidation, "{arg}");
+            assert!(e.to_string().contains(why), "{arg}: {e}");
+        }
     }
 }

@@ -1,15 +1,13 @@
 //! `vm-catalog rescan`.
 
-use std::path::Path;
-
 use serde_json::json;
 
-use super::{EXIT_FAILURE, Failure, json, out, text};
-use crate::Client;
+use super::{EXIT_FAILURE, Failure, connect, json, out, text};
+use crate::Endpoint;
 
 /// Rescans and prints the change batch.
-pub async fn run(socket: &Path, dry_run: bool, as_json: bool) -> Result<(), Failure> {
-    let client = Client::connect(socket).await?;
+pub async fn run(endpoint: &Endpoint, dry_run: bool, as_json: bool) -> Result<(), Failure> {
+    let client = connect(endpoint).await?;
     let r = client.rescan(dry_run).await?;
     let o = &r.outcome;
     if as_json {

@@ -1,16 +1,14 @@
 //! `vm-catalog resolve NAME`: the service name of a startable VM.
 
-use std::path::Path;
-
 use vm_catalog_protocol::{VmName, VmState};
 
-use super::{EXIT_FAILURE, EXIT_NOT_FOUND, Failure, out, text};
-use crate::Client;
+use super::{EXIT_FAILURE, EXIT_NOT_FOUND, Failure, connect, out, text};
+use crate::Endpoint;
 
 /// Prints the service of `name`, or fails with exit 3 when the VM cannot be
 /// started (unknown, rejected, unavailable).
-pub async fn run(socket: &Path, name: &VmName) -> Result<(), Failure> {
-    let client = Client::connect(socket).await?;
+pub async fn run(endpoint: &Endpoint, name: &VmName) -> Result<(), Failure> {
+    let client = connect(endpoint).await?;
     let d = client.get_vm(name).await.map_err(|e| {
         if e.is_not_found() {
             Failure {

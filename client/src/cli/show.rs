@@ -1,16 +1,14 @@
 //! `vm-catalog show NAME`.
 
-use std::path::Path;
-
 use serde_json::json;
 use vm_catalog_protocol::{VmEntry, VmName};
 
-use super::{Failure, json, out, text};
-use crate::Client;
+use super::{Failure, connect, json, out, text};
+use crate::Endpoint;
 
 /// Shows one VM.
-pub async fn run(socket: &Path, name: &VmName, as_json: bool) -> Result<(), Failure> {
-    let client = Client::connect(socket).await?;
+pub async fn run(endpoint: &Endpoint, name: &VmName, as_json: bool) -> Result<(), Failure> {
+    let client = connect(endpoint).await?;
     let d = client.get_vm(name).await?;
     if as_json {
         let (epoch, generation) = json::cursor_fields(d.cursor);

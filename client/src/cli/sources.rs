@@ -1,15 +1,13 @@
 //! `vm-catalog sources`.
 
-use std::path::Path;
-
 use serde_json::json;
 
-use super::{Failure, json, out, text};
-use crate::Client;
+use super::{Failure, connect, json, out, text};
+use crate::Endpoint;
 
 /// Lists the sources.
-pub async fn run(socket: &Path, as_json: bool) -> Result<(), Failure> {
-    let client = Client::connect(socket).await?;
+pub async fn run(endpoint: &Endpoint, as_json: bool) -> Result<(), Failure> {
+    let client = connect(endpoint).await?;
     let list = client.sources().await?;
     if as_json {
         let (epoch, generation) = json::cursor_fields(list.cursor);

@@ -1,13 +1,11 @@
 //! `vm-catalog status`.
 
-use std::path::Path;
-
-use super::{Failure, json, out};
-use crate::Client;
+use super::{Failure, connect, json, out};
+use crate::Endpoint;
 
 /// Prints the daemon's status.
-pub async fn run(socket: &Path, as_json: bool) -> Result<(), Failure> {
-    let client = Client::connect(socket).await?;
+pub async fn run(endpoint: &Endpoint, as_json: bool) -> Result<(), Failure> {
+    let client = connect(endpoint).await?;
     let i = client.info().await?;
     if as_json {
         out(json::info(&i));

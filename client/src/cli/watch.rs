@@ -1,17 +1,15 @@
 //! `vm-catalog watch`: changes as they happen, one per line.
 
-use std::path::Path;
-
 use serde_json::json;
 use vm_catalog_protocol::Cursor;
 
 use super::{Failure, chain, json, out, text};
-use crate::{Watch, WatchEvent};
+use crate::{Endpoint, Watch, WatchEvent};
 
 /// Watches until interrupted. Survives daemon restarts: after a reconnect it
 /// prints what was missed (or a reset and the differences).
-pub async fn run(socket: &Path, as_json: bool, since: Option<Cursor>) -> Result<(), Failure> {
-    let mut watch = Watch::since(socket, since);
+pub async fn run(endpoint: &Endpoint, as_json: bool, since: Option<Cursor>) -> Result<(), Failure> {
+    let mut watch = Watch::since(endpoint, since);
     loop {
         match watch.next().await? {
             WatchEvent::Reset {

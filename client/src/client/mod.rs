@@ -8,17 +8,19 @@
 //!
 //! This module connects and makes calls; `router.rs` holds the shared
 //! connection and its reader task, `stream.rs` the [`CallStream`]. What the
-//! frames mean is decided in `session.rs`, for both clients.
+//! frames mean is decided in `session.rs`, for both clients; how they move
+//! (datagrams or a byte stream) in `transport/`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
-use tokio_seqpacket::UnixSeqpacket;
-use vm_catalog_protocol::{HANDSHAKE_MAX_FRAME, Streaming, Unary, Welcome};
+use vm_catalog_protocol::{Streaming, Unary, Welcome};
 
+use crate::endpoint::{Endpoint, VsockAddr};
 use crate::error::{Error, Result};
 use crate::session::{ConnectOptions, Session};
+use crate::transport;
 
 mod router;
 mod stream;
@@ -39,7 +41,7 @@ pub use stream::CallStream;
 pub struct Client {
     inner: Arc<Inner>,
     reader: JoinHandle<()>,
-    path: PathBuf,
+    endpoint: Endpoint,
 }
 
 impl Drop for Client {
@@ -52,49 +54,65 @@ impl Drop for Client {
 }
 
 impl Client {
-    /// Connects with default options.
+    /// Connects to the daemon's `SOCK_SEQPACKET` socket at `path`, with
+    /// default options.
     pub async fn connect(path: impl AsRef<Path>) -> Result<Client> {
         Self::connect_with(path, &ConnectOptions::default()).await
     }
 
-    /// Connects and completes the handshake.
+    /// Connects to the daemon's `SOCK_SEQPACKET` socket at `path`.
     pub async fn connect_with(path: impl AsRef<Path>, opts: &ConnectOptions) -> Result<Client> {
-        let path = path.as_ref().to_owned();
-        match tokio::time::timeout(opts.timeout, Self::handshake(&path, opts)).await {
+        Self::connect_to(&Endpoint::Seqpacket(path.as_ref().to_owned()), opts).await
+    }
+
+    /// Connects over a Unix `SOCK_STREAM` socket at `path` (frames back to
+    /// back, as a UI VM's connection arrives on the host), with default
+    /// options.
+    pub async fn connect_stream(path: impl Into<PathBuf>) -> Result<Client> {
+        Self::connect_to(&Endpoint::Stream(path.into()), &ConnectOptions::default()).await
+    }
+
+    /// Connects from inside a VM over `AF_VSOCK` to `port` of `cid` (2 is
+    /// the host), with default options.
+    pub async fn connect_vsock(cid: u32, port: u32) -> Result<Client> {
+        Self::connect_to(
+            &Endpoint::Vsock(VsockAddr { cid, port }),
+            &ConnectOptions::default(),
+        )
+        .await
+    }
+
+    /// Connects to `endpoint` and completes the handshake, within
+    /// `opts.timeout`.
+    pub async fn connect_to(endpoint: &Endpoint, opts: &ConnectOptions) -> Result<Client> {
+        match tokio::time::timeout(opts.timeout, Self::handshake(endpoint, opts)).await {
             Ok(r) => r,
             Err(_) => Err(Error::Unreachable {
-                path,
+                endpoint: endpoint.clone(),
                 source: std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer to Hello"),
             }),
         }
     }
 
-    async fn handshake(path: &Path, opts: &ConnectOptions) -> Result<Client> {
-        let socket = UnixSeqpacket::connect(path)
-            .await
-            .map_err(|source| Error::Unreachable {
-                path: path.to_owned(),
-                source,
-            })?;
-        socket
-            .send(&Session::hello(opts)?)
-            .await
-            .map_err(|e| Error::Disconnected(Some(e)))?;
-        let mut buf = vec![0u8; HANDSHAKE_MAX_FRAME as usize + 1];
-        let info = socket
-            .recv(&mut buf)
+    async fn handshake(endpoint: &Endpoint, opts: &ConnectOptions) -> Result<Client> {
+        let (sender, mut receiver) =
+            transport::conn::connect(endpoint)
+                .await
+                .map_err(|source| Error::Unreachable {
+                    endpoint: endpoint.clone(),
+                    source,
+                })?;
+        sender
+            .send(Session::hello(opts)?)
             .await
             .map_err(|e| Error::Disconnected(Some(e)))?;
-        if info.bytes_read() == 0 {
-            return Err(Error::Disconnected(None));
-        }
-        let session = Session::accept(&buf[..info.bytes_read()])?;
-        let inner = Arc::new(Inner::new(socket, session));
-        let reader = tokio::spawn(router::read_loop(inner.clone()));
+        let session = Session::accept(receiver.recv().await.map_err(|c| c.to_error())?)?;
+        let inner = Arc::new(Inner::new(sender, session));
+        let reader = tokio::spawn(router::read_loop(inner.clone(), receiver));
         Ok(Client {
             inner,
             reader,
-            path: path.to_owned(),
+            endpoint: endpoint.clone(),
         })
     }
 
@@ -103,9 +121,9 @@ impl Client {
         self.inner.session.welcome()
     }
 
-    /// The socket path this client connected to.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where this client connected to.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     /// Makes a unary call.

@@ -1,17 +1,17 @@
-//! The connection a [`super::Client`] and its streams share: the socket, the
-//! [`Session`], the table of calls in flight, and the reader task that
-//! routes every frame into the bounded queue of its call.
+//! The connection a [`super::Client`] and its streams share: the sending
+//! half of the transport, the [`Session`], the table of calls in flight,
+//! and the reader task that owns the receiving half and routes every frame
+//! into the bounded queue of its call.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tokio_seqpacket::UnixSeqpacket;
-
-use crate::error::{Error, ProtocolError, Result};
+use crate::error::{Error, Result};
 use crate::session::{CallFrame, Closed, Inbound, Session};
+use crate::transport::conn::{Receiver, Sender};
+use tokio::sync::mpsc;
 
 /// Frames queued per call before the reader stops reading the socket.
 const CALL_QUEUE: usize = 64;
@@ -36,7 +36,7 @@ pub(super) enum Incoming {
 /// The shared state of one connection.
 #[derive(Debug)]
 pub(super) struct Inner {
-    socket: UnixSeqpacket,
+    sender: Sender,
     /// What the handshake granted.
     pub(super) session: Session,
     calls: Mutex<HashMap<u32, mpsc::Sender<Incoming>>>,
@@ -51,9 +51,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Inner {
     /// The state of a connection whose handshake is done.
-    pub(super) fn new(socket: UnixSeqpacket, session: Session) -> Self {
+    pub(super) fn new(sender: Sender, session: Session) -> Self {
         Inner {
-            socket,
+            sender,
             session,
             calls: Mutex::new(HashMap::new()),
             next_id: AtomicU32::new(1),
@@ -95,11 +95,10 @@ impl Inner {
 
     /// Sends one frame.
     pub(super) async fn send(&self, frame: Result<Vec<u8>>) -> Result<()> {
-        self.socket
-            .send(&frame?)
+        self.sender
+            .send(frame?)
             .await
-            .map_err(|e| Error::Disconnected(Some(e)))?;
-        Ok(())
+            .map_err(|e| Error::Disconnected(Some(e)))
     }
 
     /// Tells the daemon to stop sending the frames of call `target`, in the
@@ -136,7 +135,7 @@ impl Inner {
         let mut calls = lock(&self.calls);
         lock(&self.closed).get_or_insert(Closed::Eof);
         calls.clear();
-        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+        self.sender.shutdown();
     }
 
     /// Hands a frame to its call, if the call is still there. Waits a little
@@ -171,10 +170,10 @@ impl Inner {
 
 /// The reader task: routes frames until the connection ends, then tells
 /// every call why.
-pub(super) async fn read_loop(inner: Arc<Inner>) {
-    let mut buf = vec![0u8; inner.session.max_frame() as usize + 1];
+pub(super) async fn read_loop(inner: Arc<Inner>, mut receiver: Receiver) {
+    receiver.set_max_frame(inner.session.max_frame());
     let closed = loop {
-        let frame = match recv(&inner.socket, &mut buf).await {
+        let frame = match receiver.recv().await {
             Ok(frame) => frame,
             Err(closed) => break closed,
         };
@@ -188,18 +187,4 @@ pub(super) async fn read_loop(inner: Arc<Inner>) {
         }
     };
     inner.close(closed);
-}
-
-/// Receives one frame (one datagram) into `buf`; `buf` is one byte longer
-/// than the largest frame, so that a larger one shows as truncated.
-async fn recv<'b>(socket: &UnixSeqpacket, buf: &'b mut [u8]) -> Result<&'b [u8], Closed> {
-    let info = socket
-        .recv(buf)
-        .await
-        .map_err(|e| Closed::Io(Arc::new(e)))?;
-    match info.bytes_read() {
-        0 => Err(Closed::Eof),
-        _ if info.truncated() => Err(Closed::Protocol(ProtocolError::FrameTooLarge)),
-        n => Ok(&buf[..n]),
-    }
 }

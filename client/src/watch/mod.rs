@@ -10,12 +10,12 @@
 //! This module follows the subscription; `mirror.rs` holds the [`Mirror`],
 //! `backoff.rs` the reconnection delays.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use vm_catalog_protocol::{Change, Cursor, Event, ResetReason, Subscribe};
 
 use crate::client::{CallStream, Client};
+use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::session::ConnectOptions;
 
@@ -93,7 +93,7 @@ enum Phase {
 /// # }
 /// ```
 pub struct Watch {
-    path: PathBuf,
+    endpoint: Endpoint,
     opts: ConnectOptions,
     mirror: Mirror,
     conn: Option<(Client, CallStream<Subscribe>)>,
@@ -107,7 +107,7 @@ pub struct Watch {
 impl std::fmt::Debug for Watch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Watch")
-            .field("path", &self.path)
+            .field("endpoint", &self.endpoint)
             .field("cursor", &self.mirror.cursor())
             .field("connected", &self.conn.is_some())
             .finish()
@@ -115,18 +115,20 @@ impl std::fmt::Debug for Watch {
 }
 
 impl Watch {
-    /// A watch of the daemon at `path`, starting from nothing.
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self::since(path, None)
+    /// A watch of the daemon at `endpoint`, starting from nothing. A path
+    /// is the daemon's `SOCK_SEQPACKET` socket; a UI VM watches
+    /// [`Endpoint::Vsock`].
+    pub fn new(endpoint: impl Into<Endpoint>) -> Self {
+        Self::since(endpoint, None)
     }
 
     /// A watch that resumes from `since`, for a client that keeps its own
     /// copy of the catalog: it gets the changes after `since` (or a reset).
     /// Its [`Watch::mirror`] holds only what it has seen since then; to
     /// resume a mirror, use [`Watch::resume`].
-    pub fn since(path: impl Into<PathBuf>, since: Option<Cursor>) -> Self {
+    pub fn since(endpoint: impl Into<Endpoint>, since: Option<Cursor>) -> Self {
         Watch {
-            path: path.into(),
+            endpoint: endpoint.into(),
             opts: ConnectOptions {
                 client_name: format!("vm-catalog-watch/{}", env!("CARGO_PKG_VERSION")),
                 ..ConnectOptions::default()
@@ -143,8 +145,8 @@ impl Watch {
     /// A watch that resumes a mirror saved earlier (from
     /// [`Watch::mirror`]): the missed changes are applied to it, and a reset
     /// reports exactly how the new snapshot differs from it.
-    pub fn resume(path: impl Into<PathBuf>, mirror: Mirror) -> Self {
-        let mut w = Self::since(path, mirror.cursor());
+    pub fn resume(endpoint: impl Into<Endpoint>, mirror: Mirror) -> Self {
+        let mut w = Self::since(endpoint, mirror.cursor());
         w.mirror = mirror;
         w
     }
@@ -182,7 +184,7 @@ impl Watch {
     }
 
     async fn connect(&mut self) -> Result<(Client, CallStream<Subscribe>)> {
-        let client = Client::connect_with(&self.path, &self.opts).await?;
+        let client = Client::connect_to(&self.endpoint, &self.opts).await?;
         let stream = client.subscribe(self.mirror.cursor()).await?;
         self.phase = Phase::Live;
         self.partial.clear();
