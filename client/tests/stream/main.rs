@@ -1,0 +1,24 @@
+//! The clients over a byte stream, as a UI VM reaches the daemon: the host
+//! side of its vsock connection is a Unix stream socket.
+//!
+//! The daemon's own stream listener does not exist yet, so `relay.rs`
+//! stands in for it in front of the real daemon (`over_daemon.rs`: every
+//! call, both clients, a watch that resumes, the CLI), and `fake.rs` is a
+//! scripted daemon for what the real one never sends (`against_fake.rs`:
+//! garbage, oversized and cut frames, frames in single bytes, a call given
+//! up in the middle of its frame). `AF_VSOCK` itself is not connected here:
+//! nothing behind this machine's vsock is ours.
+
+mod against_fake;
+mod fake;
+mod over_daemon;
+mod relay;
+
+use std::time::Duration;
+
+/// Awaits `f`, at most 30 s (a guard against a hang, not a measurement).
+pub async fn in_time<F: std::future::Future>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(30), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not happen in time"))
+}
