@@ -26,7 +26,7 @@ end
 
 complete -c vm-catalog -n "__fish_vm_catalog_needs_command" -l socket -d 'The daemon\'s socket on the host' -r -F
 complete -c vm-catalog -n "__fish_vm_catalog_needs_command" -l vsock -d 'Inside a UI VM: reach the daemon over vsock, on PORT of the host (CID 2) or of CID (the daemon\'s default port is 22083)' -r
-complete -c vm-catalog -n "__fish_vm_catalog_needs_command" -l stream -d 'On the host: a UI VM\'s stream socket (<vm-dir>/NAME/vsock_PORT), as the VMM connects to it for the guest; shows what that VM sees' -r -F
+complete -c vm-catalog -n "__fish_vm_catalog_needs_command" -l stream -d 'On the host: a UI VM\'s stream socket (VM-DIR/NAME/vsock_PORT), as the VMM connects to it for the guest; shows what that VM sees' -r -F
 complete -c vm-catalog -n "__fish_vm_catalog_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vm-catalog -n "__fish_vm_catalog_needs_command" -s V -l version -d 'Print version'
 complete -c vm-catalog -n "__fish_vm_catalog_needs_command" -f -a "list" -d 'List VMs (active ones; --all adds shadowed, rejected and unavailable definitions)'
@@ -40,39 +40,39 @@ complete -c vm-catalog -n "__fish_vm_catalog_needs_command" -f -a "help" -d 'Pri
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand list" -l source -d 'Only definitions from this source' -r
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand list" -l socket -d 'The daemon\'s socket on the host' -r -F
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand list" -l vsock -d 'Inside a UI VM: reach the daemon over vsock, on PORT of the host (CID 2) or of CID (the daemon\'s default port is 22083)' -r
-complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand list" -l stream -d 'On the host: a UI VM\'s stream socket (<vm-dir>/NAME/vsock_PORT), as the VMM connects to it for the guest; shows what that VM sees' -r -F
+complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand list" -l stream -d 'On the host: a UI VM\'s stream socket (VM-DIR/NAME/vsock_PORT), as the VMM connects to it for the guest; shows what that VM sees' -r -F
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand list" -l all -d 'Every definition, with the reason it is not active'
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand list" -l json -d 'JSON: {"epoch", "generation", "vms": [...]}'
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand list" -s h -l help -d 'Print help'
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand show" -l socket -d 'The daemon\'s socket on the host' -r -F
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand show" -l vsock -d 'Inside a UI VM: reach the daemon over vsock, on PORT of the host (CID 2) or of CID (the daemon\'s default port is 22083)' -r
-complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand show" -l stream -d 'On the host: a UI VM\'s stream socket (<vm-dir>/NAME/vsock_PORT), as the VMM connects to it for the guest; shows what that VM sees' -r -F
+complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand show" -l stream -d 'On the host: a UI VM\'s stream socket (VM-DIR/NAME/vsock_PORT), as the VMM connects to it for the guest; shows what that VM sees' -r -F
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand show" -l json -d 'JSON: {"epoch", "generation", "vm": {...}, "others": [...]}'
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand show" -s h -l help -d 'Print help'
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand resolve" -l socket -d 'The daemon\'s socket on the host' -r -F
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand resolve" -l vsock -d 'Inside a UI VM: reach the daemon over vsock, on PORT of the host (CID 2) or of CID (the daemon\'s default port is 22083)' -r
-complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand resolve" -l stream -d 'On the host: a UI VM\'s stream socket (<vm-dir>/NAME/vsock_PORT), as the VMM connects to it for the guest; shows what that VM sees' -r -F
+complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand resolve" -l stream -d 'On the host: a UI VM\'s stream socket (VM-DIR/NAME/vsock_PORT), as the VMM connects to it for the guest; shows what that VM sees' -r -F
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand resolve" -s h -l help -d 'Print help'
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand sources" -l socket -d 'The daemon\'s socket on the host' -r -F
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand sources" -l vsock -d 'Inside a UI VM: reach the daemon over vsock, on PORT of the host (CID 2) or of CID (the daemon\'s default port is 22083)' -r
-complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand sources" -l stream -d 'On the host: a UI VM\'s stream socket (<vm-dir>/NAME/vsock_PORT), as the VMM connects to it for the guest; shows what that VM sees' -r -F
+complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand sources" -l stream -d 'On the host: a UI VM\'s stream socket (VM-DIR/NAME/vsock_PORT), as the VMM connects to it for the guest; shows what that VM sees' -r -F
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand sources" -l json -d 'JSON: {"epoch", "generation", "sources": [...]}'
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand sources" -s h -l help -d 'Print help'
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand status" -l socket -d 'The daemon\'s socket on the host' -r -F
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand status" -l vsock -d 'Inside a UI VM: reach the daemon over vsock, on PORT of the host (CID 2) or of CID (the daemon\'s default port is 22083)' -r
-complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand status" -l stream -d 'On the host: a UI VM\'s stream socket (<vm-dir>/NAME/vsock_PORT), as the VMM connects to it for the guest; shows what that VM sees' -r -F
+complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand status" -l stream -d 'On the host: a UI VM\'s stream socket (VM-DIR/NAME/vsock_PORT), as the VMM connects to it for the guest; shows what that VM sees' -r -F
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand status" -l json -d 'JSON object'
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand status" -s h -l help -d 'Print help'
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand rescan" -l socket -d 'The daemon\'s socket on the host' -r -F
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand rescan" -l vsock -d 'Inside a UI VM: reach the daemon over vsock, on PORT of the host (CID 2) or of CID (the daemon\'s default port is 22083)' -r
-complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand rescan" -l stream -d 'On the host: a UI VM\'s stream socket (<vm-dir>/NAME/vsock_PORT), as the VMM connects to it for the guest; shows what that VM sees' -r -F
+complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand rescan" -l stream -d 'On the host: a UI VM\'s stream socket (VM-DIR/NAME/vsock_PORT), as the VMM connects to it for the guest; shows what that VM sees' -r -F
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand rescan" -l dry-run -d 'Compute the changes only; apply and publish nothing'
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand rescan" -l json -d 'JSON object with the outcome and the changes'
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand rescan" -s h -l help -d 'Print help'
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand watch" -l since -d 'Resume from EPOCH:GENERATION (as printed by `status`)' -r
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand watch" -l socket -d 'The daemon\'s socket on the host' -r -F
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand watch" -l vsock -d 'Inside a UI VM: reach the daemon over vsock, on PORT of the host (CID 2) or of CID (the daemon\'s default port is 22083)' -r
-complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand watch" -l stream -d 'On the host: a UI VM\'s stream socket (<vm-dir>/NAME/vsock_PORT), as the VMM connects to it for the guest; shows what that VM sees' -r -F
+complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand watch" -l stream -d 'On the host: a UI VM\'s stream socket (VM-DIR/NAME/vsock_PORT), as the VMM connects to it for the guest; shows what that VM sees' -r -F
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand watch" -l json -d 'One JSON object per line, each with "event" and "generation" (and "name" for VM events)'
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand watch" -s h -l help -d 'Print help'
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand help; and not __fish_seen_subcommand_from list show resolve sources status rescan watch help" -f -a "list" -d 'List VMs (active ones; --all adds shadowed, rejected and unavailable definitions)'

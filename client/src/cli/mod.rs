@@ -43,7 +43,7 @@ pub struct Cli {
         conflicts_with = "stream"
     )]
     pub vsock: Option<VsockAddr>,
-    /// On the host: a UI VM's stream socket (<vm-dir>/NAME/vsock_PORT), as
+    /// On the host: a UI VM's stream socket (VM-DIR/NAME/vsock_PORT), as
     /// the VMM connects to it for the guest; shows what that VM sees.
     #[arg(long, global = true, value_name = "PATH")]
     pub stream: Option<PathBuf>,
