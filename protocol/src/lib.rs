@@ -3,9 +3,9 @@
 //! client library and any other implementation share.
 //!
 //! A connection is a `SOCK_SEQPACKET` socket. Every datagram is one
-//! [frame](frame): a 16-byte header, then a postcard [body](codec). The client
+//! [frame]: a 16-byte header, then a postcard [body](codec). The client
 //! sends [`Hello`], the server answers [`Welcome`]; then the client makes
-//! [calls](calls), each with its own call id, and the server answers each with
+//! [calls], each with its own call id, and the server answers each with
 //! one `Reply`, or with `StreamItem`s and a `StreamEnd`, or with an `Error`.
 //! Lists travel as length-delimited [records], each trimmed to fit
 //! any frame, so a server can encode them once and assemble pages from them.
