@@ -88,6 +88,10 @@ impl Commit {
         self.watched.set(targets);
         let outcome = started.outcome(trigger, false, before, generation, changes.len(), apply);
         self.status.last_rescan = Some(outcome.clone());
+        // The status first: whoever sees the new generation must also see
+        // the rescan that made it (a reader that waited for the catalog then
+        // asked for `GetInfo` saw the previous rescan's trigger).
+        self.hub.set_status(self.status.clone());
         if !changes.is_empty() {
             self.hub.publish(
                 Published::new(
@@ -98,7 +102,6 @@ impl Commit {
                 changes.clone(),
             );
         }
-        self.hub.set_status(self.status.clone());
         RescanResult { changes, outcome }
     }
 
