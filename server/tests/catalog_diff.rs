@@ -174,8 +174,9 @@ fn diff_annotations_from_the_applier_are_changes() {
     let (g1, _) = rescan(&t, &Catalog::empty(Epoch(1)), &["a"]).unwrap();
     let mut d = merge(&g1, scans(&t, &["a"]), &t.join("vm"));
     let mut report = vm_catalogd::apply::ApplyReport {
+        result: vm_catalogd::apply::Outcome::Unchanged,
         outcome: vm_catalog_protocol::ApplyOutcome {
-            status: vm_catalog_protocol::ApplyStatus::Applied,
+            status: vm_catalog_protocol::ApplyStatus::Unchanged,
             generation: 1,
             database: None,
             services: 1,
@@ -186,7 +187,10 @@ fn diff_annotations_from_the_applier_are_changes() {
         restart_pending: Default::default(),
         left_out: Vec::new(),
     };
-    report.services.insert("x".parse().unwrap(), "vm-x".into());
+    report.services.insert(
+        "x".parse().unwrap(),
+        vm_catalogd::apply::Service::S6rc("vm-x".parse().unwrap()),
+    );
     d.annotate(&report);
     let (g2, changes) = g1.successor(d).unwrap();
     assert_eq!(

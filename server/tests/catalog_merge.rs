@@ -10,7 +10,7 @@ use vm_catalog_protocol::{
     ApplyOutcome, ApplyStatus, Epoch, SourceState, VmEntry, VmName, VmState,
 };
 use vm_catalog_tests::Tree;
-use vm_catalogd::apply::ApplyReport;
+use vm_catalogd::apply::{ApplyReport, Outcome, Service};
 use vm_catalogd::catalog::{Catalog, Draft, merge};
 use vm_catalogd::definition::SourceScan;
 use vm_catalogd::source::{Presence, SourceSpec};
@@ -354,8 +354,9 @@ fn merge_ignores_a_repeated_source_label() {
 
 fn report(services: &[(&str, &str)], pending: &[&str]) -> ApplyReport {
     ApplyReport {
+        result: Outcome::Unchanged,
         outcome: ApplyOutcome {
-            status: ApplyStatus::Applied,
+            status: ApplyStatus::Unchanged,
             generation: 1,
             database: None,
             services: services.len() as u32,
@@ -364,7 +365,12 @@ fn report(services: &[(&str, &str)], pending: &[&str]) -> ApplyReport {
         },
         services: services
             .iter()
-            .map(|(n, s)| (VmName::try_from(*n).unwrap(), s.to_string()))
+            .map(|(n, s)| {
+                (
+                    VmName::try_from(*n).unwrap(),
+                    Service::S6rc(s.parse().unwrap()),
+                )
+            })
             .collect(),
         restart_pending: pending
             .iter()

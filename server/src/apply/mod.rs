@@ -7,11 +7,28 @@
 //! Two appliers exist: [`none::NoneApplier`] (catalog only) and
 //! [`s6rc::S6rcApplier`] (one s6-rc database of VM services, swapped
 //! atomically; see `docs/s6-rc.md`).
+//!
+//! An apply runs in stages, each returning a value: plan (pure: what is
+//! added, removed, changed, kept: [`plan`]) → switch (through the applier's
+//! tools) → verify, or repair → report (a typed [`outcome::Outcome`], from
+//! which the wire outcome and its message are derived). The plan and report
+//! types are the appliers' common vocabulary; [`process`] runs their
+//! programs with deadlines.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::path::PathBuf;
 
 use vm_catalog_protocol::{ApplyOutcome, DiagCode, VmName};
+
+pub mod fingerprint;
+pub mod none;
+pub mod outcome;
+pub mod plan;
+pub mod process;
+pub mod s6rc;
+
+pub use outcome::Outcome;
 
 /// One active VM, as the applier needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,16 +55,35 @@ pub struct ApplyRequest {
 /// What the applier did, and what is live afterwards.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplyReport {
-    /// The outcome, as reported to clients.
+    /// The outcome, as reported to clients (derived from `result`).
     pub outcome: ApplyOutcome,
-    /// VM name → service name, for every VM in the live database.
-    pub services: BTreeMap<VmName, String>,
+    /// The outcome, typed.
+    pub result: Outcome,
+    /// The service of every VM in the live state.
+    pub services: BTreeMap<VmName, Service>,
     /// Running VMs whose definition changed since they started.
     pub restart_pending: BTreeSet<VmName>,
     /// Active VMs that were left out of the database, and why. The daemon
     /// shows each as an error diagnostic on that VM's entry (its `service`
     /// stays `None`); the rest of the set is applied without them.
     pub left_out: Vec<LeftOut>,
+}
+
+/// The service a VM runs as in the live state.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Service {
+    /// A longrun of the s6-rc VM database, by its service name (the VM's
+    /// name).
+    S6rc(VmName),
+}
+
+impl fmt::Display for Service {
+    /// The name clients see in a VM entry's `service` field.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Service::S6rc(name) => f.write_str(name.as_str()),
+        }
+    }
 }
 
 /// An active VM that cannot be a service, with a diagnostic for its entry.
@@ -74,5 +110,3 @@ pub trait Applier: Send {
     /// stays in place.
     fn apply(&mut self, request: &ApplyRequest) -> ApplyReport;
 }
-pub mod none;
-pub mod s6rc;

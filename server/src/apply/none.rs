@@ -1,13 +1,14 @@
 //! The `none` applier: catalog only, for machines without s6-rc.
 //!
-//! It never touches the host: every apply reports [`ApplyStatus::Disabled`],
+//! It never touches the host: every apply reports [`Outcome::Disabled`],
 //! no VM has a service and none is restart-pending.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use vm_catalog_protocol::{ApplyOutcome, ApplyStatus};
+use vm_catalog_protocol::ApplyOutcome;
 
+use super::outcome::{Notes, Outcome};
 use super::{Applier, ApplyReport, ApplyRequest};
 
 /// Applies nothing.
@@ -28,21 +29,29 @@ impl Applier for NoneApplier {
 
     fn apply(&mut self, request: &ApplyRequest) -> ApplyReport {
         let started = Instant::now();
+        let result = Outcome::Disabled {
+            active: request.vms.len(),
+        };
+        let restart_pending = BTreeSet::new();
+        let notes = Notes {
+            live: None,
+            services: 0,
+            pending: &restart_pending,
+            left_out: &[],
+        };
         let outcome = ApplyOutcome {
-            status: ApplyStatus::Disabled,
+            status: result.status(),
             generation: request.generation,
             database: None,
             services: 0,
             duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            message: format!(
-                "applier none: {} active vms are in the catalog only, no services",
-                request.vms.len()
-            ),
+            message: result.message(&notes),
         };
         ApplyReport {
             outcome,
+            result,
             services: BTreeMap::new(),
-            restart_pending: BTreeSet::new(),
+            restart_pending,
             left_out: Vec::new(),
         }
     }
@@ -52,6 +61,7 @@ impl Applier for NoneApplier {
 mod tests {
     use super::*;
     use crate::apply::ActiveVm;
+    use vm_catalog_protocol::ApplyStatus;
 
     #[test]
     fn none_reports_disabled_and_no_services() {
@@ -65,7 +75,12 @@ mod tests {
             generation: 7,
             vms: vec![vm],
         });
+        assert_eq!(report.result, Outcome::Disabled { active: 1 });
         assert_eq!(report.outcome.status, ApplyStatus::Disabled);
+        assert_eq!(
+            report.outcome.message,
+            "applier none: 1 active vms are in the catalog only, no services"
+        );
         assert_eq!(report.outcome.generation, 7);
         assert_eq!(report.outcome.services, 0);
         assert_eq!(report.outcome.database, None);

@@ -123,7 +123,11 @@ impl Draft {
                 .push((l.code, l.message.clone()));
         }
         self.notes = Annotations {
-            services: report.services.clone(),
+            services: report
+                .services
+                .iter()
+                .map(|(vm, service)| (vm.clone(), service.to_string()))
+                .collect(),
             restart_pending: report.restart_pending.clone(),
             left_out,
         };

@@ -1,142 +1,201 @@
-//! Init, update, no-op: the live database follows the active set, running
-//! VMs unrelated to a change keep their pid, removed ones are stopped, and
-//! only the live compiled database is left.
+//! Init, update, no-op, validation, templates: the live database follows
+//! the active set, running VMs unrelated to a change keep their pid, removed
+//! ones are stopped, and only the live compiled database is left.
 
-use vm_catalog_protocol::ApplyStatus;
-use vm_catalogd::apply::Applier;
-use vm_catalogd::apply::s6rc::Commands;
-use vm_catalogd::apply::s6rc::tools::S6rc;
+use std::fs;
+use std::path::Path;
 
-use crate::host::{Host, names, req, vm};
+use vm_catalog_protocol::{ApplyStatus, DiagCode};
+use vm_catalogd::apply::outcome::{How, Outcome, Refusal};
+use vm_catalogd::apply::plan::Changes;
+use vm_catalogd::apply::{Applier, Service};
 
-#[test]
-fn first_apply_inits_and_later_ones_update_the_live_database() {
-    let Some(h) = Host::new() else { return };
-    let mut a = h.open();
-    let r = a.apply(&req(1, vec![vm("a", &[], 1), vm("b", &[], 1)]));
+use crate::rig::{Rig, names, req, vm};
+
+both!(
+    first_apply_inits_then_identical_applies_do_nothing,
+    changes_update_and_leave_only_the_live_database,
+    too_many_services_are_refused_before_anything_runs,
+    a_taken_scandir_name_leaves_out_that_vm_only,
+    a_template_directory_is_rendered_for_each_vm,
+);
+
+fn changes(added: usize, removed: usize, changed: usize) -> Changes {
+    Changes {
+        added,
+        removed,
+        changed,
+    }
+}
+
+fn first_apply_inits_then_identical_applies_do_nothing(r: &impl Rig) {
+    let mut a = r.open();
+    let request = req(1, vec![vm("app", &["net"], 1), vm("net", &[], 2)]);
+    let rep = a.apply(&request);
+    let Outcome::Applied(s) = &rep.result else {
+        panic!("{}", rep.outcome.message)
+    };
     assert_eq!(
-        r.outcome.status,
-        ApplyStatus::Applied,
-        "{}",
-        r.outcome.message
+        (&s.how, s.services, s.changes),
+        (&How::Init { live: r.live() }, 2, changes(2, 0, 0))
     );
+    assert!(r.live_target().starts_with("live:s6-rc-init:"));
+    assert_eq!(r.db_services(), ["app", "net"]);
+    assert_eq!(names(&rep), ["app", "net"]);
+    assert_eq!(rep.services["app"], Service::S6rc("app".parse().unwrap()));
+    assert_eq!(rep.outcome.services, 2);
+    assert_eq!(r.compiled(), r.root().join("state/db-1-0"));
+    assert_eq!(
+        rep.outcome.database.as_deref(),
+        Some(r.root().join("state/db-1-0").to_str().unwrap())
+    );
+    assert_eq!(r.state_entries(), ["db-1-0", "src-1-0"]);
     assert!(
-        h.live_target().starts_with("live:s6-rc-init:"),
-        "{}",
-        h.live_target()
+        r.root()
+            .join("state/src-1-0/app/dependencies.d/net")
+            .is_file()
     );
-    assert_eq!(h.db_services(), ["a", "b"]);
-    assert_eq!(names(&r), ["a", "b"]);
-    assert_eq!(h.dbs(), ["db-1-0"]);
-    assert_eq!(h.compiled(), h.root.join("state/db-1-0"));
-    assert_eq!(h.pid("a"), None, "new services are added down");
-    let pids = h.start(&["a", "b"]);
+    assert!(r.link("app").is_symlink() && r.link("net").is_symlink());
+    assert_eq!(r.pid("app"), None, "new services are added down");
+    let pid = r.start(&["net"])[0];
+
+    let (calls, target, compiled) = (r.calls(), r.live_target(), r.compiled());
+    let same = req(2, request.vms.iter().rev().cloned().collect());
+    let rep = a.apply(&same);
+    assert_eq!(rep.result, Outcome::Unchanged, "{}", rep.outcome.message);
+    assert_eq!(rep.outcome.status, ApplyStatus::Unchanged);
+    assert_eq!(r.calls(), calls, "a no-op apply runs no s6-rc program");
+    assert_eq!((r.live_target(), r.compiled()), (target, compiled));
+    assert_eq!(names(&rep), ["app", "net"]);
+    assert_eq!(rep.outcome.generation, 2);
+    assert_eq!(r.pid("net"), Some(pid));
+    let t = a.last_timings();
+    assert!(t.compile.is_zero() && t.switch.is_zero());
+}
+
+fn changes_update_and_leave_only_the_live_database(r: &impl Rig) {
+    let mut a = r.open();
+    a.apply(&req(1, vec![vm("a", &[], 1), vm("b", &[], 1)]));
+    let pids = r.start(&["a", "b"]);
 
     // Added: c. a and b run and are unrelated to the change.
-    let r = a.apply(&req(
+    let rep = a.apply(&req(
+        2,
+        vec![vm("a", &[], 1), vm("b", &[], 1), vm("c", &[], 1)],
+    ));
+    let Outcome::Applied(s) = &rep.result else {
+        panic!("{}", rep.outcome.message)
+    };
+    assert_eq!((&s.how, s.changes), (&How::Update, changes(1, 0, 0)));
+    assert_eq!(s.target, r.root().join("state/db-2-0"));
+    assert!(r.live_target().starts_with("live:s6-rc-update:"));
+    assert_eq!(r.db_services(), ["a", "b", "c"]);
+    assert_eq!(
+        r.dbs(),
+        ["db-2-0"],
+        "only the live compiled database remains"
+    );
+    assert_eq!(
+        (r.pid("a"), r.pid("b"), r.pid("c")),
+        (Some(pids[0]), Some(pids[1]), None)
+    );
+
+    // Removed: the running b is stopped; a keeps running.
+    let rep = a.apply(&req(3, vec![vm("a", &[], 1), vm("c", &[], 1)]));
+    let Outcome::Applied(s) = &rep.result else {
+        panic!("{}", rep.outcome.message)
+    };
+    assert_eq!(s.changes, changes(0, 1, 0));
+    assert_eq!(names(&rep), ["a", "c"]);
+    assert_eq!(r.db_services(), ["a", "c"]);
+    assert_eq!(r.pid("b"), None, "the removed vm is stopped");
+    assert!(!r.link("b").exists());
+    assert_eq!(r.pid("a"), Some(pids[0]));
+    assert_eq!(r.state_entries(), ["db-3-0", "src-3-0"]);
+    assert!(r.in_sync());
+}
+
+fn too_many_services_are_refused_before_anything_runs(r: &impl Rig) {
+    let mut config = r.config();
+    config.max_services = 2;
+    let mut a = r.open_with(config).unwrap();
+    a.apply(&req(1, vec![vm("a", &[], 1)]));
+    let calls = r.calls();
+    let rep = a.apply(&req(
         2,
         vec![vm("a", &[], 1), vm("b", &[], 1), vm("c", &[], 1)],
     ));
     assert_eq!(
-        r.outcome.status,
-        ApplyStatus::Applied,
-        "{}",
-        r.outcome.message
+        rep.result,
+        Outcome::Invalid(Refusal::TooManyServices { count: 3, max: 2 })
     );
+    assert_eq!(rep.outcome.services, 3);
+    assert_eq!(r.calls(), calls, "nothing ran");
+    assert_eq!(r.db_services(), ["a"]);
+    assert_eq!(r.dbs(), ["db-1-0"]);
+    assert_eq!(names(&rep), ["a"]);
+}
+
+fn a_taken_scandir_name_leaves_out_that_vm_only(r: &impl Rig) {
+    std::os::unix::fs::symlink("/etc/s6/host-service", r.link("b")).unwrap();
+    let mut a = r.open();
+    let rep = a.apply(&req(
+        1,
+        vec![vm("a", &[], 1), vm("b", &[], 1), vm("c", &["b"], 1)],
+    ));
     assert!(
-        h.live_target().starts_with("live:s6-rc-update:"),
+        matches!(rep.result, Outcome::Applied(_)),
         "{}",
-        h.live_target()
+        rep.outcome.message
     );
-    assert_eq!(h.db_services(), ["a", "b", "c"]);
+    assert_eq!(names(&rep), ["a"]);
+    assert_eq!(r.db_services(), ["a"]);
+    let codes: Vec<_> = rep
+        .left_out
+        .iter()
+        .map(|l| (l.vm.to_string(), l.code))
+        .collect();
     assert_eq!(
-        h.dbs(),
-        ["db-2-0"],
-        "only the live compiled database remains"
+        codes,
+        [
+            ("b".to_string(), DiagCode::ServiceConflict),
+            ("c".to_string(), DiagCode::ProviderUnavailable)
+        ]
     );
-    assert_eq!(h.pid("a"), Some(pids[0]));
-    assert_eq!(h.pid("b"), Some(pids[1]));
-    assert_eq!(h.pid("c"), None);
+    assert_eq!(
+        fs::read_link(r.link("b")).unwrap(),
+        Path::new("/etc/s6/host-service"),
+        "the other entry is untouched"
+    );
+}
 
-    // Removed: the running b is stopped; a keeps running.
-    let r = a.apply(&req(3, vec![vm("a", &[], 1), vm("c", &[], 1)]));
-    assert_eq!(
-        r.outcome.status,
-        ApplyStatus::Applied,
-        "{}",
-        r.outcome.message
-    );
+fn a_template_directory_is_rendered_for_each_vm(r: &impl Rig) {
+    let t = r.root().join("template");
+    fs::create_dir_all(t.join("data")).unwrap();
+    fs::write(t.join("type"), "longrun\n").unwrap();
+    let start = r.root().join("vmm");
+    fs::write(
+        t.join("run"),
+        "#!/bin/sh\nexec @VM_START@ --name @VM_NAME@\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("@VM_VIEW@", t.join("data/config")).unwrap();
+    let mut config = r.config();
+    config.template_dir = Some(t);
+    let mut a = r.open_with(config).unwrap();
+    let rep = a.apply(&req(1, vec![vm("a", &[], 1)]));
     assert!(
-        r.outcome.message.contains("+0 -1 ~0"),
+        matches!(rep.result, Outcome::Applied(_)),
         "{}",
-        r.outcome.message
+        rep.outcome.message
     );
-    assert_eq!(h.db_services(), ["a", "c"]);
-    assert!(h.gone(pids[1]), "the removed vm's process is gone");
-    assert!(!h.link("b").exists());
-    assert_eq!(h.pid("a"), Some(pids[0]));
-    assert_eq!(h.dbs(), ["db-3-0"]);
-    let live = h.live();
+    let src = r.root().join("state/src-1-0/a");
     assert_eq!(
-        h.s6rc("s6-rc", &["-l", live.to_str().unwrap(), "diff"]).0,
-        0
+        fs::read_to_string(src.join("run")).unwrap(),
+        format!("#!/bin/sh\nexec {} --name a\n", start.display())
     );
-}
-
-#[test]
-fn an_identical_apply_changes_nothing_on_the_host() {
-    let Some(h) = Host::new() else { return };
-    let mut a = h.open();
-    let request = req(1, vec![vm("a", &[], 1), vm("b", &["a"], 1)]);
-    a.apply(&request);
-    let pid = h.start(&["a"])[0];
-    let (target, compiled, dbs) = (h.live_target(), h.compiled(), h.dbs());
-    let r = a.apply(&request);
     assert_eq!(
-        r.outcome.status,
-        ApplyStatus::Unchanged,
-        "{}",
-        r.outcome.message
+        fs::read_link(src.join("data/config")).unwrap(),
+        Path::new("/run/vm/a/config")
     );
-    assert_eq!(names(&r), ["a", "b"]);
-    assert_eq!(
-        (h.live_target(), h.compiled(), h.dbs()),
-        (target, compiled, dbs)
-    );
-    assert_eq!(h.pid("a"), Some(pid));
-    assert!(a.last_timings().compile.is_zero() && a.last_timings().switch.is_zero());
-}
-
-#[test]
-fn providers_are_dependencies_that_s6rc_starts_first() {
-    let Some(h) = Host::new() else { return };
-    let mut a = h.open();
-    let r = a.apply(&req(1, vec![vm("app", &["net"], 1), vm("net", &[], 1)]));
-    assert_eq!(
-        r.outcome.status,
-        ApplyStatus::Applied,
-        "{}",
-        r.outcome.message
-    );
-    let live = h.live();
-    let (code, deps) = h.s6rc(
-        "s6-rc-db",
-        &["-l", live.to_str().unwrap(), "dependencies", "app"],
-    );
-    assert_eq!(code, 0);
-    assert!(deps.lines().any(|l| l == "net"), "{deps}");
-    h.start(&["app"]);
-    assert!(h.pid("net").is_some(), "starting app started its provider");
-}
-
-#[test]
-fn the_applier_reads_the_same_pids_as_s6_svstat() {
-    let Some(h) = Host::new() else { return };
-    let mut a = h.open();
-    a.apply(&req(1, vec![vm("a", &[], 1), vm("b", &[], 1)]));
-    let pid = h.start(&["a"])[0];
-    let mut tools = Commands::find(Some(&h.bin)).unwrap();
-    assert_eq!(tools.pid(&h.live(), "a"), Some(pid));
-    assert_eq!(tools.pid(&h.live(), "b"), None);
-    assert!(tools.scanner_running(h.svscan.scandir()));
 }

@@ -1,19 +1,24 @@
 //! The real s6-rc: runs `s6-rc-compile`, `s6-rc-init`, `s6-rc-update` and
-//! `s6-rc-db`, and reads supervisors' status files.
+//! `s6-rc-db`, reads supervisors' status files and the process table.
 //!
 //! The programs are found once, in the configured bin dir or on `PATH`, and
 //! run by absolute path. Their `PATH` has the directory holding `s6-rc` first,
-//! because `s6-rc-update` runs `s6-rc` from `PATH` (s6rc.md §3.13).
+//! because `s6-rc-update` runs `s6-rc` from `PATH` (s6rc.md §3.13). Each runs
+//! with a deadline ([`crate::apply::process`]): a program still running at
+//! its deadline is killed with its process group and reported as timed out.
 
 use std::ffi::OsString;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
 
-use super::tools::{Init, S6rc, ToolError, tail};
+use super::config::DEFAULT_TIMEOUT;
+use super::procs;
+use super::tools::{Holder, Init, S6rc, Supervisor, ToolError};
+use crate::apply::process;
 
 /// The programs the applier runs.
 const PROGRAMS: [&str; 5] = [
@@ -24,8 +29,8 @@ const PROGRAMS: [&str; 5] = [
     "s6-rc-db",
 ];
 
-/// Longest stderr excerpt kept in an error.
-const STDERR_TAIL: usize = 2000;
+/// Deadline of an `s6-svstat` (reading one status file).
+const SVSTAT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Size of a `supervise/status` file in s6 2.11, with the pid as a
 /// big-endian u64 at offset 24. Other sizes fall back to `s6-svstat`.
@@ -48,6 +53,7 @@ pub struct Commands {
     bin: PathBuf,
     svstat: Option<PathBuf>,
     path: OsString,
+    timeout: Duration,
 }
 
 impl Commands {
@@ -77,7 +83,19 @@ impl Commands {
         let svstat = std::env::split_paths(&path)
             .map(|d| d.join("s6-svstat"))
             .find(|p| executable(p));
-        Ok(Commands { bin, svstat, path })
+        Ok(Commands {
+            bin,
+            svstat,
+            path,
+            timeout: DEFAULT_TIMEOUT,
+        })
+    }
+
+    /// The deadline of every program but `s6-rc-init`, which gets its own
+    /// `-t` plus this.
+    pub fn with_timeout(mut self, timeout: Duration) -> Commands {
+        self.timeout = timeout;
+        self
     }
 
     /// The directory holding the s6-rc programs.
@@ -87,36 +105,29 @@ impl Commands {
 
     fn command(&self, program: &'static str) -> Command {
         let mut c = Command::new(self.bin.join(program));
-        c.env("PATH", &self.path).stdin(Stdio::null());
+        c.env("PATH", &self.path);
         c
     }
 
-    fn run(&self, program: &'static str, mut cmd: Command) -> Result<Vec<u8>, ToolError> {
+    fn run(
+        &self,
+        program: &'static str,
+        cmd: Command,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ToolError> {
         tracing::debug!(?cmd, "running {program}");
-        let out = cmd
-            .output()
-            .map_err(|source| ToolError::Spawn { program, source })?;
-        let stderr = tail(&String::from_utf8_lossy(&out.stderr), STDERR_TAIL);
-        match (out.status.code(), out.status.signal()) {
-            (Some(0), _) => Ok(out.stdout),
-            (Some(code), _) => Err(ToolError::Exit {
-                program,
-                code,
-                stderr,
-            }),
-            (None, signal) => Err(ToolError::Signal {
-                program,
-                signal: signal.unwrap_or(0),
-                stderr,
-            }),
+        let result = process::run(program, cmd, timeout);
+        if let Err(e @ ToolError::TimedOut { .. }) = &result {
+            tracing::error!("{e}");
         }
+        result
     }
 
     fn pid_from_svstat(&self, dir: &Path) -> Option<u32> {
         let mut c = Command::new(self.svstat.as_ref()?);
-        c.arg("-o").arg("up,pid").arg(dir).stdin(Stdio::null());
-        let out = c.output().ok()?;
-        let text = String::from_utf8_lossy(&out.stdout);
+        c.arg("-o").arg("up,pid").arg(dir);
+        let out = process::run("s6-svstat", c, SVSTAT_TIMEOUT).ok()?;
+        let text = String::from_utf8_lossy(&out);
         let mut it = text.split_whitespace();
         match (it.next(), it.next()) {
             (Some("true"), Some(pid)) => pid.parse().ok(),
@@ -129,7 +140,7 @@ impl S6rc for Commands {
     fn compile(&mut self, db: &Path, source: &Path) -> Result<(), ToolError> {
         let mut c = self.command("s6-rc-compile");
         c.arg("--").arg(db).arg(source);
-        self.run("s6-rc-compile", c).map(drop)
+        self.run("s6-rc-compile", c, self.timeout).map(drop)
     }
 
     fn init(&mut self, init: &Init<'_>) -> Result<(), ToolError> {
@@ -144,7 +155,9 @@ impl S6rc for Commands {
             .arg(init.timeout.as_millis().to_string())
             .arg("--")
             .arg(init.scandir);
-        self.run("s6-rc-init", c).map(drop)
+        // s6-rc-init gives up by itself after -t; the deadline is a backstop.
+        self.run("s6-rc-init", c, init.timeout + self.timeout)
+            .map(drop)
     }
 
     fn update(
@@ -159,13 +172,13 @@ impl S6rc for Commands {
             c.arg("-f").arg(f);
         }
         c.arg("--").arg(db);
-        self.run("s6-rc-update", c).map(drop)
+        self.run("s6-rc-update", c, self.timeout).map(drop)
     }
 
     fn longruns(&mut self, live: &Path) -> Result<Vec<String>, ToolError> {
         let mut c = self.command("s6-rc-db");
         c.arg("-l").arg(live).arg("list").arg("longruns");
-        let out = self.run("s6-rc-db", c)?;
+        let out = self.run("s6-rc-db", c, self.timeout)?;
         Ok(String::from_utf8_lossy(&out)
             .lines()
             .map(str::to_owned)
@@ -196,6 +209,18 @@ impl S6rc for Commands {
             .custom_flags(libc::O_NONBLOCK)
             .open(scandir.join(".s6-svscan/control"))
             .is_ok()
+    }
+
+    fn programs_on(&mut self, live: &Path, state: &Path) -> Vec<Holder> {
+        procs::programs_on(live, state)
+    }
+
+    fn supervisors(&mut self, live: &Path) -> Vec<Supervisor> {
+        procs::supervisors(live)
+    }
+
+    fn stop_supervisors(&mut self, scandir: &Path, pids: &[u32]) -> usize {
+        procs::stop_supervisors(scandir, pids)
     }
 }
 
@@ -232,6 +257,7 @@ mod tests {
             bin: "/nonexistent".into(),
             svstat: None,
             path: "".into(),
+            timeout: DEFAULT_TIMEOUT,
         };
         assert_eq!(c.pid(d.path(), "vm1"), Some(4242));
         status[STATUS_PID_OFFSET..STATUS_PID_OFFSET + 8].copy_from_slice(&0u64.to_be_bytes());

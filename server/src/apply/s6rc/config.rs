@@ -33,6 +33,17 @@ pub const MAX_SERVICES_LIMIT: usize = 998;
 /// Default time s6-rc-init waits for its supervisors (`-t`).
 pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Default deadline of every s6-rc program the applier runs, and of its
+/// wait at start-up for s6-rc programs already working on the live
+/// directory.
+///
+/// An update normally takes seconds even at 998 VMs (s6rc.md §2.8); it
+/// waits longer only for someone's `s6-rc` holding the live lock, or for a
+/// VM that will not stop (without `timeout-down`) or start (without
+/// `timeout-up`). Past the deadline the program is killed and the apply
+/// reports it, rather than blocking every later rescan.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// How the s6-rc applier is set up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S6rcConfig {
@@ -64,6 +75,10 @@ pub struct S6rcConfig {
     /// How long s6-rc-init waits for the supervisors. Default
     /// [`DEFAULT_INIT_TIMEOUT`].
     pub init_timeout: Duration,
+    /// How long any other s6-rc program may run before it is killed, and
+    /// how long the applier waits at start-up for s6-rc programs already
+    /// working on the live directory. Default [`DEFAULT_TIMEOUT`].
+    pub timeout: Duration,
 }
 
 impl S6rcConfig {
@@ -80,6 +95,7 @@ impl S6rcConfig {
             max_services: DEFAULT_MAX_SERVICES,
             restart_changed: false,
             init_timeout: DEFAULT_INIT_TIMEOUT,
+            timeout: DEFAULT_TIMEOUT,
         }
     }
 
@@ -110,6 +126,9 @@ impl S6rcConfig {
         }
         if self.init_timeout.is_zero() {
             return Err(ConfigError::InitTimeout);
+        }
+        if self.timeout.is_zero() {
+            return Err(ConfigError::Timeout);
         }
         Ok(())
     }
@@ -155,6 +174,9 @@ pub enum ConfigError {
     /// A zero init timeout.
     #[error("init_timeout must not be zero")]
     InitTimeout,
+    /// A zero timeout.
+    #[error("timeout must not be zero")]
+    Timeout,
 }
 
 #[cfg(test)]
@@ -195,5 +217,8 @@ mod tests {
         let mut c = ok.clone();
         c.max_services = MAX_SERVICES_LIMIT + 1;
         assert_eq!(c.validate(), Err(ConfigError::MaxServices(999)));
+        let mut c = ok.clone();
+        c.timeout = Duration::ZERO;
+        assert_eq!(c.validate(), Err(ConfigError::Timeout));
     }
 }

@@ -186,24 +186,67 @@ pub struct LiveLock {
     _file: fs::File,
 }
 
+/// What [`Live::try_lock`] found.
+#[derive(Debug)]
+pub enum Lock {
+    /// Taken: held until dropped.
+    Taken(LiveLock),
+    /// Someone holds it.
+    Held,
+    /// `LIVE/lock` cannot be opened: there is no usable live directory.
+    NoLiveDir,
+}
+
 impl Live {
-    /// Takes [`LiveLock`] if no one holds a lock on `LIVE/lock` now.
-    pub fn try_lock(&self) -> Option<LiveLock> {
-        use std::os::fd::AsRawFd;
-        let file = fs::OpenOptions::new()
+    fn lock_file(&self) -> Option<fs::File> {
+        fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(self.path.join("lock"))
-            .ok()?;
-        // SAFETY: an all-zero flock is a valid value of this plain C struct.
-        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        fl.l_type = libc::F_WRLCK as libc::c_short;
-        fl.l_whence = libc::SEEK_SET as libc::c_short;
+            .ok()
+    }
+
+    /// Takes [`LiveLock`] if no one holds a lock on `LIVE/lock` now.
+    pub fn try_lock(&self) -> Lock {
+        use std::os::fd::AsRawFd;
+        let Some(file) = self.lock_file() else {
+            return Lock::NoLiveDir;
+        };
+        let mut fl = write_lock();
         // SAFETY: the fd is open for the duration of the call and `fl` is a
         // valid flock that outlives it.
-        let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
-        (r == 0).then_some(LiveLock { _file: file })
+        let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
+        if r == 0 {
+            Lock::Taken(LiveLock { _file: file })
+        } else {
+            Lock::Held
+        }
     }
+
+    /// Who holds a lock on `LIVE/lock`: `None` when nobody does (or there is
+    /// no live directory), `Some(Some(pid))` for an s6-rc program's lock,
+    /// `Some(None)` for an open-file-description lock (whose owner the
+    /// kernel does not say).
+    pub fn lock_holder(&self) -> Option<Option<u32>> {
+        use std::os::fd::AsRawFd;
+        let file = self.lock_file()?;
+        let mut fl = write_lock();
+        // SAFETY: as in `try_lock`; F_OFD_GETLK only writes into `fl`.
+        let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
+        if r != 0 || fl.l_type == libc::F_UNLCK as libc::c_short {
+            return None;
+        }
+        Some(u32::try_from(fl.l_pid).ok().filter(|&p| p > 0))
+    }
+}
+
+/// A write lock on the whole file.
+fn write_lock() -> libc::flock {
+    // SAFETY: an all-zero flock is a valid value of this plain C struct.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl
 }
 
 #[cfg(test)]
@@ -271,13 +314,53 @@ mod tests {
         let dir = live.path().with_file_name("live:s6-rc-init:abc");
         fs::create_dir(&dir).unwrap();
         fs::write(dir.join("lock"), "").unwrap();
+        assert!(matches!(live.try_lock(), Lock::NoLiveDir));
         live.relink(&dir).unwrap();
-        let held = live.try_lock().expect("free");
+        assert_eq!(live.lock_holder(), None);
+        let Lock::Taken(held) = live.try_lock() else {
+            panic!("the lock is free");
+        };
         assert!(
-            live.try_lock().is_none(),
+            matches!(live.try_lock(), Lock::Held),
             "a second description cannot take it"
         );
+        assert_eq!(
+            live.lock_holder(),
+            Some(None),
+            "an OFD lock has no owner pid"
+        );
         drop(held);
-        assert!(live.try_lock().is_some());
+        assert!(matches!(live.try_lock(), Lock::Taken(_)));
+    }
+
+    #[test]
+    fn a_posix_lock_names_its_process() {
+        let (_d, live) = setup();
+        let dir = live.path().with_file_name("live:s6-rc-init:abc");
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("lock"), "").unwrap();
+        live.relink(&dir).unwrap();
+        // s6-rc's kind of lock (skalibs' fd_lock, as s6-setlock takes it),
+        // from another process: this process's own POSIX lock would not
+        // conflict with its query.
+        let Some(setlock) = vm_catalog_tests::require_tool("s6-setlock") else {
+            return;
+        };
+        let mut child = std::process::Command::new(setlock)
+            .arg(dir.join("lock"))
+            .args(["sleep", "1000"])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let held = (0..500).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            live.lock_holder().is_some()
+        });
+        let holder = live.lock_holder();
+        let taken = matches!(live.try_lock(), Lock::Held);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(held && taken, "s6-setlock's lock is seen");
+        assert_eq!(holder, Some(Some(pid)));
     }
 }

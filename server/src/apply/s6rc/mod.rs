@@ -1,28 +1,39 @@
 //! The `s6-rc` applier: one compiled database of VM services, swapped
 //! atomically.
 //!
-//! Every apply renders the source tree in memory ([`render`]) from the
-//! service template ([`template`]) and fingerprints it. When the tree equals
-//! the live one, nothing else happens ([`ApplyStatus::Unchanged`]). Otherwise
-//! the tree is written under the state directory ([`store`], [`source`]),
-//! compiled into a fresh versioned database, and switched in — the first
-//! time with `s6-rc-init`, then with `s6-rc-update` ([`switch`]). After
-//! every outcome `LIVE/compiled` says what is live ([`live`]); a failure
-//! after the switch is repaired, and every database except the live one is
-//! deleted. What is live and which VMs run an older definition survive
-//! daemon restarts in `state.json` ([`state`], [`restart`]); at start-up the
-//! applier adopts an existing live directory without re-running s6-rc-init
-//! ([`adopt`]).
+//! Every apply runs the stages in turn, each returning a value:
+//! - **plan** ([`plan`]): the source tree rendered in memory ([`render`])
+//!   from the service template ([`template`]), fingerprinted, compared with
+//!   the live record: added, removed, changed, kept. When the tree is the
+//!   live one, nothing else happens but the restart-pending bookkeeping
+//!   ([`restart`]): [`Outcome::Unchanged`].
+//! - **switch** ([`switch`]): the tree written under the state directory
+//!   ([`store`], [`source`]), compiled into a fresh versioned database and
+//!   switched in — the first time with `s6-rc-init`, then with
+//!   `s6-rc-update` — through the [`tools::S6rc`] trait; `LIVE/compiled`
+//!   and the scan-directory links say what happened ([`live`]).
+//! - **verify or repair** ([`repair`]): a failure after the switch is
+//!   repaired at once, or rolled back.
+//! - **report** ([`report`]): the typed [`Outcome`] and what is live become
+//!   the [`ApplyReport`].
 //!
-//! The s6-rc programs sit behind the [`tools::S6rc`] trait: [`Commands`]
-//! runs the real ones. Facts and measurements: `shared/reference/s6rc.md`;
-//! user documentation: `docs/s6-rc.md`.
+//! What is live and which VMs run an older definition survive daemon
+//! restarts in `state.json` ([`state`]); at start-up the applier waits until
+//! nobody works on the live directory, then adopts it without re-running
+//! s6-rc-init ([`adopt`]). Every s6-rc program runs with a deadline, and
+//! nothing a running update may use is ever deleted ([`cleanup`]).
+//!
+//! [`Commands`] runs the real s6-rc programs. Facts and measurements:
+//! `shared/reference/s6rc.md`; user documentation: `docs/s6-rc.md`.
 
 mod adopt;
+mod cleanup;
 pub mod commands;
 pub mod config;
-pub mod fingerprint;
 pub mod live;
+pub mod plan;
+mod procs;
+mod quiet;
 pub mod render;
 mod repair;
 mod report;
@@ -34,26 +45,23 @@ mod switch;
 pub mod template;
 pub mod tools;
 
-#[cfg(test)]
-mod fake;
-#[cfg(test)]
-mod tests;
-
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use vm_catalog_protocol::{ApplyStatus, VmName};
+use vm_catalog_protocol::VmName;
 
 pub use commands::{Commands, MissingProgram};
 pub use config::{ConfigError, S6rcConfig};
 pub use template::TemplateError;
 
-use super::{Applier, ApplyReport, ApplyRequest};
+use super::outcome::{Cause, Forced, Outcome};
+use super::{Applier, ApplyReport, ApplyRequest, LeftOut};
 use live::Live;
-use render::{Rendered, Renderer};
-use state::State;
+use plan::Planned;
+use render::Renderer;
+use state::{DbRecord, State};
 use store::Store;
 use template::Template;
 use tools::S6rc;
@@ -102,6 +110,82 @@ pub enum OpenError {
     },
 }
 
+/// What the stages act on: the s6-rc tools, the live directory and the
+/// state directory.
+#[derive(Debug)]
+pub(crate) struct Host<T> {
+    tools: T,
+    live: Live,
+    store: Store,
+}
+
+impl<T: S6rc> Host<T> {
+    /// Reads a VM's pid from its supervisor.
+    fn pid_of(&mut self) -> impl FnMut(&VmName) -> Option<u32> + '_ {
+        let Host { tools, live, .. } = self;
+        move |n: &VmName| tools.pid(live.path(), n.as_str())
+    }
+}
+
+/// What the applier keeps from one apply to the next.
+#[derive(Debug)]
+pub(crate) struct Memory {
+    /// What is live, also in `state.json`.
+    state: State,
+    /// Why the next apply must switch even if the tree is unchanged.
+    force: Option<Forced>,
+    /// Set while s6-rc programs the applier did not start may still work on
+    /// the live directory (they outlasted the wait at start-up): nothing is
+    /// cleaned up and no apply runs until they are gone.
+    unsettled: Option<super::outcome::Busy>,
+}
+
+impl Memory {
+    fn save(&self, store: &Store) {
+        self.state.save_or_warn(&store.state_file());
+    }
+}
+
+/// What the report shows besides the outcome: the services of the
+/// rendered set and the VMs left out of it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Shown {
+    services: usize,
+    left_out: Vec<LeftOut>,
+}
+
+impl From<&Planned> for Shown {
+    fn from(p: &Planned) -> Shown {
+        Shown {
+            services: p.rendered.tree.services.len(),
+            left_out: p.rendered.left_out.clone(),
+        }
+    }
+}
+
+/// A stage's result: the outcome and what the report shows with it.
+pub(crate) type Step = (Outcome, Shown);
+
+/// What one apply's stages work with, borrowed from the applier.
+pub(crate) struct Ctx<'a, T> {
+    host: &'a mut Host<T>,
+    memory: &'a mut Memory,
+    config: &'a S6rcConfig,
+    renderer: &'a Renderer,
+    request: &'a ApplyRequest,
+    timings: &'a mut Timings,
+}
+
+impl<T: S6rc> Ctx<'_, T> {
+    fn adopt_unknown(&mut self, db: &Path, record: DbRecord) {
+        adopt::adopt_unknown(self.host, self.memory, db, record);
+    }
+
+    fn adopt_current(&mut self) {
+        adopt::adopt_current(self.host, self.memory);
+    }
+}
+
 /// Applies the catalog as one s6-rc database of VM services.
 ///
 /// Built once at start-up by [`S6rcApplier::open`]; then
@@ -110,23 +194,21 @@ pub enum OpenError {
 pub struct S6rcApplier<T: S6rc = Commands> {
     config: S6rcConfig,
     renderer: Renderer,
-    tools: T,
-    live: Live,
-    store: Store,
-    state: State,
-    /// Why the next apply must switch even if the tree is unchanged.
-    force: Option<String>,
+    host: Host<T>,
+    memory: Memory,
     timings: Timings,
 }
 
 impl S6rcApplier<Commands> {
     /// Validates `config`, finds the s6-rc programs, loads the template,
-    /// adopts the live directory if there is one (never re-running
-    /// s6-rc-init over it), removes stray work directories and databases
-    /// that are not live, and reconciles the state file with what is live.
+    /// waits until nobody works on the live directory, adopts it if there is
+    /// one (never re-running s6-rc-init over it), removes what is not live,
+    /// and reconciles the state file with what is live.
     pub fn open(config: S6rcConfig) -> Result<S6rcApplier<Commands>, OpenError> {
         config.validate().map_err(OpenError::Config)?;
-        let tools = Commands::find(config.bin_dir.as_deref()).map_err(OpenError::Programs)?;
+        let tools = Commands::find(config.bin_dir.as_deref())
+            .map_err(OpenError::Programs)?
+            .with_timeout(config.timeout);
         S6rcApplier::open_with(config, tools)
     }
 }
@@ -151,18 +233,30 @@ impl<T: S6rc> S6rcApplier<T> {
             }
         };
         let live = Live::new(&config.live_dir, &config.scandir, &config.prefix);
-        let mut applier = S6rcApplier {
-            config,
-            renderer,
-            tools,
-            live,
-            store,
+        let mut host = Host { tools, live, store };
+        let mut memory = Memory {
             state,
             force: None,
-            timings: Timings::default(),
+            unsettled: None,
         };
-        applier.adopt()?;
-        Ok(applier)
+        adopt::adopt(
+            &mut host,
+            &mut memory,
+            &config.prefix,
+            config.timeout,
+            "adopting it",
+        )
+        .map_err(|reason| OpenError::Live {
+            live: config.live_dir.clone(),
+            reason,
+        })?;
+        Ok(S6rcApplier {
+            config,
+            renderer,
+            host,
+            memory,
+            timings: Timings::default(),
+        })
     }
 
     /// The configuration.
@@ -177,100 +271,138 @@ impl<T: S6rc> S6rcApplier<T> {
 
     /// The live compiled database, as `LIVE/compiled` says.
     pub fn live_database(&self) -> Option<PathBuf> {
-        self.live.compiled()
+        self.host.live.compiled()
     }
 
     /// The state directory (canonical).
-    pub fn state_dir(&self) -> &std::path::Path {
-        self.store.root()
+    pub fn state_dir(&self) -> &Path {
+        self.host.store.root()
     }
 
-    /// Renders `request` in memory, checking scan-directory names against
-    /// the live directory; nothing is written.
-    pub fn render(&self, request: &ApplyRequest) -> Result<Rendered, render::RenderError> {
-        let live_set: BTreeSet<&VmName> = self.state.live_services().collect();
-        let live = &self.live;
-        let mut conflict = |n: &VmName| {
-            if live_set.contains(n) {
-                None
-            } else {
-                live.conflict(n)
+    /// What the applier remembers (as in `state.json`).
+    pub fn state(&self) -> &State {
+        &self.memory.state
+    }
+
+    /// The stages, in order.
+    fn stages(&mut self, request: &ApplyRequest) -> Step {
+        if self.memory.unsettled.is_some() {
+            // Others worked on the live directory at start-up: wait for them
+            // again, as long, before anything.
+            let adopted = adopt::adopt(
+                &mut self.host,
+                &mut self.memory,
+                &self.config.prefix,
+                self.config.timeout,
+                "applying",
+            );
+            if let Some(busy) = &self.memory.unsettled {
+                return (
+                    Outcome::FailedBeforeSwitch(Cause::Busy(busy.clone())),
+                    Shown::default(),
+                );
+            }
+            if let Err(why) = adopted {
+                let live = self.host.live.path().to_owned();
+                return (
+                    Outcome::FailedBeforeSwitch(Cause::LiveBroken { live, why }),
+                    Shown::default(),
+                );
+            }
+        }
+        self.follow_live();
+        let t = Instant::now();
+        let live = &self.host.live;
+        let planned = plan::plan(
+            &self.renderer,
+            request,
+            &self.memory.state,
+            live.compiled().as_deref(),
+            &mut |n| live.conflict(n),
+        );
+        self.timings.render = t.elapsed();
+        let planned = match planned {
+            Ok(p) => p,
+            Err(refusal) => {
+                let shown = Shown {
+                    services: match refusal {
+                        super::outcome::Refusal::TooManyServices { count, .. } => count,
+                    },
+                    left_out: Vec::new(),
+                };
+                return (Outcome::Invalid(refusal), shown);
             }
         };
-        self.renderer.render(&request.vms, &mut conflict)
-    }
-
-    /// Whether `rendered` is what is live.
-    fn is_live(&self, rendered: &Rendered) -> bool {
-        let Some(rec) = &self.state.live else {
-            return false;
+        let mut ctx = Ctx {
+            host: &mut self.host,
+            memory: &mut self.memory,
+            config: &self.config,
+            renderer: &self.renderer,
+            request,
+            timings: &mut self.timings,
         };
-        rec.tree == Some(rendered.tree.fingerprint)
-            && self.live.compiled().as_deref() == Some(rec.database.as_path())
+        if planned.live && ctx.memory.force.is_none() {
+            if let Some(step) = unchanged(&mut ctx, &planned) {
+                return step;
+            }
+        }
+        switch::switch(&mut ctx, request.generation, &planned)
     }
 
-    /// The no-op path: the tree is live. Only restart-pending can change,
-    /// for VMs whose own fingerprint changed or that were pending — unless
-    /// `restart_changed` is set and such a VM runs: then it is restarted by
-    /// an update to the same tree with a conversion file.
-    fn unchanged(
-        &mut self,
-        request: &ApplyRequest,
-        rendered: Rendered,
-        t0: Instant,
-    ) -> ApplyReport {
-        let new = rendered.tree.definitions();
-        let Self {
-            state, tools, live, ..
-        } = self;
-        let Some(rec) = state.live.as_mut() else {
-            unreachable!("is_live checked that a database is live")
-        };
-        let names: Vec<&VmName> = new
-            .iter()
-            .filter(|(n, d)| {
-                rec.services.get(*n) != Some(&Some(**d)) || state.running.contains_key(*n)
-            })
-            .map(|(n, _)| n)
-            .collect();
-        let mut pid_of = |n: &VmName| tools.pid(live.path(), n.as_str());
-        let probes = restart::probes(names, &rec.services, &state.running, &new, &mut pid_of);
-        if self.config.restart_changed && !probes.is_empty() {
-            // Restarting goes through s6-rc-update's conversion file, so an
-            // update to the same tree it is.
-            return self.switch(request, rendered, t0);
+    /// Someone switched the live directory behind the applier's back (an
+    /// update by hand, one that finished after a restart): take what
+    /// `LIVE/compiled` says as live.
+    fn follow_live(&mut self) {
+        let recorded = self.memory.state.live.as_ref().map(|r| r.database.clone());
+        let compiled = self.host.live.compiled();
+        if compiled.is_some() && compiled != recorded {
+            tracing::warn!(
+                compiled = ?compiled,
+                recorded = ?recorded,
+                "the live database changed behind the applier's back: adopting it"
+            );
+            adopt::adopt_current(&mut self.host, &mut self.memory);
+            self.memory.save(&self.host.store);
         }
-        let running: BTreeMap<_, _> = probes
-            .iter()
-            .map(|p| {
-                (
-                    p.name.clone(),
-                    state::Running {
-                        definition: p.running,
-                        pid: p.pid,
-                    },
-                )
-            })
-            .collect();
-        let services: BTreeMap<_, _> = new.into_iter().map(|(n, d)| (n, Some(d))).collect();
-        if rec.services != services || state.running != running {
-            rec.services = services;
-            state.running = running;
-            self.save_state();
-        }
-        let message = format!(
-            "the rendered database equals the live one ({} services): nothing to do{}",
-            rendered.tree.services.len(),
-            report::pending_note(&self.state.running),
-        );
-        self.finish(request, ApplyStatus::Unchanged, message, &rendered, t0)
     }
+}
 
-    fn save_state(&mut self) {
-        if let Err(e) = self.state.save(&self.store.state_file()) {
-            tracing::warn!(error = %e, "cannot save the applier state");
-        }
+/// The tree is live. Only restart-pending can change, for VMs whose own
+/// fingerprint changed or that were pending — unless `restart_changed` is
+/// set and such a VM runs: then `None`, and the caller updates to the same
+/// tree with a conversion file that restarts it.
+fn unchanged<T: S6rc>(ctx: &mut Ctx<'_, T>, planned: &Planned) -> Option<Step> {
+    let new = planned.rendered.tree.definitions();
+    let state = &mut ctx.memory.state;
+    let rec = state.live.as_mut()?;
+    let names: Vec<&VmName> = new
+        .iter()
+        .filter(|(n, d)| rec.services.get(*n) != Some(&Some(**d)) || state.running.contains_key(*n))
+        .map(|(n, _)| n)
+        .collect();
+    let mut pid_of = ctx.host.pid_of();
+    let probes = restart::probes(names, &rec.services, &state.running, &new, &mut pid_of);
+    drop(pid_of);
+    if ctx.config.restart_changed && !probes.is_empty() {
+        return None;
     }
+    let running: BTreeMap<_, _> = probes
+        .iter()
+        .map(|p| {
+            let r = state::Running {
+                definition: p.running,
+                pid: p.pid,
+            };
+            (p.name.clone(), r)
+        })
+        .collect();
+    let services: BTreeMap<_, _> = new.into_iter().map(|(n, d)| (n, Some(d))).collect();
+    if rec.services != services || state.running != running {
+        rec.services = services;
+        state.running = running;
+        ctx.memory.save(&ctx.host.store);
+    }
+    Some((Outcome::Unchanged, planned.into()))
 }
 
 impl<T: S6rc> Applier for S6rcApplier<T> {
@@ -281,17 +413,16 @@ impl<T: S6rc> Applier for S6rcApplier<T> {
     fn apply(&mut self, request: &ApplyRequest) -> ApplyReport {
         let t0 = Instant::now();
         self.timings = Timings::default();
-        let rendered = match self.render(request) {
-            Ok(r) => r,
-            Err(e) => {
-                self.timings.render = t0.elapsed();
-                return self.refuse(request, &e, t0);
-            }
-        };
-        self.timings.render = t0.elapsed();
-        if self.force.is_none() && self.is_live(&rendered) {
-            return self.unchanged(request, rendered, t0);
-        }
-        self.switch(request, rendered, t0)
+        let (outcome, shown) = self.stages(request);
+        self.timings.total = t0.elapsed();
+        let database = self.host.live.compiled();
+        report::report(
+            request,
+            outcome,
+            shown,
+            &self.memory.state,
+            database.as_deref(),
+            t0.elapsed(),
+        )
     }
 }

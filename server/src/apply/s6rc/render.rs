@@ -16,8 +16,8 @@ use std::path::PathBuf;
 
 use vm_catalog_protocol::{DiagCode, VmName};
 
-use super::fingerprint::{Fingerprint, Hasher};
 use super::template::{Node, Template, Values};
+use crate::apply::fingerprint::{Fingerprint, Hasher};
 use crate::apply::{ActiveVm, LeftOut};
 
 /// Longest `prefix + name` in the scan directory: s6-svscan ≥ 2.12 ignores

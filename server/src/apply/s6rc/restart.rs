@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 
 use vm_catalog_protocol::VmName;
 
-use super::fingerprint::Fingerprint;
 use super::state::Running;
+use crate::apply::fingerprint::Fingerprint;
 
 /// A running VM whose definition is about to differ from what it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +103,7 @@ pub fn refresh(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::s6rc::fingerprint::Hasher;
+    use crate::apply::fingerprint::Hasher;
 
     fn fp(s: &str) -> Fingerprint {
         let mut h = Hasher::new("t");

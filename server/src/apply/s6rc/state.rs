@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use vm_catalog_protocol::VmName;
 
-use super::fingerprint::Fingerprint;
+use crate::apply::fingerprint::Fingerprint;
 
 /// Version of the file format.
 const VERSION: u32 = 1;
@@ -114,6 +114,15 @@ impl State {
         fs::rename(&tmp, path).map_err(err)
     }
 
+    /// [`State::save`], logging a failure: the state file is an aid to the
+    /// next start (which can read what is live from s6-rc), not a reason to
+    /// fail an apply.
+    pub fn save_or_warn(&self, path: &Path) {
+        if let Err(e) = self.save(path) {
+            tracing::warn!(error = %e, "cannot save the applier state");
+        }
+    }
+
     /// The VMs of the live database.
     pub fn live_services(&self) -> impl Iterator<Item = &VmName> {
         self.live.iter().flat_map(|r| r.services.keys())
@@ -122,8 +131,8 @@ impl State {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fingerprint::Hasher;
     use super::*;
+    use crate::apply::fingerprint::Hasher;
 
     #[test]
     fn saves_and_loads() {

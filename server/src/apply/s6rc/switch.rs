@@ -1,35 +1,37 @@
-//! Compiling a rendered tree and switching it in: `s6-rc-init` the first
-//! time, `s6-rc-update` afterwards; then checking what is live, repairing a
-//! failure after the switch, and deleting every other database.
+//! The switch stage: compile a planned tree and switch it in — `s6-rc-init`
+//! the first time, `s6-rc-update` afterwards — then verify what is live.
 //!
-//! After s6-rc-update, `LIVE/compiled` decides (s6rc.md §3.5):
-//! - still the old database: the update failed before the switch, the old
-//!   database stays live, the new one is deleted;
+//! After s6-rc-update, `LIVE/compiled` decides (s6rc.md §3.5), as a
+//! [`Switched`] value:
+//! - still the old database: the update failed before the switch (a timed
+//!   out update included: it was killed), the old database stays live;
 //! - the new database, exit 0 (or 1/2: some VM failed to restart) and every
 //!   scan-directory link present: applied;
 //! - the new database otherwise (exit 111 after the switch removes every link
-//!   of the live set, §2.6): repaired at once by updating to a freshly
-//!   validated copy of the tree; if that fails too, by rolling back to the
-//!   previous database, which was live with all its links a moment ago.
+//!   of the live set, §2.6): damaged, handed to the repair stage.
+//!
+//! The database being switched to is recorded in `state.json` (`next`)
+//! before the switch, so that a restarted daemon knows what an update it did
+//! not see finish switched to.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use vm_catalog_protocol::{ApplyStatus, VmName};
+use vm_catalog_protocol::VmName;
 
 use super::adopt::INTERNAL_SERVICES;
-use super::fingerprint::Fingerprint;
-use super::live::LiveState;
-use super::render::{Rendered, Tree};
-use super::report::{diff_summary, join, left_out_note, pending_note};
+use super::plan::Planned;
+use super::render::Tree;
 use super::restart::{self, Probe};
 use super::source;
-use super::state::DbRecord;
+use super::state::{DbRecord, Running};
 use super::store::{Slot, remove_any};
-use super::tools::{Init, S6rc, ToolError, update_code_meaning};
-use super::{ApplyReport, ApplyRequest, S6rcApplier};
+use super::tools::{Init, S6rc, ToolError};
+use super::{Ctx, Step, repair};
+use crate::apply::outcome::{Cause, How, Outcome, Recovery, Switch};
+use crate::apply::plan::Plan;
 
 /// How one s6-rc-update ended, as `LIVE/compiled` and the links show.
 #[derive(Debug)]
@@ -37,368 +39,340 @@ pub(super) enum Switched {
     /// `LIVE/compiled` is the new database and every link is there; the
     /// error, if any, is exit 1 or 2 (a VM failed to restart).
     Clean(Option<ToolError>),
-    /// `LIVE/compiled` is the new database but the update failed otherwise,
-    /// or links are missing.
-    Damaged(String),
     /// `LIVE/compiled` is still the old database.
-    Kept(String),
-    /// `LIVE/compiled` is something else entirely.
-    Elsewhere(String),
+    Kept(Cause),
+    /// `LIVE/compiled` is the new database but the update failed otherwise,
+    /// or links are missing ([`Cause::Damaged`]).
+    Damaged(Cause),
+    /// `LIVE/compiled` is something else entirely ([`Cause::Elsewhere`]).
+    Elsewhere(Cause),
 }
 
-impl<T: S6rc> S6rcApplier<T> {
-    pub(super) fn switch(
-        &mut self,
-        request: &ApplyRequest,
-        rendered: Rendered,
-        t0: Instant,
-    ) -> ApplyReport {
-        let scandir = self.live.scandir().to_owned();
-        if !self.tools.scanner_running(&scandir) {
-            let msg = format!("no s6-svscan is running on {}", scandir.display());
-            return self.failed_before(request, &rendered, msg, None, t0);
-        }
-        let slot = match self.build(request.generation, &rendered.tree) {
-            Ok(slot) => slot,
-            Err(msg) => return self.failed_before(request, &rendered, msg, None, t0),
-        };
-        let record = record_of(&slot, &rendered.tree);
-        match self.live.state() {
-            LiveState::Absent => self.init(request, &rendered, record, t0),
-            LiveState::Present(_) => self.update(request, &rendered, record, t0),
-            LiveState::Broken(why) => {
-                let msg = format!(
-                    "live directory {} is unusable: {why}",
-                    self.live.path().display()
-                );
-                self.failed_before(request, &rendered, msg, Some(&slot), t0)
-            }
+impl Switched {
+    /// Why it is not clean.
+    pub(super) fn cause(self) -> Option<Cause> {
+        match self {
+            Switched::Clean(_) => None,
+            Switched::Kept(c) | Switched::Damaged(c) | Switched::Elsewhere(c) => Some(c),
         }
     }
+}
 
-    /// Writes and compiles `tree` into a fresh slot.
-    pub(super) fn build(&mut self, generation: u64, tree: &Tree) -> Result<Slot, String> {
-        let slot = self.store.allocate(generation);
-        let t = Instant::now();
-        if let Err(e) =
-            source::write(tree, &slot.tmp).and_then(|()| fs::rename(&slot.tmp, &slot.source))
-        {
-            let _ = remove_any(&slot.tmp);
-            return Err(format!(
-                "cannot write the service source {}: {e}",
-                slot.tmp.display()
-            ));
-        }
-        self.timings.write += t.elapsed();
-        let t = Instant::now();
-        let compiled = self.tools.compile(&slot.db, &slot.source);
-        self.timings.compile += t.elapsed();
-        if let Err(e) = compiled {
-            let _ = remove_any(&slot.db);
-            let _ = remove_any(&slot.source);
-            return Err(e.to_string());
-        }
-        Ok(slot)
+/// Compiles and switches to `planned`.
+pub(super) fn switch<T: S6rc>(ctx: &mut Ctx<'_, T>, generation: u64, planned: &Planned) -> Step {
+    let shown = planned.into();
+    let scandir = ctx.host.live.scandir().to_owned();
+    if !ctx.host.tools.scanner_running(&scandir) {
+        return failed_before(ctx, Cause::NoScanner { scandir }, shown);
     }
-
-    fn init(
-        &mut self,
-        request: &ApplyRequest,
-        rendered: &Rendered,
-        record: DbRecord,
-        t0: Instant,
-    ) -> ApplyReport {
-        let slot_db = record.database.clone();
-        if let Some((name, what)) = INTERNAL_SERVICES
-            .iter()
-            .find_map(|n| self.live.conflict(n).map(|w| (n, w)))
-        {
-            let msg = format!(
-                "scan directory entry {} is taken by {what}: s6-rc-init would fail",
-                self.live.link(name).display()
-            );
-            return self.failed_before(request, rendered, msg, None, t0);
+    let slot = match build(ctx, generation, &planned.rendered.tree) {
+        Ok(slot) => slot,
+        Err(cause) => return failed_before(ctx, cause, shown),
+    };
+    let record = record_of(&slot, &planned.rendered.tree);
+    match ctx.host.live.state() {
+        super::live::LiveState::Absent => init(ctx, planned, record),
+        super::live::LiveState::Present(_) => update(ctx, generation, planned, record),
+        super::live::LiveState::Broken(why) => {
+            let live = ctx.host.live.path().to_owned();
+            failed_before(ctx, Cause::LiveBroken { live, why }, shown)
         }
-        self.state.next = Some(record.clone());
-        self.save_state();
-        let t = Instant::now();
-        let result = self.tools.init(&Init {
-            db: &slot_db,
-            live: self.live.path(),
-            prefix: &self.config.prefix,
-            scandir: self.live.scandir(),
-            timeout: self.config.init_timeout,
+    }
+}
+
+/// Writes and compiles `tree` into a fresh slot.
+pub(super) fn build<T: S6rc>(
+    ctx: &mut Ctx<'_, T>,
+    generation: u64,
+    tree: &Tree,
+) -> Result<Slot, Cause> {
+    let slot = ctx.host.store.allocate(generation);
+    let t = Instant::now();
+    let written = source::write(tree, &slot.tmp).and_then(|()| fs::rename(&slot.tmp, &slot.source));
+    ctx.timings.write += t.elapsed();
+    if let Err(e) = written {
+        let _ = remove_any(&slot.tmp);
+        return Err(Cause::WriteSource {
+            path: slot.tmp,
+            error: e.to_string(),
         });
-        self.timings.switch = t.elapsed();
-        let live_db = self.live.compiled();
-        match (result, live_db) {
-            (Ok(()), Some(db)) if db == slot_db => {
-                let msg = format!(
-                    "initialized {} with {} services ({})",
-                    self.live.path().display(),
-                    rendered.tree.services.len(),
-                    diff_summary(None, &record)
-                );
-                self.commit(record, BTreeMap::new());
-                let msg = msg + &left_out_note(&rendered.left_out);
-                self.finish(request, ApplyStatus::Applied, msg, rendered, t0)
-            }
-            (result, None) => {
-                let why = result
-                    .err()
-                    .map_or("no live directory afterwards".into(), |e| e.to_string());
-                self.state.next = None;
-                self.failed_before(
-                    request,
-                    rendered,
-                    format!("s6-rc-init failed: {why}"),
-                    None,
-                    t0,
-                )
-            }
-            (result, Some(db)) => {
-                // s6-rc-init cleans up after itself; a live directory left by
-                // a failed init is kept as it is and updated next time.
-                let why = result.err().map_or(String::new(), |e| format!(": {e}"));
-                self.adopt_unknown(&db, record);
-                let msg = format!(
-                    "s6-rc-init failed after creating {} (compiled -> {}){why}; the next apply updates it",
-                    self.live.path().display(),
-                    db.display()
-                );
-                self.force = Some("the last s6-rc-init failed".into());
-                self.cleanup();
-                self.finish(request, ApplyStatus::FailedAfterSwitch, msg, rendered, t0)
-            }
-        }
     }
+    let t = Instant::now();
+    let compiled = ctx.host.tools.compile(&slot.db, &slot.source);
+    ctx.timings.compile += t.elapsed();
+    if let Err(e) = compiled {
+        let _ = remove_any(&slot.db);
+        let _ = remove_any(&slot.source);
+        return Err(Cause::Program(e));
+    }
+    Ok(slot)
+}
 
-    fn update(
-        &mut self,
-        request: &ApplyRequest,
-        rendered: &Rendered,
-        record: DbRecord,
-        t0: Instant,
-    ) -> ApplyReport {
-        if self.state.live.is_none() {
-            // A live directory appeared since start-up (an s6-rc-init by
-            // hand): take it as it is.
-            self.adopt_current();
-        }
-        let Some(old) = self.state.live.clone() else {
-            let msg = format!(
-                "cannot read the live directory {}",
-                self.live.path().display()
-            );
-            let slot = Slot {
-                db: record.database.clone(),
-                source: record.source.clone().unwrap_or_default(),
-                tmp: PathBuf::new(),
+fn init<T: S6rc>(ctx: &mut Ctx<'_, T>, planned: &Planned, record: DbRecord) -> Step {
+    let shown = planned.into();
+    let live = ctx.host.live.clone();
+    if let Some((name, by)) = INTERNAL_SERVICES
+        .iter()
+        .find_map(|n| live.conflict(n).map(|w| (n, w)))
+    {
+        let entry = live.link(name);
+        return failed_before(ctx, Cause::EntryTaken { entry, by }, shown);
+    }
+    ctx.memory.state.next = Some(record.clone());
+    ctx.memory.save(&ctx.host.store);
+    let t = Instant::now();
+    let result = ctx.host.tools.init(&Init {
+        db: &record.database,
+        live: live.path(),
+        prefix: &ctx.config.prefix,
+        scandir: live.scandir(),
+        timeout: ctx.config.init_timeout,
+    });
+    ctx.timings.switch = t.elapsed();
+    match (result, live.compiled()) {
+        (Ok(()), Some(db)) if db == record.database => {
+            let switch = Switch {
+                how: How::Init {
+                    live: live.path().to_owned(),
+                },
+                target: db,
+                services: planned.rendered.tree.services.len(),
+                changes: planned.plan.changes(),
+                restarted: Vec::new(),
+                not_running: Vec::new(),
+                warning: None,
+                forced: ctx.memory.force.take(),
             };
-            return self.failed_before(request, rendered, msg, Some(&slot), t0);
-        };
-        let new_defs = definitions(&record);
-        let probes = self.probes(&old, &new_defs);
-        let conversions = self.write_conversions(&probes);
-        self.state.next = Some(record.clone());
-        self.save_state();
-        let t = Instant::now();
-        let switched = self.run_update(&record, conversions.as_deref(), &old.database);
-        self.timings.switch = t.elapsed();
-        match switched {
-            Switched::Clean(warning) => {
-                let (restarted, down) = self.commit_with_probes(record.clone(), &probes);
-                let mut msg = format!(
-                    "switched to {} ({} services, {})",
-                    record.database.display(),
-                    rendered.tree.services.len(),
-                    diff_summary(Some(&old), &record)
-                );
-                if !restarted.is_empty() {
-                    msg += &format!("; restarted {}", join(&restarted));
-                }
-                if !down.is_empty() {
-                    msg += &format!("; not running after the update: {}", join(&down));
-                }
-                if let Some(w) = warning {
-                    let meaning = w.code().map_or("", update_code_meaning);
-                    msg += &format!("; s6-rc-update reported {w} ({meaning})");
-                }
-                msg += &pending_note(&self.state.running);
-                msg += &left_out_note(&rendered.left_out);
-                if let Some(why) = self.force.take() {
-                    msg += &format!("; {why}");
-                }
-                self.finish(request, ApplyStatus::Applied, msg, rendered, t0)
-            }
-            Switched::Kept(why) => {
-                let msg = format!("s6-rc-update failed before the switch: {why}");
-                self.state.next = None;
-                self.failed_before(request, rendered, msg, None, t0)
-            }
-            Switched::Damaged(why) => self.repair(request, rendered, &old, &probes, why, t0),
-            Switched::Elsewhere(why) => {
-                self.adopt_current();
-                let msg = format!("s6-rc-update failed: {why}");
-                self.cleanup();
-                self.finish(request, ApplyStatus::FailedAfterSwitch, msg, rendered, t0)
-            }
+            commit(ctx, record, BTreeMap::new());
+            (Outcome::Applied(switch), shown)
+        }
+        (result, None) => {
+            ctx.memory.state.next = None;
+            let cause = match result {
+                Err(e) => Cause::Program(e),
+                Ok(()) => Cause::LiveBroken {
+                    live: live.path().to_owned(),
+                    why: "s6-rc-init exited 0 and left no live directory".into(),
+                },
+            };
+            failed_before(ctx, cause, shown)
+        }
+        (result, Some(db)) => {
+            // s6-rc-init cleans up after itself; a live directory left by a
+            // failed init is kept as it is and updated next time.
+            ctx.adopt_unknown(&db, record);
+            ctx.memory.force = Some(crate::apply::outcome::Forced::InitFailed);
+            cleanup(ctx);
+            let failure = Cause::InitLeftLive {
+                error: result.err(),
+                live: live.path().to_owned(),
+                compiled: db,
+            };
+            let outcome = Outcome::FailedAfterSwitch {
+                failure,
+                recovery: Recovery::NextApply,
+            };
+            (outcome, shown)
         }
     }
+}
 
-    /// Runs s6-rc-update to `record` and reads what it did.
-    pub(super) fn run_update(
-        &mut self,
-        record: &DbRecord,
-        conversions: Option<&Path>,
-        old: &Path,
-    ) -> Switched {
-        let result = self
-            .tools
-            .update(self.live.path(), &record.database, conversions);
-        let now = self.live.compiled();
-        let describe = |r: &Result<(), ToolError>| match r {
-            Ok(()) => "it exited 0".to_string(),
-            Err(e) => match e.code() {
-                Some(c) => format!("{e} ({})", update_code_meaning(c)),
-                None => e.to_string(),
+fn update<T: S6rc>(
+    ctx: &mut Ctx<'_, T>,
+    generation: u64,
+    planned: &Planned,
+    record: DbRecord,
+) -> Step {
+    let shown = planned.into();
+    let Some(old) = ctx.memory.state.live.clone() else {
+        let live = ctx.host.live.path().to_owned();
+        let why = "cannot read what it runs".to_string();
+        return failed_before(ctx, Cause::LiveBroken { live, why }, shown);
+    };
+    let new_defs = definitions(&record);
+    let probes = probes(ctx, &old, &new_defs);
+    let conversions = write_conversions(ctx, &probes);
+    ctx.memory.state.next = Some(record.clone());
+    ctx.memory.save(&ctx.host.store);
+    let t = Instant::now();
+    let switched = run_update(ctx, &record, conversions.as_deref(), &old.database);
+    ctx.timings.switch = t.elapsed();
+    match switched {
+        Switched::Clean(warning) => {
+            let (restarted, not_running) = commit_with_probes(ctx, record.clone(), &probes);
+            let switch = Switch {
+                how: How::Update,
+                target: record.database,
+                services: planned.rendered.tree.services.len(),
+                changes: planned.plan.changes(),
+                restarted,
+                not_running,
+                warning,
+                forced: ctx.memory.force.take(),
+            };
+            (Outcome::Applied(switch), shown)
+        }
+        Switched::Kept(cause) => {
+            ctx.memory.state.next = None;
+            failed_before(ctx, cause, shown)
+        }
+        Switched::Damaged(failure) => {
+            repair::repair(ctx, generation, &old, &probes, failure, shown)
+        }
+        Switched::Elsewhere(failure) => {
+            ctx.adopt_current();
+            cleanup(ctx);
+            let outcome = Outcome::FailedAfterSwitch {
+                failure,
+                recovery: Recovery::NextApply,
+            };
+            (outcome, shown)
+        }
+    }
+}
+
+/// Runs s6-rc-update to `record` from `old` and reads what it did.
+pub(super) fn run_update<T: S6rc>(
+    ctx: &mut Ctx<'_, T>,
+    record: &DbRecord,
+    conversions: Option<&Path>,
+    old: &Path,
+) -> Switched {
+    let live = &ctx.host.live;
+    let result = ctx
+        .host
+        .tools
+        .update(live.path(), &record.database, conversions);
+    let now = live.compiled();
+    if now.as_deref() == Some(old) && old != record.database {
+        let cause = match result {
+            Err(error @ ToolError::TimedOut { .. }) => {
+                // Killed at its deadline: say who else works on the live
+                // directory (a person's s6-rc holding the lock, typically).
+                let others = ctx
+                    .host
+                    .tools
+                    .programs_on(live.path(), ctx.host.store.root());
+                Cause::TimedOut {
+                    error,
+                    others,
+                    lock_holder: live.lock_holder(),
+                }
+            }
+            Err(e) => Cause::Program(e),
+            Ok(()) => Cause::Elsewhere {
+                error: None,
+                live: live.path().to_owned(),
+                compiled: now,
             },
         };
-        if now.as_deref() == Some(old) && old != record.database {
-            return Switched::Kept(describe(&result));
-        }
-        if now.as_deref() != Some(record.database.as_path()) {
-            let shown = now.map_or("nothing".into(), |p| p.display().to_string());
-            return Switched::Elsewhere(format!(
-                "{}, and {}/compiled points to {shown}",
-                describe(&result),
-                self.live.path().display()
-            ));
-        }
-        let mut names: Vec<&str> = INTERNAL_SERVICES.to_vec();
-        names.extend(record.services.keys().map(VmName::as_str));
-        let missing = self.live.missing_links(names);
-        match result {
-            Ok(()) if missing.is_empty() => Switched::Clean(None),
-            Err(e) if matches!(e.code(), Some(1 | 2)) && missing.is_empty() => {
-                Switched::Clean(Some(e))
-            }
-            result => {
-                let mut why = format!("{} after the switch", describe(&result));
-                if !missing.is_empty() {
-                    why += &format!(
-                        ", {} scan directory links missing ({})",
-                        missing.len(),
-                        abbreviate(&missing)
-                    );
-                }
-                Switched::Damaged(why)
-            }
-        }
+        return Switched::Kept(cause);
     }
-
-    /// The running VMs that stay and whose definition changes.
-    fn probes(&mut self, old: &DbRecord, new: &BTreeMap<VmName, Fingerprint>) -> Vec<Probe> {
-        let Self {
-            tools, live, state, ..
-        } = self;
-        let mut pid_of = |n: &VmName| tools.pid(live.path(), n.as_str());
-        let staying = old.services.keys().filter(|n| new.contains_key(*n));
-        restart::probes(staying, &old.services, &state.running, new, &mut pid_of)
+    if now.as_deref() != Some(record.database.as_path()) {
+        return Switched::Elsewhere(Cause::Elsewhere {
+            error: result.err(),
+            live: live.path().to_owned(),
+            compiled: now,
+        });
     }
-
-    /// With `restart_changed`, writes `NAME restart` for every probe (all
-    /// of them are in the live database) and returns the file.
-    fn write_conversions(&mut self, probes: &[Probe]) -> Option<PathBuf> {
-        if !self.config.restart_changed || probes.is_empty() {
-            return None;
-        }
-        let text: String = probes
-            .iter()
-            .map(|p| format!("{} restart\n", p.name))
-            .collect();
-        let path = self.store.conversions();
-        match fs::write(&path, text) {
-            Ok(()) => Some(path),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot write the conversion file: no VM is restarted");
-                None
-            }
-        }
-    }
-
-    /// Records `record` as live with the probes that kept their pid as
-    /// restart-pending. Returns the other probes: those that run with a new
-    /// pid (restarted by the conversion file, or by s6-rc-update because a
-    /// provider is new) and those that are down.
-    pub(super) fn commit_with_probes(
-        &mut self,
-        record: DbRecord,
-        probes: &[Probe],
-    ) -> (Vec<VmName>, Vec<VmName>) {
-        let Self { tools, live, .. } = self;
-        let mut pid_of = |n: &VmName| tools.pid(live.path(), n.as_str());
-        let running = restart::settle(probes, &mut pid_of);
-        let (mut restarted, mut down) = (Vec::new(), Vec::new());
-        for p in probes.iter().filter(|p| !running.contains_key(&p.name)) {
-            match pid_of(&p.name) {
-                Some(_) => restarted.push(p.name.clone()),
-                None => down.push(p.name.clone()),
-            }
-        }
-        self.commit(record, running);
-        (restarted, down)
-    }
-
-    /// Records `record` as live, saves the state, deletes the rest.
-    pub(super) fn commit(
-        &mut self,
-        record: DbRecord,
-        running: BTreeMap<VmName, super::state::Running>,
-    ) {
-        self.state.live = Some(record);
-        self.state.next = None;
-        self.state.running = running;
-        self.cleanup();
-    }
-
-    /// Saves the state and deletes every database but the live one.
-    pub(super) fn cleanup(&mut self) {
-        let t = Instant::now();
-        self.save_state();
-        self.collect_garbage();
-        self.timings.cleanup += t.elapsed();
-    }
-
-    /// A failure before any switch: the previous database stays live.
-    fn failed_before(
-        &mut self,
-        request: &ApplyRequest,
-        rendered: &Rendered,
-        why: String,
-        slot: Option<&Slot>,
-        t0: Instant,
-    ) -> ApplyReport {
-        if let Some(slot) = slot {
-            let _ = remove_any(&slot.db);
-            let _ = remove_any(&slot.source);
-        }
-        let Self {
-            tools, live, state, ..
-        } = self;
-        state.running =
-            restart::refresh(&state.running, &mut |n| tools.pid(live.path(), n.as_str()));
-        self.cleanup();
-        let kept = match self.live.compiled() {
-            Some(db) => format!("; {} stays live", db.display()),
-            None => "; nothing is live".to_string(),
-        };
-        let msg =
-            why + &kept + &pending_note(&self.state.running) + &left_out_note(&rendered.left_out);
-        self.finish(request, ApplyStatus::FailedBeforeSwitch, msg, rendered, t0)
+    let mut names: Vec<&str> = INTERNAL_SERVICES.to_vec();
+    names.extend(record.services.keys().map(VmName::as_str));
+    let missing = live.missing_links(names);
+    match result {
+        Ok(()) if missing.is_empty() => Switched::Clean(None),
+        Err(e) if matches!(e.code(), Some(1 | 2)) && missing.is_empty() => Switched::Clean(Some(e)),
+        result => Switched::Damaged(Cause::Damaged {
+            error: result.err(),
+            missing,
+        }),
     }
 }
 
+/// The running VMs that stay and whose definition changes.
+fn probes<T: S6rc>(
+    ctx: &mut Ctx<'_, T>,
+    old: &DbRecord,
+    new: &BTreeMap<VmName, crate::apply::fingerprint::Fingerprint>,
+) -> Vec<Probe> {
+    let staying = old.services.keys().filter(|n| new.contains_key(*n));
+    let running = &ctx.memory.state.running;
+    restart::probes(staying, &old.services, running, new, &mut ctx.host.pid_of())
+}
+
+/// With `restart_changed`, writes `NAME restart` for every probe (all of
+/// them are in the live database) and returns the file.
+fn write_conversions<T: S6rc>(ctx: &mut Ctx<'_, T>, probes: &[Probe]) -> Option<PathBuf> {
+    if !ctx.config.restart_changed || probes.is_empty() {
+        return None;
+    }
+    let text: String = probes
+        .iter()
+        .map(|p| format!("{} restart\n", p.name))
+        .collect();
+    let path = ctx.host.store.conversions();
+    match fs::write(&path, text) {
+        Ok(()) => Some(path),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot write the conversion file: no VM is restarted");
+            None
+        }
+    }
+}
+
+/// Records `record` as live with the probes that kept their pid as
+/// restart-pending. Returns the other probes: those that run with a new
+/// pid (restarted by the conversion file, or by s6-rc-update because a
+/// provider is new) and those that are down.
+pub(super) fn commit_with_probes<T: S6rc>(
+    ctx: &mut Ctx<'_, T>,
+    record: DbRecord,
+    probes: &[Probe],
+) -> (Vec<VmName>, Vec<VmName>) {
+    let mut pid_of = ctx.host.pid_of();
+    let running = restart::settle(probes, &mut pid_of);
+    let (mut restarted, mut down) = (Vec::new(), Vec::new());
+    for p in probes.iter().filter(|p| !running.contains_key(&p.name)) {
+        match pid_of(&p.name) {
+            Some(_) => restarted.push(p.name.clone()),
+            None => down.push(p.name.clone()),
+        }
+    }
+    drop(pid_of);
+    commit(ctx, record, running);
+    (restarted, down)
+}
+
+/// Records `record` as live, saves the state, deletes the rest.
+pub(super) fn commit<T: S6rc>(
+    ctx: &mut Ctx<'_, T>,
+    record: DbRecord,
+    running: BTreeMap<VmName, Running>,
+) {
+    let state = &mut ctx.memory.state;
+    state.live = Some(record);
+    state.next = None;
+    state.running = running;
+    cleanup(ctx);
+}
+
+/// Saves the state and deletes every database but the live one.
+pub(super) fn cleanup<T: S6rc>(ctx: &mut Ctx<'_, T>) {
+    let t = Instant::now();
+    ctx.memory.save(&ctx.host.store);
+    super::cleanup::collect_garbage(&ctx.host.live, &ctx.host.store);
+    ctx.timings.cleanup += t.elapsed();
+}
+
+/// A failure before any switch: the previous database stays live.
+fn failed_before<T: S6rc>(ctx: &mut Ctx<'_, T>, cause: Cause, shown: super::Shown) -> Step {
+    let running = &ctx.memory.state.running;
+    let refreshed = restart::refresh(running, &mut ctx.host.pid_of());
+    ctx.memory.state.running = refreshed;
+    cleanup(ctx);
+    (Outcome::FailedBeforeSwitch(cause), shown)
+}
+
+/// The record of the database compiled into `slot` from `tree`.
 pub(super) fn record_of(slot: &Slot, tree: &Tree) -> DbRecord {
     DbRecord {
         database: slot.db.clone(),
@@ -412,7 +386,7 @@ pub(super) fn record_of(slot: &Slot, tree: &Tree) -> DbRecord {
     }
 }
 
-fn definitions(record: &DbRecord) -> BTreeMap<VmName, Fingerprint> {
+fn definitions(record: &DbRecord) -> BTreeMap<VmName, crate::apply::fingerprint::Fingerprint> {
     record
         .services
         .iter()
@@ -420,11 +394,7 @@ fn definitions(record: &DbRecord) -> BTreeMap<VmName, Fingerprint> {
         .collect()
 }
 
-/// At most five names, then how many more.
-fn abbreviate(names: &[String]) -> String {
-    let shown = names.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
-    match names.len() {
-        n if n > 5 => format!("{shown} and {} more", n - 5),
-        _ => shown,
-    }
+/// The plan from `old` to `new`, for a repair's report.
+pub(super) fn plan_between(old: &DbRecord, new: &DbRecord) -> Plan {
+    Plan::between(&old.services, &definitions(new))
 }

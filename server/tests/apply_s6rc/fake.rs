@@ -1,25 +1,30 @@
-//! A fake s6-rc for unit tests: it lays out live directories, `compiled`
-//! links and scan-directory links on a temporary directory as s6-rc does,
-//! keeps "running" VMs as a pid table, and fails on request — before or
-//! after the switch — so that every branch of the applier runs without
-//! s6-rc.
+//! A fake s6-rc: it lays out live directories, `compiled` links and
+//! scan-directory links on a temporary directory as s6-rc does, keeps
+//! "running" VMs as a pid table, and fails on request — before the switch,
+//! after it, or because a scan-directory name is taken during the update,
+//! as real s6-rc-update does — so that every scenario also runs where the
+//! decision logic is all that is tested.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::adopt::INTERNAL_SERVICES;
-use super::tools::{Init, S6rc, ToolError};
+use vm_catalogd::apply::s6rc::tools::{Holder, Init, S6rc, Supervisor, ToolError};
 
-/// How the next updates fail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// s6-rc's own longruns.
+const INTERNAL: [&str; 2] = ["s6rc-oneshot-runner", "s6rc-fdholder"];
+
+/// How the next update fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
     /// Exit with this code, nothing switched.
     Before(i32),
     /// Switch, remove every link of the live set, exit 111.
     After,
+    /// Someone takes this scan-directory name just before the update.
+    TakeName(String),
 }
 
 /// What the fake knows; shared with the test.
@@ -33,10 +38,15 @@ pub struct World {
     pub calls: Vec<String>,
     /// Fail the next compiles.
     pub fail_compile: bool,
-    /// Fail the next `n` updates this way.
+    /// How the next updates fail, in order.
     pub update_faults: Vec<Fault>,
-    /// The conversion files seen.
-    pub conversions: Vec<String>,
+    /// Programs "working on the live directory", for so many more looks.
+    pub busy: Option<(Vec<Holder>, usize)>,
+    /// What the busy program (an update whose daemon was killed) switches
+    /// to when it is done.
+    pub orphan: Option<PathBuf>,
+    /// Supervisors "running".
+    pub supervisors: Vec<Supervisor>,
     next_pid: u32,
     serial: u32,
 }
@@ -54,21 +64,17 @@ impl Fake {
         })))
     }
 
-    pub fn world(&self) -> std::sync::MutexGuard<'_, World> {
+    pub fn world(&self) -> MutexGuard<'_, World> {
         self.0.lock().unwrap()
     }
 
-    /// "Starts" a VM.
+    /// "Starts" a VM (again): a new pid.
     pub fn start(&self, name: &str) -> u32 {
         let mut w = self.world();
         w.next_pid += 1;
         let pid = w.next_pid;
         w.pids.insert(name.to_owned(), pid);
         pid
-    }
-
-    pub fn calls(&self) -> Vec<String> {
-        self.world().calls.clone()
     }
 }
 
@@ -80,7 +86,8 @@ fn fail(program: &'static str, code: i32) -> ToolError {
     }
 }
 
-fn services_of(db: &Path) -> BTreeSet<String> {
+/// The VM services of a fake database.
+pub fn services_of(db: &Path) -> BTreeSet<String> {
     fs::read_to_string(db.join("services"))
         .unwrap_or_default()
         .lines()
@@ -88,8 +95,13 @@ fn services_of(db: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-/// Makes a new live dir for `db` next to `live`, points `live` at it and
-/// links every service into `scandir`.
+fn longruns(db: &Path) -> Vec<String> {
+    let mut v: Vec<String> = INTERNAL.iter().map(|s| s.to_string()).collect();
+    v.extend(services_of(db));
+    v
+}
+
+/// Makes a new live dir for `db` next to `live` and points `live` at it.
 fn switch_to(w: &mut World, live: &Path, db: &Path, prefix: &str, scandir: &Path, kind: &str) {
     w.serial += 1;
     let base = live.file_name().unwrap().to_string_lossy().into_owned();
@@ -106,22 +118,22 @@ fn switch_to(w: &mut World, live: &Path, db: &Path, prefix: &str, scandir: &Path
     if let Some(old) = old {
         fs::remove_dir_all(old).unwrap();
     }
-    unlink_all(prefix, scandir);
-    let names = services_of(db);
-    for name in INTERNAL_SERVICES.iter().map(|s| s.to_string()).chain(names) {
-        let link = scandir.join(format!("{prefix}{name}"));
-        symlink(live.join("servicedirs").join(&name), link).unwrap();
-    }
 }
 
-fn unlink_all(prefix: &str, scandir: &Path) {
-    for e in fs::read_dir(scandir).unwrap().flatten() {
-        if e.file_name().to_string_lossy().starts_with(prefix)
-            && e.file_type().unwrap().is_symlink()
-        {
-            fs::remove_file(e.path()).unwrap();
+/// Links every longrun of `db` into `scandir`, as s6-rc does; a name that
+/// is taken fails the whole lot: every link made is removed again.
+fn link_all(live: &Path, db: &Path, prefix: &str, scandir: &Path) -> bool {
+    let names = longruns(db);
+    for (i, name) in names.iter().enumerate() {
+        let link = scandir.join(format!("{prefix}{name}"));
+        if symlink(live.join("servicedirs").join(name), &link).is_err() {
+            for done in &names[..i] {
+                let _ = fs::remove_file(scandir.join(format!("{prefix}{done}")));
+            }
+            return false;
         }
     }
+    true
 }
 
 impl S6rc for Fake {
@@ -155,6 +167,12 @@ impl S6rc for Fake {
             init.scandir,
             "init",
         );
+        if !link_all(init.live, init.db, init.prefix, init.scandir) {
+            // s6-rc-init cleans up after itself.
+            fs::remove_dir_all(fs::canonicalize(init.live).unwrap()).unwrap();
+            fs::remove_file(init.live).unwrap();
+            return Err(fail("s6-rc-init", 111));
+        }
         Ok(())
     }
 
@@ -169,21 +187,18 @@ impl S6rc for Fake {
         let conv = conversions
             .map(|p| fs::read_to_string(p).unwrap())
             .unwrap_or_default();
-        if conversions.is_some() {
-            w.conversions.push(conv.clone());
-        }
-        let fault = if w.update_faults.is_empty() {
-            None
-        } else {
-            Some(w.update_faults.remove(0))
-        };
-        if let Some(Fault::Before(code)) = fault {
-            return Err(fail("s6-rc-update", code));
-        }
+        let fault = (!w.update_faults.is_empty()).then(|| w.update_faults.remove(0));
         let prefix = fs::read_to_string(live.join("prefix")).unwrap();
         let scandir = fs::read_link(live.join("scandir")).unwrap();
-        let old = services_of(&fs::read_link(live.join("compiled")).unwrap());
-        let new = services_of(db);
+        match &fault {
+            Some(Fault::Before(code)) => return Err(fail("s6-rc-update", *code)),
+            Some(Fault::TakeName(n)) => {
+                let _ = symlink("/nonexistent", scandir.join(format!("{prefix}{n}")));
+            }
+            Some(Fault::After) | None => {}
+        }
+        let old_db = fs::read_link(live.join("compiled")).unwrap();
+        let (old, new) = (services_of(&old_db), services_of(db));
         for gone in old.difference(&new) {
             w.pids.remove(gone);
         }
@@ -200,8 +215,17 @@ impl S6rc for Fake {
             }
         }
         switch_to(&mut w, live, db, &prefix, &scandir, "update");
+        // Leaving the old database unlinks each of its names, whoever's.
+        for name in longruns(&old_db) {
+            let _ = fs::remove_file(scandir.join(format!("{prefix}{name}")));
+        }
+        if !link_all(live, db, &prefix, &scandir) {
+            return Err(fail("s6-rc-update", 111));
+        }
         if fault == Some(Fault::After) {
-            unlink_all(&prefix, &scandir);
+            for name in longruns(db) {
+                let _ = fs::remove_file(scandir.join(format!("{prefix}{name}")));
+            }
             return Err(fail("s6-rc-update", 111));
         }
         Ok(())
@@ -209,9 +233,7 @@ impl S6rc for Fake {
 
     fn longruns(&mut self, live: &Path) -> Result<Vec<String>, ToolError> {
         let db: PathBuf = fs::read_link(live.join("compiled")).unwrap();
-        let mut v: Vec<String> = INTERNAL_SERVICES.iter().map(|s| s.to_string()).collect();
-        v.extend(services_of(&db));
-        Ok(v)
+        Ok(longruns(&db))
     }
 
     fn pid(&mut self, _live: &Path, service: &str) -> Option<u32> {
@@ -220,5 +242,34 @@ impl S6rc for Fake {
 
     fn scanner_running(&mut self, _scandir: &Path) -> bool {
         self.world().scanner
+    }
+
+    fn programs_on(&mut self, live: &Path, _state: &Path) -> Vec<Holder> {
+        let mut w = self.world();
+        match w.busy.take() {
+            Some((holders, looks)) if looks > 0 => {
+                w.busy = Some((holders.clone(), looks - 1));
+                holders
+            }
+            _ => {
+                let orphan = w.orphan.take();
+                drop(w);
+                if let Some(db) = orphan {
+                    self.update(live, &db, None).unwrap();
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    fn supervisors(&mut self, _live: &Path) -> Vec<Supervisor> {
+        self.world().supervisors.clone()
+    }
+
+    fn stop_supervisors(&mut self, _scandir: &Path, pids: &[u32]) -> usize {
+        let mut w = self.world();
+        let before = w.supervisors.len();
+        w.supervisors.retain(|s| !pids.contains(&s.pid));
+        before - w.supervisors.len()
     }
 }

@@ -1,0 +1,143 @@
+//! The plan stage, shared by the appliers: which VMs an apply adds, removes,
+//! changes and keeps, from what is live and what is wanted. Pure: no I/O.
+//!
+//! An applier renders what it wants (for s6-rc, a source tree with one
+//! definition fingerprint per service), and compares it with the record of
+//! what is live. Its switch stage then carries the plan out through its own
+//! tools, and the report counts it ([`Changes`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use vm_catalog_protocol::VmName;
+
+use super::fingerprint::Fingerprint;
+
+/// What an apply changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// VMs that get a service.
+    pub added: BTreeSet<VmName>,
+    /// VMs whose service goes.
+    pub removed: BTreeSet<VmName>,
+    /// VMs that keep their service with another definition, or one whose
+    /// live definition is not known.
+    pub changed: BTreeSet<VmName>,
+    /// VMs that keep their service as it is.
+    pub kept: BTreeSet<VmName>,
+}
+
+/// How many VMs a plan adds, removes and changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// VMs added.
+    pub added: usize,
+    /// VMs removed.
+    pub removed: usize,
+    /// VMs changed.
+    pub changed: usize,
+}
+
+impl Plan {
+    /// From `live` (VM → its live definition, `None` when unknown) to
+    /// `wanted`.
+    pub fn between(
+        live: &BTreeMap<VmName, Option<Fingerprint>>,
+        wanted: &BTreeMap<VmName, Fingerprint>,
+    ) -> Plan {
+        let mut plan = Plan::default();
+        for (name, def) in wanted {
+            match live.get(name) {
+                None => plan.added.insert(name.clone()),
+                Some(Some(old)) if old == def => plan.kept.insert(name.clone()),
+                Some(_) => plan.changed.insert(name.clone()),
+            };
+        }
+        plan.removed = live
+            .keys()
+            .filter(|n| !wanted.contains_key(*n))
+            .cloned()
+            .collect();
+        plan
+    }
+
+    /// The counts.
+    pub fn changes(&self) -> Changes {
+        Changes {
+            added: self.added.len(),
+            removed: self.removed.len(),
+            changed: self.changed.len(),
+        }
+    }
+
+    /// Whether nothing is added, removed or changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+impl fmt::Display for Changes {
+    /// `+added -removed ~changed`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "+{} -{} ~{}", self.added, self.removed, self.changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::fingerprint::Hasher;
+
+    fn fp(d: u8) -> Fingerprint {
+        let mut h = Hasher::new("t");
+        h.u64(u64::from(d));
+        h.finish()
+    }
+
+    fn n(s: &str) -> VmName {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_plan_sorts_vms_into_added_removed_changed_kept() {
+        let live = [
+            (n("a"), Some(fp(1))),
+            (n("b"), Some(fp(1))),
+            (n("c"), Some(fp(1))),
+            (n("u"), None),
+        ]
+        .into();
+        let wanted = [
+            (n("a"), fp(1)),
+            (n("b"), fp(2)),
+            (n("d"), fp(1)),
+            (n("u"), fp(1)),
+        ]
+        .into();
+        let p = Plan::between(&live, &wanted);
+        fn names(s: &BTreeSet<VmName>) -> Vec<&str> {
+            s.iter().map(VmName::as_str).collect()
+        }
+        assert_eq!(names(&p.added), ["d"]);
+        assert_eq!(names(&p.removed), ["c"]);
+        assert_eq!(
+            names(&p.changed),
+            ["b", "u"],
+            "an unknown definition counts as changed"
+        );
+        assert_eq!(names(&p.kept), ["a"]);
+        assert_eq!(
+            p.changes(),
+            Changes {
+                added: 1,
+                removed: 1,
+                changed: 2
+            }
+        );
+        assert_eq!(p.changes().to_string(), "+1 -1 ~2");
+        assert!(!p.is_empty());
+        assert!(
+            Plan::between(&[(n("a"), Some(fp(1)))].into(), &[(n("a"), fp(1))].into()).is_empty()
+        );
+    }
+}
