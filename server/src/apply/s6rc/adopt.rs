@@ -6,7 +6,7 @@
 //! and its lock is free ([`super::quiet`]): an update whose daemon was
 //! killed may still be switching. If the wait runs out, the applier adopts
 //! what `LIVE/compiled` says, keeps the database that update may switch to,
-//! deletes nothing, and tries again before each apply (which fails `Busy`
+//! deletes nothing, and looks again before each apply (which fails `Busy`
 //! until then).
 //!
 //! s6-rc-init is never run over an existing live directory (0.5.4.1 breaks

@@ -287,13 +287,14 @@ impl<T: S6rc> S6rcApplier<T> {
     /// The stages, in order.
     fn stages(&mut self, request: &ApplyRequest) -> Step {
         if self.memory.unsettled.is_some() {
-            // Others worked on the live directory at start-up: wait for them
-            // again, as long, before anything.
+            // Others still worked on the live directory when the start-up
+            // wait ran out: look again (once: the rescan is not held up),
+            // and adopt and clean up if they are gone.
             let adopted = adopt::adopt(
                 &mut self.host,
                 &mut self.memory,
                 &self.config.prefix,
-                self.config.timeout,
+                Duration::ZERO,
                 "applying",
             );
             if let Some(busy) = &self.memory.unsettled {
