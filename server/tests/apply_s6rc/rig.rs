@@ -287,7 +287,6 @@ impl Rig for RealRig {
             .iter()
             .map(|f| match f {
                 Fault::Before(code) => format!("before {code}\n"),
-                Fault::After => "after\n".into(),
                 Fault::TakeName(n) => format!("take {n}\n"),
             })
             .collect();
@@ -307,9 +306,8 @@ impl Rig for RealRig {
 /// `faults/compile` exists, and `s6-rc-update` takes the first line of
 /// `faults/update` as its fault:
 /// - `before CODE`: exits CODE without running;
-/// - `after`: runs, then removes every scan-directory link of the live
-///   directory and exits 111 (a failure after the switch, s6rc.md §2.6);
-/// - `take NAME`: someone takes `vm-NAME` in the scan directory first.
+/// - `take NAME`: someone takes `vm-NAME` in the scan directory first, so
+///   that the update fails after its switch (s6rc.md §2.6).
 fn wrap_programs(real: &Path, root: &Path) {
     let dir = root.join("bin");
     fs::create_dir(&dir).unwrap();
@@ -318,7 +316,6 @@ fn wrap_programs(real: &Path, root: &Path) {
         root.join("faults"),
         root.join("scan"),
     );
-    let live = root.join("live");
     for e in fs::read_dir(real).unwrap() {
         let e = e.unwrap();
         let name = e.file_name().into_string().unwrap();
@@ -332,14 +329,9 @@ fn wrap_programs(real: &Path, root: &Path) {
                  case \"$f\" in\n\
                  before\\ *) echo 's6-rc-update: fatal: injected' >&2; exit ${{f#before }} ;;\n\
                  take\\ *) ln -s /nonexistent {scan}/vm-${{f#take }} ;;\n\
-                 after) {real} \"$@\" || exit $?\n\
-                 \x20 for l in {scan}/vm-*; do case $(readlink \"$l\") in {live}/*) rm -f \"$l\" ;; esac; done\n\
-                 \x20 echo 's6-rc-update: fatal: injected after the switch' >&2; exit 111 ;;\n\
                  esac",
                 f = faults.display(),
                 scan = scan.display(),
-                live = live.display(),
-                real = e.path().display(),
             ),
             _ => String::new(),
         };
