@@ -85,8 +85,8 @@ pub enum SocketConfig {
 pub enum ApplyConfig {
     /// Catalog only (`--apply none`).
     None,
-    /// One s6-rc database of VM services.
-    S6rc(S6rcConfig),
+    /// One s6-rc database of VM services (boxed: it is large).
+    S6rc(Box<S6rcConfig>),
 }
 
 impl ApplyConfig {
@@ -166,7 +166,7 @@ impl Config {
             partitions: (!args.no_partitions).then(|| partitions(args, &state_dir)),
             apply: match args.apply {
                 ApplyKind::None => ApplyConfig::None,
-                ApplyKind::S6rc => ApplyConfig::S6rc(s6rc(args, &state_dir)?),
+                ApplyKind::S6rc => ApplyConfig::S6rc(Box::new(s6rc(args, &state_dir)?)),
             },
             vm_dir: absolute("--vm-dir", &args.vm_dir)?,
             notify_fd: args.notify_fd,
@@ -440,7 +440,7 @@ mod tests {
         };
         let mut want = S6rcConfig::new("/run/vm-catalog/s6-rc");
         want.bin_dir = std::env::var_os("S6RC_BINDIR").map(PathBuf::from);
-        assert_eq!(s, want, "the daemon's defaults are the applier's");
+        assert_eq!(*s, want, "the daemon's defaults are the applier's");
     }
 
     #[test]

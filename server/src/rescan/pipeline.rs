@@ -97,7 +97,7 @@ impl RealPipeline {
         let applier: Box<dyn Applier> = match &config.apply {
             ApplyConfig::None => Box::new(NoneApplier::new()),
             ApplyConfig::S6rc(c) => {
-                Box::new(S6rcApplier::open(c.clone()).map_err(PipelineError::Applier)?)
+                Box::new(S6rcApplier::open((**c).clone()).map_err(PipelineError::Applier)?)
             }
         };
         Ok(RealPipeline {
