@@ -252,10 +252,13 @@ impl fmt::Display for Busy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "other programs still work on the live directory {} after {} s",
-            self.live.display(),
-            self.waited.as_secs()
+            "other programs still work on the live directory {}",
+            self.live.display()
         )?;
+        let waited = self.waited.as_secs();
+        if waited > 0 {
+            write!(f, " after {waited} s")?;
+        }
         for (i, h) in self.programs.iter().enumerate() {
             let sep = if i == 0 { ": " } else { ", " };
             write!(f, "{sep}pid {} ({})", h.pid, h.command)?;
