@@ -1,6 +1,6 @@
 //! The report stage's vocabulary, shared by the appliers: what one apply
 //! did, typed. The wire [`ApplyOutcome`](vm_catalog_protocol::ApplyOutcome)
-//! — its status and its message ([`message`]) — is derived from an
+//! — its status and its message (`outcome/message.rs`) — is derived from an
 //! [`Outcome`], so that tests and callers look at values, not at text.
 
 mod message;

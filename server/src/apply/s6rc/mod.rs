@@ -7,21 +7,21 @@
 //!   the live record: added, removed, changed, kept. When the tree is the
 //!   live one, nothing else happens but the restart-pending bookkeeping
 //!   ([`restart`]): [`Outcome::Unchanged`].
-//! - **switch** ([`switch`]): the tree written under the state directory
+//! - **switch** (`switch.rs`): the tree written under the state directory
 //!   ([`store`], [`source`]), compiled into a fresh versioned database and
 //!   switched in — the first time with `s6-rc-init`, then with
 //!   `s6-rc-update` — through the [`tools::S6rc`] trait; `LIVE/compiled`
 //!   and the scan-directory links say what happened ([`live`]).
-//! - **verify or repair** ([`repair`]): a failure after the switch is
+//! - **verify or repair** (`repair.rs`): a failure after the switch is
 //!   repaired at once, or rolled back.
-//! - **report** ([`report`]): the typed [`Outcome`] and what is live become
+//! - **report** (`report.rs`): the typed [`Outcome`] and what is live become
 //!   the [`ApplyReport`].
 //!
 //! What is live and which VMs run an older definition survive daemon
 //! restarts in `state.json` ([`state`]); at start-up the applier waits until
 //! nobody works on the live directory, then adopts it without re-running
-//! s6-rc-init ([`adopt`]). Every s6-rc program runs with a deadline, and
-//! nothing a running update may use is ever deleted ([`cleanup`]).
+//! s6-rc-init (`adopt.rs`). Every s6-rc program runs with a deadline, and
+//! nothing a running update may use is ever deleted (`cleanup.rs`).
 //!
 //! [`Commands`] runs the real s6-rc programs. Facts and measurements:
 //! `shared/reference/s6rc.md`; user documentation: `docs/s6-rc.md`.
