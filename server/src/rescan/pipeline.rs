@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use vm_catalog_protocol::{RescanOutcome, RescanTrigger};
+use vm_catalog_protocol::{RescanOutcome, RescanTrigger, SourceKind, SourceState};
 
 use super::commit::Commit;
 use super::plan::{Plan, Sources};
@@ -43,6 +43,14 @@ pub trait Pipeline: Send + 'static {
     /// calls for another rescan.
     fn after(&mut self) -> Option<RescanTrigger> {
         None
+    }
+
+    /// Whether the catalog holds a failure that a later rescan may clear
+    /// by itself (a directory source that failed: a device error, a
+    /// directory that could not be read), so that the worker retries even
+    /// if no watch fires.
+    fn needs_retry(&self) -> bool {
+        false
     }
 }
 
@@ -142,6 +150,14 @@ impl Pipeline for RealPipeline {
         self.commit.record_dry_run(&result.outcome);
         log_outcome(&result.outcome);
         Ok(result)
+    }
+
+    fn needs_retry(&self) -> bool {
+        // Partitions are retried by hotplug and their manager.
+        self.catalog
+            .sources()
+            .iter()
+            .any(|s| s.state == SourceState::Failed && s.kind != SourceKind::Partition)
     }
 
     fn after(&mut self) -> Option<RescanTrigger> {

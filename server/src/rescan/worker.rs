@@ -165,10 +165,13 @@ impl<P: Pipeline> Worker<P> {
             Ok(r) => r.outcome.apply.status.is_failure(),
             Err(_) => true,
         };
-        if let Some(delay) = self.retry.record(failed, Instant::now()) {
+        let pipeline = &self.pipeline;
+        let source_failed =
+            std::panic::catch_unwind(AssertUnwindSafe(|| pipeline.needs_retry())).unwrap_or(false);
+        if let Some(delay) = self.retry.record(failed || source_failed, Instant::now()) {
             tracing::info!(
                 delay_s = delay.as_secs(),
-                "the rescan or apply failed, retrying later"
+                "the rescan, the apply or a source failed, retrying later"
             );
         }
     }
@@ -198,6 +201,7 @@ mod tests {
         runs: Arc<Mutex<Vec<(RescanTrigger, bool)>>>,
         delay: Duration,
         fail_apply: bool,
+        source_failed: bool,
         panic_on: Option<usize>,
     }
 
@@ -245,6 +249,10 @@ mod tests {
 
         fn dry_run(&mut self, trigger: RescanTrigger) -> Result<RescanResult, RescanError> {
             Ok(self.record(trigger, true))
+        }
+
+        fn needs_retry(&self) -> bool {
+            self.source_failed
         }
     }
 
@@ -316,6 +324,33 @@ mod tests {
         );
         r.rescan(RescanTrigger::Request, false).await.unwrap();
         // Poll for the retry (no one asks for it).
+        let give_up = Instant::now() + Duration::from_secs(30);
+        while runs.lock().unwrap().len() < 2 && Instant::now() < give_up {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(runs.lock().unwrap()[1], (RescanTrigger::Retry, false));
+        r.stop();
+        worker.join().unwrap();
+    }
+
+    /// Regression (issue 12, item 4): a source that failed was only seen
+    /// again on a trigger; with nothing to watch (a device error), never.
+    #[tokio::test]
+    async fn a_failed_source_is_retried_without_a_trigger() {
+        let runs = Arc::new(Mutex::new(Vec::new()));
+        let retry = RetryPolicy {
+            first: Duration::from_millis(1),
+            max: Duration::from_millis(20),
+        };
+        let (r, worker) = Rescans::spawn_with(
+            Counting {
+                runs: runs.clone(),
+                source_failed: true,
+                ..Counting::default()
+            },
+            retry,
+        );
+        r.rescan(RescanTrigger::Request, false).await.unwrap();
         let give_up = Instant::now() + Duration::from_secs(30);
         while runs.lock().unwrap().len() < 2 && Instant::now() < give_up {
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -3,13 +3,21 @@
 //! inotify is not recursive, so after every rescan the rescan hands over
 //! the directories to watch ([`Target`]s, through a [`TargetTx`]; see
 //! [`targets_of`]): each source root, each definition directory and its
-//! `blk/`, `providers/` and `providers/net/`; and, for a source root that
-//! does not exist, its parent (so that creating it is noticed). A directory below a source root is opened fd-relative with
+//! `blk/`, `providers/` and `providers/net/`. A source root that does not
+//! exist is waited for on its nearest existing ancestor, so that creating
+//! it (or any directory on the way) is noticed; a source that failed (too
+//! many entries, not a directory, unreadable) stays watched, on its root
+//! and on that ancestor, so that fixing it is noticed too. A directory
+//! below a source root is opened fd-relative with
 //! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS` and watched through
 //! `/proc/self/fd/N`, so a symlink planted in a source never makes the
 //! daemon watch something else. A watch that cannot be added yet (the
 //! directory does not exist) or that the kernel dropped (the directory was
 //! removed) is tried again after the next rescan.
+//!
+//! A watch on an ancestor is added after the rescan that asked for it: if
+//! the next directory on the way appeared in between, no event will come
+//! for it, so adding such a watch checks for it and rescans at once.
 //!
 //! Events are only hints: after a quiet period (the debounce), one rescan
 //! re-reads everything. `IN_Q_OVERFLOW` (events were lost) also triggers one.
@@ -29,6 +37,7 @@ use vm_catalog_protocol::{RescanTrigger, SourceState};
 
 use crate::definition::SourceScan;
 use crate::rescan::Rescans;
+use crate::source::Presence;
 
 /// The longest a steady stream of events can delay a rescan.
 const MAX_DELAY: Duration = Duration::from_secs(2);
@@ -40,6 +49,9 @@ pub struct Target {
     pub root: PathBuf,
     /// A path below it, resolved without following any symlink.
     pub rel: PathBuf,
+    /// For an ancestor of a missing source root: its child on the way to
+    /// that root, whose appearance is what the watch waits for.
+    pub awaits: Option<PathBuf>,
 }
 
 impl Target {
@@ -48,6 +60,7 @@ impl Target {
         Target {
             root: root.into(),
             rel: PathBuf::new(),
+            awaits: None,
         }
     }
 
@@ -56,7 +69,33 @@ impl Target {
         Target {
             root: root.into(),
             rel: rel.into(),
+            awaits: None,
         }
+    }
+
+    /// The nearest existing ancestor of `missing`, waiting for its child on
+    /// the way to `missing` to appear; `None` if nothing exists up to `/`.
+    pub fn ancestor_of(missing: &Path) -> Option<Target> {
+        let mut child = missing;
+        for dir in missing.ancestors().skip(1) {
+            if dir.is_dir() {
+                return Some(Target {
+                    root: dir.to_path_buf(),
+                    rel: PathBuf::new(),
+                    awaits: Some(child.to_path_buf()),
+                });
+            }
+            child = dir;
+        }
+        None
+    }
+
+    /// Whether what the watch waits for is already there (it appeared
+    /// before the watch was added, so no event will say so).
+    fn arrived(&self) -> bool {
+        self.awaits
+            .as_deref()
+            .is_some_and(|p| std::fs::symlink_metadata(p).is_ok())
     }
 
     /// Opens the directory: the root as configured, anything below it
@@ -80,8 +119,12 @@ impl Target {
 }
 
 /// The directories to watch after a rescan that scanned `scans`: each
-/// source root (its parent when it is missing), each definition directory,
-/// its `blk/`, `providers/` and `providers/net/`.
+/// source root, each definition directory, its `blk/`, `providers/` and
+/// `providers/net/`. A missing root is waited for on its nearest existing
+/// ancestor; a source that failed although it is there (its scan failed:
+/// too many entries, not a directory, unreadable) keeps its root and that
+/// ancestor watched. A source that is gone or could not be made ready (a
+/// partition) is not watched: hotplug and the partition manager see it.
 pub fn targets_of(scans: &[SourceScan]) -> Vec<Target> {
     let mut out = Vec::new();
     for s in scans {
@@ -89,6 +132,11 @@ pub fn targets_of(scans: &[SourceScan]) -> Vec<Target> {
         match s.state {
             SourceState::Ready => {}
             SourceState::Missing => {
+                out.extend(Target::ancestor_of(root));
+                continue;
+            }
+            SourceState::Failed if s.spec.presence == Presence::Present => {
+                out.push(Target::root(root));
                 if let Some(parent) = root.parent() {
                     out.push(Target::root(parent));
                 }
@@ -187,7 +235,10 @@ pub async fn run(
                     return;
                 }
                 let wanted = targets.borrow_and_update().clone();
-                sync(&mut watches, &mut current, &wanted);
+                if sync(&mut watches, &mut current, &wanted) {
+                    tracing::debug!("a directory on the way to a missing source appeared; rescanning");
+                    rescans.trigger(RescanTrigger::Watch);
+                }
             }
             event = stream.next() => {
                 let Some(event) = event else { return };
@@ -215,23 +266,34 @@ pub async fn run(
 }
 
 /// Watches exactly `wanted`: drops the rest, adds what is missing (what
-/// cannot be added yet is tried again at the next call).
-fn sync(watches: &mut Watches, current: &mut HashMap<Target, WatchDescriptor>, wanted: &[Target]) {
+/// cannot be added yet is tried again at the next call). Returns whether a
+/// watch just added on an ancestor finds what it waits for already there.
+fn sync(
+    watches: &mut Watches,
+    current: &mut HashMap<Target, WatchDescriptor>,
+    wanted: &[Target],
+) -> bool {
     let keep: std::collections::HashSet<&Target> = wanted.iter().collect();
-    current.retain(|t, wd| {
-        let keep = keep.contains(t);
-        if !keep {
-            let _ = watches.remove(wd.clone());
+    let (kept, dropped): (HashMap<_, _>, HashMap<_, _>) =
+        current.drain().partition(|(t, _)| keep.contains(t));
+    *current = kept;
+    // Two targets can be one directory, and the kernel gives one watch per
+    // inode: remove it only when no kept target uses it.
+    let in_use: std::collections::HashSet<&WatchDescriptor> = current.values().collect();
+    for wd in dropped.into_values() {
+        if !in_use.contains(&wd) {
+            let _ = watches.remove(wd);
         }
-        keep
-    });
+    }
     let mut failed = 0usize;
+    let mut arrived = false;
     for t in wanted {
         if current.contains_key(t) {
             continue;
         }
         match add(watches, t) {
             Ok(wd) => {
+                arrived |= t.arrived();
                 current.insert(t.clone(), wd);
             }
             Err(_) => failed += 1,
@@ -242,6 +304,7 @@ fn sync(watches: &mut Watches, current: &mut HashMap<Target, WatchDescriptor>, w
         not_yet = failed,
         "watching source directories"
     );
+    arrived
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -254,6 +317,45 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vm_catalog_protocol::Trust;
+
+    fn scan(root: &Path, state: SourceState) -> SourceScan {
+        SourceScan {
+            spec: crate::source::SourceSpec::directory(
+                "user".parse().unwrap(),
+                root,
+                Trust::Untrusted,
+            ),
+            state,
+            diagnostics: Vec::new(),
+            definitions: Vec::new(),
+            exhausted: false,
+        }
+    }
+
+    #[test]
+    fn failed_and_missing_sources_stay_watched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path();
+        let failed = base.join("failed");
+        assert_eq!(
+            targets_of(&[scan(&failed, SourceState::Failed)]),
+            [Target::root(&failed), Target::root(base)]
+        );
+        let missing = base.join("a/b/c");
+        let t = targets_of(&[scan(&missing, SourceState::Missing)]);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].root, base);
+        assert_eq!(t[0].awaits.as_deref(), Some(base.join("a").as_path()));
+        assert!(!t[0].arrived());
+        std::fs::create_dir(base.join("a")).unwrap();
+        assert!(t[0].arrived(), "what it waits for is there");
+        let t = targets_of(&[scan(&missing, SourceState::Missing)]);
+        assert_eq!(t[0].root, base.join("a"));
+        let mut gone = scan(&failed, SourceState::Unavailable);
+        gone.spec.presence = Presence::Gone;
+        assert!(targets_of(&[gone]).is_empty());
+    }
 
     #[test]
     fn targets_below_a_root_never_follow_symlinks() {

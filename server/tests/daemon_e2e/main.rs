@@ -5,6 +5,7 @@
 
 mod lifecycle;
 mod queries;
+mod recovery;
 mod rescans;
 mod subscriptions;
 mod watches;
