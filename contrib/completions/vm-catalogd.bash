@@ -169,12 +169,16 @@ _vm__catalogd() {
             return 0
             ;;
         vm__subcmd__catalogd__subcmd__check)
-            opts="-h --json --sources --trusted-target --help"
+            opts="-h --json --sources --trusted-source --trusted-target --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --trusted-source)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --trusted-target)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

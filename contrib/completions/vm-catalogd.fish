@@ -65,9 +65,10 @@ complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -s h -l help -d 'P
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -s V -l version -d 'Print version'
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -f -a "check" -d 'Validate VM definition directories offline, as an untrusted source would be read'
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c vm-catalogd -n "__fish_vm_catalogd_using_subcommand check" -l trusted-source -d 'A trusted source root (symlinks followed), merged before the DIRs, as the daemon\'s built-in and trusted sources are (repeatable; implies --sources)' -r
 complete -c vm-catalogd -n "__fish_vm_catalogd_using_subcommand check" -l trusted-target -d 'A symlink is accepted when its target is under this prefix (repeatable)' -r -F
 complete -c vm-catalogd -n "__fish_vm_catalogd_using_subcommand check" -l json -d 'Print one JSON object (see --help) instead of text'
-complete -c vm-catalogd -n "__fish_vm_catalogd_using_subcommand check" -l sources -d 'Each DIR is a source root holding definition directories, not a definition directory itself'
+complete -c vm-catalogd -n "__fish_vm_catalogd_using_subcommand check" -l sources -d 'Each DIR is a source root ([LABEL=]DIR) holding definition directories, not a definition directory itself; the roots are merged as the daemon merges its sources'
 complete -c vm-catalogd -n "__fish_vm_catalogd_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vm-catalogd -n "__fish_vm_catalogd_using_subcommand help; and not __fish_seen_subcommand_from check help" -f -a "check" -d 'Validate VM definition directories offline, as an untrusted source would be read'
 complete -c vm-catalogd -n "__fish_vm_catalogd_using_subcommand help; and not __fish_seen_subcommand_from check help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

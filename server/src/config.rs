@@ -263,18 +263,7 @@ fn sources(
             .map(|i| i.collect())
             .unwrap_or_default();
         for (n, value) in values.iter().enumerate() {
-            let (label, dir) = value
-                .split_once('=')
-                .ok_or_else(|| ConfigError::SourceSyntax {
-                    arg,
-                    value: value.clone(),
-                })?;
-            let label = SourceLabel::try_from(label).map_err(|source| ConfigError::Label {
-                arg,
-                label: label.to_owned(),
-                source,
-            })?;
-            let root = absolute(arg, Path::new(dir))?;
+            let (label, root) = label_dir(arg, value)?;
             let pos = positions.get(n).copied().unwrap_or(usize::MAX / 2 + n);
             extra.push((pos, SourceSpec::directory(label, root, trust)));
         }
@@ -290,6 +279,23 @@ fn sources(
         return Err(ConfigError::DuplicateLabel(w[0].clone()));
     }
     Ok(out)
+}
+
+/// A `LABEL=DIR` argument of `arg`: the label, and the directory made
+/// absolute.
+pub fn label_dir(arg: &'static str, value: &str) -> Result<(SourceLabel, PathBuf), ConfigError> {
+    let (label, dir) = value
+        .split_once('=')
+        .ok_or_else(|| ConfigError::SourceSyntax {
+            arg,
+            value: value.to_owned(),
+        })?;
+    let label = SourceLabel::try_from(label).map_err(|source| ConfigError::Label {
+        arg,
+        label: label.to_owned(),
+        source,
+    })?;
+    Ok((label, absolute(arg, Path::new(dir))?))
 }
 
 /// A group by name or number.

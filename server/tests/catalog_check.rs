@@ -152,3 +152,82 @@ fn check_usage_errors_exit_2() {
         Some(2)
     );
 }
+
+/// Regression (issue 12, item 7): `check --sources` passed provider
+/// cycles, self-providers and missing providers, which the daemon rejects.
+/// It now merges the sources as the daemon's rescan does.
+#[test]
+fn check_sources_gives_the_daemons_verdict_on_providers() {
+    let t = Tree::new();
+    for vm in ["a", "b", "selfish", "lonely", "netvm", "client"] {
+        t.vm("src", vm);
+    }
+    t.provider("src", "a", "b");
+    t.provider("src", "b", "a");
+    t.provider("src", "selfish", "selfish");
+    t.provider("src", "lonely", "nosuch");
+    t.provider("src", "client", "netvm");
+    let src = t.join("src");
+    let o = check(&[os(&"--sources"), os(&src)]);
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    for (vm, code) in [
+        ("a", "provider-cycle"),
+        ("b", "provider-cycle"),
+        ("selfish", "provider-cycle"),
+        ("lonely", "missing-provider"),
+    ] {
+        let line = text
+            .lines()
+            .skip_while(|l| !l.starts_with(&format!("{vm} (")))
+            .take(3)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            line.contains("INVALID") && line.contains(code),
+            "{vm}: {text}"
+        );
+    }
+    assert!(
+        text.contains(&format!("client ({}/client): valid", src.display())),
+        "{text}"
+    );
+    assert!(
+        text.contains("checked 6 definitions: 2 valid, 4 invalid"),
+        "{text}"
+    );
+    // The same in JSON, with each definition's state.
+    let o = check(&[os(&"--json"), os(&"--sources"), os(&src)]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("valid JSON");
+    let state = |name: &str| {
+        v["definitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == name)
+            .map(|d| (d["state"].clone(), d["valid"].clone()))
+            .unwrap()
+    };
+    assert_eq!(state("selfish"), ("rejected".into(), false.into()));
+    assert_eq!(state("client"), ("active".into(), true.into()));
+}
+
+/// Several roots are merged in order, as the daemon's sources are: the
+/// first claims a name, later ones are shadowed, and a provider may come
+/// from another root.
+#[test]
+fn check_sources_merges_roots_in_order() {
+    let t = Tree::new();
+    t.vm("sys", "netvm");
+    t.vm("usr", "netvm");
+    t.vm("usr", "app");
+    t.provider("usr", "app", "netvm");
+    let o = check(&[os(&"--sources"), os(&t.join("sys")), os(&t.join("usr"))]);
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(text.contains("shadowed by dir1"), "{text}");
+    assert!(
+        text.contains("checked 3 definitions: 3 valid, 0 invalid"),
+        "{text}"
+    );
+}
