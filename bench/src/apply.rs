@@ -144,6 +144,7 @@ fn vms(n: usize, extra: bool) -> Vec<ActiveVm> {
                 name: name.parse().unwrap(),
                 providers,
                 fingerprint: i as u64,
+                id: format!("id{i}").parse().unwrap(),
             }
         })
         .collect();
@@ -153,6 +154,7 @@ fn vms(n: usize, extra: bool) -> Vec<ActiveVm> {
             view: "/run/vm/extra/config".into(),
             providers: vec![],
             fingerprint: 0,
+            id: "extra".parse().unwrap(),
         });
     }
     v

@@ -187,17 +187,17 @@ pub fn run(quick: bool) -> Result<(), String> {
             return Err("an unchanged rescan changed the catalog".into());
         }
         let mut remembered = views::Views::new(&vm_dir);
-        let report = remembered.sync(current.active_definitions());
+        let report = remembered.sync(current.active());
         if let Some(e) = report.errors.first() {
             return Err(format!("views: {e}"));
         }
         let mut rewritten = false;
         let view_read = measure(runs, || {
-            let r = views::sync(&vm_dir, current.active_definitions());
+            let r = views::sync(&vm_dir, current.active());
             rewritten |= r.unchanged.len() != n;
         });
         let view_mem = measure(runs, || {
-            let r = remembered.sync(current.active_definitions());
+            let r = remembered.sync(current.active());
             rewritten |= r.unchanged.len() != n;
         });
         if rewritten {

@@ -177,6 +177,10 @@ wire_code! {
         /// More diagnostics or providers than fit in one frame: the rest are
         /// not shown (warning; the message says how many).
         Truncated = 30 => "truncated",
+        /// An untrusted directory source on a file system mounted without
+        /// `nosymfollow`: a symlink planted there after a scan can redirect a
+        /// VMM (warning, on the source).
+        SymlinksFollowed = 31 => "symlinks-followed",
     }
 }
 

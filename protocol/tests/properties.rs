@@ -79,11 +79,14 @@ prop_compose! {
         restart_pending in any::<bool>(),
         shadowed_by in proptest::option::of(source_label()),
         revision in any::<u64>(),
+        fingerprint in proptest::option::of(any::<u64>()),
+        id in proptest::option::of("[a-zA-Z0-9]{1,32}"),
     ) -> VmEntry {
         VmEntry {
             name, source, state, path, view, service,
             providers: providers.into_iter().map(|name| Provider { kind: ProviderKind::Net, name }).collect(),
             diagnostics, restart_pending, shadowed_by, revision,
+            fingerprint, id: id.map(|i| i.parse().unwrap()),
         }
     }
 }

@@ -17,7 +17,7 @@ use vm_catalog_protocol::{
     Diagnostic, Epoch, Severity, SourceLabel, SourceState, Trust, VmEntry, VmState,
 };
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, MergeOptions, Names, VmIds};
 use crate::config::label_dir;
 use crate::definition::{
     Definition, ScanOptions, display_path, has_error, is_valid_prefix, scan_definition_dir,
@@ -73,6 +73,10 @@ pub struct CheckArgs {
     /// --sources).
     #[arg(long = "trusted-source", value_name = "LABEL=DIR")]
     pub trusted_sources: Vec<String>,
+    /// With --sources: how VMs are named, as the daemon's --names
+    /// (`qualified`: `<label>.<directory name>`).
+    #[arg(long, value_enum, default_value = "plain")]
+    pub names: Names,
     /// A symlink is accepted when its target is under this prefix (repeatable).
     #[arg(
         long = "trusted-target",
@@ -164,8 +168,12 @@ fn specs(args: &CheckArgs) -> Result<Vec<SourceSpec>, Usage> {
 fn collect_sources(args: &CheckArgs, opts: &ScanOptions) -> Result<Findings, Usage> {
     let specs = specs(args)?;
     let empty = Catalog::empty(Epoch(0));
-    let plan =
-        Plan::new(&empty, &specs, opts, Path::new("/run/vm")).map_err(|e| Usage(e.to_string()))?;
+    let merge = MergeOptions {
+        names: args.names,
+        ..MergeOptions::plain("/run/vm")
+    };
+    let plan = Plan::new(&empty, &specs, opts, &merge, &mut VmIds::new(1))
+        .map_err(|e| Usage(e.to_string()))?;
     let draft = plan.draft();
     let mut f = Findings::default();
     for s in draft.sources() {

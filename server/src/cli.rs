@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::apply::s6rc::config as s6rc;
+use crate::catalog::{Layout, Names};
 use crate::logging::LogFormat;
 
 /// One catalog of the host's VMs: the VM catalog daemon.
@@ -93,11 +94,12 @@ pub struct DaemonArgs {
     pub max_connections_per_uid: u32,
 
     // ── Sources ──
-    /// The built-in VM definitions (trusted: symlinks are followed). A
-    /// missing directory is an empty source with a warning.
+    /// The built-in VM definitions (trusted: symlinks are followed), labelled
+    /// `builtin` unless LABEL= is given (Spectrum: sys=/usr/lib/spectrum/vm).
+    /// A missing directory is an empty source with a warning.
     #[arg(
         long,
-        value_name = "DIR",
+        value_name = "[LABEL=]DIR",
         default_value = crate::source::dir::DEFAULT_BUILTIN_ROOT,
         help_heading = "Sources"
     )]
@@ -122,6 +124,12 @@ pub struct DaemonArgs {
         help_heading = "Sources"
     )]
     pub trusted_targets: Vec<PathBuf>,
+    /// How VMs are named: `plain`, a definition's directory name (the
+    /// highest-precedence definition of a name wins, the others are
+    /// shadowed), or `qualified`, `<source label>.<directory name>`
+    /// (Spectrum's `sys.netvm`: nothing is shadowed).
+    #[arg(long, value_enum, default_value = "plain", help_heading = "Sources")]
+    pub names: Names,
     /// Do not watch source directories (rescan only on request, SIGHUP or hotplug).
     #[arg(long, help_heading = "Sources")]
     pub no_watch: bool,
@@ -231,7 +239,7 @@ pub struct DaemonArgs {
     /// The most VM services the database may hold.
     #[arg(long, value_name = "N", help_heading = "Applying")]
     pub max_services: Option<usize>,
-    /// Where each active VM's view (`<DIR>/<name>/config`) is built.
+    /// Where each active VM's view is built.
     #[arg(
         long,
         value_name = "DIR",
@@ -239,9 +247,14 @@ pub struct DaemonArgs {
         help_heading = "Applying"
     )]
     pub vm_dir: PathBuf,
+    /// How views are laid out under --vm-dir: `plain`, `<DIR>/<name>/config`,
+    /// or `spectrum`, `<DIR>/by-id/<id>/config` with `<DIR>/by-name/<name>`
+    /// linking to `<DIR>/by-id/<id>` (ids kept in the state directory).
+    #[arg(long, value_enum, default_value = "plain", help_heading = "Applying")]
+    pub vm_layout: Layout,
 
     // ── Daemon ──
-    /// State: compiled databases, partition mount points.
+    /// State: compiled databases, partition mount points, VM ids.
     #[arg(
         long,
         value_name = "DIR",

@@ -12,6 +12,7 @@ use clap::ArgMatches;
 use vm_catalog_protocol::{SourceLabel, Trust};
 
 use crate::apply::s6rc::S6rcConfig;
+use crate::catalog::MergeOptions;
 use crate::cli::{ApplyKind, DaemonArgs};
 use crate::definition::ScanOptions;
 use crate::rpc::Limits;
@@ -118,8 +119,10 @@ pub struct Config {
     pub partitions: Option<PartitionConfig>,
     /// The applier.
     pub apply: ApplyConfig,
-    /// Where the views are built (`<vm-dir>/<name>/config`).
-    pub vm_dir: PathBuf,
+    /// How VMs are named and where their views are built.
+    pub merge: MergeOptions,
+    /// Where the VM ids are kept (`<state-dir>/vm-ids`).
+    pub ids_file: PathBuf,
     /// Readiness notification fd.
     pub notify_fd: Option<i32>,
 }
@@ -168,7 +171,12 @@ impl Config {
                 ApplyKind::None => ApplyConfig::None,
                 ApplyKind::S6rc => ApplyConfig::S6rc(Box::new(s6rc(args, &state_dir)?)),
             },
-            vm_dir: absolute("--vm-dir", &args.vm_dir)?,
+            merge: MergeOptions {
+                names: args.names,
+                layout: args.vm_layout,
+                vm_dir: absolute("--vm-dir", &args.vm_dir)?,
+            },
+            ids_file: state_dir.join("vm-ids"),
             notify_fd: args.notify_fd,
         })
     }
@@ -246,7 +254,7 @@ fn sources(
     args: &DaemonArgs,
     matches: Option<&ArgMatches>,
 ) -> Result<Vec<SourceSpec>, ConfigError> {
-    let mut out = vec![SourceSpec::builtin(absolute("--builtin", &args.builtin)?)];
+    let mut out = vec![builtin(&args.builtin)?];
     // (position on the command line, source)
     let mut extra: Vec<(usize, SourceSpec)> = Vec::new();
     for (arg, id, values, trust) in [
@@ -279,6 +287,22 @@ fn sources(
         return Err(ConfigError::DuplicateLabel(w[0].clone()));
     }
     Ok(out)
+}
+
+/// The built-in source of `--builtin [LABEL=]DIR` (labelled `builtin`
+/// unless a label is given).
+fn builtin(value: &Path) -> Result<SourceSpec, ConfigError> {
+    let text = value.to_string_lossy();
+    let labelled = text
+        .split_once('=')
+        .filter(|(l, _)| SourceLabel::try_from(*l).is_ok());
+    Ok(match labelled {
+        Some(_) => {
+            let (label, root) = label_dir("--builtin", &text)?;
+            SourceSpec::builtin(root).with_label(label)
+        }
+        None => SourceSpec::builtin(absolute("--builtin", value)?),
+    })
 }
 
 /// A `LABEL=DIR` argument of `arg`: the label, and the directory made

@@ -39,7 +39,7 @@ fn views_link_every_part_to_its_final_path() {
     t.dir("src/app/fs");
     t.vm("src", "net");
     let d = draft(&t, &Catalog::empty(Epoch(1)));
-    let report = views::sync(&t.join("vm"), d.active_definitions());
+    let report = views::sync(&t.join("vm"), d.active());
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_eq!(names(&report.created), ["app", "net"]);
     let cfg = t.join("vm/app/config");
@@ -86,7 +86,7 @@ fn views_are_left_untouched_swapped_or_removed() {
     let vm_dir = t.join("vm");
     let g0 = Catalog::empty(Epoch(1));
     let first = draft(&t, &g0);
-    views::sync(&vm_dir, first.active_definitions());
+    views::sync(&vm_dir, first.active());
     let g1 = g0.successor(first).unwrap().0;
     let ino = |name: &str| {
         std::fs::symlink_metadata(vm_dir.join(name).join("config"))
@@ -99,7 +99,7 @@ fn views_are_left_untouched_swapped_or_removed() {
     t.file("src/grow/blk/more.img", b"");
     std::fs::remove_dir_all(t.join("src/leave")).unwrap();
     let d = draft(&t, &g1);
-    let report = views::sync(&vm_dir, d.active_definitions());
+    let report = views::sync(&vm_dir, d.active());
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_eq!(names(&report.unchanged), ["stay"]);
     assert_eq!(names(&report.replaced), ["grow"]);
@@ -121,7 +121,7 @@ fn views_are_left_untouched_swapped_or_removed() {
         "a VM directory with other files stays"
     );
 
-    let report = views::sync(&vm_dir, d.active_definitions());
+    let report = views::sync(&vm_dir, d.active());
     assert_eq!(names(&report.unchanged), ["grow", "stay"]);
     assert!(report.created.is_empty() && report.replaced.is_empty() && report.removed.is_empty());
 }
@@ -136,7 +136,7 @@ fn views_of_others_are_never_touched_and_leftovers_are_cleaned() {
     // An interrupted build.
     t.file("vm/vm/.config.new/junk", b"");
     let d = draft(&t, &Catalog::empty(Epoch(1)));
-    let report = views::sync(&vm_dir, d.active_definitions());
+    let report = views::sync(&vm_dir, d.active());
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_eq!(names(&report.created), ["vm"]);
     assert!(report.removed.is_empty());
@@ -145,7 +145,7 @@ fn views_of_others_are_never_touched_and_leftovers_are_cleaned() {
     // A view that was tampered with is rebuilt.
     std::fs::remove_file(vm_dir.join("vm/config/vmlinux")).unwrap();
     std::os::unix::fs::symlink("/etc/shadow", vm_dir.join("vm/config/vmlinux")).unwrap();
-    let report = views::sync(&vm_dir, d.active_definitions());
+    let report = views::sync(&vm_dir, d.active());
     assert_eq!(names(&report.replaced), ["vm"]);
     assert_eq!(
         link(vm_dir.join("vm/config/vmlinux")),
@@ -161,7 +161,7 @@ fn views_failures_are_reported_and_can_reject_the_vm() {
     t.provider("src", "app", "net");
     t.file("vm/net", b"a file where the VM's directory should be");
     let mut d = draft(&t, &Catalog::empty(Epoch(1)));
-    let report = views::sync(&t.join("vm"), d.active_definitions());
+    let report = views::sync(&t.join("vm"), d.active());
     assert_eq!(names(&report.created), ["app"]);
     assert_eq!(report.errors.len(), 1);
     let e = &report.errors[0];
@@ -175,7 +175,7 @@ fn views_failures_are_reported_and_can_reject_the_vm() {
         states,
         [("app", VmState::Rejected), ("net", VmState::Rejected)]
     );
-    let report = views::sync(&t.join("vm"), d.active_definitions());
+    let report = views::sync(&t.join("vm"), d.active());
     assert!(report.errors.is_empty());
     assert_eq!(
         names(&report.removed),
@@ -183,7 +183,7 @@ fn views_failures_are_reported_and_can_reject_the_vm() {
         "a second sync removes the rejected dependant's view"
     );
 
-    let report = views::sync(&t.join("vm/net/sub"), d.active_definitions());
+    let report = views::sync(&t.join("vm/net/sub"), d.active());
     assert_eq!(
         report.errors.len(),
         1,
@@ -199,19 +199,13 @@ fn views_remembered_are_not_read_back_until_forgotten() {
     t.vm("src", "b");
     let mut views = views::Views::new(t.join("vm"));
     let d = draft(&t, &Catalog::empty(Epoch(1)));
-    assert_eq!(
-        names(&views.sync(d.active_definitions()).created),
-        ["a", "b"]
-    );
+    assert_eq!(names(&views.sync(d.active()).created), ["a", "b"]);
     // Tampered with behind the daemon's back: trusted from memory...
     std::fs::remove_file(t.join("vm/a/config/vmlinux")).unwrap();
-    assert_eq!(
-        names(&views.sync(d.active_definitions()).unchanged),
-        ["a", "b"]
-    );
+    assert_eq!(names(&views.sync(d.active()).unchanged), ["a", "b"]);
     // ...until forgotten.
     views.forget();
-    let r = views.sync(d.active_definitions());
+    let r = views.sync(d.active());
     assert_eq!(
         (names(&r.replaced), names(&r.unchanged)),
         (vec!["a"], vec!["b"])
@@ -221,7 +215,7 @@ fn views_remembered_are_not_read_back_until_forgotten() {
     t.file("src/b/blk/x.img", b"");
     std::fs::remove_dir_all(t.join("src/a")).unwrap();
     let d = draft(&t, &Catalog::empty(Epoch(1)));
-    let r = views.sync(d.active_definitions());
+    let r = views.sync(d.active());
     assert_eq!(
         (names(&r.replaced), names(&r.removed)),
         (vec!["b"], vec!["a"])

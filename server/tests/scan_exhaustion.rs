@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use vm_catalog_protocol::Epoch;
 use vm_catalog_tests::tree::Tree;
-use vm_catalogd::catalog::Catalog;
+use vm_catalogd::catalog::{Catalog, MergeOptions, VmIds};
 use vm_catalogd::definition::{ScanOptions, scan_source};
 use vm_catalogd::rescan::{Plan, ScanExhausted};
 use vm_catalogd::source::SourceSpec;
@@ -29,9 +29,17 @@ fn a_scan_out_of_file_descriptors_rejects_nothing() {
     assert!(!ok.exhausted);
     assert_eq!(ok.definitions.len(), 2);
     assert!(ok.definitions.iter().all(|d| d.is_valid()));
-    let (opts, vm_dir) = (ScanOptions::default(), t.join("vm"));
+    let (opts, merge) = (ScanOptions::default(), MergeOptions::plain(t.join("vm")));
+    let mut ids = VmIds::new(1);
     let current = Catalog::empty(Epoch(1));
-    let fed = Plan::new(&current, std::slice::from_ref(&spec), &opts, &vm_dir).unwrap();
+    let fed = Plan::new(
+        &current,
+        std::slice::from_ref(&spec),
+        &opts,
+        &merge,
+        &mut ids,
+    )
+    .unwrap();
     assert_eq!(fed.draft().entries().len(), 2);
 
     // Take every descriptor the process may still open.
@@ -52,7 +60,13 @@ fn a_scan_out_of_file_descriptors_rejects_nothing() {
         assert!(held.len() < 1 << 20, "no descriptor limit?");
     }
     let starved = scan_source(&spec, &ScanOptions::default());
-    let plan = Plan::new(&current, std::slice::from_ref(&spec), &opts, &vm_dir);
+    let plan = Plan::new(
+        &current,
+        std::slice::from_ref(&spec),
+        &opts,
+        &merge,
+        &mut ids,
+    );
     drop(held);
     assert_eq!(
         plan.unwrap_err(),

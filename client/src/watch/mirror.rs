@@ -182,6 +182,8 @@ pub(super) mod tests {
             restart_pending: false,
             shadowed_by: None,
             revision: 1,
+            fingerprint: None,
+            id: None,
         }
     }
 

@@ -26,6 +26,8 @@ fn entry(name: &str, diags: usize) -> VmEntry {
         restart_pending: false,
         shadowed_by: None,
         revision: 1,
+        fingerprint: None,
+        id: None,
     }
 }
 

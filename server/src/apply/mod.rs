@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
 
-use vm_catalog_protocol::{ApplyOutcome, DiagCode, VmName};
+use vm_catalog_protocol::{ApplyOutcome, DiagCode, VmId, VmName};
 
 pub mod fingerprint;
 pub mod none;
@@ -35,12 +35,16 @@ pub use outcome::Outcome;
 pub struct ActiveVm {
     /// Its name (also its service name in the VM database).
     pub name: VmName,
-    /// Its view directory (`<vm-dir>/<name>/config`), which the VMM reads.
+    /// Its view directory (`<vm-dir>/<name>/config`, or
+    /// `<vm-dir>/by-id/<id>/config`), which the VMM reads.
     pub view: PathBuf,
     /// The VMs that provide its network: service dependencies.
     pub providers: Vec<VmName>,
     /// Changes whenever anything the VMM would see changes.
     pub fingerprint: u64,
+    /// Its definition's id: unique, stable across rescans and restarts, valid
+    /// as a file name and an s6 instance name.
+    pub id: VmId,
 }
 
 /// What to apply.

@@ -70,6 +70,7 @@ mod tests {
             view: "/run/vm/netvm/config".into(),
             providers: vec![],
             fingerprint: 1,
+            id: "AAAAAA".parse().unwrap(),
         };
         let report = NoneApplier::new().apply(&ApplyRequest {
             generation: 7,

@@ -23,6 +23,8 @@ fn same_entry(a: &VmEntry, b: &VmEntry) -> bool {
         restart_pending,
         shadowed_by,
         revision: _,
+        fingerprint,
+        id,
     } = a;
     (name, source, state, path, view, service)
         == (&b.name, &b.source, &b.state, &b.path, &b.view, &b.service)
@@ -33,6 +35,7 @@ fn same_entry(a: &VmEntry, b: &VmEntry) -> bool {
                 &b.restart_pending,
                 &b.shadowed_by,
             )
+        && (fingerprint, id) == (&b.fingerprint, &b.id)
 }
 
 /// What happened to a candidate present in both generations.

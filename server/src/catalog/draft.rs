@@ -3,12 +3,11 @@
 //! [`super::Catalog::successor`] turns it into the next snapshot.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use vm_catalog_protocol::{Cursor, DiagCode, Diagnostic, SourceEntry, VmEntry, VmName, VmState};
 
 use super::resolve::{Annotations, Raw, resolve};
-use super::{Candidate, active_vms};
+use super::{Candidate, MergeOptions, active_vms};
 use crate::apply::{ActiveVm, ApplyReport, ApplyRequest};
 use crate::definition::Definition;
 
@@ -17,7 +16,7 @@ use crate::definition::Definition;
 pub struct Draft {
     base: Cursor,
     base_active: Vec<ActiveVm>,
-    vm_dir: PathBuf,
+    opts: MergeOptions,
     raws: Vec<Raw>,
     forced: BTreeMap<VmName, Vec<Diagnostic>>,
     notes: Annotations,
@@ -29,7 +28,7 @@ impl Draft {
     pub(super) fn new(
         base: Cursor,
         base_active: Vec<ActiveVm>,
-        vm_dir: PathBuf,
+        opts: MergeOptions,
         raws: Vec<Raw>,
         sources: Vec<SourceEntry>,
         notes: Annotations,
@@ -37,7 +36,7 @@ impl Draft {
         let mut d = Draft {
             base,
             base_active,
-            vm_dir,
+            opts,
             raws,
             forced: BTreeMap::new(),
             notes,
@@ -49,7 +48,7 @@ impl Draft {
     }
 
     fn rebuild(&mut self) {
-        self.candidates = resolve(&self.raws, &self.forced, &self.vm_dir, &self.notes);
+        self.candidates = resolve(&self.raws, &self.forced, &self.opts, &self.notes);
     }
 
     /// The catalog position this draft was merged against.
@@ -73,13 +72,21 @@ impl Draft {
         &self.sources
     }
 
-    /// The definitions of the active VMs, sorted by name: what the views show.
+    /// The definitions of the active VMs, sorted by name.
     pub fn active_definitions(&self) -> Vec<&Definition> {
+        self.active().map(|c| &*c.definition).collect()
+    }
+
+    /// The active candidates, sorted by name: what the views show.
+    pub fn active(&self) -> impl Iterator<Item = &Candidate> + '_ {
         self.candidates
             .iter()
             .filter(|c| c.entry.state == VmState::Active)
-            .map(|c| &*c.definition)
-            .collect()
+    }
+
+    /// How the draft names VMs and places their views.
+    pub fn options(&self) -> &MergeOptions {
+        &self.opts
     }
 
     /// Rejects the VM `name` from outside the scan (for example, its view

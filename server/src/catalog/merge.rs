@@ -6,27 +6,69 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use vm_catalog_protocol::{SourceEntry, SourceState};
+use vm_catalog_protocol::{DiagCode, Diagnostic, SourceEntry, SourceLabel, SourceState, VmName};
 
 use super::draft::Draft;
 use super::resolve::Raw;
-use super::{Catalog, active_vms};
-use crate::definition::{SourceScan, display_path};
+use super::{Catalog, MergeOptions, Names, VmIds, active_vms};
+use crate::definition::{Definition, SourceScan, display_path};
+
+/// [`merge_with`] with plain names and views under `vm_dir`, keeping the ids
+/// of `prev`'s definitions (new ones come from a fixed seed).
+pub fn merge(prev: &Catalog, scans: Vec<SourceScan>, vm_dir: &Path) -> Draft {
+    let known = prev.candidates.iter().map(|c| {
+        (
+            (c.entry.source.clone(), c.definition.name.clone()),
+            c.id.clone(),
+        )
+    });
+    merge_with(
+        prev,
+        scans,
+        &MergeOptions::plain(vm_dir),
+        &mut VmIds::with(known, 1),
+    )
+}
+
+/// The catalog name of `def` from the source `label`, or why it has none.
+fn catalog_name(names: Names, label: &SourceLabel, def: &Definition) -> Result<VmName, Diagnostic> {
+    match names {
+        Names::Plain => Ok(def.name.clone()),
+        Names::Qualified => {
+            VmName::try_from(format!("{label}.{}", def.name)).map_err(|why| Diagnostic {
+                code: DiagCode::InvalidName,
+                severity: vm_catalog_protocol::Severity::Error,
+                path: display_path(&def.dir),
+                message: format!(
+                    "the qualified name {label}.{} is not a valid VM name: {why}",
+                    def.name
+                ),
+            })
+        }
+    }
+}
 
 /// Merges `scans` (in precedence order: index 0 wins) against `prev`.
 ///
+/// - Each definition is named as `opts.names` says, and has an id from
+///   `ids` (made there if it is new).
 /// - Each name is claimed by its highest-precedence available definition,
 ///   valid or not; lower ones are `shadowed` (naming the winner).
-/// - Providers are resolved: a missing, unavailable, rejected or cyclic
-///   provider rejects its dependants, transitively.
+/// - Providers are resolved: a missing, unavailable, shadowed, rejected or
+///   cyclic provider rejects its dependants, transitively.
 /// - A source whose state is `unavailable` (gone) or `failed` keeps its
 ///   definitions from `prev`, as `unavailable`.
 /// - A scan whose label repeats an earlier one is ignored (and logged).
 ///
-/// Active entries get their view, `<vm_dir>/<name>/config`. The live-state
-/// annotations (`service`, `restart_pending`) are carried over from `prev`
-/// until [`Draft::annotate`] replaces them.
-pub fn merge(prev: &Catalog, scans: Vec<SourceScan>, vm_dir: &Path) -> Draft {
+/// Active entries get their view, as `opts.layout` places it. The
+/// live-state annotations (`service`, `restart_pending`) are carried over
+/// from `prev` until [`Draft::annotate`] replaces them.
+pub fn merge_with(
+    prev: &Catalog,
+    scans: Vec<SourceScan>,
+    opts: &MergeOptions,
+    ids: &mut VmIds,
+) -> Draft {
     let mut seen = BTreeSet::new();
     let mut sources = Vec::with_capacity(scans.len());
     let mut raws = Vec::new();
@@ -38,11 +80,14 @@ pub fn merge(prev: &Catalog, scans: Vec<SourceScan>, vm_dir: &Path) -> Draft {
         let precedence = sources.len() as u32;
         let label = scan.spec.label.clone();
         let before = raws.len();
+        let mut diagnostics = scan.diagnostics;
         match scan.state {
             SourceState::Unavailable | SourceState::Failed => {
                 for c in prev.candidates.iter().filter(|c| c.entry.source == label) {
                     raws.push(Raw {
                         def: c.definition.clone(),
+                        name: c.entry.name.clone(),
+                        id: c.id.clone(),
                         source: label.clone(),
                         precedence,
                         unavailable: true,
@@ -51,12 +96,18 @@ pub fn merge(prev: &Catalog, scans: Vec<SourceScan>, vm_dir: &Path) -> Draft {
             }
             SourceState::Ready | SourceState::Missing => {
                 for def in scan.definitions {
-                    raws.push(Raw {
-                        def: Arc::new(def),
-                        source: label.clone(),
-                        precedence,
-                        unavailable: false,
-                    });
+                    match catalog_name(opts.names, &label, &def) {
+                        Ok(name) => raws.push(Raw {
+                            id: ids.assign(&label, &def.name),
+                            def: Arc::new(def),
+                            name,
+                            source: label.clone(),
+                            precedence,
+                            unavailable: false,
+                        }),
+                        // Not a definition at all, as an invalid directory name.
+                        Err(d) => diagnostics.push(d),
+                    }
                 }
             }
         }
@@ -72,16 +123,16 @@ pub fn merge(prev: &Catalog, scans: Vec<SourceScan>, vm_dir: &Path) -> Draft {
             read_only: spec.read_only,
             precedence,
             definitions: (raws.len() - before) as u32,
-            diagnostics: scan.diagnostics,
+            diagnostics,
             revision: 0,
         });
     }
-    raws.sort_by(|a, b| (&a.def.name, a.precedence).cmp(&(&b.def.name, b.precedence)));
+    raws.sort_by(|a, b| (&a.name, a.precedence).cmp(&(&b.name, b.precedence)));
     let notes = prev.notes.clone();
     Draft::new(
         prev.cursor(),
         active_vms(&prev.candidates),
-        vm_dir.to_path_buf(),
+        opts.clone(),
         raws,
         sources,
         notes,

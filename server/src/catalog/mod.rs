@@ -7,37 +7,140 @@
 //! then [`Catalog::successor`] gives the next snapshot and its ordered
 //! change batch, or `None` when nothing changed (the generation stays). A
 //! dry run computes `successor` and throws it away.
+//!
+//! How VMs are named ([`Names`]), where their views go ([`Layout`]) and
+//! what a name given anywhere refers to ([`references`]) are decided here
+//! too; every definition gets a stable [`VmIds`] id.
 
 mod cycles;
 mod diff;
 mod draft;
+mod ids;
 mod merge;
+mod providers;
 mod resolve;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use vm_catalog_protocol::{Cursor, Epoch, SourceEntry, SourceLabel, VmEntry, VmState};
+use vm_catalog_protocol::{
+    Cursor, Epoch, Provider, SourceEntry, SourceLabel, VmEntry, VmId, VmName, VmState,
+};
 
 use crate::apply::{ActiveVm, ApplyRequest};
 use crate::definition::Definition;
 
 pub use draft::Draft;
-pub use merge::merge;
-pub use resolve::view_path;
+pub use ids::{ID_LEN, IdKey, VmIds};
+pub use merge::{merge, merge_with};
+
+/// How catalog names are made from directory names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Names {
+    /// A VM's name is its directory's name; one name, one VM: the
+    /// highest-precedence definition claims it, the others are shadowed.
+    #[default]
+    Plain,
+    /// A VM's name is `<source label>.<directory name>` (`sys.netvm`,
+    /// `user.nc`), Spectrum's naming: names do not collide, nothing is
+    /// shadowed.
+    Qualified,
+}
+
+/// Where the view of an active VM is built, under the VM directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Layout {
+    /// `<vm-dir>/<name>/config`.
+    #[default]
+    Plain,
+    /// `<vm-dir>/by-id/<id>/config`, and `<vm-dir>/by-name/<name>` linking to
+    /// `<vm-dir>/by-id/<id>`: Spectrum's `/run/vm`.
+    Spectrum,
+}
+
+impl Layout {
+    /// The directory that holds the view `config` of the VM `name` with
+    /// the id `id`, relative to the VM directory.
+    pub fn slot(self, name: &VmName, id: &VmId) -> PathBuf {
+        match self {
+            Layout::Plain => PathBuf::from(name.as_str()),
+            Layout::Spectrum => Path::new(BY_ID).join(id.as_str()),
+        }
+    }
+
+    /// The view of the VM `name` with the id `id`.
+    pub fn view_path(self, vm_dir: &Path, name: &VmName, id: &VmId) -> PathBuf {
+        vm_dir.join(self.slot(name, id)).join("config")
+    }
+}
+
+/// The directory of the by-id views, in the Spectrum layout.
+pub const BY_ID: &str = "by-id";
+/// The directory of the by-name links, in the Spectrum layout.
+pub const BY_NAME: &str = "by-name";
+
+/// How a merge names the VMs and where their views go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeOptions {
+    /// Plain or qualified names.
+    pub names: Names,
+    /// Where the views go.
+    pub layout: Layout,
+    /// The VM directory.
+    pub vm_dir: PathBuf,
+}
+
+impl MergeOptions {
+    /// Plain names, plain views under `vm_dir`.
+    pub fn plain(vm_dir: impl Into<PathBuf>) -> MergeOptions {
+        MergeOptions {
+            names: Names::Plain,
+            layout: Layout::Plain,
+            vm_dir: vm_dir.into(),
+        }
+    }
+}
+
+/// The ways a reference `<label>.<name>` can be read as a qualified name: at
+/// each `.`, from the left, the part before it as a source label and the
+/// part after it as a name (both valid). Unqualified references never
+/// need this: an exact catalog name wins first.
+pub fn references(reference: &str) -> impl Iterator<Item = (SourceLabel, VmName)> + '_ {
+    reference.match_indices('.').filter_map(|(i, _)| {
+        let label = SourceLabel::try_from(&reference[..i]).ok()?;
+        let name = VmName::try_from(&reference[i + 1..]).ok()?;
+        Some((label, name))
+    })
+}
 
 /// One candidate definition: its listed entry, and the scanned definition
 /// behind it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
-    /// The entry as listed (its `revision` is set by [`Catalog::successor`]).
+    /// The entry as listed (its `revision` is set by [`Catalog::successor`]);
+    /// its `name` is the catalog name, its `providers` the catalog names
+    /// its references resolved to.
     pub entry: VmEntry,
-    /// The definition (files, final paths, fingerprint).
+    /// The definition (files, final paths, fingerprint; its `name` is the
+    /// directory's).
     pub definition: Arc<Definition>,
     /// Its source's rank (0 wins).
     pub precedence: u32,
+    /// Its id.
+    pub id: VmId,
     /// Its view directory, when it is active.
     pub view: Option<PathBuf>,
+}
+
+impl Candidate {
+    /// Its providers as the view names them: each resolved provider's
+    /// catalog name, and the file that names it.
+    pub fn provider_links(&self) -> impl Iterator<Item = (&Provider, &crate::definition::FileRef)> {
+        self.entry
+            .providers
+            .iter()
+            .zip(self.definition.providers.iter().map(|p| &p.file))
+    }
 }
 
 /// An immutable snapshot of the catalog.
@@ -134,7 +237,7 @@ impl Catalog {
         Some((&all[claimant].entry, others))
     }
 
-    /// The definitions of the active VMs, sorted by name: what the views show.
+    /// The definitions of the active VMs, sorted by name.
     pub fn active_definitions(&self) -> Vec<&Definition> {
         self.active().map(|c| &*c.definition).collect()
     }
@@ -163,6 +266,7 @@ pub(crate) fn active_vms(candidates: &[Candidate]) -> Vec<ActiveVm> {
                 view: c.view.clone().unwrap_or_default(),
                 providers,
                 fingerprint: c.definition.fingerprint,
+                id: c.id.clone(),
             }
         })
         .collect()

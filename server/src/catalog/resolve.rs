@@ -1,20 +1,26 @@
 //! One name, one VM (DESIGN §3): which candidate claims each name, which are
-//! shadowed, and which claimants are rejected because of their providers.
+//! shadowed, and (through [`super::providers`]) which claimants are
+//! rejected because of their providers; then each candidate's entry.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use vm_catalog_protocol::{DiagCode, Diagnostic, SourceLabel, VmEntry, VmName, VmState};
+use vm_catalog_protocol::{
+    DiagCode, Diagnostic, Provider, SourceLabel, VmEntry, VmId, VmName, VmState,
+};
 
-use super::Candidate;
-use super::cycles::cyclic_nodes;
+use super::providers::{Index, resolve_providers};
+use super::{Candidate, MergeOptions};
 use crate::definition::{Definition, display_path};
 
 /// A candidate before resolution.
 #[derive(Debug, Clone)]
 pub(crate) struct Raw {
     pub def: Arc<Definition>,
+    /// Its catalog name (the directory's name, or qualified by its source).
+    pub name: VmName,
+    pub id: VmId,
     pub source: SourceLabel,
     pub precedence: u32,
     /// Its source went away: kept from the previous catalog.
@@ -30,7 +36,7 @@ pub(crate) struct Annotations {
     pub left_out: BTreeMap<VmName, Vec<(DiagCode, String)>>,
 }
 
-fn err(code: DiagCode, path: &Path, message: String) -> Diagnostic {
+pub(super) fn err(code: DiagCode, path: &Path, message: String) -> Diagnostic {
     Diagnostic {
         code,
         severity: vm_catalog_protocol::Severity::Error,
@@ -49,10 +55,10 @@ fn warn(code: DiagCode, path: &Path, message: String) -> Diagnostic {
 }
 
 /// What became of one candidate.
-struct Outcome {
-    state: VmState,
-    shadowed_by: Option<SourceLabel>,
-    extra: Vec<Diagnostic>,
+pub(super) struct Outcome {
+    pub state: VmState,
+    pub shadowed_by: Option<SourceLabel>,
+    pub extra: Vec<Diagnostic>,
 }
 
 /// Resolves `raws` (sorted by name, then precedence) into candidates.
@@ -62,7 +68,7 @@ struct Outcome {
 pub(crate) fn resolve(
     raws: &[Raw],
     forced: &BTreeMap<VmName, Vec<Diagnostic>>,
-    vm_dir: &Path,
+    opts: &MergeOptions,
     notes: &Annotations,
 ) -> Vec<Candidate> {
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(raws.len());
@@ -71,7 +77,7 @@ pub(crate) fn resolve(
     // Names that have only unavailable candidates.
     let mut only_unavailable: BTreeSet<&VmName> = BTreeSet::new();
     for (i, raw) in raws.iter().enumerate() {
-        let name = &raw.def.name;
+        let name = &raw.name;
         let mut o = Outcome {
             state: VmState::Active,
             shadowed_by: None,
@@ -112,155 +118,48 @@ pub(crate) fn resolve(
         }
         outcomes.push(o);
     }
-    resolve_providers(raws, &claimant, &only_unavailable, &mut outcomes);
+    let idx = Index::new(raws, claimant, only_unavailable);
+    let mut resolved = resolve_providers(&idx, &mut outcomes);
     raws.iter()
         .zip(outcomes)
-        .map(|(raw, o)| build(raw, o, vm_dir, notes))
+        .enumerate()
+        .map(|(i, (raw, o))| build(raw, o, resolved.remove(&i), opts, notes))
         .collect()
 }
 
-fn provider_path(def: &Definition, p: &vm_catalog_protocol::Provider) -> std::path::PathBuf {
-    def.dir
-        .join("providers")
-        .join(p.kind.as_str())
-        .join(p.name.as_str())
-}
-
-/// Rejects active claimants whose providers are missing, unavailable,
-/// rejected, or in a cycle — transitively.
-fn resolve_providers(
-    raws: &[Raw],
-    claimant: &BTreeMap<&VmName, usize>,
-    only_unavailable: &BTreeSet<&VmName>,
-    outcomes: &mut [Outcome],
-) {
-    // Edges between active claimants; direct problems first.
-    let mut edges: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for &i in claimant.values() {
-        if outcomes[i].state != VmState::Active {
-            continue;
-        }
-        let def = &raws[i].def;
-        let mut out = Vec::new();
-        let mut problems = Vec::new();
-        for p in &def.providers {
-            let path = provider_path(def, &p.provider);
-            match claimant.get(&p.provider.name) {
-                Some(&j) => out.push(j),
-                None if only_unavailable.contains(&p.provider.name) => problems.push(err(
-                    DiagCode::ProviderUnavailable,
-                    &path,
-                    format!(
-                        "provider {} is unavailable (its source went away)",
-                        p.provider.name
-                    ),
-                )),
-                None => problems.push(err(
-                    DiagCode::MissingProvider,
-                    &path,
-                    format!("provider {} is not in the catalog", p.provider.name),
-                )),
-            }
-        }
-        if !problems.is_empty() {
-            outcomes[i].state = VmState::Rejected;
-            outcomes[i].extra.extend(problems);
-        }
-        edges.insert(i, out);
-    }
-    // Cycles among the claimants (whatever their state: a cycle through a
-    // rejected VM is reported as that VM being rejected).
-    let cycles = cyclic_nodes(&edges);
-    for (&i, &c) in &cycles.component_of {
-        let group = &cycles.components[c];
-        let names = cycle_names(raws, group);
-        let def = &raws[i].def;
-        for p in &def.providers {
-            let in_group = claimant
-                .get(&p.provider.name)
-                .is_some_and(|j| cycles.component_of.get(j) == Some(&c));
-            if in_group {
-                outcomes[i].extra.push(err(
-                    DiagCode::ProviderCycle,
-                    &provider_path(def, &p.provider),
-                    format!("providers form a cycle among {names}"),
-                ));
-            }
-        }
-        outcomes[i].state = VmState::Rejected;
-    }
-    // Propagate: whoever depends on a rejected claimant is rejected,
-    // transitively (a worklist over reverse edges: linear in the graph).
-    let mut dependants: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for (&i, out) in &edges {
-        for &j in out {
-            dependants.entry(j).or_default().push(i);
-        }
-    }
-    let mut work: Vec<usize> = dependants
-        .keys()
-        .copied()
-        .filter(|&j| outcomes[j].state != VmState::Active)
-        .collect();
-    while let Some(j) = work.pop() {
-        for &i in dependants.get(&j).map(Vec::as_slice).unwrap_or(&[]) {
-            if outcomes[i].state == VmState::Active {
-                outcomes[i].state = VmState::Rejected;
-                work.push(i);
-            }
-        }
-    }
-    // Say which providers are the reason, for every rejected dependant.
-    for (&i, out) in &edges {
-        if cycles.component_of.contains_key(&i) || outcomes[i].state == VmState::Active {
-            continue;
-        }
-        let def = &raws[i].def;
-        for p in &def.providers {
-            let Some(&j) = claimant.get(&p.provider.name) else {
-                continue;
-            };
-            if out.contains(&j) && outcomes[j].state != VmState::Active {
-                outcomes[i].extra.push(err(
-                    DiagCode::ProviderUnavailable,
-                    &provider_path(def, &p.provider),
-                    format!("provider {} is rejected", p.provider.name),
-                ));
-            }
-        }
-    }
-}
-
-/// The names in a cycle, for a message: at most a few, so that a huge
-/// cycle does not make huge diagnostics.
-fn cycle_names(raws: &[Raw], group: &[usize]) -> String {
-    const SHOWN: usize = 8;
-    let mut names: Vec<&str> = group
+/// Its providers as the entry lists them: each reference's catalog name
+/// where it resolved to a claimant, as written otherwise.
+fn entry_providers(def: &Definition, resolved: Option<Vec<Option<VmName>>>) -> Vec<Provider> {
+    let resolved = resolved.unwrap_or_default();
+    def.providers
         .iter()
-        .take(SHOWN)
-        .map(|&j| raws[j].def.name.as_str())
-        .collect();
-    names.sort_unstable();
-    let mut s = names.join(", ");
-    if group.len() > SHOWN {
-        s.push_str(&format!(" and {} more", group.len() - SHOWN));
-    }
-    s
+        .enumerate()
+        .map(|(k, p)| Provider {
+            kind: p.provider.kind,
+            name: resolved
+                .get(k)
+                .cloned()
+                .flatten()
+                .unwrap_or_else(|| p.provider.name.clone()),
+        })
+        .collect()
 }
 
-fn build(raw: &Raw, o: Outcome, vm_dir: &Path, notes: &Annotations) -> Candidate {
+fn build(
+    raw: &Raw,
+    o: Outcome,
+    resolved: Option<Vec<Option<VmName>>>,
+    opts: &MergeOptions,
+    notes: &Annotations,
+) -> Candidate {
     let def = &raw.def;
+    let name = &raw.name;
     let active = o.state == VmState::Active;
-    let view = active.then(|| view_path(vm_dir, &def.name));
+    let view = active.then(|| opts.layout.view_path(&opts.vm_dir, name, &raw.id));
     let mut diagnostics = def.diagnostics.clone();
     diagnostics.extend(o.extra);
     if active {
-        for (code, message) in notes
-            .left_out
-            .get(&def.name)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
-        {
+        for (code, message) in notes.left_out.get(name).map(Vec::as_slice).unwrap_or(&[]) {
             diagnostics.push(err(
                 *code,
                 &def.dir,
@@ -269,31 +168,29 @@ fn build(raw: &Raw, o: Outcome, vm_dir: &Path, notes: &Annotations) -> Candidate
         }
     }
     let entry = VmEntry {
-        name: def.name.clone(),
+        name: name.clone(),
         source: raw.source.clone(),
         state: o.state,
         path: display_path(&def.dir),
         view: view.as_deref().map(display_path),
         service: if active {
-            notes.services.get(&def.name).cloned()
+            notes.services.get(name).cloned()
         } else {
             None
         },
-        providers: def.provider_list(),
+        providers: entry_providers(def, resolved),
         diagnostics,
-        restart_pending: active && notes.restart_pending.contains(&def.name),
+        restart_pending: active && notes.restart_pending.contains(name),
         shadowed_by: o.shadowed_by,
         revision: 0,
+        fingerprint: Some(def.fingerprint),
+        id: Some(raw.id.clone()),
     };
     Candidate {
         entry,
         definition: raw.def.clone(),
         precedence: raw.precedence,
+        id: raw.id.clone(),
         view,
     }
-}
-
-/// `<vm_dir>/<name>/config`: the view of an active VM.
-pub fn view_path(vm_dir: &Path, name: &VmName) -> std::path::PathBuf {
-    vm_dir.join(name.as_str()).join("config")
 }

@@ -115,7 +115,7 @@ impl Commit {
     /// Builds the views of the draft's active VMs; a VM whose view cannot
     /// be built is rejected.
     fn build_views(&mut self, draft: &mut Draft) {
-        let synced = self.views.sync(draft.active_definitions());
+        let synced = self.views.sync(draft.active());
         for e in &synced.errors {
             if let Some(name) = &e.name {
                 draft.reject(name, e.to_diagnostic());

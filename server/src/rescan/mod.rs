@@ -18,6 +18,7 @@
 //! waiting for it.
 
 pub mod commit;
+pub mod ids;
 pub mod pipeline;
 pub mod plan;
 mod worker;

@@ -8,10 +8,11 @@
 //! by the last real rescan), builds no view, applies nothing and publishes
 //! no catalog, only its own outcome in the status.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use vm_catalog_protocol::{RescanOutcome, RescanTrigger, SourceKind, SourceState};
+use vm_catalog_protocol::{RescanOutcome, RescanTrigger, SourceKind, SourceLabel, SourceState};
 
 use super::commit::Commit;
 use super::plan::{Plan, Sources};
@@ -19,7 +20,7 @@ use super::{RescanError, RescanResult, Started};
 use crate::apply::Applier;
 use crate::apply::none::NoneApplier;
 use crate::apply::s6rc::S6rcApplier;
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, MergeOptions, VmIds};
 use crate::config::{ApplyConfig, Config};
 use crate::definition::ScanOptions;
 use crate::publish::Hub;
@@ -61,6 +62,15 @@ pub enum PipelineError {
     /// an unusable live directory).
     #[error("cannot set up the s6-rc applier")]
     Applier(#[source] crate::apply::s6rc::OpenError),
+    /// The file of VM ids exists but cannot be read.
+    #[error("cannot read the VM ids in {}", path.display())]
+    Ids {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The real pipeline.
@@ -69,7 +79,10 @@ pub struct RealPipeline {
     catalog: Catalog,
     sources: Sources,
     scan: ScanOptions,
-    vm_dir: PathBuf,
+    merge: MergeOptions,
+    /// Every definition's id, as kept in `ids_file`.
+    ids: VmIds,
+    ids_file: PathBuf,
     commit: Commit,
     /// Taken by the daemon, to run on the async side.
     uevents: Option<UeventListener>,
@@ -108,12 +121,21 @@ impl RealPipeline {
                 Box::new(S6rcApplier::open((**c).clone()).map_err(PipelineError::Applier)?)
             }
         };
+        let ids = super::ids::load(&config.ids_file, random_seed()).map_err(|source| {
+            PipelineError::Ids {
+                path: config.ids_file.clone(),
+                source,
+            }
+        })?;
+        let views = Views::with_layout(&config.merge.vm_dir, config.merge.layout);
         Ok(RealPipeline {
             catalog: Catalog::empty(hub.epoch()),
             sources: Sources::new(config.sources.clone(), partitions),
             scan: config.scan.clone(),
-            vm_dir: config.vm_dir.clone(),
-            commit: Commit::new(Views::new(&config.vm_dir), applier, hub, watched),
+            merge: config.merge.clone(),
+            ids,
+            ids_file: config.ids_file.clone(),
+            commit: Commit::new(views, applier, hub, watched),
             uevents,
         })
     }
@@ -125,27 +147,81 @@ impl RealPipeline {
         self.uevents.take()
     }
 
-    fn plan(&self, specs: &[SourceSpec]) -> Result<Plan, RescanError> {
-        Plan::new(&self.catalog, specs, &self.scan, &self.vm_dir)
+    /// Plans a rescan of `specs`; new definitions get their ids in `ids`.
+    fn plan(&self, specs: &[SourceSpec], ids: &mut VmIds) -> Result<Plan, RescanError> {
+        Plan::new(&self.catalog, specs, &self.scan, &self.merge, ids)
             .map_err(RescanError::ScanExhausted)
     }
+
+    /// Saves the ids if they changed. They are saved before anything is
+    /// built with a new one, so that a crash cannot give a view or a
+    /// service another id at the next start.
+    fn save_ids(&mut self) {
+        if self.ids.take_changed()
+            && let Err(e) = super::ids::save(&self.ids_file, &self.ids)
+        {
+            tracing::warn!(
+                file = %self.ids_file.display(),
+                error = %e,
+                "cannot save the VM ids; new ones may change at the next start"
+            );
+        }
+    }
+
+    /// Forgets the ids of definitions that left the catalog although their
+    /// source was read (a source that is gone, failed or not listed keeps
+    /// its definitions' ids, for when it is back).
+    fn prune_ids(&mut self) {
+        let read: BTreeSet<&SourceLabel> = self
+            .catalog
+            .sources()
+            .iter()
+            .filter(|s| matches!(s.state, SourceState::Ready | SourceState::Missing))
+            .map(|s| &s.label)
+            .collect();
+        let present: BTreeSet<(&SourceLabel, &vm_catalog_protocol::VmName)> = self
+            .catalog
+            .candidates()
+            .iter()
+            .map(|c| (&c.entry.source, &c.definition.name))
+            .collect();
+        self.ids
+            .retain(|(label, name)| !read.contains(label) || present.contains(&(label, name)));
+    }
+}
+
+/// A seed for new ids: the kernel's randomness (the time, without it).
+fn random_seed() -> u64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        b = (super::now_unix_ms() ^ u64::from(std::process::id()) << 40).to_le_bytes();
+    }
+    u64::from_le_bytes(b)
 }
 
 impl Pipeline for RealPipeline {
     fn rescan(&mut self, trigger: RescanTrigger) -> Result<RescanResult, RescanError> {
         let started = Started::now();
         let specs = self.sources.discover();
-        let plan = self.plan(&specs)?;
+        let mut ids = std::mem::replace(&mut self.ids, VmIds::new(0));
+        let plan = self.plan(&specs, &mut ids);
+        self.ids = ids;
+        let plan = plan?;
+        self.save_ids();
         let result = self
             .commit
             .commit(&mut self.catalog, plan, trigger, started);
+        self.prune_ids();
+        self.save_ids();
         log_outcome(&result.outcome);
         Ok(result)
     }
 
     fn dry_run(&mut self, trigger: RescanTrigger) -> Result<RescanResult, RescanError> {
         let started = Started::now();
-        let plan = self.plan(&self.sources.known())?;
+        // New definitions get ids for the dry run only: they are not kept.
+        let mut ids = self.ids.clone();
+        let plan = self.plan(&self.sources.known(), &mut ids)?;
         let result = plan.dry_run(&self.catalog, trigger, started);
         self.commit.record_dry_run(&result.outcome);
         log_outcome(&result.outcome);

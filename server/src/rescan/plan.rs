@@ -5,16 +5,14 @@
 //! thrown away.
 //!
 //! [`Plan::new`] takes its inputs explicitly (the current catalog, the
-//! source specs, the scan options), so that anything that needs a verdict
-//! on sources (a dry run, an offline check) reaches it through the same
-//! code as the daemon.
-
-use std::path::Path;
+//! source specs, the scan and merge options, the ids), so that anything
+//! that needs a verdict on sources (a dry run, an offline check) reaches it
+//! through the same code as the daemon.
 
 use vm_catalog_protocol::{ApplyOutcome, ApplyStatus, Change, RescanTrigger, SourceLabel};
 
 use super::{RescanResult, Started};
-use crate::catalog::{self, Catalog, Draft};
+use crate::catalog::{self, Catalog, Draft, MergeOptions, VmIds};
 use crate::definition::{ScanOptions, SourceScan, scan_source};
 use crate::source::SourceSpec;
 use crate::source::partition::PartitionManager;
@@ -84,14 +82,16 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Scans `specs` with `opts` and merges the scans against `current`;
-    /// `vm_dir` is where the views of the active VMs would be. Fails, and
-    /// concludes nothing, when a scan ran out of file descriptors or memory.
+    /// Scans `specs` with `opts` and merges the scans against `current`,
+    /// naming the VMs and placing their views as `merge` says; a definition
+    /// without an id gets one in `ids`. Fails, and concludes nothing, when a
+    /// scan ran out of file descriptors or memory.
     pub fn new(
         current: &Catalog,
         specs: &[SourceSpec],
         opts: &ScanOptions,
-        vm_dir: &Path,
+        merge: &MergeOptions,
+        ids: &mut VmIds,
     ) -> Result<Plan, ScanExhausted> {
         let scans: Vec<SourceScan> = specs.iter().map(|s| scan_source(s, opts)).collect();
         if let Some(s) = scans.iter().find(|s| s.exhausted) {
@@ -101,7 +101,7 @@ impl Plan {
         }
         let targets = inotify::targets_of(&scans);
         Ok(Plan {
-            draft: catalog::merge(current, scans, vm_dir),
+            draft: catalog::merge_with(current, scans, merge, ids),
             targets,
         })
     }

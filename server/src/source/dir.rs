@@ -39,6 +39,12 @@ impl SourceSpec {
         }
     }
 
+    /// The same source under another label.
+    pub fn with_label(mut self, label: SourceLabel) -> SourceSpec {
+        self.label = label;
+        self
+    }
+
     fn with_kind(mut self, kind: SourceKind) -> SourceSpec {
         self.kind = kind;
         self

@@ -11,8 +11,9 @@ use rustix::io::Errno;
 use vm_catalog_protocol::VmName;
 
 use super::build::{io_err, open_dir, read_view, write_view};
+use super::names;
 use super::{MARKER, SyncReport, ViewError, ViewSpec};
-use crate::definition::Definition;
+use crate::catalog::{BY_ID, BY_NAME, Candidate, Layout};
 
 const CONFIG: &str = "config";
 const NEW: &str = ".config.new";
@@ -23,12 +24,12 @@ enum Done {
     Unchanged,
 }
 
-/// Makes `<vm_dir>/<name>/config` right for every definition in `active`
-/// (the active VMs), and removes the views of every other VM. Never panics:
-/// failures are in the report. Every view is read back from disk and
-/// compared; [`Views`] remembers what it wrote instead.
-pub fn sync<'a>(vm_dir: &Path, active: impl IntoIterator<Item = &'a Definition>) -> SyncReport {
-    sync_with(vm_dir, active, &mut BTreeMap::new())
+/// Makes the view of every candidate in `active` (the active VMs) right,
+/// in the plain layout, and removes the views of every other VM. Never
+/// panics: failures are in the report. Every view is read back from disk
+/// and compared; [`Views`] remembers what it wrote instead.
+pub fn sync<'a>(vm_dir: &Path, active: impl IntoIterator<Item = &'a Candidate>) -> SyncReport {
+    Views::new(vm_dir).sync(active)
 }
 
 /// The views of one VM directory, remembering what was written there so
@@ -38,15 +39,27 @@ pub fn sync<'a>(vm_dir: &Path, active: impl IntoIterator<Item = &'a Definition>)
 #[derive(Debug, Clone)]
 pub struct Views {
     vm_dir: PathBuf,
-    written: BTreeMap<VmName, BTreeMap<PathBuf, PathBuf>>,
+    layout: Layout,
+    /// Slot → links.
+    written: BTreeMap<PathBuf, BTreeMap<PathBuf, PathBuf>>,
+    /// By-name links written: name → slot.
+    linked: BTreeMap<VmName, PathBuf>,
 }
 
 impl Views {
-    /// Views under `vm_dir`; the first [`Views::sync`] reads every view.
+    /// Views under `vm_dir`, in the plain layout; the first [`Views::sync`]
+    /// reads every view.
     pub fn new(vm_dir: impl Into<PathBuf>) -> Views {
+        Views::with_layout(vm_dir, Layout::Plain)
+    }
+
+    /// Views under `vm_dir`, placed as `layout` says.
+    pub fn with_layout(vm_dir: impl Into<PathBuf>, layout: Layout) -> Views {
         Views {
             vm_dir: vm_dir.into(),
+            layout,
             written: BTreeMap::new(),
+            linked: BTreeMap::new(),
         }
     }
 
@@ -55,24 +68,72 @@ impl Views {
         &self.vm_dir
     }
 
-    /// Like [`sync`], but a view equal to the one this made last is not
-    /// read back from disk.
-    pub fn sync<'a>(&mut self, active: impl IntoIterator<Item = &'a Definition>) -> SyncReport {
-        sync_with(&self.vm_dir, active, &mut self.written)
+    /// Makes every view of `active` right, and removes the others; a view
+    /// equal to the one this made last is not read back from disk.
+    pub fn sync<'a>(&mut self, active: impl IntoIterator<Item = &'a Candidate>) -> SyncReport {
+        let specs: Vec<ViewSpec> = active
+            .into_iter()
+            .map(|c| ViewSpec::of(c, self.layout))
+            .collect();
+        let mut report = SyncReport::default();
+        let Some(root) = open_vm_dir(&self.vm_dir, &mut report) else {
+            return report;
+        };
+        let mut wanted = BTreeSet::new();
+        let mut built = Vec::new();
+        for spec in &specs {
+            wanted.insert(spec.slot.clone());
+            if self.written.get(&spec.slot) == Some(&spec.links) {
+                report.unchanged.push(spec.name.clone());
+                built.push(spec);
+                continue;
+            }
+            self.written.remove(&spec.slot);
+            match sync_one(&root, &self.vm_dir, spec) {
+                Ok(done) => {
+                    match done {
+                        Done::Created => report.created.push(spec.name.clone()),
+                        Done::Replaced => report.replaced.push(spec.name.clone()),
+                        Done::Unchanged => report.unchanged.push(spec.name.clone()),
+                    }
+                    self.written.insert(spec.slot.clone(), spec.links.clone());
+                    built.push(spec);
+                }
+                Err(e) => report.errors.push(e),
+            }
+        }
+        self.written.retain(|slot, _| wanted.contains(slot));
+        let links: BTreeMap<VmName, PathBuf> = match self.layout {
+            Layout::Plain => BTreeMap::new(),
+            Layout::Spectrum => built
+                .iter()
+                .map(|s| (s.name.clone(), s.slot.clone()))
+                .collect(),
+        };
+        names::sync(&root, &self.vm_dir, &links, &mut self.linked, &mut report);
+        let by_id: BTreeSet<VmName> = wanted
+            .iter()
+            .filter(|s| s.starts_with(BY_ID))
+            .filter_map(|s| s.file_name()?.to_str()?.parse().ok())
+            .collect();
+        let plain: BTreeSet<VmName> = wanted
+            .iter()
+            .filter(|s| !s.starts_with(BY_ID))
+            .filter_map(|s| s.to_str()?.parse().ok())
+            .collect();
+        remove_stale(&root, &self.vm_dir, Path::new(""), &plain, &mut report);
+        remove_stale(&root, &self.vm_dir, Path::new(BY_ID), &by_id, &mut report);
+        report
     }
 
     /// Forgets what was written: the next sync reads every view again.
     pub fn forget(&mut self) {
         self.written.clear();
+        self.linked.clear();
     }
 }
 
-fn sync_with<'a>(
-    vm_dir: &Path,
-    active: impl IntoIterator<Item = &'a Definition>,
-    written: &mut BTreeMap<VmName, BTreeMap<PathBuf, PathBuf>>,
-) -> SyncReport {
-    let mut report = SyncReport::default();
+fn open_vm_dir(vm_dir: &Path, report: &mut SyncReport) -> Option<OwnedFd> {
     let fail = |what, e| ViewError {
         name: None,
         what,
@@ -83,61 +144,46 @@ fn sync_with<'a>(
         report
             .errors
             .push(fail("cannot create the VM directory", e));
-        return report;
+        return None;
     }
-    let root = match rustix::fs::open(
+    match rustix::fs::open(
         vm_dir,
         rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
         Mode::empty(),
     ) {
-        Ok(fd) => fd,
+        Ok(fd) => Some(fd),
         Err(e) => {
             report
                 .errors
                 .push(fail("cannot open the VM directory", io_err(e)));
-            return report;
-        }
-    };
-    let mut wanted = BTreeSet::new();
-    for def in active {
-        wanted.insert(def.name.clone());
-        let spec = ViewSpec::of(def);
-        if written.get(&spec.name) == Some(&spec.links) {
-            report.unchanged.push(spec.name);
-            continue;
-        }
-        written.remove(&spec.name);
-        match sync_one(&root, vm_dir, &spec) {
-            Ok(done) => {
-                match done {
-                    Done::Created => report.created.push(spec.name.clone()),
-                    Done::Replaced => report.replaced.push(spec.name.clone()),
-                    Done::Unchanged => report.unchanged.push(spec.name.clone()),
-                }
-                written.insert(spec.name, spec.links);
-            }
-            Err(e) => report.errors.push(e),
+            None
         }
     }
-    written.retain(|name, _| wanted.contains(name));
-    remove_stale(&root, vm_dir, &wanted, &mut report);
-    report
+}
+
+/// Opens `root/rel`, making each missing directory on the way.
+pub(super) fn make_dirs(root: &OwnedFd, rel: &Path) -> io::Result<OwnedFd> {
+    let mut cur = root.try_clone()?;
+    for c in rel.components() {
+        let c = c.as_os_str();
+        match rustix::fs::mkdirat(&cur, c, Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(io_err(e)),
+        }
+        cur = open_dir(&cur, c)?;
+    }
+    Ok(cur)
 }
 
 fn sync_one(root: &OwnedFd, vm_dir: &Path, spec: &ViewSpec) -> Result<Done, ViewError> {
-    let name = OsStr::new(spec.name.as_str());
-    let vm_path = vm_dir.join(name);
+    let vm_path = vm_dir.join(&spec.slot);
     let fail = |what, path: &Path, source| ViewError {
         name: Some(spec.name.clone()),
         what,
         path: path.to_path_buf(),
         source,
     };
-    match rustix::fs::mkdirat(root, name, Mode::from_raw_mode(0o755)) {
-        Ok(()) | Err(Errno::EXIST) => {}
-        Err(e) => return Err(fail("cannot create", &vm_path, io_err(e))),
-    }
-    let vm = open_dir(root, name).map_err(|e| fail("cannot open", &vm_path, e))?;
+    let vm = make_dirs(root, &spec.slot).map_err(|e| fail("cannot create", &vm_path, e))?;
     if read_view(&vm, OsStr::new(CONFIG)).as_ref() == Some(&spec.links) {
         return Ok(Done::Unchanged);
     }
@@ -190,21 +236,47 @@ fn is_marked_view(vm: impl AsFd, name: &str) -> bool {
         .is_ok_and(|d| rustix::fs::statat(&d, MARKER, AtFlags::SYMLINK_NOFOLLOW).is_ok())
 }
 
-/// Removes the marked views of VMs not in `wanted`, and their directory
-/// when nothing else is left in it.
-fn remove_stale(root: &OwnedFd, vm_dir: &Path, wanted: &BTreeSet<VmName>, report: &mut SyncReport) {
-    let entries = match std::fs::read_dir(vm_dir) {
-        Ok(e) => e,
+/// Removes the marked views in `<vm_dir>/<parent>` whose directory is not in
+/// `wanted`, and their directory when nothing else is left in it.
+fn remove_stale(
+    root: &OwnedFd,
+    vm_dir: &Path,
+    parent: &Path,
+    wanted: &BTreeSet<VmName>,
+    report: &mut SyncReport,
+) {
+    let dir_path = vm_dir.join(parent);
+    let dir = if parent.as_os_str().is_empty() {
+        root.try_clone()
+    } else {
+        open_dir(root, parent.as_os_str())
+    };
+    let dir = match dir {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
         Err(e) => {
             report.errors.push(ViewError {
                 name: None,
-                what: "cannot list the VM directory",
-                path: vm_dir.to_path_buf(),
+                what: "cannot open",
+                path: dir_path,
                 source: e,
             });
             return;
         }
     };
+    let entries = match std::fs::read_dir(&dir_path) {
+        Ok(e) => e,
+        Err(e) => {
+            report.errors.push(ViewError {
+                name: None,
+                what: "cannot list the VM directory",
+                path: dir_path,
+                source: e,
+            });
+            return;
+        }
+    };
+    let top = parent.as_os_str().is_empty();
     let mut stale: Vec<VmName> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
@@ -213,16 +285,18 @@ fn remove_stale(root: &OwnedFd, vm_dir: &Path, wanted: &BTreeSet<VmName>, report
                 .and_then(|n| VmName::try_from(n).ok())
         })
         .filter(|n| !wanted.contains(n))
+        // The Spectrum layout's own directories are not plain views.
+        .filter(|n| !(top && (n.as_str() == BY_ID || n.as_str() == BY_NAME)))
         .collect();
     stale.sort();
     for name in stale {
-        let Ok(vm) = open_dir(root, OsStr::new(name.as_str())) else {
+        let Ok(vm) = open_dir(&dir, OsStr::new(name.as_str())) else {
             continue;
         };
         if !is_marked_view(&vm, CONFIG) {
             continue;
         }
-        let vm_path = vm_dir.join(name.as_str());
+        let vm_path = dir_path.join(name.as_str());
         let mut result = remove_entry(&vm, &vm_path.join(CONFIG), CONFIG);
         if result.is_ok() && is_marked_view(&vm, NEW) {
             result = remove_entry(&vm, &vm_path.join(NEW), NEW);
@@ -230,7 +304,7 @@ fn remove_stale(root: &OwnedFd, vm_dir: &Path, wanted: &BTreeSet<VmName>, report
         match result {
             Ok(()) => {
                 // Keep the directory if something else lives there.
-                let _ = rustix::fs::unlinkat(root, name.as_str(), AtFlags::REMOVEDIR);
+                let _ = rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::REMOVEDIR);
                 report.removed.push(name);
             }
             Err(e) => report.errors.push(ViewError {

@@ -389,6 +389,7 @@ pub fn vm(name: &str, providers: &[&str], fingerprint: u64) -> ActiveVm {
         view: Path::new("/run/vm").join(name).join("config"),
         providers: providers.iter().map(|p| p.parse().unwrap()).collect(),
         fingerprint,
+        id: name.replace(['-', '_', '.'], "").parse().unwrap(),
     }
 }
 

@@ -176,6 +176,8 @@ pub fn entry(name: &str, state: VmState) -> VmEntry {
         restart_pending: false,
         shadowed_by: None,
         revision: 1,
+        fingerprint: None,
+        id: None,
     }
 }
 

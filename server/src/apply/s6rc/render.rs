@@ -324,6 +324,7 @@ mod tests {
             view: format!("/run/vm/{name}/config").into(),
             providers: providers.iter().map(|p| p.parse().unwrap()).collect(),
             fingerprint: fp,
+            id: name.replace(['-', '_', '.'], "").parse().unwrap(),
         }
     }
 

@@ -64,12 +64,14 @@ mod tests {
                 view: "/run/vm/app/config".into(),
                 providers: vec!["net".parse().unwrap()],
                 fingerprint: 0,
+                id: "app".parse().unwrap(),
             },
             ActiveVm {
                 name: "net".parse().unwrap(),
                 view: "/run/vm/net/config".into(),
                 providers: vec![],
                 fingerprint: 0,
+                id: "net".parse().unwrap(),
             },
         ];
         let r = Renderer::new(Template::builtin(), "vm-", "/bin/start-vmm", 10)

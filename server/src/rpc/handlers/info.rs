@@ -20,16 +20,7 @@ pub async fn handle(ctx: &Ctx, conn: &Conn, call_id: u32, _: GetInfo) -> Result<
         applier: ctx.server.applier.to_string(),
         active_vms: p.active_count() as u32,
         definitions: p.vms.len() as u32,
-        sources: p
-            .sources
-            .iter()
-            .map(|s| SourceSummary {
-                label: s.label.clone(),
-                kind: s.kind,
-                state: s.state,
-                definitions: s.definitions,
-            })
-            .collect(),
+        sources: p.sources.iter().map(SourceSummary::of).collect(),
         last_rescan: status.last_rescan.clone(),
         last_apply: status.last_apply.clone(),
         connections: ctx.stats.connections.load(Ordering::Relaxed),

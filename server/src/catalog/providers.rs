@@ -1,0 +1,267 @@
+//! Providers: what each `providers/<kind>/<reference>` of a claimant refers
+//! to, and which claimants are rejected because of their providers
+//! (missing, unavailable, shadowed, rejected, or in a cycle), transitively.
+//!
+//! A reference is a catalog name (today's meaning: the VM that claims that
+//! name), or else `<source label>.<name>`: the definition of `<name>` from
+//! that source (see [`super::references`]). A qualified reference to a
+//! definition that does not claim its name (it is shadowed, or its source
+//! went away) is refused with `provider-unavailable`: only a VM that
+//! claims its name is a VM.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use vm_catalog_protocol::{DiagCode, SourceLabel, VmName, VmState};
+
+use super::cycles::cyclic_nodes;
+use super::resolve::{Outcome, Raw, err};
+use crate::definition::Definition;
+
+/// What a reference found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Found {
+    /// The claimant of a name (its index in the raws).
+    Claimant(usize),
+    /// A definition that does not claim its name: shadowed, or unavailable.
+    NotClaimant(usize),
+    /// Only unavailable definitions of that name.
+    Unavailable,
+    /// Nothing.
+    Missing,
+}
+
+/// The names and definitions that references are resolved against.
+pub(super) struct Index<'a> {
+    raws: &'a [Raw],
+    /// Catalog name → its claimant.
+    pub claimant: BTreeMap<&'a VmName, usize>,
+    /// Catalog names that have only unavailable candidates.
+    pub only_unavailable: std::collections::BTreeSet<&'a VmName>,
+    /// (source, catalog name) → the candidate.
+    by_source: BTreeMap<(&'a SourceLabel, &'a VmName), usize>,
+}
+
+impl<'a> Index<'a> {
+    pub fn new(
+        raws: &'a [Raw],
+        claimant: BTreeMap<&'a VmName, usize>,
+        only_unavailable: std::collections::BTreeSet<&'a VmName>,
+    ) -> Index<'a> {
+        let by_source = raws
+            .iter()
+            .enumerate()
+            .map(|(i, r)| ((&r.source, &r.name), i))
+            .collect();
+        Index {
+            raws,
+            claimant,
+            only_unavailable,
+            by_source,
+        }
+    }
+
+    /// What `reference` refers to.
+    pub fn find(&self, reference: &VmName) -> Found {
+        if let Some(&j) = self.claimant.get(reference) {
+            return Found::Claimant(j);
+        }
+        if self.only_unavailable.contains(reference) {
+            return Found::Unavailable;
+        }
+        for (label, name) in super::references(reference) {
+            if let Some(&j) = self.by_source.get(&(&label, &name)) {
+                return match self.claimant.get(&name) {
+                    Some(&c) if c == j => Found::Claimant(j),
+                    _ => Found::NotClaimant(j),
+                };
+            }
+        }
+        Found::Missing
+    }
+
+    /// Why nothing answers to `reference`, with a hint when the catalog
+    /// has qualified names and the reference is a bare directory name.
+    fn missing(&self, reference: &VmName) -> String {
+        let hint = self
+            .raws
+            .iter()
+            .find(|r| r.def.name == *reference && r.name != *reference)
+            .map(|r| format!(" (did you mean {}?)", r.name))
+            .unwrap_or_default();
+        format!("provider {reference} is not in the catalog{hint}")
+    }
+}
+
+pub(super) fn provider_path(def: &Definition, p: &vm_catalog_protocol::Provider) -> PathBuf {
+    def.dir
+        .join("providers")
+        .join(p.kind.as_str())
+        .join(p.name.as_str())
+}
+
+/// Rejects active claimants whose providers are missing, unavailable,
+/// shadowed, rejected, or in a cycle — transitively. Returns, for every
+/// claimant, the catalog name each of its references resolved to (`None`
+/// where it did not resolve to a claimant).
+pub(super) fn resolve_providers(
+    idx: &Index<'_>,
+    outcomes: &mut [Outcome],
+) -> BTreeMap<usize, Vec<Option<VmName>>> {
+    let raws = idx.raws;
+    let mut resolved: BTreeMap<usize, Vec<Option<VmName>>> = BTreeMap::new();
+    // Edges between active claimants, each with the index of the provider
+    // file that makes it; direct problems first.
+    let mut edges: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
+    for &i in idx.claimant.values() {
+        let def = &raws[i].def;
+        let mut out = Vec::new();
+        let mut names = Vec::new();
+        let mut problems = Vec::new();
+        for (k, p) in def.providers.iter().enumerate() {
+            let path = provider_path(def, &p.provider);
+            let reference = &p.provider.name;
+            let found = idx.find(reference);
+            names.push(match found {
+                Found::Claimant(j) => Some(raws[j].name.clone()),
+                _ => None,
+            });
+            if outcomes[i].state != VmState::Active {
+                continue;
+            }
+            match found {
+                Found::Claimant(j) => out.push((k, j)),
+                Found::Unavailable => problems.push(err(
+                    DiagCode::ProviderUnavailable,
+                    &path,
+                    format!("provider {reference} is unavailable (its source went away)"),
+                )),
+                Found::NotClaimant(j) => problems.push(err(
+                    DiagCode::ProviderUnavailable,
+                    &path,
+                    match outcomes[j].state {
+                        VmState::Shadowed => format!(
+                            "provider {reference} is shadowed: source {} claims {}",
+                            outcomes[j]
+                                .shadowed_by
+                                .as_ref()
+                                .expect("a shadowed entry has a winner"),
+                            raws[j].name
+                        ),
+                        _ => format!("provider {reference} is unavailable (its source went away)"),
+                    },
+                )),
+                Found::Missing => problems.push(err(
+                    DiagCode::MissingProvider,
+                    &path,
+                    idx.missing(reference),
+                )),
+            }
+        }
+        resolved.insert(i, names);
+        if outcomes[i].state != VmState::Active {
+            continue;
+        }
+        if !problems.is_empty() {
+            outcomes[i].state = VmState::Rejected;
+            outcomes[i].extra.extend(problems);
+        }
+        edges.insert(i, out);
+    }
+    reject_cycles_and_dependants(raws, &edges, outcomes);
+    resolved
+}
+
+/// Cycles among the claimants reject their members; whoever depends on a
+/// rejected claimant is rejected, transitively. `links` are the edges, each
+/// with the index of the provider file that makes it.
+fn reject_cycles_and_dependants(
+    raws: &[Raw],
+    links: &BTreeMap<usize, Vec<(usize, usize)>>,
+    outcomes: &mut [Outcome],
+) {
+    let edges: BTreeMap<usize, Vec<usize>> = links
+        .iter()
+        .map(|(&i, out)| (i, out.iter().map(|&(_, j)| j).collect()))
+        .collect();
+    // Each provider file of `i` that resolved to a claimant, and that claimant.
+    let targets = |i: usize| {
+        let def = &raws[i].def;
+        links[&i].iter().map(move |&(k, j)| (&def.providers[k], j))
+    };
+    // Cycles among the claimants (whatever their state: a cycle through a
+    // rejected VM is reported as that VM being rejected).
+    let cycles = cyclic_nodes(&edges);
+    for (&i, &c) in &cycles.component_of {
+        let group = &cycles.components[c];
+        let names = cycle_names(raws, group);
+        let def = &raws[i].def;
+        let mut found = Vec::new();
+        for (p, j) in targets(i) {
+            if cycles.component_of.get(&j) == Some(&c) {
+                found.push(err(
+                    DiagCode::ProviderCycle,
+                    &provider_path(def, &p.provider),
+                    format!("providers form a cycle among {names}"),
+                ));
+            }
+        }
+        outcomes[i].extra.extend(found);
+        outcomes[i].state = VmState::Rejected;
+    }
+    // Propagate over reverse edges (a worklist: linear in the graph).
+    let mut dependants: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (&i, out) in &edges {
+        for &j in out {
+            dependants.entry(j).or_default().push(i);
+        }
+    }
+    let mut work: Vec<usize> = dependants
+        .keys()
+        .copied()
+        .filter(|&j| outcomes[j].state != VmState::Active)
+        .collect();
+    while let Some(j) = work.pop() {
+        for &i in dependants.get(&j).map(Vec::as_slice).unwrap_or(&[]) {
+            if outcomes[i].state == VmState::Active {
+                outcomes[i].state = VmState::Rejected;
+                work.push(i);
+            }
+        }
+    }
+    // Say which providers are the reason, for every rejected dependant.
+    for &i in edges.keys() {
+        if cycles.component_of.contains_key(&i) || outcomes[i].state == VmState::Active {
+            continue;
+        }
+        let def = &raws[i].def;
+        let mut found = Vec::new();
+        for (p, j) in targets(i) {
+            if outcomes[j].state != VmState::Active {
+                found.push(err(
+                    DiagCode::ProviderUnavailable,
+                    &provider_path(def, &p.provider),
+                    format!("provider {} is rejected", p.provider.name),
+                ));
+            }
+        }
+        outcomes[i].extra.extend(found);
+    }
+}
+
+/// The names in a cycle, for a message: at most a few, so that a huge
+/// cycle does not make huge diagnostics.
+fn cycle_names(raws: &[Raw], group: &[usize]) -> String {
+    const SHOWN: usize = 8;
+    let mut names: Vec<&str> = group
+        .iter()
+        .take(SHOWN)
+        .map(|&j| raws[j].name.as_str())
+        .collect();
+    names.sort_unstable();
+    let mut s = names.join(", ");
+    if group.len() > SHOWN {
+        s.push_str(&format!(" and {} more", group.len() - SHOWN));
+    }
+    s
+}
