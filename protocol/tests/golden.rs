@@ -9,6 +9,9 @@
 //! bytes must keep decoding. Regenerate with `UPDATE_GOLDEN=1 cargo test -p
 //! vm-catalog-protocol --test golden` only when you mean it, and say so in the
 //! commit message. The same run refreshes the fuzz seeds in `fuzz/seeds/`.
+//! When a trailing field changes a shape, its previous bytes move to
+//! `tests/golden/older/`, and [`older_shapes_still_decode`] keeps them
+//! decoding.
 
 mod fixtures;
 
@@ -367,6 +370,82 @@ fn assembled_event_bodies_equal_the_golden_frames() {
     ] {
         assert_eq!(golden_body(name)[0], tag.value(), "{name}");
     }
+}
+
+/// An entry as a daemon that predates `fingerprint` and `id` sent it.
+fn older_vm(e: VmEntry) -> VmEntry {
+    VmEntry {
+        fingerprint: None,
+        id: None,
+        ..e
+    }
+}
+
+fn older_change(c: Change) -> Change {
+    match c.item {
+        ChangeItem::Vm(e) => Change {
+            item: ChangeItem::Vm(older_vm(e)),
+            ..c
+        },
+        ChangeItem::Source(_) => c,
+    }
+}
+
+/// Bytes of `tests/golden/older/<name>.hex` (the shape before a trailing
+/// field was added) still decode, exactly, to `value` with that field
+/// empty.
+fn decodes_as<T: DeserializeOwned + PartialEq + Debug>(name: &str, value: &T) {
+    let path = golden_dir().join("older").join(format!("{name}.hex"));
+    let frame = from_hex(&std::fs::read_to_string(&path).unwrap());
+    let f = decode_frame(&frame, MAX).unwrap();
+    let back: T = codec::decode(f.body, Compat::Exact).unwrap();
+    assert_eq!(&back, value, "{name}: older bytes decode to another value");
+}
+
+/// Frames from before `VmEntry.fingerprint`, `VmEntry.id` and
+/// `SourceSummary.diagnostics` were appended decode with those empty.
+#[test]
+fn older_shapes_still_decode() {
+    let mut i = info();
+    for s in &mut i.sources {
+        s.diagnostics.clear();
+    }
+    decodes_as("reply_info", &i);
+    decodes_as(
+        "reply_vm_detail",
+        &VmDetail {
+            cursor: cursor(),
+            vm: older_vm(vm_entry()),
+            others: vec![older_vm(shadowed_entry())],
+        },
+    );
+    decodes_as(
+        "item_vm_page",
+        &VmPage {
+            vms: vec![older_vm(vm_entry()), older_vm(shadowed_entry())],
+        },
+    );
+    decodes_as(
+        "item_change_page",
+        &ChangePage {
+            changes: vec![older_change(change())],
+        },
+    );
+    decodes_as(
+        "item_event_snapshot_page",
+        &Event::SnapshotPage {
+            vms: vec![older_vm(vm_entry())],
+            sources: vec![source_entry()],
+        },
+    );
+    decodes_as(
+        "item_event_batch",
+        &Event::Batch {
+            generation: 42,
+            changes: batch_changes().into_iter().map(older_change).collect(),
+            last: true,
+        },
+    );
 }
 
 /// The header layout is pinned byte by byte, independent of any body.

@@ -35,6 +35,8 @@ pub fn vm(e: &VmEntry) -> Value {
         "restart_pending": e.restart_pending,
         "shadowed_by": e.shadowed_by.as_ref().map(|l| l.as_str()),
         "revision": e.revision,
+        "fingerprint": e.fingerprint.map(|f| format!("{f:016x}")),
+        "id": e.id.as_ref().map(|i| i.as_str()),
     })
 }
 
@@ -125,6 +127,7 @@ pub fn info(i: &Info) -> Value {
         "definitions": i.definitions,
         "sources": i.sources.iter().map(|s| json!({
             "label": s.label.as_str(), "kind": s.kind.as_str(), "state": s.state.as_str(), "definitions": s.definitions,
+            "diagnostics": s.diagnostics.iter().map(|c| c.name()).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "last_rescan": i.last_rescan.as_ref().map(rescan),
         "last_apply": i.last_apply.as_ref().map(apply),

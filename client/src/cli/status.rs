@@ -29,8 +29,13 @@ pub async fn run(endpoint: &Endpoint, as_json: bool) -> Result<(), Failure> {
         .sources
         .iter()
         .map(|s| {
+            let codes: String = s
+                .diagnostics
+                .iter()
+                .map(|c| format!(", {}", c.name()))
+                .collect();
             format!(
-                "{} ({}, {}, {})",
+                "{} ({}, {}, {}{codes})",
                 s.label,
                 s.kind.as_str(),
                 s.state.as_str(),

@@ -137,8 +137,15 @@ impl Mirror {
             match self.vms.get(k) {
                 None => push(ChangeKind::Added, ChangeItem::Vm(e.clone())),
                 Some(old) => {
+                    // Revisions restart with every epoch. A fingerprint or an
+                    // id only one side knows (a daemon that predates them)
+                    // says nothing; a fingerprint that differs is a change,
+                    // even when nothing else shows it (a file rewritten
+                    // while the daemon was down).
                     let old = VmEntry {
                         revision: e.revision,
+                        fingerprint: known_or(old.fingerprint, e.fingerprint),
+                        id: known_or(old.id.clone(), e.id.clone()),
                         ..old.clone()
                     };
                     if old != *e {
@@ -152,6 +159,14 @@ impl Mirror {
             }
         }
         out
+    }
+}
+
+/// `old` if it is known, else `new` (so that it compares equal).
+fn known_or<T>(old: Option<T>, new: Option<T>) -> Option<T> {
+    match (old, new) {
+        (Some(o), Some(_)) => Some(o),
+        (_, n) => n,
     }
 }
 
@@ -239,6 +254,25 @@ pub(super) mod tests {
         let mut applied = old.clone();
         applied.apply(5, &old.diff(&new));
         assert_eq!(applied, new);
+    }
+
+    /// Regression (issue 12, item 5): a definition whose kernel grew while
+    /// the daemon was down had an entry equal to the old one but for its
+    /// fingerprint, and was not reported changed.
+    #[test]
+    fn diff_reports_a_changed_fingerprint_and_ignores_an_unknown_one() {
+        let mut e = vm("a", VmState::Active, "/a");
+        e.fingerprint = Some(1);
+        let old = mirror(9, std::slice::from_ref(&e));
+        e.fingerprint = Some(2);
+        let new = mirror(1, std::slice::from_ref(&e));
+        let d = old.diff(&new);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].kind, ChangeKind::Changed);
+        e.fingerprint = None;
+        let older_daemon = mirror(1, &[e]);
+        assert!(old.diff(&older_daemon).is_empty());
+        assert!(older_daemon.diff(&old).is_empty());
     }
 
     /// Regression: after a daemon restart every revision differs (they count

@@ -111,18 +111,31 @@ impl Published {
     }
 
     /// The definition that claims `name` (the first that is not shadowed)
-    /// and every other one, or `None` if no source defines it.
+    /// and every other one, or `None` if no source defines it. A name that
+    /// no definition has, `<label>.<name>`, is the definition of `<name>`
+    /// from the source `<label>`, whatever its state (see
+    /// [`crate::catalog::references`]); the others are the other definitions
+    /// of `<name>`.
     pub fn lookup(&self, name: &str) -> Option<(&VmEntry, Vec<&VmEntry>)> {
-        let defs = self.definitions(name);
-        let claimant = defs
-            .iter()
-            .position(|e| e.state != VmState::Shadowed)
-            .unwrap_or(0);
-        let vm = defs.get(claimant)?;
+        let (defs, pick) = if self.definitions(name).is_empty() {
+            crate::catalog::references(name).find_map(|(label, name)| {
+                let defs = self.definitions(&name);
+                let i = defs.iter().position(|e| e.source == label)?;
+                Some((defs, i))
+            })?
+        } else {
+            let defs = self.definitions(name);
+            let claimant = defs
+                .iter()
+                .position(|e| e.state != VmState::Shadowed)
+                .unwrap_or(0);
+            (defs, claimant)
+        };
+        let vm = defs.get(pick)?;
         let others = defs
             .iter()
             .enumerate()
-            .filter(|(i, _)| *i != claimant)
+            .filter(|(i, _)| *i != pick)
             .map(|(_, e)| e)
             .collect();
         Some((vm, others))

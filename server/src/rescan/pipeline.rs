@@ -127,6 +127,7 @@ impl RealPipeline {
                 source,
             }
         })?;
+        warn_of_symlink_races(&config.sources);
         let views = Views::with_layout(&config.merge.vm_dir, config.merge.layout);
         Ok(RealPipeline {
             catalog: Catalog::empty(hub.epoch()),
@@ -187,6 +188,28 @@ impl RealPipeline {
             .collect();
         self.ids
             .retain(|(label, name)| !read.contains(label) || present.contains(&(label, name)));
+    }
+}
+
+/// Warns, once at start, of each untrusted directory source whose file
+/// system is not mounted `nosymfollow` (its sources entry says so too).
+fn warn_of_symlink_races(sources: &[SourceSpec]) {
+    for s in sources.iter().filter(|s| s.needs_nosymfollow()) {
+        let dir = rustix::fs::open(
+            &s.root,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        );
+        if let Ok(dir) = dir
+            && crate::source::dir::follows_symlinks(&dir) == Some(true)
+        {
+            tracing::warn!(
+                source = %s.label,
+                root = %crate::definition::display_path(&s.root),
+                "untrusted source on a file system not mounted nosymfollow: a symlink \
+                 planted after a scan can redirect a VMM; mount it nosymfollow"
+            );
+        }
     }
 }
 

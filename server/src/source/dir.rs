@@ -1,7 +1,10 @@
-//! Built-in and directory sources: their specs.
+//! Built-in and directory sources: their specs, and whether the file
+//! system an untrusted one lives on lets a planted symlink redirect a VMM.
 
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 
+use rustix::fs::StatVfsMountFlags;
 use vm_catalog_protocol::{SourceKind, SourceLabel, Trust};
 
 use super::{Presence, SourceSpec};
@@ -48,6 +51,32 @@ impl SourceSpec {
     fn with_kind(mut self, kind: SourceKind) -> SourceSpec {
         self.kind = kind;
         self
+    }
+}
+
+/// `ST_NOSYMFOLLOW` (Linux 5.10): symlinks are not followed on this mount.
+const ST_NOSYMFOLLOW: u64 = 0x2000;
+
+/// Whether the file system of the open directory `dir` follows symlinks
+/// (it is not mounted `nosymfollow`); `None` if that cannot be told.
+///
+/// The scan of an untrusted source never follows a symlink, but the VMM
+/// opens a view's final paths later, by path: on such a mount, a symlink
+/// planted after the scan (a swap race) redirects it.
+pub fn follows_symlinks(dir: impl AsFd) -> Option<bool> {
+    let st = rustix::fs::fstatvfs(dir).ok()?;
+    Some(
+        !st.f_flag
+            .contains(StatVfsMountFlags::from_bits_retain(ST_NOSYMFOLLOW)),
+    )
+}
+
+impl SourceSpec {
+    /// Whether this is a source whose mount must be `nosymfollow` for its
+    /// symlink checks to hold until the VMM opens the files: an untrusted
+    /// directory source. (Partitions are always mounted `nosymfollow`.)
+    pub fn needs_nosymfollow(&self) -> bool {
+        self.trust == Trust::Untrusted && self.kind != SourceKind::Partition
     }
 }
 

@@ -4,6 +4,7 @@
 //! here.
 
 mod lifecycle;
+mod nosymfollow;
 mod queries;
 mod recovery;
 mod rescans;

@@ -198,3 +198,47 @@ async fn a_resumed_mirror_gets_exactly_the_missed_changes() {
         }
     }
 }
+
+/// Regression (issue 12, item 5): a definition whose `vmlinux` grew while
+/// the daemon was down was not reported `changed` after the restart (its
+/// entry looked the same); entries now carry the definition's fingerprint.
+#[tokio::test]
+async fn watch_reports_a_definition_changed_while_the_daemon_was_down() {
+    let mut d = daemon();
+    d.arg("--no-watch");
+    d.user_vm("grows");
+    d.user_vm("same");
+    d.start().unwrap();
+    let mut w = Watch::new(d.socket());
+    assert!(matches!(next(&mut w).await, WatchEvent::Reset { .. }));
+    let before = w.mirror().get("grows").unwrap().clone();
+    assert!(before.fingerprint.is_some() && before.id.is_some());
+    d.stop();
+    let kernel = d.user().join("grows/vmlinux");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&kernel)
+        .unwrap();
+    std::io::Write::write_all(&mut f, b" and more").unwrap();
+    drop(f);
+    d.start().unwrap();
+    loop {
+        match next(&mut w).await {
+            WatchEvent::Disconnected { .. } => continue,
+            WatchEvent::Reset {
+                reason, changes, ..
+            } => {
+                assert_eq!(reason, ResetReason::NewEpoch);
+                assert_eq!(
+                    kinds(&changes),
+                    [("grows".to_string(), ChangeKind::Changed)]
+                );
+                break;
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+    let after = w.mirror().get("grows").unwrap();
+    assert_ne!(after.fingerprint, before.fingerprint);
+    assert_eq!(after.id, before.id, "the id survives the restart");
+}
