@@ -58,9 +58,6 @@ pub fn scan_source(spec: &SourceSpec, opts: &ScanOptions) -> SourceScan {
             return scan;
         }
     };
-    if spec.needs_nosymfollow() && crate::source::dir::follows_symlinks(&root) == Some(true) {
-        scan.diagnostics.push(symlinks_followed(root.path()));
-    }
     match read_root(root, &ctx, &mut scan.diagnostics) {
         Ok(Some(defs)) => scan.definitions = defs,
         Ok(None) => scan.state = SourceState::Failed,
@@ -76,18 +73,6 @@ pub fn scan_source(spec: &SourceSpec, opts: &ScanOptions) -> SourceScan {
         }
     }
     scan
-}
-
-/// The warning on an untrusted directory source whose file system follows
-/// symlinks.
-pub fn symlinks_followed(root: &Path) -> Diagnostic {
-    warning(
-        DiagCode::SymlinksFollowed,
-        root,
-        "this untrusted source is on a file system not mounted nosymfollow: \
-         a symlink planted after a scan can redirect a VMM \
-         (mount it nosymfollow; see docs/catalog.md)",
-    )
 }
 
 fn root_failure(root: &Path, e: RootError) -> (SourceState, Diagnostic) {

@@ -194,15 +194,8 @@ impl RealPipeline {
 /// Warns, once at start, of each untrusted directory source whose file
 /// system is not mounted `nosymfollow` (its sources entry says so too).
 fn warn_of_symlink_races(sources: &[SourceSpec]) {
-    for s in sources.iter().filter(|s| s.needs_nosymfollow()) {
-        let dir = rustix::fs::open(
-            &s.root,
-            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        );
-        if let Ok(dir) = dir
-            && crate::source::dir::follows_symlinks(&dir) == Some(true)
-        {
+    for s in sources {
+        if s.follows_symlinks() {
             tracing::warn!(
                 source = %s.label,
                 root = %crate::definition::display_path(&s.root),

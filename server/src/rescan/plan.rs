@@ -58,9 +58,16 @@ impl Sources {
     }
 
     /// Every source as the last [`Sources::discover`] found them, without
-    /// looking again (a dry run mounts nothing).
+    /// looking again (a dry run mounts nothing). An untrusted directory
+    /// source on a mount that follows symlinks carries a
+    /// `symlinks-followed` warning.
     pub fn known(&self) -> Vec<SourceSpec> {
-        self.dirs.iter().chain(&self.found).cloned().collect()
+        self.dirs
+            .iter()
+            .cloned()
+            .map(SourceSpec::with_mount_check)
+            .chain(self.found.iter().cloned())
+            .collect()
     }
 
     /// Unmounts the partitions that were removed, now that the catalog and

@@ -4,8 +4,10 @@
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
-use rustix::fs::StatVfsMountFlags;
-use vm_catalog_protocol::{SourceKind, SourceLabel, Trust};
+use rustix::fs::{Mode, OFlags, StatVfsMountFlags};
+use vm_catalog_protocol::{DiagCode, Diagnostic, Severity, SourceKind, SourceLabel, Trust};
+
+use crate::definition::display_path;
 
 use super::{Presence, SourceSpec};
 
@@ -77,6 +79,37 @@ impl SourceSpec {
     /// directory source. (Partitions are always mounted `nosymfollow`.)
     pub fn needs_nosymfollow(&self) -> bool {
         self.trust == Trust::Untrusted && self.kind != SourceKind::Partition
+    }
+
+    /// Whether this source needs `nosymfollow` and its root is on a file
+    /// system that follows symlinks (a root that cannot be opened: no).
+    pub fn follows_symlinks(&self) -> bool {
+        if !self.needs_nosymfollow() {
+            return false;
+        }
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        rustix::fs::open(&self.root, flags, Mode::empty())
+            .ok()
+            .and_then(follows_symlinks)
+            == Some(true)
+    }
+
+    /// The spec with a `symlinks-followed` warning when
+    /// [`SourceSpec::follows_symlinks`]: checked at every rescan, so that a
+    /// remount `nosymfollow` clears it.
+    pub fn with_mount_check(mut self) -> SourceSpec {
+        if self.follows_symlinks() {
+            self.diagnostics.push(Diagnostic {
+                code: DiagCode::SymlinksFollowed,
+                severity: Severity::Warning,
+                path: display_path(&self.root),
+                message: "this untrusted source is on a file system not mounted nosymfollow: \
+                          a symlink planted after a scan can redirect a VMM \
+                          (mount it nosymfollow; see docs/catalog.md)"
+                    .into(),
+            });
+        }
+        self
     }
 }
 
