@@ -92,6 +92,18 @@ impl TestDaemon {
         self
     }
 
+    /// Replaces the value of an argument given by default (`--builtin`,
+    /// `--vm-dir`, …).
+    pub fn set(&mut self, flag: &str, value: impl Into<OsString>) -> &mut Self {
+        let i = self
+            .args
+            .iter()
+            .position(|a| a == flag)
+            .unwrap_or_else(|| panic!("{flag} is not a default argument"));
+        self.args[i + 1] = value.into();
+        self
+    }
+
     /// Drops the `user` directory source. Needed with partition discovery
     /// on: the primary user partition takes the label `user`.
     pub fn without_user_source(&mut self) -> &mut Self {
