@@ -35,7 +35,7 @@ _vm__catalogd() {
 
     case "${cmd}" in
         vm__catalogd)
-            opts="-h -V --socket --socket-fd --socket-mode --socket-group --admin-group --max-connections --max-connections-per-uid --builtin --source --trusted-source --trusted-target --no-watch --debounce-ms --no-partitions --partition-disk --all-disks --ext --cmdline --fsck --uevent-group --sysfs --apply --live --scandir --prefix --s6rc-bindir --service-template --start-command --restart-changed --max-services --vm-dir --state-dir --notify-fd --log-level --log-format --help --version check help"
+            opts="-h -V --socket --socket-fd --socket-mode --socket-group --admin-group --max-connections --max-connections-per-uid --builtin --source --trusted-source --trusted-target --names --no-watch --debounce-ms --no-partitions --partition-disk --all-disks --ext --cmdline --fsck --uevent-group --sysfs --apply --live --scandir --prefix --s6rc-bindir --service-template --start-command --restart-changed --max-services --vm-dir --vm-layout --state-dir --notify-fd --log-level --log-format --help --version check help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -83,6 +83,10 @@ _vm__catalogd() {
                     ;;
                 --trusted-target)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --names)
+                    COMPREPLY=($(compgen -W "plain qualified" -- "${cur}"))
                     return 0
                     ;;
                 --debounce-ms)
@@ -145,6 +149,10 @@ _vm__catalogd() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --vm-layout)
+                    COMPREPLY=($(compgen -W "plain spectrum" -- "${cur}"))
+                    return 0
+                    ;;
                 --state-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -169,7 +177,7 @@ _vm__catalogd() {
             return 0
             ;;
         vm__subcmd__catalogd__subcmd__check)
-            opts="-h --json --sources --trusted-source --trusted-target --help"
+            opts="-h --json --sources --trusted-source --names --trusted-target --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -177,6 +185,10 @@ _vm__catalogd() {
             case "${prev}" in
                 --trusted-source)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --names)
+                    COMPREPLY=($(compgen -W "plain qualified" -- "${cur}"))
                     return 0
                     ;;
                 --trusted-target)

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_vm_catalogd_global_optspecs
-    string join \n socket= socket-fd= socket-mode= socket-group= admin-group= max-connections= max-connections-per-uid= builtin= source= trusted-source= trusted-target= no-watch debounce-ms= no-partitions partition-disk= all-disks ext= cmdline= fsck uevent-group= sysfs= apply= live= scandir= prefix= s6rc-bindir= service-template= start-command= restart-changed max-services= vm-dir= state-dir= notify-fd= log-level= log-format= h/help V/version
+    string join \n socket= socket-fd= socket-mode= socket-group= admin-group= max-connections= max-connections-per-uid= builtin= source= trusted-source= trusted-target= names= no-watch debounce-ms= no-partitions partition-disk= all-disks ext= cmdline= fsck uevent-group= sysfs= apply= live= scandir= prefix= s6rc-bindir= service-template= start-command= restart-changed max-services= vm-dir= vm-layout= state-dir= notify-fd= log-level= log-format= h/help V/version
 end
 
 function __fish_vm_catalogd_needs_command
@@ -31,10 +31,12 @@ complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l socket-group -d
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l admin-group -d 'Members of this group (name or number) may rescan, besides root' -r
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l max-connections -d 'Open connections in all' -r
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l max-connections-per-uid -d 'Open connections per user' -r
-complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l builtin -d 'The built-in VM definitions (trusted: symlinks are followed). A missing directory is an empty source with a warning' -r -F
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l builtin -d 'The built-in VM definitions (trusted: symlinks are followed), labelled `builtin` unless LABEL= is given (Spectrum: sys=/usr/lib/spectrum/vm). A missing directory is an empty source with a warning' -r -F
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l source -d 'An extra untrusted source of definitions (repeatable). Extra sources rank after the built-in one and before partitions, in command-line order' -r
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l trusted-source -d 'An extra trusted source (repeatable; symlinks are followed)' -r
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l trusted-target -d 'In untrusted sources, a symlink counts only if its target is under this prefix (repeatable)' -r -F
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l names -d 'How VMs are named: `plain`, a definition\'s directory name (the highest-precedence definition of a name wins, the others are shadowed), or `qualified`, `<source label>.<directory name>` (Spectrum\'s `sys.netvm`: nothing is shadowed)' -r -f -a "plain\t'A VM\'s name is its directory\'s name; one name, one VM: the highest-precedence definition claims it, the others are shadowed'
+qualified\t'A VM\'s name is `<source label>.<directory name>` (`sys.netvm`, `user.nc`), Spectrum\'s naming: names do not collide, nothing is shadowed'"
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l debounce-ms -d 'Wait this long after the last change in a watched directory before rescanning' -r
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l partition-disk -d 'Look for user partitions on this disk only (a name under /sys/class/block, e.g. loop3; repeatable). Default: the disk that holds the root file system' -r
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l ext -d 'The primary user partition (/dev/NAME, NAME, UUID=, PARTUUID=, LABEL=); overrides ext= on the kernel command line' -r
@@ -50,8 +52,10 @@ complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l s6rc-bindir -d 
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l service-template -d 'A service template directory (@VM_NAME@, @VM_VIEW@ … placeholders); default: a built-in longrun that execs the start command' -r -F
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l start-command -d 'The command a VM service runs, with the VM name as its argument' -r -F
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l max-services -d 'The most VM services the database may hold' -r
-complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l vm-dir -d 'Where each active VM\'s view (`<DIR>/<name>/config`) is built' -r -F
-complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l state-dir -d 'State: compiled databases, partition mount points' -r -F
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l vm-dir -d 'Where each active VM\'s view is built' -r -F
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l vm-layout -d 'How views are laid out under --vm-dir: `plain`, `<DIR>/<name>/config`, or `spectrum`, `<DIR>/by-id/<id>/config` with `<DIR>/by-name/<name>` linking to `<DIR>/by-id/<id>` (ids kept in the state directory)' -r -f -a "plain\t'`<vm-dir>/<name>/config`'
+spectrum\t'`<vm-dir>/by-id/<id>/config`, and `<vm-dir>/by-name/<name>` linking to `<vm-dir>/by-id/<id>`: Spectrum\'s `/run/vm`'"
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l state-dir -d 'State: compiled databases, partition mount points, VM ids' -r -F
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l notify-fd -d 'Write a newline to this file descriptor once the socket listens and the first scan and apply are done (s6 readiness notification)' -r
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l log-level -d 'Log filter: a level (error, warn, info, debug, trace) or RUST_LOG-style directives; RUST_LOG wins when set' -r
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l log-format -d 'Log format' -r -f -a "text\t'Human-readable lines'
@@ -66,6 +70,8 @@ complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -s V -l version -d
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -f -a "check" -d 'Validate VM definition directories offline, as an untrusted source would be read'
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c vm-catalogd -n "__fish_vm_catalogd_using_subcommand check" -l trusted-source -d 'A trusted source root (symlinks followed), merged before the DIRs, as the daemon\'s built-in and trusted sources are (repeatable; implies --sources)' -r
+complete -c vm-catalogd -n "__fish_vm_catalogd_using_subcommand check" -l names -d 'With --sources: how VMs are named, as the daemon\'s --names (`qualified`: `<label>.<directory name>`)' -r -f -a "plain\t'A VM\'s name is its directory\'s name; one name, one VM: the highest-precedence definition claims it, the others are shadowed'
+qualified\t'A VM\'s name is `<source label>.<directory name>` (`sys.netvm`, `user.nc`), Spectrum\'s naming: names do not collide, nothing is shadowed'"
 complete -c vm-catalogd -n "__fish_vm_catalogd_using_subcommand check" -l trusted-target -d 'A symlink is accepted when its target is under this prefix (repeatable)' -r -F
 complete -c vm-catalogd -n "__fish_vm_catalogd_using_subcommand check" -l json -d 'Print one JSON object (see --help) instead of text'
 complete -c vm-catalogd -n "__fish_vm_catalogd_using_subcommand check" -l sources -d 'Each DIR is a source root ([LABEL=]DIR) holding definition directories, not a definition directory itself; the roots are merged as the daemon merges its sources'
