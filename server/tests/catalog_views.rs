@@ -153,6 +153,24 @@ fn views_of_others_are_never_touched_and_leftovers_are_cleaned() {
     );
 }
 
+/// A `config` that the daemon did not make (a link `vm-import` left, a
+/// transient VM's) is never replaced: the VM gets the error instead.
+#[test]
+fn a_config_the_daemon_did_not_make_is_not_replaced() {
+    let t = Tree::new();
+    t.vm("src", "vm");
+    t.dir("vm/vm");
+    std::os::unix::fs::symlink(t.join("src/vm"), t.join("vm/vm/config")).unwrap();
+    let d = draft(&t, &Catalog::empty(Epoch(1)));
+    let report = views::sync(&t.join("vm"), d.active());
+    assert_eq!(report.errors.len(), 1);
+    assert_eq!(
+        report.errors[0].to_diagnostic().message,
+        "cannot replace: it is not a view the daemon made"
+    );
+    assert_eq!(link(t.join("vm/vm/config")), t.join("src/vm"));
+}
+
 #[test]
 fn views_failures_are_reported_and_can_reject_the_vm() {
     let t = Tree::new();

@@ -187,6 +187,21 @@ fn sync_one(root: &OwnedFd, vm_dir: &Path, spec: &ViewSpec) -> Result<Done, View
     if read_view(&vm, OsStr::new(CONFIG)).as_ref() == Some(&spec.links) {
         return Ok(Done::Unchanged);
     }
+    let config_path = vm_path.join(CONFIG);
+    let exists = match rustix::fs::statat(&vm, CONFIG, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(_) => true,
+        Err(Errno::NOENT) => false,
+        Err(e) => return Err(fail("cannot stat", &config_path, io_err(e))),
+    };
+    if exists && !is_marked_view(&vm, CONFIG) {
+        // Someone else's (a link left by vm-import, a transient VM's): never
+        // replaced.
+        return Err(fail(
+            "cannot replace",
+            &config_path,
+            io::Error::other("it is not a view the daemon made"),
+        ));
+    }
     let new_path = vm_path.join(NEW);
     remove_entry(&vm, &new_path, NEW)
         .map_err(|e| fail("cannot remove the leftover", &new_path, e))?;
@@ -194,12 +209,6 @@ fn sync_one(root: &OwnedFd, vm_dir: &Path, spec: &ViewSpec) -> Result<Done, View
         let _ = remove_entry(&vm, &new_path, NEW);
         return Err(fail("cannot build the view", &new_path, e));
     }
-    let config_path = vm_path.join(CONFIG);
-    let exists = match rustix::fs::statat(&vm, CONFIG, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(_) => true,
-        Err(Errno::NOENT) => false,
-        Err(e) => return Err(fail("cannot stat", &config_path, io_err(e))),
-    };
     let flags = if exists {
         RenameFlags::EXCHANGE
     } else {
