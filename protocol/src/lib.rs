@@ -31,6 +31,7 @@ pub mod codec;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod id;
 pub mod message;
 pub mod names;
 pub mod records;
@@ -45,5 +46,6 @@ pub use frame::{
     LIMIT_MAX_FRAME, MIN_MAX_FRAME, decode_frame, encode_frame, frame_with_body,
 };
 pub use handshake::*;
+pub use id::{MAX_VM_ID_LEN, VmId, VmIdError};
 pub use names::{MAX_NAME_LEN, NameError, SourceLabel, VmName, check_vm_name};
 pub use records::{EventTag, RECORD_BUDGET};

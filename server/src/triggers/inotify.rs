@@ -33,7 +33,7 @@ use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use vm_catalog_protocol::{RescanTrigger, SourceState};
+use vm_catalog_protocol::{RescanTrigger, SourceState, Trust};
 
 use crate::definition::SourceScan;
 use crate::rescan::Rescans;
@@ -145,12 +145,17 @@ pub fn targets_of(scans: &[SourceScan]) -> Vec<Target> {
             SourceState::Unavailable | SourceState::Failed => continue,
         }
         out.push(Target::root(root));
-        // A definition is the root's child named after the VM.
         for d in &s.definitions {
-            let dir = PathBuf::from(d.name.as_str());
-            out.push(Target::below(root, &dir));
+            // A definition is the root's child named after it; in a trusted
+            // source it may be a link to a directory elsewhere (a store
+            // path), watched where it leads.
+            let (base, dir) = match s.spec.trust {
+                Trust::Trusted if !d.dir.starts_with(root) => (d.dir.clone(), PathBuf::new()),
+                _ => (root.clone(), PathBuf::from(d.name.as_str())),
+            };
+            out.push(Target::below(&base, &dir));
             for sub in ["blk", "providers", "providers/net"] {
-                out.push(Target::below(root, dir.join(sub)));
+                out.push(Target::below(&base, dir.join(sub)));
             }
         }
     }
@@ -317,7 +322,6 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vm_catalog_protocol::Trust;
 
     fn scan(root: &Path, state: SourceState) -> SourceScan {
         SourceScan {
