@@ -139,16 +139,14 @@ pub(super) fn resolve_providers(
                 Found::NotClaimant(j) => problems.push(err(
                     DiagCode::ProviderUnavailable,
                     &path,
-                    match outcomes[j].state {
-                        VmState::Shadowed => format!(
-                            "provider {reference} is shadowed: source {} claims {}",
-                            outcomes[j]
-                                .shadowed_by
-                                .as_ref()
-                                .expect("a shadowed entry has a winner"),
+                    match &outcomes[j].shadowed_by {
+                        Some(by) => format!(
+                            "provider {reference} is shadowed: source {by} claims {}",
                             raws[j].name
                         ),
-                        _ => format!("provider {reference} is unavailable (its source went away)"),
+                        None => {
+                            format!("provider {reference} is unavailable (its source went away)")
+                        }
                     },
                 )),
                 Found::Missing => problems.push(err(
