@@ -13,7 +13,7 @@ use vm_catalog_protocol::VmName;
 use super::build::{io_err, open_dir, read_view, write_view};
 use super::names;
 use super::{MARKER, SyncReport, ViewError, ViewSpec};
-use crate::catalog::{BY_ID, BY_NAME, Candidate, Layout};
+use crate::catalog::{BY_ID, Candidate, Layout};
 
 const CONFIG: &str = "config";
 const NEW: &str = ".config.new";
@@ -111,16 +111,16 @@ impl Views {
                 .collect(),
         };
         names::sync(&root, &self.vm_dir, &links, &mut self.linked, &mut report);
-        let by_id: BTreeSet<VmName> = wanted
+        // The directories of the wanted views (a name, or an id), in the
+        // layout's parent; the other layout's parent wants none.
+        let dirs: BTreeSet<VmName> = wanted
             .iter()
-            .filter(|s| s.starts_with(BY_ID))
             .filter_map(|s| s.file_name()?.to_str()?.parse().ok())
             .collect();
-        let plain: BTreeSet<VmName> = wanted
-            .iter()
-            .filter(|s| !s.starts_with(BY_ID))
-            .filter_map(|s| s.to_str()?.parse().ok())
-            .collect();
+        let (plain, by_id) = match self.layout {
+            Layout::Plain => (dirs, BTreeSet::new()),
+            Layout::Spectrum => (BTreeSet::new(), dirs),
+        };
         remove_stale(&root, &self.vm_dir, Path::new(""), &plain, &mut report);
         remove_stale(&root, &self.vm_dir, Path::new(BY_ID), &by_id, &mut report);
         report
@@ -285,7 +285,6 @@ fn remove_stale(
             return;
         }
     };
-    let top = parent.as_os_str().is_empty();
     let mut stale: Vec<VmName> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
@@ -294,8 +293,6 @@ fn remove_stale(
                 .and_then(|n| VmName::try_from(n).ok())
         })
         .filter(|n| !wanted.contains(n))
-        // The Spectrum layout's own directories are not plain views.
-        .filter(|n| !(top && (n.as_str() == BY_ID || n.as_str() == BY_NAME)))
         .collect();
     stale.sort();
     for name in stale {
