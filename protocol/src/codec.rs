@@ -85,6 +85,11 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Resul
     Ok(())
 }
 
+/// The length of `value`'s encoding, without writing it.
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, EncodeError> {
+    postcard::experimental::serialized_size(value).map_err(EncodeError)
+}
+
 /// Decodes a body according to `compat`.
 pub fn decode<'de, T: Deserialize<'de>>(
     bytes: &'de [u8],
@@ -97,6 +102,7 @@ pub fn decode<'de, T: Deserialize<'de>>(
         } else {
             0
         },
+        in_varint: false,
     };
     let mut de = postcard::Deserializer::from_flavor(flavor);
     let value = T::deserialize(&mut de).map_err(DecodeError::Malformed)?;
@@ -118,10 +124,18 @@ const ZERO_TAIL_BUDGET: usize = 64;
 
 /// A postcard input flavor that, when allowed, reads past the *end* of its
 /// input as zeros, up to [`ZERO_TAIL_BUDGET`] bytes. A read that straddles the
-/// end is still an error, so only whole missing trailing fields decode as zeros.
+/// end is still an error, so only whole missing trailing fields decode as
+/// zeros: a string or byte string cut short, and a varint whose last byte
+/// read still had its continuation bit set (a body cut inside a varint).
+///
+/// The last check relies on this: every single byte a protocol type reads
+/// is a varint byte, a `bool` or an `Option` tag (no protocol type has a
+/// plain `u8` field; byte strings are read whole), so a byte with its high
+/// bit set is always a varint's continuation.
 struct ZeroTail<'de> {
     input: &'de [u8],
     zeros_left: usize,
+    in_varint: bool,
 }
 
 impl<'de> Flavor<'de> for ZeroTail<'de> {
@@ -132,9 +146,10 @@ impl<'de> Flavor<'de> for ZeroTail<'de> {
         match self.input.split_first() {
             Some((&b, rest)) => {
                 self.input = rest;
+                self.in_varint = b & 0x80 != 0;
                 Ok(b)
             }
-            None if self.zeros_left > 0 => {
+            None if self.zeros_left > 0 && !self.in_varint => {
                 self.zeros_left -= 1;
                 Ok(0)
             }
@@ -150,8 +165,13 @@ impl<'de> Flavor<'de> for ZeroTail<'de> {
         if ct <= self.input.len() {
             let (head, rest) = self.input.split_at(ct);
             self.input = rest;
+            self.in_varint = false;
             Ok(head)
-        } else if self.input.is_empty() && ct <= ZEROS.len() && ct <= self.zeros_left {
+        } else if self.input.is_empty()
+            && !self.in_varint
+            && ct <= ZEROS.len()
+            && ct <= self.zeros_left
+        {
             self.zeros_left -= ct;
             Ok(&ZEROS[..ct])
         } else {
@@ -412,5 +432,28 @@ mod tests {
         // with the zero tail, or a cut body could pass as a shorter one.
         let b = [0x02, 0x76];
         assert!(decode::<String>(&b, Compat::PeerOlder).is_err());
+    }
+
+    /// Regression (issue 12, item 9): a body cut inside a varint decoded
+    /// with the zero tail, as if the varint's missing bytes were zeros (and
+    /// so did the `Hello`, which is read that way before its version is
+    /// known).
+    #[test]
+    fn a_body_cut_inside_a_varint_is_an_error_even_with_the_zero_tail() {
+        // 300 is ac 02: cut after ac.
+        let b = [0xac];
+        for compat in [Compat::PeerOlder, Compat::Record, Compat::Exact] {
+            assert!(decode::<u32>(&b, compat).is_err(), "{compat:?}");
+        }
+        // A whole missing field still reads as zero.
+        let v1 = encode(&V1 {
+            id: 300,
+            name: "a".into(),
+        })
+        .unwrap();
+        let v2: V2 = decode(&v1, Compat::PeerOlder).unwrap();
+        assert_eq!(v2.memory_mib, None);
+        // Cut inside the id: not a V1 with a zero id.
+        assert!(decode::<V1>(&v1[..1], Compat::PeerOlder).is_err());
     }
 }
