@@ -130,21 +130,83 @@ pub fn write_list<R: AsRef<[u8]>>(out: &mut Vec<u8>, records: &[R]) {
 /// [`RECORD_BUDGET`]).
 pub fn split<R: AsRef<[u8]>>(records: &[R], budget: usize) -> Vec<Range<usize>> {
     let mut runs = Vec::new();
-    let mut start = 0;
-    let mut size = 0;
-    for (i, r) in records.iter().enumerate() {
-        let len = record_len(r.as_ref());
-        if i > start && size + len > budget {
-            runs.push(start..i);
-            start = i;
-            size = 0;
-        }
-        size += len;
-    }
-    if start < records.len() {
-        runs.push(start..records.len());
+    let mut from = 0;
+    while let Some(page) = next_page(records, from, budget, |_| true) {
+        runs.push(page.start..page.end);
+        from = page.end;
     }
     runs
+}
+
+/// One page of the records of a slice that a filter keeps: those in
+/// `start..end`, `count` of them. See [`next_page`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// The first index of the page (a kept record).
+    pub start: usize,
+    /// One past the last index of the page: where the next page starts.
+    pub end: usize,
+    /// The records kept in `start..end`.
+    pub count: usize,
+    size: usize,
+}
+
+impl Page {
+    /// The length of the page's list encoding: the count, then each record.
+    pub fn list_len(&self) -> usize {
+        varint_len(self.count as u64) + self.size
+    }
+
+    /// Appends the page's list (the records of `start..end` that `keep`
+    /// accepts, as [`next_page`] chose them).
+    pub fn write_list<R: AsRef<[u8]>>(
+        &self,
+        out: &mut Vec<u8>,
+        records: &[R],
+        keep: impl Fn(usize) -> bool,
+    ) {
+        write_varint(out, self.count as u64);
+        for (i, r) in records.iter().enumerate().take(self.end).skip(self.start) {
+            if keep(i) {
+                let r = r.as_ref();
+                write_varint(out, r.len() as u64);
+                out.extend_from_slice(r);
+            }
+        }
+    }
+}
+
+/// The next page of `records`, from index `from` on, holding only the
+/// records `keep` accepts (by index) whose list encoding fits `budget`; `None`
+/// when no record from `from` on is kept. Every page holds at least one
+/// record. Nothing is allocated, so a long list can be paged as it is sent
+/// without a list of what it chose.
+pub fn next_page<R: AsRef<[u8]>>(
+    records: &[R],
+    from: usize,
+    budget: usize,
+    keep: impl Fn(usize) -> bool,
+) -> Option<Page> {
+    let start = (from..records.len()).find(|&i| keep(i))?;
+    let mut page = Page {
+        start,
+        end: start,
+        count: 0,
+        size: 0,
+    };
+    while page.end < records.len() {
+        let i = page.end;
+        if keep(i) {
+            let len = record_len(records[i].as_ref());
+            if page.count > 0 && page.size + len > budget {
+                break;
+            }
+            page.size += len;
+            page.count += 1;
+        }
+        page.end += 1;
+    }
+    Some(page)
 }
 
 /// Appends the body of an `Event::SnapshotPage` holding these VM and source
@@ -194,25 +256,25 @@ pub fn encode_record<T: Serialize>(value: &T) -> Vec<u8> {
     codec::encode(value).expect("catalog types always encode")
 }
 
-/// Keeps the first items of `list` such that `fits` holds, halving; returns
-/// how many were dropped.
-fn trim<T: Clone, E>(
-    list: &mut Vec<T>,
-    mut fits: impl FnMut(&[T]) -> Option<E>,
-) -> (usize, Option<E>) {
+/// Keeps the longest prefix of `list` for which `fits` holds (`fits` must
+/// hold for every prefix of a prefix that fits); returns how many items were
+/// dropped and whether even the empty prefix failed.
+fn trim<T: Clone>(list: &mut Vec<T>, mut fits: impl FnMut(&[T]) -> bool) -> (usize, bool) {
     let all = std::mem::take(list);
-    let mut keep = all.len();
-    loop {
-        if let Some(done) = fits(&all[..keep]) {
-            *list = all[..keep].to_vec();
-            return (all.len() - keep, Some(done));
-        }
-        if keep == 0 {
-            *list = Vec::new();
-            return (all.len(), None);
-        }
-        keep /= 2;
+    if !fits(&[]) {
+        return (all.len(), false);
     }
+    let (mut lo, mut hi) = (0, all.len());
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if fits(&all[..mid]) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    *list = all[..lo].to_vec();
+    (all.len() - lo, true)
 }
 
 fn truncated(path: &str, what: String) -> Diagnostic {
@@ -224,9 +286,18 @@ fn truncated(path: &str, what: String) -> Diagnostic {
     }
 }
 
+/// The diagnostics in the order trimming keeps them: errors before
+/// warnings, each in its original order, so that what makes a definition
+/// rejected is the last thing dropped.
+fn errors_first(diagnostics: &[Diagnostic]) -> Vec<Diagnostic> {
+    let mut d = diagnostics.to_vec();
+    d.sort_by_key(|d| d.severity != Severity::Error);
+    d
+}
+
 /// The VM entry, trimmed to encode in at most `budget` bytes as a record:
-/// diagnostics are dropped first, then providers, and a `truncated`
-/// diagnostic says how many.
+/// diagnostics are dropped first (warnings before errors), then providers,
+/// and a `truncated` diagnostic says how many.
 pub fn fit_vm(entry: &VmEntry, budget: usize) -> Cow<'_, VmEntry> {
     if record_len(&encode_record(entry)) <= budget {
         return Cow::Borrowed(entry);
@@ -234,7 +305,7 @@ pub fn fit_vm(entry: &VmEntry, budget: usize) -> Cow<'_, VmEntry> {
     let mut e = entry.clone();
     let path = entry.path.clone();
     let fits = |e: &VmEntry| record_len(&encode_record(e)) <= budget;
-    let mut diags = e.diagnostics.clone();
+    let mut diags = errors_first(&entry.diagnostics);
     let (dropped, ok) = trim(&mut diags, |kept| {
         let mut t = e.clone();
         t.diagnostics = kept.to_vec();
@@ -242,10 +313,10 @@ pub fn fit_vm(entry: &VmEntry, budget: usize) -> Cow<'_, VmEntry> {
             &path,
             format!("{} more diagnostics", entry.diagnostics.len() - kept.len()),
         ));
-        fits(&t).then_some(())
+        fits(&t)
     });
     e.diagnostics = diags;
-    if ok.is_some() {
+    if ok {
         e.diagnostics
             .push(truncated(&path, format!("{dropped} more diagnostics")));
         return Cow::Owned(e);
@@ -261,7 +332,7 @@ pub fn fit_vm(entry: &VmEntry, budget: usize) -> Cow<'_, VmEntry> {
                 entry.providers.len() - kept.len()
             ),
         )];
-        fits(&t).then_some(())
+        fits(&t)
     });
     e.providers = providers;
     e.diagnostics = vec![truncated(
@@ -271,13 +342,13 @@ pub fn fit_vm(entry: &VmEntry, budget: usize) -> Cow<'_, VmEntry> {
     Cow::Owned(e)
 }
 
-/// The source, trimmed like [`fit_vm`] (diagnostics only).
+/// The source, trimmed like [`fit_vm`] (diagnostics only, warnings first).
 pub fn fit_source(entry: &SourceEntry, budget: usize) -> Cow<'_, SourceEntry> {
     if record_len(&encode_record(entry)) <= budget {
         return Cow::Borrowed(entry);
     }
     let mut e = entry.clone();
-    let mut diags = e.diagnostics.clone();
+    let mut diags = errors_first(&entry.diagnostics);
     let (dropped, _) = trim(&mut diags, |kept| {
         let mut t = e.clone();
         t.diagnostics = kept.to_vec();
@@ -285,7 +356,7 @@ pub fn fit_source(entry: &SourceEntry, budget: usize) -> Cow<'_, SourceEntry> {
             &e.path,
             format!("{} more diagnostics", entry.diagnostics.len() - kept.len()),
         ));
-        (record_len(&encode_record(&t)) <= budget).then_some(())
+        record_len(&encode_record(&t)) <= budget
     });
     e.diagnostics = diags;
     let path = e.path.clone();

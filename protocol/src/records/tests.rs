@@ -242,3 +242,77 @@ fn oversized_records_are_trimmed_to_the_record_budget() {
     };
     assert!(record_len(&encode_change(&c, RECORD_BUDGET)) <= RECORD_BUDGET);
 }
+
+/// Regression (issue 12, item 6): one error (no kernel) among hundreds of
+/// unknown-entry warnings was trimmed away, and the rejected definition
+/// showed only warnings and `truncated`.
+#[test]
+fn trimming_keeps_the_errors_that_come_after_hundreds_of_warnings() {
+    let mut e = entry("nokernel", 600);
+    e.state = VmState::Rejected;
+    let no_kernel = Diagnostic {
+        code: DiagCode::MissingKernel,
+        severity: Severity::Error,
+        path: "/usr/img/builtin/nokernel/vmlinux".into(),
+        message: "no kernel (vmlinux)".into(),
+    };
+    e.diagnostics.push(no_kernel.clone());
+    let back: VmEntry = codec::decode(&encode_vm(&e, RECORD_BUDGET), codec::Compat::Exact).unwrap();
+    assert_eq!(back.diagnostics[0], no_kernel, "the error first");
+    assert!(
+        back.diagnostics[1..back.diagnostics.len() - 1]
+            .iter()
+            .all(|d| d.code == DiagCode::UnknownEntry)
+    );
+    assert_eq!(back.diagnostics.last().unwrap().code, DiagCode::Truncated);
+    // The warnings kept are the first ones, in their order.
+    assert_eq!(back.diagnostics[1], e.diagnostics[0]);
+
+    let mut s = source(600);
+    s.diagnostics.push(no_kernel.clone());
+    let back: SourceEntry =
+        codec::decode(&encode_source(&s, RECORD_BUDGET), codec::Compat::Exact).unwrap();
+    assert_eq!(back.diagnostics[0], no_kernel);
+}
+
+/// Trimming keeps as many diagnostics as fit, not the last power of two
+/// that did (the trim halved until it fitted).
+#[test]
+fn trimming_keeps_as_many_diagnostics_as_fit() {
+    let e = entry("big", 600);
+    let back: VmEntry = codec::decode(&encode_vm(&e, RECORD_BUDGET), codec::Compat::Exact).unwrap();
+    let kept = back.diagnostics.len() - 1;
+    let mut one_more = back.clone();
+    one_more
+        .diagnostics
+        .insert(kept, e.diagnostics[kept].clone());
+    assert!(
+        record_len(&encode_record(&one_more)) > RECORD_BUDGET,
+        "{kept} kept, one more would have fitted"
+    );
+}
+
+#[test]
+fn pages_of_a_filtered_slice_keep_only_what_the_filter_keeps_and_fit() {
+    let records: Vec<Vec<u8>> = (0..300).map(|i| vec![i as u8; 10 + i % 50]).collect();
+    let keep = |i: usize| i % 3 != 0;
+    let mut from = 0;
+    let mut seen = Vec::new();
+    while let Some(page) = next_page(&records, from, 400, keep) {
+        assert!(keep(page.start));
+        let mut out = Vec::new();
+        page.write_list(&mut out, &records, keep);
+        assert_eq!(out.len(), page.list_len());
+        let list: Vec<serde_bytes::ByteBuf> = codec::decode(&out, codec::Compat::Exact).unwrap();
+        assert_eq!(list.len(), page.count);
+        assert!(out.len() <= 400 + 2 || page.count == 1);
+        seen.extend(list.into_iter().map(|b| b.into_vec()));
+        from = page.end;
+    }
+    let expected: Vec<Vec<u8>> = (0..300)
+        .filter(|&i| keep(i))
+        .map(|i| records[i].clone())
+        .collect();
+    assert_eq!(seen, expected);
+    assert_eq!(next_page(&records, 0, 400, |_| false), None);
+}
