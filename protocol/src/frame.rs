@@ -237,9 +237,33 @@ pub fn encode_frame<T: Serialize + ?Sized>(
     body: &T,
     max_frame: u32,
 ) -> Result<Vec<u8>, FrameError> {
-    let mut buf = Vec::with_capacity(64);
+    build_frame(kind, method, call_id, 64, max_frame, |out| {
+        codec::encode_into(body, out)
+    })
+}
+
+/// The length of the frame [`encode_frame`] would build around `body`,
+/// without building it (records inside are still encoded on their own to
+/// learn their lengths).
+pub fn frame_len<T: Serialize + ?Sized>(body: &T) -> Result<usize, FrameError> {
+    Ok(HEADER_LEN + codec::encoded_len(body)?)
+}
+
+/// Builds a frame whose body `write` appends, into one buffer with room for
+/// `body_capacity` body bytes reserved up front (so a body of known length
+/// is written once, with no copy and no growth); checked against
+/// `max_frame`.
+pub fn build_frame(
+    kind: FrameKind,
+    method: u16,
+    call_id: u32,
+    body_capacity: usize,
+    max_frame: u32,
+    write: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
+) -> Result<Vec<u8>, FrameError> {
+    let mut buf = Vec::with_capacity(HEADER_LEN + body_capacity);
     buf.extend_from_slice(&[0u8; HEADER_LEN]);
-    codec::encode_into(body, &mut buf)?;
+    write(&mut buf)?;
     if buf.len() > max_frame as usize {
         return Err(FrameError::TooLarge {
             len: buf.len(),
@@ -273,17 +297,10 @@ pub fn frame_with_body(
             max: max_frame,
         });
     }
-    let header = Header {
-        kind,
-        flags: 0,
-        method,
-        call_id,
-        body_len: body.len() as u32,
-    };
-    let mut frame = Vec::with_capacity(len);
-    frame.extend_from_slice(&header.to_bytes());
-    frame.extend_from_slice(body);
-    Ok(frame)
+    build_frame(kind, method, call_id, body.len(), max_frame, |out| {
+        out.extend_from_slice(body);
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -43,7 +43,8 @@ pub use code::{DiagCode, ErrorCode};
 pub use error::ErrorBody;
 pub use frame::{
     DEFAULT_MAX_FRAME, Frame, FrameError, FrameKind, HANDSHAKE_MAX_FRAME, HEADER_LEN, Header,
-    LIMIT_MAX_FRAME, MIN_MAX_FRAME, decode_frame, encode_frame, frame_with_body,
+    LIMIT_MAX_FRAME, MIN_MAX_FRAME, build_frame, decode_frame, encode_frame, frame_len,
+    frame_with_body,
 };
 pub use handshake::*;
 pub use id::{MAX_VM_ID_LEN, VmId, VmIdError};
