@@ -8,6 +8,13 @@
 //! mode, and a stale socket is replaced atomically. A `<path>.lock` file,
 //! `flock`ed for the daemon's lifetime, makes sure a second daemon refuses to
 //! start instead of stealing the socket of a running one.
+//!
+//! The socket's directory must be one that only root (or the daemon's
+//! user) can write, and so must every directory above it unless it is
+//! sticky: anyone else who could write there could plant `socket.lock` (a
+//! symbolic link the daemon would open, or a file it would lock in vain) or
+//! swap the directory. Such a directory is refused at start, and the lock
+//! file is opened with `O_NOFOLLOW` in any case.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -32,6 +39,17 @@ pub enum ListenerError {
     /// Another process holds the lock.
     #[error("another vm-catalogd holds {0}")]
     InUse(PathBuf),
+    /// The lock file is not a regular file of ours (a symbolic link, say).
+    #[error("lock file {0} is not a regular file owned by the daemon's user")]
+    LockNotOurs(PathBuf),
+    /// Someone else may write the socket's directory or one above it.
+    #[error("socket directory {path} is unsafe: {why}")]
+    UnsafeDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// Who else may write it.
+        why: String,
+    },
     /// The socket directory could not be prepared.
     #[error("cannot prepare socket directory {path}")]
     Directory {
@@ -123,17 +141,29 @@ pub fn bind(opts: &SocketOptions) -> Result<(UnixSeqpacketListener, BoundSocket)
                 source,
             })?;
     }
+    check_directory(dir)?;
     let lock_path = lock_path(path);
     let lock = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&lock_path)
-        .map_err(|source| ListenerError::Lock {
-            path: lock_path.clone(),
-            source,
+        .map_err(|source| match source.raw_os_error() {
+            Some(libc::ELOOP) => ListenerError::LockNotOurs(lock_path.clone()),
+            _ => ListenerError::Lock {
+                path: lock_path.clone(),
+                source,
+            },
         })?;
+    let meta = lock.metadata().map_err(|source| ListenerError::Lock {
+        path: lock_path.clone(),
+        source,
+    })?;
+    if !meta.is_file() || meta.uid() != rustix::process::geteuid().as_raw() {
+        return Err(ListenerError::LockNotOurs(lock_path));
+    }
     flock(&lock, FlockOperation::NonBlockingLockExclusive)
         .map_err(|_| ListenerError::InUse(lock_path.clone()))?;
 
@@ -196,6 +226,48 @@ pub fn from_fd(fd: RawFd) -> Result<(UnixSeqpacketListener, BoundSocket), Listen
     ))
 }
 
+/// Refuses a socket directory that anyone but root and the daemon's user
+/// may write, or that sits below such a directory that is not sticky (its
+/// entries could be renamed).
+fn check_directory(dir: &Path) -> Result<(), ListenerError> {
+    let unsafe_dir = |path: &Path, why: String| ListenerError::UnsafeDirectory {
+        path: path.to_owned(),
+        why,
+    };
+    let canonical = fs::canonicalize(dir).map_err(|source| ListenerError::Directory {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let me = rustix::process::geteuid().as_raw();
+    let mut at = Some(canonical.as_path());
+    let mut innermost = true;
+    while let Some(d) = at {
+        let m = fs::metadata(d).map_err(|source| ListenerError::Directory {
+            path: d.to_owned(),
+            source,
+        })?;
+        let mode = m.mode() & 0o7777;
+        if m.uid() != 0 && m.uid() != me {
+            return Err(unsafe_dir(d, format!("owned by uid {}", m.uid())));
+        }
+        let others = mode & 0o002 != 0;
+        let group = mode & 0o020 != 0 && m.gid() != 0;
+        let sticky = mode & 0o1000 != 0;
+        if (others || group) && (innermost || !sticky) {
+            let who = if others { "anyone" } else { "group" };
+            let what = if group && !others {
+                format!("{who} {} may write it (mode {mode:04o})", m.gid())
+            } else {
+                format!("{who} may write it (mode {mode:04o})")
+            };
+            return Err(unsafe_dir(d, what));
+        }
+        innermost = false;
+        at = d.parent();
+    }
+    Ok(())
+}
+
 fn lock_path(socket: &Path) -> PathBuf {
     let mut s = socket.as_os_str().to_owned();
     s.push(".lock");
@@ -252,6 +324,76 @@ mod tests {
         let o = opts(tmp.path());
         let (_l, _bound) = bind(&o).unwrap();
         assert!(matches!(bind(&o), Err(ListenerError::InUse(_))));
+    }
+
+    /// Regression (issue 12, item 8): `socket.lock` was opened through a
+    /// symbolic link planted in the socket's directory.
+    #[tokio::test]
+    async fn a_lock_file_that_is_a_symlink_is_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let o = opts(tmp.path());
+        fs::create_dir_all(o.path.parent().unwrap()).unwrap();
+        let target = tmp.path().join("shadow");
+        std::os::unix::fs::symlink(&target, lock_path(&o.path)).unwrap();
+        let e = bind(&o).unwrap_err();
+        assert!(matches!(e, ListenerError::LockNotOurs(_)), "{e}");
+        assert!(
+            e.to_string()
+                .ends_with("is not a regular file owned by the daemon's user"),
+            "{e}"
+        );
+        assert!(!target.exists(), "nothing was created through the link");
+        assert!(!o.path.exists());
+    }
+
+    /// Regression (issue 12, item 8): a socket directory that others can
+    /// write (world-writable, sticky or not; group-writable) was used.
+    #[tokio::test]
+    async fn a_socket_directory_others_can_write_is_refused() {
+        let Some(()) = vm_catalog_tests::require_root("giving a directory to other users") else {
+            return;
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let o = opts(tmp.path());
+        let dir = o.path.parent().unwrap();
+        fs::create_dir_all(dir).unwrap();
+        for mode in [0o777, 0o1777, 0o775, 0o722] {
+            fs::set_permissions(dir, fs::Permissions::from_mode(mode)).unwrap();
+            if mode == 0o775 {
+                std::os::unix::fs::chown(dir, None, Some(4242)).unwrap();
+            }
+            let e = bind(&o).unwrap_err();
+            assert!(
+                matches!(e, ListenerError::UnsafeDirectory { .. }),
+                "{mode:o}: {e}"
+            );
+            assert!(e.to_string().contains("may write it"), "{e}");
+            assert!(!lock_path(&o.path).exists(), "{mode:o}: nothing created");
+        }
+        // Group-writable by root's group, or sticky above: fine (temp dirs
+        // sit in a sticky /tmp).
+        std::os::unix::fs::chown(dir, None, Some(0)).unwrap();
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o775)).unwrap();
+        let (_l, bound) = bind(&o).unwrap();
+        drop(bound);
+        // A directory owned by another user.
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(dir, Some(4242), None).unwrap();
+        let e = bind(&o).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "socket directory {} is unsafe: owned by uid 4242",
+                fs::canonicalize(dir).unwrap().display()
+            )
+        );
+        // Above it, a directory others may write and rename entries in.
+        std::os::unix::fs::chown(dir, Some(0), None).unwrap();
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(matches!(
+            bind(&o),
+            Err(ListenerError::UnsafeDirectory { .. })
+        ));
     }
 
     #[tokio::test]
