@@ -10,6 +10,7 @@
 
 pub mod daemon;
 pub mod loopdev;
+pub mod peers;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,147 @@
+//! Connections that carry other credentials than this process's: what the
+//! daemon sees when other local users connect, without other processes.
+//!
+//! Linux keeps credentials per thread; only the C library makes `setuid`
+//! and friends change every thread of a process. [`connect_as`] runs one
+//! short-lived thread that changes its own credentials with the raw system
+//! calls, connects, and ends: the kernel recorded the thread's effective uid,
+//! gid and groups for the socket at `connect()` (`SO_PEERCRED`,
+//! `SO_PEERGROUPS`), and the rest of the process never changed. Needs root
+//! (`CAP_SETUID`, `CAP_SETGID`).
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
+
+/// Who a connection should come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Creds {
+    /// Effective uid.
+    pub uid: u32,
+    /// Effective gid.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+impl Creds {
+    /// `uid` with the group of the same number and no supplementary groups.
+    pub fn user(uid: u32) -> Creds {
+        Creds {
+            uid,
+            gid: uid,
+            groups: Vec::new(),
+        }
+    }
+}
+
+fn check(rc: libc::c_long) -> io::Result<()> {
+    if rc == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Connects a blocking `SOCK_SEQPACKET` socket to `path` as `creds`. The
+/// path is looked up with root's file-system identity, so the socket's
+/// directory may be private to root; the peer credentials are `creds`.
+pub fn connect_as(path: &Path, creds: &Creds) -> io::Result<OwnedFd> {
+    let addr = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::other("a NUL in the socket path"))?;
+    let creds = creds.clone();
+    std::thread::spawn(move || -> io::Result<OwnedFd> {
+        let keep = libc::c_long::from(-1i32);
+        // SAFETY: raw credential system calls on this thread only, with
+        // valid arguments (a live buffer of `groups.len()` gids).
+        unsafe {
+            check(libc::syscall(
+                libc::SYS_setgroups,
+                creds.groups.len(),
+                creds.groups.as_ptr(),
+            ))?;
+            check(libc::syscall(libc::SYS_setresgid, keep, creds.gid, keep))?;
+            check(libc::syscall(libc::SYS_setresuid, keep, creds.uid, keep))?;
+            // The real uid stays 0, so these are allowed; they give back
+            // root's file-system identity (and capabilities) for the lookup.
+            libc::syscall(libc::SYS_setfsuid, 0);
+            libc::syscall(libc::SYS_setfsgid, 0);
+        }
+        // SAFETY: plain socket calls on a descriptor this thread owns; the
+        // address is a valid `sockaddr_un` of the given length.
+        unsafe {
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let fd = OwnedFd::from_raw_fd(fd);
+            let mut sun: libc::sockaddr_un = std::mem::zeroed();
+            sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            let bytes = addr.as_bytes_with_nul();
+            if bytes.len() > sun.sun_path.len() {
+                return Err(io::Error::other("socket path too long"));
+            }
+            for (d, s) in sun.sun_path.iter_mut().zip(bytes) {
+                *d = *s as libc::c_char;
+            }
+            let rc = libc::connect(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                (&raw const sun).cast(),
+                std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+            );
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(fd)
+        }
+    })
+    .join()
+    .map_err(|_| io::Error::other("the connecting thread panicked"))?
+}
+
+/// [`connect_as`], as a tokio socket. Must be called within a runtime.
+pub fn connect_async_as(path: &Path, creds: &Creds) -> io::Result<tokio_seqpacket::UnixSeqpacket> {
+    let fd = connect_as(path, creds)?;
+    // SAFETY: a valid socket descriptor we own; tokio needs it non-blocking.
+    let rc = unsafe {
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        let flags = libc::fcntl(raw, libc::F_GETFL);
+        libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK)
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    tokio_seqpacket::UnixSeqpacket::try_from(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peer_sees_the_threads_credentials_and_this_process_keeps_its_own() {
+        if !crate::is_root() {
+            return crate::skip("changing credentials needs root");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut l = tokio_seqpacket::UnixSeqpacketListener::bind(&path).unwrap();
+            let c = Creds {
+                uid: 4242,
+                gid: 4343,
+                groups: vec![4444],
+            };
+            let _client = connect_async_as(&path, &c).unwrap();
+            let server = l.accept().await.unwrap();
+            let cred = server.peer_cred().unwrap();
+            assert_eq!((cred.uid(), cred.gid()), (4242, 4343));
+        });
+        // SAFETY: geteuid cannot fail.
+        assert_eq!(unsafe { libc::geteuid() }, 0, "only the thread changed");
+    }
+}
