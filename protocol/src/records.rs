@@ -125,6 +125,15 @@ pub fn write_list<R: AsRef<[u8]>>(out: &mut Vec<u8>, records: &[R]) {
     }
 }
 
+/// The length of [`write_list`]'s encoding of `records`.
+pub fn list_len<R: AsRef<[u8]>>(records: &[R]) -> usize {
+    varint_len(records.len() as u64)
+        + records
+            .iter()
+            .map(|r| record_len(r.as_ref()))
+            .sum::<usize>()
+}
+
 /// Splits records into consecutive runs whose list encoding fits `budget`.
 /// Every run holds at least one record (each record fits on its own: see
 /// [`RECORD_BUDGET`]).
@@ -172,6 +181,42 @@ impl Page {
                 write_varint(out, r.len() as u64);
                 out.extend_from_slice(r);
             }
+        }
+    }
+}
+
+/// Which list of an `Event::SnapshotPage` a [`Page`] fills (the other one
+/// is empty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotList {
+    /// `vms`.
+    Vms,
+    /// `sources`.
+    Sources,
+}
+
+impl Page {
+    /// The length of the `Event::SnapshotPage` body holding this page (of
+    /// every record in its range) in `list`.
+    pub fn snapshot_len(&self) -> usize {
+        varint_len(EventTag::SnapshotPage.value().into()) + self.list_len() + varint_len(0)
+    }
+
+    /// Appends the `Event::SnapshotPage` body holding this page (of every
+    /// record in its range) in `list`, as [`write_snapshot_page`] would.
+    pub fn write_snapshot<R: AsRef<[u8]>>(
+        &self,
+        out: &mut Vec<u8>,
+        records: &[R],
+        list: SnapshotList,
+    ) {
+        write_varint(out, EventTag::SnapshotPage.value().into());
+        if list == SnapshotList::Sources {
+            write_varint(out, 0);
+        }
+        self.write_list(out, records, |_| true);
+        if list == SnapshotList::Vms {
+            write_varint(out, 0);
         }
     }
 }

@@ -303,6 +303,13 @@ fn pages_of_a_filtered_slice_keep_only_what_the_filter_keeps_and_fit() {
         let mut out = Vec::new();
         page.write_list(&mut out, &records, keep);
         assert_eq!(out.len(), page.list_len());
+        let chosen: Vec<&Vec<u8>> = (page.start..page.end)
+            .filter(|&i| keep(i))
+            .map(|i| &records[i])
+            .collect();
+        let mut listed = Vec::new();
+        write_list(&mut listed, &chosen);
+        assert_eq!((listed.len(), &listed), (list_len(&chosen), &out));
         let list: Vec<serde_bytes::ByteBuf> = codec::decode(&out, codec::Compat::Exact).unwrap();
         assert_eq!(list.len(), page.count);
         assert!(out.len() <= 400 + 2 || page.count == 1);
@@ -315,4 +322,23 @@ fn pages_of_a_filtered_slice_keep_only_what_the_filter_keeps_and_fit() {
         .collect();
     assert_eq!(seen, expected);
     assert_eq!(next_page(&records, 0, 400, |_| false), None);
+}
+
+#[test]
+fn snapshot_pages_written_from_a_page_equal_the_assembled_ones() {
+    let records: Vec<Vec<u8>> = (0..40).map(|i| vec![i as u8; 30]).collect();
+    let none: &[Vec<u8>] = &[];
+    let page = next_page(&records, 0, 500, |_| true).unwrap();
+    let run = &records[page.start..page.end];
+    for (list, vms, sources) in [
+        (SnapshotList::Vms, run, none),
+        (SnapshotList::Sources, none, run),
+    ] {
+        let mut expected = Vec::new();
+        write_snapshot_page(&mut expected, vms, sources);
+        let mut got = Vec::new();
+        page.write_snapshot(&mut got, &records, list);
+        assert_eq!(got, expected, "{list:?}");
+        assert_eq!(page.snapshot_len(), got.len());
+    }
 }
