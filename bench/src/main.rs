@@ -6,6 +6,7 @@
 //! min and max over several runs.
 
 mod apply;
+mod attack;
 mod daemon;
 mod echo;
 mod fanout;
@@ -26,7 +27,7 @@ use clap::Parser;
 #[command(name = "vm-catalog-bench")]
 struct Args {
     /// Suites to run (default: all): rescan, apply,
-    /// rescan-apply, rpc, fanout, footprint.
+    /// rescan-apply, rpc, fanout, footprint, attack.
     suites: Vec<String>,
     /// Fewer iterations, for a quick check that the suites still run.
     #[arg(long)]
@@ -44,6 +45,7 @@ const SUITES: &[Suite] = &[
     ("rpc", rpc::run),
     ("fanout", fanout::run),
     ("footprint", footprint::run),
+    ("attack", attack::run),
 ];
 
 fn main() {

@@ -67,6 +67,13 @@ impl Seqpacket {
     }
 }
 
+impl From<OwnedFd> for Seqpacket {
+    /// A socket connected elsewhere (as another user, say).
+    fn from(fd: OwnedFd) -> Seqpacket {
+        Seqpacket { fd }
+    }
+}
+
 impl AsFd for Seqpacket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -107,7 +114,11 @@ pub struct RawClient {
 impl RawClient {
     /// Connects to the daemon at `path` and completes the handshake.
     pub fn connect(path: &Path) -> io::Result<RawClient> {
-        let socket = Seqpacket::connect(path)?;
+        Self::handshake(Seqpacket::connect(path)?)
+    }
+
+    /// Completes the handshake on a connected socket.
+    pub fn handshake(socket: Seqpacket) -> io::Result<RawClient> {
         let hello = Hello {
             client: "vm-catalog-bench/raw".into(),
             versions: SUPPORTED_VERSIONS,
