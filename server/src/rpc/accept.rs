@@ -49,9 +49,9 @@ pub async fn serve(mut listener: UnixSeqpacketListener, ctx: Arc<Ctx>) {
                 continue;
             }
         };
-        match ctx.admit(peer.uid) {
-            Some(admission) => {
-                tracker.spawn(session::run(socket, peer, ctx.clone(), admission));
+        match ctx.admit(&peer) {
+            Some(slot) => {
+                tracker.spawn(session::run(socket, peer, ctx.clone(), slot));
             }
             None => match ctx.refusal() {
                 Some(permit) => {

@@ -1,32 +1,52 @@
 //! What every connection shares: the published state, the rescan handle,
 //! what the server says about itself, its limits, its counters, and the
-//! admission of new connections against the per-uid and total limits.
+//! two [ledgers](super::admission) its peers draw from: connection slots and
+//! reply bytes.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use vm_catalog_protocol::Features;
 
+use super::admission::{Claim, Ledger, Share, Tenant};
+use super::peer::Peer;
 use crate::logging::RateLimit;
 use crate::publish::Hub;
 use crate::rescan::Rescans;
 
-/// Limits that protect the daemon from its clients.
+/// Limits that protect the daemon from its clients. `docs/security.md`
+/// says what each one protects against.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Open connections in all.
     pub max_connections: u32,
-    /// Open connections per uid.
+    /// Open connections per uid, for users other than root and the admin
+    /// group (who are bounded by `max_connections` only).
     pub max_connections_per_uid: u32,
+    /// Connections only root and the admin group may use (at most half of
+    /// `max_connections`).
+    pub reserved_connections: u32,
     /// Calls running in their own task (streams) per connection; beyond
     /// it, a call is answered `Busy` before a task exists for it.
     pub calls_per_connection: usize,
     /// Time allowed for the `Hello`.
     pub handshake_timeout: Duration,
+    /// A connection with no call in flight (and so no subscription) that
+    /// sends nothing for this long is closed with a `Goodbye`.
+    pub idle_timeout: Duration,
+    /// Bytes of frames built and not yet taken by the kernel, for every
+    /// peer together (frames of at most [`super::send::UNCOUNTED_FRAME`]
+    /// bytes aside). A frame over the budget waits, up to `send_timeout`,
+    /// then its call ends `Busy`.
+    pub reply_budget: u64,
+    /// Of `reply_budget`, bytes only root and the admin group may use.
+    pub reply_reserve: u64,
+    /// Of `reply_budget`, the most one other user may hold (at least one
+    /// frame of `max_frame`).
+    pub reply_budget_per_uid: u64,
     /// The largest max frame size granted.
     pub max_frame: u32,
     /// Deadline of unary calls.
@@ -48,8 +68,13 @@ impl Default for Limits {
         Limits {
             max_connections: 256,
             max_connections_per_uid: 32,
+            reserved_connections: 32,
             calls_per_connection: 32,
             handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            reply_budget: 32 << 20,
+            reply_reserve: 8 << 20,
+            reply_budget_per_uid: 8 << 20,
             max_frame: vm_catalog_protocol::LIMIT_MAX_FRAME,
             call_timeout: Duration::from_secs(10),
             stream_timeout: Duration::from_secs(60),
@@ -73,11 +98,36 @@ pub struct ServerInfo {
     pub started_unix_ms: u64,
 }
 
-/// Counters shown by `GetInfo`.
+impl Limits {
+    /// How connection slots are shared.
+    pub fn connection_share(&self) -> Share {
+        Share {
+            total: self.max_connections.into(),
+            reserve: self
+                .reserved_connections
+                .min(self.max_connections / 2)
+                .into(),
+            per_user: self.max_connections_per_uid.into(),
+        }
+    }
+
+    /// How reply bytes are shared. Users may always hold one frame of the
+    /// largest size: a claim beyond what a tenant may ever hold would wait
+    /// forever.
+    pub fn reply_share(&self) -> Share {
+        let frame = u64::from(self.max_frame);
+        let total = self.reply_budget.max(2 * frame);
+        Share {
+            total,
+            reserve: self.reply_reserve.min(total - frame),
+            per_user: self.reply_budget_per_uid.max(frame),
+        }
+    }
+}
+
+/// Counters.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Open connections.
-    pub connections: AtomicU32,
     next_conn: AtomicU64,
 }
 
@@ -107,11 +157,23 @@ pub struct Ctx {
     pub shutdown: CancellationToken,
     /// Rate limit for log lines clients can trigger.
     pub log_limit: RateLimit,
-    /// Connections counted per uid.
-    uids: Mutex<HashMap<u32, u32>>,
+    /// Connection slots.
+    pub connections: Arc<Ledger>,
+    /// Reply bytes.
+    pub replies: Arc<Ledger>,
     /// Refusals in progress (each holds a connection for a moment).
     refusals: Arc<Semaphore>,
+    /// A return of free memory to the system is scheduled.
+    trim_pending: AtomicBool,
 }
+
+/// Reply bytes held at once past which, once they are given back, the
+/// allocator is asked to return its free memory to the system.
+const TRIM_AFTER: u64 = 4 << 20;
+
+/// How long after the peers that held them left that is done: peers that
+/// leave together make one request.
+const TRIM_DELAY: Duration = Duration::from_secs(1);
 
 impl Ctx {
     /// A context.
@@ -131,26 +193,27 @@ impl Ctx {
             admin_gid,
             shutdown,
             log_limit: RateLimit::new(20, Duration::from_secs(10)),
-            uids: Mutex::new(HashMap::new()),
+            connections: Ledger::new(limits.connection_share()),
+            replies: Ledger::new(limits.reply_share()),
             refusals: Arc::new(Semaphore::new(limits.max_refusals)),
+            trim_pending: AtomicBool::new(false),
             limits,
         })
     }
 
-    /// Counts a new connection from `uid`, or refuses it over a limit.
-    pub fn admit(self: &Arc<Self>, uid: u32) -> Option<Admission> {
-        let mut uids = self.uids.lock().unwrap_or_else(|e| e.into_inner());
-        let total = self.stats.connections.load(Ordering::Relaxed);
-        let mine = uids.get(&uid).copied().unwrap_or(0);
-        if total >= self.limits.max_connections || mine >= self.limits.max_connections_per_uid {
-            return None;
-        }
-        uids.insert(uid, mine + 1);
-        self.stats.connections.fetch_add(1, Ordering::Relaxed);
-        Some(Admission {
-            ctx: self.clone(),
-            uid,
-        })
+    /// Whose share `peer` draws from.
+    pub fn tenant(&self, peer: &Peer) -> Tenant {
+        Tenant::of(peer, self.admin_gid)
+    }
+
+    /// A connection slot for `peer`, or `None` over its share.
+    pub fn admit(&self, peer: &Peer) -> Option<Claim> {
+        self.connections.try_claim(self.tenant(peer), 1)
+    }
+
+    /// Open connections.
+    pub fn open_connections(&self) -> u32 {
+        self.connections.used() as u32
     }
 
     /// A slot to refuse one connection with an answer, or `None` when
@@ -158,24 +221,30 @@ impl Ctx {
     pub fn refusal(&self) -> Option<OwnedSemaphorePermit> {
         self.refusals.clone().try_acquire_owned().ok()
     }
-}
 
-/// A counted connection; dropping it uncounts it.
-#[derive(Debug)]
-pub struct Admission {
-    ctx: Arc<Ctx>,
-    uid: u32,
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        let mut uids = self.ctx.uids.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = uids.get_mut(&self.uid) {
-            *n -= 1;
-            if *n == 0 {
-                uids.remove(&self.uid);
-            }
+    /// Called as a connection ends. Once reply bytes held at once went past
+    /// [`TRIM_AFTER`] and almost all are given back, asks the allocator to
+    /// return its free memory to the system: it keeps freed memory for
+    /// reuse otherwise, and a burst of replies nobody read (issue 12, item
+    /// 3) would stay in the daemon's resident memory after those peers left.
+    pub fn connection_ended(self: &Arc<Self>) {
+        if self.replies.used() > TRIM_AFTER / 4
+            || self.replies.take_peak() < TRIM_AFTER
+            || self.trim_pending.swap(true, Ordering::AcqRel)
+        {
+            return;
         }
-        self.ctx.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        let ctx = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(TRIM_DELAY).await;
+            ctx.trim_pending.store(false, Ordering::Release);
+            #[cfg(target_env = "gnu")]
+            let _ = tokio::task::spawn_blocking(|| {
+                // SAFETY: malloc_trim has no preconditions; it only gives
+                // free memory of the allocator back to the system.
+                unsafe { libc::malloc_trim(0) };
+            })
+            .await;
+        });
     }
 }

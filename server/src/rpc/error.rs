@@ -34,6 +34,10 @@ pub enum CallError {
     /// Too many calls in flight on the connection.
     #[error("too many calls in flight on this connection")]
     Busy,
+    /// The reply budget stayed spent for the whole send deadline: too many
+    /// replies are waiting for peers to read them.
+    #[error("too many replies are waiting to be read; retry later")]
+    OverBudget,
     /// The call took too long.
     #[error("{method} timed out")]
     Timeout {
@@ -77,6 +81,7 @@ impl CallError {
             CallError::NotFound(_) => ErrorCode::NotFound,
             CallError::PermissionDenied { .. } => ErrorCode::PermissionDenied,
             CallError::Busy => ErrorCode::Busy,
+            CallError::OverBudget => ErrorCode::Busy,
             CallError::Timeout { .. } => ErrorCode::Timeout,
             CallError::Cancelled => ErrorCode::Cancelled,
             CallError::RescanFailed(RescanError::Stopped) => ErrorCode::ShuttingDown,
@@ -113,6 +118,14 @@ pub enum ConnError {
     /// The first frame is not a `Hello`.
     #[error("expected Hello, got {0:?}")]
     ExpectedHello(FrameKind),
+    /// A `Hello` with a method or call id: it belongs to the connection.
+    #[error("Hello with method {method} and call id {call_id}: both must be 0")]
+    HelloNotConnectionLevel {
+        /// The method id it carried.
+        method: u16,
+        /// The call id it carried.
+        call_id: u32,
+    },
     /// The `Hello` body does not decode.
     #[error("bad Hello: {0}")]
     BadHello(DecodeError),
@@ -169,6 +182,7 @@ impl ConnError {
             ConnError::BadHello(_) | ConnError::ClientNameTooLong => ErrorCode::InvalidRequest,
             ConnError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
             ConnError::ExpectedHello(_)
+            | ConnError::HelloNotConnectionLevel { .. }
             | ConnError::BadFrame(_)
             | ConnError::UnexpectedFrame(_)
             | ConnError::ReservedCallId
@@ -182,6 +196,7 @@ impl ConnError {
             ConnError::TooManyConnections
             | ConnError::NoHello
             | ConnError::ExpectedHello(_)
+            | ConnError::HelloNotConnectionLevel { .. }
             | ConnError::BadHello(_)
             | ConnError::ClientNameTooLong
             | ConnError::BadFrame(_)

@@ -16,7 +16,7 @@ use vm_catalog_protocol::{
 use super::ctx::Ctx;
 use super::error::ConnError;
 use super::peer::Peer;
-use super::send::Conn;
+use super::send::{Conn, Negotiated};
 
 /// How long a refused connection may take to send its `Hello`.
 const REFUSAL_WAIT: Duration = Duration::from_millis(200);
@@ -56,12 +56,18 @@ pub async fn handshake(socket: UnixSeqpacket, peer: Arc<Peer>, ctx: &Ctx) -> Opt
         .ok()?
         .ok()?;
     tracing::debug!(client = %hello.client.escape_debug(), version, max_frame = welcome.max_frame, "welcome");
+    let tenant = ctx.tenant(&peer);
+    let negotiated = Negotiated {
+        version,
+        max_frame: welcome.max_frame,
+        compat: Compat::between(PROTOCOL_VERSION, hello.versions.max),
+    };
     Some(Conn::new(
         socket,
         peer,
-        version,
-        welcome.max_frame,
-        Compat::between(PROTOCOL_VERSION, hello.versions.max),
+        tenant,
+        negotiated,
+        ctx.replies.clone(),
         ctx.limits.send_timeout,
     ))
 }
@@ -86,15 +92,32 @@ async fn read_hello(socket: &UnixSeqpacket, ctx: &Ctx) -> Result<Option<Hello>, 
         return Err(ConnError::HelloTooLarge);
     }
     let frame = decode_frame(&buf[..n], HANDSHAKE_MAX_FRAME).map_err(ConnError::BadFrame)?;
-    if frame.header.kind != FrameKind::Hello {
-        return Err(ConnError::ExpectedHello(frame.header.kind));
+    let h = frame.header;
+    if h.kind != FrameKind::Hello {
+        return Err(ConnError::ExpectedHello(h.kind));
     }
-    // The peer's version is not known yet: read Hello leniently both ways.
-    let hello: Hello = codec::decode(frame.body, Compat::Record).map_err(ConnError::BadHello)?;
+    if h.call_id != 0 || h.method != 0 {
+        return Err(ConnError::HelloNotConnectionLevel {
+            method: h.method,
+            call_id: h.call_id,
+        });
+    }
+    Ok(Some(decode_hello(frame.body)?))
+}
+
+/// Decodes a `Hello` body as strictly as the peer's newest version allows
+/// (`docs/protocol.md` §8): exactly between equal versions; a newer peer's
+/// trailing fields ignored; an older peer's missing ones read as zeros.
+/// The version is in the body, so it is read leniently first, then the body
+/// again in the mode that version implies.
+fn decode_hello(body: &[u8]) -> Result<Hello, ConnError> {
+    let lenient: Hello = codec::decode(body, Compat::Record).map_err(ConnError::BadHello)?;
+    let compat = Compat::between(PROTOCOL_VERSION, lenient.versions.max);
+    let hello: Hello = codec::decode(body, compat).map_err(ConnError::BadHello)?;
     if hello.client.len() > MAX_CLIENT_NAME {
         return Err(ConnError::ClientNameTooLong);
     }
-    Ok(Some(hello))
+    Ok(hello)
 }
 
 /// Refuses a connection over the limits: reads the `Hello` (briefly),

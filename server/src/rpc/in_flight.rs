@@ -38,6 +38,11 @@ impl InFlight {
         self.calls().contains_key(&call_id)
     }
 
+    /// The cancellation token of call `call_id`, if it is in flight.
+    pub fn token(&self, call_id: u32) -> Option<CancellationToken> {
+        self.calls().get(&call_id).map(|(_, t)| t.clone())
+    }
+
     /// Number of calls in flight.
     pub fn len(&self) -> usize {
         self.calls().len()

@@ -12,6 +12,7 @@
 //! [`error`]'s one exhaustive match.
 
 pub mod accept;
+pub mod admission;
 pub mod ctx;
 pub mod error;
 pub mod handlers;
@@ -26,4 +27,5 @@ pub mod service;
 pub mod session;
 
 pub use accept::serve;
-pub use ctx::{Admission, Ctx, Limits, ServerInfo, Stats};
+pub use admission::{Claim, Ledger, Share, Tenant};
+pub use ctx::{Ctx, Limits, ServerInfo, Stats};

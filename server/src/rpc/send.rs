@@ -1,10 +1,23 @@
 //! One connection after its handshake, as calls see it: the socket, what
-//! was negotiated, the calls in flight, and sends with a deadline.
+//! was negotiated, the calls in flight, and sends that bound what a peer
+//! that does not read can make the daemon hold.
 //!
 //! `UnixSeqpacket` sends take `&self`, and one datagram is one frame, so the
 //! read loop and every call task send on the same socket without a writer
-//! task: frames of one call stay in order because one task sends them, frames
-//! of different calls may interleave, which the protocol allows.
+//! task. They take turns (a fair lock per connection), and a frame is built
+//! only once its turn has come: however many calls a connection has in
+//! flight, at most one of its frames exists at a time. Frames of one call
+//! stay in order because one task sends them; frames of different calls
+//! interleave, which the protocol allows.
+//!
+//! Before it is built, a frame claims its bytes from the reply budget
+//! ([`super::Ledger`], shared by every peer, with a reserve for root and the
+//! admin group and a fair share per user), and gives them back once the
+//! kernel took it. Over the budget it waits, up to the send deadline, then
+//! its call ends `Busy`. Frames of at most [`UNCOUNTED_FRAME`] bytes (errors,
+//! `Cancel`'s reply, stream ends) claim nothing: one per connection at most
+//! exists, so the connection table bounds them, and they never wait for the
+//! budget.
 //!
 //! Every send has a deadline ([`super::Limits::send_timeout`]). A peer that
 //! does not read for that long while the daemon has a frame for it is
@@ -14,15 +27,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Serialize;
+use tokio::sync::Mutex;
 use tokio_seqpacket::UnixSeqpacket;
-use vm_catalog_protocol::codec::Compat;
+use vm_catalog_protocol::codec::{self, Compat};
 use vm_catalog_protocol::{
-    ErrorBody, FrameError, FrameKind, Streaming, Unary, frame_with_body, message,
+    ErrorBody, FrameError, FrameKind, Streaming, Unary, build_frame, frame_len,
 };
 
+use super::admission::{Claim, Ledger, Tenant};
 use super::error::CallError;
 use super::in_flight::InFlight;
 use super::peer::Peer;
+
+/// Frames of at most this many bytes are not counted against the reply
+/// budget.
+pub const UNCOUNTED_FRAME: usize = 1024;
 
 /// A connection, shared by its read loop and its call tasks.
 #[derive(Debug)]
@@ -31,42 +51,75 @@ pub struct Conn {
     pub socket: UnixSeqpacket,
     /// The peer's credentials.
     pub peer: Arc<Peer>,
+    /// Whose share the peer draws from.
+    pub tenant: Tenant,
     /// The negotiated protocol version.
     pub version: u16,
     /// The negotiated maximum frame size.
     pub max_frame: u32,
     /// How to decode the peer's bodies.
     pub compat: Compat,
-    /// How long one send may wait for the peer to read.
+    /// How long one send may wait for the peer to read (and a frame for
+    /// the reply budget).
     pub send_timeout: Duration,
     /// Calls running in their own task.
     pub calls: InFlight,
+    replies: Arc<Ledger>,
+    turn: Mutex<()>,
+}
+
+/// What a connection is made of after its handshake.
+#[derive(Debug)]
+pub struct Negotiated {
+    /// The negotiated protocol version.
+    pub version: u16,
+    /// The negotiated maximum frame size.
+    pub max_frame: u32,
+    /// How to decode the peer's bodies.
+    pub compat: Compat,
 }
 
 impl Conn {
-    /// A connection after its handshake.
+    /// A connection after its handshake: its frames claim their bytes from
+    /// `replies` as `tenant`.
     pub fn new(
         socket: UnixSeqpacket,
         peer: Arc<Peer>,
-        version: u16,
-        max_frame: u32,
-        compat: Compat,
+        tenant: Tenant,
+        negotiated: Negotiated,
+        replies: Arc<Ledger>,
         send_timeout: Duration,
     ) -> Conn {
         Conn {
             socket,
             peer,
-            version,
-            max_frame,
-            compat,
+            tenant,
+            version: negotiated.version,
+            max_frame: negotiated.max_frame,
+            compat: negotiated.compat,
             send_timeout,
             calls: InFlight::default(),
+            replies,
+            turn: Mutex::new(()),
         }
     }
 
-    /// Sends one encoded frame, within the send deadline.
-    pub async fn send(&self, frame: Result<Vec<u8>, FrameError>) -> Result<(), CallError> {
-        let frame = frame.map_err(CallError::Encode)?;
+    /// Sends one frame of `len` bytes, built by `build` once it is this
+    /// connection's turn and the bytes are claimed (`call_id`'s cancellation
+    /// ends a wait for the budget).
+    async fn send_built(
+        &self,
+        call_id: u32,
+        len: usize,
+        build: impl FnOnce() -> Result<Vec<u8>, FrameError>,
+    ) -> Result<(), CallError> {
+        let _turn = self.turn.lock().await;
+        let _claim = if len > UNCOUNTED_FRAME {
+            Some(self.claim(call_id, len as u64).await?)
+        } else {
+            None
+        };
+        let frame = build().map_err(CallError::Encode)?;
         match tokio::time::timeout(self.send_timeout, self.socket.send(&frame)).await {
             Ok(sent) => sent.map(|_| ()).map_err(CallError::Disconnected),
             Err(_) => {
@@ -78,34 +131,86 @@ impl Conn {
         }
     }
 
+    /// `n` bytes of the reply budget, waiting at most the send deadline.
+    async fn claim(&self, call_id: u32, n: u64) -> Result<Claim, CallError> {
+        if let Some(c) = self.replies.try_claim(self.tenant, n) {
+            return Ok(c);
+        }
+        let cancel = self.calls.token(call_id).unwrap_or_default();
+        tokio::select! {
+            c = tokio::time::timeout(self.send_timeout, self.replies.claim(self.tenant, n)) => {
+                c.map_err(|_| CallError::OverBudget)
+            }
+            _ = cancel.cancelled() => Err(CallError::Cancelled),
+        }
+    }
+
+    /// Sends a frame whose body is `body`'s encoding.
+    async fn send_typed<T: Serialize + ?Sized>(
+        &self,
+        kind: FrameKind,
+        method: u16,
+        call_id: u32,
+        body: &T,
+    ) -> Result<(), CallError> {
+        let len = frame_len(body).map_err(CallError::Encode)?;
+        self.send_built(call_id, len, || {
+            build_frame(kind, method, call_id, len, self.max_frame, |out| {
+                codec::encode_into(body, out)
+            })
+        })
+        .await
+    }
+
     /// Sends the reply of a unary call.
     pub async fn reply<C: Unary>(&self, call_id: u32, reply: &C::Reply) -> Result<(), CallError> {
-        self.send(message::reply::<C>(call_id, reply, self.max_frame))
+        self.send_typed(FrameKind::Reply, C::METHOD.id(), call_id, reply)
             .await
     }
 
     /// Sends one item of a streaming call.
     pub async fn item<C: Streaming>(&self, call_id: u32, item: &C::Item) -> Result<(), CallError> {
-        self.send(message::item::<C>(call_id, item, self.max_frame))
+        self.send_typed(FrameKind::StreamItem, C::METHOD.id(), call_id, item)
             .await
     }
 
     /// Sends one item of a streaming call whose body is already encoded.
     pub async fn item_raw<C: Streaming>(&self, call_id: u32, body: &[u8]) -> Result<(), CallError> {
-        let frame = frame_with_body(
-            FrameKind::StreamItem,
-            C::METHOD.id(),
-            call_id,
-            body,
-            self.max_frame,
-        );
-        self.send(frame).await
+        self.item_with::<C>(call_id, body.len(), |out| out.extend_from_slice(body))
+            .await
+    }
+
+    /// Sends one item of a streaming call whose body of `body_len` bytes
+    /// `write` appends to the frame (a page assembled from encoded records,
+    /// written once, into the frame).
+    pub async fn item_with<C: Streaming>(
+        &self,
+        call_id: u32,
+        body_len: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), CallError> {
+        let method = C::METHOD.id();
+        let max = self.max_frame;
+        self.send_built(call_id, body_len + vm_catalog_protocol::HEADER_LEN, || {
+            build_frame(
+                FrameKind::StreamItem,
+                method,
+                call_id,
+                body_len,
+                max,
+                |out| {
+                    write(out);
+                    Ok(())
+                },
+            )
+        })
+        .await
     }
 
     /// Ends a streaming call.
     pub async fn end<C: Streaming>(&self, call_id: u32, end: &C::End) -> Result<(), CallError> {
         self.calls.done(call_id);
-        self.send(message::end::<C>(call_id, end, self.max_frame))
+        self.send_typed(FrameKind::StreamEnd, C::METHOD.id(), call_id, end)
             .await
     }
 
@@ -118,7 +223,15 @@ impl Conn {
         body: &ErrorBody,
     ) -> Result<(), CallError> {
         self.calls.done(call_id);
-        self.send(message::error(call_id, method, body, self.max_frame))
+        self.send_typed(FrameKind::Error, method, call_id, body)
             .await
+    }
+
+    /// Says goodbye (the connection then closes).
+    pub async fn goodbye(&self, reason: &str) -> Result<(), CallError> {
+        let body = vm_catalog_protocol::Goodbye {
+            reason: reason.into(),
+        };
+        self.send_typed(FrameKind::Goodbye, 0, 0, &body).await
     }
 }

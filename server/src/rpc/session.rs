@@ -7,7 +7,8 @@
 //! against the per-connection limit before the task exists. A frame that
 //! makes the stream untrustworthy (bad header, wrong kind, truncated) gets a
 //! connection-level error and a close; a bad call gets an error for that
-//! call only.
+//! call only. A connection with no call in flight that sends nothing for
+//! [`super::Limits::idle_timeout`] is closed with a `Goodbye`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,11 +17,10 @@ use tokio::task::JoinSet;
 use tokio_seqpacket::UnixSeqpacket;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use vm_catalog_protocol::{
-    FrameKind, Goodbye, Header, Method, Request, RequestError, decode_frame, message,
-};
+use vm_catalog_protocol::{FrameKind, Header, Method, Request, RequestError, decode_frame};
 
-use super::ctx::{Admission, Ctx};
+use super::admission::Claim;
+use super::ctx::Ctx;
 use super::error::{CallError, ConnError};
 use super::handshake::{handshake, report};
 use super::peer::Peer;
@@ -33,8 +33,14 @@ use super::service::{self, Call, CallService};
 /// last frames before it drops them.
 const GOODBYE_GRACE: Duration = Duration::from_secs(2);
 
-/// Serves one admitted connection to the end.
-pub async fn run(socket: UnixSeqpacket, peer: Peer, ctx: Arc<Ctx>, admission: Admission) {
+/// How long a `Goodbye` may wait for a peer that does not read.
+const GOODBYE_WAIT: Duration = Duration::from_secs(1);
+
+/// What an idle connection is told as it is closed.
+pub const IDLE_GOODBYE: &str = "idle: no call for too long";
+
+/// Serves one admitted connection (holding `slot`) to the end.
+pub async fn run(socket: UnixSeqpacket, peer: Peer, ctx: Arc<Ctx>, slot: Claim) {
     let span = tracing::info_span!("conn", id = peer.conn_id, uid = peer.uid, pid = peer.pid);
     async move {
         tracing::debug!("connected");
@@ -42,7 +48,8 @@ pub async fn run(socket: UnixSeqpacket, peer: Peer, ctx: Arc<Ctx>, admission: Ad
             serve_calls(Arc::new(conn), &ctx).await;
         }
         tracing::debug!("disconnected");
-        drop(admission);
+        drop(slot);
+        ctx.connection_ended();
     }
     .instrument(span)
     .await
@@ -64,6 +71,14 @@ async fn serve_calls(conn: Arc<Conn>, ctx: &Arc<Ctx>) {
                 break;
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            // Idle: no call in flight (a subscription is one) and nothing
+            // received for that long. The timer starts over at every frame
+            // and every call that ends.
+            _ = tokio::time::sleep(ctx.limits.idle_timeout), if tasks.is_empty() => {
+                tracing::debug!("idle, closing");
+                let _ = tokio::time::timeout(GOODBYE_WAIT, conn.goodbye(IDLE_GOODBYE)).await;
+                break;
+            }
             r = recv::recv(&conn.socket, conn.max_frame as usize) => r,
         };
         let flow = match received {
@@ -93,14 +108,7 @@ async fn serve_calls(conn: Arc<Conn>, ctx: &Arc<Ctx>) {
         if drained.is_err() {
             tasks.abort_all();
         }
-        let goodbye = Goodbye {
-            reason: "shutting down".into(),
-        };
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            conn.send(message::goodbye(&goodbye, conn.max_frame)),
-        )
-        .await;
+        let _ = tokio::time::timeout(GOODBYE_WAIT, conn.goodbye("shutting down")).await;
     } else {
         // The peer went away or broke the protocol: stop its calls.
         conn.calls.cancel_all();

@@ -9,7 +9,7 @@ use vm_catalog_protocol::codec::{self, Compat};
 use vm_catalog_protocol::*;
 use vm_catalogd::rpc::Limits;
 
-use crate::server::{Server, many, raw, recv_frame};
+use crate::server::{Server, hello_as, many, raw, recv_frame};
 
 #[tokio::test]
 async fn garbage_empty_and_oversized_datagrams_close_only_that_connection() {
@@ -94,19 +94,45 @@ async fn unsupported_versions_are_refused_with_the_server_range() {
 
 #[tokio::test]
 async fn connection_limits_refuse_with_busy() {
+    let Some(()) = vm_catalog_tests::require_root("connecting as another uid") else {
+        return;
+    };
     let limits = Limits {
         max_connections_per_uid: 2,
         ..Limits::default()
     };
     let srv = Server::start(limits, None).await;
-    let _a = Client::connect(&srv.path).await.unwrap();
-    let _b = Client::connect(&srv.path).await.unwrap();
-    let e = Client::connect(&srv.path).await.unwrap_err();
-    assert_eq!(e.code(), Some(ErrorCode::Busy), "{e}");
-    drop(_a);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    Client::connect(&srv.path).await.unwrap();
+    let (a, w) = hello_as(&srv.path, 1000).await;
+    w.unwrap();
+    let (_b, w) = hello_as(&srv.path, 1000).await;
+    w.unwrap();
+    let (_, refused) = hello_as(&srv.path, 1000).await;
+    let e = refused.unwrap_err();
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (ErrorCode::Busy, "too many connections")
+    );
+    // Root is not bound by the per-uid limit.
+    let _root: Vec<Client> = clients(&srv.path, 3).await;
+    drop(a);
+    let c = Client::connect(&srv.path).await.unwrap();
+    for _ in 0..3000 {
+        if c.info().await.unwrap().connections == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (_, w) = hello_as(&srv.path, 1000).await;
+    w.expect("a slot given back is free again");
     srv.stop().await;
+}
+
+async fn clients(path: &std::path::Path, n: usize) -> Vec<Client> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(Client::connect(path).await.unwrap());
+    }
+    v
 }
 
 /// Regression (review): a client that stopped reading held the read loop

@@ -9,7 +9,33 @@ use vm_catalogd::publish::{Hub, Published};
 use vm_catalogd::rescan::{Pipeline, RescanError, RescanResult, Rescans};
 use vm_catalogd::rpc::{self, Ctx, Limits, ServerInfo, listener};
 
-pub use vm_catalog_tests::wire::{connect as raw, recv_frame};
+pub use vm_catalog_tests::wire::{connect as raw, recv_error, recv_frame};
+
+/// Connects as user `uid` (a thread with that uid's credentials: see
+/// `vm_catalog_tests::peers`) and says `Hello`: the `Welcome`, or the error
+/// that refused the connection.
+pub async fn hello_as(
+    path: &std::path::Path,
+    uid: u32,
+) -> (tokio_seqpacket::UnixSeqpacket, Result<Welcome, ErrorBody>) {
+    use vm_catalog_protocol::codec::{self, Compat};
+    let creds = vm_catalog_tests::peers::Creds::user(uid);
+    let s = vm_catalog_tests::peers::connect_async_as(path, &creds).expect("connect");
+    let hello = Hello {
+        client: "as-user".into(),
+        versions: SUPPORTED_VERSIONS,
+        max_frame: MIN_MAX_FRAME,
+        features: Features::default(),
+    };
+    s.send(&message::hello(&hello).unwrap()).await.unwrap();
+    let (h, body) = recv_frame(&s).await;
+    let answer = match h.kind {
+        FrameKind::Welcome => Ok(codec::decode(&body, Compat::Exact).unwrap()),
+        FrameKind::Error => Err(codec::decode(&body, Compat::Exact).unwrap()),
+        k => panic!("{k:?} instead of Welcome"),
+    };
+    (s, answer)
+}
 
 /// Publishes whatever the test queued: each rescan takes the next list of
 /// entries and publishes it as one generation (every entry `Changed`).

@@ -1,7 +1,5 @@
 //! `GetInfo`: the daemon's state.
 
-use std::sync::atomic::Ordering;
-
 use vm_catalog_protocol::{GetInfo, Info, SourceSummary};
 
 use crate::rpc::ctx::Ctx;
@@ -23,7 +21,7 @@ pub async fn handle(ctx: &Ctx, conn: &Conn, call_id: u32, _: GetInfo) -> Result<
         sources: p.sources.iter().map(SourceSummary::of).collect(),
         last_rescan: status.last_rescan.clone(),
         last_apply: status.last_apply.clone(),
-        connections: ctx.stats.connections.load(Ordering::Relaxed),
+        connections: ctx.open_connections(),
         subscribers: ctx.hub.subscriber_count() as u32,
         started_unix_ms: ctx.server.started_unix_ms,
     };

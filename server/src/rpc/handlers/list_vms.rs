@@ -8,7 +8,10 @@ use crate::rpc::ctx::Ctx;
 use crate::rpc::error::CallError;
 use crate::rpc::send::Conn;
 
-/// Answers `ListVms`. An unknown `source` gives an empty list.
+/// Answers `ListVms`. An unknown `source` gives an empty list. Pages are
+/// chosen as they are sent: the call holds the snapshot and one frame, not a
+/// list of what it chose (a peer may have many such calls that it never
+/// reads).
 pub async fn handle(
     ctx: &Ctx,
     conn: &Conn,
@@ -18,30 +21,31 @@ pub async fn handle(
 ) -> Result<(), CallError> {
     let published = ctx.hub.current();
     let shared = published.records();
-    let chosen: Vec<&Vec<u8>> = published
-        .vms
-        .iter()
-        .zip(&shared.vms)
-        .filter(|(e, _)| p.include_inactive || e.state == VmState::Active)
-        .filter(|(e, _)| p.source.as_ref().is_none_or(|s| &e.source == s))
-        .map(|(_, r)| r)
-        .collect();
+    let keep = |i: usize| {
+        let e = &published.vms[i];
+        (p.include_inactive || e.state == VmState::Active)
+            && p.source.as_ref().is_none_or(|s| &e.source == s)
+    };
     let budget = records::budget(conn.max_frame);
-    let mut body = Vec::with_capacity(budget + 16);
-    for run in records::split(&chosen, budget) {
+    let mut total = 0u32;
+    let mut from = 0;
+    while let Some(page) = records::next_page(&shared.vms, from, budget, keep) {
         if ctx.shutdown.is_cancelled() {
             return Err(CallError::ShuttingDown);
         }
         if cancel.is_cancelled() {
             return Err(CallError::Cancelled);
         }
-        body.clear();
-        records::write_list(&mut body, &chosen[run]);
-        conn.item_raw::<ListVms>(call_id, &body).await?;
+        conn.item_with::<ListVms>(call_id, page.list_len(), |out| {
+            page.write_list(out, &shared.vms, keep)
+        })
+        .await?;
+        total += page.count as u32;
+        from = page.end;
     }
     let end = ListEnd {
         cursor: published.cursor,
-        total: chosen.len() as u32,
+        total,
     };
     conn.end::<ListVms>(call_id, &end).await
 }

@@ -23,17 +23,31 @@ pub async fn handle(
         _ = cancel.cancelled() => return Err(CallError::Cancelled),
     };
     let result = result.map_err(CallError::RescanFailed)?;
+    // Change records are encoded page by page as they are sent: a caller
+    // holds its result and one page, not a second copy of every change.
     let budget = records::budget(conn.max_frame);
-    let changes: Vec<Vec<u8>> = result
-        .changes
-        .iter()
-        .map(|c| records::encode_change(c, RECORD_BUDGET))
-        .collect();
-    let mut body = Vec::with_capacity(budget + 16);
-    for run in records::split(&changes, budget) {
-        body.clear();
-        records::write_list(&mut body, &changes[run]);
-        conn.item_raw::<Rescan>(call_id, &body).await?;
+    let mut page: Vec<Vec<u8>> = Vec::new();
+    let mut size = 0;
+    for c in &result.changes {
+        let r = records::encode_change(c, RECORD_BUDGET);
+        let len = records::record_len(&r);
+        if !page.is_empty() && size + len > budget {
+            send_page(conn, call_id, &page).await?;
+            page.clear();
+            size = 0;
+        }
+        size += len;
+        page.push(r);
+    }
+    if !page.is_empty() {
+        send_page(conn, call_id, &page).await?;
     }
     conn.end::<Rescan>(call_id, &result.outcome).await
+}
+
+async fn send_page(conn: &Conn, call_id: u32, page: &[Vec<u8>]) -> Result<(), CallError> {
+    conn.item_with::<Rescan>(call_id, records::list_len(page), |out| {
+        records::write_list(out, page)
+    })
+    .await
 }

@@ -8,7 +8,7 @@
 //! is disconnected after the send deadline.
 
 use tokio_util::sync::CancellationToken;
-use vm_catalog_protocol::records::{self, write_snapshot_page};
+use vm_catalog_protocol::records::{self, SnapshotList};
 use vm_catalog_protocol::{Cursor, Event, ResetReason, Subscribe, SubscriptionEnd};
 
 use crate::publish::{Batch, Published, Start};
@@ -85,17 +85,20 @@ async fn send_snapshot(
     .await?;
     let shared = p.records();
     let budget = records::budget(conn.max_frame);
-    let none: &[Vec<u8>] = &[];
-    let mut body = Vec::with_capacity(budget + 16);
-    for run in records::split(&shared.vms, budget) {
-        body.clear();
-        write_snapshot_page(&mut body, &shared.vms[run], none);
-        conn.item_raw::<Subscribe>(call_id, &body).await?;
-    }
-    for run in records::split(&shared.sources, budget) {
-        body.clear();
-        write_snapshot_page(&mut body, none, &shared.sources[run]);
-        conn.item_raw::<Subscribe>(call_id, &body).await?;
+    // Pages are chosen as they are sent: a slow subscriber holds the
+    // snapshot and one frame.
+    for (list, records) in [
+        (SnapshotList::Vms, &shared.vms),
+        (SnapshotList::Sources, &shared.sources),
+    ] {
+        let mut from = 0;
+        while let Some(page) = records::next_page(records, from, budget, |_| true) {
+            conn.item_with::<Subscribe>(call_id, page.snapshot_len(), |out| {
+                page.write_snapshot(out, records, list)
+            })
+            .await?;
+            from = page.end;
+        }
     }
     conn.item::<Subscribe>(call_id, &Event::Synced { cursor: p.cursor })
         .await?;

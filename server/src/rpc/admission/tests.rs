@@ -1,0 +1,154 @@
+//! The shares: the reserve, the per-user cap, the fair share, waiting.
+
+use std::time::Duration;
+
+use super::*;
+
+/// The default connection share: 256 in all, 32 reserved, 32 per user.
+fn table() -> Arc<Ledger> {
+    Ledger::new(Share {
+        total: 256,
+        reserve: 32,
+        per_user: 32,
+    })
+}
+
+/// Each user connects until refused, one after the other (the order that
+/// lets the first ones take the most).
+fn fill_one_by_one(l: &Arc<Ledger>, users: u32) -> Vec<Claim> {
+    let mut held = Vec::new();
+    for uid in 1000..1000 + users {
+        while let Some(c) = l.try_claim(Tenant::User(uid), 1) {
+            held.push(c);
+        }
+    }
+    held
+}
+
+/// Regression (issue 12, item 2): 8 uids with 32 idle connections each
+/// filled the table (256), and root's `status` got `busy: too many
+/// connections`.
+#[test]
+fn eight_users_of_32_connections_cannot_fill_the_table_or_lock_root_out() {
+    let l = table();
+    let mut held = fill_one_by_one(&l, 8);
+    // Round robin instead: the same, or better for the others.
+    let rr = table();
+    let mut rr_held = Vec::new();
+    for _ in 0..32 {
+        for uid in 1000..1008 {
+            rr_held.extend(rr.try_claim(Tenant::User(uid), 1));
+        }
+    }
+    for (l, held) in [(&l, &held), (&rr, &rr_held)] {
+        assert!(held.len() < 224, "users filled their part: {}", held.len());
+        // A ninth user still gets in, and so does root, 32 times over.
+        assert!(l.try_claim(Tenant::User(2000), 1).is_some());
+        let root: Vec<_> = (0..32)
+            .map(|_| l.try_claim(Tenant::Admin, 1).expect("root gets in"))
+            .collect();
+        assert_eq!(root.len(), 32);
+    }
+    assert_eq!(held.len(), 206, "one by one: 5 x 32, then 22, 14, 10");
+    assert_eq!(rr_held.len(), 180, "round robin: 22 or 23 each");
+    held.clear();
+    assert_eq!(l.used(), 0, "every slot given back");
+}
+
+/// The figure `docs/security.md` gives: with the default limits, users
+/// connecting one after the other as much as the fair share lets them need
+/// 15 uids to take every user slot; root's 32 stay free whatever they do.
+#[test]
+fn it_takes_fifteen_users_to_fill_the_users_part_and_the_reserve_stays() {
+    let l = table();
+    let held = fill_one_by_one(&l, 14);
+    assert!(held.len() < 224, "14 users: {}", held.len());
+    let l = table();
+    let held = fill_one_by_one(&l, 15);
+    assert_eq!(held.len(), 224);
+    assert!(l.try_claim(Tenant::User(5000), 1).is_none());
+    let _root: Vec<_> = (0..32)
+        .map(|_| l.try_claim(Tenant::Admin, 1).expect("reserved for root"))
+        .collect();
+    assert!(l.try_claim(Tenant::Admin, 1).is_none(), "256 in all");
+}
+
+#[test]
+fn one_user_holds_at_most_its_cap_and_admins_are_bounded_by_the_total_only() {
+    let l = Ledger::new(Share {
+        total: 100,
+        reserve: 10,
+        per_user: 5,
+    });
+    let mine: Vec<_> = (0..10)
+        .filter_map(|_| l.try_claim(Tenant::User(7), 1))
+        .collect();
+    assert_eq!(mine.len(), 5);
+    assert_eq!(l.held_by(7), 5);
+    let root: Vec<_> = (0..200)
+        .filter_map(|_| l.try_claim(Tenant::Admin, 1))
+        .collect();
+    assert_eq!(root.len(), 95);
+    drop(mine);
+    assert_eq!(l.held_by(7), 0);
+    // Root holds 95 of 100: a user gets its fair share of the 5 left.
+    let left: Vec<_> = (0..10)
+        .filter_map(|_| l.try_claim(Tenant::User(7), 1))
+        .collect();
+    assert_eq!(left.len(), 2);
+}
+
+#[test]
+fn a_claim_shrinks_and_gives_back_the_rest() {
+    let l = Ledger::new(Share {
+        total: 100,
+        reserve: 0,
+        per_user: 100,
+    });
+    let mut c = l.try_claim(Tenant::User(1), 40).unwrap();
+    c.shrink(10);
+    assert_eq!((c.amount(), l.used(), l.held_by(1)), (10, 10, 10));
+    c.shrink(20);
+    assert_eq!(c.amount(), 10, "shrinking never grows");
+    drop(c);
+    assert_eq!(l.used(), 0);
+}
+
+#[tokio::test]
+async fn a_waiting_claim_is_granted_when_enough_is_given_back() {
+    let l = Ledger::new(Share {
+        total: 100,
+        reserve: 20,
+        per_user: 80,
+    });
+    let big = l.try_claim(Tenant::User(1), 40).unwrap();
+    // User 2 may take at most what leaves the fair share: 40 free of 80.
+    assert!(l.try_claim(Tenant::User(2), 41).is_none());
+    let waiter = tokio::spawn({
+        let l = l.clone();
+        async move { l.claim(Tenant::User(2), 60).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiter.is_finished(), "60 of 40 free: it waits");
+    drop(big);
+    let got = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("woken when user 1 gave back")
+        .unwrap();
+    assert_eq!((got.amount(), l.held_by(2)), (60, 60));
+}
+
+#[tokio::test]
+async fn a_wait_given_up_leaves_nothing_behind() {
+    let l = Ledger::new(Share {
+        total: 10,
+        reserve: 0,
+        per_user: 10,
+    });
+    let all = l.try_claim(Tenant::Admin, 10).unwrap();
+    let waited = tokio::time::timeout(Duration::from_millis(20), l.claim(Tenant::User(3), 5)).await;
+    assert!(waited.is_err());
+    assert_eq!(l.waiters.load(Ordering::SeqCst), 0);
+    drop(all);
+    assert_eq!(l.used(), 0);
+}
