@@ -35,7 +35,8 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
     out
 }
 
-/// Why a definition is not active, in a few words.
+/// Why a definition is not active, in a few words: each distinct error
+/// once, in the order of its first diagnostic.
 pub fn reason(e: &VmEntry) -> String {
     match e.state {
         VmState::Active => String::new(),
@@ -43,13 +44,16 @@ pub fn reason(e: &VmEntry) -> String {
             Some(l) => format!("shadowed by {l}"),
             None => "shadowed".into(),
         },
-        VmState::Rejected | VmState::Unavailable => e
-            .diagnostics
-            .iter()
-            .filter(|d| d.severity == Severity::Error)
-            .map(|d| d.code.name())
-            .collect::<Vec<_>>()
-            .join(", "),
+        VmState::Rejected | VmState::Unavailable => {
+            let mut names: Vec<&str> = Vec::new();
+            for d in &e.diagnostics {
+                let name = d.code.name();
+                if d.severity == Severity::Error && !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+            names.join(", ")
+        }
     }
 }
 
@@ -86,4 +90,46 @@ pub fn change(c: &Change) -> String {
 /// `-` for nothing.
 pub fn or_dash(s: Option<&str>) -> String {
     s.unwrap_or("-").to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use vm_catalog_protocol::{DiagCode, Diagnostic};
+
+    use super::*;
+
+    fn diag(code: DiagCode, severity: Severity) -> Diagnostic {
+        Diagnostic {
+            code,
+            severity,
+            path: "/srv/user/lynx".into(),
+            message: String::new(),
+        }
+    }
+
+    /// Regression (issue 12, item 6): the REASON column repeated
+    /// `missing-provider` once per missing provider, dozens of times.
+    #[test]
+    fn reason_says_each_distinct_error_once() {
+        let mut diagnostics = vec![diag(DiagCode::MissingProvider, Severity::Error); 40];
+        diagnostics.push(diag(DiagCode::UnknownEntry, Severity::Warning));
+        diagnostics.push(diag(DiagCode::MissingKernel, Severity::Error));
+        diagnostics.push(diag(DiagCode::MissingProvider, Severity::Error));
+        let e = VmEntry {
+            name: "lynx".parse().unwrap(),
+            source: "user".parse().unwrap(),
+            state: VmState::Rejected,
+            path: "/srv/user/lynx".into(),
+            view: None,
+            service: None,
+            providers: vec![],
+            diagnostics,
+            restart_pending: false,
+            shadowed_by: None,
+            revision: 1,
+            fingerprint: None,
+            id: None,
+        };
+        assert_eq!(reason(&e), "missing-provider, missing-kernel");
+    }
 }
