@@ -7,8 +7,16 @@
 //! - `subscriptions`: snapshots, batches, resumption, lag, cancel, shutdown.
 //! - `connections`: the handshake, bad datagrams, connection limits, peers
 //!   that stop reading.
+//! - `malformed`: every malformed input of `docs/protocol.md` §9, answered
+//!   as the table says.
+//! - `local_users`: other uids against root and each other (admission, the
+//!   idle timeout).
+//! - `unread_replies`: what peers that never read can make the daemon hold.
 
 mod calls;
 mod connections;
+mod local_users;
+mod malformed;
 mod server;
 mod subscriptions;
+mod unread_replies;

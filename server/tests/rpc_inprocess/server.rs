@@ -111,6 +111,8 @@ pub struct Server {
     pub next: Arc<Mutex<Vec<Vec<VmEntry>>>>,
     shutdown: CancellationToken,
     served: tokio::task::JoinHandle<()>,
+    /// What every connection shares (the ledgers, to look at).
+    pub ctx: Arc<Ctx>,
 }
 
 impl Server {
@@ -145,9 +147,12 @@ impl Server {
             group: None,
         })
         .unwrap();
-        let served = tokio::spawn(async move {
-            rpc::serve(l, ctx).await;
-            drop(bound);
+        let served = tokio::spawn({
+            let ctx = ctx.clone();
+            async move {
+                rpc::serve(l, ctx).await;
+                drop(bound);
+            }
         });
         Server {
             _dir: dir,
@@ -156,6 +161,7 @@ impl Server {
             next,
             shutdown,
             served,
+            ctx,
         }
     }
 
