@@ -13,6 +13,12 @@ use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 
+use vm_catalog_protocol::codec::{self, Compat};
+use vm_catalog_protocol::{
+    ErrorBody, FrameKind, HANDSHAKE_MAX_FRAME, Hello, MIN_MAX_FRAME, SUPPORTED_VERSIONS, Welcome,
+    decode_frame, message,
+};
+
 /// Who a connection should come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Creds {
@@ -97,6 +103,50 @@ pub fn connect_as(path: &Path, creds: &Creds) -> io::Result<OwnedFd> {
     })
     .join()
     .map_err(|_| io::Error::other("the connecting thread panicked"))?
+}
+
+/// Says `Hello` on a blocking connection (from [`connect_as`]): the
+/// `Welcome`, or the error body that refused it (as an `io::Error`).
+pub fn hello(fd: &OwnedFd) -> io::Result<Welcome> {
+    use std::os::fd::AsRawFd;
+    let hello = Hello {
+        client: "peers".into(),
+        versions: SUPPORTED_VERSIONS,
+        max_frame: MIN_MAX_FRAME,
+        features: Default::default(),
+    };
+    let frame = message::hello(&hello).map_err(io::Error::other)?;
+    // SAFETY: send and recv on a socket we own, with valid buffers.
+    let n = unsafe {
+        if libc::send(
+            fd.as_raw_fd(),
+            frame.as_ptr().cast(),
+            frame.len(),
+            libc::MSG_NOSIGNAL,
+        ) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        let mut buf = vec![0u8; HANDSHAKE_MAX_FRAME as usize];
+        let n = libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        buf.truncate(n as usize);
+        buf
+    };
+    let f = decode_frame(&n, HANDSHAKE_MAX_FRAME).map_err(io::Error::other)?;
+    match f.header.kind {
+        FrameKind::Welcome => codec::decode(f.body, Compat::Exact).map_err(io::Error::other),
+        _ => {
+            let e: ErrorBody = codec::decode(f.body, Compat::Exact).map_err(io::Error::other)?;
+            Err(io::Error::other(format!(
+                "refused: {}: {}",
+                e.code.name(),
+                e.message
+            )))
+        }
+    }
 }
 
 /// [`connect_as`], as a tokio socket. Must be called within a runtime.
