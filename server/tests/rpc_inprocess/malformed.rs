@@ -54,7 +54,7 @@ fn documented() -> Vec<Row> {
                 a => {
                     let name = a.split('`').nth(1).unwrap();
                     let code = ErrorCode::ALL
-                        .into_iter()
+                        .iter()
                         .find(|c| c.name() == name)
                         .unwrap_or_else(|| panic!("{id}: unknown code {name}"));
                     Answer::Error(code.name(), !a.contains("that call"))

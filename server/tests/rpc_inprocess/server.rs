@@ -9,7 +9,7 @@ use vm_catalogd::publish::{Hub, Published};
 use vm_catalogd::rescan::{Pipeline, RescanError, RescanResult, Rescans};
 use vm_catalogd::rpc::{self, Ctx, Limits, ServerInfo, listener};
 
-pub use vm_catalog_tests::wire::{connect as raw, recv_error, recv_frame};
+pub use vm_catalog_tests::wire::{connect as raw, recv_frame};
 
 /// Connects as user `uid` (a thread with that uid's credentials: see
 /// `vm_catalog_tests::peers`) and says `Hello`: the `Welcome`, or the error

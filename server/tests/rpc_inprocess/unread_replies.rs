@@ -3,7 +3,6 @@
 //! reply budget, with a reserve for root and a fair share per user, given
 //! back when those peers go.
 
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use tokio_seqpacket::UnixSeqpacket;
