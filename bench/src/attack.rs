@@ -5,7 +5,8 @@
 //! a warning), so that `vm-catalog list --all --json` is about 10 MB. Eight
 //! other uids (connections made as them by a thread with its own
 //! credentials: see `vm_catalog_tests::peers`) each open 32 connections and
-//! send 32 `ListVms { include_inactive }` on each, and never read. The row
+//! send 32 `ListVms { include_inactive }` on each (asking for the largest
+//! frames, 128 KiB), and never read. The row
 //! gives the daemon's resident memory idle (after one `list --all`), its
 //! peak during the attack, and after the attackers left; how many of their
 //! connections were admitted; and whether root's `list` was served during
@@ -14,7 +15,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use vm_catalog_protocol::ListVms;
+use vm_catalog_protocol::{LIMIT_MAX_FRAME, ListVms};
 use vm_catalog_tests::peers::{Creds, connect_as};
 
 use crate::daemon::{self, Daemon};
@@ -129,8 +130,9 @@ fn attack(d: &Daemon) -> Result<Attack, String> {
         let creds = Creds::user(60_000 + uid);
         for _ in 0..CONNECTIONS {
             let fd = connect_as(&socket, &creds).map_err(|e| format!("connect: {e}"))?;
-            // A refused connection gets `Busy` instead of `Welcome`.
-            let Ok(mut c) = RawClient::handshake(Seqpacket::from(fd)) else {
+            // The largest frames a peer may ask for; a refused connection
+            // gets `Busy` instead of `Welcome`.
+            let Ok(mut c) = RawClient::handshake(Seqpacket::from(fd), LIMIT_MAX_FRAME) else {
                 continue;
             };
             for _ in 0..CALLS {

@@ -114,15 +114,16 @@ pub struct RawClient {
 impl RawClient {
     /// Connects to the daemon at `path` and completes the handshake.
     pub fn connect(path: &Path) -> io::Result<RawClient> {
-        Self::handshake(Seqpacket::connect(path)?)
+        Self::handshake(Seqpacket::connect(path)?, DEFAULT_MAX_FRAME)
     }
 
-    /// Completes the handshake on a connected socket.
-    pub fn handshake(socket: Seqpacket) -> io::Result<RawClient> {
+    /// Completes the handshake on a connected socket, asking for frames of
+    /// `max_frame` bytes.
+    pub fn handshake(socket: Seqpacket, max_frame: u32) -> io::Result<RawClient> {
         let hello = Hello {
             client: "vm-catalog-bench/raw".into(),
             versions: SUPPORTED_VERSIONS,
-            max_frame: DEFAULT_MAX_FRAME,
+            max_frame,
             features: Default::default(),
         };
         socket.send(&message::hello(&hello).map_err(io::Error::other)?)?;
