@@ -223,7 +223,7 @@ impl Ctx {
     }
 
     /// Called as a connection ends. Once reply bytes held at once went past
-    /// [`TRIM_AFTER`] and almost all are given back, asks the allocator to
+    /// 4 MiB and almost all are given back, asks the allocator to
     /// return its free memory to the system: it keeps freed memory for
     /// reuse otherwise, and a burst of replies nobody read (issue 12, item
     /// 3) would stay in the daemon's resident memory after those peers left.
