@@ -35,7 +35,7 @@ _vm__catalogd() {
 
     case "${cmd}" in
         vm__catalogd)
-            opts="-h -V --socket --socket-fd --socket-mode --socket-group --admin-group --max-connections --max-connections-per-uid --builtin --source --trusted-source --trusted-target --names --no-watch --debounce-ms --no-partitions --partition-disk --all-disks --ext --cmdline --fsck --uevent-group --sysfs --apply --live --scandir --prefix --s6rc-bindir --service-template --start-command --restart-changed --max-services --vm-dir --vm-layout --state-dir --notify-fd --log-level --log-format --help --version check help"
+            opts="-h -V --socket --socket-fd --socket-mode --socket-group --admin-group --max-connections --max-connections-per-uid --builtin --source --trusted-source --trusted-target --names --no-watch --debounce-ms --no-partitions --partition-disk --all-disks --ext --cmdline --fsck --uevent-group --sysfs --apply --live --scandir --prefix --s6rc-bindir --service-template --start-command --restart-changed --instance-service --instances-up --instance-bindir --program-timeout --max-services --vm-dir --vm-layout --state-dir --notify-fd --log-level --log-format --help --version check help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -114,7 +114,7 @@ _vm__catalogd() {
                     return 0
                     ;;
                 --apply)
-                    COMPREPLY=($(compgen -W "s6-rc none" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "s6-rc s6-instance none" -- "${cur}"))
                     return 0
                     ;;
                 --live)
@@ -138,6 +138,18 @@ _vm__catalogd() {
                     return 0
                     ;;
                 --start-command)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --instance-service)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --instance-bindir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --program-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_vm_catalogd_global_optspecs
-    string join \n socket= socket-fd= socket-mode= socket-group= admin-group= max-connections= max-connections-per-uid= builtin= source= trusted-source= trusted-target= names= no-watch debounce-ms= no-partitions partition-disk= all-disks ext= cmdline= fsck uevent-group= sysfs= apply= live= scandir= prefix= s6rc-bindir= service-template= start-command= restart-changed max-services= vm-dir= vm-layout= state-dir= notify-fd= log-level= log-format= h/help V/version
+    string join \n socket= socket-fd= socket-mode= socket-group= admin-group= max-connections= max-connections-per-uid= builtin= source= trusted-source= trusted-target= names= no-watch debounce-ms= no-partitions partition-disk= all-disks ext= cmdline= fsck uevent-group= sysfs= apply= live= scandir= prefix= s6rc-bindir= service-template= start-command= restart-changed instance-service= instances-up instance-bindir= program-timeout= max-services= vm-dir= vm-layout= state-dir= notify-fd= log-level= log-format= h/help V/version
 end
 
 function __fish_vm_catalogd_needs_command
@@ -44,6 +44,7 @@ complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l cmdline -d 'Whe
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l uevent-group -d 'Netlink group for block device uevents: 1 is the kernel\'s; mdevd -O rebroadcasts to another' -r
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l sysfs -d 'The sysfs root (for tests)' -r -F
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l apply -d 'How the catalog is applied' -r -f -a "s6-rc\t'One s6-rc database of VM services, compiled and swapped in atomically'
+s6-instance\t'Each VM an instance of one templated s6 service (--instance-service)'
 none\t'Catalog only: no services'"
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l live -d 'The s6-rc live directory of the VM database' -r -F
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l scandir -d 'The s6-svscan scan directory' -r -F
@@ -51,6 +52,9 @@ complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l prefix -d 'Pref
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l s6rc-bindir -d 'Where s6-rc-compile, s6-rc-init, s6-rc-update and s6-rc are (default: PATH)' -r -F
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l service-template -d 'A service template directory (@VM_NAME@, @VM_VIEW@ … placeholders); default: a built-in longrun that execs the start command' -r -F
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l start-command -d 'The command a VM service runs, with the VM name as its argument' -r -F
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l instance-service -d 'With --apply s6-instance: the templated service directory (made with s6-instance-maker, supervised); each active VM is one instance of it' -r -F
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l instance-bindir -d 'Where s6-instance-create, -delete, -list, -status and -control are (default: PATH)' -r -F
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l program-timeout -d 'Kill any s6-rc or s6-instance program still running after this many seconds, and report the apply as failed' -r
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l max-services -d 'The most VM services the database may hold' -r
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l vm-dir -d 'Where each active VM\'s view is built' -r -F
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l vm-layout -d 'How views are laid out under --vm-dir: `plain`, `<DIR>/<name>/config`, or `spectrum`, `<DIR>/by-id/<id>/config` with `<DIR>/by-name/<name>` linking to `<DIR>/by-id/<id>` (ids kept in the state directory)' -r -f -a "plain\t'`<vm-dir>/<name>/config`'
@@ -65,6 +69,7 @@ complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l no-partitions -
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l all-disks -d 'Look for user partitions on every disk'
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l fsck -d 'Run `fsck -p` on a partition before mounting it'
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l restart-changed -d 'Restart running VMs whose definition changed (default: mark them restart-pending)'
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l instances-up -d 'With --apply s6-instance: start a new instance at once, as vm-import does (default: created down)'
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -s V -l version -d 'Print version'
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -f -a "check" -d 'Validate VM definition directories offline, as an untrusted source would be read'

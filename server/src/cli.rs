@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::apply::instance::config as instance;
 use crate::apply::s6rc::config as s6rc;
 use crate::catalog::{Layout, Names};
 use crate::logging::LogFormat;
@@ -15,7 +16,7 @@ use crate::logging::LogFormat;
 ///
 /// Scans the built-in VM directory, extra directories and user partitions for
 /// VM definitions, merges them into one catalog, keeps one s6-rc database of
-/// VM services in step with it, and serves the catalog on a SOCK_SEQPACKET
+/// VM services (or one s6 instance per VM) in step with it, and serves the catalog on a SOCK_SEQPACKET
 /// socket (see vm-catalog(1)). SIGHUP rescans; SIGTERM and SIGINT stop the
 /// daemon cleanly (mounted partitions stay mounted).
 #[derive(Debug, Parser)]
@@ -42,6 +43,9 @@ pub enum ApplyKind {
     /// One s6-rc database of VM services, compiled and swapped in atomically.
     #[value(name = "s6-rc")]
     S6rc,
+    /// Each VM an instance of one templated s6 service (--instance-service).
+    #[value(name = "s6-instance")]
+    S6Instance,
     /// Catalog only: no services.
     None,
 }
@@ -51,6 +55,7 @@ impl ApplyKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ApplyKind::S6rc => "s6-rc",
+            ApplyKind::S6Instance => "s6-instance",
             ApplyKind::None => "none",
         }
     }
@@ -236,6 +241,33 @@ pub struct DaemonArgs {
     /// Restart running VMs whose definition changed (default: mark them restart-pending).
     #[arg(long, help_heading = "Applying")]
     pub restart_changed: bool,
+    /// With --apply s6-instance: the templated service directory (made with
+    /// s6-instance-maker, supervised); each active VM is one instance of it.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = instance::DEFAULT_INSTANCE_SERVICE,
+        help_heading = "Applying"
+    )]
+    pub instance_service: PathBuf,
+    /// With --apply s6-instance: start a new instance at once, as vm-import
+    /// does (default: created down).
+    #[arg(long, help_heading = "Applying")]
+    pub instances_up: bool,
+    /// Where s6-instance-create, -delete, -list, -status and -control are
+    /// (default: PATH).
+    #[arg(long, value_name = "DIR", help_heading = "Applying")]
+    pub instance_bindir: Option<PathBuf>,
+    /// Kill any s6-rc or s6-instance program still running after this many
+    /// seconds, and report the apply as failed.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 120,
+        value_parser = clap::value_parser!(u64).range(1..),
+        help_heading = "Applying"
+    )]
+    pub program_timeout: u64,
     /// The most VM services the database may hold.
     #[arg(long, value_name = "N", help_heading = "Applying")]
     pub max_services: Option<usize>,
@@ -299,7 +331,7 @@ mod tests {
 
     #[test]
     fn applier_names_are_the_command_lines() {
-        for kind in [ApplyKind::S6rc, ApplyKind::None] {
+        for kind in [ApplyKind::S6rc, ApplyKind::S6Instance, ApplyKind::None] {
             let value = kind.to_possible_value().expect("not skipped");
             assert_eq!(value.get_name(), kind.as_str());
         }

@@ -3,7 +3,8 @@
 //! and resolved (source order, labels, groups, absolute paths) before
 //! anything starts. Nothing here is copied again later: the sources are
 //! [`SourceSpec`]s, the partition manager gets its [`PartitionConfig`], the
-//! s6-rc applier its [`S6rcConfig`].
+//! s6-rc applier its [`S6rcConfig`], the s6-instance applier its
+//! [`InstanceConfig`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,8 +12,9 @@ use std::time::Duration;
 use clap::ArgMatches;
 use vm_catalog_protocol::{SourceLabel, Trust};
 
+use crate::apply::instance::{InstanceConfig, Naming};
 use crate::apply::s6rc::S6rcConfig;
-use crate::catalog::MergeOptions;
+use crate::catalog::{Layout, MergeOptions};
 use crate::cli::{ApplyKind, DaemonArgs};
 use crate::definition::ScanOptions;
 use crate::rpc::Limits;
@@ -88,6 +90,8 @@ pub enum ApplyConfig {
     None,
     /// One s6-rc database of VM services (boxed: it is large).
     S6rc(Box<S6rcConfig>),
+    /// One instance of a templated s6 service per VM.
+    Instance(Box<InstanceConfig>),
 }
 
 impl ApplyConfig {
@@ -96,6 +100,7 @@ impl ApplyConfig {
         match self {
             ApplyConfig::None => ApplyKind::None,
             ApplyConfig::S6rc(_) => ApplyKind::S6rc,
+            ApplyConfig::Instance(_) => ApplyKind::S6Instance,
         }
     }
 }
@@ -170,6 +175,9 @@ impl Config {
             apply: match args.apply {
                 ApplyKind::None => ApplyConfig::None,
                 ApplyKind::S6rc => ApplyConfig::S6rc(Box::new(s6rc(args, &state_dir)?)),
+                ApplyKind::S6Instance => {
+                    ApplyConfig::Instance(Box::new(instance(args, &state_dir)?))
+                }
             },
             merge: MergeOptions {
                 names: args.names,
@@ -219,6 +227,28 @@ fn s6rc(args: &DaemonArgs, state_dir: &Path) -> Result<S6rcConfig, ConfigError> 
     if let Some(m) = args.max_services {
         c.max_services = m;
     }
+    c.timeout = Duration::from_secs(args.program_timeout);
+    Ok(c)
+}
+
+/// The s6-instance applier's configuration, with its state under
+/// `<state-dir>/s6-instance`; instances are named by id in the spectrum
+/// layout, by name otherwise.
+fn instance(args: &DaemonArgs, state_dir: &Path) -> Result<InstanceConfig, ConfigError> {
+    let mut c = InstanceConfig::new(state_dir.join("s6-instance"));
+    c.service = absolute("--instance-service", &args.instance_service)?;
+    c.bin_dir = args
+        .instance_bindir
+        .as_deref()
+        .map(|d| absolute("--instance-bindir", d))
+        .transpose()?;
+    c.naming = match args.vm_layout {
+        Layout::Spectrum => Naming::Id,
+        Layout::Plain => Naming::Name,
+    };
+    c.start = args.instances_up;
+    c.restart_changed = args.restart_changed;
+    c.timeout = Duration::from_secs(args.program_timeout);
     Ok(c)
 }
 

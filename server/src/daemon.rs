@@ -130,7 +130,7 @@ pub async fn run(
 fn server_info(config: &Config) -> ServerInfo {
     let applier = config.apply.kind();
     let mut features = Features::default();
-    if applier == ApplyKind::S6rc {
+    if matches!(applier, ApplyKind::S6rc | ApplyKind::S6Instance) {
         features = features | Features::APPLIER;
     }
     if config.partitions.is_some() {

@@ -214,6 +214,54 @@ pub fn svstat_pid(dir: &Path) -> Option<u32> {
     }
 }
 
+/// Makes the templated service `dir` with Debian's `s6-instance-maker`,
+/// from a template whose `run` execs `vmm INSTANCE` (readiness on fd 3).
+/// Link or place `dir` in a scan directory to supervise it; its instances
+/// are then supervised by its own `s6-svscan` of `dir/instance`.
+pub fn make_instance_service(dir: &Path, vmm: &Path) -> io::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let template = tmp.path().join("template");
+    fs::create_dir(&template)?;
+    fs::write(
+        template.join("run"),
+        format!("#!/bin/sh\nexec {} \"$1\"\n", vmm.display()),
+    )?;
+    fs::set_permissions(template.join("run"), fs::Permissions::from_mode(0o755))?;
+    fs::write(template.join("notification-fd"), "3\n")?;
+    let out = Command::new("s6-instance-maker")
+        .arg(&template)
+        .arg(dir)
+        .output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "s6-instance-maker failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(())
+}
+
+/// The pid of the instance `name` of the templated service `service`, if
+/// it is up.
+pub fn instance_pid(service: &Path, name: &str) -> Option<u32> {
+    svstat_pid(&service.join("instance").join(name))
+}
+
+/// The instances of the templated service `service` (its `instance/`
+/// directory), sorted.
+pub fn instances(service: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(service.join("instance"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 /// Waits up to `timeout` for `cond`; returns whether it became true.
 pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

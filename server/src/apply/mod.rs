@@ -4,16 +4,19 @@
 //! the apply stage, always from the same thread: every s6-rc call is
 //! serialized there.
 //!
-//! Two appliers exist: [`none::NoneApplier`] (catalog only) and
+//! Three appliers exist: [`none::NoneApplier`] (catalog only),
 //! [`s6rc::S6rcApplier`] (one s6-rc database of VM services, swapped
-//! atomically; see `docs/s6-rc.md`).
+//! atomically; see `docs/s6-rc.md`) and [`instance::InstanceApplier`] (each
+//! VM an instance of one templated s6 service; see `docs/s6-instance.md`).
 //!
 //! An apply runs in stages, each returning a value: plan (pure: what is
 //! added, removed, changed, kept: [`plan`]) → switch (through the applier's
 //! tools) → verify, or repair → report (a typed [`outcome::Outcome`], from
 //! which the wire outcome and its message are derived). The plan and report
-//! types are the appliers' common vocabulary; [`process`] runs their
-//! programs with deadlines.
+//! types are the appliers' common vocabulary, with the restart-pending
+//! bookkeeping ([`restart`]), the log line ([`report`]) and what s6's
+//! supervision files say ([`supervise`]); [`process`] runs their programs
+//! with deadlines.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -22,11 +25,15 @@ use std::path::PathBuf;
 use vm_catalog_protocol::{ApplyOutcome, DiagCode, VmId, VmName};
 
 pub mod fingerprint;
+pub mod instance;
 pub mod none;
 pub mod outcome;
 pub mod plan;
 pub mod process;
+pub mod report;
+pub mod restart;
 pub mod s6rc;
+pub mod supervise;
 
 pub use outcome::Outcome;
 
@@ -79,6 +86,8 @@ pub enum Service {
     /// A longrun of the s6-rc VM database, by its service name (the VM's
     /// name).
     S6rc(VmName),
+    /// An instance of the templated service, by its instance name.
+    Instance(instance::InstanceName),
 }
 
 impl fmt::Display for Service {
@@ -86,6 +95,7 @@ impl fmt::Display for Service {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Service::S6rc(name) => f.write_str(name.as_str()),
+            Service::Instance(name) => f.write_str(name.as_str()),
         }
     }
 }
@@ -106,7 +116,7 @@ pub struct LeftOut {
 
 /// Makes the catalog's active set real.
 pub trait Applier: Send {
-    /// `s6-rc` or `none`.
+    /// `s6-rc`, `s6-instance` or `none`.
     fn name(&self) -> &'static str;
 
     /// Brings the live state in line with `request`. Never panics on a

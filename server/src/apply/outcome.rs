@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use vm_catalog_protocol::VmName;
 
+use super::instance::InstanceName;
 use super::plan::Changes;
 use super::process::{Holder, ToolError};
 
@@ -46,6 +47,55 @@ pub enum Outcome {
         /// What was done about it.
         recovery: Recovery,
     },
+    /// The s6-instance applier's apply: one call per instance, each of
+    /// which may fail on its own.
+    Instances(InstanceRun),
+}
+
+/// What the s6-instance applier did in one apply.
+///
+/// Its status: `unchanged` when nothing was to be done, `applied` when
+/// every call succeeded, `failed-before-switch` when calls failed and none
+/// succeeded, `failed-after-switch` when some failed after others changed
+/// something. A failed call is tried again at the next apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRun {
+    /// The templated service directory.
+    pub service: PathBuf,
+    /// Instances the daemon made, afterwards.
+    pub instances: usize,
+    /// Instances created, deleted, and VMs whose definition changed.
+    pub changes: Changes,
+    /// Running VMs restarted on their new definition (`--restart-changed`).
+    pub restarted: Vec<VmName>,
+    /// The calls that failed.
+    pub failed: Vec<InstanceFailure>,
+    /// Instances the daemon did not make: left alone.
+    pub foreign: Vec<InstanceName>,
+}
+
+/// A call on one instance that failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceFailure {
+    /// The VM.
+    pub vm: VmName,
+    /// Its instance.
+    pub instance: InstanceName,
+    /// What was tried.
+    pub action: InstanceAction,
+    /// How it failed.
+    pub error: ToolError,
+}
+
+/// A call on one instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceAction {
+    /// `s6-instance-create`.
+    Create,
+    /// `s6-instance-delete`.
+    Delete,
+    /// `s6-instance-control -r`.
+    Restart,
 }
 
 /// Why a set was refused whole.

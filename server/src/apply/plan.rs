@@ -13,18 +13,30 @@ use vm_catalog_protocol::VmName;
 
 use super::fingerprint::Fingerprint;
 
-/// What an apply changes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Plan {
+/// What an apply changes, by service key: the VM's name for s6-rc, the
+/// instance name for s6 instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan<K: Ord = VmName> {
     /// VMs that get a service.
-    pub added: BTreeSet<VmName>,
+    pub added: BTreeSet<K>,
     /// VMs whose service goes.
-    pub removed: BTreeSet<VmName>,
+    pub removed: BTreeSet<K>,
     /// VMs that keep their service with another definition, or one whose
     /// live definition is not known.
-    pub changed: BTreeSet<VmName>,
+    pub changed: BTreeSet<K>,
     /// VMs that keep their service as it is.
-    pub kept: BTreeSet<VmName>,
+    pub kept: BTreeSet<K>,
+}
+
+impl<K: Ord> Default for Plan<K> {
+    fn default() -> Self {
+        Plan {
+            added: BTreeSet::new(),
+            removed: BTreeSet::new(),
+            changed: BTreeSet::new(),
+            kept: BTreeSet::new(),
+        }
+    }
 }
 
 /// How many VMs a plan adds, removes and changes.
@@ -38,13 +50,13 @@ pub struct Changes {
     pub changed: usize,
 }
 
-impl Plan {
-    /// From `live` (VM → its live definition, `None` when unknown) to
+impl<K: Ord + Clone> Plan<K> {
+    /// From `live` (service → its live definition, `None` when unknown) to
     /// `wanted`.
     pub fn between(
-        live: &BTreeMap<VmName, Option<Fingerprint>>,
-        wanted: &BTreeMap<VmName, Fingerprint>,
-    ) -> Plan {
+        live: &BTreeMap<K, Option<Fingerprint>>,
+        wanted: &BTreeMap<K, Fingerprint>,
+    ) -> Plan<K> {
         let mut plan = Plan::default();
         for (name, def) in wanted {
             match live.get(name) {
@@ -114,7 +126,7 @@ mod tests {
             (n("u"), fp(1)),
         ]
         .into();
-        let p = Plan::between(&live, &wanted);
+        let p: Plan = Plan::between(&live, &wanted);
         fn names(s: &BTreeSet<VmName>) -> Vec<&str> {
             s.iter().map(VmName::as_str).collect()
         }
@@ -136,8 +148,7 @@ mod tests {
         );
         assert_eq!(p.changes().to_string(), "+1 -1 ~2");
         assert!(!p.is_empty());
-        assert!(
-            Plan::between(&[(n("a"), Some(fp(1)))].into(), &[(n("a"), fp(1))].into()).is_empty()
-        );
+        let same: Plan = Plan::between(&[(n("a"), Some(fp(1)))].into(), &[(n("a"), fp(1))].into());
+        assert!(same.is_empty());
     }
 }

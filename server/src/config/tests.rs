@@ -157,6 +157,44 @@ fn s6rc_options_become_the_appliers_config() {
 }
 
 #[test]
+fn s6_instance_options_become_the_appliers_config() {
+    let c = resolve_line(
+        "--state-dir /st --apply s6-instance --instance-service /run/service/vmm \
+         --instances-up --instance-bindir /opt/s6/bin --restart-changed --program-timeout 9 \
+         --vm-layout spectrum",
+    );
+    assert_eq!(c.apply.kind().as_str(), "s6-instance");
+    let ApplyConfig::Instance(i) = c.apply else {
+        panic!("s6-instance was asked for")
+    };
+    assert_eq!(i.state_dir, PathBuf::from("/st/s6-instance"));
+    assert_eq!(i.service, PathBuf::from("/run/service/vmm"));
+    assert_eq!(i.bin_dir, Some(PathBuf::from("/opt/s6/bin")));
+    assert_eq!(
+        i.naming,
+        Naming::Id,
+        "the spectrum layout names instances by id"
+    );
+    assert!(i.start && i.restart_changed);
+    assert_eq!(i.timeout, Duration::from_secs(9));
+    let ApplyConfig::Instance(i) = resolve_line("--apply s6-instance").apply else {
+        panic!("s6-instance was asked for")
+    };
+    let mut want = InstanceConfig::new("/run/vm-catalog/s6-instance");
+    want.naming = Naming::Name;
+    assert_eq!(*i, want, "the daemon's defaults are the applier's");
+    let ApplyConfig::S6rc(s) = resolve_line("--program-timeout 5").apply else {
+        panic!("s6-rc is the default")
+    };
+    assert_eq!(s.timeout, Duration::from_secs(5));
+    assert!(
+        Cli::command()
+            .try_get_matches_from(["vm-catalogd", "--program-timeout", "0"])
+            .is_err()
+    );
+}
+
+#[test]
 fn names_layout_and_the_builtin_label_become_the_merge_options() {
     let c = resolve_line(
         "--state-dir /st --vm-dir /v --names qualified --vm-layout spectrum \

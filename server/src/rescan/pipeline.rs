@@ -18,6 +18,7 @@ use super::commit::Commit;
 use super::plan::{Plan, Sources};
 use super::{RescanError, RescanResult, Started};
 use crate::apply::Applier;
+use crate::apply::instance::InstanceApplier;
 use crate::apply::none::NoneApplier;
 use crate::apply::s6rc::S6rcApplier;
 use crate::catalog::{Catalog, MergeOptions, VmIds};
@@ -62,6 +63,10 @@ pub enum PipelineError {
     /// an unusable live directory).
     #[error("cannot set up the s6-rc applier")]
     Applier(#[source] crate::apply::s6rc::OpenError),
+    /// The s6-instance applier could not start (bad configuration, no
+    /// programs, no state directory).
+    #[error("cannot set up the s6-instance applier")]
+    InstanceApplier(#[source] crate::apply::instance::OpenError),
     /// The file of VM ids exists but cannot be read.
     #[error("cannot read the VM ids in {}", path.display())]
     Ids {
@@ -120,6 +125,9 @@ impl RealPipeline {
             ApplyConfig::S6rc(c) => {
                 Box::new(S6rcApplier::open((**c).clone()).map_err(PipelineError::Applier)?)
             }
+            ApplyConfig::Instance(c) => Box::new(
+                InstanceApplier::open((**c).clone()).map_err(PipelineError::InstanceApplier)?,
+            ),
         };
         let ids = super::ids::load(&config.ids_file, random_seed()).map_err(|source| {
             PipelineError::Ids {

@@ -5,8 +5,12 @@ use std::fmt::{self, Write};
 
 use vm_catalog_protocol::{ApplyStatus, VmName};
 
-use super::{Busy, Cause, Forced, How, Outcome, Recovery, Refusal, Switch};
+use super::{
+    Busy, Cause, Forced, How, InstanceAction, InstanceFailure, InstanceRun, Outcome, Recovery,
+    Refusal, Switch,
+};
 use crate::apply::LeftOut;
+use crate::apply::plan::Changes;
 use crate::apply::process::{ToolError, exit_meaning};
 
 impl Outcome {
@@ -20,6 +24,7 @@ impl Outcome {
             Outcome::FailedBeforeSwitch(_) => ApplyStatus::FailedBeforeSwitch,
             Outcome::Repaired { .. } => ApplyStatus::Repaired,
             Outcome::FailedAfterSwitch { .. } => ApplyStatus::FailedAfterSwitch,
+            Outcome::Instances(r) => r.status(),
         }
     }
 
@@ -67,6 +72,9 @@ impl Outcome {
             Outcome::FailedAfterSwitch { failure, recovery } => {
                 let _ = write!(m, "{failure}{recovery}");
             }
+            Outcome::Instances(r) => {
+                let _ = write!(m, "{r}");
+            }
         }
         if !notes.pending.is_empty() {
             let _ = write!(m, "; restart pending: {}", join(notes.pending.iter()));
@@ -90,6 +98,64 @@ pub struct Notes<'a> {
     pub pending: &'a BTreeSet<VmName>,
     /// VMs left out.
     pub left_out: &'a [LeftOut],
+}
+
+impl InstanceRun {
+    /// The wire status (see [`InstanceRun`]).
+    pub fn status(&self) -> ApplyStatus {
+        let did = self.changes != Changes::default() || !self.restarted.is_empty();
+        match (self.failed.is_empty(), did) {
+            (true, false) => ApplyStatus::Unchanged,
+            (true, true) => ApplyStatus::Applied,
+            (false, false) => ApplyStatus::FailedBeforeSwitch,
+            (false, true) => ApplyStatus::FailedAfterSwitch,
+        }
+    }
+}
+
+impl fmt::Display for InstanceRun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} s6 instances of {} ({})",
+            self.instances,
+            self.service.display(),
+            self.changes
+        )?;
+        if !self.restarted.is_empty() {
+            write!(f, "; restarted {}", join(self.restarted.iter()))?;
+        }
+        for (i, x) in self.failed.iter().enumerate() {
+            let sep = if i == 0 { "; failed: " } else { ", " };
+            write!(f, "{sep}{x}")?;
+        }
+        if !self.failed.is_empty() {
+            f.write_str("; tried again at the next apply")?;
+        }
+        if !self.foreign.is_empty() {
+            write!(
+                f,
+                "; not made by vm-catalogd, left alone: {}",
+                join(self.foreign.iter())
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for InstanceFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.action {
+            InstanceAction::Create => "creating",
+            InstanceAction::Delete => "deleting",
+            InstanceAction::Restart => "restarting",
+        };
+        write!(
+            f,
+            "{what} instance {} of {} ({})",
+            self.instance, self.vm, self.error
+        )
+    }
 }
 
 impl fmt::Display for Refusal {
@@ -313,8 +379,8 @@ fn with_meaning(e: &ToolError) -> String {
 }
 
 /// Names joined with ", ".
-pub fn join<'a>(names: impl Iterator<Item = &'a VmName>) -> String {
-    names.map(VmName::as_str).collect::<Vec<_>>().join(", ")
+pub fn join<'a, T: fmt::Display + 'a>(names: impl Iterator<Item = &'a T>) -> String {
+    names.map(T::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// At most five names, then how many more.

@@ -6,7 +6,7 @@
 //!   from the service template ([`template`]), fingerprinted, compared with
 //!   the live record: added, removed, changed, kept. When the tree is the
 //!   live one, nothing else happens but the restart-pending bookkeeping
-//!   ([`restart`]): [`Outcome::Unchanged`].
+//!   ([`crate::apply::restart`]): [`Outcome::Unchanged`].
 //! - **switch** (`switch.rs`): the tree written under the state directory
 //!   ([`store`], [`source`]), compiled into a fresh versioned database and
 //!   switched in — the first time with `s6-rc-init`, then with
@@ -37,7 +37,6 @@ mod quiet;
 pub mod render;
 mod repair;
 mod report;
-pub mod restart;
 pub mod source;
 pub mod state;
 pub mod store;
@@ -57,6 +56,7 @@ pub use config::{ConfigError, S6rcConfig};
 pub use template::TemplateError;
 
 use super::outcome::{Cause, Forced, Outcome};
+use super::restart;
 use super::{Applier, ApplyReport, ApplyRequest, LeftOut};
 use live::Live;
 use plan::Planned;

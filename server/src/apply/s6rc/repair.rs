@@ -14,13 +14,13 @@ use std::time::Instant;
 
 use super::cleanup;
 use super::plan::refusal;
-use super::restart::{self, Probe};
 use super::state::DbRecord;
 use super::switch::{Switched, build, cleanup as save_and_collect, commit, commit_with_probes};
 use super::switch::{plan_between, record_of, run_update};
 use super::tools::S6rc;
 use super::{Ctx, Shown, Step};
 use crate::apply::outcome::{Cause, Forced, How, Outcome, Recovery, Switch};
+use crate::apply::restart::{self, Probe};
 
 /// Repairs `failure` after the switch from `old`: update again to a freshly
 /// validated tree; failing that, roll back to `old`.

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use vm_catalog_protocol::{ApplyOutcome, ApplyStatus};
+use vm_catalog_protocol::ApplyOutcome;
 
 use super::Shown;
 use super::state::State;
@@ -39,7 +39,7 @@ pub fn report(
         duration_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
         message: result.message(&notes),
     };
-    log(&outcome);
+    crate::apply::report::log(&outcome);
     let services = state
         .live_services()
         .map(|n| (n.clone(), Service::S6rc(n.clone())))
@@ -50,23 +50,5 @@ pub fn report(
         services,
         restart_pending,
         left_out: shown.left_out,
-    }
-}
-
-fn log(outcome: &ApplyOutcome) {
-    let generation = outcome.generation;
-    let status = outcome.status;
-    let msg = &outcome.message;
-    match status {
-        ApplyStatus::Unchanged | ApplyStatus::Disabled => {
-            tracing::debug!(generation, status = status.as_str(), "{msg}");
-        }
-        ApplyStatus::Applied => tracing::info!(generation, status = status.as_str(), "{msg}"),
-        ApplyStatus::Invalid | ApplyStatus::FailedBeforeSwitch | ApplyStatus::Repaired => {
-            tracing::warn!(generation, status = status.as_str(), "{msg}");
-        }
-        ApplyStatus::FailedAfterSwitch => {
-            tracing::error!(generation, status = status.as_str(), "{msg}");
-        }
     }
 }

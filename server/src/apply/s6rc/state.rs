@@ -39,14 +39,7 @@ pub struct DbRecord {
     pub services: BTreeMap<VmName, Option<Fingerprint>>,
 }
 
-/// A VM that runs a definition other than the live one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Running {
-    /// The definition it was started with.
-    pub definition: Fingerprint,
-    /// Its pid when this was recorded.
-    pub pid: u32,
-}
+pub use crate::apply::restart::Running;
 
 /// The state file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -24,7 +24,6 @@ use vm_catalog_protocol::VmName;
 use super::adopt::INTERNAL_SERVICES;
 use super::plan::Planned;
 use super::render::Tree;
-use super::restart::{self, Probe};
 use super::source;
 use super::state::{DbRecord, Running};
 use super::store::{Slot, remove_any};
@@ -32,6 +31,7 @@ use super::tools::{Init, S6rc, ToolError};
 use super::{Ctx, Step, repair};
 use crate::apply::outcome::{Cause, How, Outcome, Recovery, Switch};
 use crate::apply::plan::Plan;
+use crate::apply::restart::{self, Probe};
 
 /// How one s6-rc-update ended, as `LIVE/compiled` and the links show.
 #[derive(Debug)]

@@ -1,12 +1,14 @@
-//! Restart-pending: which running VMs run a definition other than the one
-//! they would start with now.
+//! Restart-pending, shared by the appliers: which running VMs run a
+//! definition other than the one they would start with now.
 //!
-//! s6-rc-update does not restart a VM whose run script or view changed
-//! (s6rc.md §1.4): the VM keeps running what it started with. The applier
+//! Neither s6-rc-update (s6rc.md §1.4) nor an s6 instance restarts a VM
+//! whose run script or view changed: the VM keeps running what it started
+//! with. The applier
 //! knows what each VM started with from two facts, checked at every apply:
 //!
-//! - between two applies the live database does not change, so a VM that
-//!   (re)started since the last apply runs the live definition;
+//! - between two applies the live set (database, instances) does not
+//!   change, so a VM that (re)started since the last apply runs the live
+//!   definition;
 //! - a VM that runs an older definition is recorded with its pid; while the
 //!   pid is the same, it still runs that definition.
 //!
@@ -19,16 +21,27 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
 use vm_catalog_protocol::VmName;
 
-use super::state::Running;
 use crate::apply::fingerprint::Fingerprint;
 
-/// A running VM whose definition is about to differ from what it runs.
+/// A VM that runs a definition other than the live one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Running {
+    /// The definition it was started with.
+    pub definition: Fingerprint,
+    /// Its pid when this was recorded.
+    pub pid: u32,
+}
+
+/// A running VM whose definition is about to differ from what it runs,
+/// by its service key (its name for s6-rc, its instance name for s6
+/// instances).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Probe {
+pub struct Probe<K = VmName> {
     /// The VM.
-    pub name: VmName,
+    pub name: K,
     /// The definition it runs.
     pub running: Fingerprint,
     /// Its pid.
@@ -36,20 +49,20 @@ pub struct Probe {
 }
 
 /// Reads a VM's pid (`None` when it is down).
-pub type PidOf<'a> = dyn FnMut(&VmName) -> Option<u32> + 'a;
+pub type PidOf<'a, K = VmName> = dyn FnMut(&K) -> Option<u32> + 'a;
 
 /// The VMs among `names` that run a definition other than `new`'s.
 ///
 /// `live` holds the live definitions, `running` the pending records. A VM
 /// whose live definition is unknown and that has no record is skipped: what
 /// it runs cannot be known.
-pub fn probes<'a>(
-    names: impl IntoIterator<Item = &'a VmName>,
-    live: &BTreeMap<VmName, Option<Fingerprint>>,
-    running: &BTreeMap<VmName, Running>,
-    new: &BTreeMap<VmName, Fingerprint>,
-    pid_of: &mut PidOf<'_>,
-) -> Vec<Probe> {
+pub fn probes<'a, K: Ord + Clone + 'a>(
+    names: impl IntoIterator<Item = &'a K>,
+    live: &BTreeMap<K, Option<Fingerprint>>,
+    running: &BTreeMap<K, Running>,
+    new: &BTreeMap<K, Fingerprint>,
+    pid_of: &mut PidOf<'_, K>,
+) -> Vec<Probe<K>> {
     let mut out = Vec::new();
     for name in names {
         let Some(new_def) = new.get(name) else {
@@ -72,7 +85,10 @@ pub fn probes<'a>(
 }
 
 /// After a switch: the probes still running with the same pid.
-pub fn settle(probes: &[Probe], pid_of: &mut PidOf<'_>) -> BTreeMap<VmName, Running> {
+pub fn settle<K: Ord + Clone>(
+    probes: &[Probe<K>],
+    pid_of: &mut PidOf<'_, K>,
+) -> BTreeMap<K, Running> {
     probes
         .iter()
         .filter(|p| pid_of(&p.name) == Some(p.pid))
@@ -89,10 +105,10 @@ pub fn settle(probes: &[Probe], pid_of: &mut PidOf<'_>) -> BTreeMap<VmName, Runn
 }
 
 /// Without a switch: the records whose VM still runs with the same pid.
-pub fn refresh(
-    running: &BTreeMap<VmName, Running>,
-    pid_of: &mut PidOf<'_>,
-) -> BTreeMap<VmName, Running> {
+pub fn refresh<K: Ord + Clone>(
+    running: &BTreeMap<K, Running>,
+    pid_of: &mut PidOf<'_, K>,
+) -> BTreeMap<K, Running> {
     running
         .iter()
         .filter(|(n, r)| pid_of(n) == Some(r.pid))

@@ -1,0 +1,59 @@
+//! The report stage of the s6-instance applier: the typed outcome and the
+//! instances the daemon made become an [`ApplyReport`].
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use vm_catalog_protocol::ApplyOutcome;
+
+use super::config::InstanceConfig;
+use super::state::State;
+use crate::apply::outcome::{Notes, Outcome};
+use crate::apply::{ApplyReport, ApplyRequest, LeftOut, Service};
+
+/// The report of an apply of `request` that ended with `result`.
+pub fn report(
+    request: &ApplyRequest,
+    result: Outcome,
+    left_out: Vec<LeftOut>,
+    state: &State,
+    config: &InstanceConfig,
+    took: Duration,
+) -> ApplyReport {
+    let active: BTreeSet<_> = request.vms.iter().map(|v| &v.name).collect();
+    let services: std::collections::BTreeMap<_, _> = state
+        .made
+        .iter()
+        .filter(|(_, m)| m.confirmed && active.contains(&m.vm))
+        .map(|(n, m)| (m.vm.clone(), Service::Instance(n.clone())))
+        .collect();
+    let restart_pending: BTreeSet<_> = state
+        .running
+        .keys()
+        .filter_map(|n| state.made.get(n))
+        .map(|m| m.vm.clone())
+        .filter(|vm| active.contains(vm))
+        .collect();
+    let notes = Notes {
+        live: Some(&config.service),
+        services: services.len(),
+        pending: &restart_pending,
+        left_out: &left_out,
+    };
+    let outcome = ApplyOutcome {
+        status: result.status(),
+        generation: request.generation,
+        database: Some(config.service.display().to_string()),
+        services: u32::try_from(services.len()).unwrap_or(u32::MAX),
+        duration_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+        message: result.message(&notes),
+    };
+    crate::apply::report::log(&outcome);
+    ApplyReport {
+        outcome,
+        result,
+        services,
+        restart_pending,
+        left_out,
+    }
+}

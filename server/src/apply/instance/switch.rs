@@ -1,0 +1,138 @@
+//! The switch stage of the s6-instance applier: one call per instance.
+//!
+//! Deletes come first: the rescan releases a removed partition only after
+//! the apply, so a VM's VMM is stopped before its disk goes. Then the VMs
+//! whose definition changed: a running one keeps running what it started
+//! with and is restart-pending (or, with `restart_changed`, is restarted).
+//! Then creates, providers first. A create is recorded (unconfirmed)
+//! before it runs; if it fails, the half-made instance is deleted at once,
+//! or at the next apply if that fails too. A create refused with exit code
+//! 100 (the name exists: someone made it since the listing) is forgotten
+//! without a delete: that instance is not the daemon's.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::plan::{Planned, creation_order};
+use super::state::Made;
+use super::{InstanceApplier, InstanceName, Instances};
+use crate::apply::fingerprint::Fingerprint;
+use crate::apply::outcome::{InstanceAction, InstanceFailure, InstanceRun};
+use crate::apply::plan::Changes;
+use crate::apply::restart;
+
+/// Carries `planned` out.
+pub(super) fn switch<T: Instances>(
+    a: &mut InstanceApplier<T>,
+    service: &Path,
+    planned: &Planned<'_>,
+) -> InstanceRun {
+    let mut failed = Vec::new();
+    let mut done = Changes::default();
+    let fail =
+        |vm: &vm_catalog_protocol::VmName, name: &InstanceName, action, error| InstanceFailure {
+            vm: vm.clone(),
+            instance: name.clone(),
+            action,
+            error,
+        };
+
+    // Deletes.
+    for name in &planned.plan.removed {
+        let vm = a.state.made[name].vm.clone();
+        match a.tools.delete(service, name) {
+            Ok(()) => {
+                a.state.made.remove(name);
+                a.state.running.remove(name);
+                done.removed += 1;
+                tracing::info!(instance = %name, vm = %vm, "instance deleted");
+            }
+            Err(e) => failed.push(fail(&vm, name, InstanceAction::Delete, e)),
+        }
+    }
+
+    // Changed definitions, and the restart-pending records.
+    let new: BTreeMap<InstanceName, Fingerprint> = planned
+        .wanted
+        .iter()
+        .map(|(n, (_, d))| (n.clone(), *d))
+        .collect();
+    let live: BTreeMap<InstanceName, Option<Fingerprint>> = a
+        .state
+        .made
+        .iter()
+        .map(|(n, m)| (n.clone(), Some(m.definition)))
+        .collect();
+    let names: Vec<&InstanceName> = planned
+        .plan
+        .changed
+        .iter()
+        .chain(a.state.running.keys())
+        .filter(|n| new.contains_key(*n))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let tools = &mut a.tools;
+    let mut pid_of = |n: &InstanceName| tools.pid(service, n);
+    let probes = restart::probes(names, &live, &a.state.running, &new, &mut pid_of);
+    let mut restarted = Vec::new();
+    if a.config.restart_changed {
+        for p in &probes {
+            let vm = planned.wanted[&p.name].0.name.clone();
+            match a.tools.restart(service, &p.name) {
+                Ok(()) => restarted.push(vm),
+                Err(e) => failed.push(fail(&vm, &p.name, InstanceAction::Restart, e)),
+            }
+        }
+    }
+    for name in &planned.plan.changed {
+        let (vm, def) = planned.wanted[name];
+        if let Some(m) = a.state.made.get_mut(name) {
+            m.vm = vm.name.clone();
+            m.definition = def;
+        }
+        done.changed += 1;
+    }
+    let tools = &mut a.tools;
+    let mut pid_of = |n: &InstanceName| tools.pid(service, n);
+    a.state.running = restart::settle(&probes, &mut pid_of);
+
+    // Creates, providers first.
+    for name in creation_order(planned) {
+        let (vm, definition) = planned.wanted[&name];
+        a.state.made.insert(
+            name.clone(),
+            Made {
+                vm: vm.name.clone(),
+                definition,
+                confirmed: false,
+            },
+        );
+        a.save();
+        match a.tools.create(service, &name, a.config.start) {
+            Ok(()) => {
+                if let Some(m) = a.state.made.get_mut(&name) {
+                    m.confirmed = true;
+                }
+                done.added += 1;
+                tracing::info!(instance = %name, vm = %vm.name, up = a.config.start, "instance created");
+            }
+            Err(e) => {
+                let not_ours = e.code() == Some(100);
+                if not_ours || a.tools.delete(service, &name).is_ok() {
+                    a.state.made.remove(&name);
+                }
+                failed.push(fail(&vm.name, &name, InstanceAction::Create, e));
+            }
+        }
+    }
+    a.save();
+    InstanceRun {
+        service: service.to_owned(),
+        instances: a.state.made.values().filter(|m| m.confirmed).count(),
+        changes: done,
+        restarted,
+        failed,
+        foreign: planned.foreign.clone(),
+    }
+}

@@ -1,0 +1,189 @@
+//! The privileged operations of the s6-instance applier, behind a trait,
+//! and [`Commands`], which runs the real `s6-instance-*` programs (Debian's
+//! s6 ≥ 2.11.2) through [`crate::apply::process`]: each in its own process
+//! group, with a deadline.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::config::DEFAULT_TIMEOUT;
+use super::name::InstanceName;
+use crate::apply::process::{self, ToolError};
+use crate::apply::supervise;
+
+/// The programs the applier runs.
+pub const PROGRAMS: [&str; 5] = [
+    "s6-instance-create",
+    "s6-instance-delete",
+    "s6-instance-list",
+    "s6-instance-status",
+    "s6-instance-control",
+];
+
+/// The operations on one templated service the applier needs. `service` is
+/// the templated service directory.
+pub trait Instances: Send {
+    /// Whether the templated service is supervised: the `s6-svscan` of its
+    /// `instance/` directory reads its control FIFO.
+    fn supervised(&mut self, service: &Path) -> bool;
+
+    /// `s6-instance-list SERVICE`: the instances, in any order (names that
+    /// cannot be instance names are skipped).
+    fn list(&mut self, service: &Path) -> Result<Vec<InstanceName>, ToolError>;
+
+    /// `s6-instance-create [-D] -- SERVICE NAME`: down (with a `down` file)
+    /// unless `up`.
+    fn create(&mut self, service: &Path, name: &InstanceName, up: bool) -> Result<(), ToolError>;
+
+    /// `s6-instance-delete -- SERVICE NAME`: stops the instance and removes
+    /// it (a half-made instance directory too).
+    fn delete(&mut self, service: &Path, name: &InstanceName) -> Result<(), ToolError>;
+
+    /// `s6-instance-control -r -- SERVICE NAME`: restarts a running instance.
+    fn restart(&mut self, service: &Path, name: &InstanceName) -> Result<(), ToolError>;
+
+    /// The pid of the instance's process if it is up.
+    fn pid(&mut self, service: &Path, name: &InstanceName) -> Option<u32>;
+}
+
+/// A program the applier needs is missing.
+#[derive(Debug, thiserror::Error)]
+#[error("{program} not found in {where_}")]
+pub struct MissingProgram {
+    /// The program.
+    pub program: &'static str,
+    /// Where it was looked for.
+    pub where_: String,
+}
+
+/// Runs the real `s6-instance-*` programs.
+#[derive(Debug, Clone)]
+pub struct Commands {
+    bin: PathBuf,
+    timeout: Duration,
+}
+
+impl Commands {
+    /// Finds the programs in `bin_dir`, or on `PATH` when `None`.
+    pub fn find(bin_dir: Option<&Path>) -> Result<Commands, MissingProgram> {
+        let env_path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+        let bin = match bin_dir {
+            Some(d) => d.to_owned(),
+            None => std::env::split_paths(&env_path)
+                .find(|d| executable(&d.join(PROGRAMS[0])))
+                .ok_or(MissingProgram {
+                    program: PROGRAMS[0],
+                    where_: "PATH".into(),
+                })?,
+        };
+        for program in PROGRAMS {
+            if !executable(&bin.join(program)) {
+                return Err(MissingProgram {
+                    program,
+                    where_: bin.display().to_string(),
+                });
+            }
+        }
+        Ok(Commands {
+            bin,
+            timeout: DEFAULT_TIMEOUT,
+        })
+    }
+
+    /// The deadline of every program.
+    pub fn with_timeout(mut self, timeout: Duration) -> Commands {
+        self.timeout = timeout;
+        self
+    }
+
+    fn run(
+        &self,
+        program: &'static str,
+        flags: &[&str],
+        service: &Path,
+        name: Option<&InstanceName>,
+    ) -> Result<Vec<u8>, ToolError> {
+        let mut cmd = Command::new(self.bin.join(program));
+        cmd.args(flags).arg("--").arg(service);
+        if let Some(n) = name {
+            cmd.arg(n.as_str());
+        }
+        tracing::debug!(?cmd, "running {program}");
+        let result = process::run(program, cmd, self.timeout);
+        if let Err(e @ ToolError::TimedOut { .. }) = &result {
+            tracing::error!("{e}");
+        }
+        result
+    }
+}
+
+impl Instances for Commands {
+    fn supervised(&mut self, service: &Path) -> bool {
+        supervise::scanner_listens(&service.join("instance"))
+    }
+
+    fn list(&mut self, service: &Path) -> Result<Vec<InstanceName>, ToolError> {
+        let out = self.run("s6-instance-list", &[], service, None)?;
+        Ok(String::from_utf8_lossy(&out)
+            .lines()
+            .filter_map(|l| InstanceName::new(l).ok())
+            .collect())
+    }
+
+    fn create(&mut self, service: &Path, name: &InstanceName, up: bool) -> Result<(), ToolError> {
+        let flags: &[&str] = if up { &[] } else { &["-D"] };
+        self.run("s6-instance-create", flags, service, Some(name))
+            .map(drop)
+    }
+
+    fn delete(&mut self, service: &Path, name: &InstanceName) -> Result<(), ToolError> {
+        self.run("s6-instance-delete", &[], service, Some(name))
+            .map(drop)
+    }
+
+    fn restart(&mut self, service: &Path, name: &InstanceName) -> Result<(), ToolError> {
+        self.run("s6-instance-control", &["-r"], service, Some(name))
+            .map(drop)
+    }
+
+    fn pid(&mut self, service: &Path, name: &InstanceName) -> Option<u32> {
+        let dir = service.join("instance").join(name.as_str());
+        if let Some(pid) = supervise::status_pid(&dir) {
+            return pid;
+        }
+        // Not s6 2.11's status layout: ask the tool.
+        let out = self
+            .run("s6-instance-status", &["-o", "up,pid"], service, Some(name))
+            .ok()?;
+        let text = String::from_utf8_lossy(&out);
+        let mut it = text.split_whitespace();
+        match (it.next(), it.next()) {
+            (Some("true"), Some(pid)) => pid.parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+fn executable(p: &Path) -> bool {
+    p.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_reports_the_missing_program() {
+        let d = tempfile::tempdir().unwrap();
+        let e = Commands::find(Some(d.path())).unwrap_err();
+        assert_eq!(e.program, "s6-instance-create");
+        assert_eq!(
+            e.to_string(),
+            format!("s6-instance-create not found in {}", d.path().display())
+        );
+    }
+}

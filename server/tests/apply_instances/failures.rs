@@ -1,0 +1,96 @@
+//! A failed create or delete is reported, typed, and tried again at the
+//! next apply; an unsupervised templated service fails the apply whole.
+
+use vm_catalog_protocol::ApplyStatus;
+use vm_catalogd::apply::Applier;
+use vm_catalogd::apply::outcome::{Cause, InstanceAction, Outcome};
+
+use crate::rig::{Rig, request, vm};
+
+both!(
+    a_failed_create_is_reported_and_retried,
+    a_failed_delete_is_reported_and_retried,
+    an_unsupervised_template_fails_before_anything_runs,
+);
+
+fn a_failed_create_is_reported_and_retried(rig: &impl Rig) {
+    let mut a = rig.open();
+    rig.fail_creates(1);
+    let vms = [vm("app", "AAAAAA", &[]), vm("netvm", "NNNNNN", &[])];
+    let r = a.apply(&request(1, &vms));
+    let Outcome::Instances(run) = &r.result else {
+        panic!("{:?}", r.result)
+    };
+    assert_eq!(run.failed.len(), 1, "{}", r.outcome.message);
+    let f = &run.failed[0];
+    assert_eq!(f.action, InstanceAction::Create);
+    assert_eq!(f.instance.as_str(), "AAAAAA");
+    assert_eq!(f.vm.as_str(), "app");
+    assert_eq!(f.error.code(), Some(111));
+    assert_eq!(run.changes.added, 1, "the other create went on");
+    assert_eq!(r.outcome.status, ApplyStatus::FailedAfterSwitch);
+    assert!(r.outcome.status.is_failure(), "so the daemon retries");
+    assert!(!r.services.contains_key(&crate::rig::n("app")));
+    assert_eq!(
+        rig.instances(),
+        ["NNNNNN"],
+        "the half-made instance was removed"
+    );
+    // The retry.
+    let r = a.apply(&request(1, &vms));
+    assert_eq!(
+        r.outcome.status,
+        ApplyStatus::Applied,
+        "{}",
+        r.outcome.message
+    );
+    assert_eq!(rig.instances(), ["AAAAAA", "NNNNNN"]);
+    assert_eq!(r.services.len(), 2);
+}
+
+fn a_failed_delete_is_reported_and_retried(rig: &impl Rig) {
+    let mut a = rig.open();
+    a.apply(&request(1, &[vm("app", "AAAAAA", &[])]));
+    rig.fail_deletes(1);
+    let r = a.apply(&request(2, &[]));
+    let Outcome::Instances(run) = &r.result else {
+        panic!("{:?}", r.result)
+    };
+    assert_eq!(run.failed.len(), 1, "{}", r.outcome.message);
+    assert_eq!(run.failed[0].action, InstanceAction::Delete);
+    assert_eq!(r.outcome.status, ApplyStatus::FailedBeforeSwitch);
+    assert!(
+        r.outcome
+            .message
+            .contains("deleting instance AAAAAA of app"),
+        "{}",
+        r.outcome.message
+    );
+    assert_eq!(rig.instances(), ["AAAAAA"]);
+    let r = a.apply(&request(2, &[]));
+    assert_eq!(
+        r.outcome.status,
+        ApplyStatus::Applied,
+        "{}",
+        r.outcome.message
+    );
+    assert!(rig.instances().is_empty());
+}
+
+fn an_unsupervised_template_fails_before_anything_runs(rig: &impl Rig) {
+    let mut c = rig.config();
+    c.service = rig.unsupervised();
+    let mut a = rig.open_with(c);
+    let r = a.apply(&request(1, &[vm("app", "AAAAAA", &[])]));
+    assert_eq!(r.outcome.status, ApplyStatus::FailedBeforeSwitch);
+    assert!(
+        matches!(
+            &r.result,
+            Outcome::FailedBeforeSwitch(Cause::NoScanner { .. })
+        ),
+        "{:?}",
+        r.result
+    );
+    assert!(r.services.is_empty());
+    assert!(rig.changes_made().is_empty());
+}
