@@ -98,6 +98,32 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "N", default_value_t = 32, help_heading = "Socket")]
     pub max_connections_per_uid: u32,
 
+    // ── UI VMs ──
+    /// Serve this VM as a UI VM: while it is active, listen for its VMM's
+    /// hybrid vsock connections (repeatable; a name as the catalog names
+    /// it, or a qualified reference LABEL.NAME). A VM peer is read-only and
+    /// sees no host paths.
+    #[arg(long = "ui-vm", value_name = "NAME", help_heading = "UI VMs")]
+    pub ui_vms: Vec<String>,
+    /// The vsock port UI VMs connect to on the host (CID 2).
+    #[arg(long, value_name = "PORT", default_value_t = vm_catalog_protocol::stream::DEFAULT_VSOCK_PORT, help_heading = "UI VMs")]
+    pub vsock_port: u32,
+    /// Where each UI VM's listener goes, with {vm-dir}, {name}, {id} and
+    /// {port}; default {vm-dir}/{name}/vsock_{port} (beside the view), or
+    /// /run/vsock/{id}/vsock_{port} with --vm-layout spectrum.
+    #[arg(long, value_name = "TEMPLATE", help_heading = "UI VMs")]
+    pub ui_vm_socket: Option<String>,
+    /// Mode of the UI VM listeners (octal): the VMM's user must be able to
+    /// connect.
+    #[arg(long, value_name = "MODE", default_value = "0600", value_parser = parse_mode, help_heading = "UI VMs")]
+    pub ui_vm_socket_mode: u32,
+    /// Owner of the UI VM listeners (name or number).
+    #[arg(long, value_name = "USER", help_heading = "UI VMs")]
+    pub ui_vm_socket_owner: Option<String>,
+    /// Group of the UI VM listeners (name or number).
+    #[arg(long, value_name = "GROUP", help_heading = "UI VMs")]
+    pub ui_vm_socket_group: Option<String>,
+
     // ── Sources ──
     /// The built-in VM definitions (trusted: symlinks are followed), labelled
     /// `builtin` unless LABEL= is given (Spectrum: sys=/usr/lib/spectrum/vm).

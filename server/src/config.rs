@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::ArgMatches;
-use vm_catalog_protocol::{SourceLabel, Trust};
+use vm_catalog_protocol::{SourceLabel, Trust, VmName};
 
 use crate::apply::instance::{InstanceConfig, Naming};
 use crate::apply::s6rc::S6rcConfig;
@@ -19,6 +19,7 @@ use crate::cli::{ApplyKind, DaemonArgs};
 use crate::definition::ScanOptions;
 use crate::rpc::Limits;
 use crate::rpc::listener::SocketOptions;
+use crate::rpc::ui_vm::{Access, SocketTemplate, UiVmConfig};
 use crate::source::SourceSpec;
 use crate::source::partition::discover::PRIMARY_LABEL;
 use crate::source::partition::{DiskPolicy, ExtSource, PartitionConfig, UeventGroup};
@@ -69,6 +70,26 @@ pub enum ConfigError {
     /// A trusted target prefix that is not an absolute, normal path.
     #[error("--trusted-target: {0} must be an absolute path without '.' or '..' components")]
     TrustedTarget(PathBuf),
+    /// A `--ui-vm` that is not a VM name.
+    #[error("--ui-vm: invalid name {name:?}")]
+    UiVmName {
+        /// What was given.
+        name: String,
+        /// Why.
+        #[source]
+        source: vm_catalog_protocol::NameError,
+    },
+    /// A `--ui-vm-socket` template that cannot be used.
+    #[error("--ui-vm-socket: {0}")]
+    UiVmSocket(#[source] crate::rpc::ui_vm::TemplateError),
+    /// A user that does not exist.
+    #[error("{arg}: no user {user:?}")]
+    User {
+        /// The option.
+        arg: &'static str,
+        /// The user.
+        user: String,
+    },
     /// A prefix s6 cannot take.
     #[error("--prefix: {0:?} must not contain '/' or a newline")]
     Prefix(String),
@@ -130,6 +151,8 @@ pub struct Config {
     pub ids_file: PathBuf,
     /// Readiness notification fd.
     pub notify_fd: Option<i32>,
+    /// The UI VMs' listeners; `None`: no `--ui-vm`.
+    pub ui_vms: Option<UiVmConfig>,
 }
 
 impl Config {
@@ -157,7 +180,9 @@ impl Config {
             return Err(ConfigError::Prefix(args.prefix.clone()));
         }
         let state_dir = absolute("--state-dir", &args.state_dir)?;
+        let vm_dir = absolute("--vm-dir", &args.vm_dir)?;
         Ok(Config {
+            ui_vms: ui_vms(args, &vm_dir)?,
             socket,
             admin_gid,
             limits: Limits {
@@ -182,12 +207,85 @@ impl Config {
             merge: MergeOptions {
                 names: args.names,
                 layout: args.vm_layout,
-                vm_dir: absolute("--vm-dir", &args.vm_dir)?,
+                vm_dir,
             },
             ids_file: state_dir.join("vm-ids"),
             notify_fd: args.notify_fd,
         })
     }
+}
+
+/// The UI VMs' listeners, if any VM is named.
+fn ui_vms(args: &DaemonArgs, vm_dir: &Path) -> Result<Option<UiVmConfig>, ConfigError> {
+    if args.ui_vms.is_empty() {
+        return Ok(None);
+    }
+    let names = args
+        .ui_vms
+        .iter()
+        .map(|n| {
+            VmName::try_from(n.as_str()).map_err(|source| ConfigError::UiVmName {
+                name: n.clone(),
+                source,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let socket = match &args.ui_vm_socket {
+        Some(t) => SocketTemplate::parse(t).map_err(ConfigError::UiVmSocket)?,
+        None => SocketTemplate::default_for(args.vm_layout),
+    };
+    Ok(Some(UiVmConfig {
+        names,
+        port: args.vsock_port,
+        socket,
+        vm_dir: vm_dir.to_owned(),
+        access: Access {
+            mode: args.ui_vm_socket_mode,
+            owner: args
+                .ui_vm_socket_owner
+                .as_deref()
+                .map(|u| user("--ui-vm-socket-owner", u))
+                .transpose()?,
+            group: args
+                .ui_vm_socket_group
+                .as_deref()
+                .map(|g| group("--ui-vm-socket-group", g))
+                .transpose()?,
+        },
+    }))
+}
+
+/// A user by name or number.
+fn user(arg: &'static str, u: &str) -> Result<u32, ConfigError> {
+    if let Ok(n) = u.parse::<u32>() {
+        return Ok(n);
+    }
+    let err = || ConfigError::User {
+        arg,
+        user: u.to_owned(),
+    };
+    let name = std::ffi::CString::new(u).map_err(|_| err())?;
+    // SAFETY: `libc::passwd` is a plain C struct of integers and pointers,
+    // for which all-zero bytes are a valid (empty) value.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call: `name` is NUL-terminated,
+    // `pw` and `buf` outlive it and `buf.len()` is its size; `result` is
+    // written by the call.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            name.as_ptr(),
+            &mut pw,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() {
+        return Err(err());
+    }
+    Ok(pw.pw_uid)
 }
 
 /// The partition manager's configuration, mounting under `<state-dir>/mnt`.

@@ -86,6 +86,10 @@ pub async fn run(
         config.limits.clone(),
         shutdown.clone(),
     );
+    let ui_vms = config
+        .ui_vms
+        .clone()
+        .map(|c| tokio::spawn(rpc::ui_vm::UiVms::start(ctx.clone(), c).run()));
     let server = tokio::spawn(rpc::serve(listener, ctx));
     if let Some(debounce) = config.watch {
         tokio::spawn(inotify::run(
@@ -112,10 +116,13 @@ pub async fn run(
     shutdown.cancel();
     // Connections say goodbye within their grace period and every send has
     // a deadline; this bound only guards against a bug there.
-    if tokio::time::timeout(SERVER_STOP_DEADLINE, server)
-        .await
-        .is_err()
-    {
+    let stopped = tokio::time::timeout(SERVER_STOP_DEADLINE, async {
+        let _ = server.await;
+        if let Some(ui_vms) = ui_vms {
+            let _ = ui_vms.await;
+        }
+    });
+    if stopped.await.is_err() {
         tracing::warn!("connections did not close in time; stopping anyway");
     }
     // The worker finishes the rescan (and apply) in flight, then stops.

@@ -1,10 +1,10 @@
 //! The clients over a byte stream, as a UI VM reaches the daemon: the host
 //! side of its vsock connection is a Unix stream socket.
 //!
-//! The daemon's own stream listener does not exist yet, so `relay.rs`
-//! stands in for it in front of the real daemon (`over_daemon.rs`: every
-//! call, both clients, a watch that resumes, the CLI), and `fake.rs` is a
-//! scripted daemon for what the real one never sends (`against_fake.rs`:
+//! `over_daemon.rs` connects to the real daemon's listener for a UI VM, as
+//! the VMM does for the guest (every call, both clients, a watch that
+//! resumes, the CLI), and `fake.rs` is a scripted daemon for what the real
+//! one never sends (`against_fake.rs`:
 //! garbage, oversized and cut frames, frames in single bytes, a call given
 //! up in the middle of its frame). `AF_VSOCK` itself is not connected here:
 //! nothing behind this machine's vsock is ours.
@@ -12,7 +12,6 @@
 mod against_fake;
 mod fake;
 mod over_daemon;
-mod relay;
 
 use std::time::Duration;
 

@@ -12,15 +12,21 @@
 //!   their history.
 //! - [`subscriptions`]: the fan-out to bounded queues, lag, how a
 //!   subscription starts.
+//! - [`redact`]: what a UI VM sees (no host paths).
+//!
+//! Whoever follows the catalog without subscribing (the UI VM listeners)
+//! waits on [`Hub::published`], told of every publish.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use vm_catalog_protocol::{Change, Cursor, Epoch, ResetReason};
 
+pub mod redact;
 pub mod snapshot;
 pub mod subscriptions;
 
+pub use redact::Audience;
 pub use snapshot::{Batch, HISTORY, Published, Records, Status};
 pub use subscriptions::{LagSignal, SUBSCRIPTION_QUEUE, Start, Subscription};
 
@@ -37,6 +43,8 @@ pub struct Hub {
     /// Also serializes [`Hub::publish`] against subscription starts and resyncs.
     subscribers: Mutex<Subscribers>,
     next_id: AtomicU64,
+    /// Counts publishes, for [`Hub::published`].
+    publishes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Hub {
@@ -49,6 +57,7 @@ impl Hub {
             history: Mutex::new(History::new()),
             subscribers: Mutex::new(Subscribers::default()),
             next_id: AtomicU64::new(1),
+            publishes: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -78,6 +87,12 @@ impl Hub {
         *self.status.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(status);
     }
 
+    /// Told of every publish (the count of publishes so far): read
+    /// [`Hub::current`] when it changes.
+    pub fn published(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.publishes.subscribe()
+    }
+
     /// Number of subscriptions.
     pub fn subscriber_count(&self) -> usize {
         self.subscribers().len()
@@ -94,6 +109,7 @@ impl Hub {
         let mut subs = self.subscribers();
         let generation = next.cursor.generation;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        self.publishes.send_modify(|n| *n += 1);
         if changes.is_empty() {
             return;
         }

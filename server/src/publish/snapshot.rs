@@ -9,6 +9,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
 
 use vm_catalog_protocol::records::{self, RECORD_BUDGET};
+
+use super::redact::{self, Audience};
 use vm_catalog_protocol::{
     ApplyOutcome, Change, Cursor, Epoch, RescanOutcome, SourceEntry, VmEntry, VmState,
 };
@@ -27,6 +29,8 @@ pub struct Published {
     pub sources: Vec<SourceEntry>,
     /// The encoded records, built once on first use.
     records: OnceLock<Records>,
+    /// The same as a UI VM sees them ([`super::redact`]).
+    vm_records: OnceLock<Records>,
 }
 
 /// The records of one generation, encoded once (each trimmed to fit any
@@ -66,6 +70,7 @@ impl Published {
             vms,
             sources,
             records: OnceLock::new(),
+            vm_records: OnceLock::new(),
         }
     }
 
@@ -95,6 +100,26 @@ impl Published {
                 .map(|s| records::encode_source(s, RECORD_BUDGET))
                 .collect(),
         })
+    }
+
+    /// The encoded records as `audience` sees them (built on first use,
+    /// once per audience).
+    pub fn records_for(&self, audience: Audience) -> &Records {
+        match audience {
+            Audience::Host => self.records(),
+            Audience::Vm => self.vm_records.get_or_init(|| Records {
+                vms: self
+                    .vms
+                    .iter()
+                    .map(|e| records::encode_vm(&redact::vm(e), RECORD_BUDGET))
+                    .collect(),
+                sources: self
+                    .sources
+                    .iter()
+                    .map(|s| records::encode_source(&redact::source(s), RECORD_BUDGET))
+                    .collect(),
+            }),
+        }
     }
 
     /// Every definition of `name`, in precedence order.
@@ -159,6 +184,8 @@ pub struct Batch {
     pub changes: Vec<Change>,
     /// The encoded `Event::Batch` bodies, built once, on first use.
     bodies: OnceLock<Vec<Vec<u8>>>,
+    /// The same as a UI VM sees them ([`super::redact`]).
+    vm_bodies: OnceLock<Vec<Vec<u8>>>,
 }
 
 impl Batch {
@@ -168,6 +195,7 @@ impl Batch {
             generation,
             changes,
             bodies: OnceLock::new(),
+            vm_bodies: OnceLock::new(),
         }
     }
 
@@ -177,6 +205,19 @@ impl Batch {
     pub fn bodies(&self) -> &[Vec<u8>] {
         self.bodies
             .get_or_init(|| records::batch_bodies(self.generation, &self.changes))
+    }
+}
+
+impl Batch {
+    /// The bodies as `audience` sees them (each encoded once).
+    pub fn bodies_for(&self, audience: Audience) -> &[Vec<u8>] {
+        match audience {
+            Audience::Host => self.bodies(),
+            Audience::Vm => self.vm_bodies.get_or_init(|| {
+                let changes: Vec<Change> = self.changes.iter().map(redact::change).collect();
+                records::batch_bodies(self.generation, &changes)
+            }),
+        }
     }
 }
 

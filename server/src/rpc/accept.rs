@@ -12,7 +12,10 @@ use tokio_seqpacket::UnixSeqpacketListener;
 use tokio_util::task::TaskTracker;
 
 use super::ctx::Ctx;
+use super::handshake::Draws;
 use super::peer::Peer;
+use super::session::{Admitted, Stop};
+use super::transport::Transport;
 use super::{handshake, session};
 
 /// Accepts and serves connections until `ctx.shutdown` is cancelled, then
@@ -30,7 +33,7 @@ pub async fn serve(mut listener: UnixSeqpacketListener, ctx: Arc<Ctx>) {
         let socket = match accepted {
             Ok(s) => {
                 backoff = Duration::from_millis(10);
-                s
+                Transport::Seqpacket(s)
             }
             Err(e) => {
                 // EMFILE and friends: wait a little instead of spinning.
@@ -51,7 +54,16 @@ pub async fn serve(mut listener: UnixSeqpacketListener, ctx: Arc<Ctx>) {
         };
         match ctx.admit(&peer) {
             Some(slot) => {
-                tracker.spawn(session::run(socket, peer, ctx.clone(), slot));
+                let admitted = Admitted {
+                    slot,
+                    draws: Draws {
+                        tenant: ctx.tenant(&peer),
+                        replies: ctx.replies.clone(),
+                    },
+                    calls: None,
+                    stop: Stop::under(&ctx.shutdown),
+                };
+                tracker.spawn(session::run(socket, peer, ctx.clone(), admitted));
             }
             None => match ctx.refusal() {
                 Some(permit) => {

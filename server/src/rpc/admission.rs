@@ -15,8 +15,10 @@
 //! before a frame is built and may wait for others to be released
 //! ([`Ledger::claim`]). A [`Claim`] gives its units back when dropped.
 //!
-//! Issue 14 adds VM peers: a VM will be a tenant of its own, with its own
-//! ledgers, so that it draws nothing from the host's.
+//! A UI VM is a tenant of its own ([`Tenant::Vm`]) in ledgers of its own —
+//! its connections, its calls in their own task, its reply bytes — made
+//! for each VM's listener: it draws nothing from the host's ledgers, so a
+//! hostile VM cannot take what host clients or other VMs need.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,12 +35,16 @@ pub enum Tenant {
     Admin,
     /// Any other local user, by uid: a fair share of the rest.
     User(u32),
+    /// A UI VM, in the ledgers of that VM alone: the whole of them.
+    Vm,
 }
 
 impl Tenant {
     /// The tenant of `peer`, `admin_gid` being the admin group.
     pub fn of(peer: &Peer, admin_gid: Option<u32>) -> Tenant {
-        if peer.is_root_or_in(admin_gid) {
+        if peer.is_vm() {
+            Tenant::Vm
+        } else if peer.is_root_or_in(admin_gid) {
             Tenant::Admin
         } else {
             Tenant::User(peer.uid)
@@ -169,7 +175,7 @@ impl Ledger {
             return false;
         }
         match tenant {
-            Tenant::Admin => true,
+            Tenant::Admin | Tenant::Vm => true,
             Tenant::User(uid) => {
                 // Free for users: their part, less what they hold, and no
                 // more than the total leaves (root may hold more than its

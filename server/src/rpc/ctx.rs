@@ -61,6 +61,15 @@ pub struct Limits {
     /// Connections over the limits that are being refused at once; beyond
     /// this, further ones are closed without an answer.
     pub max_refusals: usize,
+    /// Open connections of one UI VM (its own: none of the host's).
+    pub vm_connections: u32,
+    /// Calls in their own task (streams) of one UI VM, over all its
+    /// connections.
+    pub vm_calls: u32,
+    /// Bytes of frames built for one UI VM and not yet taken by the kernel
+    /// (its own budget: none of the host's; at least two frames of
+    /// `max_frame`).
+    pub vm_reply_budget: u64,
 }
 
 impl Default for Limits {
@@ -81,6 +90,9 @@ impl Default for Limits {
             rescan_timeout: Duration::from_secs(600),
             send_timeout: Duration::from_secs(10),
             max_refusals: 64,
+            vm_connections: 8,
+            vm_calls: 32,
+            vm_reply_budget: 4 << 20,
         }
     }
 }
@@ -121,6 +133,36 @@ impl Limits {
             total,
             reserve: self.reply_reserve.min(total - frame),
             per_user: self.reply_budget_per_uid.max(frame),
+        }
+    }
+}
+
+/// One UI VM's own ledgers: what its connections draw from instead of the
+/// host's (see [`super::admission`]).
+#[derive(Debug, Clone)]
+pub struct VmShare {
+    /// Its connection slots.
+    pub connections: Arc<Ledger>,
+    /// Its calls in their own task.
+    pub calls: Arc<Ledger>,
+    /// Its reply bytes.
+    pub replies: Arc<Ledger>,
+}
+
+impl Limits {
+    /// Fresh ledgers for one UI VM.
+    pub fn vm_share(&self) -> VmShare {
+        let whole = |total: u64| Share {
+            total,
+            reserve: 0,
+            per_user: total,
+        };
+        VmShare {
+            connections: Ledger::new(whole(self.vm_connections.into())),
+            calls: Ledger::new(whole(self.vm_calls.into())),
+            replies: Ledger::new(whole(
+                self.vm_reply_budget.max(2 * u64::from(self.max_frame)),
+            )),
         }
     }
 }

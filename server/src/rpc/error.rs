@@ -31,6 +31,12 @@ pub enum CallError {
         /// The method.
         method: &'static str,
     },
+    /// A UI VM may not make this call: VMs are read-only.
+    #[error("{method} is not allowed from a VM: VMs are read-only")]
+    ReadOnly {
+        /// The method.
+        method: &'static str,
+    },
     /// Too many calls in flight on the connection.
     #[error("too many calls in flight on this connection")]
     Busy,
@@ -80,6 +86,7 @@ impl CallError {
             },
             CallError::NotFound(_) => ErrorCode::NotFound,
             CallError::PermissionDenied { .. } => ErrorCode::PermissionDenied,
+            CallError::ReadOnly { .. } => ErrorCode::PermissionDenied,
             CallError::Busy => ErrorCode::Busy,
             CallError::OverBudget => ErrorCode::Busy,
             CallError::Timeout { .. } => ErrorCode::Timeout,
@@ -153,6 +160,10 @@ pub enum ConnError {
     /// A datagram that is not a valid frame.
     #[error(transparent)]
     BadFrame(FrameError),
+    /// A byte stream that cannot be cut into frames (garbage where a
+    /// header should be).
+    #[error(transparent)]
+    BadStream(vm_catalog_protocol::stream::StreamError),
     /// A frame the client may not send after the handshake.
     #[error("unexpected {0:?} frame")]
     UnexpectedFrame(FrameKind),
@@ -184,6 +195,7 @@ impl ConnError {
             ConnError::ExpectedHello(_)
             | ConnError::HelloNotConnectionLevel { .. }
             | ConnError::BadFrame(_)
+            | ConnError::BadStream(_)
             | ConnError::UnexpectedFrame(_)
             | ConnError::ReservedCallId
             | ConnError::CallIdInFlight(_) => ErrorCode::ProtocolViolation,
@@ -200,6 +212,7 @@ impl ConnError {
             | ConnError::BadHello(_)
             | ConnError::ClientNameTooLong
             | ConnError::BadFrame(_)
+            | ConnError::BadStream(_)
             | ConnError::UnexpectedFrame(_)
             | ConnError::ReservedCallId
             | ConnError::CallIdInFlight(_) => {}

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::OwnedSemaphorePermit;
-use tokio_seqpacket::UnixSeqpacket;
 use vm_catalog_protocol::codec::{self, Compat};
 use vm_catalog_protocol::{
     ErrorBody, ErrorCode, FrameKind, HANDSHAKE_MAX_FRAME, Hello, MAX_CLIENT_NAME, PROTOCOL_VERSION,
@@ -17,6 +16,7 @@ use super::ctx::Ctx;
 use super::error::ConnError;
 use super::peer::Peer;
 use super::send::{Conn, Negotiated};
+use super::transport::{Datagram, Receiver, Transport};
 
 /// How long a refused connection may take to send its `Hello`.
 const REFUSAL_WAIT: Duration = Duration::from_millis(200);
@@ -24,10 +24,27 @@ const REFUSAL_WAIT: Duration = Duration::from_millis(200);
 /// How long a connection-level error may wait for a peer that does not read.
 const CONN_ERROR_WAIT: Duration = Duration::from_secs(1);
 
-/// Reads `Hello` and answers `Welcome`: the connection, or `None` once a
+/// Where an admitted connection draws from: its tenant and the reply
+/// ledger its frames claim bytes from (the host's, or its VM's own).
+#[derive(Debug, Clone)]
+pub struct Draws {
+    /// Whose share the peer draws from.
+    pub tenant: super::Tenant,
+    /// The reply bytes.
+    pub replies: Arc<super::Ledger>,
+}
+
+/// Reads `Hello` (through `rx`, which then reads the rest of the
+/// connection) and answers `Welcome`: the connection, or `None` once a
 /// failure was answered (or the peer left).
-pub async fn handshake(socket: UnixSeqpacket, peer: Arc<Peer>, ctx: &Ctx) -> Option<Conn> {
-    let hello = match read_hello(&socket, ctx).await {
+pub async fn handshake(
+    socket: Transport,
+    rx: &mut Receiver,
+    peer: Arc<Peer>,
+    draws: Draws,
+    ctx: &Ctx,
+) -> Option<Conn> {
+    let hello = match read_hello(&socket, rx, ctx).await {
         Ok(Some(hello)) => hello,
         Ok(None) => return None,
         Err(e) => {
@@ -56,7 +73,6 @@ pub async fn handshake(socket: UnixSeqpacket, peer: Arc<Peer>, ctx: &Ctx) -> Opt
         .ok()?
         .ok()?;
     tracing::debug!(client = %hello.client.escape_debug(), version, max_frame = welcome.max_frame, "welcome");
-    let tenant = ctx.tenant(&peer);
     let negotiated = Negotiated {
         version,
         max_frame: welcome.max_frame,
@@ -65,33 +81,36 @@ pub async fn handshake(socket: UnixSeqpacket, peer: Arc<Peer>, ctx: &Ctx) -> Opt
     Some(Conn::new(
         socket,
         peer,
-        tenant,
+        draws.tenant,
         negotiated,
-        ctx.replies.clone(),
+        draws.replies,
         ctx.limits.send_timeout,
     ))
 }
 
 /// The client's `Hello`; `None` if the peer left or the socket failed.
-async fn read_hello(socket: &UnixSeqpacket, ctx: &Ctx) -> Result<Option<Hello>, ConnError> {
-    let mut buf = vec![0u8; HANDSHAKE_MAX_FRAME as usize + 1];
-    let received = tokio::time::timeout(ctx.limits.handshake_timeout, socket.recv(&mut buf)).await;
-    let info = match received {
+async fn read_hello(
+    socket: &Transport,
+    rx: &mut Receiver,
+    ctx: &Ctx,
+) -> Result<Option<Hello>, ConnError> {
+    let received = tokio::time::timeout(
+        ctx.limits.handshake_timeout,
+        rx.recv(socket, HANDSHAKE_MAX_FRAME),
+    )
+    .await;
+    let bytes = match received {
         Err(_) => return Err(ConnError::NoHello),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "receive failed");
             return Ok(None);
         }
-        Ok(Ok(info)) => info,
+        Ok(Ok(Datagram::Eof | Datagram::Cut)) => return Ok(None),
+        Ok(Ok(Datagram::TooLarge(_))) => return Err(ConnError::HelloTooLarge),
+        Ok(Ok(Datagram::Garbage(e))) => return Err(ConnError::BadStream(e)),
+        Ok(Ok(Datagram::Frame(bytes))) => bytes,
     };
-    let n = info.bytes_read();
-    if n == 0 {
-        return Ok(None);
-    }
-    if info.truncated() || n > HANDSHAKE_MAX_FRAME as usize {
-        return Err(ConnError::HelloTooLarge);
-    }
-    let frame = decode_frame(&buf[..n], HANDSHAKE_MAX_FRAME).map_err(ConnError::BadFrame)?;
+    let frame = decode_frame(&bytes, HANDSHAKE_MAX_FRAME).map_err(ConnError::BadFrame)?;
     let h = frame.header;
     if h.kind != FrameKind::Hello {
         return Err(ConnError::ExpectedHello(h.kind));
@@ -123,23 +142,19 @@ fn decode_hello(body: &[u8]) -> Result<Hello, ConnError> {
 /// Refuses a connection over the limits: reads the `Hello` (briefly),
 /// answers a connection-level `Busy`, then closes. `permit` counts it among
 /// the refusals in progress.
-pub async fn refuse(
-    socket: UnixSeqpacket,
-    peer: Peer,
-    ctx: Arc<Ctx>,
-    permit: OwnedSemaphorePermit,
-) {
+pub async fn refuse(socket: Transport, peer: Peer, ctx: Arc<Ctx>, permit: OwnedSemaphorePermit) {
     if ctx.log_limit.allow() {
         tracing::warn!(
             uid = peer.uid,
             pid = peer.pid,
+            vm = peer.vm_name().map(|n| n.as_str()),
             "connection refused: too many connections"
         );
     }
     // Read the Hello first: closing a socket with unread data resets the
     // peer's connection, and it would never see the answer.
-    let mut buf = vec![0u8; HANDSHAKE_MAX_FRAME as usize + 1];
-    let _ = tokio::time::timeout(REFUSAL_WAIT, socket.recv(&mut buf)).await;
+    let mut rx = Receiver::new(&socket);
+    let _ = tokio::time::timeout(REFUSAL_WAIT, rx.recv(&socket, HANDSHAKE_MAX_FRAME)).await;
     send_conn_error(&socket, &ConnError::TooManyConnections.to_wire()).await;
     drop(permit);
 }
@@ -160,7 +175,7 @@ pub fn report(ctx: &Ctx, e: &ConnError) -> ErrorBody {
 
 /// Sends a connection-level error before (or instead of) a handshake,
 /// never waiting long on a peer that does not read.
-async fn send_conn_error(socket: &UnixSeqpacket, body: &ErrorBody) {
+async fn send_conn_error(socket: &Transport, body: &ErrorBody) {
     let Ok(frame) = message::error(0, 0, body, HANDSHAKE_MAX_FRAME) else {
         return;
     };

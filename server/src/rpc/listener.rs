@@ -274,7 +274,7 @@ fn lock_path(socket: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn private_dir(parent: &Path) -> std::io::Result<PathBuf> {
+pub(crate) fn private_dir(parent: &Path) -> std::io::Result<PathBuf> {
     for _ in 0..16 {
         let mut rnd = [0u8; 6];
         getrandom::fill(&mut rnd).map_err(std::io::Error::other)?;

@@ -4,7 +4,8 @@
 //! [`Ctx`], and returns when `ctx.shutdown` is cancelled and every connection
 //! has closed.
 //!
-//! A datagram goes up this stack: [`recv`] reads it; [`session`] runs the
+//! A frame goes up this stack: [`transport`] receives it (a datagram
+//! through [`recv`], or cut from a UI VM's byte stream); [`session`] runs the
 //! handshake ([`handshake`]) and the read loop, which decodes each frame and
 //! runs the call inline or in its own task as [`policy`] says; [`service`]
 //! authorizes it, bounds its time and dispatches it to one of [`handlers`];
@@ -25,6 +26,8 @@ pub mod recv;
 pub mod send;
 pub mod service;
 pub mod session;
+pub mod transport;
+pub mod ui_vm;
 
 pub use accept::serve;
 pub use admission::{Claim, Ledger, Share, Tenant};

@@ -1,12 +1,20 @@
-//! The peer of a connection: its credentials, read once at accept.
+//! The peer of a connection: who it is, found once at accept.
 //!
-//! `SO_PEERCRED` gives the uid, gid and pid of the process that called
-//! `connect()`, captured at that moment; `SO_PEERGROUPS` its supplementary
-//! groups. Authorization uses only these, never anything the peer says.
+//! On the host socket the peer is a local process: `SO_PEERCRED` gives the
+//! uid, gid and pid of the process that called `connect()`, captured at
+//! that moment; `SO_PEERGROUPS` its supplementary groups. Authorization
+//! uses only these, never anything the peer says.
+//!
+//! On a UI VM's listener the peer is **the VM**, whoever its VMM runs as
+//! (root, often): which VM is known from the listener the connection came
+//! to, and it is never root nor in the admin group. The VMM's credentials
+//! are kept for logs only.
 
 use std::os::fd::RawFd;
 
-use tokio_seqpacket::UnixSeqpacket;
+use vm_catalog_protocol::VmName;
+
+use super::transport::Transport;
 
 /// `SO_PEERGROUPS` (Linux ≥ 4.13); libc keeps it private for linux-gnu.
 const SO_PEERGROUPS: libc::c_int = 59;
@@ -26,23 +34,66 @@ pub struct Peer {
     pub pid: Option<i32>,
     /// Supplementary groups.
     pub groups: Vec<u32>,
+    /// A local process, or a VM.
+    pub kind: PeerKind,
+}
+
+/// What kind of peer a connection has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerKind {
+    /// A process on the host, by its credentials.
+    Local,
+    /// A UI VM, by its catalog name: it came in on that VM's listener.
+    Vm(VmName),
 }
 
 impl Peer {
-    /// Reads the credentials of `socket`'s peer.
-    pub fn of(socket: &UnixSeqpacket, conn_id: u64) -> std::io::Result<Peer> {
-        let cred = socket.peer_cred()?;
+    /// A local peer: the credentials of `transport`'s peer.
+    pub fn of(transport: &Transport, conn_id: u64) -> std::io::Result<Peer> {
+        let fd = transport.raw_fd();
+        let cred = rustix::net::sockopt::socket_peercred(
+            // SAFETY: `fd` is live for the duration of this call (the
+            // transport owns it).
+            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+        )
+        .map_err(std::io::Error::from)?;
         Ok(Peer {
             conn_id,
-            uid: cred.uid(),
-            gid: cred.gid(),
-            pid: cred.pid(),
-            groups: peer_groups(socket.as_raw_fd()).unwrap_or_default(),
+            uid: cred.uid.as_raw(),
+            gid: cred.gid.as_raw(),
+            pid: Some(cred.pid.as_raw_nonzero().get()),
+            groups: peer_groups(fd).unwrap_or_default(),
+            kind: PeerKind::Local,
         })
     }
 
-    /// Whether the peer is root or a member of `gid`.
+    /// The VM `name`, on `transport` (its VMM's credentials, for logs).
+    pub fn vm(transport: &Transport, conn_id: u64, name: VmName) -> std::io::Result<Peer> {
+        let mut peer = Peer::of(transport, conn_id)?;
+        peer.groups = Vec::new();
+        peer.kind = PeerKind::Vm(name);
+        Ok(peer)
+    }
+
+    /// The VM this peer is, if it is one.
+    pub fn vm_name(&self) -> Option<&VmName> {
+        match &self.kind {
+            PeerKind::Local => None,
+            PeerKind::Vm(name) => Some(name),
+        }
+    }
+
+    /// Whether the peer is a VM.
+    pub fn is_vm(&self) -> bool {
+        self.vm_name().is_some()
+    }
+
+    /// Whether the peer is root or a member of `gid` (never a VM, whatever
+    /// its VMM runs as).
     pub fn is_root_or_in(&self, gid: Option<u32>) -> bool {
+        if self.is_vm() {
+            return false;
+        }
         self.uid == 0 || gid.is_some_and(|g| self.gid == g || self.groups.contains(&g))
     }
 }
@@ -80,6 +131,7 @@ mod tests {
             gid: 1000,
             pid: None,
             groups: vec![27],
+            kind: PeerKind::Local,
         };
         assert!(!p.is_root_or_in(None));
         assert!(!p.is_root_or_in(Some(5)));
@@ -87,12 +139,20 @@ mod tests {
         assert!(p.is_root_or_in(Some(1000)));
         p.uid = 0;
         assert!(p.is_root_or_in(None));
+        p.kind = PeerKind::Vm("ui".parse().unwrap());
+        assert!(!p.is_root_or_in(None), "a VM whose VMM runs as root");
+        assert!(!p.is_root_or_in(Some(0)));
     }
 
     #[tokio::test]
     async fn reads_our_own_credentials_from_a_pair() {
-        let (a, _b) = UnixSeqpacket::pair().unwrap();
-        let p = Peer::of(&a, 1).unwrap();
+        let (a, _b) = tokio_seqpacket::UnixSeqpacket::pair().unwrap();
+        let p = Peer::of(&Transport::Seqpacket(a), 1).unwrap();
+        // SAFETY: getuid cannot fail.
+        assert_eq!(p.uid, unsafe { libc::getuid() });
+        let (a, _b) = tokio::net::UnixStream::pair().unwrap();
+        let p = Peer::vm(&Transport::Stream(a), 2, "ui".parse().unwrap()).unwrap();
+        assert_eq!(p.vm_name().map(|n| n.as_str()), Some("ui"));
         // SAFETY: getuid cannot fail.
         assert_eq!(p.uid, unsafe { libc::getuid() });
         assert_eq!(p.pid, Some(std::process::id() as i32));

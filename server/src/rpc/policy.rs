@@ -1,5 +1,6 @@
 //! What the daemon allows each method, in one table: where the call runs,
-//! how long it may take, and who may make it.
+//! how long it may take, who on the host may make it, and whether a UI VM
+//! may (a VM is read-only).
 //!
 //! A new method must fill in its row (the match is exhaustive). A test
 //! checks the table against the protocol (a stream never runs inline) and
@@ -10,7 +11,7 @@ use std::time::Duration;
 use vm_catalog_protocol::Method;
 
 use super::ctx::Limits;
-use super::peer::Peer;
+use super::peer::{Peer, PeerKind};
 
 /// Where a call runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +45,15 @@ pub enum Caller {
     Admin,
 }
 
+/// Whether a UI VM may make a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmCaller {
+    /// Yes: it reads the catalog.
+    Allowed,
+    /// No (`PermissionDenied`): it would change the host.
+    Denied,
+}
+
 /// One method's row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
@@ -51,8 +61,10 @@ pub struct Policy {
     pub runs: Runs,
     /// How long it may take.
     pub deadline: Deadline,
-    /// Who may make it.
+    /// Who on the host may make it.
     pub caller: Caller,
+    /// Whether a UI VM may make it.
+    pub vm: VmCaller,
 }
 
 /// The table.
@@ -60,20 +72,22 @@ pub fn of(method: Method) -> Policy {
     use Caller::{Admin, Anyone};
     use Deadline::{Call, Rescan, Stream, Unbounded};
     use Runs::{Inline, Task};
-    let (runs, deadline, caller) = match method {
-        Method::Ping => (Inline, Call, Anyone),
-        Method::GetInfo => (Inline, Call, Anyone),
-        Method::ListVms => (Task, Stream, Anyone),
-        Method::GetVm => (Inline, Call, Anyone),
-        Method::ListSources => (Inline, Call, Anyone),
-        Method::Rescan => (Task, Rescan, Admin),
-        Method::Subscribe => (Task, Unbounded, Anyone),
-        Method::Cancel => (Inline, Call, Anyone),
+    use VmCaller::{Allowed, Denied};
+    let (runs, deadline, caller, vm) = match method {
+        Method::Ping => (Inline, Call, Anyone, Allowed),
+        Method::GetInfo => (Inline, Call, Anyone, Allowed),
+        Method::ListVms => (Task, Stream, Anyone, Allowed),
+        Method::GetVm => (Inline, Call, Anyone, Allowed),
+        Method::ListSources => (Inline, Call, Anyone, Allowed),
+        Method::Rescan => (Task, Rescan, Admin, Denied),
+        Method::Subscribe => (Task, Unbounded, Anyone, Allowed),
+        Method::Cancel => (Inline, Call, Anyone, Allowed),
     };
     Policy {
         runs,
         deadline,
         caller,
+        vm,
     }
 }
 
@@ -90,11 +104,23 @@ impl Deadline {
 }
 
 impl Caller {
-    /// Whether `peer` may call, `admin_gid` being the admin group.
+    /// Whether `peer` may call, `admin_gid` being the admin group (a VM
+    /// never counts as root or the admin group).
     pub fn admits(self, peer: &Peer, admin_gid: Option<u32>) -> bool {
         match self {
             Caller::Anyone => true,
             Caller::Admin => peer.is_root_or_in(admin_gid),
+        }
+    }
+}
+
+impl Policy {
+    /// Whether `peer` may make the call: a VM by the VM column, a local
+    /// peer by its credentials.
+    pub fn admits(&self, peer: &Peer, admin_gid: Option<u32>) -> bool {
+        match peer.kind {
+            PeerKind::Vm(_) => self.vm == VmCaller::Allowed && self.caller == Caller::Anyone,
+            PeerKind::Local => self.caller.admits(peer, admin_gid),
         }
     }
 }
@@ -125,13 +151,23 @@ mod tests {
                 .lines()
                 .find(|l| l.starts_with(&prefix))
                 .unwrap_or_else(|| panic!("no row for {m:?}"));
-            let who = row.trim_end_matches('|').rsplit('|').next().unwrap().trim();
-            let documented = match who {
+            let cells: Vec<&str> = row
+                .trim_end_matches('|')
+                .split('|')
+                .map(str::trim)
+                .collect();
+            let documented = match cells[5] {
                 "anyone" => Caller::Anyone,
                 "root and the admin group" => Caller::Admin,
                 w => panic!("{m:?}: unknown caller {w:?}"),
             };
             assert_eq!(of(m).caller, documented, "{m:?}");
+            let vm = match cells[6] {
+                "yes" => VmCaller::Allowed,
+                "no" => VmCaller::Denied,
+                w => panic!("{m:?}: unknown VM column {w:?}"),
+            };
+            assert_eq!(of(m).vm, vm, "{m:?}");
         }
     }
 
@@ -143,7 +179,17 @@ mod tests {
             gid: 1000,
             pid: None,
             groups: vec![27],
+            kind: PeerKind::Local,
         };
+        let mut vm = user.clone();
+        vm.uid = 0;
+        vm.kind = PeerKind::Vm("ui".parse().unwrap());
+        assert!(
+            !of(Method::Rescan).admits(&vm, None),
+            "a VM whose VMM is root"
+        );
+        assert!(of(Method::Subscribe).admits(&vm, None));
+        assert!(of(Method::Cancel).admits(&vm, None));
         assert!(!of(Method::Rescan).caller.admits(&user, None));
         assert!(of(Method::Rescan).caller.admits(&user, Some(27)));
         assert!(of(Method::Subscribe).caller.admits(&user, None));

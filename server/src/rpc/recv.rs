@@ -1,4 +1,5 @@
-//! Receiving datagrams without a buffer per connection.
+//! Receiving `SOCK_SEQPACKET` datagrams without a buffer per connection
+//! (the datagram side of [`super::transport::Receiver`]).
 //!
 //! An idle connection (a subscriber, say) would otherwise keep a receive
 //! buffer of its whole max frame size for its lifetime. Instead, once the
@@ -15,7 +16,7 @@ use vm_catalog_protocol::LIMIT_MAX_FRAME;
 
 /// What one receive gave.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Datagram {
+pub enum Received {
     /// The peer closed the connection (or sent an empty datagram, which on
     /// `SOCK_SEQPACKET` cannot be told apart).
     Eof,
@@ -30,7 +31,7 @@ thread_local! {
 }
 
 /// Receives one datagram of at most `max` bytes.
-pub async fn recv(socket: &UnixSeqpacket, max: usize) -> io::Result<Datagram> {
+pub async fn recv(socket: &UnixSeqpacket, max: usize) -> io::Result<Received> {
     let fd = socket.as_async_fd();
     loop {
         let mut guard = fd.ready(Interest::READABLE).await?;
@@ -53,9 +54,9 @@ pub async fn recv(socket: &UnixSeqpacket, max: usize) -> io::Result<Datagram> {
                 }
                 let n = n as usize;
                 Ok(match n {
-                    0 => Datagram::Eof,
-                    n if n > max => Datagram::TooLarge(n),
-                    n => Datagram::Frame(scratch[..n].to_vec()),
+                    0 => Received::Eof,
+                    n if n > max => Received::TooLarge(n),
+                    n => Received::Frame(scratch[..n].to_vec()),
                 })
             })
         });
@@ -77,13 +78,13 @@ mod tests {
         a.send(b"hello").await.unwrap();
         assert_eq!(
             recv(&b, 100).await.unwrap(),
-            Datagram::Frame(b"hello".to_vec())
+            Received::Frame(b"hello".to_vec())
         );
         a.send(&[7u8; 101]).await.unwrap();
-        assert_eq!(recv(&b, 100).await.unwrap(), Datagram::TooLarge(101));
+        assert_eq!(recv(&b, 100).await.unwrap(), Received::TooLarge(101));
         a.send(&[7u8; 100]).await.unwrap();
-        assert_eq!(recv(&b, 100).await.unwrap(), Datagram::Frame(vec![7; 100]));
+        assert_eq!(recv(&b, 100).await.unwrap(), Received::Frame(vec![7; 100]));
         drop(a);
-        assert_eq!(recv(&b, 100).await.unwrap(), Datagram::Eof);
+        assert_eq!(recv(&b, 100).await.unwrap(), Received::Eof);
     }
 }

@@ -2,10 +2,11 @@
 //! was negotiated, the calls in flight, and sends that bound what a peer
 //! that does not read can make the daemon hold.
 //!
-//! `UnixSeqpacket` sends take `&self`, and one datagram is one frame, so the
-//! read loop and every call task send on the same socket without a writer
-//! task. They take turns (a fair lock per connection), and a frame is built
-//! only once its turn has come: however many calls a connection has in
+//! Sends take `&self` and each sends one whole frame (a datagram, or the
+//! frame's bytes on a stream, see [`super::transport`]), so the read loop
+//! and every call task send on the same socket without a writer task.
+//! They take turns (a fair lock per connection), and a frame is built only
+//! once its turn has come: however many calls a connection has in
 //! flight, at most one of its frames exists at a time. Frames of one call
 //! stay in order because one task sends them; frames of different calls
 //! interleave, which the protocol allows.
@@ -29,7 +30,6 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::Mutex;
-use tokio_seqpacket::UnixSeqpacket;
 use vm_catalog_protocol::codec::{self, Compat};
 use vm_catalog_protocol::{
     ErrorBody, FrameError, FrameKind, Streaming, Unary, build_frame, frame_len,
@@ -39,6 +39,7 @@ use super::admission::{Claim, Ledger, Tenant};
 use super::error::CallError;
 use super::in_flight::InFlight;
 use super::peer::Peer;
+use super::transport::Transport;
 
 /// Frames of at most this many bytes are not counted against the reply
 /// budget.
@@ -48,7 +49,7 @@ pub const UNCOUNTED_FRAME: usize = 1024;
 #[derive(Debug)]
 pub struct Conn {
     /// The socket.
-    pub socket: UnixSeqpacket,
+    pub transport: Transport,
     /// The peer's credentials.
     pub peer: Arc<Peer>,
     /// Whose share the peer draws from.
@@ -83,7 +84,7 @@ impl Conn {
     /// A connection after its handshake: its frames claim their bytes from
     /// `replies` as `tenant`.
     pub fn new(
-        socket: UnixSeqpacket,
+        transport: Transport,
         peer: Arc<Peer>,
         tenant: Tenant,
         negotiated: Negotiated,
@@ -91,7 +92,7 @@ impl Conn {
         send_timeout: Duration,
     ) -> Conn {
         Conn {
-            socket,
+            transport,
             peer,
             tenant,
             version: negotiated.version,
@@ -101,6 +102,15 @@ impl Conn {
             calls: InFlight::default(),
             replies,
             turn: Mutex::new(()),
+        }
+    }
+
+    /// Who the replies are for: a VM sees no host paths.
+    pub fn audience(&self) -> crate::publish::Audience {
+        if self.peer.is_vm() {
+            crate::publish::Audience::Vm
+        } else {
+            crate::publish::Audience::Host
         }
     }
 
@@ -120,12 +130,12 @@ impl Conn {
             None
         };
         let frame = build().map_err(CallError::Encode)?;
-        match tokio::time::timeout(self.send_timeout, self.socket.send(&frame)).await {
-            Ok(sent) => sent.map(|_| ()).map_err(CallError::Disconnected),
+        match tokio::time::timeout(self.send_timeout, self.transport.send(&frame)).await {
+            Ok(sent) => sent.map_err(CallError::Disconnected),
             Err(_) => {
                 // The peer stopped reading: cut it off, so that no task (the
                 // read loop, other calls, a shutdown) waits on it.
-                let _ = self.socket.shutdown(std::net::Shutdown::Both);
+                self.transport.shutdown();
                 Err(CallError::Stalled)
             }
         }

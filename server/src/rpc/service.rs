@@ -113,8 +113,15 @@ where
     fn call(&mut self, call: Call) -> CallFuture {
         let method = call.request.method();
         let row = policy::of(method);
-        if !row.caller.admits(&call.conn.peer, self.ctx.admin_gid) {
-            return Box::pin(async move { Err(denied(method)) });
+        if !row.admits(&call.conn.peer, self.ctx.admin_gid) {
+            let e = if call.conn.peer.is_vm() {
+                CallError::ReadOnly {
+                    method: method.name(),
+                }
+            } else {
+                denied(method)
+            };
+            return Box::pin(async move { Err(e) });
         }
         let fut = self.inner.call(call);
         match row.deadline.under(&self.ctx.limits) {

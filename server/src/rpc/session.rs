@@ -9,25 +9,30 @@
 //! connection-level error and a close; a bad call gets an error for that
 //! call only. A connection with no call in flight that sends nothing for
 //! [`super::Limits::idle_timeout`] is closed with a `Goodbye`.
+//!
+//! The same loop serves both transports ([`super::transport`]): what only
+//! a stream can do wrong (garbage, a frame cut by the end of the stream)
+//! closes that stream only. A connection can also be told to [`Stop`] —
+//! its UI VM's listener was removed — then its calls are cancelled (a
+//! subscription ends with its `StreamEnd`) and it gets a `Goodbye`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::task::JoinSet;
-use tokio_seqpacket::UnixSeqpacket;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use vm_catalog_protocol::{FrameKind, Header, Method, Request, RequestError, decode_frame};
 
-use super::admission::Claim;
+use super::admission::{Claim, Ledger, Tenant};
 use super::ctx::Ctx;
 use super::error::{CallError, ConnError};
-use super::handshake::{handshake, report};
+use super::handshake::{Draws, handshake, report};
 use super::peer::Peer;
 use super::policy::{self, Runs};
-use super::recv::{self, Datagram};
 use super::send::Conn;
 use super::service::{self, Call, CallService};
+use super::transport::{Datagram, Receiver, Transport};
 
 /// How long a stopping daemon waits for a connection's calls to send their
 /// last frames before it drops them.
@@ -39,13 +44,83 @@ const GOODBYE_WAIT: Duration = Duration::from_secs(1);
 /// What an idle connection is told as it is closed.
 pub const IDLE_GOODBYE: &str = "idle: no call for too long";
 
-/// Serves one admitted connection (holding `slot`) to the end.
-pub async fn run(socket: UnixSeqpacket, peer: Peer, ctx: Arc<Ctx>, slot: Claim) {
-    let span = tracing::info_span!("conn", id = peer.conn_id, uid = peer.uid, pid = peer.pid);
+/// Tells connections to end with a `Goodbye` (and why), before the daemon
+/// stops; a child of the daemon's shutdown, which stops it too.
+#[derive(Debug, Clone)]
+pub struct Stop {
+    token: CancellationToken,
+    reason: Arc<OnceLock<&'static str>>,
+}
+
+impl Stop {
+    /// A stop that `shutdown` also triggers.
+    pub fn under(shutdown: &CancellationToken) -> Stop {
+        Stop {
+            token: shutdown.child_token(),
+            reason: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Ends every connection of this stop with a `Goodbye` saying `reason`.
+    pub fn stop(&self, reason: &'static str) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+
+    /// Waits until it is triggered.
+    pub async fn stopped(&self) {
+        self.token.cancelled().await;
+    }
+
+    /// Whether it was triggered.
+    pub fn is_stopped(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    fn reason(&self) -> &'static str {
+        self.reason.get().copied().unwrap_or("shutting down")
+    }
+}
+
+/// What an admitted connection holds and draws from.
+#[derive(Debug)]
+pub struct Admitted {
+    /// Its connection slot (given back when it ends).
+    pub slot: Claim,
+    /// Its tenant and reply ledger.
+    pub draws: Draws,
+    /// For a VM: the calls in their own task of all its connections.
+    pub calls: Option<Arc<Ledger>>,
+    /// What ends it early.
+    pub stop: Stop,
+}
+
+/// Serves one admitted connection to the end.
+pub async fn run(socket: Transport, peer: Peer, ctx: Arc<Ctx>, admitted: Admitted) {
+    let span = tracing::info_span!(
+        "conn",
+        id = peer.conn_id,
+        uid = peer.uid,
+        pid = peer.pid,
+        vm = peer.vm_name().map(|n| n.as_str()),
+    );
     async move {
-        tracing::debug!("connected");
-        if let Some(conn) = handshake(socket, Arc::new(peer), &ctx).await {
-            serve_calls(Arc::new(conn), &ctx).await;
+        tracing::debug!(transport = socket.name(), "connected");
+        let Admitted {
+            slot,
+            draws,
+            calls,
+            stop,
+        } = admitted;
+        let mut rx = Receiver::new(&socket);
+        if let Some(conn) = handshake(socket, &mut rx, Arc::new(peer), draws, &ctx).await {
+            let mut loop_ = ReadLoop {
+                conn: Arc::new(conn),
+                rx,
+                vm_calls: calls,
+                stop,
+            };
+            loop_.serve(&ctx).await;
         }
         tracing::debug!("disconnected");
         drop(slot);
@@ -55,66 +130,94 @@ pub async fn run(socket: UnixSeqpacket, peer: Peer, ctx: Arc<Ctx>, slot: Claim) 
     .await
 }
 
+/// The read loop's state.
+struct ReadLoop {
+    conn: Arc<Conn>,
+    rx: Receiver,
+    vm_calls: Option<Arc<Ledger>>,
+    stop: Stop,
+}
+
 enum Flow {
     Continue,
     Close,
 }
 
-async fn serve_calls(conn: Arc<Conn>, ctx: &Arc<Ctx>) {
-    let mut svc = service::stack(ctx.clone());
-    let mut tasks = JoinSet::new();
-    let mut shutting_down = false;
-    loop {
-        let received = tokio::select! {
-            _ = ctx.shutdown.cancelled() => {
-                shutting_down = true;
+impl ReadLoop {
+    async fn serve(&mut self, ctx: &Arc<Ctx>) {
+        let conn = self.conn.clone();
+        let mut svc = service::stack(ctx.clone());
+        let mut tasks = JoinSet::new();
+        let mut stopped = false;
+        loop {
+            let received = tokio::select! {
+                _ = self.stop.token.cancelled() => {
+                    stopped = true;
+                    break;
+                }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+                // Idle: no call in flight (a subscription is one) and nothing
+                // received for that long. The timer starts over at every frame
+                // and every call that ends.
+                _ = tokio::time::sleep(ctx.limits.idle_timeout), if tasks.is_empty() => {
+                    tracing::debug!("idle, closing");
+                    let _ = tokio::time::timeout(GOODBYE_WAIT, conn.goodbye(IDLE_GOODBYE)).await;
+                    break;
+                }
+                r = self.rx.recv(&conn.transport, conn.max_frame) => r,
+            };
+            let flow = match received {
+                // A stream cut inside a frame: the peer is gone, nothing is sent.
+                Ok(Datagram::Eof | Datagram::Cut) => break,
+                Ok(Datagram::Garbage(e)) => close(&conn, ctx, ConnError::BadStream(e)).await,
+                Err(e) => {
+                    tracing::debug!(error = %e, "receive failed");
+                    break;
+                }
+                Ok(Datagram::TooLarge(_)) => {
+                    let max = conn.max_frame;
+                    close(&conn, ctx, ConnError::FrameTooLarge { max }).await
+                }
+                // Sends within have a deadline: a peer that stops reading is
+                // cut off and this loop ends, so shutdown never waits on it.
+                Ok(Datagram::Frame(frame)) => {
+                    self.on_frame(ctx, &mut svc, &mut tasks, &frame).await
+                }
+            };
+            if let Flow::Close = flow {
                 break;
             }
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
-            // Idle: no call in flight (a subscription is one) and nothing
-            // received for that long. The timer starts over at every frame
-            // and every call that ends.
-            _ = tokio::time::sleep(ctx.limits.idle_timeout), if tasks.is_empty() => {
-                tracing::debug!("idle, closing");
-                let _ = tokio::time::timeout(GOODBYE_WAIT, conn.goodbye(IDLE_GOODBYE)).await;
-                break;
-            }
-            r = recv::recv(&conn.socket, conn.max_frame as usize) => r,
-        };
-        let flow = match received {
-            Ok(Datagram::Eof) => break,
-            Err(e) => {
-                tracing::debug!(error = %e, "receive failed");
-                break;
-            }
-            Ok(Datagram::TooLarge(_)) => {
-                let max = conn.max_frame;
-                close(&conn, ctx, ConnError::FrameTooLarge { max }).await
-            }
-            // Sends within have a deadline: a peer that stops reading is
-            // cut off and this loop ends, so shutdown never waits on it.
-            Ok(Datagram::Frame(frame)) => on_frame(&conn, ctx, &mut svc, &mut tasks, &frame).await,
-        };
-        if let Flow::Close = flow {
-            break;
         }
-    }
-    if shutting_down {
-        // Calls see the shutdown themselves and end with `ShuttingDown`.
-        let drained = tokio::time::timeout(GOODBYE_GRACE, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tasks.abort_all();
+        if stopped && !ctx.shutdown.is_cancelled() {
+            // Told to stop (not the daemon): end the calls as a `Cancel` would
+            // (a subscription sends its `StreamEnd`), then say why.
+            conn.calls.cancel_all();
+            let drained = tokio::time::timeout(GOODBYE_GRACE, async {
+                while tasks.join_next().await.is_some() {}
+            })
+            .await;
+            if drained.is_err() {
+                tasks.abort_all();
+            }
+            let reason = self.stop.reason();
+            let _ = tokio::time::timeout(GOODBYE_WAIT, conn.goodbye(reason)).await;
+        } else if stopped {
+            // Calls see the shutdown themselves and end with `ShuttingDown`.
+            let drained = tokio::time::timeout(GOODBYE_GRACE, async {
+                while tasks.join_next().await.is_some() {}
+            })
+            .await;
+            if drained.is_err() {
+                tasks.abort_all();
+            }
+            let _ = tokio::time::timeout(GOODBYE_WAIT, conn.goodbye("shutting down")).await;
+        } else {
+            // The peer went away or broke the protocol: stop its calls.
+            conn.calls.cancel_all();
         }
-        let _ = tokio::time::timeout(GOODBYE_WAIT, conn.goodbye("shutting down")).await;
-    } else {
-        // The peer went away or broke the protocol: stop its calls.
-        conn.calls.cancel_all();
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
     }
-    tasks.abort_all();
-    while tasks.join_next().await.is_some() {}
 }
 
 /// Answers a connection-level error; the connection then closes.
@@ -142,66 +245,81 @@ fn decode(
     Ok((h, Request::decode(h.method, frame.body, conn.compat)))
 }
 
-async fn on_frame(
-    conn: &Arc<Conn>,
-    ctx: &Arc<Ctx>,
-    svc: &mut CallService,
-    tasks: &mut JoinSet<()>,
-    datagram: &[u8],
-) -> Flow {
-    let (h, request) = match decode(conn, datagram) {
-        Ok(decoded) => decoded,
-        Err(e) => return close(conn, ctx, e).await,
-    };
-    let request = match request {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::debug!(call_id = h.call_id, error = %e, "bad request");
-            let body = CallError::BadRequest(e).to_wire();
-            return answered(conn.error(h.call_id, h.method, &body).await);
-        }
-    };
-    let method = request.method();
-    // A debug span: no event at info level or above happens inside a call,
-    // and an enabled span costs every call the formatting of its fields
-    // (about 1-2 us of a 16 us Ping on a 2-CPU VM; see docs/benchmarks.md).
-    let span = tracing::debug_span!("call", call_id = h.call_id, method = method.name());
-    let cancel = CancellationToken::new();
-    let call = Call {
-        conn: conn.clone(),
-        call_id: h.call_id,
-        request,
-        cancel: cancel.clone(),
-    };
-    match policy::of(method).runs {
-        Runs::Inline => {
-            let result = service::call(svc, call).instrument(span.clone()).await;
-            finish(conn, h.call_id, method, result)
-                .instrument(span)
-                .await
-        }
-        Runs::Task => {
-            // The in-flight limit, before a task exists: a peer cannot make
-            // the daemon hold more than this many tasks for it.
-            if conn.calls.len() >= ctx.limits.calls_per_connection {
-                let body = CallError::Busy.to_wire();
+impl ReadLoop {
+    async fn on_frame(
+        &self,
+        ctx: &Arc<Ctx>,
+        svc: &mut CallService,
+        tasks: &mut JoinSet<()>,
+        datagram: &[u8],
+    ) -> Flow {
+        let conn = &self.conn;
+        let (h, request) = match decode(conn, datagram) {
+            Ok(decoded) => decoded,
+            Err(e) => return close(conn, ctx, e).await,
+        };
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(call_id = h.call_id, error = %e, "bad request");
+                let body = CallError::BadRequest(e).to_wire();
                 return answered(conn.error(h.call_id, h.method, &body).await);
             }
-            let serial = conn
-                .calls
-                .register(h.call_id, cancel)
-                .expect("checked in decode: not in flight");
-            let mut svc = svc.clone();
-            let conn = conn.clone();
-            tasks.spawn(
-                async move {
-                    let result = service::call(&mut svc, call).await;
-                    let _ = finish(&conn, h.call_id, method, result).await;
-                    conn.calls.release(h.call_id, serial);
+        };
+        let method = request.method();
+        // A debug span: no event at info level or above happens inside a call,
+        // and an enabled span costs every call the formatting of its fields
+        // (about 1-2 us of a 16 us Ping on a 2-CPU VM; see docs/benchmarks.md).
+        let span = tracing::debug_span!("call", call_id = h.call_id, method = method.name());
+        let cancel = CancellationToken::new();
+        let call = Call {
+            conn: conn.clone(),
+            call_id: h.call_id,
+            request,
+            cancel: cancel.clone(),
+        };
+        match policy::of(method).runs {
+            Runs::Inline => {
+                let result = service::call(svc, call).instrument(span.clone()).await;
+                finish(conn, h.call_id, method, result)
+                    .instrument(span)
+                    .await
+            }
+            Runs::Task => {
+                // The in-flight limit, before a task exists: a peer cannot make
+                // the daemon hold more than this many tasks for it.
+                if conn.calls.len() >= ctx.limits.calls_per_connection {
+                    let body = CallError::Busy.to_wire();
+                    return answered(conn.error(h.call_id, h.method, &body).await);
                 }
-                .instrument(span),
-            );
-            Flow::Continue
+                // A VM's calls in their own task, over all its connections.
+                let vm_claim = match &self.vm_calls {
+                    None => None,
+                    Some(ledger) => match ledger.try_claim(Tenant::Vm, 1) {
+                        Some(c) => Some(c),
+                        None => {
+                            let body = CallError::Busy.to_wire();
+                            return answered(conn.error(h.call_id, h.method, &body).await);
+                        }
+                    },
+                };
+                let serial = conn
+                    .calls
+                    .register(h.call_id, cancel)
+                    .expect("checked in decode: not in flight");
+                let mut svc = svc.clone();
+                let conn = conn.clone();
+                tasks.spawn(
+                    async move {
+                        let result = service::call(&mut svc, call).await;
+                        let _ = finish(&conn, h.call_id, method, result).await;
+                        conn.calls.release(h.call_id, serial);
+                        drop(vm_claim);
+                    }
+                    .instrument(span),
+                );
+                Flow::Continue
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ mod recovery;
 mod rescans;
 mod spectrum;
 mod subscriptions;
+mod ui_vm;
 mod watches;
 
 use std::process::Command;

@@ -3,6 +3,8 @@
 use vm_catalog_protocol::records::{self, RECORD_BUDGET};
 use vm_catalog_protocol::{ListSources, SourceList};
 
+use crate::publish::{Audience, redact};
+
 use crate::rpc::ctx::Ctx;
 use crate::rpc::error::CallError;
 use crate::rpc::send::Conn;
@@ -17,7 +19,10 @@ pub async fn handle(ctx: &Ctx, conn: &Conn, call_id: u32, _: ListSources) -> Res
         sources: p
             .sources
             .iter()
-            .map(|s| records::fit_source(s, each).into_owned())
+            .map(|s| match conn.audience() {
+                Audience::Host => records::fit_source(s, each).into_owned(),
+                Audience::Vm => records::fit_source(&redact::source(s), each).into_owned(),
+            })
             .collect(),
     };
     conn.reply::<ListSources>(call_id, &list).await

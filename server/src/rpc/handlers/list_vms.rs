@@ -20,7 +20,7 @@ pub async fn handle(
     cancel: &CancellationToken,
 ) -> Result<(), CallError> {
     let published = ctx.hub.current();
-    let shared = published.records();
+    let shared = published.records_for(conn.audience());
     let keep = |i: usize| {
         let e = &published.vms[i];
         (p.include_inactive || e.state == VmState::Active)

@@ -83,7 +83,7 @@ async fn send_snapshot(
         },
     )
     .await?;
-    let shared = p.records();
+    let shared = p.records_for(conn.audience());
     let budget = records::budget(conn.max_frame);
     // Pages are chosen as they are sent: a slow subscriber holds the
     // snapshot and one frame.
@@ -108,7 +108,7 @@ async fn send_snapshot(
 /// Sends one generation's `Batch` frames (encoded once, shared by every
 /// subscriber, split to fit the smallest frame size any peer may negotiate).
 async fn send_batch(conn: &Conn, call_id: u32, b: &Batch) -> Result<(), CallError> {
-    for body in b.bodies() {
+    for body in b.bodies_for(conn.audience()) {
         conn.item_raw::<Subscribe>(call_id, body).await?;
     }
     Ok(())

@@ -1,0 +1,242 @@
+//! The UI VMs' listeners, following the published catalog.
+//!
+//! A UI VM reaches the daemon through its VMM's hybrid vsock: the guest's
+//! connection to the host (CID 2) on the port arrives as a Unix
+//! `SOCK_STREAM` connection to `<the VM's vsock socket>_<port>`. For every
+//! VM named by `--ui-vm` that is active in the published catalog, the
+//! daemon listens there (the path from [`SocketTemplate`]); when the VM
+//! leaves the catalog or stops being active, the listener is removed and
+//! its connections end — their calls cancelled (a subscription sends its
+//! `StreamEnd`), then a `Goodbye`.
+//!
+//! Each listener serves its connections as the VM ([`Peer::vm`]): the same
+//! connection code as the host socket, on the stream transport, drawing
+//! only on that VM's own ledgers ([`VmShare`]). What it follows is the
+//! published snapshot ([`crate::publish::Hub::published`]), never the
+//! rescan's internals.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UnixListener;
+use tokio_util::task::TaskTracker;
+use vm_catalog_protocol::{VmName, VmState};
+
+use super::Tenant;
+use super::ctx::{Ctx, VmShare};
+use super::handshake::{self, Draws};
+use super::peer::Peer;
+use super::session::{self, Admitted, Stop};
+use super::transport::Transport;
+use crate::publish::Published;
+
+pub mod socket;
+pub mod template;
+
+pub use socket::Access;
+pub use template::{SocketTemplate, TemplateError};
+
+/// What a UI VM's connections are told when its listener goes.
+pub const LEFT_GOODBYE: &str = "the UI VM is no longer active in the catalog";
+
+/// Which VMs get a listener, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UiVmConfig {
+    /// The VMs, as the catalog names them (a qualified reference
+    /// `<label>.<name>` names that source's definition).
+    pub names: Vec<VmName>,
+    /// The vsock port.
+    pub port: u32,
+    /// Where each listener goes.
+    pub socket: SocketTemplate,
+    /// The VM directory (`{vm-dir}`).
+    pub vm_dir: PathBuf,
+    /// Who may connect.
+    pub access: Access,
+}
+
+/// One listener.
+#[derive(Debug)]
+struct Listening {
+    vm: VmName,
+    bound: socket::Bound,
+    stop: Stop,
+}
+
+/// The UI VMs' listeners of a daemon.
+#[derive(Debug)]
+pub struct UiVms {
+    ctx: Arc<Ctx>,
+    config: UiVmConfig,
+    tracker: TaskTracker,
+    listening: BTreeMap<PathBuf, Listening>,
+}
+
+impl UiVms {
+    /// Listens for every UI VM active in the published catalog now (so a
+    /// daemon that says it is ready has them). Within a tokio runtime.
+    pub fn start(ctx: Arc<Ctx>, config: UiVmConfig) -> UiVms {
+        let mut vms = UiVms {
+            ctx,
+            config,
+            tracker: TaskTracker::new(),
+            listening: BTreeMap::new(),
+        };
+        vms.sync();
+        vms
+    }
+
+    /// Follows the catalog until the daemon stops; then removes the
+    /// listeners and waits for their connections to end.
+    pub async fn run(mut self) {
+        let mut published = self.ctx.hub.published();
+        loop {
+            tokio::select! {
+                _ = self.ctx.shutdown.cancelled() => break,
+                changed = published.changed() => if changed.is_err() { break },
+            }
+            self.sync();
+        }
+        for l in self.listening.values() {
+            l.bound.remove();
+        }
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
+    /// Makes the listeners those of the catalog published now.
+    fn sync(&mut self) {
+        let ctx = &self.ctx;
+        let snapshot = ctx.hub.current();
+        let wanted = wanted(&self.config, &snapshot);
+        self.listening.retain(|path, l| {
+            let keep = wanted.get(path) == Some(&l.vm);
+            if !keep {
+                tracing::info!(vm = %l.vm, path = %path.display(), "UI VM listener removed");
+                l.bound.remove();
+                l.stop.stop(LEFT_GOODBYE);
+            }
+            keep
+        });
+        for (path, vm) in wanted {
+            if self.listening.contains_key(&path) {
+                continue;
+            }
+            let listener = socket::bind(&path, self.config.access).and_then(|(l, bound)| {
+                match UnixListener::from_std(l) {
+                    Ok(l) => Ok((l, bound)),
+                    Err(e) => {
+                        bound.remove();
+                        Err(e)
+                    }
+                }
+            });
+            match listener {
+                Ok((listener, bound)) => {
+                    tracing::info!(vm = %vm, path = %path.display(), "UI VM listener");
+                    let stop = Stop::under(&ctx.shutdown);
+                    self.tracker.spawn(accept(
+                        ctx.clone(),
+                        listener,
+                        vm.clone(),
+                        ctx.limits.vm_share(),
+                        stop.clone(),
+                        self.tracker.clone(),
+                    ));
+                    self.listening.insert(path, Listening { vm, bound, stop });
+                }
+                // Tried again at the next publish.
+                Err(e) => tracing::warn!(
+                    vm = %vm,
+                    path = %path.display(),
+                    error = %e,
+                    "cannot listen for the UI VM"
+                ),
+            }
+        }
+    }
+}
+
+/// The listener path of every UI VM active in `snapshot`, and the VM's
+/// catalog name.
+fn wanted(config: &UiVmConfig, snapshot: &Published) -> BTreeMap<PathBuf, VmName> {
+    let mut out = BTreeMap::new();
+    for name in &config.names {
+        let Some((vm, _)) = snapshot.lookup(name.as_str()) else {
+            continue;
+        };
+        if vm.state != VmState::Active {
+            continue;
+        }
+        let Some(path) =
+            config
+                .socket
+                .expand(&config.vm_dir, &vm.name, vm.id.as_ref(), config.port)
+        else {
+            continue;
+        };
+        out.insert(path, vm.name.clone());
+    }
+    out
+}
+
+/// Accepts the VM `vm`'s connections until `stop`.
+async fn accept(
+    ctx: Arc<Ctx>,
+    listener: UnixListener,
+    vm: VmName,
+    share: VmShare,
+    stop: Stop,
+    tracker: TaskTracker,
+) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.stopped() => break,
+            r = listener.accept() => r,
+        };
+        let transport = match accepted {
+            Ok((s, _)) => {
+                backoff = Duration::from_millis(10);
+                Transport::Stream(s)
+            }
+            Err(e) => {
+                if ctx.log_limit.allow() {
+                    tracing::warn!(vm = %vm, error = %e, "accept failed");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let peer = match Peer::vm(&transport, ctx.stats.next_conn_id(), vm.clone()) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read peer credentials");
+                continue;
+            }
+        };
+        match share.connections.try_claim(Tenant::Vm, 1) {
+            Some(slot) => {
+                let admitted = Admitted {
+                    slot,
+                    draws: Draws {
+                        tenant: Tenant::Vm,
+                        replies: share.replies.clone(),
+                    },
+                    calls: Some(share.calls.clone()),
+                    stop: stop.clone(),
+                };
+                tracker.spawn(session::run(transport, peer, ctx.clone(), admitted));
+            }
+            None => match ctx.refusal() {
+                Some(permit) => {
+                    tracker.spawn(handshake::refuse(transport, peer, ctx.clone(), permit));
+                }
+                None => drop(transport),
+            },
+        }
+    }
+}

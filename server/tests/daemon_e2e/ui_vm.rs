@@ -1,0 +1,326 @@
+//! UI VMs on the real daemon, the test acting as the VMM: a Unix stream
+//! connection to the listener `<vm-dir>/<NAME>/vsock_<PORT>` is exactly
+//! what cloud-hypervisor connects there for a guest's vsock connection.
+//! (`AF_VSOCK` itself is never connected here.)
+
+use std::path::{Path, PathBuf};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use vm_catalog::Endpoint;
+use vm_catalog_protocol::stream::StreamFramer;
+
+use super::*;
+
+/// A daemon serving `ui` as a UI VM, with `netvm` (built-in) and `appvm`
+/// (user) beside it.
+fn ui_daemon() -> TestDaemon {
+    let mut d = daemon();
+    d.arg("--no-watch").arg("--ui-vm").arg("ui");
+    d.builtin_vm("netvm");
+    d.user_vm("appvm");
+    d.user_vm("ui");
+    d
+}
+
+/// The listener of VM `name` on the default port.
+fn listener(d: &TestDaemon, name: &str) -> PathBuf {
+    d.vm_dir()
+        .join(name)
+        .join(format!("vsock_{}", stream::DEFAULT_VSOCK_PORT))
+}
+
+/// A raw stream connection after its handshake.
+async fn raw_stream(path: &Path) -> (UnixStream, StreamFramer) {
+    let mut s = UnixStream::connect(path).await.expect("connect");
+    let hello = Hello {
+        client: "vmm".into(),
+        versions: SUPPORTED_VERSIONS,
+        max_frame: MIN_MAX_FRAME,
+        features: Features::default(),
+    };
+    s.write_all(&message::hello(&hello).unwrap()).await.unwrap();
+    let mut framer = StreamFramer::new(LIMIT_MAX_FRAME);
+    let (h, _) = read_frame(&mut s, &mut framer).await.expect("a Welcome");
+    assert_eq!(h.kind, FrameKind::Welcome);
+    (s, framer)
+}
+
+/// The next frame on a stream, or `None` at its end (at most 10 s).
+async fn read_frame(s: &mut UnixStream, framer: &mut StreamFramer) -> Option<(Header, Vec<u8>)> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(f) = framer.next_frame().expect("frames") {
+                let f = decode_frame(f, LIMIT_MAX_FRAME).expect("a frame");
+                return Some((f.header, f.body.to_vec()));
+            }
+            let n = s.read(framer.space()).await.unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            framer.filled(n);
+        }
+    })
+    .await
+    .expect("a frame or the end in time")
+}
+
+#[tokio::test]
+async fn a_ui_vm_lists_subscribes_and_resumes_over_its_listener() {
+    let mut d = ui_daemon();
+    d.start().unwrap();
+    let host = Client::connect(d.socket()).await.unwrap();
+    let vm = Client::connect_stream(listener(&d, "ui")).await.unwrap();
+    assert_eq!(vm.welcome().epoch, host.welcome().epoch);
+    let seen: Vec<String> = vm
+        .list_vms(true, None)
+        .await
+        .unwrap()
+        .vms
+        .iter()
+        .map(|e| e.name.to_string())
+        .collect();
+    assert_eq!(seen, ["appvm", "netvm", "ui"]);
+    assert_eq!(vm.ping(vec![9; 20_000]).await.unwrap(), vec![9; 20_000]);
+
+    let mut w = Watch::new(Endpoint::Stream(listener(&d, "ui")));
+    let cursor = match next(&mut w).await {
+        WatchEvent::Reset { cursor, .. } => cursor,
+        e => panic!("{e:?}"),
+    };
+    drop(w);
+    d.user_vm("late");
+    host.rescan(false).await.unwrap();
+    // A new connection resumes from where the last one was.
+    let mut sub = vm
+        .stream(&Subscribe {
+            since: Some(cursor),
+        })
+        .await
+        .unwrap();
+    match sub.next().await.unwrap().unwrap() {
+        Event::Resumed { from } => assert_eq!(from, cursor),
+        e => panic!("{e:?}"),
+    }
+    match sub.next().await.unwrap().unwrap() {
+        Event::Batch {
+            generation,
+            changes,
+            ..
+        } => {
+            assert_eq!(generation, cursor.generation + 1);
+            assert!(kinds(&changes).contains(&("late".into(), ChangeKind::Added)));
+        }
+        e => panic!("{e:?}"),
+    }
+}
+
+#[tokio::test]
+async fn rescan_from_a_ui_vm_is_permission_denied_and_its_connection_stays() {
+    let mut d = ui_daemon();
+    d.start().unwrap();
+    let vm = Client::connect_stream(listener(&d, "ui")).await.unwrap();
+    let e = vm.rescan(false).await.unwrap_err();
+    assert!(e.is_permission_denied(), "{e}");
+    assert!(vm.rescan(true).await.unwrap_err().is_permission_denied());
+    assert_eq!(vm.ping(vec![1]).await.unwrap(), [1]);
+}
+
+#[tokio::test]
+async fn garbage_on_a_ui_vm_stream_closes_that_stream_only() {
+    let mut d = ui_daemon();
+    d.start().unwrap();
+    let other = Client::connect_stream(listener(&d, "ui")).await.unwrap();
+    let host = Client::connect(d.socket()).await.unwrap();
+    let (mut s, mut framer) = raw_stream(&listener(&d, "ui")).await;
+    s.write_all(&[0x47; 40]).await.unwrap();
+    let (h, body) = read_frame(&mut s, &mut framer).await.expect("an Error");
+    assert_eq!((h.kind, h.call_id), (FrameKind::Error, 0));
+    let e: ErrorBody = codec::decode(&body, Compat::Exact).unwrap();
+    assert_eq!(e.code, ErrorCode::ProtocolViolation);
+    assert!(read_frame(&mut s, &mut framer).await.is_none(), "closed");
+    // A frame cut by the end of its stream: that stream only, no answer.
+    let (mut s, _) = raw_stream(&listener(&d, "ui")).await;
+    let ping = message::request(
+        1,
+        &Ping {
+            payload: vec![5; 100],
+        },
+        MIN_MAX_FRAME,
+    )
+    .unwrap();
+    s.write_all(&ping[..50]).await.unwrap();
+    drop(s);
+    assert_eq!(other.ping(vec![2]).await.unwrap(), [2]);
+    assert_eq!(host.ping(vec![3]).await.unwrap(), [3]);
+}
+
+#[tokio::test]
+async fn the_subscription_ends_when_the_ui_vm_leaves_the_catalog() {
+    let mut d = ui_daemon();
+    d.start().unwrap();
+    let path = listener(&d, "ui");
+    let vm = Client::connect_stream(&path).await.unwrap();
+    let mut sub = vm.stream(&Subscribe { since: None }).await.unwrap();
+    loop {
+        if let Event::Synced { .. } = sub.next().await.unwrap().unwrap() {
+            break;
+        }
+    }
+    std::fs::remove_dir_all(d.user().join("ui")).unwrap();
+    let host = Client::connect(d.socket()).await.unwrap();
+    host.rescan(false).await.unwrap();
+    // The removal's batch, then the end of the subscription.
+    let mut items = 0;
+    while let Some(item) = tokio::time::timeout(Duration::from_secs(30), sub.next())
+        .await
+        .expect("the end in time")
+    {
+        item.unwrap();
+        items += 1;
+    }
+    assert!(items <= 1, "at most the batch that removed it");
+    assert!(
+        sub.end().is_some(),
+        "ended with its StreamEnd, not an error"
+    );
+    eventually("the listener to go", async || !path.exists()).await;
+    assert!(UnixStream::connect(&path).await.is_err());
+    assert!(!d.vm_dir().join("ui").exists(), "and its emptied directory");
+    // The VM comes back: so does its listener.
+    d.user_vm("ui");
+    host.rescan(false).await.unwrap();
+    eventually("the listener to come back", async || path.exists()).await;
+    let again = Client::connect_stream(&path).await.unwrap();
+    assert_eq!(again.ping(vec![4]).await.unwrap(), [4]);
+}
+
+#[tokio::test]
+async fn a_vm_not_named_gets_no_listener() {
+    let mut d = ui_daemon();
+    d.start().unwrap();
+    assert!(listener(&d, "ui").exists());
+    for vm in ["appvm", "netvm"] {
+        assert!(
+            d.vm_dir().join(vm).join("config").exists(),
+            "{vm} is active"
+        );
+        let entries: Vec<_> = std::fs::read_dir(d.vm_dir().join(vm))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(entries, ["config"], "{vm}: nothing to connect to");
+    }
+    // A name that is not in the catalog gets none either, and nothing breaks.
+    let mut d = daemon();
+    d.arg("--no-watch")
+        .arg("--ui-vm")
+        .arg("ghost")
+        .arg("--ui-vm")
+        .arg("user.ui");
+    d.user_vm("ui");
+    d.start().unwrap();
+    assert!(listener(&d, "ui").exists(), "a qualified reference works");
+    assert!(!d.vm_dir().join("ghost").exists());
+}
+
+#[tokio::test]
+async fn a_ui_vm_never_sees_a_host_path() {
+    let mut d = ui_daemon();
+    // A warning with a path, and a rejected definition with an error.
+    std::fs::write(d.user_vm("appvm").join("stray"), "").unwrap();
+    let bad = d.user().join("nokernel");
+    std::fs::create_dir_all(bad.join("blk")).unwrap();
+    d.start().unwrap();
+    let root = d.tree().path().to_string_lossy().into_owned();
+    let host = Client::connect(d.socket()).await.unwrap();
+    let vm = Client::connect_stream(listener(&d, "ui")).await.unwrap();
+    let host_list = format!("{:?}", host.list_vms(true, None).await.unwrap());
+    assert!(host_list.contains(&root), "the host sees its paths");
+
+    let mut seen = vec![
+        format!("{:?}", vm.list_vms(true, None).await.unwrap()),
+        format!("{:?}", vm.sources().await.unwrap()),
+        format!("{:?}", vm.info().await.unwrap()),
+    ];
+    for name in ["appvm", "nokernel", "user.appvm"] {
+        seen.push(format!(
+            "{:?}",
+            vm.get_vm(&name.parse().unwrap()).await.unwrap()
+        ));
+    }
+    let mut sub = vm.stream(&Subscribe { since: None }).await.unwrap();
+    loop {
+        let e = sub.next().await.unwrap().unwrap();
+        let synced = matches!(e, Event::Synced { .. });
+        seen.push(format!("{e:?}"));
+        if synced {
+            break;
+        }
+    }
+    d.user_vm("late");
+    std::fs::write(d.user().join("late/stray"), "").unwrap();
+    host.rescan(false).await.unwrap();
+    seen.push(format!("{:?}", sub.next().await.unwrap().unwrap()));
+    let all = seen.join("\n");
+    assert!(all.contains("stray"), "diagnostics are still there: {all}");
+    assert!(all.contains("late"));
+    for host_path in [root.as_str(), "/tmp", "/run", "vsock_"] {
+        assert!(
+            !all.contains(host_path),
+            "{host_path} seen by the VM:\n{all}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_hostile_ui_vm_flood_does_not_starve_a_host_client() {
+    let mut d = ui_daemon();
+    for i in 0..150 {
+        d.user_vm(&format!("vm{i:03}"));
+    }
+    d.start().unwrap();
+    let path = listener(&d, "ui");
+    // The VM opens connection after connection, and never reads the
+    // 32 ListVms it asks for on each.
+    let mut flood = Vec::new();
+    let mut refused = 0;
+    for _ in 0..12 {
+        let mut s = UnixStream::connect(&path).await.unwrap();
+        let hello = Hello {
+            client: "hostile".into(),
+            versions: SUPPORTED_VERSIONS,
+            max_frame: LIMIT_MAX_FRAME,
+            features: Features::default(),
+        };
+        s.write_all(&message::hello(&hello).unwrap()).await.unwrap();
+        let mut framer = StreamFramer::new(LIMIT_MAX_FRAME);
+        let (h, body) = read_frame(&mut s, &mut framer).await.expect("an answer");
+        if h.kind == FrameKind::Error {
+            let e: ErrorBody = codec::decode(&body, Compat::Exact).unwrap();
+            assert_eq!(e.code, ErrorCode::Busy);
+            refused += 1;
+            continue;
+        }
+        for id in 1..=32u32 {
+            let list = ListVms {
+                include_inactive: true,
+                source: None,
+            };
+            let f = message::request(id, &list, LIMIT_MAX_FRAME).unwrap();
+            s.write_all(&f).await.unwrap();
+        }
+        flood.push(s);
+    }
+    assert_eq!(flood.len(), 8, "a VM's own connection limit");
+    assert_eq!(refused, 4);
+    // The host is served as before, and so is the VM's fair use elsewhere.
+    let host = Client::connect(d.socket()).await.unwrap();
+    assert_eq!(host.list_vms(true, None).await.unwrap().vms.len(), 153);
+    assert_eq!(host.ping(vec![1; 1000]).await.unwrap(), vec![1; 1000]);
+    let info = host.info().await.unwrap();
+    assert!(
+        info.connections <= 2,
+        "VM connections are not the host's: {info:?}"
+    );
+}
