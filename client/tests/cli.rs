@@ -323,9 +323,6 @@ fn watch_prints_changes_and_survives_a_daemon_restart() {
 #[test]
 fn vm_start_brings_a_vm_service_up() {
     let contrib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib");
-    let Some(_) = vm_catalog_tests::require_tool("execlineb") else {
-        return;
-    };
     let Some(_) = vm_catalog_tests::require_tool("s6-svscan") else {
         return;
     };
@@ -441,4 +438,87 @@ fn lsvm_lists_through_the_cli() {
         .unwrap();
     assert!(o.status.success(), "{o:?}");
     assert!(stdout(&o).contains("broken"), "{o:?}");
+}
+
+/// `contrib/bin/vm-start` and `vm-stop` with `--apply s6-instance`: the VM
+/// and its provider are instances (named by id in the spectrum layout),
+/// started providers first and stopped again, under a real s6-svscan.
+#[test]
+fn vm_start_and_vm_stop_work_with_s6_instances() {
+    let contrib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib");
+    for tool in ["s6-svscan", "s6-instance-maker", "s6-instance-control"] {
+        let Some(_) = vm_catalog_tests::require_tool(tool) else {
+            return;
+        };
+    }
+    let mut d = daemon();
+    let scandir = d.tree().dir("scan");
+    let service = scandir.join("vmm");
+    let made = Command::new("s6-instance-maker")
+        .arg(contrib.join("examples/vmm/template"))
+        .arg(&service)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // The instances' run scripts read VM_START_COMMAND.
+    let start_vmm = contrib.join("examples/start-vmm");
+    let svscan = vm_catalog_tests::s6::Svscan::start_with_env(
+        &scandir,
+        100,
+        &[("VM_START_COMMAND", &start_vmm)],
+    )
+    .unwrap();
+    assert!(vm_catalog_tests::s6::wait_for(
+        Duration::from_secs(10),
+        || { vm_catalog_tests::s6::scanner_listens(&service.join("instance")) }
+    ));
+    d.arg("--apply")
+        .arg("s6-instance")
+        .arg("--instance-service")
+        .arg(&service)
+        .arg("--vm-layout")
+        .arg("spectrum");
+    d.start().unwrap();
+    let path = std::env::join_paths(
+        std::iter::once(cli().parent().unwrap().to_owned())
+            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let script = |name: &str, arg: &str| {
+        Command::new(contrib.join("bin").join(name))
+            .arg(arg)
+            .env("VM_CATALOG_SOCKET", d.socket())
+            .env("VM_CATALOG_INSTANCES", &service)
+            .env("PATH", &path)
+            .output()
+            .unwrap()
+    };
+    let ids = |name: &str| stdout(&run(&d, &["resolve", name])).trim().to_owned();
+    let (app, net) = (ids("appvm"), ids("netvm"));
+    assert_eq!(
+        stdout(&run(&d, &["resolve", "--with-providers", "appvm"])),
+        format!("{net}\n{app}\n"),
+        "the provider first"
+    );
+    let pid = |id: &str| vm_catalog_tests::s6::instance_pid(&service, id);
+    assert_eq!((pid(&app), pid(&net)), (None, None), "created down");
+    let o = script("vm-start", "appvm");
+    assert!(o.status.success(), "{o:?}\n{}", d.log());
+    assert!(pid(&app).is_some() && pid(&net).is_some(), "both up");
+    let o = script("vm-stop", "appvm");
+    assert!(o.status.success(), "{o:?}");
+    assert!(vm_catalog_tests::s6::wait_for(
+        Duration::from_secs(10),
+        || pid(&app).is_none()
+    ));
+    assert!(pid(&net).is_some(), "its provider keeps running");
+    let o = script("vm-start", "broken");
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    let lsvm = script("lsvm", "--json");
+    assert!(
+        stdout(&lsvm).contains(&format!("\"service\":\"{app}\"")),
+        "{lsvm:?}"
+    );
+    drop(svscan);
+    drop(d);
 }

@@ -279,7 +279,7 @@ _vm__catalog() {
             return 0
             ;;
         vm__subcmd__catalog__subcmd__resolve)
-            opts="-h --socket --vsock --stream --help"
+            opts="-h --with-providers --socket --vsock --stream --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -31,7 +31,7 @@ complete -c vm-catalog -n "__fish_vm_catalog_needs_command" -s h -l help -d 'Pri
 complete -c vm-catalog -n "__fish_vm_catalog_needs_command" -s V -l version -d 'Print version'
 complete -c vm-catalog -n "__fish_vm_catalog_needs_command" -f -a "list" -d 'List VMs (active ones; --all adds shadowed, rejected and unavailable definitions)'
 complete -c vm-catalog -n "__fish_vm_catalog_needs_command" -f -a "show" -d 'Everything about one VM: state, files, providers, diagnostics, and the definitions of the same name it shadows (or that shadow it)'
-complete -c vm-catalog -n "__fish_vm_catalog_needs_command" -f -a "resolve" -d 'Print the s6-rc service of a startable VM (exit 3 if the VM is unknown, rejected or unavailable). For scripts such as vm-start'
+complete -c vm-catalog -n "__fish_vm_catalog_needs_command" -f -a "resolve" -d 'Print the service (s6-rc service or s6 instance) of a startable VM (exit 3 if the VM is unknown, rejected or unavailable). For scripts such as vm-start'
 complete -c vm-catalog -n "__fish_vm_catalog_needs_command" -f -a "sources" -d 'List the sources of definitions, in precedence order'
 complete -c vm-catalog -n "__fish_vm_catalog_needs_command" -f -a "status" -d 'The daemon\'s status: versions, generation, last rescan and apply'
 complete -c vm-catalog -n "__fish_vm_catalog_needs_command" -f -a "rescan" -d 'Rescan every source now (root or the admin group) and print the changes'
@@ -52,6 +52,7 @@ complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand show" -s h -l help
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand resolve" -l socket -d 'The daemon\'s socket on the host' -r -F
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand resolve" -l vsock -d 'Inside a UI VM: reach the daemon over vsock, on PORT of the host (CID 2) or of CID (the daemon\'s default port is 22083)' -r
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand resolve" -l stream -d 'On the host: a UI VM\'s stream socket (VM-DIR/NAME/vsock_PORT), as the VMM connects to it for the guest; shows what that VM sees' -r -F
+complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand resolve" -l with-providers -d 'First print the services of its network providers, transitively, each before the VMs it provides for (one per line): the order to start s6 instances in'
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand resolve" -s h -l help -d 'Print help'
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand sources" -l socket -d 'The daemon\'s socket on the host' -r -F
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand sources" -l vsock -d 'Inside a UI VM: reach the daemon over vsock, on PORT of the host (CID 2) or of CID (the daemon\'s default port is 22083)' -r
@@ -77,7 +78,7 @@ complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand watch" -l json -d 
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand watch" -s h -l help -d 'Print help'
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand help; and not __fish_seen_subcommand_from list show resolve sources status rescan watch help" -f -a "list" -d 'List VMs (active ones; --all adds shadowed, rejected and unavailable definitions)'
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand help; and not __fish_seen_subcommand_from list show resolve sources status rescan watch help" -f -a "show" -d 'Everything about one VM: state, files, providers, diagnostics, and the definitions of the same name it shadows (or that shadow it)'
-complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand help; and not __fish_seen_subcommand_from list show resolve sources status rescan watch help" -f -a "resolve" -d 'Print the s6-rc service of a startable VM (exit 3 if the VM is unknown, rejected or unavailable). For scripts such as vm-start'
+complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand help; and not __fish_seen_subcommand_from list show resolve sources status rescan watch help" -f -a "resolve" -d 'Print the service (s6-rc service or s6 instance) of a startable VM (exit 3 if the VM is unknown, rejected or unavailable). For scripts such as vm-start'
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand help; and not __fish_seen_subcommand_from list show resolve sources status rescan watch help" -f -a "sources" -d 'List the sources of definitions, in precedence order'
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand help; and not __fish_seen_subcommand_from list show resolve sources status rescan watch help" -f -a "status" -d 'The daemon\'s status: versions, generation, last rescan and apply'
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand help; and not __fish_seen_subcommand_from list show resolve sources status rescan watch help" -f -a "rescan" -d 'Rescan every source now (root or the admin group) and print the changes'

@@ -33,8 +33,19 @@ impl Svscan {
     /// `max_services` is s6-svscan 2.11's `-c`: the most service directories
     /// it supervises (its default is 500).
     pub fn start(scandir: &Path, max_services: usize) -> io::Result<Svscan> {
+        Svscan::start_with_env(scandir, max_services, &[])
+    }
+
+    /// [`Svscan::start`] with `env` added to the scanner's environment,
+    /// which every supervisor and service below it inherits.
+    pub fn start_with_env(
+        scandir: &Path,
+        max_services: usize,
+        env: &[(&str, &Path)],
+    ) -> io::Result<Svscan> {
         fs::create_dir_all(scandir)?;
         let child = Command::new("s6-svscan")
+            .envs(env.iter().copied())
             .arg("-c")
             .arg(max_services.to_string())
             .arg(scandir)

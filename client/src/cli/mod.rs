@@ -76,11 +76,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the s6-rc service of a startable VM (exit 3 if the VM is
-    /// unknown, rejected or unavailable). For scripts such as vm-start.
+    /// Print the service (s6-rc service or s6 instance) of a startable VM
+    /// (exit 3 if the VM is unknown, rejected or unavailable). For scripts
+    /// such as vm-start.
     Resolve {
         /// The VM.
         name: VmName,
+        /// First print the services of its network providers, transitively,
+        /// each before the VMs it provides for (one per line): the order to
+        /// start s6 instances in.
+        #[arg(long)]
+        with_providers: bool,
     },
     /// List the sources of definitions, in precedence order.
     Sources {
@@ -225,7 +231,10 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::List { all, source, json } => list::run(&at, all, source, json).await,
             Command::Show { name, json } => show::run(&at, &name, json).await,
-            Command::Resolve { name } => resolve::run(&at, &name).await,
+            Command::Resolve {
+                name,
+                with_providers,
+            } => resolve::run(&at, &name, with_providers).await,
             Command::Sources { json } => sources::run(&at, json).await,
             Command::Status { json } => status::run(&at, json).await,
             Command::Rescan { dry_run, json } => rescan::run(&at, dry_run, json).await,

@@ -16,6 +16,7 @@ both!(
     an_unrelated_running_instance_is_never_restarted,
     a_changed_running_vm_is_restart_pending_until_it_restarts,
     an_instance_deleted_by_hand_is_made_again,
+    with_restart_changed_a_changed_running_vm_restarts,
 );
 
 fn run(r: &ApplyReport) -> &InstanceRun {
@@ -255,4 +256,36 @@ fn a_delete_by_hand(rig: &impl Rig, name: &str) -> bool {
     tools
         .delete(&rig.service(), &InstanceName::new(name).unwrap())
         .is_ok()
+}
+
+fn with_restart_changed_a_changed_running_vm_restarts(rig: &impl Rig) {
+    let mut c = rig.config();
+    c.restart_changed = true;
+    let mut a = rig.open_with(c);
+    a.apply(&request(
+        1,
+        &[vm("app", "AAAAAA", &[]), vm("idle", "IIIIII", &[])],
+    ));
+    let pid = rig.start("AAAAAA");
+    let mut changed = [vm("app", "AAAAAA", &[]), vm("idle", "IIIIII", &[])];
+    changed[0].fingerprint = 2;
+    changed[1].fingerprint = 2;
+    let r = a.apply(&request(2, &changed));
+    assert_eq!(
+        r.outcome.status,
+        ApplyStatus::Applied,
+        "{}",
+        r.outcome.message
+    );
+    assert_eq!(
+        run(&r).restarted,
+        [crate::rig::n("app")],
+        "the running one, not the idle one"
+    );
+    assert!(r.restart_pending.is_empty());
+    assert!(vm_catalog_tests::s6::wait_for(
+        std::time::Duration::from_secs(10),
+        || rig.pid("AAAAAA").is_some_and(|p| p != pid)
+    ));
+    assert_eq!(rig.pid("IIIIII"), None, "the idle one stays down");
 }

@@ -76,14 +76,23 @@ pub(super) fn switch<T: Instances>(
     let mut pid_of = |n: &InstanceName| tools.pid(service, n);
     let probes = restart::probes(names, &live, &a.state.running, &new, &mut pid_of);
     let mut restarted = Vec::new();
+    let mut probes = probes;
     if a.config.restart_changed {
-        for p in &probes {
+        // A restarted VM runs its new definition (its old process may not
+        // have exited yet: it is not probed again).
+        probes.retain(|p| {
             let vm = planned.wanted[&p.name].0.name.clone();
             match a.tools.restart(service, &p.name) {
-                Ok(()) => restarted.push(vm),
-                Err(e) => failed.push(fail(&vm, &p.name, InstanceAction::Restart, e)),
+                Ok(()) => {
+                    restarted.push(vm);
+                    false
+                }
+                Err(e) => {
+                    failed.push(fail(&vm, &p.name, InstanceAction::Restart, e));
+                    true
+                }
             }
-        }
+        });
     }
     for name in &planned.plan.changed {
         let (vm, def) = planned.wanted[name];
