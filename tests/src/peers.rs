@@ -15,8 +15,8 @@ use std::path::Path;
 
 use vm_catalog_protocol::codec::{self, Compat};
 use vm_catalog_protocol::{
-    ErrorBody, FrameKind, HANDSHAKE_MAX_FRAME, Hello, MIN_MAX_FRAME, SUPPORTED_VERSIONS, Welcome,
-    decode_frame, message,
+    ErrorBody, FrameKind, HANDSHAKE_MAX_FRAME, Hello, LIMIT_MAX_FRAME, MIN_MAX_FRAME,
+    SUPPORTED_VERSIONS, Welcome, decode_frame, message,
 };
 
 /// Who a connection should come from.
@@ -147,6 +147,34 @@ pub fn hello(fd: &OwnedFd) -> io::Result<Welcome> {
             )))
         }
     }
+}
+
+/// Receives one frame on a blocking connection (at most 10 s): its kind
+/// and body.
+pub fn recv(fd: &OwnedFd) -> io::Result<(FrameKind, Vec<u8>)> {
+    use std::os::fd::AsRawFd;
+    let tv = libc::timeval {
+        tv_sec: 10,
+        tv_usec: 0,
+    };
+    let mut buf = vec![0u8; LIMIT_MAX_FRAME as usize];
+    // SAFETY: setsockopt and recv on a socket we own, with valid buffers.
+    let n = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        );
+        libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    let f = decode_frame(&buf, LIMIT_MAX_FRAME).map_err(io::Error::other)?;
+    Ok((f.header.kind, f.body.to_vec()))
 }
 
 /// [`connect_as`], as a tokio socket. Must be called within a runtime.

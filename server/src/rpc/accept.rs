@@ -1,7 +1,8 @@
 //! The accept loop: the whole server, [`serve`].
 //!
 //! It reads each peer's credentials, admits it against the connection
-//! limits (or refuses it with an answer, within a bound of its own), and
+//! limits (or refuses it with an answer, within a bound of its own, unless
+//! a user holding two more gives way: [`super::evict`]), and
 //! runs each admitted connection as a tracked task, so that it can wait for
 //! all of them when the daemon stops.
 
@@ -11,7 +12,11 @@ use std::time::Duration;
 use tokio_seqpacket::UnixSeqpacketListener;
 use tokio_util::task::TaskTracker;
 
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::admission::{Claim, Tenant};
 use super::ctx::Ctx;
+use super::evict::EVICT_WAIT;
 use super::handshake::Draws;
 use super::peer::Peer;
 use super::session::{Admitted, Stop};
@@ -52,30 +57,74 @@ pub async fn serve(mut listener: UnixSeqpacketListener, ctx: Arc<Ctx>) {
                 continue;
             }
         };
-        match ctx.admit(&peer) {
-            Some(slot) => {
-                let admitted = Admitted {
-                    slot,
-                    draws: Draws {
-                        tenant: ctx.tenant(&peer),
-                        replies: ctx.replies.clone(),
-                    },
-                    calls: None,
-                    stop: Stop::under(&ctx.shutdown),
-                };
-                tracker.spawn(session::run(socket, peer, ctx.clone(), admitted));
-            }
-            None => match ctx.refusal() {
-                Some(permit) => {
-                    tracker.spawn(handshake::refuse(socket, peer, ctx.clone(), permit));
-                }
-                // Too many refusals at once: close without an answer rather
-                // than hold more descriptors.
-                None => drop(socket),
-            },
+        let tenant = ctx.tenant(&peer);
+        if let Some(slot) = ctx.admit(&peer) {
+            let admitted = admitted(&ctx, &peer, tenant, slot);
+            tracker.spawn(session::run(socket, peer, ctx.clone(), admitted));
+            continue;
         }
+        // Refused: room is made for it when someone holds two more.
+        if let Some(permit) = ctx.connections.victim(tenant, 1).and_then(|victim| {
+            let permit = ctx.evictions.begin()?;
+            ctx.evictions.evict_one(victim).then_some(permit)
+        }) {
+            tracker.spawn(wait_for_room(socket, peer, tenant, ctx.clone(), permit));
+            continue;
+        }
+        refuse(socket, peer, &ctx, &tracker);
     }
     drop(listener);
     tracker.close();
     tracker.wait().await;
+}
+
+/// What a connection of `tenant` holding `slot` is admitted with.
+fn admitted(ctx: &Arc<Ctx>, peer: &Peer, tenant: Tenant, slot: Claim) -> Admitted {
+    let stop = Stop::under(&ctx.shutdown);
+    let registration = match tenant {
+        Tenant::User(uid) => Some(ctx.evictions.register(uid, peer.conn_id, stop.clone())),
+        Tenant::Admin | Tenant::Vm => None,
+    };
+    Admitted {
+        slot,
+        draws: Draws {
+            tenant,
+            replies: ctx.replies.clone(),
+        },
+        calls: None,
+        stop,
+        registration,
+    }
+}
+
+/// Serves a refused connection in the slot an eviction (`permit`) frees,
+/// or refuses it after all.
+async fn wait_for_room(
+    socket: Transport,
+    peer: Peer,
+    tenant: Tenant,
+    ctx: Arc<Ctx>,
+    permit: OwnedSemaphorePermit,
+) {
+    let claimed = tokio::time::timeout(EVICT_WAIT, ctx.connections.claim_evicted(tenant, 1)).await;
+    drop(permit);
+    match claimed {
+        Ok(slot) => {
+            let admitted = admitted(&ctx, &peer, tenant, slot);
+            session::run(socket, peer, ctx.clone(), admitted).await;
+        }
+        Err(_) => {
+            if let Some(permit) = ctx.refusal() {
+                handshake::refuse(socket, peer, ctx, permit).await;
+            }
+        }
+    }
+}
+
+/// Refuses a connection with an answer, or closes it at once when too many
+/// refusals are in progress (rather than hold more descriptors).
+fn refuse(socket: Transport, peer: Peer, ctx: &Arc<Ctx>, tracker: &TaskTracker) {
+    if let Some(permit) = ctx.refusal() {
+        tracker.spawn(handshake::refuse(socket, peer, ctx.clone(), permit));
+    }
 }

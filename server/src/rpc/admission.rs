@@ -130,8 +130,17 @@ impl Ledger {
 
     /// Claims `n` units for `tenant` now, or `None` over its share.
     pub fn try_claim(self: &Arc<Self>, tenant: Tenant, n: u64) -> Option<Claim> {
+        self.try_claim_as(tenant, n, Fairness::Share)
+    }
+
+    /// [`Ledger::claim_evicted`], without waiting.
+    pub fn try_claim_evicted(self: &Arc<Self>, tenant: Tenant, n: u64) -> Option<Claim> {
+        self.try_claim_as(tenant, n, Fairness::Evicted)
+    }
+
+    fn try_claim_as(self: &Arc<Self>, tenant: Tenant, n: u64, fair: Fairness) -> Option<Claim> {
         let mut s = self.state();
-        if !self.fits(&s, tenant, n) {
+        if !self.fits(&s, tenant, n, fair) {
             return None;
         }
         s.used += n;
@@ -152,7 +161,19 @@ impl Ledger {
     /// claim larger than the tenant could ever hold waits forever: callers
     /// keep claims within [`Share::per_user`].
     pub async fn claim(self: &Arc<Self>, tenant: Tenant, n: u64) -> Claim {
-        if let Some(c) = self.try_claim(tenant, n) {
+        self.claim_as(tenant, n, Fairness::Share).await
+    }
+
+    /// Claims `n` units given back for `tenant` by an eviction
+    /// ([`Ledger::victim`]): within its cap and the users' part, but not
+    /// its fair share of what is free (what is free is the evicted units).
+    /// Waits as [`Ledger::claim`] does.
+    pub async fn claim_evicted(self: &Arc<Self>, tenant: Tenant, n: u64) -> Claim {
+        self.claim_as(tenant, n, Fairness::Evicted).await
+    }
+
+    async fn claim_as(self: &Arc<Self>, tenant: Tenant, n: u64, fair: Fairness) -> Claim {
+        if let Some(c) = self.try_claim_as(tenant, n, fair) {
             return c;
         }
         // Counted before the check below, so that a release in between
@@ -163,14 +184,37 @@ impl Ledger {
             let freed = self.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            if let Some(c) = self.try_claim(tenant, n) {
+            if let Some(c) = self.try_claim_as(tenant, n, fair) {
                 return c;
             }
             freed.await;
         }
     }
 
-    fn fits(&self, s: &State, tenant: Tenant, n: u64) -> bool {
+    /// For a user refused `n` units: the user to take them from, if any —
+    /// the one holding the most (the lowest uid among equals), when it
+    /// holds at least two more than the refused user, and the refused user
+    /// is under its own cap. Taking from it then never leaves it with less
+    /// than the taker, so evictions only ever even holdings out
+    /// ([`super::evict`]).
+    pub fn victim(&self, tenant: Tenant, n: u64) -> Option<u32> {
+        let Tenant::User(uid) = tenant else {
+            return None;
+        };
+        let s = self.state();
+        let mine = s.by_uid.get(&uid).copied().unwrap_or(0);
+        if mine + n > self.share.per_user {
+            return None;
+        }
+        let (victim, held) = s
+            .by_uid
+            .iter()
+            .filter(|(u, _)| **u != uid)
+            .max_by_key(|(u, held)| (**held, std::cmp::Reverse(**u)))?;
+        (*held >= mine + 2).then_some(*victim)
+    }
+
+    fn fits(&self, s: &State, tenant: Tenant, n: u64, fair: Fairness) -> bool {
         if s.used + n > self.share.total {
             return false;
         }
@@ -188,7 +232,11 @@ impl Ledger {
                 let mine = s.by_uid.get(&uid).copied().unwrap_or(0);
                 // The fair share: what a user holds, plus what it asks for,
                 // stays within what remains free for the others.
-                mine + n <= self.share.per_user && 2 * mine + n <= free
+                let within = match fair {
+                    Fairness::Share => 2 * mine + n <= free,
+                    Fairness::Evicted => n <= free,
+                };
+                mine + n <= self.share.per_user && within
             }
         }
     }
@@ -214,6 +262,15 @@ impl Ledger {
             self.freed.notify_waiters();
         }
     }
+}
+
+/// Whether a user's claim must stay within its fair share of what is free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fairness {
+    /// It must.
+    Share,
+    /// It takes what an eviction gave back for it.
+    Evicted,
 }
 
 /// Uncounts a waiter when its wait ends (claimed, or the future dropped).

@@ -203,6 +203,8 @@ pub struct Ctx {
     pub connections: Arc<Ledger>,
     /// Reply bytes.
     pub replies: Arc<Ledger>,
+    /// User connections, for making room for a refused user.
+    pub evictions: Arc<super::evict::Evictions>,
     /// Refusals in progress (each holds a connection for a moment).
     refusals: Arc<Semaphore>,
     /// A return of free memory to the system is scheduled.
@@ -237,6 +239,7 @@ impl Ctx {
             log_limit: RateLimit::new(20, Duration::from_secs(10)),
             connections: Ledger::new(limits.connection_share()),
             replies: Ledger::new(limits.reply_share()),
+            evictions: Arc::default(),
             refusals: Arc::new(Semaphore::new(limits.max_refusals)),
             trim_pending: AtomicBool::new(false),
             limits,

@@ -16,6 +16,7 @@ pub mod accept;
 pub mod admission;
 pub mod ctx;
 pub mod error;
+pub mod evict;
 pub mod handlers;
 pub mod handshake;
 pub mod in_flight;

@@ -93,6 +93,8 @@ pub struct Admitted {
     pub calls: Option<Arc<Ledger>>,
     /// What ends it early.
     pub stop: Stop,
+    /// For a user's connection: its entry among those an eviction may end.
+    pub registration: Option<super::evict::Registration>,
 }
 
 /// Serves one admitted connection to the end.
@@ -111,14 +113,22 @@ pub async fn run(socket: Transport, peer: Peer, ctx: Arc<Ctx>, admitted: Admitte
             draws,
             calls,
             stop,
+            registration,
         } = admitted;
         let mut rx = Receiver::new(&socket);
-        if let Some(conn) = handshake(socket, &mut rx, Arc::new(peer), draws, &ctx).await {
+        // Stopped in its handshake (evicted, say): closed without a word,
+        // as a refusal before any Hello may be.
+        let conn = tokio::select! {
+            c = handshake(socket, &mut rx, Arc::new(peer), draws, &ctx) => c,
+            _ = stop.stopped() => None,
+        };
+        if let Some(conn) = conn {
             let mut loop_ = ReadLoop {
                 conn: Arc::new(conn),
                 rx,
                 vm_calls: calls,
                 stop,
+                registration,
             };
             loop_.serve(&ctx).await;
         }
@@ -136,6 +146,7 @@ struct ReadLoop {
     rx: Receiver,
     vm_calls: Option<Arc<Ledger>>,
     stop: Stop,
+    registration: Option<super::evict::Registration>,
 }
 
 enum Flow {
@@ -150,6 +161,9 @@ impl ReadLoop {
         let mut tasks = JoinSet::new();
         let mut stopped = false;
         loop {
+            if let Some(r) = &self.registration {
+                r.set_idle(tasks.is_empty());
+            }
             let received = tokio::select! {
                 _ = self.stop.token.cancelled() => {
                     stopped = true;

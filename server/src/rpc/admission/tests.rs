@@ -152,3 +152,98 @@ async fn a_wait_given_up_leaves_nothing_behind() {
     drop(all);
     assert_eq!(l.used(), 0);
 }
+
+/// Regression (issue 12, item 2, what the fair share left): 15 uids
+/// connecting one after the other held every user slot, and a sixteenth
+/// was refused for as long as they stayed. Now a refused user takes a slot
+/// from the user holding the most, while that one holds two more.
+#[test]
+fn a_sixteenth_user_is_no_longer_locked_out_by_fifteen() {
+    let l = table();
+    let mut held = fill_one_by_one(&l, 15);
+    assert_eq!(held.len(), 224);
+    let newcomer = Tenant::User(5000);
+    assert!(l.try_claim(newcomer, 1).is_none());
+    let victim = l.victim(newcomer, 1).expect("someone holds two more");
+    assert_eq!(victim, 1000, "the one holding the most (32), lowest uid");
+    // The eviction gives one of the victim's slots back; the newcomer
+    // gets it.
+    let at = held
+        .iter()
+        .position(|c| c.tenant() == Tenant::User(victim))
+        .unwrap();
+    held.remove(at);
+    let mine = l.try_claim_evicted(newcomer, 1).expect("the freed slot");
+    assert_eq!((l.held_by(victim), l.held_by(5000)), (31, 1));
+    held.push(mine);
+}
+
+/// Users that take from each other only ever even out: with 40 uids
+/// arriving one after the other and each taking what it can (its fair
+/// share, then from whoever holds two more), every uid ends up holding 5
+/// or 6 of the 224 slots, and no eviction ever leaves the victim with less
+/// than the taker.
+#[test]
+fn evictions_even_holdings_out_and_stop() {
+    let l = table();
+    let mut held: Vec<Claim> = Vec::new();
+    let mut evictions = 0;
+    for uid in 1000..1040 {
+        let me = Tenant::User(uid);
+        loop {
+            if let Some(c) = l.try_claim(me, 1) {
+                held.push(c);
+                continue;
+            }
+            let Some(victim) = l.victim(me, 1) else { break };
+            let before = (l.held_by(victim), l.held_by(uid));
+            let at = held
+                .iter()
+                .position(|c| c.tenant() == Tenant::User(victim))
+                .unwrap();
+            held.remove(at);
+            held.push(l.try_claim_evicted(me, 1).expect("the freed slot"));
+            assert!(
+                before.0 >= before.1 + 2,
+                "the victim keeps at least what the taker gets: {before:?}"
+            );
+            evictions += 1;
+        }
+    }
+    let counts: Vec<u64> = (1000..1040).map(|u| l.held_by(u)).collect();
+    let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+    assert!(max - min <= 1, "{counts:?}");
+    assert_eq!(counts.iter().sum::<u64>(), 224);
+    assert!(evictions > 0);
+}
+
+#[test]
+fn no_victim_among_equals_for_a_user_at_its_cap_or_for_root() {
+    let l = Ledger::new(Share {
+        total: 10,
+        reserve: 0,
+        per_user: 4,
+    });
+    let _a: Vec<_> = (0..3)
+        .filter_map(|_| l.try_claim(Tenant::User(1), 1))
+        .collect();
+    let _b: Vec<_> = (0..3)
+        .filter_map(|_| l.try_claim(Tenant::User(2), 1))
+        .collect();
+    assert_eq!((l.held_by(1), l.held_by(2)), (3, 3));
+    assert_eq!(l.victim(Tenant::User(3), 1), Some(1), "3 >= 0 + 2");
+    let _c: Vec<_> = (0..2)
+        .filter_map(|_| l.try_claim(Tenant::User(3), 1))
+        .collect();
+    assert_eq!(l.held_by(3), 2);
+    assert_eq!(l.victim(Tenant::User(3), 1), None, "3 < 2 + 2: even enough");
+    let l = Ledger::new(Share {
+        total: 10,
+        reserve: 0,
+        per_user: 1,
+    });
+    let _d = l.try_claim(Tenant::User(1), 1).unwrap();
+    assert_eq!(l.victim(Tenant::User(1), 1), None, "at its own cap");
+    assert_eq!(l.victim(Tenant::Admin, 1), None);
+    assert_eq!(l.victim(Tenant::Vm, 1), None);
+}

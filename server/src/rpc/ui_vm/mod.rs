@@ -228,6 +228,7 @@ async fn accept(
                     },
                     calls: Some(share.calls.clone()),
                     stop: stop.clone(),
+                    registration: None,
                 };
                 tracker.spawn(session::run(transport, peer, ctx.clone(), admitted));
             }
