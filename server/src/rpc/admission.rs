@@ -191,8 +191,9 @@ impl Ledger {
         }
     }
 
-    /// For a user refused `n` units: the user to take them from, if any —
-    /// the one holding the most (the lowest uid among equals), when it
+    /// For a user refused `n` units because the users' part is full: the
+    /// user to take them from, if any — the one holding the most (the
+    /// lowest uid among equals), when it
     /// holds at least two more than the refused user, and the refused user
     /// is under its own cap. Taking from it then never leaves it with less
     /// than the taker, so evictions only ever even holdings out
@@ -204,6 +205,16 @@ impl Ledger {
         let s = self.state();
         let mine = s.by_uid.get(&uid).copied().unwrap_or(0);
         if mine + n > self.share.per_user {
+            return None;
+        }
+        // Only when the users' part is full: while units are free, the fair
+        // share keeps them for users holding less.
+        let free = self
+            .share
+            .users()
+            .saturating_sub(s.users)
+            .min(self.share.total - s.used);
+        if free >= n {
             return None;
         }
         let (victim, held) = s
