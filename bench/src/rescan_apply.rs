@@ -11,7 +11,8 @@
 //! daemon's own rescan and apply durations come from the reply.
 //!
 //! The baseline then replays the same change by hand on the daemon's live
-//! directory: its last rendered source, with and without `extra`, compiled
+//! directory: its last rendered source (as plain directories: the daemon's
+//! links to its service directories followed), with and without `extra`, compiled
 //! by `s6-rc-compile` and switched to by `s6-rc-update`, alternately. It
 //! runs after the daemon's runs, so neither disturbs the other. The `apply`
 //! suite measures the applier without the daemon (and its parts).
@@ -25,7 +26,7 @@ use vm_catalog::Client;
 use vm_catalog_protocol::ApplyStatus;
 use vm_catalog_tests::s6::{Svscan, write_vm_command};
 
-use crate::apply::{check, child_path, live_source, scratch_dir};
+use crate::apply::{check, child_path, copy_plain, live_source, scratch_dir};
 use crate::daemon::{self, Daemon};
 use crate::stats::{Runs, ms};
 
@@ -189,7 +190,7 @@ fn measure(bin: &Path, scratch: &Path, n: usize, runs: usize) -> Result<Row, Str
     // The baseline: the same change, by hand, on the same live directory.
     let with = root.join("bare-with");
     let without = root.join("bare-without");
-    copy_dir(&live_source(&live)?, &with)?;
+    copy_plain(&live_source(&live)?, &with)?;
     copy_dir(&with, &without)?;
     fs::remove_dir_all(without.join(EXTRA))
         .map_err(|e| format!("the live source has no service {EXTRA}: {e}"))?;

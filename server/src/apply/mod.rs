@@ -123,4 +123,10 @@ pub trait Applier: Send {
     /// failure: the failure is the report's outcome, and the previous state
     /// stays in place.
     fn apply(&mut self, request: &ApplyRequest) -> ApplyReport;
+
+    /// Work put off until the callers have their answer: removing what
+    /// earlier applies left behind (the s6-rc applier's old databases). The
+    /// rescan worker calls it after every rescan, from the same thread as
+    /// [`Applier::apply`].
+    fn tidy(&mut self) {}
 }

@@ -105,6 +105,12 @@ impl Commit {
         RescanResult { changes, outcome }
     }
 
+    /// The applier's work put off until after the reply
+    /// ([`Applier::tidy`]).
+    pub fn tidy(&mut self) {
+        self.applier.tidy();
+    }
+
     /// Records a dry run's outcome in the status, and publishes the status:
     /// a dry run commits nothing else.
     pub fn record_dry_run(&mut self, outcome: &RescanOutcome) {

@@ -40,8 +40,9 @@ pub trait Pipeline: Send + 'static {
     /// the published catalog, without committing anything.
     fn dry_run(&mut self, trigger: RescanTrigger) -> Result<RescanResult, RescanError>;
 
-    /// Called after every real rescan: release what the new catalog no
-    /// longer uses (unmount removed partitions). Returns a trigger when that
+    /// Called after every real rescan, once its callers have their answer:
+    /// tidy up after the apply, release what the new catalog no longer uses
+    /// (unmount removed partitions). Returns a trigger when that
     /// calls for another rescan.
     fn after(&mut self) -> Option<RescanTrigger> {
         None
@@ -261,6 +262,9 @@ impl Pipeline for RealPipeline {
     }
 
     fn after(&mut self) -> Option<RescanTrigger> {
+        // The callers have their answer: the applier removes what the apply
+        // left (old databases).
+        self.commit.tidy();
         // The catalog and the database no longer use removed partitions:
         // unmount them. A release may let a waiting device be mounted.
         self.sources

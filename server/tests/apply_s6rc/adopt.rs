@@ -58,6 +58,7 @@ fn a_restarted_daemon_adopts_the_live_directory_without_init(r: &impl Rig) {
     assert!(r.live_target().starts_with("live:s6-rc-update:"));
     assert_eq!(r.db_services(), ["a", "c"]);
     assert_eq!(r.pid("a"), Some(pid));
+    a.tidy();
     assert_eq!(r.dbs(), ["db-2-0"]);
 }
 

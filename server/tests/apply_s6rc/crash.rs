@@ -409,3 +409,47 @@ fn a_restart_during_an_update_waits_for_the_live_lock() {
     assert_eq!(c.services(), ["a", "c", "d"]);
     assert_eq!(c.pid("a"), Some(pid_a));
 }
+
+/// The real daemon tidies after each rescan's reply: the old database goes,
+/// the live one stays.
+#[test]
+fn the_daemon_removes_old_databases_after_the_reply() {
+    let Some(mut c) = Crash::new() else { return };
+    c.daemon.builtin_vm("a");
+    c.daemon.start().unwrap();
+    let state = c.daemon.tree().join("state/s6-rc");
+    let dbs = || {
+        let mut v: Vec<String> = fs::read_dir(&state)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("db-"))
+            .collect();
+        v.sort();
+        v
+    };
+    let first = dbs();
+    assert_eq!(first.len(), 1, "{first:?}");
+    c.daemon.builtin_vm("b");
+    let mut client = vm_catalog::BlockingClient::connect(c.daemon.socket()).unwrap();
+    let report = client.rescan(false).unwrap();
+    assert_eq!(report.outcome.apply.status.as_str(), "applied");
+    let live = fs::read_link(c.live.join("compiled")).unwrap();
+    let live_name = live.file_name().unwrap().to_str().unwrap().to_owned();
+    assert_ne!(first[0], live_name);
+    assert!(
+        wait_for(Duration::from_secs(20), || dbs() == [live_name.clone()]),
+        "only the live database is left: {:?}\n{}",
+        dbs(),
+        c.daemon.log()
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || fs::read_dir(
+            state.join("trash")
+        )
+        .unwrap()
+        .next()
+        .is_none()),
+        "the trash is emptied"
+    );
+    assert_eq!(c.services(), ["a", "b"]);
+}

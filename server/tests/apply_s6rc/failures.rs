@@ -54,6 +54,7 @@ fn a_failing_compile_keeps_the_old_database_and_the_next_apply_recovers(r: &impl
     );
     assert_eq!(names(&rep), ["a", "b"]);
     assert_eq!(r.db_services(), ["a", "b"]);
+    a.tidy();
     assert_eq!(r.dbs(), ["db-3-0"]);
     assert_eq!(r.pid("a"), Some(pid));
 }
@@ -76,7 +77,12 @@ fn an_update_failing_before_the_switch_keeps_the_old_database(r: &impl Rig) {
     );
     assert_eq!(names(&rep), ["a"]);
     assert_eq!(r.db_services(), ["a"]);
-    assert_eq!(r.state_entries(), ["db-1-0", "src-1-0"]);
+    a.tidy();
+    assert_eq!(
+        r.state_entries(),
+        ["db-1-0", "src-1-0"],
+        "the failed database is gone after the reply"
+    );
     let rep = a.apply(&req(3, vec![vm("b", &[], 1)]));
     assert!(
         matches!(rep.result, Outcome::Applied(_)),
@@ -113,6 +119,7 @@ fn a_scandir_name_taken_during_the_update_is_repaired_without_touching_running_v
         "links are back"
     );
     assert!(r.in_sync());
+    a.tidy();
     assert_eq!(r.dbs().len(), 1);
     // Leaving the failed database, s6-rc-update unlinked the name of each
     // of its longruns, x's too, although that link was never its own.
@@ -158,6 +165,7 @@ fn a_repair_that_fails_too_rolls_back_to_the_previous_database(r: &impl Rig) {
     );
     assert_eq!(r.pid("a"), Some(pid), "the running vm was not touched");
     assert!(r.in_sync());
+    a.tidy();
     assert_eq!(r.state_entries(), ["db-1-0", "src-1-0"]);
     let rep = a.apply(&req(3, vec![vm("a", &[], 1), vm("b", &[], 1)]));
     assert!(

@@ -92,6 +92,12 @@ fn changes_update_and_leave_only_the_live_database(r: &impl Rig) {
     assert_eq!(r.db_services(), ["a", "b", "c"]);
     assert_eq!(
         r.dbs(),
+        ["db-1-0", "db-2-0"],
+        "the old one goes after the reply"
+    );
+    a.tidy();
+    assert_eq!(
+        r.dbs(),
         ["db-2-0"],
         "only the live compiled database remains"
     );
@@ -111,6 +117,7 @@ fn changes_update_and_leave_only_the_live_database(r: &impl Rig) {
     assert_eq!(r.pid("b"), None, "the removed vm is stopped");
     assert!(!r.link("b").exists());
     assert_eq!(r.pid("a"), Some(pids[0]));
+    a.tidy();
     assert_eq!(r.state_entries(), ["db-3-0", "src-3-0"]);
     assert!(r.in_sync());
 }

@@ -43,4 +43,5 @@ mod lifecycle;
 mod real;
 mod restart;
 mod rig;
+mod tidy;
 mod waiting;

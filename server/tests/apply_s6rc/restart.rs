@@ -88,5 +88,6 @@ fn restart_changed_restarts_through_the_conversion_file(r: &impl Rig) {
     assert_ne!(new, pids[0]);
     assert_eq!(r.pid("b"), Some(pids[1]));
     assert_eq!(r.pid("c"), None);
+    a.tidy();
     assert_eq!(r.dbs().len(), 1);
 }

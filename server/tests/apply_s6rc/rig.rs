@@ -78,12 +78,13 @@ pub trait Rig {
     fn link(&self, name: &str) -> PathBuf {
         self.root().join("scan").join(format!("vm-{name}"))
     }
-    /// The state directory's databases and sources.
+    /// The state directory's databases, sources and work directories (not
+    /// the service store `svc`, nor `trash`).
     fn state_entries(&self) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(self.root().join("state"))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n != "state.json" && n != "conversions")
+            .filter(|n| !["state.json", "conversions", "svc", "trash"].contains(&n.as_str()))
             .collect();
         v.sort();
         v

@@ -5,6 +5,14 @@
 //!   may still switch to it: garbage is collected only while the applier
 //!   itself holds the live lock, and at start-up only once nobody works on
 //!   the live directory ([`super::quiet`]) — otherwise not at all.
+//! - Collecting is off the critical path: an apply only records that there
+//!   is garbage; [`Applier::tidy`](crate::apply::Applier::tidy), which the
+//!   rescan worker calls after the reply, collects it. Under the lock the
+//!   garbage is only *moved* into `trash/` (one rename each); a thread
+//!   deletes it there, without the lock, since nothing uses it any more.
+//! - Source directories and the service directories they link to
+//!   (`svc/`) go with their database: a service directory stays while a
+//!   kept source links to it.
 //! - A `LIVE:s6-rc-*` directory that `LIVE` does not point to is removed
 //!   only under the live lock, and only when no supervisor runs in it.
 //! - Supervisors whose live directory was deleted (an update killed after
@@ -18,9 +26,9 @@ use super::live::{Live, Lock};
 use super::store::{Store, remove_any};
 use super::tools::S6rc;
 
-/// Deletes every database, source and work directory of `store` except the
-/// live database (`LIVE/compiled`) and its source — if the live lock can be
-/// taken now. Returns whether it ran.
+/// Discards every database, source, service and work directory of `store`
+/// except the live database (`LIVE/compiled`), its source and what that
+/// links to — if the live lock can be taken now. Returns whether it ran.
 pub fn collect_garbage(live: &Live, store: &Store) -> bool {
     let _lock = match live.try_lock() {
         Lock::Taken(l) => Some(l),

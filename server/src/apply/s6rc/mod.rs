@@ -16,6 +16,8 @@
 //!   repaired at once, or rolled back.
 //! - **report** (`report.rs`): the typed [`Outcome`] and what is live become
 //!   the [`ApplyReport`].
+//! - **tidy** ([`Applier::tidy`], after the reply): the databases, sources
+//!   and service directories that are no longer live go (`cleanup.rs`).
 //!
 //! What is live and which VMs run an older definition survive daemon
 //! restarts in `state.json` ([`state`]); at start-up the applier waits until
@@ -66,23 +68,31 @@ use store::Store;
 use template::Template;
 use tools::S6rc;
 
-/// Where an apply spent its time.
+/// Where an apply (and the tidy after it) spent its time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Timings {
     /// Rendering and fingerprinting the tree in memory.
     pub render: Duration,
-    /// Writing the source directory.
+    /// Writing the source directory: a symlink per service, and the
+    /// service directories that are not in the store yet.
     pub write: Duration,
+    /// How many service directories were written (the others were linked
+    /// as they were).
+    pub written: usize,
     /// `s6-rc-compile`.
     pub compile: Duration,
     /// `s6-rc-init` or `s6-rc-update`.
     pub switch: Duration,
     /// Repairing a failure after the switch.
     pub repair: Duration,
-    /// Deleting old databases and saving the state.
-    pub cleanup: Duration,
+    /// Saving the state.
+    pub save: Duration,
     /// The whole apply.
     pub total: Duration,
+    /// The [`Applier::tidy`] after it (not part of `total`): moving the old
+    /// databases out under the live lock. Their deletion runs in the
+    /// background.
+    pub tidy: Duration,
 }
 
 /// The s6-rc applier could not start.
@@ -138,6 +148,9 @@ pub(crate) struct Memory {
     /// the live directory (they outlasted the wait at start-up): nothing is
     /// cleaned up and no apply runs until they are gone.
     unsettled: Option<super::outcome::Busy>,
+    /// An apply left databases that are no longer live: the next tidy
+    /// collects them.
+    untidy: bool,
 }
 
 impl Memory {
@@ -238,6 +251,7 @@ impl<T: S6rc> S6rcApplier<T> {
             state,
             force: None,
             unsettled: None,
+            untidy: false,
         };
         adopt::adopt(
             &mut host,
@@ -282,6 +296,13 @@ impl<T: S6rc> S6rcApplier<T> {
     /// What the applier remembers (as in `state.json`).
     pub fn state(&self) -> &State {
         &self.memory.state
+    }
+
+    /// Waits until what the last tidies discarded is deleted (it is, in the
+    /// background): for tests and benchmarks that look at the state
+    /// directory, or time something else.
+    pub fn settle(&self) {
+        self.host.store.settle();
     }
 
     /// The stages, in order.
@@ -425,5 +446,20 @@ impl<T: S6rc> Applier for S6rcApplier<T> {
             database.as_deref(),
             t0.elapsed(),
         )
+    }
+
+    /// Collects what the last applies left, if the live lock can be taken
+    /// now (else the next tidy tries again), and nobody else may still
+    /// switch the live directory.
+    fn tidy(&mut self) {
+        let memory = &mut self.memory;
+        if !memory.untidy || memory.unsettled.is_some() || memory.state.next.is_some() {
+            return;
+        }
+        let t = Instant::now();
+        if cleanup::collect_garbage(&self.host.live, &self.host.store) {
+            memory.untidy = false;
+        }
+        self.timings.tidy = t.elapsed();
     }
 }

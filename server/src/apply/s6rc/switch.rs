@@ -88,14 +88,18 @@ pub(super) fn build<T: S6rc>(
 ) -> Result<Slot, Cause> {
     let slot = ctx.host.store.allocate(generation);
     let t = Instant::now();
-    let written = source::write(tree, &slot.tmp).and_then(|()| fs::rename(&slot.tmp, &slot.source));
+    let written = source::write_linked(tree, &ctx.host.store, &slot.tmp)
+        .and_then(|w| fs::rename(&slot.tmp, &slot.source).map(|()| w));
     ctx.timings.write += t.elapsed();
-    if let Err(e) = written {
-        let _ = remove_any(&slot.tmp);
-        return Err(Cause::WriteSource {
-            path: slot.tmp,
-            error: e.to_string(),
-        });
+    match written {
+        Ok(w) => ctx.timings.written += w.written,
+        Err(e) => {
+            let _ = remove_any(&slot.tmp);
+            return Err(Cause::WriteSource {
+                path: slot.tmp,
+                error: e.to_string(),
+            });
+        }
     }
     let t = Instant::now();
     let compiled = ctx.host.tools.compile(&slot.db, &slot.source);
@@ -288,14 +292,19 @@ pub(super) fn run_update<T: S6rc>(
     }
 }
 
-/// The running VMs that stay and whose definition changes.
+/// The running VMs that stay and whose definition changes. Only the VMs
+/// whose definition changes, or that are restart-pending, can be: the pids
+/// of the others are not read (one file each, for every VM that stays).
 fn probes<T: S6rc>(
     ctx: &mut Ctx<'_, T>,
     old: &DbRecord,
     new: &BTreeMap<VmName, crate::apply::fingerprint::Fingerprint>,
 ) -> Vec<Probe> {
-    let staying = old.services.keys().filter(|n| new.contains_key(*n));
     let running = &ctx.memory.state.running;
+    let staying = old.services.iter().filter_map(|(n, was)| {
+        let now = new.get(n)?;
+        (running.contains_key(n) || *was != Some(*now)).then_some(n)
+    });
     restart::probes(staying, &old.services, running, new, &mut ctx.host.pid_of())
 }
 
@@ -342,7 +351,8 @@ pub(super) fn commit_with_probes<T: S6rc>(
     (restarted, down)
 }
 
-/// Records `record` as live, saves the state, deletes the rest.
+/// Records `record` as live, saves the state; the rest goes at the next
+/// tidy.
 pub(super) fn commit<T: S6rc>(
     ctx: &mut Ctx<'_, T>,
     record: DbRecord,
@@ -355,12 +365,13 @@ pub(super) fn commit<T: S6rc>(
     cleanup(ctx);
 }
 
-/// Saves the state and deletes every database but the live one.
+/// Saves the state. Every database but the live one is garbage now: it
+/// goes at the next [`tidy`](crate::apply::Applier::tidy), after the reply.
 pub(super) fn cleanup<T: S6rc>(ctx: &mut Ctx<'_, T>) {
     let t = Instant::now();
     ctx.memory.save(&ctx.host.store);
-    super::cleanup::collect_garbage(&ctx.host.live, &ctx.host.store);
-    ctx.timings.cleanup += t.elapsed();
+    ctx.memory.untidy = true;
+    ctx.timings.save += t.elapsed();
 }
 
 /// A failure before any switch: the previous database stays live.
