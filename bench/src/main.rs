@@ -11,6 +11,7 @@ mod daemon;
 mod echo;
 mod fanout;
 mod footprint;
+mod instances;
 mod machine;
 mod raw;
 mod rescan;
@@ -26,7 +27,7 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "vm-catalog-bench")]
 struct Args {
-    /// Suites to run (default: all): rescan, apply,
+    /// Suites to run (default: all): rescan, apply, instances,
     /// rescan-apply, rpc, fanout, footprint, attack.
     suites: Vec<String>,
     /// Fewer iterations, for a quick check that the suites still run.
@@ -41,6 +42,7 @@ type Suite = (&'static str, fn(bool) -> Result<(), String>);
 const SUITES: &[Suite] = &[
     ("rescan", rescan::run),
     ("apply", apply::run),
+    ("instances", instances::run),
     ("rescan-apply", rescan_apply::run),
     ("rpc", rpc::run),
     ("fanout", fanout::run),

@@ -239,7 +239,10 @@ pub fn make_instance_service(dir: &Path, vmm: &Path) -> io::Result<()> {
     )?;
     fs::set_permissions(template.join("run"), fs::Permissions::from_mode(0o755))?;
     fs::write(template.join("notification-fd"), "3\n")?;
+    // Room for a thousand instances (s6-instance-maker's default is 500).
     let out = Command::new("s6-instance-maker")
+        .arg("-c")
+        .arg("1000")
         .arg(&template)
         .arg(dir)
         .output()?;
