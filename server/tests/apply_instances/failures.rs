@@ -11,6 +11,7 @@ both!(
     a_failed_create_is_reported_and_retried,
     a_failed_delete_is_reported_and_retried,
     an_unsupervised_template_fails_before_anything_runs,
+    a_failed_create_whose_cleanup_failed_is_deleted_and_made_again,
 );
 
 fn a_failed_create_is_reported_and_retried(rig: &impl Rig) {
@@ -93,4 +94,38 @@ fn an_unsupervised_template_fails_before_anything_runs(rig: &impl Rig) {
     );
     assert!(r.services.is_empty());
     assert!(rig.changes_made().is_empty());
+}
+
+fn a_failed_create_whose_cleanup_failed_is_deleted_and_made_again(rig: &impl Rig) {
+    let mut a = rig.open();
+    rig.fail_creates(1);
+    rig.fail_deletes(1);
+    let vms = [vm("app", "AAAAAA", &[])];
+    let r = a.apply(&request(1, &vms));
+    assert!(r.outcome.status.is_failure(), "{}", r.outcome.message);
+    assert_eq!(
+        rig.instances(),
+        ["AAAAAA"],
+        "the create made it, the cleanup failed"
+    );
+    assert!(
+        a.state().made.values().any(|m| !m.confirmed),
+        "recorded as unconfirmed"
+    );
+    // The next apply deletes it, then makes it again: it is not foreign.
+    let r = a.apply(&request(1, &vms));
+    assert_eq!(
+        r.outcome.status,
+        ApplyStatus::Applied,
+        "{}",
+        r.outcome.message
+    );
+    assert!(r.left_out.is_empty(), "{:?}", r.left_out);
+    assert_eq!(r.services.len(), 1);
+    assert_eq!(rig.instances(), ["AAAAAA"]);
+    let calls = rig.changes_made();
+    assert_eq!(
+        calls[calls.len() - 2..],
+        ["s6-instance-delete AAAAAA", "s6-instance-create AAAAAA"]
+    );
 }

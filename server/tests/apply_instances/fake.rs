@@ -16,7 +16,8 @@ pub struct World {
     pub next_pid: u32,
     /// Every call, as `program name`.
     pub calls: Vec<String>,
-    /// How many of the next creates fail.
+    /// How many of the next creates fail (after making the instance, as a
+    /// create that timed out waiting for its supervisor does).
     pub create_faults: usize,
     /// How many of the next deletes fail.
     pub delete_faults: usize,
@@ -70,6 +71,7 @@ impl Instances for Fake {
         w.calls.push(format!("s6-instance-create {name}"));
         if w.create_faults > 0 {
             w.create_faults -= 1;
+            w.instances.insert(name.to_string(), None);
             return Err(fault("s6-instance-create"));
         }
         if w.instances.contains_key(name.as_str()) {

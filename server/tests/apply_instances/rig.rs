@@ -40,7 +40,7 @@ pub trait Rig {
     fn restart(&self, name: &str) -> u32;
     /// Creates and starts an instance by hand (not through the applier).
     fn create_by_hand(&self, name: &str) -> u32;
-    /// Makes the next `n` creates fail.
+    /// Makes the next `n` creates fail after making the instance.
     fn fail_creates(&self, n: usize);
     /// Makes the next `n` deletes fail.
     fn fail_deletes(&self, n: usize);
@@ -281,7 +281,9 @@ impl Rig for RealRig {
 
 /// `ROOT/bin/PROGRAM` for each s6-instance program: logs the call to
 /// `ROOT/calls`, fails with exit 111 while `ROOT/faults/PROGRAM` holds a
-/// count above zero (decremented), else execs the real program.
+/// count above zero (decremented), else execs the real program. A failing
+/// `s6-instance-create` runs the real one first: it fails after making the
+/// instance, as one that timed out waiting for its supervisor does.
 fn wrap_programs(root: &Path) {
     let bin = root.join("bin");
     fs::create_dir(&bin).unwrap();
@@ -293,12 +295,18 @@ fn wrap_programs(root: &Path) {
              f={root}/faults/{p}\n\
              if [ -s \"$f\" ] && [ \"$(cat \"$f\")\" -gt 0 ]; then\n\
                echo $(( $(cat \"$f\") - 1 )) > \"$f\"\n\
+               {first}\n\
                echo '{p}: fatal: injected fault' >&2\n\
                exit 111\n\
              fi\n\
              exec {real} \"$@\"\n",
             root = root.display(),
             real = real.display(),
+            first = if p == "s6-instance-create" {
+                format!("{} \"$@\" >/dev/null 2>&1", real.display())
+            } else {
+                String::new()
+            },
         );
         let path = bin.join(p);
         fs::write(&path, script).unwrap();

@@ -142,11 +142,11 @@ impl<T: Instances> InstanceApplier<T> {
                 Vec::new(),
             );
         }
-        let listed = match self.tools.list(&service) {
+        let mut listed = match self.tools.list(&service) {
             Ok(l) => l.into_iter().collect::<BTreeSet<_>>(),
             Err(e) => return (Outcome::FailedBeforeSwitch(Cause::Program(e)), Vec::new()),
         };
-        let mut failed = self.tidy(&service, &listed);
+        let mut failed = self.tidy(&service, &mut listed);
         let planned = plan::plan(request, self.config.naming, &listed, &self.state);
         let mut run = switch::switch(self, &service, &planned);
         failed.append(&mut run.failed);
@@ -156,8 +156,12 @@ impl<T: Instances> InstanceApplier<T> {
 
     /// Before the plan: instances whose create never succeeded are deleted
     /// (they are made again), and made instances that are gone (deleted by
-    /// hand) are forgotten.
-    fn tidy(&mut self, service: &Path, listed: &BTreeSet<InstanceName>) -> Vec<InstanceFailure> {
+    /// hand) are forgotten. What is deleted leaves `listed`.
+    fn tidy(
+        &mut self,
+        service: &Path,
+        listed: &mut BTreeSet<InstanceName>,
+    ) -> Vec<InstanceFailure> {
         let mut failed = Vec::new();
         let before = self.state.clone();
         let unconfirmed: Vec<_> = self
@@ -171,6 +175,7 @@ impl<T: Instances> InstanceApplier<T> {
             match self.tools.delete(service, &name) {
                 Ok(()) => {
                     self.state.made.remove(&name);
+                    listed.remove(&name);
                 }
                 Err(error) => failed.push(InstanceFailure {
                     vm,
