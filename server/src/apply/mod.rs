@@ -14,8 +14,8 @@
 //! tools) → verify, or repair → report (a typed [`outcome::Outcome`], from
 //! which the wire outcome and its message are derived). The plan and report
 //! types are the appliers' common vocabulary, with the restart-pending
-//! bookkeeping ([`restart`]), the log line ([`report`]) and what s6's
-//! supervision files say ([`supervise`]); [`process`] runs their programs
+//! bookkeeping ([`restart`]), the log line ([`report`]), the state files
+//! ([`state_file`]) and what s6's supervision files say ([`supervise`]); [`process`] runs their programs
 //! with deadlines.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,6 +33,7 @@ pub mod process;
 pub mod report;
 pub mod restart;
 pub mod s6rc;
+pub mod state_file;
 pub mod supervise;
 
 pub use outcome::Outcome;

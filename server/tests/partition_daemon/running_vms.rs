@@ -1,4 +1,5 @@
-//! A removed partition whose VM runs: the VM stops before the unmount (real s6-rc, and real s6 instances).
+//! A removed partition whose VM runs: the VM stops before the unmount (real
+//! s6-rc, and real s6 instances).
 
 use super::*;
 

@@ -11,14 +11,13 @@
 //! - `running`: restart-pending instances, with the definition they run and
 //!   their pid (as for s6-rc, [`crate::apply::restart`]).
 //!
-//! The file is replaced atomically (write, fsync, rename). A file that
+//! The file is replaced atomically (write, fsync, rename:
+//! [`crate::apply::state_file`]). A file that
 //! cannot be read is set aside: the daemon then knows of no instance it
 //! made, and leaves every existing one alone (reported), which is safe.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use vm_catalog_protocol::VmName;
@@ -26,6 +25,7 @@ use vm_catalog_protocol::VmName;
 use super::name::InstanceName;
 use crate::apply::fingerprint::Fingerprint;
 use crate::apply::restart::Running;
+use crate::apply::state_file;
 
 /// Version of the file format.
 const VERSION: u32 = 1;
@@ -52,19 +52,7 @@ pub struct State {
     pub running: BTreeMap<InstanceName, Running>,
 }
 
-/// The state file could not be read or written.
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    /// Reading failed.
-    #[error("cannot read {0}")]
-    Read(PathBuf, #[source] io::Error),
-    /// The contents are not a state file of this version.
-    #[error("cannot parse {0}")]
-    Parse(PathBuf, #[source] serde_json::Error),
-    /// Writing failed.
-    #[error("cannot write {0}")]
-    Write(PathBuf, #[source] io::Error),
-}
+pub use crate::apply::state_file::StateError;
 
 impl State {
     /// An empty state.
@@ -77,32 +65,12 @@ impl State {
 
     /// Reads `path`; `Ok(None)` when it does not exist.
     pub fn load(path: &Path) -> Result<Option<State>, StateError> {
-        let bytes = match fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StateError::Read(path.into(), e)),
-        };
-        let state: State =
-            serde_json::from_slice(&bytes).map_err(|e| StateError::Parse(path.into(), e))?;
-        if state.version != VERSION {
-            let e = serde::de::Error::custom(format!("unknown version {}", state.version));
-            return Err(StateError::Parse(path.into(), e));
-        }
-        Ok(Some(state))
+        state_file::load(path, VERSION, |s: &State| s.version)
     }
 
     /// Writes `path` atomically.
     pub fn save(&self, path: &Path) -> Result<(), StateError> {
-        let err = |e| StateError::Write(path.into(), e);
-        let tmp = path.with_extension("json.tmp");
-        let text = serde_json::to_vec_pretty(self)
-            .map_err(io::Error::other)
-            .map_err(err)?;
-        let mut f = fs::File::create(&tmp).map_err(err)?;
-        f.write_all(&text)
-            .and_then(|()| f.sync_all())
-            .map_err(err)?;
-        fs::rename(&tmp, path).map_err(err)
+        state_file::save(self, path)
     }
 
     /// [`State::save`], logging a failure.
@@ -115,6 +83,8 @@ impl State {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
     use crate::apply::fingerprint::Hasher;
 

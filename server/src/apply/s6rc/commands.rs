@@ -1,5 +1,6 @@
 //! The real s6-rc: runs `s6-rc-compile`, `s6-rc-init`, `s6-rc-update` and
-//! `s6-rc-db`, reads supervisors' status files and the process table.
+//! `s6-rc-db`, reads supervisors' status files ([`crate::apply::supervise`])
+//! and the process table.
 //!
 //! The programs are found once, in the configured bin dir or on `PATH`, and
 //! run by absolute path. Their `PATH` has the directory holding `s6-rc` first,
@@ -8,9 +9,7 @@
 //! its deadline is killed with its process group and reported as timed out.
 
 use std::ffi::OsString;
-use std::fs;
-use std::io::Read;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -18,7 +17,7 @@ use std::time::Duration;
 use super::config::DEFAULT_TIMEOUT;
 use super::procs;
 use super::tools::{Holder, Init, S6rc, Supervisor, ToolError};
-use crate::apply::process;
+use crate::apply::{process, supervise};
 
 /// The programs the applier runs.
 const PROGRAMS: [&str; 5] = [
@@ -31,11 +30,6 @@ const PROGRAMS: [&str; 5] = [
 
 /// Deadline of an `s6-svstat` (reading one status file).
 const SVSTAT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Size of a `supervise/status` file in s6 2.11, with the pid as a
-/// big-endian u64 at offset 24. Other sizes fall back to `s6-svstat`.
-const STATUS_SIZE: usize = 35;
-const STATUS_PID_OFFSET: usize = 24;
 
 /// A program the applier needs is missing.
 #[derive(Debug, thiserror::Error)]
@@ -187,28 +181,15 @@ impl S6rc for Commands {
 
     fn pid(&mut self, live: &Path, service: &str) -> Option<u32> {
         let dir = live.join("servicedirs").join(service);
-        let mut buf = Vec::with_capacity(64);
-        let read = fs::File::open(dir.join("supervise/status"))
-            .and_then(|f| f.take(256).read_to_end(&mut buf));
-        match read {
-            Ok(STATUS_SIZE) => {
-                let raw = buf.get(STATUS_PID_OFFSET..STATUS_PID_OFFSET + 8)?;
-                let pid = u64::from_be_bytes(raw.try_into().ok()?);
-                u32::try_from(pid).ok().filter(|&p| p != 0)
-            }
+        match supervise::status_pid(&dir) {
+            Some(pid) => pid,
             // No supervisor yet, or not s6 2.11's layout: ask s6-svstat.
-            Ok(_) | Err(_) => self.pid_from_svstat(&dir),
+            None => self.pid_from_svstat(&dir),
         }
     }
 
     fn scanner_running(&mut self, scandir: &Path) -> bool {
-        // Opening a FIFO for writing without blocking fails with ENXIO when
-        // nobody reads it. Nothing is written.
-        fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(scandir.join(".s6-svscan/control"))
-            .is_ok()
+        supervise::scanner_listens(scandir)
     }
 
     fn programs_on(&mut self, live: &Path, state: &Path) -> Vec<Holder> {
@@ -243,26 +224,5 @@ mod tests {
             e.to_string(),
             format!("s6-rc-compile not found in {}", d.path().display())
         );
-    }
-
-    #[test]
-    fn pid_reads_s6_2_11_status_files() {
-        let d = tempfile::tempdir().unwrap();
-        let sup = d.path().join("servicedirs/vm1/supervise");
-        fs::create_dir_all(&sup).unwrap();
-        let mut status = vec![0u8; STATUS_SIZE];
-        status[STATUS_PID_OFFSET..STATUS_PID_OFFSET + 8].copy_from_slice(&4242u64.to_be_bytes());
-        fs::write(sup.join("status"), &status).unwrap();
-        let mut c = Commands {
-            bin: "/nonexistent".into(),
-            svstat: None,
-            path: "".into(),
-            timeout: DEFAULT_TIMEOUT,
-        };
-        assert_eq!(c.pid(d.path(), "vm1"), Some(4242));
-        status[STATUS_PID_OFFSET..STATUS_PID_OFFSET + 8].copy_from_slice(&0u64.to_be_bytes());
-        fs::write(sup.join("status"), &status).unwrap();
-        assert_eq!(c.pid(d.path(), "vm1"), None, "pid 0 is down");
-        assert_eq!(c.pid(d.path(), "nothing"), None);
     }
 }
