@@ -50,8 +50,8 @@ impl VersionRange {
 pub struct Features(pub u64);
 
 impl Features {
-    /// The daemon applies the catalog to an s6-rc database: entries carry
-    /// service names and `vm-start` can bring them up.
+    /// The daemon applies the catalog (an s6-rc database, or s6 instances):
+    /// entries carry service names and `vm-start` can bring them up.
     pub const APPLIER: Features = Features(1 << 0);
     /// The daemon discovers and mounts user partitions.
     pub const PARTITIONS: Features = Features(1 << 1);

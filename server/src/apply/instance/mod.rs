@@ -73,6 +73,9 @@ pub struct InstanceApplier<T: Instances = Commands> {
     tools: T,
     state: State,
     state_file: PathBuf,
+    /// The instances not made by the daemon at the last look (logged when
+    /// they change).
+    foreign: Vec<InstanceName>,
 }
 
 impl InstanceApplier<Commands> {
@@ -115,6 +118,7 @@ impl<T: Instances> InstanceApplier<T> {
             tools,
             state,
             state_file,
+            foreign: Vec::new(),
         })
     }
 
@@ -148,6 +152,16 @@ impl<T: Instances> InstanceApplier<T> {
         };
         let mut failed = self.tidy(&service, &mut listed);
         let planned = plan::plan(request, self.config.naming, &listed, &self.state);
+        if planned.foreign != self.foreign {
+            if !planned.foreign.is_empty() {
+                tracing::warn!(
+                    service = %service.display(),
+                    "instances not made by vm-catalogd, left alone: {}",
+                    crate::apply::outcome::join(planned.foreign.iter())
+                );
+            }
+            self.foreign = planned.foreign.clone();
+        }
         let mut run = switch::switch(self, &service, &planned);
         failed.append(&mut run.failed);
         run.failed = failed;
