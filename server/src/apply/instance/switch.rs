@@ -10,8 +10,10 @@
 //! 100 (the name exists: someone made it since the listing) is forgotten
 //! without a delete: that instance is not the daemon's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+
+use vm_catalog_protocol::VmName;
 
 use super::plan::{Planned, creation_order};
 use super::state::Made;
@@ -19,39 +21,88 @@ use super::{InstanceApplier, InstanceName, Instances};
 use crate::apply::fingerprint::Fingerprint;
 use crate::apply::outcome::{InstanceAction, InstanceFailure, InstanceRun};
 use crate::apply::plan::Changes;
+use crate::apply::process::ToolError;
 use crate::apply::restart;
 
-/// Carries `planned` out.
+/// What the steps of one switch collect.
+struct Run {
+    done: Changes,
+    restarted: Vec<VmName>,
+    failed: Vec<InstanceFailure>,
+}
+
+impl Run {
+    fn fail(
+        &mut self,
+        vm: &VmName,
+        instance: &InstanceName,
+        action: InstanceAction,
+        error: ToolError,
+    ) {
+        self.failed.push(InstanceFailure {
+            vm: vm.clone(),
+            instance: instance.clone(),
+            action,
+            error,
+        });
+    }
+}
+
+/// Carries `planned` out: deletes, then changes, then creates.
 pub(super) fn switch<T: Instances>(
     a: &mut InstanceApplier<T>,
     service: &Path,
     planned: &Planned<'_>,
 ) -> InstanceRun {
-    let mut failed = Vec::new();
-    let mut done = Changes::default();
-    let fail =
-        |vm: &vm_catalog_protocol::VmName, name: &InstanceName, action, error| InstanceFailure {
-            vm: vm.clone(),
-            instance: name.clone(),
-            action,
-            error,
-        };
+    let mut run = Run {
+        done: Changes::default(),
+        restarted: Vec::new(),
+        failed: Vec::new(),
+    };
+    delete(a, service, planned, &mut run);
+    change(a, service, planned, &mut run);
+    create(a, service, planned, &mut run);
+    a.save();
+    InstanceRun {
+        service: service.to_owned(),
+        instances: a.state.made.values().filter(|m| m.confirmed).count(),
+        changes: run.done,
+        restarted: run.restarted,
+        failed: run.failed,
+        foreign: planned.foreign.clone(),
+    }
+}
 
-    // Deletes.
+/// The removed instances, each deleted (its VMM stopped).
+fn delete<T: Instances>(
+    a: &mut InstanceApplier<T>,
+    service: &Path,
+    planned: &Planned<'_>,
+    run: &mut Run,
+) {
     for name in &planned.plan.removed {
         let vm = a.state.made[name].vm.clone();
         match a.tools.delete(service, name) {
             Ok(()) => {
                 a.state.made.remove(name);
                 a.state.running.remove(name);
-                done.removed += 1;
+                run.done.removed += 1;
                 tracing::info!(instance = %name, vm = %vm, "instance deleted");
             }
-            Err(e) => failed.push(fail(&vm, name, InstanceAction::Delete, e)),
+            Err(e) => run.fail(&vm, name, InstanceAction::Delete, e),
         }
     }
+}
 
-    // Changed definitions, and the restart-pending records.
+/// The changed definitions, and the restart-pending records: a running VM
+/// whose definition differs from what it started with is pending while its
+/// pid holds, or restarted with `restart_changed`.
+fn change<T: Instances>(
+    a: &mut InstanceApplier<T>,
+    service: &Path,
+    planned: &Planned<'_>,
+    run: &mut Run,
+) {
     let new: BTreeMap<InstanceName, Fingerprint> = planned
         .wanted
         .iter()
@@ -63,20 +114,16 @@ pub(super) fn switch<T: Instances>(
         .iter()
         .map(|(n, m)| (n.clone(), Some(m.definition)))
         .collect();
-    let names: Vec<&InstanceName> = planned
+    let names: BTreeSet<&InstanceName> = planned
         .plan
         .changed
         .iter()
         .chain(a.state.running.keys())
         .filter(|n| new.contains_key(*n))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
         .collect();
     let tools = &mut a.tools;
     let mut pid_of = |n: &InstanceName| tools.pid(service, n);
-    let probes = restart::probes(names, &live, &a.state.running, &new, &mut pid_of);
-    let mut restarted = Vec::new();
-    let mut probes = probes;
+    let mut probes = restart::probes(names, &live, &a.state.running, &new, &mut pid_of);
     if a.config.restart_changed {
         // A restarted VM runs its new definition (its old process may not
         // have exited yet: it is not probed again).
@@ -84,11 +131,11 @@ pub(super) fn switch<T: Instances>(
             let vm = planned.wanted[&p.name].0.name.clone();
             match a.tools.restart(service, &p.name) {
                 Ok(()) => {
-                    restarted.push(vm);
+                    run.restarted.push(vm);
                     false
                 }
                 Err(e) => {
-                    failed.push(fail(&vm, &p.name, InstanceAction::Restart, e));
+                    run.fail(&vm, &p.name, InstanceAction::Restart, e);
                     true
                 }
             }
@@ -100,13 +147,21 @@ pub(super) fn switch<T: Instances>(
             m.vm = vm.name.clone();
             m.definition = def;
         }
-        done.changed += 1;
+        run.done.changed += 1;
     }
     let tools = &mut a.tools;
     let mut pid_of = |n: &InstanceName| tools.pid(service, n);
     a.state.running = restart::settle(&probes, &mut pid_of);
+}
 
-    // Creates, providers first.
+/// The added instances, providers first; each recorded (unconfirmed)
+/// before its create runs.
+fn create<T: Instances>(
+    a: &mut InstanceApplier<T>,
+    service: &Path,
+    planned: &Planned<'_>,
+    run: &mut Run,
+) {
     for name in creation_order(planned) {
         let (vm, definition) = planned.wanted[&name];
         a.state.made.insert(
@@ -123,7 +178,7 @@ pub(super) fn switch<T: Instances>(
                 if let Some(m) = a.state.made.get_mut(&name) {
                     m.confirmed = true;
                 }
-                done.added += 1;
+                run.done.added += 1;
                 tracing::info!(instance = %name, vm = %vm.name, up = a.config.start, "instance created");
             }
             Err(e) => {
@@ -131,17 +186,8 @@ pub(super) fn switch<T: Instances>(
                 if not_ours || a.tools.delete(service, &name).is_ok() {
                     a.state.made.remove(&name);
                 }
-                failed.push(fail(&vm.name, &name, InstanceAction::Create, e));
+                run.fail(&vm.name, &name, InstanceAction::Create, e);
             }
         }
-    }
-    a.save();
-    InstanceRun {
-        service: service.to_owned(),
-        instances: a.state.made.values().filter(|m| m.confirmed).count(),
-        changes: done,
-        restarted,
-        failed,
-        foreign: planned.foreign.clone(),
     }
 }
