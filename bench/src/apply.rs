@@ -5,22 +5,26 @@
 //! For 10, 100 and 500 VMs, on a real s6-svscan with every VM up (a test
 //! VMM: ready at once, then `sleep`), each run:
 //! 1. applies a set that differs from the live one by one VM (added or
-//!    removed, down): render, write, compile, update, save, total;
-//! 2. tidies, as the rescan worker does after the reply (timed apart: not
-//!    part of the apply), and waits until the background deletion is done
-//!    (timed too), so that it disturbs nothing measured after it;
+//!    removed, down): render, write, compile, update, saving the state and
+//!    moving the old database out (a rename), total;
+//! 2. tidies, as the rescan worker does after the reply (old sources and
+//!    service directories; timed apart: not part of the apply), and waits
+//!    until the background deletion of the old database is done (timed
+//!    too), so that it disturbs nothing measured after it;
 //! 3. applies the same set again: the no-op apply (render + fingerprint);
-//! 4. compiles that same source — a plain copy of it, with no symlinks —
-//!    with `s6-rc-compile` and switches to it with `s6-rc-update`, timed
-//!    directly: the baseline; then switches back to the applier's database
+//! 4. makes the same change by hand, the baseline: the live directory is put
+//!    back on the applier's previous source (not timed), then the source the
+//!    applier compiled — a plain copy of it, with no symlinks — is compiled
+//!    with `s6-rc-compile` and switched to with `s6-rc-update`, timed
+//!    directly; then the live directory goes back to the applier's database
 //!    (not timed), so that the applier's next apply starts from its own
 //!    database as in the daemon, not from one switched to behind its back
 //!    (which it would first adopt, reading every VM's pid and `s6-rc-db`).
 //!
-//! Figures are median [min–max] over the runs; apply/bare is the median
-//! apply total over the median bare compile + update. The bare update is a
-//! switch to an identical database while the applier's adds or removes one
-//! VM; both cost O(all services) (s6rc.md §2.8), so they compare. Scratch
+//! Figures are median [min–max] over the runs; apply/bare is, per run, the
+//! apply total over the bare compile + update of the same run (adjacent in
+//! time, so that the load of the machine weighs on both alike), median
+//! [min–max] over the runs. Scratch
 //! directories are on tmpfs (`/dev/shm`) unless `TMPDIR` says otherwise:
 //! `/run`, where the live directory goes, is a tmpfs on a real host.
 
@@ -51,7 +55,7 @@ pub fn run(quick: bool) -> Result<(), String> {
         println!("apply: SKIP: s6-svscan not installed (Debian package s6)");
         return Ok(());
     }
-    let runs = if quick { 3 } else { 7 };
+    let runs = if quick { 3 } else { 11 };
     let scratch = scratch_dir();
     println!(
         "apply: s6-rc from {}; scratch dir {} (state, live and scan dirs); every VM up; \
@@ -60,14 +64,15 @@ pub fn run(quick: bool) -> Result<(), String> {
         scratch.display()
     );
     println!(
-        "{:>5} {:>22} {:>22} {:>22} {:>22} {:>22} {:>22} {:>22} {:>22} {:>22} {:>22} | {:>22} {:>22} {:>10}",
+        "{:>5} {:>22} {:>22} {:>22} {:>22} {:>22} {:>22} {:>22} {:>22} {:>22} {:>22} {:>22} | {:>22} {:>22} {:>18}",
         "VMs",
         "render+fp",
         "write source",
         "compile",
         "update",
-        "save state",
+        "save + move out",
         "the rest",
+        "own work",
         "apply total",
         "no-op apply",
         "tidy (after reply)",
@@ -79,24 +84,36 @@ pub fn run(quick: bool) -> Result<(), String> {
     let mut ratios = Vec::new();
     for n in SIZES {
         let row = measure(&bin, &scratch, n, runs)?;
-        let ratio = row.total.median().as_secs_f64()
-            / (row.bare_compile.median() + row.bare_update.median()).as_secs_f64();
+        let mut paired: Vec<f64> = row
+            .total
+            .0
+            .iter()
+            .zip(row.bare_compile.0.iter().zip(&row.bare_update.0))
+            .map(|(t, (c, u))| t.as_secs_f64() / (*c + *u).as_secs_f64())
+            .collect();
+        paired.sort_by(f64::total_cmp);
+        let ratio = paired[paired.len() / 2];
         ratios.push((n, ratio));
         println!(
-            "{n:>5} {} {} {} {} {} {} {} {} {} {} | {} {} {:>9.2}x",
+            "{n:>5} {} {} {} {} {} {} {} {} {} {} {} | {} {} {:>18}",
             row.render.show(),
             row.write.show(),
             row.compile.show(),
             row.update.show(),
-            row.save.show(),
+            row.cleanup.show(),
             row.rest.show(),
+            row.own.show(),
             row.total.show(),
             row.noop.show(),
             row.tidy.show(),
             row.trash.show(),
             row.bare_compile.show(),
             row.bare_update.show(),
-            ratio
+            format!(
+                "{ratio:.2}x [{:.2}-{:.2}]",
+                paired[0],
+                paired[paired.len() - 1]
+            )
         );
         println!(
             "      (first apply, s6-rc-init of {n} VMs: {}; service directories written per \
@@ -111,9 +128,9 @@ pub fn run(quick: bool) -> Result<(), String> {
     }
     println!(
         "the rest: the apply's other work (checks of the scanner, the pids of running VMs, \
-         every scan-directory link); apply/bare: median apply total over median bare compile + \
-         median bare update; the tidy runs after the reply, the background delete on another \
-         thread"
+         every scan-directory link); own work: the apply total but compile and update; apply/bare: per run, the apply total over that run's bare \
+         compile + update, median [min-max] over the runs; the tidy runs after the reply, the \
+         background delete on another thread"
     );
     for (n, ratio) in ratios {
         if TARGET_SIZES.contains(&n) {
@@ -131,8 +148,9 @@ struct Row {
     write: Samples,
     compile: Samples,
     update: Samples,
-    save: Samples,
+    cleanup: Samples,
     rest: Samples,
+    own: Samples,
     total: Samples,
     noop: Samples,
     tidy: Samples,
@@ -248,6 +266,9 @@ fn measure(bin: &Path, scratch: &Path, n: usize, runs: usize) -> Result<Row, Str
         .arg("change")
         .args(&names);
     check(up.env("PATH", child_path(bin)))?;
+    // What the baseline starts each change from: the applier's last source.
+    let mut previous = root.join("bare-src-init");
+    copy_plain(&live_source(&live)?, &previous)?;
 
     for run in 0..runs {
         let generation = 2 * run as u64 + 1;
@@ -262,11 +283,12 @@ fn measure(bin: &Path, scratch: &Path, n: usize, runs: usize) -> Result<Row, Str
         row.write.0.push(t.write);
         row.compile.0.push(t.compile);
         row.update.0.push(t.switch);
-        row.save.0.push(t.save);
+        row.cleanup.0.push(t.cleanup);
         row.rest.0.push(
             t.total
-                .saturating_sub(t.render + t.write + t.compile + t.switch + t.save),
+                .saturating_sub(t.render + t.write + t.compile + t.switch + t.cleanup),
         );
+        row.own.0.push(t.total.saturating_sub(t.compile + t.switch));
         row.total.0.push(t.total);
         row.written.push(t.written);
         applier.tidy();
@@ -284,35 +306,43 @@ fn measure(bin: &Path, scratch: &Path, n: usize, runs: usize) -> Result<Row, Str
         row.noop.0.push(start.elapsed());
         expect(&report.outcome.status, ApplyStatus::Unchanged)?;
 
-        // The baseline: the same source, as plain directories, compiled and
-        // switched to by hand; then back to the applier's database (not
-        // timed), so that its next apply starts from what it made, as in
-        // the daemon (not from a database someone switched to by hand).
+        // The baseline: the same change by hand. The live directory is put
+        // back where the applier started from (its previous source, as
+        // plain directories, compiled and switched to: not timed); then the
+        // same source the applier compiled, as plain directories, is
+        // compiled and switched to (timed); then back to the applier's own
+        // database (not timed), so that its next apply starts from what it
+        // made, as in the daemon (not from a database someone switched to
+        // behind its back).
         let own = fs::read_link(live.join("compiled")).map_err(|e| e.to_string())?;
         let source = root.join(format!("bare-src-{run}"));
         copy_plain(&live_source(&live)?, &source)?;
+        let from = root.join(format!("bare-from-{run}"));
+        compile(bin, &from, &previous)?;
+        update(bin, &live, &from)?;
         let db = root.join(format!("bare-{run}"));
-        let mut compile = Command::new(bin.join("s6-rc-compile"));
-        compile.arg(&db).arg(&source);
-        row.bare_compile.0.push(check(&mut compile)?);
-        let mut update = Command::new(bin.join("s6-rc-update"));
-        update
-            .arg("-l")
-            .arg(&live)
-            .arg(&db)
-            .env("PATH", child_path(bin));
-        row.bare_update.0.push(check(&mut update)?);
-        let mut back = Command::new(bin.join("s6-rc-update"));
-        back.arg("-l")
-            .arg(&live)
-            .arg(&own)
-            .env("PATH", child_path(bin));
-        check(&mut back)?;
-        fs::remove_dir_all(&source).map_err(|e| e.to_string())?;
-        fs::remove_dir_all(&db).map_err(|e| e.to_string())?;
+        row.bare_compile.0.push(compile(bin, &db, &source)?);
+        row.bare_update.0.push(update(bin, &live, &db)?);
+        update(bin, &live, &own)?;
+        for d in [&previous, &from, &db] {
+            fs::remove_dir_all(d).map_err(|e| e.to_string())?;
+        }
+        previous = source;
     }
     drop(svscan);
     Ok(row)
+}
+
+/// `s6-rc-compile DB SOURCE`, timed.
+fn compile(bin: &Path, db: &Path, source: &Path) -> Result<Duration, String> {
+    check(Command::new(bin.join("s6-rc-compile")).arg(db).arg(source))
+}
+
+/// `s6-rc-update -l LIVE DB`, timed.
+fn update(bin: &Path, live: &Path, db: &Path) -> Result<Duration, String> {
+    let mut cmd = Command::new(bin.join("s6-rc-update"));
+    cmd.arg("-l").arg(live).arg(db).env("PATH", child_path(bin));
+    check(&mut cmd)
 }
 
 /// The rendered source of the database the applier made live.

@@ -8,7 +8,10 @@
 //! ready at once, then `sleep`). Each run adds or removes one definition
 //! (`extra`) on disk and calls `Rescan`: scan, merge, views, render,
 //! compile, update, publish and the reply, timed by the caller; the
-//! daemon's own rescan and apply durations come from the reply.
+//! daemon's own rescan and apply durations come from the reply. Before each
+//! run the bench waits until the daemon's tidy after the previous reply is
+//! done (one database left, its trash deleted): the baseline's deletion of
+//! its previous database is not timed either.
 //!
 //! The baseline then replays the same change by hand on the daemon's live
 //! directory: its last rendered source (as plain directories: the daemon's
@@ -168,6 +171,7 @@ fn measure(bin: &Path, scratch: &Path, n: usize, runs: usize) -> Result<Row, Str
         } else {
             fs::remove_dir_all(&extra).map_err(|e| e.to_string())?;
         }
+        settled(&root.join("state/s6-rc"))?;
         let t = Instant::now();
         let report = rt
             .block_on(client.rescan(false))
@@ -214,6 +218,31 @@ fn measure(bin: &Path, scratch: &Path, n: usize, runs: usize) -> Result<Row, Str
     }
     drop(svscan);
     Ok(row)
+}
+
+/// Waits until the daemon's tidy after the last reply is done: one compiled
+/// database left in its state directory, its trash empty. (The baseline's
+/// deletion of its previous database is not timed either.)
+fn settled(state: &Path) -> Result<(), String> {
+    let busy = || {
+        let dbs = fs::read_dir(state)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("db-"))
+                    .count()
+            })
+            .unwrap_or(0);
+        let trash = fs::read_dir(state.join("trash")).is_ok_and(|mut d| d.next().is_some());
+        dbs > 1 || trash
+    };
+    let t = Instant::now();
+    while busy() {
+        if t.elapsed() > Duration::from_secs(30) {
+            return Err(format!("the daemon never tidied {}", state.display()));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
 }
 
 /// `cp -a from to`.

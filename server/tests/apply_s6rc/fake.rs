@@ -11,6 +11,7 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use vm_catalogd::apply::s6rc::live::{Live, LiveLock, Lock};
 use vm_catalogd::apply::s6rc::tools::{Holder, Init, S6rc, Supervisor, ToolError};
 
 /// s6-rc's own longruns.
@@ -46,6 +47,11 @@ pub struct World {
     pub orphan: Option<PathBuf>,
     /// Supervisors "running".
     pub supervisors: Vec<Supervisor>,
+    /// Someone takes the live lock as soon as each update is done (and
+    /// holds it in `held`).
+    pub lock_after_update: bool,
+    /// That lock.
+    pub held: Option<LiveLock>,
     next_pid: u32,
     serial: u32,
 }
@@ -220,6 +226,11 @@ impl S6rc for Fake {
         }
         if !link_all(live, db, &prefix, &scandir) {
             return Err(fail("s6-rc-update", 111));
+        }
+        if w.lock_after_update
+            && let Lock::Taken(l) = Live::new(live, &scandir, &prefix).try_lock()
+        {
+            w.held = Some(l);
         }
         Ok(())
     }

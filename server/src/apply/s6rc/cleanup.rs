@@ -5,14 +5,16 @@
 //!   may still switch to it: garbage is collected only while the applier
 //!   itself holds the live lock, and at start-up only once nobody works on
 //!   the live directory ([`super::quiet`]) — otherwise not at all.
-//! - Collecting is off the critical path: an apply only records that there
-//!   is garbage; [`Applier::tidy`](crate::apply::Applier::tidy), which the
-//!   rescan worker calls after the reply, collects it. Under the lock the
-//!   garbage is only *moved* into `trash/` (one rename each); a thread
-//!   deletes it there, without the lock, since nothing uses it any more.
-//! - Source directories and the service directories they link to
-//!   (`svc/`) go with their database: a service directory stays while a
-//!   kept source links to it.
+//! - Deleting is off the critical path. At the end of an apply, under the
+//!   live lock, the old compiled databases are only *moved* into `trash/`
+//!   (one rename each, microseconds); a thread deletes what is in `trash/`
+//!   without the lock, since nothing uses it any more. Sources, work
+//!   directories and the service directories (`svc/`) that no kept source
+//!   links to are used by no s6-rc program: they are moved out without the
+//!   lock, by [`Applier::tidy`](crate::apply::Applier::tidy), which the
+//!   rescan worker calls after the reply. So the daemon never takes the live
+//!   lock after a reply: a `vm-start` right after a rescan does not find it
+//!   held (s6-rc without `-b` fails at once on a held lock).
 //! - A `LIVE:s6-rc-*` directory that `LIVE` does not point to is removed
 //!   only under the live lock, and only when no supervisor runs in it.
 //! - Supervisors whose live directory was deleted (an update killed after
@@ -26,10 +28,10 @@ use super::live::{Live, Lock};
 use super::store::{Store, remove_any};
 use super::tools::S6rc;
 
-/// Discards every database, source, service and work directory of `store`
-/// except the live database (`LIVE/compiled`), its source and what that
-/// links to — if the live lock can be taken now. Returns whether it ran.
-pub fn collect_garbage(live: &Live, store: &Store) -> bool {
+/// Moves every compiled database of `store` but the live one
+/// (`LIVE/compiled`) and `keep` into the trash — if the live lock can be
+/// taken now; else they stay until a later apply. Returns whether it ran.
+pub fn discard_old_databases(live: &Live, store: &Store, keep: Option<&Path>) -> bool {
     let _lock = match live.try_lock() {
         Lock::Taken(l) => Some(l),
         // Nothing is live: no s6-rc program works on a database of ours.
@@ -39,12 +41,30 @@ pub fn collect_garbage(live: &Live, store: &Store) -> bool {
             return false;
         }
     };
-    collect_garbage_locked(live, store);
+    let db = live.compiled();
+    let kept: Vec<&Path> = db.as_deref().into_iter().chain(keep).collect();
+    warn_of(store.discard(store.old_databases(&kept)));
     true
 }
 
-/// [`collect_garbage`] for a caller that holds the live lock, or knows that
-/// nobody works on the live directory.
+/// Moves the sources, work directories and service directories that
+/// neither the live database nor `keep` (a database) uses into the trash.
+/// No lock: no s6-rc program uses them.
+pub fn discard_old_sources(live: &Live, store: &Store, keep: Option<&Path>) {
+    let sources: Vec<PathBuf> = live
+        .compiled()
+        .as_deref()
+        .into_iter()
+        .chain(keep)
+        .filter_map(|db| store.source_of(db))
+        .collect();
+    let kept: Vec<&Path> = sources.iter().map(PathBuf::as_path).collect();
+    warn_of(store.discard(store.old_sources(&kept)));
+}
+
+/// Discards everything but the live database and its source, at once: for
+/// a caller that holds the live lock, or knows that nobody works on the
+/// live directory.
 pub fn collect_garbage_locked(live: &Live, store: &Store) {
     let db = live.compiled();
     let source = db.as_deref().and_then(|db| store.source_of(db));
@@ -53,7 +73,11 @@ pub fn collect_garbage_locked(live: &Live, store: &Store) {
         .chain(source.iter())
         .map(PathBuf::as_path)
         .collect();
-    for (path, e) in store.collect_garbage(&keep) {
+    warn_of(store.collect_garbage(&keep));
+}
+
+fn warn_of(failed: Vec<(PathBuf, std::io::Error)>) {
+    for (path, e) in failed {
         tracing::warn!(path = %path.display(), error = %e, "cannot remove an old database");
     }
 }

@@ -16,8 +16,10 @@
 //!   repaired at once, or rolled back.
 //! - **report** (`report.rs`): the typed [`Outcome`] and what is live become
 //!   the [`ApplyReport`].
-//! - **tidy** ([`Applier::tidy`], after the reply): the databases, sources
-//!   and service directories that are no longer live go (`cleanup.rs`).
+//! - **tidy** ([`Applier::tidy`], after the reply): the sources and service
+//!   directories that are no longer live go; the old databases were moved
+//!   out at the end of the apply, and are deleted in the background
+//!   (`cleanup.rs`).
 //!
 //! What is live and which VMs run an older definition survive daemon
 //! restarts in `state.json` ([`state`]); at start-up the applier waits until
@@ -85,13 +87,14 @@ pub struct Timings {
     pub switch: Duration,
     /// Repairing a failure after the switch.
     pub repair: Duration,
-    /// Saving the state.
-    pub save: Duration,
+    /// Saving the state and moving the old databases out of the way (a
+    /// rename each, under the live lock; they are deleted in the
+    /// background).
+    pub cleanup: Duration,
     /// The whole apply.
     pub total: Duration,
     /// The [`Applier::tidy`] after it (not part of `total`): moving the old
-    /// databases out under the live lock. Their deletion runs in the
-    /// background.
+    /// sources and service directories out.
     pub tidy: Duration,
 }
 
@@ -148,7 +151,7 @@ pub(crate) struct Memory {
     /// the live directory (they outlasted the wait at start-up): nothing is
     /// cleaned up and no apply runs until they are gone.
     unsettled: Option<super::outcome::Busy>,
-    /// An apply left databases that are no longer live: the next tidy
+    /// An apply left sources that are no longer live: the next tidy
     /// collects them.
     untidy: bool,
 }
@@ -448,18 +451,18 @@ impl<T: S6rc> Applier for S6rcApplier<T> {
         )
     }
 
-    /// Collects what the last applies left, if the live lock can be taken
-    /// now (else the next tidy tries again), and nobody else may still
-    /// switch the live directory.
+    /// Moves out the sources and service directories the last applies
+    /// left, unless others may still switch the live directory (to a
+    /// database whose source must stay). Takes no lock.
     fn tidy(&mut self) {
         let memory = &mut self.memory;
-        if !memory.untidy || memory.unsettled.is_some() || memory.state.next.is_some() {
+        if !memory.untidy || memory.unsettled.is_some() {
             return;
         }
         let t = Instant::now();
-        if cleanup::collect_garbage(&self.host.live, &self.host.store) {
-            memory.untidy = false;
-        }
+        let next = memory.state.next.as_ref().map(|r| r.database.as_path());
+        cleanup::discard_old_sources(&self.host.live, &self.host.store, next);
+        memory.untidy = false;
         self.timings.tidy = t.elapsed();
     }
 }

@@ -131,18 +131,23 @@ impl Store {
     /// Every database, source and temporary entry except those in `keep`,
     /// and every service directory that no source in `keep` links to.
     pub fn garbage(&self, keep: &[&Path]) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        if let Ok(dir) = fs::read_dir(&self.root) {
-            for e in dir.flatten() {
-                let name = e.file_name();
-                let name = name.to_string_lossy();
-                let ours = ["db-", "src-", "tmp-"].iter().any(|p| name.starts_with(p));
-                let path = e.path();
-                if ours && !keep.iter().any(|k| *k == path) {
-                    out.push(path);
-                }
-            }
-        }
+        let mut out = self.old_databases(keep);
+        out.extend(self.old_sources(keep));
+        out.sort();
+        out
+    }
+
+    /// Every compiled database except those in `keep`.
+    pub fn old_databases(&self, keep: &[&Path]) -> Vec<PathBuf> {
+        self.entries(&["db-"], keep)
+    }
+
+    /// Every source and temporary entry except those in `keep`, and every
+    /// service directory that no source in `keep` links to. No s6-rc
+    /// program uses any of them (a compiled database holds copies of what
+    /// it needs): only the applier's own compiles read them.
+    pub fn old_sources(&self, keep: &[&Path]) -> Vec<PathBuf> {
+        let mut out = self.entries(&["src-", "tmp-"], keep);
         let svc = self.root.join("svc");
         let linked: BTreeSet<PathBuf> = keep.iter().flat_map(|k| linked_from(k, &svc)).collect();
         if let Ok(dir) = fs::read_dir(&svc) {
@@ -152,6 +157,26 @@ impl Store {
                     .filter(|p| !linked.contains(p)),
             );
         }
+        out.sort();
+        out
+    }
+
+    /// The entries of the state directory whose names start with one of
+    /// `prefixes`, except those in `keep`.
+    fn entries(&self, prefixes: &[&str], keep: &[&Path]) -> Vec<PathBuf> {
+        let Ok(dir) = fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let mut out: Vec<PathBuf> = dir
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                prefixes.iter().any(|p| name.starts_with(p))
+            })
+            .map(|e| e.path())
+            .filter(|p| !keep.iter().any(|k| k == p))
+            .collect();
         out.sort();
         out
     }

@@ -365,13 +365,17 @@ pub(super) fn commit<T: S6rc>(
     cleanup(ctx);
 }
 
-/// Saves the state. Every database but the live one is garbage now: it
-/// goes at the next [`tidy`](crate::apply::Applier::tidy), after the reply.
+/// Saves the state, and moves every compiled database but the live one out
+/// of the way (a rename each, under the live lock; they are deleted in the
+/// background). Their sources go at the next
+/// [`tidy`](crate::apply::Applier::tidy), after the reply.
 pub(super) fn cleanup<T: S6rc>(ctx: &mut Ctx<'_, T>) {
     let t = Instant::now();
     ctx.memory.save(&ctx.host.store);
+    let next = ctx.memory.state.next.as_ref().map(|r| r.database.as_path());
+    super::cleanup::discard_old_databases(&ctx.host.live, &ctx.host.store, next);
     ctx.memory.untidy = true;
-    ctx.timings.save += t.elapsed();
+    ctx.timings.cleanup += t.elapsed();
 }
 
 /// A failure before any switch: the previous database stays live.
