@@ -42,7 +42,7 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     let bin = dir.join(name);
     if !bin.exists() {
         let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .args(["build", "--quiet", "--bin", name])
+            .args(["build", "--quiet", "--workspace", "--bin", name])
             .status()
             .expect("run cargo build");
         assert!(status.success(), "cargo build --bin {name} failed");
