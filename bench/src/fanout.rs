@@ -17,13 +17,13 @@
 //! without it are taken, so drift hits both alike. The non-reader's effect
 //! is compared on last received over the same sample's reply.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
-use vm_catalog::{Client, Watch, WatchEvent};
+use vm_catalog::{Client, Endpoint, Watch, WatchEvent};
 use vm_catalog_protocol::Subscribe;
 
 use crate::daemon::{self, Daemon};
@@ -37,17 +37,17 @@ const SUBSCRIBERS: [usize; 3] = [1, 100, 1_000];
 /// Samples before the measured ones.
 const WARM_UP: usize = 2;
 /// Readers connecting at the same time (the daemon's listen backlog is 128).
-const CONNECTING: usize = 64;
+pub(crate) const CONNECTING: usize = 64;
 /// Rescans allowed to fill the non-reader's socket.
 const FILL_LIMIT: usize = 5_000;
 /// The VM whose definition changes.
 const CHANGING: &str = "vm00001";
 /// How long a sample may wait for every subscriber.
-const SAMPLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const SAMPLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a reader task reports.
 #[derive(Debug)]
-enum Note {
+pub(crate) enum Note {
     /// Its first snapshot arrived.
     Synced,
     /// The batch of a generation arrived.
@@ -58,13 +58,13 @@ enum Note {
 
 /// Figures of one subscriber count, with or without the non-reader.
 #[derive(Debug, Default)]
-struct Row {
-    reply: Runs,
-    first: Runs,
-    last: Runs,
+pub(crate) struct Row {
+    pub(crate) reply: Runs,
+    pub(crate) first: Runs,
+    pub(crate) last: Runs,
     /// Last received over the same sample's reply: the fan-out, free of
     /// drift between the phases.
-    ratio: Runs,
+    pub(crate) ratio: Runs,
 }
 
 impl Row {
@@ -149,7 +149,11 @@ fn measure(
         let mut readers = JoinSet::new();
         let gate = Arc::new(Semaphore::new(CONNECTING));
         for _ in 0..n {
-            readers.spawn(reader(socket.clone(), gate.clone(), tx.clone()));
+            readers.spawn(reader(
+                Endpoint::Seqpacket(socket.clone()),
+                gate.clone(),
+                tx.clone(),
+            ));
         }
         for _ in 0..n {
             match tokio::time::timeout(SAMPLE_TIMEOUT, rx.recv()).await {
@@ -224,7 +228,7 @@ async fn wait_subscribers(admin: &Client, n: usize) -> Result<(), String> {
 }
 
 /// Takes `samples` samples (after the warm-up) with `n` readers.
-async fn sample(
+pub(crate) async fn sample(
     daemon: &Daemon,
     admin: &Client,
     rx: &mut mpsc::UnboundedReceiver<Note>,
@@ -275,9 +279,13 @@ async fn sample(
 /// One reader: a `Watch` that reports its first snapshot and every batch.
 /// At most [`CONNECTING`] readers are between connecting and their first
 /// snapshot at once.
-async fn reader(socket: PathBuf, gate: Arc<Semaphore>, tx: mpsc::UnboundedSender<Note>) {
+pub(crate) async fn reader(
+    endpoint: Endpoint,
+    gate: Arc<Semaphore>,
+    tx: mpsc::UnboundedSender<Note>,
+) {
     let mut permit = gate.acquire_owned().await.ok();
-    let mut watch = Watch::new(Path::new(&socket));
+    let mut watch = Watch::new(endpoint);
     loop {
         let note = match watch.next().await {
             Ok(WatchEvent::Reset { reason, .. }) => match permit.take() {

@@ -18,6 +18,7 @@ mod rescan;
 mod rescan_apply;
 mod rpc;
 mod stats;
+mod stream;
 
 use std::time::Instant;
 
@@ -28,7 +29,7 @@ use clap::Parser;
 #[command(name = "vm-catalog-bench")]
 struct Args {
     /// Suites to run (default: all): rescan, apply, instances,
-    /// rescan-apply, rpc, fanout, footprint, attack.
+    /// rescan-apply, rpc, fanout, stream, footprint, attack.
     suites: Vec<String>,
     /// Fewer iterations, for a quick check that the suites still run.
     #[arg(long)]
@@ -46,6 +47,7 @@ const SUITES: &[Suite] = &[
     ("rescan-apply", rescan_apply::run),
     ("rpc", rpc::run),
     ("fanout", fanout::run),
+    ("stream", stream::run),
     ("footprint", footprint::run),
     ("attack", attack::run),
 ];
@@ -56,6 +58,15 @@ fn main() {
         let socket = argv.next().expect("the echo server's socket path");
         if let Err(e) = echo::serve(std::path::Path::new(&socket)) {
             eprintln!("vm-catalog-bench: echo server: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let mut argv = std::env::args_os().skip(1);
+    if argv.next().is_some_and(|a| a == stream::ECHO_ARG) {
+        let socket = argv.next().expect("the echo server's socket path");
+        if let Err(e) = stream::serve_echo(std::path::Path::new(&socket)) {
+            eprintln!("vm-catalog-bench: stream echo server: {e}");
             std::process::exit(1);
         }
         return;

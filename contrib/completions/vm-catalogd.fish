@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_vm_catalogd_global_optspecs
-    string join \n socket= socket-fd= socket-mode= socket-group= admin-group= max-connections= max-connections-per-uid= ui-vm= vsock-port= ui-vm-socket= ui-vm-socket-mode= ui-vm-socket-owner= ui-vm-socket-group= builtin= source= trusted-source= trusted-target= names= no-watch debounce-ms= no-partitions partition-disk= all-disks ext= cmdline= fsck uevent-group= sysfs= apply= live= scandir= prefix= s6rc-bindir= service-template= start-command= restart-changed instance-service= instances-up instance-bindir= program-timeout= max-services= vm-dir= vm-layout= state-dir= notify-fd= log-level= log-format= h/help V/version
+    string join \n socket= socket-fd= socket-mode= socket-group= admin-group= max-connections= max-connections-per-uid= ui-vm= vsock-port= ui-vm-socket= ui-vm-socket-mode= max-connections-per-vm= max-calls-per-vm= ui-vm-socket-owner= ui-vm-socket-group= builtin= source= trusted-source= trusted-target= names= no-watch debounce-ms= no-partitions partition-disk= all-disks ext= cmdline= fsck uevent-group= sysfs= apply= live= scandir= prefix= s6rc-bindir= service-template= start-command= restart-changed instance-service= instances-up instance-bindir= program-timeout= max-services= vm-dir= vm-layout= state-dir= notify-fd= log-level= log-format= h/help V/version
 end
 
 function __fish_vm_catalogd_needs_command
@@ -35,6 +35,8 @@ complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l ui-vm -d 'Serve
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l vsock-port -d 'The vsock port UI VMs connect to on the host (CID 2)' -r
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l ui-vm-socket -d 'Where each UI VM\'s listener goes, with {vm-dir}, {name}, {id} and {port}; default {vm-dir}/{name}/vsock_{port} (beside the view), or /run/vsock/{id}/vsock_{port} with --vm-layout spectrum' -r
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l ui-vm-socket-mode -d 'Mode of the UI VM listeners (octal): the VMM\'s user must be able to connect' -r
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l max-connections-per-vm -d 'Open connections of one UI VM (its own: none of the host\'s)' -r
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l max-calls-per-vm -d 'Streaming calls in flight of one UI VM, over all its connections' -r
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l ui-vm-socket-owner -d 'Owner of the UI VM listeners (name or number)' -r
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l ui-vm-socket-group -d 'Group of the UI VM listeners (name or number)' -r
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l builtin -d 'The built-in VM definitions (trusted: symlinks are followed), labelled `builtin` unless LABEL= is given (Spectrum: sys=/usr/lib/spectrum/vm). A missing directory is an empty source with a warning' -r -F

@@ -117,6 +117,12 @@ pub struct DaemonArgs {
     /// connect.
     #[arg(long, value_name = "MODE", default_value = "0600", value_parser = parse_mode, help_heading = "UI VMs")]
     pub ui_vm_socket_mode: u32,
+    /// Open connections of one UI VM (its own: none of the host's).
+    #[arg(long, value_name = "N", default_value_t = 8, help_heading = "UI VMs")]
+    pub max_connections_per_vm: u32,
+    /// Streaming calls in flight of one UI VM, over all its connections.
+    #[arg(long, value_name = "N", default_value_t = 32, help_heading = "UI VMs")]
+    pub max_calls_per_vm: u32,
     /// Owner of the UI VM listeners (name or number).
     #[arg(long, value_name = "USER", help_heading = "UI VMs")]
     pub ui_vm_socket_owner: Option<String>,

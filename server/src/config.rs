@@ -188,6 +188,8 @@ impl Config {
             limits: Limits {
                 max_connections: args.max_connections,
                 max_connections_per_uid: args.max_connections_per_uid,
+                vm_connections: args.max_connections_per_vm,
+                vm_calls: args.max_calls_per_vm,
                 ..Limits::default()
             },
             sources: sources(args, matches)?,

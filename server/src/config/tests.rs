@@ -225,3 +225,53 @@ fn names_layout_and_the_builtin_label_become_the_merge_options() {
     let e = resolve(&["vm-catalogd", "--builtin", "user=/x"]).unwrap_err();
     assert!(matches!(e, ConfigError::DuplicateLabel(l) if l.as_str() == "user"));
 }
+
+#[test]
+fn ui_vms_resolve_with_the_layouts_default_path() {
+    assert_eq!(resolve_line("--vm-dir /v").ui_vms, None);
+    let c = resolve_line("--vm-dir /v --ui-vm ui --ui-vm user.x --ui-vm-socket-owner 0");
+    let ui = c.ui_vms.unwrap();
+    assert_eq!(ui.port, vm_catalog_protocol::stream::DEFAULT_VSOCK_PORT);
+    assert_eq!(ui.names.len(), 2);
+    assert_eq!(ui.access.mode, 0o600);
+    assert_eq!(ui.access.owner, Some(0));
+    let name: VmName = "ui".parse().unwrap();
+    assert_eq!(
+        ui.socket.expand(&ui.vm_dir, &name, None, ui.port),
+        Some(PathBuf::from("/v/ui/vsock_22083"))
+    );
+    let c = resolve_line("--vm-layout spectrum --ui-vm ui --vsock-port 7");
+    let ui = c.ui_vms.unwrap();
+    let id: vm_catalog_protocol::VmId = "a1b2c3".parse().unwrap();
+    assert_eq!(
+        ui.socket.expand(&ui.vm_dir, &name, Some(&id), ui.port),
+        Some(PathBuf::from("/run/vsock/a1b2c3/vsock_7"))
+    );
+}
+
+#[test]
+fn bad_ui_vm_options_are_refused_clearly() {
+    let e = resolve(&["vm-catalogd", "--ui-vm", "bad name"]).unwrap_err();
+    assert!(matches!(e, ConfigError::UiVmName { .. }), "{e}");
+    let e = resolve(&[
+        "vm-catalogd",
+        "--ui-vm",
+        "ui",
+        "--ui-vm-socket",
+        "/x/{nope}",
+    ])
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "--ui-vm-socket: unknown placeholder \"{nope}\": use {vm-dir}, {name}, {id}, {port}"
+    );
+    let e = resolve(&[
+        "vm-catalogd",
+        "--ui-vm",
+        "ui",
+        "--ui-vm-socket-owner",
+        "no-such-user-here",
+    ])
+    .unwrap_err();
+    assert!(matches!(e, ConfigError::User { .. }), "{e}");
+}

@@ -176,7 +176,7 @@ async fn recv_stream(s: &UnixStream, framer: &mut StreamFramer, max: u32) -> io:
         match framer.next_frame() {
             Ok(Some(frame)) => {
                 let frame = frame.to_vec();
-                // An idle connection holds no buffer.
+                // An idle connection (a subscriber) holds no buffer.
                 framer.release();
                 return Ok(Datagram::Frame(frame));
             }
