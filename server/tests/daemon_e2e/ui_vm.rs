@@ -274,8 +274,10 @@ async fn a_ui_vm_never_sees_a_host_path() {
 }
 
 #[tokio::test]
-async fn a_hostile_ui_vm_flood_does_not_starve_a_host_client() {
+async fn a_hostile_ui_vm_flood_does_not_starve_a_host_client_or_another_vm() {
     let mut d = ui_daemon();
+    d.arg("--ui-vm").arg("other");
+    d.user_vm("other");
     for i in 0..150 {
         d.user_vm(&format!("vm{i:03}"));
     }
@@ -316,11 +318,55 @@ async fn a_hostile_ui_vm_flood_does_not_starve_a_host_client() {
     assert_eq!(refused, 4);
     // The host is served as before, and so is the VM's fair use elsewhere.
     let host = Client::connect(d.socket()).await.unwrap();
-    assert_eq!(host.list_vms(true, None).await.unwrap().vms.len(), 153);
+    assert_eq!(host.list_vms(true, None).await.unwrap().vms.len(), 154);
     assert_eq!(host.ping(vec![1; 1000]).await.unwrap(), vec![1; 1000]);
     let info = host.info().await.unwrap();
     assert!(
         info.connections <= 2,
         "VM connections are not the host's: {info:?}"
     );
+    // Another UI VM has its own limits: all of them.
+    let mut others = Vec::new();
+    for _ in 0..8 {
+        let c = Client::connect_stream(listener(&d, "other")).await.unwrap();
+        assert_eq!(c.list_vms(true, None).await.unwrap().vms.len(), 154);
+        others.push(c);
+    }
+    drop(flood);
+}
+
+#[tokio::test]
+async fn a_listener_has_its_mode_and_group_from_the_start_where_the_template_says() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Some(()) = vm_catalog_tests::require_root("giving the listener another group") else {
+        return;
+    };
+    let mut d = ui_daemon();
+    let sockets = d.tree().join("sockets");
+    d.arg("--ui-vm-socket")
+        .arg(format!("{}/{{name}}.{{port}}", sockets.display()))
+        .arg("--vsock-port")
+        .arg("5000")
+        .arg("--ui-vm-socket-mode")
+        .arg("0660")
+        .arg("--ui-vm-socket-group")
+        .arg("4242");
+    d.start().unwrap();
+    let path = sockets.join("ui.5000");
+    let m = std::fs::symlink_metadata(&path).unwrap();
+    assert!(m.file_type().is_socket());
+    assert_eq!((m.mode() & 0o7777, m.gid()), (0o660, 4242));
+    assert!(!listener(&d, "ui").exists(), "not at the default path");
+    // Nothing else was left beside it (no staging directory).
+    let names: Vec<_> = std::fs::read_dir(&sockets)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["ui.5000"]);
+    let vm = Client::connect_stream(&path).await.unwrap();
+    assert_eq!(vm.ping(vec![1]).await.unwrap(), [1]);
+    // The daemon stops: its listener goes.
+    drop(vm);
+    d.stop();
+    assert!(!path.exists());
 }
