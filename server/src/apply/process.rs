@@ -8,15 +8,63 @@
 //! forever. Output goes to anonymous memory files rather than pipes, so a
 //! stray grandchild that keeps a descriptor open cannot hold the caller up.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// Longest stderr excerpt kept in an error.
 const STDERR_TAIL: usize = 2000;
+
+/// A program an applier needs is missing.
+#[derive(Debug, thiserror::Error)]
+#[error("{program} not found in {where_}")]
+pub struct MissingProgram {
+    /// The program.
+    pub program: &'static str,
+    /// Where it was looked for.
+    pub where_: String,
+}
+
+/// The directory holding every one of `programs` (executable files):
+/// `bin_dir`, or when `None` the first directory on `env_path` that holds
+/// `programs[0]`.
+pub fn find_programs(
+    bin_dir: Option<&Path>,
+    env_path: &OsStr,
+    programs: &[&'static str],
+) -> Result<PathBuf, MissingProgram> {
+    let bin = match bin_dir {
+        Some(d) => d.to_owned(),
+        None => std::env::split_paths(env_path)
+            .find(|d| executable(&d.join(programs[0])))
+            .ok_or(MissingProgram {
+                program: programs[0],
+                where_: "PATH".into(),
+            })?,
+    };
+    for &program in programs {
+        if !executable(&bin.join(program)) {
+            return Err(MissingProgram {
+                program,
+                where_: bin.display().to_string(),
+            });
+        }
+    }
+    Ok(bin)
+}
+
+/// Whether `p` is an executable regular file (links followed).
+pub fn executable(p: &Path) -> bool {
+    p.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
 
 /// A program that failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

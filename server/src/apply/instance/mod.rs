@@ -41,9 +41,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+pub use crate::apply::process::MissingProgram;
 pub use config::{ConfigError, InstanceConfig, Naming};
 pub use name::InstanceName;
-pub use tools::{Commands, Instances, MissingProgram};
+pub use tools::{Commands, Instances};
 
 use super::outcome::{Cause, InstanceAction, InstanceFailure, Outcome};
 use super::{Applier, ApplyReport, ApplyRequest, LeftOut};

@@ -3,14 +3,13 @@
 //! s6 ≥ 2.11.2) through [`crate::apply::process`]: each in its own process
 //! group, with a deadline.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use super::config::DEFAULT_TIMEOUT;
 use super::name::InstanceName;
-use crate::apply::process::{self, ToolError};
+use crate::apply::process::{self, MissingProgram, ToolError};
 use crate::apply::supervise;
 
 /// The programs the applier runs.
@@ -48,16 +47,6 @@ pub trait Instances: Send {
     fn pid(&mut self, service: &Path, name: &InstanceName) -> Option<u32>;
 }
 
-/// A program the applier needs is missing.
-#[derive(Debug, thiserror::Error)]
-#[error("{program} not found in {where_}")]
-pub struct MissingProgram {
-    /// The program.
-    pub program: &'static str,
-    /// Where it was looked for.
-    pub where_: String,
-}
-
 /// Runs the real `s6-instance-*` programs.
 #[derive(Debug, Clone)]
 pub struct Commands {
@@ -69,23 +58,7 @@ impl Commands {
     /// Finds the programs in `bin_dir`, or on `PATH` when `None`.
     pub fn find(bin_dir: Option<&Path>) -> Result<Commands, MissingProgram> {
         let env_path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-        let bin = match bin_dir {
-            Some(d) => d.to_owned(),
-            None => std::env::split_paths(&env_path)
-                .find(|d| executable(&d.join(PROGRAMS[0])))
-                .ok_or(MissingProgram {
-                    program: PROGRAMS[0],
-                    where_: "PATH".into(),
-                })?,
-        };
-        for program in PROGRAMS {
-            if !executable(&bin.join(program)) {
-                return Err(MissingProgram {
-                    program,
-                    where_: bin.display().to_string(),
-                });
-            }
-        }
+        let bin = process::find_programs(bin_dir, &env_path, &PROGRAMS)?;
         Ok(Commands {
             bin,
             timeout: DEFAULT_TIMEOUT,
@@ -164,12 +137,6 @@ impl Instances for Commands {
             _ => None,
         }
     }
-}
-
-fn executable(p: &Path) -> bool {
-    p.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
 }
 
 #[cfg(test)]

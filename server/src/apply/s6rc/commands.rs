@@ -9,7 +9,6 @@
 //! its deadline is killed with its process group and reported as timed out.
 
 use std::ffi::OsString;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -17,6 +16,7 @@ use std::time::Duration;
 use super::config::DEFAULT_TIMEOUT;
 use super::procs;
 use super::tools::{Holder, Init, S6rc, Supervisor, ToolError};
+use crate::apply::process::MissingProgram;
 use crate::apply::{process, supervise};
 
 /// The programs the applier runs.
@@ -31,16 +31,6 @@ const PROGRAMS: [&str; 5] = [
 /// Deadline of an `s6-svstat` (reading one status file).
 const SVSTAT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A program the applier needs is missing.
-#[derive(Debug, thiserror::Error)]
-#[error("{program} not found in {where_}")]
-pub struct MissingProgram {
-    /// The program.
-    pub program: &'static str,
-    /// Where it was looked for.
-    pub where_: String,
-}
-
 /// Runs the real s6-rc programs.
 #[derive(Debug, Clone)]
 pub struct Commands {
@@ -54,29 +44,13 @@ impl Commands {
     /// Finds the s6-rc programs in `bin_dir`, or on `PATH` when `None`.
     pub fn find(bin_dir: Option<&Path>) -> Result<Commands, MissingProgram> {
         let env_path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-        let bin = match bin_dir {
-            Some(d) => d.to_owned(),
-            None => std::env::split_paths(&env_path)
-                .find(|d| executable(&d.join("s6-rc-compile")))
-                .ok_or(MissingProgram {
-                    program: "s6-rc-compile",
-                    where_: "PATH".into(),
-                })?,
-        };
-        for program in PROGRAMS {
-            if !executable(&bin.join(program)) {
-                return Err(MissingProgram {
-                    program,
-                    where_: bin.display().to_string(),
-                });
-            }
-        }
+        let bin = process::find_programs(bin_dir, &env_path, &PROGRAMS)?;
         let mut dirs = vec![bin.clone()];
         dirs.extend(std::env::split_paths(&env_path).filter(|d| *d != bin));
         let path = std::env::join_paths(&dirs).unwrap_or(env_path);
         let svstat = std::env::split_paths(&path)
             .map(|d| d.join("s6-svstat"))
-            .find(|p| executable(p));
+            .find(|p| process::executable(p));
         Ok(Commands {
             bin,
             svstat,
@@ -203,12 +177,6 @@ impl S6rc for Commands {
     fn stop_supervisors(&mut self, scandir: &Path, pids: &[u32]) -> usize {
         procs::stop_supervisors(scandir, pids)
     }
-}
-
-fn executable(p: &Path) -> bool {
-    p.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -55,7 +55,8 @@ use std::time::{Duration, Instant};
 
 use vm_catalog_protocol::VmName;
 
-pub use commands::{Commands, MissingProgram};
+pub use crate::apply::process::MissingProgram;
+pub use commands::Commands;
 pub use config::{ConfigError, S6rcConfig};
 pub use template::TemplateError;
 
