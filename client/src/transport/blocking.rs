@@ -4,6 +4,7 @@
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::net::{
     AddressFamily, RecvFlags, SendFlags, Shutdown, SocketAddrUnix, SocketFlags, SocketType, sockopt,
 };
@@ -19,6 +20,9 @@ use crate::error::{Error, ProtocolError, Result};
 pub(crate) struct Socket {
     fd: OwnedFd,
     frames: Frames,
+    /// The bound on every send and receive, also on the wait for input on a
+    /// stream.
+    timeout: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -55,12 +59,18 @@ impl Socket {
             Endpoint::Stream(path) => stream(StreamAddr::Unix(path), timeout)?,
             Endpoint::Vsock(addr) => stream(StreamAddr::Vsock(*addr), timeout)?,
         };
-        Ok(Socket { fd, frames })
+        Ok(Socket {
+            fd,
+            frames,
+            timeout: Some(timeout),
+        })
     }
 
     /// Bounds every send and receive (`None`: no bound).
-    pub(crate) fn set_timeout(&self, limit: Option<Duration>) -> rustix::io::Result<()> {
-        set_timeout(&self.fd, limit)
+    pub(crate) fn set_timeout(&mut self, limit: Option<Duration>) -> rustix::io::Result<()> {
+        set_timeout(&self.fd, limit)?;
+        self.timeout = limit;
+        Ok(())
     }
 
     /// Receives frames up to `max_frame` bytes from now on.
@@ -108,6 +118,7 @@ impl Socket {
             Frames::Stream(framer) => {
                 let bad = |e| Error::Protocol(ProtocolError::BadStream(e));
                 while !framer.has_frame().map_err(bad)? {
+                    wait_for_input(&self.fd, self.timeout).map_err(disconnected)?;
                     let space = framer.space();
                     let (n, _) =
                         retry(|| rustix::net::recv(&self.fd, &mut *space, RecvFlags::empty()))
@@ -136,6 +147,25 @@ fn stream(addr: StreamAddr<'_>, timeout: Duration) -> rustix::io::Result<(OwnedF
     Ok((fd, Frames::Stream(StreamFramer::new(HANDSHAKE_MAX_FRAME))))
 }
 
+/// Waits until `fd` has input (or its peer hung up), at most `limit`; a
+/// timeout is `EAGAIN`, as a receive timeout is.
+///
+/// On a Unix stream, a reader blocked in `recv` sleeps on the queue that
+/// also tells writers of free space, so it is woken, for nothing, each time
+/// the daemon reads a request it sent (the kernel's `unix_write_space`):
+/// one more wake-up per call. A `poll` for input only is not woken by that.
+fn wait_for_input(fd: &OwnedFd, limit: Option<Duration>) -> rustix::io::Result<()> {
+    // A zero bound is none, as for `SO_RCVTIMEO`.
+    let timeout = limit
+        .filter(|l| !l.is_zero())
+        .and_then(|l| Timespec::try_from(l).ok());
+    let mut fds = [PollFd::new(fd, PollFlags::IN)];
+    match retry(|| poll(&mut fds, timeout.as_ref()))? {
+        0 => Err(rustix::io::Errno::AGAIN),
+        _ => Ok(()),
+    }
+}
+
 fn set_timeout(fd: &OwnedFd, limit: Option<Duration>) -> rustix::io::Result<()> {
     sockopt::set_socket_timeout(fd, sockopt::Timeout::Recv, limit)?;
     sockopt::set_socket_timeout(fd, sockopt::Timeout::Send, limit)
@@ -153,4 +183,31 @@ fn retry<T>(mut call: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Resu
 
 pub(crate) fn disconnected(e: rustix::io::Errno) -> Error {
     Error::Disconnected(Some(e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::net::UnixListener;
+    use std::time::Instant;
+
+    use super::*;
+
+    /// The wait for input on a stream (a `poll`) keeps the receive timeout:
+    /// a peer that never answers ends the receive, it does not hang it.
+    #[test]
+    fn a_stream_receive_waits_no_longer_than_its_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let listener = UnixListener::bind(&path).unwrap();
+        let mut socket =
+            Socket::connect(&Endpoint::Stream(path), Duration::from_millis(200)).unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        // Half a header: the receive must wait for the rest, then give up.
+        peer.write_all(&[0x56, 0x43, 1]).unwrap();
+        let started = Instant::now();
+        let e = socket.recv().unwrap_err();
+        assert!(matches!(e, Error::Disconnected(Some(_))), "{e:?}");
+        assert!(started.elapsed() >= Duration::from_millis(150));
+    }
 }
