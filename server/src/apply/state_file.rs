@@ -24,6 +24,36 @@ pub enum StateError {
     Write(PathBuf, #[source] io::Error),
 }
 
+/// An applier's state: read and written through the functions below.
+pub trait StateFile: Serialize + DeserializeOwned {
+    /// The format version this build reads and writes.
+    const VERSION: u32;
+    /// What the state is, for the log line when it cannot be saved.
+    const WHAT: &'static str;
+
+    /// The format version recorded in the value.
+    fn version(&self) -> u32;
+
+    /// Reads `path`; `Ok(None)` when it does not exist.
+    fn load(path: &Path) -> Result<Option<Self>, StateError> {
+        load(path, Self::VERSION, Self::version)
+    }
+
+    /// Writes `path` atomically.
+    fn save(&self, path: &Path) -> Result<(), StateError> {
+        save(self, path)
+    }
+
+    /// [`StateFile::save`], logging a failure: a state file is an aid to
+    /// the next start (which can read what is live from the supervision
+    /// tree), not a reason to fail an apply.
+    fn save_or_warn(&self, path: &Path) {
+        if let Err(e) = self.save(path) {
+            tracing::warn!(error = %e, "cannot save {}", Self::WHAT);
+        }
+    }
+}
+
 /// Reads `path`; `Ok(None)` when it does not exist. `version` says which
 /// format version the contents have; anything but `want` is refused.
 pub fn load<T: DeserializeOwned>(

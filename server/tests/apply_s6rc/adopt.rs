@@ -5,7 +5,7 @@ use std::fs;
 
 use vm_catalogd::apply::outcome::{Forced, Outcome};
 use vm_catalogd::apply::s6rc::OpenError;
-use vm_catalogd::apply::s6rc::state::{DbRecord, State};
+use vm_catalogd::apply::s6rc::state::{DbRecord, State, StateFile};
 use vm_catalogd::apply::{Applier, ApplyReport};
 
 use crate::rig::{Rig, names, pending, req, vm};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use vm_catalogd::apply::Applier;
 use vm_catalogd::apply::outcome::{Cause, Outcome};
-use vm_catalogd::apply::s6rc::state::{DbRecord, State};
+use vm_catalogd::apply::s6rc::state::{DbRecord, State, StateFile};
 use vm_catalogd::apply::s6rc::tools::{Holder, S6rc};
 
 use crate::rig::{FakeRig, Rig, names, req, vm};

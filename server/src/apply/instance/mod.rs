@@ -48,7 +48,7 @@ pub use tools::{Commands, Instances};
 
 use super::outcome::{Cause, InstanceAction, InstanceFailure, Outcome};
 use super::{Applier, ApplyReport, ApplyRequest, LeftOut};
-use state::State;
+use state::{State, StateFile};
 
 /// The s6-instance applier could not start.
 #[derive(Debug, thiserror::Error)]

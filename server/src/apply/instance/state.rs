@@ -17,7 +17,6 @@
 //! made, and leaves every existing one alone (reported), which is safe.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use vm_catalog_protocol::VmName;
@@ -25,7 +24,6 @@ use vm_catalog_protocol::VmName;
 use super::name::InstanceName;
 use crate::apply::fingerprint::Fingerprint;
 use crate::apply::restart::Running;
-use crate::apply::state_file;
 
 /// Version of the file format.
 const VERSION: u32 = 1;
@@ -52,7 +50,16 @@ pub struct State {
     pub running: BTreeMap<InstanceName, Running>,
 }
 
-pub use crate::apply::state_file::StateError;
+pub use crate::apply::state_file::{StateError, StateFile};
+
+impl StateFile for State {
+    const VERSION: u32 = VERSION;
+    const WHAT: &'static str = "the s6-instance applier state";
+
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
 
 impl State {
     /// An empty state.
@@ -60,23 +67,6 @@ impl State {
         State {
             version: VERSION,
             ..State::default()
-        }
-    }
-
-    /// Reads `path`; `Ok(None)` when it does not exist.
-    pub fn load(path: &Path) -> Result<Option<State>, StateError> {
-        state_file::load(path, VERSION, |s: &State| s.version)
-    }
-
-    /// Writes `path` atomically.
-    pub fn save(&self, path: &Path) -> Result<(), StateError> {
-        state_file::save(self, path)
-    }
-
-    /// [`State::save`], logging a failure.
-    pub fn save_or_warn(&self, path: &Path) {
-        if let Err(e) = self.save(path) {
-            tracing::warn!(error = %e, "cannot save the s6-instance applier state");
         }
     }
 }

@@ -66,7 +66,7 @@ use super::{Applier, ApplyReport, ApplyRequest, LeftOut};
 use live::Live;
 use plan::Planned;
 use render::Renderer;
-use state::{DbRecord, State};
+use state::{DbRecord, State, StateFile};
 use store::Store;
 use template::Template;
 use tools::S6rc;

@@ -14,13 +14,12 @@
 //! [`crate::apply::state_file`]).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use vm_catalog_protocol::VmName;
 
 use crate::apply::fingerprint::Fingerprint;
-use crate::apply::state_file;
 
 /// Version of the file format.
 const VERSION: u32 = 1;
@@ -54,7 +53,16 @@ pub struct State {
     pub running: BTreeMap<VmName, Running>,
 }
 
-pub use crate::apply::state_file::StateError;
+pub use crate::apply::state_file::{StateError, StateFile};
+
+impl StateFile for State {
+    const VERSION: u32 = VERSION;
+    const WHAT: &'static str = "the applier state";
+
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
 
 impl State {
     /// An empty state.
@@ -62,25 +70,6 @@ impl State {
         State {
             version: VERSION,
             ..State::default()
-        }
-    }
-
-    /// Reads `path`; `Ok(None)` when it does not exist.
-    pub fn load(path: &Path) -> Result<Option<State>, StateError> {
-        state_file::load(path, VERSION, |s: &State| s.version)
-    }
-
-    /// Writes `path` atomically.
-    pub fn save(&self, path: &Path) -> Result<(), StateError> {
-        state_file::save(self, path)
-    }
-
-    /// [`State::save`], logging a failure: the state file is an aid to the
-    /// next start (which can read what is live from s6-rc), not a reason to
-    /// fail an apply.
-    pub fn save_or_warn(&self, path: &Path) {
-        if let Err(e) = self.save(path) {
-            tracing::warn!(error = %e, "cannot save the applier state");
         }
     }
 
