@@ -49,15 +49,7 @@ fn daemon_stops_a_removed_partitions_running_vm_before_unmounting() {
             &v,
         ],
     );
-    // The stand-in VMM holds its disk image open, as a real one would.
-    std::fs::write(
-        &vmm,
-        format!(
-            "#!/bin/sh\nexec 4<\"{}/$1/config/blk/root.img\" || exit 1\necho >&3\nexec 3>&-\nexec sleep 2147483647\n",
-            d.vm_dir().display()
-        ),
-    )
-    .unwrap();
+    hold_its_disk(&vmm, &d);
     let up = std::process::Command::new(bindir.join("s6-rc"))
         .arg("-l")
         .arg(&live)
@@ -66,25 +58,7 @@ fn daemon_stops_a_removed_partitions_running_vm_before_unmounting() {
         .unwrap();
     assert!(up.status.success(), "{up:?}\n{}", d.log());
     let pid = vm_catalog_tests::s6::svstat_pid(&scandir.join("vm-vm-b")).expect("vm-b runs");
-    let target = d.mount_point(&puuid(2));
-    let held = std::fs::read_link(format!("/proc/{pid}/fd/4")).unwrap();
-    assert!(
-        held.starts_with(&target),
-        "the VM holds {} open",
-        held.display()
-    );
-
-    let node = disk.path().to_str().unwrap();
-    disk.sfdisk_behind_kernel(&["--delete", node, "2"], None)
-        .unwrap();
-    disk.synth_uevent(Some(2), "remove").unwrap();
-    d.wait_for("the removed partition's VM unavailable", |m| {
-        state(m, "vm-b") == Some(VmState::Unavailable)
-    });
-    d.wait_until("the removed partition unmounted", || {
-        mountinfo(&target).is_none()
-    });
-    assert!(!vm_catalog_tests::s6::alive(pid), "the VM was stopped");
+    remove_its_partition(&disk, &mut d, pid);
     let list = std::process::Command::new(bindir.join("s6-rc"))
         .arg("-l")
         .arg(&live)
@@ -97,11 +71,7 @@ fn daemon_stops_a_removed_partitions_running_vm_before_unmounting() {
             .any(|l| l == "vm-b"),
         "{list:?}"
     );
-    assert!(
-        !d.log().contains("detached lazily"),
-        "stopped before the unmount, so nothing held the partition\n{}",
-        d.log()
-    );
+    assert_nothing_held(&d);
     d.stop();
     drop(svscan);
 }
@@ -143,15 +113,7 @@ fn daemon_deletes_a_removed_partitions_running_instance_before_unmounting() {
         "",
         &["--apply", "s6-instance", "--instance-service", &s],
     );
-    // The stand-in VMM holds its disk image open, as a real one would.
-    std::fs::write(
-        &vmm,
-        format!(
-            "#!/bin/sh\nexec 4<\"{}/$1/config/blk/root.img\" || exit 1\necho >&3\nexec 3>&-\nexec sleep 2147483647\n",
-            d.vm_dir().display()
-        ),
-    )
-    .unwrap();
+    hold_its_disk(&vmm, &d);
     let up = std::process::Command::new("s6-instance-control")
         .args(["-wU", "-T", "10000", "-u", "--"])
         .arg(&service)
@@ -160,6 +122,33 @@ fn daemon_deletes_a_removed_partitions_running_instance_before_unmounting() {
         .unwrap();
     assert!(up.status.success(), "{up:?}\n{}", d.log());
     let pid = vm_catalog_tests::s6::instance_pid(&service, "vm-b").expect("vm-b runs");
+    remove_its_partition(&disk, &mut d, pid);
+    assert!(
+        !vm_catalog_tests::s6::instances(&service).contains(&"vm-b".to_owned()),
+        "its instance is gone"
+    );
+    assert_nothing_held(&d);
+    d.stop();
+    drop(svscan);
+}
+
+/// Makes the stand-in VMM `vmm` hold its disk image open, as a real one
+/// would (ready at once, then sleeps).
+fn hold_its_disk(vmm: &std::path::Path, d: &DiskDaemon) {
+    std::fs::write(
+        vmm,
+        format!(
+            "#!/bin/sh\nexec 4<\"{}/$1/config/blk/root.img\" || exit 1\necho >&3\nexec 3>&-\nexec sleep 2147483647\n",
+            d.vm_dir().display()
+        ),
+    )
+    .unwrap();
+}
+
+/// Checks that `pid` (vm-b's VMM) holds its disk on partition 2 open,
+/// removes that partition, waits for the daemon to unmount it, and checks
+/// that the VMM was stopped.
+fn remove_its_partition(disk: &LoopDisk, d: &mut DiskDaemon, pid: u32) {
     let target = d.mount_point(&puuid(2));
     let held = std::fs::read_link(format!("/proc/{pid}/fd/4")).unwrap();
     assert!(
@@ -179,15 +168,13 @@ fn daemon_deletes_a_removed_partitions_running_instance_before_unmounting() {
         mountinfo(&target).is_none()
     });
     assert!(!vm_catalog_tests::s6::alive(pid), "the VM was stopped");
-    assert!(
-        !vm_catalog_tests::s6::instances(&service).contains(&"vm-b".to_owned()),
-        "its instance is gone"
-    );
+}
+
+/// The VM stopped before the unmount, so nothing held the partition.
+fn assert_nothing_held(d: &DiskDaemon) {
     assert!(
         !d.log().contains("detached lazily"),
         "stopped before the unmount, so nothing held the partition\n{}",
         d.log()
     );
-    d.stop();
-    drop(svscan);
 }
