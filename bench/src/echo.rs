@@ -82,10 +82,17 @@ pub struct EchoServer {
 impl EchoServer {
     /// Starts the server and waits until it listens.
     pub fn start() -> io::Result<EchoServer> {
+        EchoServer::spawn(ARG)
+    }
+
+    /// Starts this binary re-executed with `arg` and the socket path (an
+    /// echo of some kind that prints `ready` once it listens), and waits
+    /// until it listens.
+    pub fn spawn(arg: &str) -> io::Result<EchoServer> {
         let dir = tempfile::tempdir()?;
         let socket = dir.path().join("echo");
         let mut child = Command::new(std::env::current_exe()?)
-            .arg(ARG)
+            .arg(arg)
             .arg(&socket)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -105,6 +112,11 @@ impl EchoServer {
             )),
             Err(e) => Err(e),
         }
+    }
+
+    /// Where it listens.
+    pub fn socket(&self) -> &Path {
+        &self.socket
     }
 
     /// A connection whose every datagram is answered with datagrams of `sizes`.

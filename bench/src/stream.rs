@@ -18,10 +18,9 @@
 //! runs' p50.
 
 use std::ffi::OsString;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -180,7 +179,8 @@ fn ping(quick: bool) -> Result<(), String> {
     let runs = if quick { 2 } else { 7 };
     let calls = if quick { 2_000 } else { 20_000 };
     let (daemon, listener) = start_daemon(4)?;
-    let echo = StreamEcho::start().map_err(|e| format!("stream echo server: {e}"))?;
+    let echo =
+        crate::echo::EchoServer::spawn(ECHO_ARG).map_err(|e| format!("stream echo server: {e}"))?;
     let payload = vec![0xa5; PING_PAYLOAD];
     let frame = message::request(
         1,
@@ -194,7 +194,7 @@ fn ping(quick: bool) -> Result<(), String> {
         BlockingClient::connect_stream(&listener).map_err(|e| format!("stream: {e}"))?;
     let mut over_seqpacket =
         BlockingClient::connect(daemon.socket()).map_err(|e| format!("seqpacket: {e}"))?;
-    let mut raw = echo.connect().map_err(|e| e.to_string())?;
+    let mut raw = UnixStream::connect(echo.socket()).map_err(|e| e.to_string())?;
     let mut raw_daemon = raw_stream(&listener).map_err(|e| format!("raw stream: {e}"))?;
     let mut buf = vec![0u8; frame.len()];
     println!(
@@ -315,53 +315,5 @@ pub fn serve_echo(socket: &Path) -> io::Result<()> {
                 }
             }
         });
-    }
-}
-
-/// A running stream echo process on a socket in its own temp dir; killed
-/// (and the dir removed) on drop.
-#[derive(Debug)]
-struct StreamEcho {
-    child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl StreamEcho {
-    fn start() -> io::Result<StreamEcho> {
-        let dir = tempfile::tempdir()?;
-        let socket = dir.path().join("echo");
-        let mut child = Command::new(std::env::current_exe()?)
-            .arg(ECHO_ARG)
-            .arg(&socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let mut line = String::new();
-        let out = child.stdout.take().expect("piped stdout");
-        let read = BufReader::new(out).read_line(&mut line);
-        let server = StreamEcho {
-            child,
-            socket,
-            _dir: dir,
-        };
-        match read {
-            Ok(_) if line == "ready\n" => Ok(server),
-            Ok(_) => Err(io::Error::other(
-                "the echo server exited before it was ready",
-            )),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn connect(&self) -> io::Result<UnixStream> {
-        UnixStream::connect(&self.socket)
-    }
-}
-
-impl Drop for StreamEcho {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
