@@ -103,3 +103,32 @@ pub fn require_s6rc() -> Option<PathBuf> {
     }
     d
 }
+
+/// Runs each applier scenario `fn NAME(rig: &impl Rig)` of the calling
+/// module on both rigs of the calling test crate (`crate::rig::FakeRig`,
+/// and `crate::rig::RealRig` when the real tools are there), as
+/// `fake::NAME` and `real::NAME`.
+// `crate::rig` is meant: the rigs are the calling test crate's.
+#[allow(clippy::crate_in_macro_def)]
+#[macro_export]
+macro_rules! both_rigs {
+    ($($name:ident),* $(,)?) => {
+        mod fake {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(&crate::rig::FakeRig::new());
+                }
+            )*
+        }
+        mod real {
+            $(
+                #[test]
+                fn $name() {
+                    let Some(rig) = crate::rig::RealRig::new() else { return };
+                    super::$name(&rig);
+                }
+            )*
+        }
+    };
+}

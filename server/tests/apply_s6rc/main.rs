@@ -12,26 +12,10 @@
 //! returns; under `CI=true` it fails instead.
 
 /// Runs each scenario `fn NAME(rig: &impl Rig)` of the module on both rigs,
-/// as `fake::NAME` and `real::NAME`.
+/// as `fake::NAME` and `real::NAME` (`vm_catalog_tests::both_rigs`).
 macro_rules! both {
     ($($name:ident),* $(,)?) => {
-        mod fake {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name(&crate::rig::FakeRig::new());
-                }
-            )*
-        }
-        mod real {
-            $(
-                #[test]
-                fn $name() {
-                    let Some(rig) = crate::rig::RealRig::new() else { return };
-                    super::$name(&rig);
-                }
-            )*
-        }
+        vm_catalog_tests::both_rigs!($($name),*);
     };
 }
 
