@@ -9,7 +9,7 @@ use catalog_common::{label, opts, scan, trusted, untrusted};
 use vm_catalog_protocol::{DiagCode, Epoch, VmEntry, VmState};
 use vm_catalog_tests::Tree;
 use vm_catalogd::catalog::{
-    Catalog, Draft, Layout, MergeOptions, Names, VmIds, merge, merge_with, references,
+    Catalog, Draft, Layout, MergeOptions, Names, VmIds, merge, merge_with, qualified,
 };
 use vm_catalogd::definition::SourceScan;
 use vm_catalogd::views::Views;
@@ -40,15 +40,20 @@ fn states(d: &Draft) -> Vec<(String, VmState)> {
 }
 
 #[test]
-fn references_split_at_each_dot_into_a_label_and_a_name() {
-    let r: Vec<(String, String)> = references("a.b.c")
-        .map(|(l, n)| (l.to_string(), n.to_string()))
-        .collect();
-    assert_eq!(r, [("a".into(), "b.c".into()), ("a.b".into(), "c".into())]);
-    assert_eq!(references("netvm").count(), 0);
+fn a_reference_reads_as_qualified_at_the_leftmost_dot_whose_label_exists() {
+    let read = |r: &str, labels: &[&str]| {
+        qualified(r, |l| labels.contains(&l.as_str())).map(|(l, n)| (l.to_string(), n.to_string()))
+    };
     assert_eq!(
-        references("sys.s6rc-x").count(),
-        0,
+        read("a.b.c", &["a", "a.b"]),
+        Some(("a".into(), "b.c".into()))
+    );
+    assert_eq!(read("a.b.c", &["a.b"]), Some(("a.b".into(), "c".into())));
+    assert_eq!(read("a.b.c", &["x"]), None, "no such label");
+    assert_eq!(read("netvm", &["netvm"]), None);
+    assert_eq!(
+        read("sys.s6rc-x", &["sys"]),
+        None,
         "not a valid name after the dot"
     );
 }
