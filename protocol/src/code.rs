@@ -181,6 +181,10 @@ wire_code! {
         /// `nosymfollow`: a symlink planted there after a scan can redirect a
         /// VMM (warning, on the source).
         SymlinksFollowed = 31 => "symlinks-followed",
+        /// The definition's name reads as `<label>.<name>` with the label of
+        /// a source, a reference to another definition: it could impersonate
+        /// that one, so it is rejected.
+        NameReadsAsReference = 32 => "name-reads-as-reference",
     }
 }
 

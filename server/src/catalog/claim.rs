@@ -131,27 +131,40 @@ pub fn refer<T: Claims>(
     has_label: impl Fn(&SourceLabel) -> bool,
     names: Names,
 ) -> Option<Referent> {
-    let exact = range_of(defs, reference);
-    let by_name = |all: Range<usize>| {
-        let claimant = claimant(&defs[all.clone()]).map(|i| all.start + i);
-        Some(Referent {
-            pick: claimant.unwrap_or(all.start),
-            claimant,
+    let claimant_in = |all: &Range<usize>| claimant(&defs[all.clone()]).map(|i| all.start + i);
+    if let Some((label, dir)) = qualified(reference, has_label) {
+        let all = range_of(defs, &catalog_name(names, &label, &dir));
+        let pick = all.clone().find(|&i| defs[i].source() == &label)?;
+        return Some(Referent {
+            pick,
+            claimant: claimant_in(&all),
             all,
-        })
-    };
-    if !exact.is_empty() {
-        return by_name(exact);
+        });
     }
-    let (label, dir) = qualified(reference, has_label)?;
-    let all = range_of(defs, &catalog_name(names, &label, &dir));
-    let pick = all.clone().find(|&i| defs[i].source() == &label)?;
-    let claimant = claimant(&defs[all.clone()]).map(|i| all.start + i);
+    let all = range_of(defs, reference);
+    if all.is_empty() {
+        return None;
+    }
+    let claimant = claimant_in(&all);
     Some(Referent {
-        all,
-        pick,
+        pick: claimant.unwrap_or(all.start),
         claimant,
+        all,
     })
+}
+
+/// Whether the catalog name `name`, of the directory `dir` of the source
+/// `source`, reads as a qualified reference to another definition (a user
+/// directory `sys.netvm` under plain names): such a definition is rejected
+/// (`name-reads-as-reference`), as it could impersonate the one it names.
+/// Returns what it reads as.
+pub fn reads_as_other(
+    name: &str,
+    source: &SourceLabel,
+    dir: &VmName,
+    has_label: impl Fn(&SourceLabel) -> bool,
+) -> Option<(SourceLabel, VmName)> {
+    qualified(name, has_label).filter(|(label, d)| !(label == source && d == dir))
 }
 
 #[cfg(test)]
@@ -225,6 +238,36 @@ mod tests {
         let q = [def("sys.netvm", "sys", VmState::Active)];
         let r = refer(&q, "sys.netvm", labels, Names::Qualified).unwrap();
         assert!(r.is_claimant());
+    }
+
+    #[test]
+    fn a_qualified_reference_with_an_existing_label_wins_over_a_catalog_name() {
+        // Plain names: a user directory named `sys.netvm` is not `sys`'s netvm.
+        let defs = [
+            def("netvm", "sys", VmState::Active),
+            def("sys.netvm", "user", VmState::Rejected),
+        ];
+        let r = refer(&defs, "sys.netvm", labels, Names::Plain).unwrap();
+        assert_eq!(r.pick, 0);
+        assert!(refer(&defs, "user.sys.netvm", labels, Names::Plain).is_some_and(|r| r.pick == 1));
+        // Without such a label, the catalog name.
+        let defs = [def("nope.x", "user", VmState::Active)];
+        assert_eq!(
+            refer(&defs, "nope.x", labels, Names::Plain).unwrap().pick,
+            0
+        );
+    }
+
+    #[test]
+    fn a_name_reads_as_another_definition_only_through_an_existing_label() {
+        let user = SourceLabel::try_from("user").unwrap();
+        let dir = |d: &str| VmName::try_from(d).unwrap();
+        assert!(reads_as_other("sys.netvm", &user, &dir("sys.netvm"), labels).is_some());
+        assert!(reads_as_other("user.x", &user, &dir("user.x"), labels).is_some());
+        assert!(reads_as_other("nope.x", &user, &dir("nope.x"), labels).is_none());
+        assert!(reads_as_other("netvm", &user, &dir("netvm"), labels).is_none());
+        // Qualified names read as themselves.
+        assert!(reads_as_other("user.x", &user, &dir("x"), labels).is_none());
     }
 
     #[test]

@@ -31,7 +31,7 @@ use vm_catalog_protocol::{
 use crate::apply::{ActiveVm, ApplyRequest};
 use crate::definition::Definition;
 
-pub use claim::{Claims, Referent, qualified, refer};
+pub use claim::{Claims, Referent, qualified, reads_as_other, refer};
 pub use draft::Draft;
 pub use ids::{ID_LEN, IdKey, VmIds};
 pub use merge::{merge, merge_with};

@@ -82,6 +82,7 @@ fn outcome(
     claimant: Option<&Raw>,
     claims: bool,
     forced: &BTreeMap<VmName, Vec<Diagnostic>>,
+    has_label: impl Fn(&SourceLabel) -> bool,
 ) -> Outcome {
     let mut o = Outcome {
         state: VmState::Active,
@@ -108,6 +109,19 @@ fn outcome(
             ),
         ));
     } else {
+        if let Some((label, dir)) =
+            claim::reads_as_other(&raw.name, &raw.source, &raw.def.name, has_label)
+        {
+            o.state = VmState::Rejected;
+            o.extra.push(err(
+                DiagCode::NameReadsAsReference,
+                &raw.def.dir,
+                format!(
+                    "the name {} reads as {dir} of source {label}: rename the directory",
+                    raw.name
+                ),
+            ));
+        }
         if let Some(ds) = forced.get(&raw.name) {
             o.extra.extend(ds.iter().cloned());
         }
@@ -131,6 +145,7 @@ pub(crate) fn resolve(
     notes: &Annotations,
 ) -> Vec<Candidate> {
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(raws.len());
+    let has_label = |l: &SourceLabel| sources.iter().any(|s| &s.label == l);
     let mut start = 0;
     while start < raws.len() {
         let same = claim::range_of(&raws[start..], raws[start].name.as_str());
@@ -142,6 +157,7 @@ pub(crate) fn resolve(
                 claimant.map(|c| &group[c]),
                 claimant == Some(k),
                 forced,
+                has_label,
             ));
         }
         start += same.end;
