@@ -23,12 +23,6 @@ fn dir(t: &Tree, rel: &str) -> SourceScan {
     scan(untrusted(t, rel), opts(t))
 }
 
-fn gone(t: &Tree, rel: &str) -> SourceScan {
-    let mut s = untrusted(t, rel);
-    s.presence = Presence::Gone;
-    scan(s, opts(t))
-}
-
 /// `(name, source, state)` of every entry.
 fn states(d: &Draft) -> Vec<(String, String, VmState)> {
     d.entries()
@@ -241,6 +235,12 @@ fn merge_provider_resolves_to_the_claimant_of_its_name() {
 
 #[test]
 fn merge_keeps_a_gone_sources_definitions_as_unavailable() {
+    // `a` is trusted, so that `b`'s VMs may use its VMs as providers.
+    let a = |t: &Tree, gone: bool| {
+        let mut s = catalog_common::trusted(t, "a");
+        s.presence = if gone { Presence::Gone } else { s.presence };
+        scan(s, opts(t))
+    };
     let t = Tree::new();
     t.vm("a", "x");
     t.vm("a", "only-a");
@@ -251,13 +251,13 @@ fn merge_keeps_a_gone_sources_definitions_as_unavailable() {
         &Catalog::empty(Epoch(1)),
         merge(
             &Catalog::empty(Epoch(1)),
-            vec![dir(&t, "a"), dir(&t, "b")],
+            vec![a(&t, false), dir(&t, "b")],
             &t.join("vm"),
         ),
     );
     assert_eq!(prev.active().count(), 3);
 
-    let d = merge(&prev, vec![gone(&t, "a"), dir(&t, "b")], &t.join("vm"));
+    let d = merge(&prev, vec![a(&t, true), dir(&t, "b")], &t.join("vm"));
     assert_eq!(
         states(&d),
         [
@@ -295,12 +295,8 @@ fn merge_keeps_a_gone_sources_definitions_as_unavailable() {
 
     // Still gone on the next rescan: still there, unavailable, unchanged.
     assert!(
-        next.successor(merge(
-            &next,
-            vec![gone(&t, "a"), dir(&t, "b")],
-            &t.join("vm")
-        ))
-        .is_none()
+        next.successor(merge(&next, vec![a(&t, true), dir(&t, "b")], &t.join("vm")))
+            .is_none()
     );
     // Forgotten (no longer in the scans): gone for good.
     let forgotten = merge(&next, vec![dir(&t, "b")], &t.join("vm"));
