@@ -10,12 +10,21 @@
 //! too. A directory below a source root is opened fd-relative with
 //! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS` ([`Target::open`]), so a symlink
 //! planted in a source never makes the daemon watch something else.
+//!
+//! Each target has a [`Scope`]: what an event on it says changed. An event
+//! in a definition's directories marks that definition; an event on a
+//! source root marks the entry it names; anything else (a missing or
+//! failed source's watches, an event on a root itself, a lost event) marks
+//! everything. [`Dirty`] is what the events since the last rescan marked.
 
+use std::collections::BTreeSet;
+use std::ffi::{OsStr, OsString};
+use std::fmt;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
-use vm_catalog_protocol::{SourceState, Trust};
+use vm_catalog_protocol::{SourceLabel, SourceState, Trust, VmName};
 
 use super::SourceScan;
 use crate::source::Presence;
@@ -30,6 +39,82 @@ pub struct Target {
     /// For an ancestor of a missing source root: its child on the way to
     /// that root, whose appearance is what the watch waits for.
     pub awaits: Option<PathBuf>,
+    /// What an event on it says changed.
+    pub scope: Scope,
+}
+
+/// What an event on a watched directory says changed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Scope {
+    /// Anything: a missing or failed source's watches.
+    #[default]
+    Whole,
+    /// The root of a source: an event names the entry that changed.
+    Source(SourceLabel),
+    /// A directory of the definition `name` of a source.
+    Definition(SourceLabel, VmName),
+}
+
+/// What the watch events since the last rescan marked as changed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Dirty {
+    /// Nothing yet.
+    #[default]
+    Nothing,
+    /// These entries of these sources (a definition's directory name, or
+    /// any other name an event in a source root gave).
+    Entries(BTreeSet<(SourceLabel, OsString)>),
+    /// Anything may have changed: a whole rescan.
+    Whole,
+}
+
+impl Dirty {
+    /// Marks what an event on a target of `scope` says changed; `name` is
+    /// the name the event gives, if any (an event on the directory itself
+    /// gives none).
+    pub fn mark(&mut self, scope: &Scope, name: Option<&OsStr>) {
+        let entry = match (scope, name) {
+            (Scope::Definition(label, vm), _) => (label.clone(), OsString::from(vm.as_str())),
+            (Scope::Source(label), Some(name)) => (label.clone(), name.to_owned()),
+            (Scope::Source(_), None) | (Scope::Whole, _) => return self.mark_whole(),
+        };
+        self.add(Dirty::Entries(BTreeSet::from([entry])));
+    }
+
+    /// Marks everything (events were lost, or a whole rescan was asked for).
+    pub fn mark_whole(&mut self) {
+        *self = Dirty::Whole;
+    }
+
+    /// Adds what `other` marked.
+    pub fn add(&mut self, other: Dirty) {
+        match (&mut *self, other) {
+            (_, Dirty::Nothing) | (Dirty::Whole, _) => {}
+            (Dirty::Entries(mine), Dirty::Entries(theirs)) => mine.extend(theirs),
+            (me, other) => *me = other,
+        }
+    }
+}
+
+impl fmt::Display for Dirty {
+    /// `whole`, `nothing`, or the entries as `label/name`, comma-separated.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dirty::Nothing => f.write_str("nothing"),
+            Dirty::Whole => f.write_str("whole"),
+            Dirty::Entries(entries) => {
+                for (i, (label, name)) in entries.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    write!(
+                        f,
+                        "{sep}{label}/{}",
+                        super::display_bytes(name.as_encoded_bytes())
+                    )?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 impl Target {
@@ -39,6 +124,7 @@ impl Target {
             root: root.into(),
             rel: PathBuf::new(),
             awaits: None,
+            scope: Scope::Whole,
         }
     }
 
@@ -48,7 +134,13 @@ impl Target {
             root: root.into(),
             rel: rel.into(),
             awaits: None,
+            scope: Scope::Whole,
         }
+    }
+
+    /// The same target, whose events say that `scope` changed.
+    pub fn of(self, scope: Scope) -> Target {
+        Target { scope, ..self }
     }
 
     /// The nearest existing ancestor of `missing`, waiting for its child on
@@ -61,6 +153,7 @@ impl Target {
                     root: dir.to_path_buf(),
                     rel: PathBuf::new(),
                     awaits: Some(child.to_path_buf()),
+                    scope: Scope::Whole,
                 });
             }
             child = dir;
@@ -122,7 +215,8 @@ pub fn targets_of(scans: &[SourceScan]) -> Vec<Target> {
             }
             SourceState::Unavailable | SourceState::Failed => continue,
         }
-        out.push(Target::root(root));
+        let label = &s.spec.label;
+        out.push(Target::root(root).of(Scope::Source(label.clone())));
         for d in &s.definitions {
             // A definition is the root's child named after it; in a trusted
             // source it may be a link to a directory elsewhere (a store
@@ -131,9 +225,10 @@ pub fn targets_of(scans: &[SourceScan]) -> Vec<Target> {
                 Trust::Trusted if !d.dir.starts_with(root) => (d.dir.clone(), PathBuf::new()),
                 _ => (root.clone(), PathBuf::from(d.name.as_str())),
             };
-            out.push(Target::below(&base, &dir));
+            let scope = Scope::Definition(label.clone(), d.name.clone());
+            out.push(Target::below(&base, &dir).of(scope.clone()));
             for sub in ["blk", "providers", "providers/net"] {
-                out.push(Target::below(&base, dir.join(sub)));
+                out.push(Target::below(&base, dir.join(sub)).of(scope.clone()));
             }
         }
     }
@@ -180,6 +275,55 @@ mod tests {
         let mut gone = scan(&failed, SourceState::Unavailable);
         gone.spec.presence = Presence::Gone;
         assert!(targets_of(&[gone]).is_empty());
+    }
+
+    #[test]
+    fn an_event_marks_its_definition_or_the_entry_it_names_or_everything() {
+        let user: SourceLabel = "user".parse().unwrap();
+        let vm: VmName = "vm".parse().unwrap();
+        let mut d = Dirty::default();
+        d.mark(
+            &Scope::Definition(user.clone(), vm.clone()),
+            Some(OsStr::new("root.img")),
+        );
+        d.mark(&Scope::Source(user.clone()), Some(OsStr::new("new")));
+        d.mark(&Scope::Definition(user.clone(), vm), None);
+        assert_eq!(d.to_string(), "user/new, user/vm");
+        let mut root_itself = d.clone();
+        root_itself.mark(&Scope::Source(user.clone()), None);
+        assert_eq!(root_itself, Dirty::Whole);
+        d.mark(&Scope::Whole, Some(OsStr::new("a")));
+        assert_eq!(d, Dirty::Whole);
+        d.mark(&Scope::Source(user), Some(OsStr::new("b")));
+        assert_eq!(d, Dirty::Whole, "whole stays whole");
+        let mut n = Dirty::Nothing;
+        n.add(Dirty::Nothing);
+        assert_eq!(n.to_string(), "nothing");
+    }
+
+    #[test]
+    fn a_ready_sources_targets_name_their_source_and_definition() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("src");
+        std::fs::create_dir_all(root.join("vm/blk")).unwrap();
+        std::fs::write(root.join("vm/vmlinux"), b"k").unwrap();
+        std::fs::write(root.join("vm/blk/root.img"), b"d").unwrap();
+        let spec =
+            crate::source::SourceSpec::directory("user".parse().unwrap(), &root, Trust::Untrusted);
+        let scan =
+            crate::definition::scan_source(&spec, &crate::definition::ScanOptions::default());
+        let t = targets_of(&[scan]);
+        let user: SourceLabel = "user".parse().unwrap();
+        assert_eq!(t[0].scope, Scope::Source(user.clone()));
+        assert_eq!(t.len(), 5, "{t:?}");
+        for d in &t[1..] {
+            assert_eq!(
+                d.scope,
+                Scope::Definition(user.clone(), "vm".parse().unwrap())
+            );
+        }
+        let failed = targets_of(&[self::scan(&root, SourceState::Failed)]);
+        assert!(failed.iter().all(|t| t.scope == Scope::Whole));
     }
 
     #[test]

@@ -35,6 +35,7 @@ use vm_catalog_protocol::{ApplyOutcome, Change, RescanOutcome, RescanTrigger};
 pub use pipeline::{Pipeline, PipelineError, RealPipeline};
 pub use plan::{Plan, ScanExhausted};
 
+use crate::definition::watch_targets::Dirty;
 use retry::RetryPolicy;
 use worker::{Msg, Worker};
 
@@ -100,6 +101,7 @@ impl Rescans {
             .send(Msg::Rescan {
                 trigger,
                 dry_run,
+                dirty: Dirty::Whole,
                 reply: Some(reply),
             })
             .map_err(|_| RescanError::Stopped)?;
@@ -111,6 +113,18 @@ impl Rescans {
         let _ = self.tx.send(Msg::Rescan {
             trigger,
             dry_run: false,
+            dirty: Dirty::Whole,
+            reply: None,
+        });
+    }
+
+    /// Asks for a rescan after watch events that marked `dirty`, without
+    /// waiting.
+    pub fn trigger_changed(&self, dirty: Dirty) {
+        let _ = self.tx.send(Msg::Rescan {
+            trigger: RescanTrigger::Watch,
+            dry_run: false,
+            dirty,
             reply: None,
         });
     }

@@ -24,6 +24,7 @@ use crate::apply::s6rc::S6rcApplier;
 use crate::catalog::{Catalog, MergeOptions, VmIds};
 use crate::config::{ApplyConfig, Config};
 use crate::definition::ScanOptions;
+use crate::definition::watch_targets::Dirty;
 use crate::publish::Hub;
 use crate::source::SourceSpec;
 use crate::source::partition::PartitionManager;
@@ -34,6 +35,18 @@ pub trait Pipeline: Send + 'static {
     /// One rescan: plan it (discover, scan, merge) and commit it (views,
     /// apply, publish).
     fn rescan(&mut self, trigger: RescanTrigger) -> Result<RescanResult, RescanError>;
+
+    /// One rescan, after requests that together marked `dirty` as changed
+    /// ([`Dirty::Whole`] unless only watch events asked). Today every
+    /// rescan reads everything: by default, [`Pipeline::rescan`].
+    fn rescan_changed(
+        &mut self,
+        trigger: RescanTrigger,
+        dirty: &Dirty,
+    ) -> Result<RescanResult, RescanError> {
+        let _ = dirty;
+        self.rescan(trigger)
+    }
 
     /// A dry run: plan a rescan and report what it would change, against
     /// the published catalog, without committing anything.
@@ -205,9 +218,18 @@ fn random_seed() -> u64 {
 
 impl Pipeline for RealPipeline {
     fn rescan(&mut self, trigger: RescanTrigger) -> Result<RescanResult, RescanError> {
+        self.rescan_changed(trigger, &Dirty::Whole)
+    }
+
+    fn rescan_changed(
+        &mut self,
+        trigger: RescanTrigger,
+        dirty: &Dirty,
+    ) -> Result<RescanResult, RescanError> {
         let span = tracing::info_span!(
             "rescan",
             trigger = trigger.as_str(),
+            changed = %dirty,
             from = self.catalog.generation(),
             generation = tracing::field::Empty,
         );

@@ -12,8 +12,11 @@
 //! the next directory on the way appeared in between, no event will come
 //! for it, so adding such a watch checks for it and rescans at once.
 //!
-//! Events are only hints: after a quiet period (the debounce), one rescan
-//! re-reads everything. `IN_Q_OVERFLOW` (events were lost) also triggers one.
+//! After a quiet period (the debounce), one rescan follows, told which
+//! definitions or source entries the events named (each target's
+//! [`Scope`]: [`Dirty`]); `IN_Q_OVERFLOW` (events were lost) marks
+//! everything. (The rescan still re-reads everything; it only records what
+//! the events named.)
 
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
@@ -27,7 +30,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use vm_catalog_protocol::RescanTrigger;
 
-use crate::definition::watch_targets::Target;
+use crate::definition::watch_targets::{Dirty, Scope, Target};
 use crate::rescan::Rescans;
 
 /// The longest a steady stream of events can delay a rescan.
@@ -78,7 +81,9 @@ pub async fn run(
         }
     };
     let mut current: HashMap<Target, WatchDescriptor> = HashMap::new();
+    let mut scopes: HashMap<WatchDescriptor, Scope> = HashMap::new();
     let mut pending: Option<(tokio::time::Instant, tokio::time::Instant)> = None;
+    let mut dirty = Dirty::Nothing;
     loop {
         let deadline = pending.map(|(quiet, cap)| quiet.min(cap));
         tokio::select! {
@@ -92,19 +97,26 @@ pub async fn run(
                     tracing::debug!("a directory on the way to a missing source appeared; rescanning");
                     rescans.trigger(RescanTrigger::Watch);
                 }
+                scopes = scopes_of(&current);
             }
             event = stream.next() => {
                 let Some(event) = event else { return };
-                if let Ok(e) = &event {
-                    if e.mask.contains(EventMask::Q_OVERFLOW) {
+                match &event {
+                    Ok(e) if e.mask.contains(EventMask::Q_OVERFLOW) => {
                         tracing::info!("inotify queue overflowed; rescanning");
+                        dirty.mark_whole();
                     }
                     // The kernel dropped the watch (the directory is gone):
                     // the next rescan says whether to watch it again.
-                    if e.mask.contains(EventMask::IGNORED) {
+                    Ok(e) if e.mask.contains(EventMask::IGNORED) => {
                         current.retain(|_, wd| *wd != e.wd);
                         continue;
                     }
+                    Ok(e) => match scopes.get(&e.wd) {
+                        Some(scope) => dirty.mark(scope, e.name.as_deref()),
+                        None => dirty.mark_whole(),
+                    },
+                    Err(_) => dirty.mark_whole(),
                 }
                 let now = tokio::time::Instant::now();
                 let cap = pending.map(|(_, cap)| cap).unwrap_or(now + MAX_DELAY);
@@ -112,7 +124,7 @@ pub async fn run(
             }
             _ = sleep_until(deadline), if deadline.is_some() => {
                 pending = None;
-                rescans.trigger(RescanTrigger::Watch);
+                rescans.trigger_changed(std::mem::take(&mut dirty));
             }
         }
     }
@@ -158,6 +170,22 @@ fn sync(
         "watching source directories"
     );
     arrived
+}
+
+/// What an event on each watch says changed. Two targets that are one
+/// directory share a watch: their scopes together, so everything.
+fn scopes_of(current: &HashMap<Target, WatchDescriptor>) -> HashMap<WatchDescriptor, Scope> {
+    let mut out: HashMap<WatchDescriptor, Scope> = HashMap::new();
+    for (t, wd) in current {
+        out.entry(wd.clone())
+            .and_modify(|s| {
+                if *s != t.scope {
+                    *s = Scope::Whole;
+                }
+            })
+            .or_insert_with(|| t.scope.clone());
+    }
+    out
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
