@@ -185,6 +185,10 @@ wire_code! {
         /// a source, a reference to another definition: it could impersonate
         /// that one, so it is rejected.
         NameReadsAsReference = 32 => "name-reads-as-reference",
+        /// A provider from another untrusted source: a VM of an untrusted
+        /// source may use providers only from trusted sources and its own,
+        /// unless the administrator allows more.
+        ProviderUntrusted = 33 => "provider-untrusted",
     }
 }
 

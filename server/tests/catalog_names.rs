@@ -26,6 +26,7 @@ fn opts_of(t: &Tree, names: Names, layout: Layout) -> MergeOptions {
         names,
         layout,
         vm_dir: t.join("vm"),
+        cross_source_providers: false,
     }
 }
 

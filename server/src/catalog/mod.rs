@@ -90,6 +90,10 @@ pub struct MergeOptions {
     pub layout: Layout,
     /// The VM directory.
     pub vm_dir: PathBuf,
+    /// Whether a VM of an untrusted source may use another untrusted
+    /// source's VM as a provider (by default only trusted sources' VMs and
+    /// its own source's: else `provider-untrusted`).
+    pub cross_source_providers: bool,
 }
 
 impl MergeOptions {
@@ -99,6 +103,7 @@ impl MergeOptions {
             names: Names::Plain,
             layout: Layout::Plain,
             vm_dir: vm_dir.into(),
+            cross_source_providers: false,
         }
     }
 }

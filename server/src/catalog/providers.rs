@@ -2,6 +2,11 @@
 //! to, and which claimants are rejected because of their providers
 //! (missing, unavailable, shadowed, rejected, or in a cycle), transitively.
 //!
+//! A VM of an untrusted source may use providers only from trusted sources
+//! and from its own source; another untrusted source's VM is refused with
+//! `provider-untrusted`, unless [`MergeOptions::cross_source_providers`]
+//! allows it.
+//!
 //! A reference means what [`super::refer`] says (the one claimant rule). A
 //! reference to a definition that does not claim its name (it is shadowed,
 //! or its source went away) is refused with `provider-unavailable`: only a
@@ -10,11 +15,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use vm_catalog_protocol::{DiagCode, SourceEntry, SourceLabel, VmName, VmState};
+use vm_catalog_protocol::{DiagCode, SourceEntry, SourceLabel, Trust, VmName, VmState};
 
-use super::Names;
 use super::cycles::cyclic_nodes;
 use super::resolve::{Outcome, Raw, err};
+use super::{MergeOptions, Names};
 use crate::definition::Definition;
 
 /// What a reference found.
@@ -33,17 +38,33 @@ pub(super) struct Index<'a> {
     raws: &'a [Raw],
     sources: &'a [SourceEntry],
     names: Names,
+    cross_source: bool,
 }
 
 impl<'a> Index<'a> {
-    /// `raws` (sorted by name, then precedence) from `sources`, named as
-    /// `names` says.
-    pub fn new(raws: &'a [Raw], sources: &'a [SourceEntry], names: Names) -> Index<'a> {
+    /// `raws` (sorted by name, then precedence) from `sources`, named and
+    /// allowed providers as `opts` says.
+    pub fn new(raws: &'a [Raw], sources: &'a [SourceEntry], opts: &MergeOptions) -> Index<'a> {
         Index {
             raws,
             sources,
-            names,
+            names: opts.names,
+            cross_source: opts.cross_source_providers,
         }
+    }
+
+    fn trusted(&self, label: &SourceLabel) -> bool {
+        self.sources
+            .iter()
+            .any(|s| &s.label == label && s.trust == Trust::Trusted)
+    }
+
+    /// Whether the claimant `i` may not use the claimant `j` as a provider:
+    /// `j` is from another untrusted source than `i`'s, also untrusted, and
+    /// cross-source providers are not allowed.
+    fn untrusted_crossing(&self, i: usize, j: usize) -> bool {
+        let (of, provider) = (&self.raws[i].source, &self.raws[j].source);
+        !self.cross_source && of != provider && !self.trusted(of) && !self.trusted(provider)
     }
 
     /// What `reference` refers to, by the one claimant rule
@@ -119,6 +140,16 @@ pub(super) fn resolve_providers(
                 continue;
             }
             match found {
+                Found::Claimant(j) if idx.untrusted_crossing(i, j) => problems.push(err(
+                    DiagCode::ProviderUntrusted,
+                    &path,
+                    format!(
+                        "provider {reference} is from the untrusted source {}: a VM of the \
+                         untrusted source {} may use providers only from trusted sources and \
+                         its own (--allow-cross-source-providers allows it)",
+                        raws[j].source, raws[i].source
+                    ),
+                )),
                 Found::Claimant(j) => out.push((k, j)),
                 Found::NotClaimant(j) => problems.push(err(
                     DiagCode::ProviderUnavailable,

@@ -162,7 +162,7 @@ pub(crate) fn resolve(
         }
         start += same.end;
     }
-    let idx = Index::new(raws, sources, opts.names);
+    let idx = Index::new(raws, sources, opts);
     let mut resolved = resolve_providers(&idx, &mut outcomes);
     raws.iter()
         .zip(outcomes)
