@@ -4,10 +4,11 @@
 //! the VM's facts in the environment; a failed or hung `prepare` leaves out
 //! only its VM (with `hook-failed` in `vm-catalog list --all`) and is
 //! retried on the retry schedule; a restart prepares nothing twice; a dry
-//! run runs no hook. `instances.rs`: the same with the s6-instance applier
-//! on a real `s6-svscan`.
+//! run runs no hook. `instances.rs` and `s6rc.rs`: the same with the
+//! s6-instance applier and with the s6-rc applier on a real `s6-svscan`.
 
 mod instances;
+mod s6rc;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
