@@ -79,7 +79,11 @@ impl Commit {
         let mut report = self.applier.apply(&request);
         report.left_out.extend(held);
         let keep = self.hooks.release(&report);
-        self.remove_left_views(&keep);
+        if !report.outcome.status.is_failure() {
+            // After a failed apply, services of VMs that left may remain:
+            // their directories stay until an apply succeeds.
+            self.remove_left_views(&keep);
+        }
         draft.annotate(&report);
         let changes = match catalog.successor(draft) {
             Some((next, changes)) => {
