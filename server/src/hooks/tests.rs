@@ -289,3 +289,31 @@ fn without_a_hook_nothing_runs_and_nothing_is_held() {
     assert!(h.release(&applied(&r)).is_empty());
     assert!(!h.needs_retry());
 }
+
+#[test]
+fn a_hook_gets_no_descriptor_of_the_daemons_but_its_stdio() {
+    let rig = Rig::new();
+    let listing = rig.path("fds");
+    let config = rig.hook(&format!("ls /proc/$$/fd > {}", listing.display()));
+    // A descriptor without close-on-exec, as an inherited one is.
+    let file = std::fs::File::open("/dev/null").unwrap();
+    // SAFETY: dup of a valid descriptor (at 300 or above, out of the
+    // shell's way); the copy is closed below.
+    let fd = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&file), libc::F_DUPFD, 300) };
+    assert!(fd >= 300);
+    let mut h = Hooks::open(config);
+    let vms = [vm("a", &[])];
+    let mut r = request(&vms);
+    assert!(h.prepare(&mut r, &facts(&vms)).is_empty());
+    // SAFETY: closes the copy made above.
+    unsafe { libc::close(fd) };
+    let mut fds: Vec<u32> = std::fs::read_to_string(&listing)
+        .unwrap()
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    fds.sort();
+    // Stdio and the shell's own (its script, saved redirections).
+    assert!(fds.starts_with(&[0, 1, 2]), "{fds:?}");
+    assert!(!fds.contains(&(fd as u32)), "{fds:?} has the daemon's {fd}");
+}
