@@ -116,8 +116,9 @@ impl VmFacts {
         ]
     }
 
-    /// The facts of every active VM of `draft` whose view is built.
-    pub fn of_draft(draft: &Draft) -> BTreeMap<VmName, VmFacts> {
+    /// The facts of the active VMs of `draft` named in `names` whose view
+    /// is built.
+    pub fn of_draft(draft: &Draft, names: &BTreeSet<VmName>) -> BTreeMap<VmName, VmFacts> {
         let roots: BTreeMap<&SourceLabel, &str> = draft
             .sources()
             .iter()
@@ -125,6 +126,7 @@ impl VmFacts {
             .collect();
         draft
             .active()
+            .filter(|c| names.contains(&c.entry.name))
             .filter_map(|c| {
                 let view = c.view.clone()?;
                 let dir = view.parent()?.to_path_buf();
@@ -198,29 +200,33 @@ impl Hooks {
     }
 
     /// The prepare stage: runs `prepare` for every VM of `request` that is
-    /// not prepared yet (its facts from `facts`, by name), side by side.
+    /// not prepared yet, side by side; `facts` gives the facts of the VMs
+    /// it names (called only when there are some: an unchanged rescan
+    /// costs a lookup per VM).
     /// A VM whose hook failed leaves `request`, and so does every VM it
     /// provides for, transitively; the returned list says why, for the
     /// report.
     pub fn prepare(
         &mut self,
         request: &mut ApplyRequest,
-        facts: &BTreeMap<VmName, VmFacts>,
+        facts: impl FnOnce(&BTreeSet<VmName>) -> BTreeMap<VmName, VmFacts>,
     ) -> Vec<LeftOut> {
         let Some(config) = &self.config else {
             return Vec::new();
         };
         self.active = request.vms.iter().map(|v| v.id.clone()).collect();
-        let todo: Vec<&VmFacts> = request
+        let names: BTreeSet<VmName> = request
             .vms
             .iter()
             .filter(|v| !self.prepared.contains_key(&v.id))
-            .filter_map(|v| facts.get(&v.name))
+            .map(|v| v.name.clone())
             .collect();
         self.prepare_failed.clear();
-        if todo.is_empty() {
+        if names.is_empty() {
             return Vec::new();
         }
+        let facts = facts(&names);
+        let todo: Vec<&VmFacts> = names.iter().filter_map(|n| facts.get(n)).collect();
         let results = run::run_all(config, Action::Prepare, &todo);
         let mut left_out = Vec::new();
         let mut failed = BTreeSet::new();

@@ -75,7 +75,9 @@ impl Commit {
         // Hooks: prepare new VMs before their services exist; release the
         // VMs that left once theirs are gone, then remove their directories.
         let mut request = draft.apply_request();
-        let held = self.hooks.prepare(&mut request, &VmFacts::of_draft(&draft));
+        let held = self
+            .hooks
+            .prepare(&mut request, |names| VmFacts::of_draft(&draft, names));
         let mut report = self.applier.apply(&request);
         report.left_out.extend(held);
         let keep = self.hooks.release(&report);
