@@ -149,8 +149,14 @@ impl VmFacts {
     }
 }
 
+/// Called with each VM about to be released, before its hook runs: what
+/// the daemon keeps in the VM's directories (a UI VM's listener in
+/// `/run/vsock/<id>`) goes first. Set by the daemon's wiring, which knows
+/// the RPC layer; the stage does not.
+pub type BeforeRelease = Box<dyn Fn(&VmName) + Send>;
+
 /// The hook stage, and what it keeps between rescans.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Hooks {
     config: Option<HookConfig>,
     /// The VMs prepared and not released, by id (as in the record).
@@ -162,6 +168,18 @@ pub struct Hooks {
     /// The ids of the last prepare's request, the VMs it left out
     /// included: those are not released.
     active: BTreeSet<VmId>,
+    before_release: Option<BeforeRelease>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("config", &self.config)
+            .field("prepared", &self.prepared.len())
+            .field("prepare_failed", &self.prepare_failed)
+            .field("release_failed", &self.release_failed)
+            .finish()
+    }
 }
 
 impl Hooks {
@@ -180,7 +198,13 @@ impl Hooks {
             prepare_failed: BTreeSet::new(),
             release_failed: BTreeSet::new(),
             active: BTreeSet::new(),
+            before_release: None,
         }
+    }
+
+    /// Calls `f` with each VM about to be released, before its hook runs.
+    pub fn before_release(&mut self, f: BeforeRelease) {
+        self.before_release = Some(f);
     }
 
     /// The configured hook, if any.
@@ -274,6 +298,11 @@ impl Hooks {
             // Their services may still be there: released after an apply
             // that succeeds. Retried as the failed apply is.
             return gone.iter().map(|f| f.dir.clone()).collect();
+        }
+        if let Some(f) = &self.before_release {
+            for vm in &gone {
+                f(&vm.name);
+            }
         }
         let results = run::run_all(config, Action::Release, &gone);
         let mut keep = BTreeSet::new();

@@ -317,3 +317,28 @@ fn a_hook_gets_no_descriptor_of_the_daemons_but_its_stdio() {
     assert!(fds.starts_with(&[0, 1, 2]), "{fds:?}");
     assert!(!fds.contains(&(fd as u32)), "{fds:?} has the daemon's {fd}");
 }
+
+#[test]
+fn what_must_go_before_a_release_is_told_first() {
+    let rig = Rig::new();
+    let order = rig.path("log");
+    let mut h = Hooks::open(rig.hook(""));
+    let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let t = told.clone();
+    let log = order.clone();
+    h.before_release(Box::new(move |vm: &VmName| {
+        // The hook has not run yet: its log has no release line.
+        let seen = std::fs::read_to_string(&log).unwrap_or_default();
+        t.lock()
+            .unwrap()
+            .push((vm.to_string(), seen.contains("release")));
+    }));
+    let vms = [vm("a", &[]), vm("b", &[])];
+    let mut r = request(&vms);
+    h.prepare(&mut r, |_| facts(&vms));
+    let mut r = request(&vms[..1]);
+    h.prepare(&mut r, |_| facts(&vms));
+    assert!(h.release(&applied(&r)).is_empty());
+    assert_eq!(*told.lock().unwrap(), [("b".to_string(), false)]);
+    assert!(rig.log().contains(&format!("release {} b", id("b"))));
+}

@@ -143,6 +143,12 @@ impl Commit {
         self.hub.set_status(self.status.clone());
     }
 
+    /// Calls `f` with each VM about to be released, before its hook runs
+    /// ([`Hooks::before_release`]).
+    pub fn before_release(&mut self, f: crate::hooks::BeforeRelease) {
+        self.hooks.before_release(f);
+    }
+
     /// Whether a hook failed, so that a retry is due.
     pub fn needs_retry(&self) -> bool {
         self.hooks.needs_retry()
