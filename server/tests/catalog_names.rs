@@ -211,7 +211,7 @@ fn ids_are_kept_across_merges_and_given_to_the_applier() {
     let d = merge_with(&g0, scans(&t), &o, &mut ids);
     let id = entry(&d, "netvm").id.clone().unwrap();
     assert_eq!(ids.get(&label("sys"), &"netvm".parse().unwrap()), Some(&id));
-    let req = d.apply_request();
+    let req = vm_catalogd::rescan::handoff::apply_request(&g0, &d);
     assert_eq!(req.vms[1].name.as_str(), "netvm");
     assert_eq!(req.vms[1].id, id);
     assert_eq!(

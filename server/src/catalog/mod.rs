@@ -2,11 +2,14 @@
 //! generation, and diffs between generations. Pure: no I/O.
 //!
 //! A rescan goes: [`merge`] the scans against the current [`Catalog`] into a
-//! [`Draft`]; build the views ([`crate::views`]); apply
-//! ([`Draft::apply_request`], then [`Draft::annotate`] with the report);
-//! then [`Catalog::successor`] gives the next snapshot and its ordered
-//! change batch, or `None` when nothing changed (the generation stays). A
-//! dry run computes `successor` and throws it away.
+//! [`Draft`]; the rescan's commit builds the views of its active VMs
+//! ([`Draft::reject_all`] those whose view failed) and applies them
+//! ([`Draft::annotate`] with what the applier reported, in the catalog's
+//! own [`Annotations`]); then [`Catalog::successor`] gives the next
+//! snapshot and its ordered change batch, or `None` when nothing changed
+//! (the generation stays). A dry run computes `successor` and throws it
+//! away. The catalog knows nothing of views or appliers: the commit
+//! (`rescan::commit`, `rescan::handoff`) is where they meet.
 //!
 //! How VMs are named ([`Names`]), where their views go ([`Layout`]) and
 //! what a name given anywhere refers to ([`refer`], the one claimant rule)
@@ -28,13 +31,13 @@ use vm_catalog_protocol::{
     Cursor, Epoch, Provider, SourceEntry, SourceLabel, VmEntry, VmId, VmName, VmState,
 };
 
-use crate::apply::{ActiveVm, ApplyRequest};
 use crate::definition::Definition;
 
 pub use claim::{Claims, Referent, qualified, reads_as_other, refer};
 pub use draft::Draft;
 pub use ids::{ID_LEN, IdKey, VmIds};
 pub use merge::{merge, merge_with};
+pub use resolve::Annotations;
 
 /// How catalog names are made from directory names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -235,35 +238,6 @@ impl Catalog {
     pub fn active_definitions(&self) -> Vec<&Definition> {
         self.active().map(|c| &*c.definition).collect()
     }
-
-    /// What the applier needs to make this generation's active set live
-    /// (to retry a failed apply without a rescan).
-    pub fn apply_request(&self) -> ApplyRequest {
-        ApplyRequest {
-            generation: self.generation,
-            vms: active_vms(&self.candidates),
-        }
-    }
-}
-
-/// The active set as the applier sees it, sorted by name.
-pub(crate) fn active_vms(candidates: &[Candidate]) -> Vec<ActiveVm> {
-    candidates
-        .iter()
-        .filter(|c| c.entry.state == VmState::Active)
-        .map(|c| {
-            let mut providers: Vec<_> = c.entry.providers.iter().map(|p| p.name.clone()).collect();
-            providers.sort();
-            providers.dedup();
-            ActiveVm {
-                name: c.entry.name.clone(),
-                view: c.view.clone().unwrap_or_default(),
-                providers,
-                fingerprint: c.definition.fingerprint,
-                id: c.id.clone(),
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -292,6 +266,6 @@ mod tests {
         );
         assert_eq!(c.entries().len(), 0);
         assert!(c.lookup("x").is_none());
-        assert!(c.apply_request().vms.is_empty());
+        assert_eq!(c.active().count(), 0);
     }
 }

@@ -40,10 +40,14 @@ impl claim::Claims for Raw {
     }
 }
 
-/// What is known about the live state, to be shown on active entries.
+/// What is known about the live state, to be shown on active entries: the
+/// catalog's own words for what the applier reported (the rescan's commit
+/// translates the report, `rescan::handoff`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Annotations {
+pub struct Annotations {
+    /// Each active VM's service, as the applier names it.
     pub services: BTreeMap<VmName, String>,
+    /// Active VMs whose running service predates their definition.
     pub restart_pending: BTreeSet<VmName>,
     /// Active VMs the applier left out of the database: (code, message).
     pub left_out: BTreeMap<VmName, Vec<(DiagCode, String)>>,

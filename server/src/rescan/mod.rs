@@ -1,6 +1,6 @@
 //! Rescans: one at a time, on one worker thread.
 //!
-//! Every trigger (start-up, `Rescan` calls, [`crate::triggers`]) becomes a
+//! Every trigger (start-up, `Rescan` calls, the `triggers` module) becomes a
 //! request on one channel through the [`Rescans`] handle. The worker
 //! takes every request that is waiting, runs one rescan for all of them, and
 //! answers them all: a request is answered by the first rescan that *started
@@ -18,9 +18,11 @@
 //! waiting for it.
 
 pub mod commit;
+pub mod handoff;
 pub mod ids;
 pub mod pipeline;
 pub mod plan;
+pub mod retry;
 mod worker;
 
 use std::sync::mpsc as std_mpsc;
@@ -33,7 +35,7 @@ use vm_catalog_protocol::{ApplyOutcome, Change, RescanOutcome, RescanTrigger};
 pub use pipeline::{Pipeline, PipelineError, RealPipeline};
 pub use plan::{Plan, ScanExhausted};
 
-use crate::triggers::retry::RetryPolicy;
+use retry::RetryPolicy;
 use worker::{Msg, Worker};
 
 /// The answer to a rescan request.

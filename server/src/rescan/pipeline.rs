@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use vm_catalog_protocol::{RescanOutcome, RescanTrigger, SourceKind, SourceLabel, SourceState};
 
-use super::commit::Commit;
+use super::commit::{Commit, Watched};
 use super::plan::{Plan, Sources};
 use super::{RescanError, RescanResult, Started};
 use crate::apply::Applier;
@@ -27,8 +27,7 @@ use crate::definition::ScanOptions;
 use crate::hooks::Hooks;
 use crate::publish::Hub;
 use crate::source::SourceSpec;
-use crate::source::partition::{PartitionManager, UeventListener};
-use crate::triggers::inotify::TargetTx;
+use crate::source::partition::PartitionManager;
 use crate::views::Views;
 
 /// What the rescan worker runs.
@@ -91,8 +90,6 @@ pub struct RealPipeline {
     ids: VmIds,
     ids_file: PathBuf,
     commit: Commit,
-    /// Taken by the daemon, to run on the async side.
-    uevents: Option<UeventListener>,
 }
 
 impl std::fmt::Debug for RealPipeline {
@@ -105,23 +102,13 @@ impl std::fmt::Debug for RealPipeline {
 }
 
 impl RealPipeline {
-    /// Sets up the sources, the partition manager (its uevent socket bound
-    /// before the first reconcile, so no event is missed) and the applier.
-    /// Must be called inside a tokio runtime.
-    pub fn open(config: &Config, hub: Arc<Hub>, watched: TargetTx) -> Result<Self, PipelineError> {
-        let (partitions, uevents) = match &config.partitions {
-            None => (None, None),
-            Some(p) => {
-                let uevents = match UeventListener::bind(p.uevent_group) {
-                    Ok(l) => Some(l),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot listen to block device uevents; partitions are seen on rescans only");
-                        None
-                    }
-                };
-                (Some(PartitionManager::new(p.clone())), uevents)
-            }
-        };
+    /// Sets up the sources, the partition manager and the applier; the
+    /// directories to watch go to `watched` after every rescan. (The daemon
+    /// binds the uevent listener before the first rescan, so that no
+    /// hotplug event before the first reconcile is missed.) Must be called
+    /// inside a tokio runtime.
+    pub fn open(config: &Config, hub: Arc<Hub>, watched: Watched) -> Result<Self, PipelineError> {
+        let partitions = config.partitions.clone().map(PartitionManager::new);
         let applier: Box<dyn Applier> = match &config.apply {
             ApplyConfig::None => Box::new(NoneApplier::new()),
             ApplyConfig::S6rc(c) => {
@@ -154,15 +141,7 @@ impl RealPipeline {
             ids,
             ids_file: config.ids_file.clone(),
             commit: Commit::new(views, hooks, applier, hub, watched),
-            uevents,
         })
-    }
-
-    /// The uevent listener, to run on the async side
-    /// ([`crate::triggers::uevent::run`]); `None` without partitions, when
-    /// it could not be bound, or once taken.
-    pub fn take_uevents(&mut self) -> Option<UeventListener> {
-        self.uevents.take()
     }
 
     /// Calls `f` with each VM about to be released, before its `--vm-hook`
@@ -240,6 +219,13 @@ fn random_seed() -> u64 {
 
 impl Pipeline for RealPipeline {
     fn rescan(&mut self, trigger: RescanTrigger) -> Result<RescanResult, RescanError> {
+        let span = tracing::info_span!(
+            "rescan",
+            trigger = trigger.as_str(),
+            from = self.catalog.generation(),
+            generation = tracing::field::Empty,
+        );
+        let _entered = span.enter();
         let started = Started::now();
         let specs = self.sources.discover();
         let mut ids = std::mem::replace(&mut self.ids, VmIds::new(0));
@@ -250,6 +236,7 @@ impl Pipeline for RealPipeline {
         let result = self
             .commit
             .commit(&mut self.catalog, plan, trigger, started);
+        span.record("generation", result.outcome.generation);
         self.prune_ids();
         self.save_ids();
         log_outcome(&result.outcome);
@@ -257,6 +244,13 @@ impl Pipeline for RealPipeline {
     }
 
     fn dry_run(&mut self, trigger: RescanTrigger) -> Result<RescanResult, RescanError> {
+        let span = tracing::info_span!(
+            "rescan",
+            trigger = trigger.as_str(),
+            dry_run = true,
+            generation = self.catalog.generation(),
+        );
+        let _entered = span.enter();
         let started = Started::now();
         // New definitions get ids for the dry run only: they are not kept.
         let mut ids = self.ids.clone();

@@ -11,8 +11,8 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 use vm_catalog_protocol::RescanTrigger;
 
+use super::retry::{Retry, RetryPolicy};
 use super::{Pipeline, RescanError, RescanResult};
-use crate::triggers::retry::{Retry, RetryPolicy};
 
 type Reply = oneshot::Sender<Result<RescanResult, RescanError>>;
 
