@@ -189,6 +189,9 @@ wire_code! {
         /// source may use providers only from trusted sources and its own,
         /// unless the administrator allows more.
         ProviderUntrusted = 33 => "provider-untrusted",
+        /// The VM's `prepare` hook (`--vm-hook`) failed or did not finish in
+        /// time: the VM is left out of the apply and tried again later.
+        HookFailed = 34 => "hook-failed",
     }
 }
 

@@ -5,9 +5,12 @@
 //! 1. **views**: build the views of the draft's active VMs; the VMs whose
 //!    view cannot be built are rejected (the draft is resolved once for all
 //!    of them);
-//! 2. **apply**: the active set goes to the applier as its request
-//!    ([`handoff::apply_request`]), and its report comes back as the
-//!    catalog's annotations ([`handoff::annotations`]; resolved once);
+//! 2. **hooks, apply**: the VMs not prepared yet are prepared
+//!    (`crate::hooks`; a VM whose hook fails is left out), the active set
+//!    goes to the applier as its request ([`handoff::apply_request`]), the
+//!    VMs that left are released and their directories removed, and the
+//!    applier's report comes back as the catalog's annotations
+//!    ([`handoff::annotations`]; resolved once);
 //! 3. **successor**: the draft becomes the next catalog, if anything
 //!    changed;
 //! 4. **status, watches, publish**: the apply and rescan outcomes go into
@@ -26,6 +29,7 @@ use super::{Plan, RescanResult, Started, handoff};
 use crate::apply::{Applier, ApplyReport};
 use crate::catalog::{Catalog, Draft};
 use crate::definition::watch_targets::Target;
+use crate::hooks::{Hooks, VmFacts};
 use crate::publish::{Hub, Published, Status};
 use crate::views::Views;
 
@@ -38,6 +42,7 @@ pub struct Commit {
     /// The views, remembered between rescans (an unchanged rescan does not
     /// read them back from disk).
     views: Views,
+    hooks: Hooks,
     applier: Box<dyn Applier>,
     hub: Arc<Hub>,
     status: Status,
@@ -56,9 +61,16 @@ impl std::fmt::Debug for Commit {
 impl Commit {
     /// Views in `views`, applied by `applier`, published on `hub`; the
     /// directories to watch go to `watched`.
-    pub fn new(views: Views, applier: Box<dyn Applier>, hub: Arc<Hub>, watched: Watched) -> Self {
+    pub fn new(
+        views: Views,
+        hooks: Hooks,
+        applier: Box<dyn Applier>,
+        hub: Arc<Hub>,
+        watched: Watched,
+    ) -> Self {
         Commit {
             views,
+            hooks,
             applier,
             hub,
             status: Status::default(),
@@ -97,7 +109,7 @@ impl Commit {
     /// Builds the views of the draft's active VMs; the VMs whose view cannot
     /// be built are rejected.
     fn build_views(&mut self, draft: &mut Draft) {
-        let synced = self.views.sync(draft.active());
+        let synced = self.views.build(draft.active());
         draft.reject_all(
             synced
                 .errors
@@ -109,9 +121,41 @@ impl Commit {
     /// Applies the draft's active set (against `current`) and annotates the
     /// draft with what the applier reports.
     fn apply(&mut self, current: &Catalog, draft: &mut Draft) -> ApplyReport {
-        let report = self.applier.apply(&handoff::apply_request(current, draft));
+        // Hooks: prepare new VMs before their services exist; release the
+        // VMs that left once theirs are gone, then remove their directories.
+        let mut request = handoff::apply_request(current, draft);
+        let held = self
+            .hooks
+            .prepare(&mut request, |names| VmFacts::of_draft(draft, names));
+        let mut report = self.applier.apply(&request);
+        report.left_out.extend(held);
+        let keep = self.hooks.release(&report);
+        if !report.outcome.status.is_failure() {
+            // After a failed apply, services of VMs that left may remain:
+            // their directories stay until an apply succeeds.
+            self.remove_left_views(&keep);
+        }
         draft.annotate(handoff::annotations(&report));
         report
+    }
+
+    /// Removes the views and directories of the VMs that left, but those
+    /// in `keep` (not released yet).
+    fn remove_left_views(&mut self, keep: &std::collections::BTreeSet<std::path::PathBuf>) {
+        for e in self.views.remove_left(keep).errors {
+            tracing::warn!(error = %e, "cannot remove the view of a vm that left");
+        }
+    }
+
+    /// Calls `f` with each VM about to be released, before its hook runs
+    /// ([`Hooks::before_release`]).
+    pub fn before_release(&mut self, f: crate::hooks::BeforeRelease) {
+        self.hooks.before_release(f);
+    }
+
+    /// Whether a hook failed, so that a retry is due.
+    pub fn needs_retry(&self) -> bool {
+        self.hooks.needs_retry()
     }
 
     /// Records the apply's outcome in the status, as that of `generation`

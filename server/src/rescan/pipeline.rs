@@ -25,6 +25,7 @@ use crate::catalog::{Catalog, MergeOptions, VmIds};
 use crate::config::{ApplyConfig, Config};
 use crate::definition::ScanOptions;
 use crate::definition::watch_targets::Dirty;
+use crate::hooks::Hooks;
 use crate::publish::Hub;
 use crate::source::SourceSpec;
 use crate::source::partition::PartitionManager;
@@ -137,7 +138,14 @@ impl RealPipeline {
             }
         })?;
         warn_of_symlink_races(&config.sources);
-        let views = Views::with_layout(&config.merge.vm_dir, config.merge.layout);
+        let mut views = Views::with_layout(&config.merge.vm_dir, config.merge.layout);
+        if let ApplyConfig::Instance(c) = &config.apply {
+            views = views.with_service_links(&c.service);
+        }
+        let hooks = match &config.vm_hook {
+            Some(h) => Hooks::open(h.clone()),
+            None => Hooks::none(),
+        };
         Ok(RealPipeline {
             catalog: Catalog::empty(hub.epoch()),
             sources: Sources::new(config.sources.clone(), partitions),
@@ -145,8 +153,14 @@ impl RealPipeline {
             merge: config.merge.clone(),
             ids,
             ids_file: config.ids_file.clone(),
-            commit: Commit::new(views, applier, hub, watched),
+            commit: Commit::new(views, hooks, applier, hub, watched),
         })
+    }
+
+    /// Calls `f` with each VM about to be released, before its `--vm-hook`
+    /// runs (the UI VM listeners in its directories go first).
+    pub fn before_release(&mut self, f: crate::hooks::BeforeRelease) {
+        self.commit.before_release(f);
     }
 
     /// Plans a rescan of `specs`; new definitions get their ids in `ids`.
@@ -271,10 +285,12 @@ impl Pipeline for RealPipeline {
 
     fn needs_retry(&self) -> bool {
         // Partitions are retried by hotplug and their manager.
-        self.catalog
-            .sources()
-            .iter()
-            .any(|s| s.state == SourceState::Failed && s.kind != SourceKind::Partition)
+        self.commit.needs_retry()
+            || self
+                .catalog
+                .sources()
+                .iter()
+                .any(|s| s.state == SourceState::Failed && s.kind != SourceKind::Partition)
     }
 
     fn after(&mut self) -> Option<RescanTrigger> {
