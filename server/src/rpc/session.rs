@@ -115,6 +115,7 @@ pub async fn run(socket: Transport, peer: Peer, ctx: Arc<Ctx>, admitted: Admitte
             stop,
             registration,
         } = admitted;
+        let replies = draws.replies.clone();
         let mut rx = Receiver::new(&socket);
         // Stopped in its handshake (evicted, say): closed without a word,
         // as a refusal before any Hello may be.
@@ -134,7 +135,7 @@ pub async fn run(socket: Transport, peer: Peer, ctx: Arc<Ctx>, admitted: Admitte
         }
         tracing::debug!("disconnected");
         drop(slot);
-        ctx.connection_ended();
+        ctx.connection_ended(&replies);
     }
     .instrument(span)
     .await

@@ -259,7 +259,8 @@ async fn accept(
                 };
                 tracker.spawn(session::run(transport, peer, ctx.clone(), admitted));
             }
-            None => match ctx.refusal() {
+            // Refused from the VM's own refusal slots, never the host's.
+            None => match share.refusals.clone().try_acquire_owned().ok() {
                 Some(permit) => {
                     tracker.spawn(handshake::refuse(transport, peer, ctx.clone(), permit));
                 }
