@@ -10,26 +10,28 @@
 //! `StreamEnd`), then a `Goodbye`.
 //!
 //! Each listener serves its connections as the VM ([`Peer::vm`]): the same
-//! connection code as the host socket, on the stream transport, drawing
-//! only on that VM's own ledgers ([`VmShare`]). What it follows is the
+//! accept loop ([`accept::run`]) and connection code as the host socket, on
+//! the stream transport, drawing only on that VM's own ledgers
+//! ([`VmShare`]). What it follows is the
 //! published snapshot ([`crate::publish::Hub::published`]), never the
 //! rescan's internals.
 
 use std::collections::BTreeMap;
+use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::UnixListener;
 use tokio_util::task::TaskTracker;
 use vm_catalog_protocol::{VmId, VmName, VmState};
 
 use super::Tenant;
+use super::accept::{self, Admission, Admit};
 use super::ctx::{Ctx, VmShare};
-use super::handshake::{self, Draws};
+use super::handshake::Draws;
 use super::peer::Peer;
-use super::session::{self, Admitted, Stop};
-use super::transport::Transport;
+use super::session::Admitted;
+use super::stop::Stop;
 use crate::publish::Published;
 
 pub mod owner;
@@ -134,11 +136,15 @@ impl UiVms {
                 Ok((listener, bound)) => {
                     tracing::info!(vm = %vm, path = %path.display(), "UI VM listener");
                     let stop = Stop::under(&ctx.shutdown);
-                    self.tracker.spawn(accept(
-                        ctx.clone(),
+                    let admit = Vm {
+                        name: vm.clone(),
+                        share: ctx.limits.vm_share(),
+                        stop: stop.clone(),
+                    };
+                    self.tracker.spawn(accept::run(
                         listener,
-                        vm.clone(),
-                        ctx.limits.vm_share(),
+                        admit,
+                        ctx.clone(),
                         stop.clone(),
                         self.tracker.clone(),
                     ));
@@ -209,63 +215,34 @@ fn wanted(config: &UiVmConfig, snapshot: &Published) -> BTreeMap<PathBuf, (VmNam
     out
 }
 
-/// Accepts the VM `vm`'s connections until `stop`.
-async fn accept(
-    ctx: Arc<Ctx>,
-    listener: UnixListener,
-    vm: VmName,
+/// A UI VM's admission: every peer is the VM, drawing only on its own
+/// ledgers and refusal slots.
+struct Vm {
+    name: VmName,
     share: VmShare,
     stop: Stop,
-    tracker: TaskTracker,
-) {
-    let mut backoff = Duration::from_millis(10);
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.stopped() => break,
-            r = listener.accept() => r,
-        };
-        let transport = match accepted {
-            Ok((s, _)) => {
-                backoff = Duration::from_millis(10);
-                Transport::Stream(s)
-            }
-            Err(e) => {
-                if ctx.log_limit.allow() {
-                    tracing::warn!(vm = %vm, error = %e, "accept failed");
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
-        let peer = match Peer::vm(&transport, ctx.stats.next_conn_id(), vm.clone()) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot read peer credentials");
-                continue;
-            }
-        };
+}
+
+impl Admit for Vm {
+    fn peer(&self, fd: BorrowedFd<'_>, conn_id: u64) -> std::io::Result<Peer> {
+        Peer::vm(&fd, conn_id, self.name.clone())
+    }
+
+    fn admit(&self, _: &Arc<Ctx>, _: &Peer) -> Admission {
+        let share = &self.share;
         match share.connections.try_claim(Tenant::Vm, 1) {
-            Some(slot) => {
-                let admitted = Admitted {
-                    slot,
-                    draws: Draws {
-                        tenant: Tenant::Vm,
-                        replies: share.replies.clone(),
-                    },
-                    calls: Some(share.calls.clone()),
-                    stop: stop.clone(),
-                    registration: None,
-                };
-                tracker.spawn(session::run(transport, peer, ctx.clone(), admitted));
-            }
+            Some(slot) => Admission::Serve(Admitted {
+                slot,
+                draws: Draws {
+                    tenant: Tenant::Vm,
+                    replies: share.replies.clone(),
+                },
+                calls: Some(share.calls.clone()),
+                stop: self.stop.clone(),
+                registration: None,
+            }),
             // Refused from the VM's own refusal slots, never the host's.
-            None => match share.refusals.clone().try_acquire_owned().ok() {
-                Some(permit) => {
-                    tracker.spawn(handshake::refuse(transport, peer, ctx.clone(), permit));
-                }
-                None => drop(transport),
-            },
+            None => Admission::Refuse(share.refusals.clone().try_acquire_owned().ok()),
         }
     }
 }
