@@ -10,7 +10,9 @@ use vm_catalog::Client;
 use vm_catalog_protocol::codec::{self, Compat};
 use vm_catalog_protocol::*;
 use vm_catalogd::rpc::Limits;
-use vm_catalogd::rpc::ui_vm::{Access, Owner, Parent, SocketTemplate, UiVmConfig, UiVms};
+use vm_catalogd::rpc::ui_vm::{
+    Access, Listeners, Owner, Parent, SocketTemplate, UiVmConfig, UiVms,
+};
 
 use crate::server::{Server, entry};
 
@@ -53,6 +55,22 @@ async fn answer_as(path: &std::path::Path, uid: u32) -> Answer {
     }
 }
 
+/// The UI VM `ui`'s listener at `<dir>/ui.5`.
+fn config(dir: &std::path::Path) -> UiVmConfig {
+    UiVmConfig {
+        names: vec!["ui".parse().unwrap()],
+        port: 5,
+        socket: SocketTemplate::parse(&format!("{}/{{name}}.{{port}}", dir.display())).unwrap(),
+        vm_dir: dir.to_owned(),
+        access: Access {
+            mode: 0o600,
+            owner: Owner::Unchanged,
+            group: None,
+        },
+        parent: Parent::Existing,
+    }
+}
+
 /// Regression: a UI VM's flood of connections used the host's refusal
 /// slots, so a host uid over its cap was closed without a word (0 of 200
 /// `busy` while a VM flooded, 200 of 200 alone).
@@ -70,20 +88,7 @@ async fn a_user_over_its_cap_still_gets_busy_while_a_ui_vm_floods() {
     let srv = Server::start(limits, None).await;
     srv.publish(vec![entry("ui", VmState::Active)]);
     let dir = tempfile::tempdir().unwrap();
-    let config = UiVmConfig {
-        names: vec!["ui".parse().unwrap()],
-        port: 5,
-        socket: SocketTemplate::parse(&format!("{}/{{name}}.{{port}}", dir.path().display()))
-            .unwrap(),
-        vm_dir: dir.path().to_owned(),
-        access: Access {
-            mode: 0o600,
-            owner: Owner::Unchanged,
-            group: None,
-        },
-        parent: Parent::Existing,
-    };
-    let following = tokio::spawn(UiVms::start(srv.ctx.clone(), config).run());
+    let following = tokio::spawn(UiVms::start(srv.ctx.clone(), config(dir.path())).run());
     let vm_path = dir.path().join("ui.5");
 
     // Alone, the user over its cap is told `busy`.
@@ -125,6 +130,40 @@ async fn a_user_over_its_cap_still_gets_busy_while_a_ui_vm_floods() {
     assert!(
         answers.iter().all(|a| *a == Answer::Error(ErrorCode::Busy)),
         "{answers:?}"
+    );
+    srv.ctx.shutdown.cancel();
+    following.await.unwrap();
+    srv.stop().await;
+}
+
+/// A VM's listener is gone the moment it is released (before its
+/// `release` hook runs), its connections told why.
+#[tokio::test]
+async fn a_released_vm_has_no_listener_from_that_moment() {
+    let srv = Server::start(Limits::default(), None).await;
+    srv.publish(vec![entry("ui", VmState::Active)]);
+    let dir = tempfile::tempdir().unwrap();
+    let listeners = Listeners::default();
+    let following = tokio::spawn(
+        UiVms::start_with(srv.ctx.clone(), config(dir.path()), listeners.clone()).run(),
+    );
+    let vm_path = dir.path().join("ui.5");
+    let vm = Client::connect_stream(&vm_path).await.unwrap();
+    let mut sub = vm.stream(&Subscribe { since: None }).await.unwrap();
+    while !matches!(sub.next().await.unwrap().unwrap(), Event::Synced { .. }) {}
+    listeners.release(&"other".parse().unwrap());
+    assert!(vm_path.exists(), "another VM's release leaves it");
+    listeners.release(&"ui".parse().unwrap());
+    assert!(!vm_path.exists(), "gone when release returns");
+    while let Some(item) = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("the end in time")
+    {
+        item.unwrap();
+    }
+    assert!(
+        sub.end().is_some(),
+        "its subscription ended with its StreamEnd"
     );
     srv.ctx.shutdown.cancel();
     following.await.unwrap();

@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::net::UnixListener;
 use tokio_util::task::TaskTracker;
@@ -73,24 +73,60 @@ struct Listening {
     stop: Stop,
 }
 
+/// The listeners bound now, by path; shared with whoever must see a VM's
+/// listener gone at once (the VM's `release` hook runs only after it is).
+#[derive(Debug, Clone, Default)]
+pub struct Listeners(Arc<Mutex<BTreeMap<PathBuf, Listening>>>);
+
+impl Listeners {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<PathBuf, Listening>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Removes the listener of the VM `vm` now, if it has one, and ends its
+    /// connections (as when it leaves the published catalog): called
+    /// before the VM is released, so that nothing of the daemon's is left
+    /// in its directories. Until the VM is active again in a later
+    /// publish, it gets no listener.
+    pub fn release(&self, vm: &VmName) {
+        self.lock().retain(|path, l| l.vm != *vm || !l.close(path));
+    }
+}
+
+impl Listening {
+    /// Removes the socket and ends its connections; `true`.
+    fn close(&self, path: &std::path::Path) -> bool {
+        tracing::info!(vm = %self.vm, path = %path.display(), "UI VM listener removed");
+        self.bound.remove();
+        self.stop.stop(LEFT_GOODBYE);
+        true
+    }
+}
+
 /// The UI VMs' listeners of a daemon.
 #[derive(Debug)]
 pub struct UiVms {
     ctx: Arc<Ctx>,
     config: UiVmConfig,
     tracker: TaskTracker,
-    listening: BTreeMap<PathBuf, Listening>,
+    listening: Listeners,
 }
 
 impl UiVms {
     /// Listens for every UI VM active in the published catalog now (so a
     /// daemon that says it is ready has them). Within a tokio runtime.
     pub fn start(ctx: Arc<Ctx>, config: UiVmConfig) -> UiVms {
+        UiVms::start_with(ctx, config, Listeners::default())
+    }
+
+    /// [`UiVms::start`], keeping its listeners in `listening` (a handle the
+    /// caller shares with what releases VMs).
+    pub fn start_with(ctx: Arc<Ctx>, config: UiVmConfig, listening: Listeners) -> UiVms {
         let mut vms = UiVms {
             ctx,
             config,
             tracker: TaskTracker::new(),
-            listening: BTreeMap::new(),
+            listening,
         };
         vms.sync();
         vms
@@ -107,7 +143,7 @@ impl UiVms {
             }
             self.sync();
         }
-        for l in self.listening.values() {
+        for l in self.listening.lock().values() {
             l.bound.remove();
         }
         self.tracker.close();
@@ -119,17 +155,12 @@ impl UiVms {
         let ctx = &self.ctx;
         let snapshot = ctx.hub.current();
         let wanted = wanted(&self.config, &snapshot);
-        self.listening.retain(|path, l| {
-            let keep = wanted.get(path).is_some_and(|(vm, _)| *vm == l.vm);
-            if !keep {
-                tracing::info!(vm = %l.vm, path = %path.display(), "UI VM listener removed");
-                l.bound.remove();
-                l.stop.stop(LEFT_GOODBYE);
-            }
-            keep
+        let mut listening = self.listening.lock();
+        listening.retain(|path, l| {
+            wanted.get(path).is_some_and(|(vm, _)| *vm == l.vm) || !l.close(path)
         });
         for (path, (vm, id)) in wanted {
-            if self.listening.contains_key(&path) {
+            if listening.contains_key(&path) {
                 continue;
             }
             match self.bind(&path, &vm, id.as_ref()) {
@@ -148,7 +179,7 @@ impl UiVms {
                         stop.clone(),
                         self.tracker.clone(),
                     ));
-                    self.listening.insert(path, Listening { vm, bound, stop });
+                    listening.insert(path, Listening { vm, bound, stop });
                 }
                 // Tried again at the next publish.
                 Err(e) => {
