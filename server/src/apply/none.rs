@@ -38,6 +38,7 @@ impl Applier for NoneApplier {
             services: 0,
             pending: &restart_pending,
             left_out: &[],
+            state: None,
         };
         let outcome = ApplyOutcome {
             status: result.status(),

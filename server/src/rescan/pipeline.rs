@@ -68,15 +68,6 @@ pub enum PipelineError {
     /// programs, no state directory).
     #[error("cannot set up the s6-instance applier")]
     InstanceApplier(#[source] crate::apply::instance::OpenError),
-    /// The file of VM ids exists but cannot be read.
-    #[error("cannot read the VM ids in {}", path.display())]
-    Ids {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// The real pipeline.
@@ -130,12 +121,11 @@ impl RealPipeline {
                 InstanceApplier::open((**c).clone()).map_err(PipelineError::InstanceApplier)?,
             ),
         };
-        let ids = super::ids::load(&config.ids_file, random_seed()).map_err(|source| {
-            PipelineError::Ids {
-                path: config.ids_file.clone(),
-                source,
-            }
-        })?;
+        let ids = super::ids::load(
+            &config.ids_file,
+            random_seed(),
+            &super::ids::OnDisk::of(config),
+        );
         warn_of_symlink_races(&config.sources);
         let views = Views::with_layout(&config.merge.vm_dir, config.merge.layout);
         Ok(RealPipeline {

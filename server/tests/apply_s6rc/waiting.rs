@@ -24,7 +24,7 @@ fn killed_during_an_update(r: &FakeRig, looks: usize) -> std::path::PathBuf {
     fs::create_dir_all(src.join("b")).unwrap();
     r.tools().compile(&db, &src).unwrap();
     let path = r.root().join("state/state.json");
-    let mut state = State::load(&path).unwrap().unwrap();
+    let mut state = State::load(&path).unwrap().unwrap().state;
     state.next = Some(DbRecord {
         database: db.clone(),
         source: Some(src),

@@ -18,6 +18,7 @@ pub fn report(
     left_out: Vec<LeftOut>,
     state: &State,
     config: &InstanceConfig,
+    state_note: Option<&str>,
     took: Duration,
 ) -> ApplyReport {
     let active: BTreeSet<_> = request.vms.iter().map(|v| &v.name).collect();
@@ -39,6 +40,7 @@ pub fn report(
         services: services.len(),
         pending: &restart_pending,
         left_out: &left_out,
+        state: state_note,
     };
     let outcome = ApplyOutcome {
         status: result.status(),

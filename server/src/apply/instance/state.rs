@@ -50,14 +50,20 @@ pub struct State {
     pub running: BTreeMap<InstanceName, Running>,
 }
 
-pub use crate::apply::state_file::{StateError, StateFile};
+use crate::apply::state_file::Records;
+pub use crate::apply::state_file::{Loaded, StateError, StateFile};
 
 impl StateFile for State {
     const VERSION: u32 = VERSION;
     const WHAT: &'static str = "the s6-instance applier state";
 
-    fn version(&self) -> u32 {
-        self.version
+    /// One record per instance, in `made` and in `running`.
+    fn from_records(r: &mut Records<'_>) -> State {
+        State {
+            version: VERSION,
+            made: r.map("made"),
+            running: r.map("running"),
+        }
     }
 }
 
@@ -82,7 +88,7 @@ mod tests {
     fn saves_and_loads_and_rejects_garbage() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("state.json");
-        assert_eq!(State::load(&path).unwrap(), None);
+        assert!(State::load(&path).unwrap().is_none());
         let fp = Hasher::new("t").finish();
         let mut s = State::new();
         let name = InstanceName::new("AbC123").unwrap();
@@ -102,7 +108,7 @@ mod tests {
             },
         );
         s.save(&path).unwrap();
-        assert_eq!(State::load(&path).unwrap(), Some(s));
+        assert_eq!(State::load(&path).unwrap().map(|l| l.state), Some(s));
         fs::write(&path, "{").unwrap();
         assert!(matches!(State::load(&path), Err(StateError::Parse(..))));
         fs::write(&path, r#"{"version":2,"made":{},"running":{}}"#).unwrap();

@@ -147,6 +147,7 @@ fn change<T: Instances>(
             m.vm = vm.name.clone();
             m.definition = def;
         }
+        a.write_mark(service, name, &vm.name, def);
         run.done.changed += 1;
     }
     let tools = &mut a.tools;
@@ -178,6 +179,7 @@ fn create<T: Instances>(
                 if let Some(m) = a.state.made.get_mut(&name) {
                     m.confirmed = true;
                 }
+                a.write_mark(service, &name, &vm.name, definition);
                 run.done.added += 1;
                 tracing::info!(instance = %name, vm = %vm.name, up = a.config.start, "instance created");
             }

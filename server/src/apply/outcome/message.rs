@@ -83,6 +83,9 @@ impl Outcome {
             let sep = if i == 0 { "; left out: " } else { ", " };
             let _ = write!(m, "{sep}{} ({})", l.vm, l.message);
         }
+        if let Some(state) = notes.state {
+            let _ = write!(m, "; state: {state}");
+        }
         m
     }
 }
@@ -98,6 +101,9 @@ pub struct Notes<'a> {
     pub pending: &'a BTreeSet<VmName>,
     /// VMs left out.
     pub left_out: &'a [LeftOut],
+    /// What was wrong with the applier's state file when it was read, and
+    /// what was recovered (said once, in the first report after it).
+    pub state: Option<&'a str>,
 }
 
 impl InstanceRun {
@@ -423,6 +429,7 @@ mod tests {
             services: 2,
             pending: &pending,
             left_out: &left_out,
+            state: None,
         };
         let failed = Outcome::FailedBeforeSwitch(Cause::Program(ToolError::Exit {
             program: "s6-rc-update",
@@ -440,6 +447,7 @@ mod tests {
             services: 0,
             pending: &BTreeSet::new(),
             left_out: &[],
+            state: None,
         };
         let switch = Switch {
             how: How::Update,

@@ -214,6 +214,9 @@ pub struct S6rcApplier<T: S6rc = Commands> {
     host: Host<T>,
     memory: Memory,
     timings: Timings,
+    /// What was wrong with `state.json` at the start: said in the first
+    /// report.
+    note: Option<String>,
 }
 
 impl S6rcApplier<Commands> {
@@ -242,11 +245,22 @@ impl<T: S6rc> S6rcApplier<T> {
         let renderer = Renderer::new(template, &config.prefix, start, config.max_services);
         let store = Store::open(&config.state_dir)
             .map_err(|e| OpenError::StateDir(config.state_dir.clone(), e))?;
-        let state = match State::load(&store.state_file()) {
-            Ok(s) => s.unwrap_or_else(State::new),
+        let (state, note) = match State::load(&store.state_file()) {
+            Ok(None) => (State::new(), None),
+            Ok(Some(l)) if l.skipped.is_empty() => (l.state, None),
+            Ok(Some(l)) => {
+                let note = format!(
+                    "unreadable records of state.json skipped: {}",
+                    l.skipped.join(", ")
+                );
+                (l.state, Some(note))
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "ignoring the state file; what is live is read again");
-                State::new()
+                (
+                    State::new(),
+                    Some(format!("{e}; what is live was read again")),
+                )
             }
         };
         let live = Live::new(&config.live_dir, &config.scandir, &config.prefix);
@@ -274,6 +288,7 @@ impl<T: S6rc> S6rcApplier<T> {
             host,
             memory,
             timings: Timings::default(),
+            note,
         })
     }
 
@@ -448,6 +463,7 @@ impl<T: S6rc> Applier for S6rcApplier<T> {
             shown,
             &self.memory.state,
             database.as_deref(),
+            self.note.take().as_deref(),
             t0.elapsed(),
         )
     }

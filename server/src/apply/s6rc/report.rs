@@ -21,6 +21,7 @@ pub fn report(
     shown: Shown,
     state: &State,
     database: Option<&Path>,
+    state_note: Option<&str>,
     took: Duration,
 ) -> ApplyReport {
     let restart_pending: BTreeSet<_> = state.running.keys().cloned().collect();
@@ -29,6 +30,7 @@ pub fn report(
         services: shown.services,
         pending: &restart_pending,
         left_out: &shown.left_out,
+        state: state_note,
     };
     let status = result.status();
     let outcome = ApplyOutcome {
