@@ -174,7 +174,9 @@ fn diff_annotations_from_the_applier_are_changes() {
     let (g1, _) = rescan(&t, &Catalog::empty(Epoch(1)), &["a"]).unwrap();
     let mut d = merge(&g1, scans(&t, &["a"]), &t.join("vm"));
     let mut report = vm_catalogd::apply::ApplyReport {
-        result: vm_catalogd::apply::Outcome::Unchanged,
+        result: vm_catalogd::apply::ApplyResult::new(
+            vm_catalogd::apply::s6rc::outcome::S6rcOutcome::Unchanged,
+        ),
         outcome: vm_catalog_protocol::ApplyOutcome {
             status: vm_catalog_protocol::ApplyStatus::Unchanged,
             generation: 1,
@@ -189,7 +191,7 @@ fn diff_annotations_from_the_applier_are_changes() {
     };
     report.services.insert(
         "x".parse().unwrap(),
-        vm_catalogd::apply::Service::S6rc("vm-x".parse().unwrap()),
+        "vm-x".parse::<vm_catalogd::apply::ServiceName>().unwrap(),
     );
     d.annotate(&report);
     let (g2, changes) = g1.successor(d).unwrap();

@@ -10,7 +10,8 @@ use vm_catalog_protocol::{
     ApplyOutcome, ApplyStatus, Epoch, SourceState, VmEntry, VmName, VmState,
 };
 use vm_catalog_tests::Tree;
-use vm_catalogd::apply::{ApplyReport, Outcome, Service};
+use vm_catalogd::apply::s6rc::outcome::S6rcOutcome;
+use vm_catalogd::apply::{ApplyReport, ApplyResult, ServiceName};
 use vm_catalogd::catalog::{Catalog, Draft, merge};
 use vm_catalogd::definition::SourceScan;
 use vm_catalogd::source::{Presence, SourceSpec};
@@ -354,7 +355,7 @@ fn merge_ignores_a_repeated_source_label() {
 
 fn report(services: &[(&str, &str)], pending: &[&str]) -> ApplyReport {
     ApplyReport {
-        result: Outcome::Unchanged,
+        result: ApplyResult::new(S6rcOutcome::Unchanged),
         outcome: ApplyOutcome {
             status: ApplyStatus::Unchanged,
             generation: 1,
@@ -368,7 +369,7 @@ fn report(services: &[(&str, &str)], pending: &[&str]) -> ApplyReport {
             .map(|(n, s)| {
                 (
                     VmName::try_from(*n).unwrap(),
-                    Service::S6rc(s.parse().unwrap()),
+                    s.parse::<ServiceName>().unwrap(),
                 )
             })
             .collect(),

@@ -17,12 +17,8 @@ use vm_catalog_protocol::{RescanOutcome, RescanTrigger, SourceKind, SourceLabel,
 use super::commit::Commit;
 use super::plan::{Plan, Sources};
 use super::{RescanError, RescanResult, Started};
-use crate::apply::Applier;
-use crate::apply::instance::InstanceApplier;
-use crate::apply::none::NoneApplier;
-use crate::apply::s6rc::S6rcApplier;
 use crate::catalog::{Catalog, MergeOptions, VmIds};
-use crate::config::{ApplyConfig, Config};
+use crate::config::Config;
 use crate::definition::ScanOptions;
 use crate::publish::Hub;
 use crate::source::SourceSpec;
@@ -60,14 +56,9 @@ pub trait Pipeline: Send + 'static {
 /// Why the pipeline could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    /// The s6-rc applier could not start (bad configuration, no programs,
-    /// an unusable live directory).
-    #[error("cannot set up the s6-rc applier")]
-    Applier(#[source] crate::apply::s6rc::OpenError),
-    /// The s6-instance applier could not start (bad configuration, no
-    /// programs, no state directory).
-    #[error("cannot set up the s6-instance applier")]
-    InstanceApplier(#[source] crate::apply::instance::OpenError),
+    /// The applier could not start.
+    #[error(transparent)]
+    Applier(#[from] crate::apply::OpenError),
 }
 
 /// The real pipeline.
@@ -112,15 +103,7 @@ impl RealPipeline {
                 (Some(PartitionManager::new(p.clone())), uevents)
             }
         };
-        let applier: Box<dyn Applier> = match &config.apply {
-            ApplyConfig::None => Box::new(NoneApplier::new()),
-            ApplyConfig::S6rc(c) => {
-                Box::new(S6rcApplier::open((**c).clone()).map_err(PipelineError::Applier)?)
-            }
-            ApplyConfig::Instance(c) => Box::new(
-                InstanceApplier::open((**c).clone()).map_err(PipelineError::InstanceApplier)?,
-            ),
-        };
+        let applier = crate::apply::open(&config.apply)?;
         let ids = super::ids::load(
             &config.ids_file,
             random_seed(),

@@ -2,9 +2,9 @@
 //! instances the daemon did not make are left alone.
 
 use vm_catalog_protocol::{ApplyStatus, DiagCode};
-use vm_catalogd::apply::outcome::{InstanceRun, Outcome};
+use vm_catalogd::apply::instance::outcome::{InstanceOutcome, InstanceRun};
 use vm_catalogd::apply::plan::Changes;
-use vm_catalogd::apply::{Applier, ApplyReport, Service};
+use vm_catalogd::apply::{Applier, ApplyReport};
 
 use crate::rig::{Rig, request, vm};
 
@@ -21,8 +21,8 @@ both!(
 );
 
 fn run(r: &ApplyReport) -> &InstanceRun {
-    match &r.result {
-        Outcome::Instances(run) => run,
+    match r.result.detail() {
+        Some(InstanceOutcome::Ran(run)) => run,
         other => panic!("not an instance run: {other:?}"),
     }
 }
@@ -57,10 +57,7 @@ fn instances_appear_down_and_are_named_by_id(rig: &impl Rig) {
         "AAAAAA",
         "the service field shows the instance"
     );
-    assert!(matches!(
-        r.services[&crate::rig::n("netvm")],
-        Service::Instance(_)
-    ));
+    assert_eq!(r.services[&crate::rig::n("netvm")].as_str(), "NNNNNN");
     assert_eq!(r.outcome.services, 2);
     assert_eq!(
         r.outcome.database.as_deref(),

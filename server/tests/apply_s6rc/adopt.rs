@@ -3,12 +3,12 @@
 
 use std::fs;
 
-use vm_catalogd::apply::outcome::{Forced, Outcome};
 use vm_catalogd::apply::s6rc::OpenError;
-use vm_catalogd::apply::s6rc::state::{DbRecord, State, StateFile};
+use vm_catalogd::apply::s6rc::outcome::{Forced, S6rcOutcome};
+use vm_catalogd::apply::s6rc::state::{DbRecord, S6rcState, StateFile};
 use vm_catalogd::apply::{Applier, ApplyReport};
 
-use crate::rig::{Rig, names, pending, req, vm};
+use crate::rig::{Rig, names, pending, req, result, vm};
 
 both!(
     a_restarted_daemon_adopts_the_live_directory_without_init,
@@ -22,7 +22,7 @@ both!(
 );
 
 fn applied(rep: &ApplyReport) -> bool {
-    matches!(rep.result, Outcome::Applied(_))
+    matches!(result(rep), S6rcOutcome::Applied(_))
 }
 
 fn a_restarted_daemon_adopts_the_live_directory_without_init(r: &impl Rig) {
@@ -49,7 +49,12 @@ fn a_restarted_daemon_adopts_the_live_directory_without_init(r: &impl Rig) {
         "stray dirs are gone"
     );
     let rep = a.apply(&req(1, vec![vm("a", &[], 2), vm("b", &[], 1)]));
-    assert_eq!(rep.result, Outcome::Unchanged, "{}", rep.outcome.message);
+    assert_eq!(
+        *result(&rep),
+        S6rcOutcome::Unchanged,
+        "{}",
+        rep.outcome.message
+    );
     assert_eq!(pending(&rep), ["a"], "restart-pending survives the restart");
     assert_eq!(names(&rep), ["a", "b"]);
     assert_eq!(r.calls(), calls, "neither opening nor a no-op runs s6-rc");
@@ -77,7 +82,7 @@ fn adopting_without_a_state_file_reads_the_services_and_updates_once(r: &impl Ri
     );
     let rep = a.apply(&request);
     assert!(applied(&rep), "the tree of an unknown database is unknown");
-    assert_eq!(a.apply(&request).result, Outcome::Unchanged);
+    assert_eq!(*result(&a.apply(&request)), S6rcOutcome::Unchanged);
     assert_eq!(r.pid("a"), Some(pid));
 }
 
@@ -88,7 +93,7 @@ fn adopting_a_switch_the_daemon_did_not_see_finish(r: &impl Rig) {
     a.apply(&req(2, vec![vm("b", &[], 1)]));
     drop(a);
     // The daemon died after s6-rc-update switched, before saving the state.
-    let mut state: State = serde_json::from_str(&before).unwrap();
+    let mut state: S6rcState = serde_json::from_str(&before).unwrap();
     state.next = Some(DbRecord {
         database: r.compiled(),
         source: Some(r.root().join("state/src-2-0")),
@@ -147,13 +152,13 @@ fn missing_scandir_links_force_an_update_that_restores_them(r: &impl Rig) {
     fs::remove_file(r.link("b")).unwrap();
     let mut a = r.open();
     let rep = a.apply(&request);
-    let Outcome::Applied(s) = &rep.result else {
+    let S6rcOutcome::Applied(s) = result(&rep) else {
         panic!("{}", rep.outcome.message)
     };
     assert_eq!(s.forced, Some(Forced::LinksMissing(vec!["b".into()])));
     assert!(r.link("b").is_symlink());
     assert_eq!(r.pid("a"), Some(pid));
-    assert_eq!(a.apply(&request).result, Outcome::Unchanged);
+    assert_eq!(*result(&a.apply(&request)), S6rcOutcome::Unchanged);
 }
 
 fn a_live_directory_that_appears_after_start_up_is_adopted_not_re_initialized(r: &impl Rig) {

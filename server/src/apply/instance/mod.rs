@@ -26,11 +26,11 @@
 //! [`Commands`] runs the real programs; user documentation:
 //! `docs/s6-instance.md`.
 //!
-//! [`InstanceRun`]: crate::apply::outcome::InstanceRun
 
 pub mod config;
 pub mod marker;
 pub mod name;
+pub mod outcome;
 pub mod plan;
 mod report;
 pub mod state;
@@ -47,9 +47,9 @@ pub use config::{ConfigError, InstanceConfig, Naming};
 pub use name::InstanceName;
 pub use tools::{Commands, Instances};
 
-use super::outcome::{Cause, InstanceAction, InstanceFailure, Outcome};
 use super::{Applier, ApplyReport, ApplyRequest, LeftOut, fingerprint};
-use state::{State, StateFile};
+use outcome::{InstanceAction, InstanceFailure, InstanceOutcome};
+use state::{InstanceState, StateFile};
 
 /// The s6-instance applier could not start.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +73,7 @@ pub enum OpenError {
 pub struct InstanceApplier<T: Instances = Commands> {
     config: InstanceConfig,
     tools: T,
-    state: State,
+    state: InstanceState,
     state_file: PathBuf,
     /// The instances not made by the daemon at the last look (logged when
     /// they change).
@@ -125,7 +125,7 @@ impl<T: Instances> InstanceApplier<T> {
     }
 
     /// What the applier remembers (as in `state.json`).
-    pub fn state(&self) -> &State {
+    pub fn state(&self) -> &InstanceState {
         &self.state
     }
 
@@ -134,18 +134,15 @@ impl<T: Instances> InstanceApplier<T> {
     }
 
     /// The stages, in order: the outcome and the VMs left out.
-    fn stages(&mut self, request: &ApplyRequest) -> (Outcome, Vec<LeftOut>) {
+    fn stages(&mut self, request: &ApplyRequest) -> (InstanceOutcome, Vec<LeftOut>) {
         let service = self.config.service.clone();
         if !self.tools.supervised(&service) {
             let scandir = service.join("instance");
-            return (
-                Outcome::FailedBeforeSwitch(Cause::NoScanner { scandir }),
-                Vec::new(),
-            );
+            return (InstanceOutcome::NoScanner { scandir }, Vec::new());
         }
         let mut listed = match self.tools.list(&service) {
             Ok(l) => l.into_iter().collect::<BTreeSet<_>>(),
-            Err(e) => return (Outcome::FailedBeforeSwitch(Cause::Program(e)), Vec::new()),
+            Err(e) => return (InstanceOutcome::ListFailed(e), Vec::new()),
         };
         let mut failed = self.tidy(&service, &mut listed);
         let planned = plan::plan(request, self.config.naming, &listed, &self.state);
@@ -162,7 +159,7 @@ impl<T: Instances> InstanceApplier<T> {
         let mut run = switch::switch(self, &service, &planned);
         failed.append(&mut run.failed);
         run.failed = failed;
-        (Outcome::Instances(run), planned.left_out)
+        (InstanceOutcome::Ran(run), planned.left_out)
     }
 
     /// Before the plan: instances whose create never succeeded are deleted
@@ -281,9 +278,9 @@ impl<T: Instances> InstanceApplier<T> {
 /// The state in `path`, and what was wrong with it (for the next report).
 /// A file that cannot be read at all is set aside: the first look then
 /// adopts the instances by their markers.
-fn load_state(path: &Path) -> (State, Option<String>) {
-    match State::load(path) {
-        Ok(None) => (State::new(), None),
+fn load_state(path: &Path) -> (InstanceState, Option<String>) {
+    match InstanceState::load(path) {
+        Ok(None) => (InstanceState::new(), None),
         Ok(Some(l)) if l.skipped.is_empty() => (l.state, None),
         Ok(Some(l)) => {
             let note = format!(
@@ -303,7 +300,7 @@ fn load_state(path: &Path) -> (State, Option<String>) {
                 "cannot read the s6-instance state: the instances are adopted by their markers"
             );
             (
-                State::new(),
+                InstanceState::new(),
                 Some(format!(
                     "{e}; set aside, the instances are adopted by their markers"
                 )),

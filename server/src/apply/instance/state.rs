@@ -41,7 +41,7 @@ pub struct Made {
 
 /// The state file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct State {
+pub struct InstanceState {
     /// The format version.
     pub version: u32,
     /// The instances the daemon made.
@@ -53,13 +53,13 @@ pub struct State {
 use crate::apply::state_file::Records;
 pub use crate::apply::state_file::{Loaded, StateError, StateFile};
 
-impl StateFile for State {
+impl StateFile for InstanceState {
     const VERSION: u32 = VERSION;
     const WHAT: &'static str = "the s6-instance applier state";
 
     /// One record per instance, in `made` and in `running`.
-    fn from_records(r: &mut Records<'_>) -> State {
-        State {
+    fn from_records(r: &mut Records<'_>) -> InstanceState {
+        InstanceState {
             version: VERSION,
             made: r.map("made"),
             running: r.map("running"),
@@ -67,12 +67,12 @@ impl StateFile for State {
     }
 }
 
-impl State {
+impl InstanceState {
     /// An empty state.
-    pub fn new() -> State {
-        State {
+    pub fn new() -> InstanceState {
+        InstanceState {
             version: VERSION,
-            ..State::default()
+            ..InstanceState::default()
         }
     }
 }
@@ -88,9 +88,9 @@ mod tests {
     fn saves_and_loads_and_rejects_garbage() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("state.json");
-        assert!(State::load(&path).unwrap().is_none());
+        assert!(InstanceState::load(&path).unwrap().is_none());
         let fp = Hasher::new("t").finish();
-        let mut s = State::new();
+        let mut s = InstanceState::new();
         let name = InstanceName::new("AbC123").unwrap();
         s.made.insert(
             name.clone(),
@@ -108,10 +108,19 @@ mod tests {
             },
         );
         s.save(&path).unwrap();
-        assert_eq!(State::load(&path).unwrap().map(|l| l.state), Some(s));
+        assert_eq!(
+            InstanceState::load(&path).unwrap().map(|l| l.state),
+            Some(s)
+        );
         fs::write(&path, "{").unwrap();
-        assert!(matches!(State::load(&path), Err(StateError::Parse(..))));
+        assert!(matches!(
+            InstanceState::load(&path),
+            Err(StateError::Parse(..))
+        ));
         fs::write(&path, r#"{"version":2,"made":{},"running":{}}"#).unwrap();
-        assert!(matches!(State::load(&path), Err(StateError::Parse(..))));
+        assert!(matches!(
+            InstanceState::load(&path),
+            Err(StateError::Parse(..))
+        ));
     }
 }

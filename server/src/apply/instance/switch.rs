@@ -15,11 +15,11 @@ use std::path::Path;
 
 use vm_catalog_protocol::VmName;
 
+use super::outcome::{InstanceAction, InstanceFailure, InstanceRun};
 use super::plan::{Planned, creation_order};
 use super::state::Made;
 use super::{InstanceApplier, InstanceName, Instances};
 use crate::apply::fingerprint::Fingerprint;
-use crate::apply::outcome::{InstanceAction, InstanceFailure, InstanceRun};
 use crate::apply::plan::Changes;
 use crate::apply::process::ToolError;
 use crate::apply::restart;

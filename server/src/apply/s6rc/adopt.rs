@@ -29,11 +29,11 @@ use vm_catalog_protocol::VmName;
 
 use super::cleanup;
 use super::live::LiveState;
+use super::outcome::Forced;
 use super::quiet;
-use super::state::{DbRecord, State};
+use super::state::{DbRecord, S6rcState};
 use super::tools::S6rc;
-use super::{Host, Memory};
-use crate::apply::outcome::Forced;
+use super::{Memory, System};
 
 /// s6-rc's own longruns in every compiled database.
 pub const INTERNAL_SERVICES: [&str; 2] = ["s6rc-oneshot-runner", "s6rc-fdholder"];
@@ -42,7 +42,7 @@ pub const INTERNAL_SERVICES: [&str; 2] = ["s6rc-oneshot-runner", "s6rc-fdholder"
 /// safe after waiting `bound`. `Err` is what is wrong with the live
 /// directory. `before` says what waits, for the log.
 pub(super) fn adopt<T: S6rc>(
-    host: &mut Host<T>,
+    host: &mut System<T>,
     memory: &mut Memory,
     prefix: &str,
     bound: std::time::Duration,
@@ -67,7 +67,7 @@ pub(super) fn adopt<T: S6rc>(
 /// Adopts while holding the live lock (or with no live directory), and
 /// cleans up.
 fn adopt_quiet<T: S6rc>(
-    host: &mut Host<T>,
+    host: &mut System<T>,
     memory: &mut Memory,
     prefix: &str,
 ) -> Result<(), String> {
@@ -78,7 +78,7 @@ fn adopt_quiet<T: S6rc>(
             if memory.state.live.is_some() || memory.state.next.is_some() {
                 tracing::info!("no live directory: forgetting the previous boot's database");
             }
-            memory.state = State::new();
+            memory.state = S6rcState::new();
             memory.save(&host.store);
             cleanup::collect_garbage_locked(&host.live, &host.store);
             return Ok(());
@@ -101,7 +101,7 @@ fn adopt_quiet<T: S6rc>(
 /// nothing is moved, compiled or deleted, and the database an update may
 /// still switch to stays recorded.
 fn adopt_busy<T: S6rc>(
-    host: &mut Host<T>,
+    host: &mut System<T>,
     memory: &mut Memory,
     prefix: &str,
 ) -> Result<(), String> {
@@ -123,7 +123,7 @@ fn live_is_lost(p: &Path) -> bool {
 
 /// Points `LIVE` at the one `LIVE:s6-rc-*` directory with a usable
 /// database.
-fn relink_lost_live<T: S6rc>(host: &Host<T>, memory: &Memory) -> Result<PathBuf, String> {
+fn relink_lost_live<T: S6rc>(host: &System<T>, memory: &Memory) -> Result<PathBuf, String> {
     let usable: Vec<(PathBuf, PathBuf)> = host
         .live
         .siblings()
@@ -174,7 +174,7 @@ fn relink_lost_live<T: S6rc>(host: &Host<T>, memory: &Memory) -> Result<PathBuf,
     Ok(chosen.1)
 }
 
-fn check_prefix<T: S6rc>(host: &Host<T>, prefix: &str) -> Result<(), String> {
+fn check_prefix<T: S6rc>(host: &System<T>, prefix: &str) -> Result<(), String> {
     let recorded = host
         .live
         .recorded_prefix()
@@ -191,7 +191,7 @@ fn check_prefix<T: S6rc>(host: &Host<T>, prefix: &str) -> Result<(), String> {
 
 /// The live database was deleted: compile its source again to the same
 /// path (compilation is deterministic).
-fn recompile_live<T: S6rc>(host: &mut Host<T>, db: &Path) -> Result<(), String> {
+fn recompile_live<T: S6rc>(host: &mut System<T>, db: &Path) -> Result<(), String> {
     let source = host
         .store
         .source_of(db)
@@ -215,7 +215,7 @@ fn recompile_live<T: S6rc>(host: &mut Host<T>, db: &Path) -> Result<(), String> 
 /// switch elsewhere, so the record of one is dropped, and missing links
 /// mean something.
 fn reconcile<T: S6rc>(
-    host: &mut Host<T>,
+    host: &mut System<T>,
     memory: &mut Memory,
     db: &Path,
     settled: bool,
@@ -270,7 +270,7 @@ fn reconcile<T: S6rc>(
 /// The state for a live database `db` the applier did not expect: `record`
 /// if that is it, else what s6-rc-db lists.
 pub(super) fn adopt_unknown<T: S6rc>(
-    host: &mut Host<T>,
+    host: &mut System<T>,
     memory: &mut Memory,
     db: &Path,
     record: DbRecord,
@@ -301,7 +301,7 @@ pub(super) fn adopt_unknown<T: S6rc>(
 
 /// Whatever `LIVE/compiled` points to now becomes the recorded live
 /// database.
-pub(super) fn adopt_current<T: S6rc>(host: &mut Host<T>, memory: &mut Memory) {
+pub(super) fn adopt_current<T: S6rc>(host: &mut System<T>, memory: &mut Memory) {
     let state = &mut memory.state;
     let Some(db) = host.live.compiled() else {
         state.live = None;

@@ -6,7 +6,7 @@
 //!   from the service template ([`template`]), fingerprinted, compared with
 //!   the live record: added, removed, changed, kept. When the tree is the
 //!   live one, nothing else happens but the restart-pending bookkeeping
-//!   ([`crate::apply::restart`]): [`Outcome::Unchanged`].
+//!   ([`crate::apply::restart`]): [`S6rcOutcome::Unchanged`].
 //! - **switch** (`switch.rs`): the tree written under the state directory
 //!   ([`store`], [`source`]), compiled into a fresh versioned database and
 //!   switched in — the first time with `s6-rc-init`, then with
@@ -14,7 +14,7 @@
 //!   and the scan-directory links say what happened ([`live`]).
 //! - **verify or repair** (`repair.rs`): a failure after the switch is
 //!   repaired at once, or rolled back.
-//! - **report** (`report.rs`): the typed [`Outcome`] and what is live become
+//! - **report** (`report.rs`): the typed [`S6rcOutcome`] and what is live become
 //!   the [`ApplyReport`].
 //! - **tidy** ([`Applier::tidy`], after the reply): the sources and service
 //!   directories that are no longer live go; the old databases were moved
@@ -35,6 +35,7 @@ mod cleanup;
 pub mod commands;
 pub mod config;
 pub mod live;
+pub mod outcome;
 pub mod plan;
 mod procs;
 mod quiet;
@@ -60,13 +61,13 @@ pub use commands::Commands;
 pub use config::{ConfigError, S6rcConfig};
 pub use template::TemplateError;
 
-use super::outcome::{Cause, Forced, Outcome};
 use super::restart;
 use super::{Applier, ApplyReport, ApplyRequest, LeftOut};
 use live::Live;
+use outcome::{Cause, Forced, S6rcOutcome};
 use plan::Planned;
 use render::Renderer;
-use state::{DbRecord, State, StateFile};
+use state::{DbRecord, S6rcState, StateFile};
 use store::Store;
 use template::Template;
 use tools::S6rc;
@@ -127,16 +128,16 @@ pub enum OpenError {
 /// What the stages act on: the s6-rc tools, the live directory and the
 /// state directory.
 #[derive(Debug)]
-pub(crate) struct Host<T> {
+pub(crate) struct System<T> {
     tools: T,
     live: Live,
     store: Store,
 }
 
-impl<T: S6rc> Host<T> {
+impl<T: S6rc> System<T> {
     /// Reads a VM's pid from its supervisor.
     fn pid_of(&mut self) -> impl FnMut(&VmName) -> Option<u32> + '_ {
-        let Host { tools, live, .. } = self;
+        let System { tools, live, .. } = self;
         move |n: &VmName| tools.pid(live.path(), n.as_str())
     }
 }
@@ -145,13 +146,13 @@ impl<T: S6rc> Host<T> {
 #[derive(Debug)]
 pub(crate) struct Memory {
     /// What is live, also in `state.json`.
-    state: State,
+    state: S6rcState,
     /// Why the next apply must switch even if the tree is unchanged.
     force: Option<Forced>,
     /// Set while s6-rc programs the applier did not start may still work on
     /// the live directory (they outlasted the wait at start-up): nothing is
     /// cleaned up and no apply runs until they are gone.
-    unsettled: Option<super::outcome::Busy>,
+    unsettled: Option<outcome::Busy>,
     /// An apply left sources that are no longer live: the next tidy
     /// collects them.
     untidy: bool,
@@ -181,11 +182,11 @@ impl From<&Planned> for Shown {
 }
 
 /// A stage's result: the outcome and what the report shows with it.
-pub(crate) type Step = (Outcome, Shown);
+pub(crate) type Step = (S6rcOutcome, Shown);
 
 /// What one apply's stages work with, borrowed from the applier.
 pub(crate) struct Ctx<'a, T> {
-    host: &'a mut Host<T>,
+    host: &'a mut System<T>,
     memory: &'a mut Memory,
     config: &'a S6rcConfig,
     renderer: &'a Renderer,
@@ -211,7 +212,7 @@ impl<T: S6rc> Ctx<'_, T> {
 pub struct S6rcApplier<T: S6rc = Commands> {
     config: S6rcConfig,
     renderer: Renderer,
-    host: Host<T>,
+    host: System<T>,
     memory: Memory,
     timings: Timings,
     /// What was wrong with `state.json` at the start: said in the first
@@ -245,8 +246,8 @@ impl<T: S6rc> S6rcApplier<T> {
         let renderer = Renderer::new(template, &config.prefix, start, config.max_services);
         let store = Store::open(&config.state_dir)
             .map_err(|e| OpenError::StateDir(config.state_dir.clone(), e))?;
-        let (state, note) = match State::load(&store.state_file()) {
-            Ok(None) => (State::new(), None),
+        let (state, note) = match S6rcState::load(&store.state_file()) {
+            Ok(None) => (S6rcState::new(), None),
             Ok(Some(l)) if l.skipped.is_empty() => (l.state, None),
             Ok(Some(l)) => {
                 let note = format!(
@@ -258,13 +259,13 @@ impl<T: S6rc> S6rcApplier<T> {
             Err(e) => {
                 tracing::warn!(error = %e, "ignoring the state file; what is live is read again");
                 (
-                    State::new(),
+                    S6rcState::new(),
                     Some(format!("{e}; what is live was read again")),
                 )
             }
         };
         let live = Live::new(&config.live_dir, &config.scandir, &config.prefix);
-        let mut host = Host { tools, live, store };
+        let mut host = System { tools, live, store };
         let mut memory = Memory {
             state,
             force: None,
@@ -313,7 +314,7 @@ impl<T: S6rc> S6rcApplier<T> {
     }
 
     /// What the applier remembers (as in `state.json`).
-    pub fn state(&self) -> &State {
+    pub fn state(&self) -> &S6rcState {
         &self.memory.state
     }
 
@@ -339,14 +340,14 @@ impl<T: S6rc> S6rcApplier<T> {
             );
             if let Some(busy) = &self.memory.unsettled {
                 return (
-                    Outcome::FailedBeforeSwitch(Cause::Busy(busy.clone())),
+                    S6rcOutcome::FailedBeforeSwitch(Cause::Busy(busy.clone())),
                     Shown::default(),
                 );
             }
             if let Err(why) = adopted {
                 let live = self.host.live.path().to_owned();
                 return (
-                    Outcome::FailedBeforeSwitch(Cause::LiveBroken { live, why }),
+                    S6rcOutcome::FailedBeforeSwitch(Cause::LiveBroken { live, why }),
                     Shown::default(),
                 );
             }
@@ -367,11 +368,11 @@ impl<T: S6rc> S6rcApplier<T> {
             Err(refusal) => {
                 let shown = Shown {
                     services: match refusal {
-                        super::outcome::Refusal::TooManyServices { count, .. } => count,
+                        outcome::Refusal::TooManyServices { count, .. } => count,
                     },
                     left_out: Vec::new(),
                 };
-                return (Outcome::Invalid(refusal), shown);
+                return (S6rcOutcome::Invalid(refusal), shown);
             }
         };
         let mut ctx = Ctx {
@@ -443,7 +444,7 @@ fn unchanged<T: S6rc>(ctx: &mut Ctx<'_, T>, planned: &Planned) -> Option<Step> {
         state.running = running;
         ctx.memory.save(&ctx.host.store);
     }
-    Some((Outcome::Unchanged, planned.into()))
+    Some((S6rcOutcome::Unchanged, planned.into()))
 }
 
 impl<T: S6rc> Applier for S6rcApplier<T> {

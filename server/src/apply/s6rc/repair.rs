@@ -13,13 +13,13 @@
 use std::time::Instant;
 
 use super::cleanup;
+use super::outcome::{Cause, Forced, How, Recovery, S6rcOutcome, Switch};
 use super::plan::refusal;
 use super::state::DbRecord;
 use super::switch::{Switched, build, cleanup as save_and_collect, commit, commit_with_probes};
 use super::switch::{plan_between, record_of, run_update};
 use super::tools::S6rc;
 use super::{Ctx, Shown, Step};
-use crate::apply::outcome::{Cause, Forced, How, Outcome, Recovery, Switch};
 use crate::apply::restart::{self, Probe};
 
 /// Repairs `failure` after the switch from `old`: update again to a freshly
@@ -85,7 +85,7 @@ fn again<T: S6rc>(
                 left_out: fresh.left_out,
             };
             let failure = failure.clone();
-            Ok((Outcome::Repaired { failure, repair }, shown))
+            Ok((S6rcOutcome::Repaired { failure, repair }, shown))
         }
         other => Err(other.cause().unwrap_or_else(|| failure.clone())),
     }
@@ -122,5 +122,5 @@ fn rollback<T: S6rc>(
             }
         }
     };
-    (Outcome::FailedAfterSwitch { failure, recovery }, shown)
+    (S6rcOutcome::FailedAfterSwitch { failure, recovery }, shown)
 }

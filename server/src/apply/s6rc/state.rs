@@ -42,7 +42,7 @@ pub use crate::apply::restart::Running;
 
 /// The state file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct State {
+pub struct S6rcState {
     /// The format version.
     pub version: u32,
     /// The live database.
@@ -56,14 +56,14 @@ pub struct State {
 use crate::apply::state_file::Records;
 pub use crate::apply::state_file::{Loaded, StateError, StateFile};
 
-impl StateFile for State {
+impl StateFile for S6rcState {
     const VERSION: u32 = VERSION;
     const WHAT: &'static str = "the s6-rc applier state";
 
     /// `live` and `next` are one record each (a database record with a
     /// service missing would be wrong), `running` one per VM.
-    fn from_records(r: &mut Records<'_>) -> State {
-        State {
+    fn from_records(r: &mut Records<'_>) -> S6rcState {
+        S6rcState {
             version: VERSION,
             live: r.one("live"),
             next: r.one("next"),
@@ -72,12 +72,12 @@ impl StateFile for State {
     }
 }
 
-impl State {
+impl S6rcState {
     /// An empty state.
-    pub fn new() -> State {
-        State {
+    pub fn new() -> S6rcState {
+        S6rcState {
             version: VERSION,
-            ..State::default()
+            ..S6rcState::default()
         }
     }
 
@@ -98,9 +98,9 @@ mod tests {
     fn saves_and_loads() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("state.json");
-        assert!(State::load(&path).unwrap().is_none());
+        assert!(S6rcState::load(&path).unwrap().is_none());
         let fp = Hasher::new("t").finish();
-        let mut s = State::new();
+        let mut s = S6rcState::new();
         s.live = Some(DbRecord {
             database: "/s/db-1-0".into(),
             source: Some("/s/src-1-0".into()),
@@ -119,7 +119,7 @@ mod tests {
             },
         );
         s.save(&path).unwrap();
-        let back = State::load(&path).unwrap().unwrap();
+        let back = S6rcState::load(&path).unwrap().unwrap();
         assert_eq!(back.state, s);
         assert!(back.skipped.is_empty());
     }
@@ -135,7 +135,7 @@ mod tests {
                            "../x":{"definition":"00","pid":4},"b":{"pid":"no"}}}"#,
         )
         .unwrap();
-        let back = State::load(&path).unwrap().unwrap();
+        let back = S6rcState::load(&path).unwrap().unwrap();
         assert_eq!(back.state.live, None);
         assert_eq!(
             back.state
@@ -156,12 +156,12 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("state.json");
         fs::write(&path, "{").unwrap();
-        assert!(matches!(State::load(&path), Err(StateError::Parse(..))));
+        assert!(matches!(S6rcState::load(&path), Err(StateError::Parse(..))));
         fs::write(
             &path,
             r#"{"version":99,"live":null,"next":null,"running":{}}"#,
         )
         .unwrap();
-        assert!(matches!(State::load(&path), Err(StateError::Parse(..))));
+        assert!(matches!(S6rcState::load(&path), Err(StateError::Parse(..))));
     }
 }

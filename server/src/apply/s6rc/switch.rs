@@ -22,6 +22,7 @@ use std::time::Instant;
 use vm_catalog_protocol::VmName;
 
 use super::adopt::INTERNAL_SERVICES;
+use super::outcome::{Cause, How, Recovery, S6rcOutcome, Switch};
 use super::plan::Planned;
 use super::render::Tree;
 use super::source;
@@ -29,8 +30,7 @@ use super::state::{DbRecord, Running};
 use super::store::{Slot, remove_any};
 use super::tools::{Init, S6rc, ToolError};
 use super::{Ctx, Step, repair};
-use crate::apply::outcome::{Cause, How, Outcome, Recovery, Switch};
-use crate::apply::plan::Plan;
+use crate::apply::plan::Delta;
 use crate::apply::restart::{self, Probe};
 
 /// How one s6-rc-update ended, as `LIVE/compiled` and the links show.
@@ -148,7 +148,7 @@ fn init<T: S6rc>(ctx: &mut Ctx<'_, T>, planned: &Planned, record: DbRecord) -> S
                 forced: ctx.memory.force.take(),
             };
             commit(ctx, record, BTreeMap::new());
-            (Outcome::Applied(switch), shown)
+            (S6rcOutcome::Applied(switch), shown)
         }
         (result, None) => {
             ctx.memory.state.next = None;
@@ -165,14 +165,14 @@ fn init<T: S6rc>(ctx: &mut Ctx<'_, T>, planned: &Planned, record: DbRecord) -> S
             // s6-rc-init cleans up after itself; a live directory left by a
             // failed init is kept as it is and updated next time.
             ctx.adopt_unknown(&db, record);
-            ctx.memory.force = Some(crate::apply::outcome::Forced::InitFailed);
+            ctx.memory.force = Some(super::outcome::Forced::InitFailed);
             cleanup(ctx);
             let failure = Cause::InitLeftLive {
                 error: result.err(),
                 live: live.path().to_owned(),
                 compiled: db,
             };
-            let outcome = Outcome::FailedAfterSwitch {
+            let outcome = S6rcOutcome::FailedAfterSwitch {
                 failure,
                 recovery: Recovery::NextApply,
             };
@@ -214,7 +214,7 @@ fn update<T: S6rc>(
                 warning,
                 forced: ctx.memory.force.take(),
             };
-            (Outcome::Applied(switch), shown)
+            (S6rcOutcome::Applied(switch), shown)
         }
         Switched::Kept(cause) => {
             ctx.memory.state.next = None;
@@ -226,7 +226,7 @@ fn update<T: S6rc>(
         Switched::Elsewhere(failure) => {
             ctx.adopt_current();
             cleanup(ctx);
-            let outcome = Outcome::FailedAfterSwitch {
+            let outcome = S6rcOutcome::FailedAfterSwitch {
                 failure,
                 recovery: Recovery::NextApply,
             };
@@ -384,7 +384,7 @@ fn failed_before<T: S6rc>(ctx: &mut Ctx<'_, T>, cause: Cause, shown: super::Show
     let refreshed = restart::refresh(running, &mut ctx.host.pid_of());
     ctx.memory.state.running = refreshed;
     cleanup(ctx);
-    (Outcome::FailedBeforeSwitch(cause), shown)
+    (S6rcOutcome::FailedBeforeSwitch(cause), shown)
 }
 
 /// The record of the database compiled into `slot` from `tree`.
@@ -410,6 +410,6 @@ fn definitions(record: &DbRecord) -> BTreeMap<VmName, crate::apply::fingerprint:
 }
 
 /// The plan from `old` to `new`, for a repair's report.
-pub(super) fn plan_between(old: &DbRecord, new: &DbRecord) -> Plan {
-    Plan::between(&old.services, &definitions(new))
+pub(super) fn plan_between(old: &DbRecord, new: &DbRecord) -> Delta {
+    Delta::between(&old.services, &definitions(new))
 }

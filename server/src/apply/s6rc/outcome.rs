@@ -1,167 +1,248 @@
-//! The wire outcome's status and message, from the typed [`Outcome`].
+//! The s6-rc applier's account of one apply, typed: the status and the
+//! first part of the message (`vm-catalog status`) are derived from it.
 
-use std::collections::BTreeSet;
 use std::fmt::{self, Write};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use vm_catalog_protocol::{ApplyStatus, VmName};
 
-use super::{
-    Busy, Cause, Forced, How, InstanceAction, InstanceFailure, InstanceRun, Outcome, Recovery,
-    Refusal, Switch,
-};
-use crate::apply::LeftOut;
+use crate::apply::outcome::{Detail, Notes, join};
 use crate::apply::plan::Changes;
-use crate::apply::process::{ToolError, exit_meaning};
+use crate::apply::process::{Holder, ToolError, with_meaning};
 
-impl Outcome {
-    /// The wire status.
-    pub fn status(&self) -> ApplyStatus {
+/// What one apply of the s6-rc applier did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum S6rcOutcome {
+    /// What is live already is what the plan asks for: nothing ran.
+    Unchanged,
+    /// Refused before anything ran; the previous state stays.
+    Invalid(Refusal),
+    /// Switched, and the result checked.
+    Applied(Switch),
+    /// Failed before anything was switched; the previous state stays.
+    FailedBeforeSwitch(Cause),
+    /// The switch happened but left things broken; repaired at once.
+    Repaired {
+        /// What broke.
+        failure: Cause,
+        /// The repairing switch.
+        repair: Switch,
+    },
+    /// The switch happened, left things broken, and was not repaired.
+    FailedAfterSwitch {
+        /// What broke.
+        failure: Cause,
+        /// What was done about it.
+        recovery: Recovery,
+    },
+}
+
+impl Detail for S6rcOutcome {
+    fn status(&self) -> ApplyStatus {
         match self {
-            Outcome::Disabled { .. } => ApplyStatus::Disabled,
-            Outcome::Unchanged => ApplyStatus::Unchanged,
-            Outcome::Invalid(_) => ApplyStatus::Invalid,
-            Outcome::Applied(_) => ApplyStatus::Applied,
-            Outcome::FailedBeforeSwitch(_) => ApplyStatus::FailedBeforeSwitch,
-            Outcome::Repaired { .. } => ApplyStatus::Repaired,
-            Outcome::FailedAfterSwitch { .. } => ApplyStatus::FailedAfterSwitch,
-            Outcome::Instances(r) => r.status(),
+            S6rcOutcome::Unchanged => ApplyStatus::Unchanged,
+            S6rcOutcome::Invalid(_) => ApplyStatus::Invalid,
+            S6rcOutcome::Applied(_) => ApplyStatus::Applied,
+            S6rcOutcome::FailedBeforeSwitch(_) => ApplyStatus::FailedBeforeSwitch,
+            S6rcOutcome::Repaired { .. } => ApplyStatus::Repaired,
+            S6rcOutcome::FailedAfterSwitch { .. } => ApplyStatus::FailedAfterSwitch,
         }
     }
 
-    /// The message of the wire outcome: this outcome, then `notes`.
-    pub fn message(&self, notes: &Notes<'_>) -> String {
+    fn summary(&self, notes: &Notes<'_>) -> String {
         let mut m = String::new();
-        let live_note = |m: &mut String| match &notes.live {
-            Some(db) => {
-                let _ = write!(m, "; {} stays live", db.display());
+        let _ = match self {
+            S6rcOutcome::Unchanged => write!(
+                m,
+                "the rendered set equals the live one ({} services): nothing to do",
+                notes.services
+            ),
+            S6rcOutcome::Invalid(r) => write!(
+                m,
+                "{r} (max_services; s6-svscan's -c must allow them too): nothing was \
+                 compiled{}",
+                notes.live_note()
+            ),
+            S6rcOutcome::Applied(s) => write!(m, "{s}"),
+            S6rcOutcome::FailedBeforeSwitch(c) => write!(m, "{c}{}", notes.live_note()),
+            S6rcOutcome::Repaired { failure, repair } => {
+                write!(m, "{failure}; repaired: {repair}")
             }
-            None => m.push_str("; nothing is live"),
+            S6rcOutcome::FailedAfterSwitch { failure, recovery } => {
+                write!(m, "{failure}{recovery}")
+            }
         };
-        match self {
-            Outcome::Disabled { active } => {
-                let _ = write!(
-                    m,
-                    "applier none: {active} active vms are in the catalog only, no services"
-                );
-            }
-            Outcome::Unchanged => {
-                let _ = write!(
-                    m,
-                    "the rendered set equals the live one ({} services): nothing to do",
-                    notes.services
-                );
-            }
-            Outcome::Invalid(r) => {
-                let _ = write!(
-                    m,
-                    "{r} (max_services; s6-svscan's -c must allow them too): nothing was \
-                     compiled"
-                );
-                live_note(&mut m);
-            }
-            Outcome::Applied(s) => {
-                let _ = write!(m, "{s}");
-            }
-            Outcome::FailedBeforeSwitch(c) => {
-                let _ = write!(m, "{c}");
-                live_note(&mut m);
-            }
-            Outcome::Repaired { failure, repair } => {
-                let _ = write!(m, "{failure}; repaired: {repair}");
-            }
-            Outcome::FailedAfterSwitch { failure, recovery } => {
-                let _ = write!(m, "{failure}{recovery}");
-            }
-            Outcome::Instances(r) => {
-                let _ = write!(m, "{r}");
-            }
-        }
-        if !notes.pending.is_empty() {
-            let _ = write!(m, "; restart pending: {}", join(notes.pending.iter()));
-        }
-        for (i, l) in notes.left_out.iter().enumerate() {
-            let sep = if i == 0 { "; left out: " } else { ", " };
-            let _ = write!(m, "{sep}{} ({})", l.vm, l.message);
-        }
-        if let Some(state) = notes.state {
-            let _ = write!(m, "; state: {state}");
-        }
         m
     }
 }
 
-/// What the message says besides the outcome.
-#[derive(Debug, Clone, Copy)]
-pub struct Notes<'a> {
-    /// What is live after the apply.
-    pub live: Option<&'a std::path::Path>,
-    /// Services in the rendered set.
+/// Why a set was refused whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// More services than allowed; nothing says which VMs to drop.
+    TooManyServices {
+        /// Services the set would have.
+        count: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+}
+
+/// A switch that happened, and what it changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Switch {
+    /// How: the first one creates the live state.
+    pub how: How,
+    /// What is live now (for s6-rc, the compiled database).
+    pub target: PathBuf,
+    /// Services in it.
     pub services: usize,
-    /// Restart-pending VMs.
-    pub pending: &'a BTreeSet<VmName>,
-    /// VMs left out.
-    pub left_out: &'a [LeftOut],
-    /// What was wrong with the applier's state file when it was read, and
-    /// what was recovered (said once, in the first report after it).
-    pub state: Option<&'a str>,
+    /// VMs added, removed and changed.
+    pub changes: Changes,
+    /// Running VMs that run again with a new process.
+    pub restarted: Vec<VmName>,
+    /// VMs that had to restart and are not running afterwards.
+    pub not_running: Vec<VmName>,
+    /// A failure that did not stop the switch (s6-rc-update's exit 1 or 2).
+    pub warning: Option<ToolError>,
+    /// Why this apply switched although nothing had changed, if so.
+    pub forced: Option<Forced>,
 }
 
-impl InstanceRun {
-    /// The wire status (see [`InstanceRun`]).
-    pub fn status(&self) -> ApplyStatus {
-        let did = self.changes != Changes::default() || !self.restarted.is_empty();
-        match (self.failed.is_empty(), did) {
-            (true, false) => ApplyStatus::Unchanged,
-            (true, true) => ApplyStatus::Applied,
-            (false, false) => ApplyStatus::FailedBeforeSwitch,
-            (false, true) => ApplyStatus::FailedAfterSwitch,
-        }
-    }
+/// How a switch was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum How {
+    /// The live state was created (`s6-rc-init` of this live directory).
+    Init {
+        /// The live directory.
+        live: PathBuf,
+    },
+    /// The live state was updated (`s6-rc-update`).
+    Update,
 }
 
-impl fmt::Display for InstanceRun {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} s6 instances of {} ({})",
-            self.instances,
-            self.service.display(),
-            self.changes
-        )?;
-        if !self.restarted.is_empty() {
-            write!(f, "; restarted {}", join(self.restarted.iter()))?;
-        }
-        for (i, x) in self.failed.iter().enumerate() {
-            let sep = if i == 0 { "; failed: " } else { ", " };
-            write!(f, "{sep}{x}")?;
-        }
-        if !self.failed.is_empty() {
-            f.write_str("; tried again at the next apply")?;
-        }
-        if !self.foreign.is_empty() {
-            write!(
-                f,
-                "; not made by vm-catalogd, left alone: {}",
-                join(self.foreign.iter())
-            )?;
-        }
-        Ok(())
-    }
+/// Why an apply switched even though the rendered set was live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Forced {
+    /// These services had no scan-directory link; the update restores them.
+    LinksMissing(Vec<String>),
+    /// The last initialization failed after creating the live state.
+    InitFailed,
+    /// The last failure after a switch was not repaired.
+    Unrepaired,
 }
 
-impl fmt::Display for InstanceFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match self.action {
-            InstanceAction::Create => "creating",
-            InstanceAction::Delete => "deleting",
-            InstanceAction::Restart => "restarting",
-        };
-        write!(
-            f,
-            "{what} instance {} of {} ({})",
-            self.instance, self.vm, self.error
-        )
-    }
+/// What went wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    /// The set was refused.
+    Refused(Refusal),
+    /// No s6-svscan reads the scan directory.
+    NoScanner {
+        /// The scan directory.
+        scandir: PathBuf,
+    },
+    /// The source to compile could not be written.
+    WriteSource {
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        error: String,
+    },
+    /// A program failed, before it switched anything.
+    Program(ToolError),
+    /// A program was still running at its deadline and was killed, before it
+    /// switched anything.
+    TimedOut {
+        /// The program's failure ([`ToolError::TimedOut`]).
+        error: ToolError,
+        /// The other programs found working on the live state afterwards.
+        others: Vec<Holder>,
+        /// The pid holding the live lock afterwards, when it is held.
+        lock_holder: Option<Option<u32>>,
+    },
+    /// A scan-directory entry the switch needs belongs to someone else.
+    EntryTaken {
+        /// The entry.
+        entry: PathBuf,
+        /// What holds it.
+        by: String,
+    },
+    /// The live state is unusable.
+    LiveBroken {
+        /// The live directory.
+        live: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// Other programs still work on the live state (an update left by a
+    /// killed daemon, someone's `s6-rc`).
+    Busy(Busy),
+    /// The switch happened, then failed, or left services unlinked.
+    Damaged {
+        /// The failure, if the program reported one.
+        error: Option<ToolError>,
+        /// Services whose scan-directory link is missing.
+        missing: Vec<String>,
+    },
+    /// The live state points at neither the old nor the new target.
+    Elsewhere {
+        /// The failure, if the program reported one.
+        error: Option<ToolError>,
+        /// The live directory.
+        live: PathBuf,
+        /// What it points at.
+        compiled: Option<PathBuf>,
+    },
+    /// The initialization failed after creating the live state.
+    InitLeftLive {
+        /// The failure, if the program reported one.
+        error: Option<ToolError>,
+        /// The live directory.
+        live: PathBuf,
+        /// What it points at.
+        compiled: PathBuf,
+    },
+}
+
+/// Programs working on the live state, which the applier waited for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Busy {
+    /// The live directory.
+    pub live: PathBuf,
+    /// How long the applier waited.
+    pub waited: Duration,
+    /// The programs found working on it.
+    pub programs: Vec<Holder>,
+    /// The pid holding the live lock, when the lock is held.
+    pub lock_holder: Option<Option<u32>>,
+}
+
+/// What was done after a switch that was not repaired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovery {
+    /// Nothing yet: the next apply switches from what is live now.
+    NextApply,
+    /// The repair failed; the previous target is live again, all its
+    /// services supervised.
+    RolledBack {
+        /// Why the repair failed.
+        repair: Cause,
+        /// What is live again.
+        to: PathBuf,
+    },
+    /// The repair and the rollback failed: a person must act.
+    Unrecovered {
+        /// Why the repair failed.
+        repair: Cause,
+        /// Why the rollback failed.
+        rollback: Cause,
+        /// The live directory.
+        live: PathBuf,
+        /// Its scan directory.
+        scandir: PathBuf,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -376,19 +457,6 @@ impl fmt::Display for Recovery {
     }
 }
 
-/// `e (what its exit code means)`, when that is known.
-fn with_meaning(e: &ToolError) -> String {
-    match e.code().and_then(|c| exit_meaning(e.program(), c)) {
-        Some(meaning) => format!("{e} ({meaning})"),
-        None => e.to_string(),
-    }
-}
-
-/// Names joined with ", ".
-pub fn join<'a, T: fmt::Display + 'a>(names: impl Iterator<Item = &'a T>) -> String {
-    names.map(T::to_string).collect::<Vec<_>>().join(", ")
-}
-
 /// At most five names, then how many more.
 fn abbreviate(names: &[String]) -> String {
     let shown = names.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
@@ -401,7 +469,9 @@ fn abbreviate(names: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::plan::Changes;
+    use crate::apply::LeftOut;
+    use crate::apply::outcome::ApplyResult;
+    use std::collections::BTreeSet;
     use vm_catalog_protocol::DiagCode;
 
     fn n(s: &str) -> VmName {
@@ -431,11 +501,13 @@ mod tests {
             left_out: &left_out,
             state: None,
         };
-        let failed = Outcome::FailedBeforeSwitch(Cause::Program(ToolError::Exit {
-            program: "s6-rc-update",
-            code: 9,
-            stderr: String::new(),
-        }));
+        let failed = ApplyResult::new(S6rcOutcome::FailedBeforeSwitch(Cause::Program(
+            ToolError::Exit {
+                program: "s6-rc-update",
+                code: 9,
+                stderr: String::new(),
+            },
+        )));
         assert_eq!(failed.status(), ApplyStatus::FailedBeforeSwitch);
         assert_eq!(
             failed.message(&notes),
@@ -464,7 +536,7 @@ mod tests {
             forced: Some(Forced::LinksMissing(vec!["a".into()])),
         };
         assert_eq!(
-            Outcome::Applied(switch).message(&none),
+            ApplyResult::new(S6rcOutcome::Applied(switch)).message(&none),
             "switched to /s/db-1-0 (3 services, +1 -0 ~2); restarted a; the scan directory \
              links of 1 services were missing (a); the update restored them"
         );
