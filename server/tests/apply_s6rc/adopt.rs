@@ -13,6 +13,7 @@ use crate::rig::{Rig, names, pending, req, result, vm};
 both!(
     a_restarted_daemon_adopts_the_live_directory_without_init,
     adopting_without_a_state_file_reads_the_services_and_updates_once,
+    a_truncated_or_garbage_state_file_was_fatal_to_nothing,
     adopting_a_switch_the_daemon_did_not_see_finish,
     a_deleted_live_database_is_compiled_again_from_its_source,
     a_lost_live_link_is_pointed_back_at_the_one_live_directory,
@@ -84,6 +85,57 @@ fn adopting_without_a_state_file_reads_the_services_and_updates_once(r: &impl Ri
     assert!(applied(&rep), "the tree of an unknown database is unknown");
     assert_eq!(*result(&a.apply(&request)), S6rcOutcome::Unchanged);
     assert_eq!(r.pid("a"), Some(pid));
+}
+
+fn a_truncated_or_garbage_state_file_was_fatal_to_nothing(r: &impl Rig) {
+    let mut a = r.open();
+    let request = req(1, vec![vm("a", &[], 1), vm("b", &[], 1)]);
+    a.apply(&request);
+    let pids = r.start(&["a", "b"]);
+    drop(a);
+    let path = r.root().join("state/state.json");
+    let text = fs::read(&path).unwrap();
+    for damaged in [text[..text.len() / 2].to_vec(), b"\xff garbage {".to_vec()] {
+        fs::write(&path, damaged).unwrap();
+        let mut a = r.open();
+        let rep = a.apply(&request);
+        assert!(
+            rep.outcome.message.contains("; state: cannot parse"),
+            "{}",
+            rep.outcome.message
+        );
+        assert!(
+            matches!(
+                result(&rep),
+                S6rcOutcome::Applied(_) | S6rcOutcome::Unchanged
+            ),
+            "{}",
+            rep.outcome.message
+        );
+        assert_eq!(*result(&a.apply(&request)), S6rcOutcome::Unchanged);
+        assert_eq!(r.pid("a"), Some(pids[0]), "never restarted");
+        assert_eq!(r.pid("b"), Some(pids[1]), "never restarted");
+    }
+    // One bad record: the rest is kept.
+    let text = fs::read_to_string(&path).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["running"] = serde_json::json!({"../x": {"pid": "no"}});
+    fs::write(&path, v.to_string()).unwrap();
+    let mut a = r.open();
+    let rep = a.apply(&request);
+    assert_eq!(
+        *result(&rep),
+        S6rcOutcome::Unchanged,
+        "{}",
+        rep.outcome.message
+    );
+    assert!(
+        rep.outcome
+            .message
+            .contains(r#"state: unreadable records of state.json skipped: running["../x"]"#),
+        "{}",
+        rep.outcome.message
+    );
 }
 
 fn adopting_a_switch_the_daemon_did_not_see_finish(r: &impl Rig) {
