@@ -1,6 +1,6 @@
 //! The state files damaged between two runs of the real daemon, with 29
 //! VMMs running as instances (`--instances-up`, the spectrum layout,
-//! qualified names): `vm-ids` lost, truncated, with a byte that is not
+//! qualified names, and plain names once): `vm-ids` lost, truncated, with a byte that is not
 //! UTF-8 or with an id given to two VMs; the s6-instance applier's
 //! `state.json` truncated or garbage; both lost. Each time the daemon
 //! starts, every VM keeps its id and its instance, every VMM its pid, and
@@ -23,9 +23,14 @@ const VMS: usize = 29;
 /// state directory, starts it again and checks that nothing was restarted
 /// and everything resolves. Returns the log of the second run.
 fn survives(damage: impl FnOnce(&Path)) -> Option<String> {
+    survives_with("qualified", damage)
+}
+
+/// [`survives`] with `--names NAMES`.
+fn survives_with(names: &str, damage: impl FnOnce(&Path)) -> Option<String> {
     let h = Host::new()?;
     let mut d = h.daemon();
-    d.arg("--instances-up").arg("--names").arg("qualified");
+    d.arg("--instances-up").arg("--names").arg(names);
     for i in 0..VMS {
         d.user_vm(&format!("vm{i:02}"));
     }
@@ -85,6 +90,11 @@ fn a_lost_vm_ids_restarted_every_vmm() {
         return;
     };
     assert!(log.contains("read again from the by-name links"), "{log}");
+}
+
+#[test]
+fn a_lost_vm_ids_under_plain_names_restarted_every_vmm() {
+    survives_with("plain", |state| fs::remove_file(vm_ids(state)).unwrap());
 }
 
 #[test]
