@@ -111,19 +111,10 @@ pub enum SocketConfig {
     Fd(i32),
 }
 
-/// How the catalog is applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ApplyConfig {
-    /// Catalog only (`--apply none`).
-    None,
-    /// One s6-rc database of VM services (boxed: it is large).
-    S6rc(Box<S6rcConfig>),
-    /// One instance of a templated s6 service per VM.
-    Instance(Box<InstanceConfig>),
-}
+pub use crate::apply::ApplyConfig;
 
 impl ApplyConfig {
-    /// Which applier this is.
+    /// Which applier this is, as the command line names it.
     pub fn kind(&self) -> ApplyKind {
         match self {
             ApplyConfig::None => ApplyKind::None,

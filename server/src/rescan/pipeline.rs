@@ -17,12 +17,9 @@ use vm_catalog_protocol::{RescanOutcome, RescanTrigger, SourceKind, SourceLabel,
 use super::commit::{Commit, Watched};
 use super::plan::{Plan, Sources};
 use super::{RescanError, RescanResult, Started};
-use crate::apply::Applier;
-use crate::apply::instance::InstanceApplier;
-use crate::apply::none::NoneApplier;
-use crate::apply::s6rc::S6rcApplier;
+use crate::apply::ApplyConfig;
 use crate::catalog::{Catalog, MergeOptions, VmIds};
-use crate::config::{ApplyConfig, Config};
+use crate::config::Config;
 use crate::definition::ScanOptions;
 use crate::definition::watch_targets::Dirty;
 use crate::hooks::Hooks;
@@ -73,23 +70,9 @@ pub trait Pipeline: Send + 'static {
 /// Why the pipeline could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    /// The s6-rc applier could not start (bad configuration, no programs,
-    /// an unusable live directory).
-    #[error("cannot set up the s6-rc applier")]
-    Applier(#[source] crate::apply::s6rc::OpenError),
-    /// The s6-instance applier could not start (bad configuration, no
-    /// programs, no state directory).
-    #[error("cannot set up the s6-instance applier")]
-    InstanceApplier(#[source] crate::apply::instance::OpenError),
-    /// The file of VM ids exists but cannot be read.
-    #[error("cannot read the VM ids in {}", path.display())]
-    Ids {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The applier could not start.
+    #[error(transparent)]
+    Applier(#[from] crate::apply::OpenError),
 }
 
 /// The real pipeline.
@@ -122,21 +105,12 @@ impl RealPipeline {
     /// inside a tokio runtime.
     pub fn open(config: &Config, hub: Arc<Hub>, watched: Watched) -> Result<Self, PipelineError> {
         let partitions = config.partitions.clone().map(PartitionManager::new);
-        let applier: Box<dyn Applier> = match &config.apply {
-            ApplyConfig::None => Box::new(NoneApplier::new()),
-            ApplyConfig::S6rc(c) => {
-                Box::new(S6rcApplier::open((**c).clone()).map_err(PipelineError::Applier)?)
-            }
-            ApplyConfig::Instance(c) => Box::new(
-                InstanceApplier::open((**c).clone()).map_err(PipelineError::InstanceApplier)?,
-            ),
-        };
-        let ids = super::ids::load(&config.ids_file, random_seed()).map_err(|source| {
-            PipelineError::Ids {
-                path: config.ids_file.clone(),
-                source,
-            }
-        })?;
+        let applier = crate::apply::open(&config.apply)?;
+        let ids = super::ids::load(
+            &config.ids_file,
+            random_seed(),
+            &super::ids::OnDisk::of(config),
+        );
         warn_of_symlink_races(&config.sources);
         let mut views = Views::with_layout(&config.merge.vm_dir, config.merge.layout);
         if let ApplyConfig::Instance(c) = &config.apply {
