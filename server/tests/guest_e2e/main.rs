@@ -413,3 +413,31 @@ fn a_real_ui_vm_follows_the_catalog_and_real_guests_boot_from_a_user_partition()
     );
     drop(report);
 }
+
+/// The shipped s6-rc template of the QEMU adapter loads as the daemon
+/// loads `--service-template`, and its run script boots the VM by name.
+#[test]
+fn the_qemu_s6rc_template_loads_and_runs_qemu_vm_with_the_name() {
+    use vm_catalogd::apply::s6rc::template::{Node, Template, Values};
+    let t = Template::load(Path::new(&format!("{CONTRIB}/vmm/qemu/s6-rc"))).unwrap();
+    let run = t
+        .entries()
+        .iter()
+        .find(|(p, _)| p == Path::new("run"))
+        .expect("a run script");
+    let Node::File {
+        contents,
+        executable,
+    } = &run.1
+    else {
+        panic!("{run:?}")
+    };
+    assert!(executable);
+    let text = String::from_utf8(contents.render(&Values {
+        name: "ui",
+        view: "/run/vm/ui/config",
+        start: "/bin/start-vmm",
+    }))
+    .unwrap();
+    assert!(text.ends_with("qemu-vm ui\n"), "{text}");
+}
