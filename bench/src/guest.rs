@@ -110,6 +110,12 @@ pub fn run(quick: bool) -> Result<(), String> {
         Runs::default(),
         Runs::default(),
     );
+    let (mut qemu_cpu, mut window, mut relay_idle, mut qemu_idle) = (
+        Runs::default(),
+        Runs::default(),
+        Runs::default(),
+        Runs::default(),
+    );
     for r in 0..runs {
         let m = one_run(&tree, &client, &vhost)?;
         println!(
@@ -126,6 +132,10 @@ pub fn run(quick: bool) -> Result<(), String> {
         lag.push(m.lag);
         host_cpu.push(m.host_cpu_ms);
         relay_cpu.push(m.relay_cpu_ms);
+        qemu_cpu.push(m.qemu_cpu_ms);
+        window.push(m.window);
+        relay_idle.push(m.relay_idle_ms);
+        qemu_idle.push(m.qemu_idle_ms);
         host_rss.push(m.host_rss as f64 / 1024.0);
         relay_rss.push(m.relay_rss as f64 / 1024.0);
     }
@@ -144,6 +154,16 @@ pub fn run(quick: bool) -> Result<(), String> {
         relay_cpu.show(0)
     );
     println!(
+        "| host CPU over the same changes ({} s): QEMU (TCG: the guest's work too) | {} ms |",
+        window.show(2),
+        qemu_cpu.show(0)
+    );
+    println!(
+        "| host CPU over an idle second: UI VM relay / QEMU | {} / {} ms |",
+        relay_idle.show(1),
+        qemu_idle.show(0)
+    );
+    println!(
         "| host RSS: host subscriber / UI VM relay | {} / {} MiB |",
         host_rss.show(1),
         relay_rss.show(1)
@@ -159,6 +179,13 @@ struct Measured {
     lag: f64,
     host_cpu_ms: f64,
     relay_cpu_ms: f64,
+    /// QEMU's CPU over the changes: under TCG, the guest's own work too.
+    qemu_cpu_ms: f64,
+    /// How long the changes took, in seconds.
+    window: f64,
+    /// The relay's and QEMU's CPU over an idle second.
+    relay_idle_ms: f64,
+    qemu_idle_ms: f64,
     host_rss: u64,
     relay_rss: u64,
 }
@@ -259,8 +286,16 @@ fn one_run(tree: &Tree, client: &Path, vhost: &Path) -> Result<Measured, String>
     expect(&host_lines, |l| {
         l.contains("\"added\"") && l.contains("\"ui\"")
     })?;
-    let relay = relay_pid(vmm.0.id()).ok_or("no vhost-device-vsock below the VMM")?;
-    let (host_cpu0, relay_cpu0) = (cpu_ms(watch.0.id())?, cpu_ms(relay)?);
+    let relay =
+        below(vmm.0.id(), "vhost-device-vs").ok_or("no vhost-device-vsock below the VMM")?;
+    let qemu = below(vmm.0.id(), "qemu-system-x86").ok_or("no QEMU below the VMM")?;
+    // An idle second first: what the relay and QEMU cost with no change.
+    let (relay_idle0, qemu_idle0) = (cpu_ms(relay)?, cpu_ms(qemu)?);
+    std::thread::sleep(Duration::from_secs(1));
+    let relay_idle_ms = cpu_ms(relay)? - relay_idle0;
+    let qemu_idle_ms = cpu_ms(qemu)? - qemu_idle0;
+    let (host_cpu0, relay_cpu0, qemu_cpu0) = (cpu_ms(watch.0.id())?, cpu_ms(relay)?, cpu_ms(qemu)?);
+    let changes_started = Instant::now();
 
     let (mut host, mut guest, mut lag) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..CHANGES {
@@ -290,6 +325,8 @@ fn one_run(tree: &Tree, client: &Path, vhost: &Path) -> Result<Measured, String>
     }
     let host_cpu_ms = cpu_ms(watch.0.id())? - host_cpu0;
     let relay_cpu_ms = cpu_ms(relay)? - relay_cpu0;
+    let qemu_cpu_ms = cpu_ms(qemu)? - qemu_cpu0;
+    let window = changes_started.elapsed().as_secs_f64();
     let host_rss = rss_kib(watch.0.id())?;
     let relay_rss = rss_kib(relay)?;
     // Back as it was for the next run.
@@ -313,6 +350,10 @@ fn one_run(tree: &Tree, client: &Path, vhost: &Path) -> Result<Measured, String>
         lag: median(lag),
         host_cpu_ms,
         relay_cpu_ms,
+        qemu_cpu_ms,
+        window,
+        relay_idle_ms,
+        qemu_idle_ms,
         host_rss,
         relay_rss,
     })
@@ -388,14 +429,12 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) -> Result<(), String> 
     Ok(())
 }
 
-/// The `vhost-device-vsock` below the VMM script `pid`.
-fn relay_pid(pid: u32) -> Option<u32> {
+/// The process named `comm` (as `/proc/PID/comm` has it: 15 bytes at
+/// most) below the VMM script `pid`.
+fn below(pid: u32, comm: &str) -> Option<u32> {
     vm_catalog_tests::s6::descendants_of(pid)
         .into_iter()
-        .find(|p| {
-            fs::read_to_string(format!("/proc/{p}/comm"))
-                .is_ok_and(|c| c.trim() == "vhost-device-vs")
-        })
+        .find(|p| fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm))
 }
 
 /// CPU time of `pid`, every thread of it, in ms (the sum of each task's
