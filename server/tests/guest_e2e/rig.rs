@@ -61,11 +61,9 @@ pub fn vhost_device_vsock() -> Option<PathBuf> {
 
 /// Runs `contrib/guest/make-initramfs` (with the modules, and the client
 /// for a UI VM's image) into `out`.
-pub fn make_initramfs(out: &Path, modules: &Path, client: Option<&Path>) {
-    let mut cmd = Command::new("sh");
-    cmd.arg(format!("{CONTRIB}/guest/make-initramfs"))
-        .arg("--modules")
-        .arg(modules);
+pub fn make_initramfs(traces: &Traces, out: &Path, modules: &Path, client: Option<&Path>) {
+    let mut cmd = traces.command("make-initramfs", &format!("{CONTRIB}/guest/make-initramfs"));
+    cmd.arg("--modules").arg(modules);
     if let Some(c) = client {
         cmd.arg("--client").arg(c);
     }
