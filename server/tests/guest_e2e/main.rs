@@ -403,16 +403,31 @@ fn a_real_ui_vm_follows_the_catalog_and_real_guests_boot_from_a_user_partition()
     assert!(status.success(), "{status}\n{}", d.log());
     assert!(!alive(ui_pid));
 
-    let (files, calls, vsock) = traces.finish();
-    eprintln!("strace: {files} traces, {calls} socket calls, none AF_VSOCK");
+    let t = traces.finish();
+    eprintln!(
+        "strace: {} traces, {} socket calls, {} programs, none AF_VSOCK",
+        t.files,
+        t.socket_calls,
+        t.programs.len()
+    );
     // The daemon twice, s6-svscan (with every VMM), vm-start three times,
     // the host's list twice, make-initramfs twice, s6-instance-maker.
-    assert!(files >= 11, "traces of every process: {files}");
-    assert!(calls > 0, "the traces saw the Unix sockets");
+    assert!(t.files >= 11, "traces of every process: {t:?}");
+    assert!(t.socket_calls > 0, "the traces saw the Unix sockets");
+    for p in [
+        "vm-catalogd",
+        "s6-supervise",
+        "qemu-vm",
+        "qemu-system-x86_64",
+        "vhost-device-vsock",
+        "vm-catalog",
+    ] {
+        assert!(t.programs.contains(p), "{p} ran traced: {:?}", t.programs);
+    }
     assert!(
-        vsock.is_empty(),
+        t.vsock.is_empty(),
         "AF_VSOCK on the host:\n{}",
-        vsock.join("\n")
+        t.vsock.join("\n")
     );
     drop(report);
 }

@@ -103,11 +103,12 @@ impl Traces {
     }
 
     /// The strace arguments before the command: follow forks, trace only
-    /// `socket` (with a seccomp filter, so the rest runs at full speed),
-    /// write to `dir/<label>.<pid>`.
+    /// `socket` and `execve` (what ran: the proof reached it), with a
+    /// seccomp filter, so the rest runs at full speed; write to
+    /// `dir/<label>.<pid>`.
     fn strace_args(&self, label: &str, detached: bool) -> String {
         format!(
-            "strace {}-f --seccomp-bpf -qq -e trace=socket -e signal=none -o {}/{label}.$$",
+            "strace {}-f --seccomp-bpf -qq -e trace=socket,execve -e signal=none -o {}/{label}.$$",
             if detached { "-D " } else { "" },
             self.dir().display()
         )
@@ -166,8 +167,8 @@ impl Traces {
     }
 
     /// Waits for every tracer to end (they end with their last tracee),
-    /// then reads every trace: `(files, socket calls, AF_VSOCK lines)`.
-    pub fn finish(&self) -> (usize, usize, Vec<String>) {
+    /// then reads every trace.
+    pub fn finish(&self) -> Traced {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !self.tracers().is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
@@ -179,25 +180,43 @@ impl Traces {
             unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
         }
         assert!(left.is_empty(), "tracers still running: {left:?}");
-        let (mut files, mut calls, mut vsock) = (0, 0, Vec::new());
+        let mut t = Traced::default();
         for e in fs::read_dir(self.dir()).unwrap().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with("wrap-") {
                 continue;
             }
-            files += 1;
+            t.files += 1;
             let text = fs::read_to_string(e.path()).unwrap();
             for l in text.lines() {
                 if l.contains("socket(") {
-                    calls += 1;
+                    t.socket_calls += 1;
+                }
+                if let Some(rest) = l.split_once("execve(\"").map(|x| x.1) {
+                    let prog = rest.split('"').next().unwrap_or("");
+                    let base = prog.rsplit('/').next().unwrap_or(prog);
+                    t.programs.insert(base.to_owned());
                 }
                 if l.contains("AF_VSOCK") || l.contains("PF_VSOCK") || l.contains("socket(40,") {
-                    vsock.push(format!("{name}: {l}"));
+                    t.vsock.push(format!("{name}: {l}"));
                 }
             }
         }
-        (files, calls, vsock)
+        t
     }
+}
+
+/// What the traces saw.
+#[derive(Debug, Default)]
+pub struct Traced {
+    /// Trace files.
+    pub files: usize,
+    /// `socket` calls.
+    pub socket_calls: usize,
+    /// The programs run (base names of every `execve`).
+    pub programs: BTreeSet<String>,
+    /// Every line with an `AF_VSOCK` socket.
+    pub vsock: Vec<String>,
 }
 
 /// A guest's shell: `contrib/guest/init` runs one on ttyS1 when the kernel
