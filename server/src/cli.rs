@@ -123,7 +123,9 @@ pub struct DaemonArgs {
     /// Streaming calls in flight of one UI VM, over all its connections.
     #[arg(long, value_name = "N", default_value_t = 32, help_heading = "UI VMs")]
     pub max_calls_per_vm: u32,
-    /// Owner of the UI VM listeners (name or number).
+    /// Owner of the UI VM listeners (name or number), or one user per VM
+    /// with {id} or {name} (Spectrum: vmm-{id}), looked up when the VM's
+    /// listener is made.
     #[arg(long, value_name = "USER", help_heading = "UI VMs")]
     pub ui_vm_socket_owner: Option<String>,
     /// Group of the UI VM listeners (name or number).

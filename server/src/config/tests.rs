@@ -234,18 +234,33 @@ fn ui_vms_resolve_with_the_layouts_default_path() {
     assert_eq!(ui.port, vm_catalog_protocol::stream::DEFAULT_VSOCK_PORT);
     assert_eq!(ui.names.len(), 2);
     assert_eq!(ui.access.mode, 0o600);
-    assert_eq!(ui.access.owner, Some(0));
+    assert_eq!(ui.access.owner, Owner::Uid(0));
+    assert_eq!(ui.parent, Parent::Create);
     let name: VmName = "ui".parse().unwrap();
     assert_eq!(
         ui.socket.expand(&ui.vm_dir, &name, None, ui.port),
         Some(PathBuf::from("/v/ui/vsock_22083"))
     );
-    let c = resolve_line("--vm-layout spectrum --ui-vm ui --vsock-port 7");
+    let c = resolve_line(
+        "--vm-layout spectrum --ui-vm ui --vsock-port 7 --ui-vm-socket-owner vmm-{id}",
+    );
     let ui = c.ui_vms.unwrap();
+    assert_eq!(
+        ui.parent,
+        Parent::Existing,
+        "the hook makes /run/vsock/<id>"
+    );
+    let Owner::PerVm(owner) = &ui.access.owner else {
+        panic!("{:?}", ui.access.owner);
+    };
     let id: vm_catalog_protocol::VmId = "a1b2c3".parse().unwrap();
     assert_eq!(
         ui.socket.expand(&ui.vm_dir, &name, Some(&id), ui.port),
         Some(PathBuf::from("/run/vsock/a1b2c3/vsock_7"))
+    );
+    assert_eq!(
+        owner.expand(&name, Some(&id)).as_deref(),
+        Some("vmm-a1b2c3")
     );
 }
 
@@ -274,4 +289,16 @@ fn bad_ui_vm_options_are_refused_clearly() {
     ])
     .unwrap_err();
     assert!(matches!(e, ConfigError::User { .. }), "{e}");
+    let e = resolve(&[
+        "vm-catalogd",
+        "--ui-vm",
+        "ui",
+        "--ui-vm-socket-owner",
+        "vmm-{port}",
+    ])
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "--ui-vm-socket-owner: unknown placeholder \"{port}\": use {id} or {name}"
+    );
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use vm_catalog_protocol::records::{self, RECORD_BUDGET};
 
-use super::redact::{self, Audience};
+use super::vm_view::{self, Audience};
 use vm_catalog_protocol::{
     ApplyOutcome, Change, Cursor, Epoch, RescanOutcome, SourceEntry, VmEntry, VmState,
 };
@@ -29,7 +29,7 @@ pub struct Published {
     pub sources: Vec<SourceEntry>,
     /// The encoded records, built once on first use.
     records: OnceLock<Records>,
-    /// The same as a UI VM sees them ([`super::redact`]).
+    /// The same as a UI VM sees them ([`super::vm_view`]).
     vm_records: OnceLock<Records>,
 }
 
@@ -111,12 +111,12 @@ impl Published {
                 vms: self
                     .vms
                     .iter()
-                    .map(|e| records::encode_vm(&redact::vm(e), RECORD_BUDGET))
+                    .map(|e| records::encode_vm(&vm_view::vm(e), RECORD_BUDGET))
                     .collect(),
                 sources: self
                     .sources
                     .iter()
-                    .map(|s| records::encode_source(&redact::source(s), RECORD_BUDGET))
+                    .map(|s| records::encode_source(&vm_view::source(s), RECORD_BUDGET))
                     .collect(),
             }),
         }
@@ -184,7 +184,7 @@ pub struct Batch {
     pub changes: Vec<Change>,
     /// The encoded `Event::Batch` bodies, built once, on first use.
     bodies: OnceLock<Vec<Vec<u8>>>,
-    /// The same as a UI VM sees them ([`super::redact`]).
+    /// The same as a UI VM sees them ([`super::vm_view`]).
     vm_bodies: OnceLock<Vec<Vec<u8>>>,
 }
 
@@ -214,7 +214,7 @@ impl Batch {
         match audience {
             Audience::Host => self.bodies(),
             Audience::Vm => self.vm_bodies.get_or_init(|| {
-                let changes: Vec<Change> = self.changes.iter().map(redact::change).collect();
+                let changes: Vec<Change> = self.changes.iter().map(vm_view::change).collect();
                 records::batch_bodies(self.generation, &changes)
             }),
         }

@@ -3,8 +3,6 @@
 use vm_catalog_protocol::records::{self, RECORD_BUDGET};
 use vm_catalog_protocol::{ListSources, SourceList};
 
-use crate::publish::{Audience, redact};
-
 use crate::rpc::ctx::Ctx;
 use crate::rpc::error::CallError;
 use crate::rpc::send::Conn;
@@ -19,10 +17,7 @@ pub async fn handle(ctx: &Ctx, conn: &Conn, call_id: u32, _: ListSources) -> Res
         sources: p
             .sources
             .iter()
-            .map(|s| match conn.audience() {
-                Audience::Host => records::fit_source(s, each).into_owned(),
-                Audience::Vm => records::fit_source(&redact::source(s), each).into_owned(),
-            })
+            .map(|s| records::fit_source(&conn.audience().source(s), each).into_owned())
             .collect(),
     };
     conn.reply::<ListSources>(call_id, &list).await

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tokio::net::UnixListener;
 use tokio_util::task::TaskTracker;
-use vm_catalog_protocol::{VmName, VmState};
+use vm_catalog_protocol::{VmId, VmName, VmState};
 
 use super::Tenant;
 use super::ctx::{Ctx, VmShare};
@@ -32,11 +32,13 @@ use super::session::{self, Admitted, Stop};
 use super::transport::Transport;
 use crate::publish::Published;
 
+pub mod owner;
 pub mod socket;
 pub mod template;
 
-pub use socket::Access;
-pub use template::{SocketTemplate, TemplateError};
+pub use owner::{Access, Owner, uid_of};
+pub use socket::Parent;
+pub use template::{SocketTemplate, TemplateError, UserTemplate};
 
 /// What a UI VM's connections are told when its listener goes.
 pub const LEFT_GOODBYE: &str = "the UI VM is no longer active in the catalog";
@@ -55,6 +57,10 @@ pub struct UiVmConfig {
     pub vm_dir: PathBuf,
     /// Who may connect.
     pub access: Access,
+    /// Whether the daemon makes a missing directory above a listener
+    /// (the default layout) or waits for the VM's hook to make it
+    /// (Spectrum's `/run/vsock/<id>`).
+    pub parent: Parent,
 }
 
 /// One listener.
@@ -112,7 +118,7 @@ impl UiVms {
         let snapshot = ctx.hub.current();
         let wanted = wanted(&self.config, &snapshot);
         self.listening.retain(|path, l| {
-            let keep = wanted.get(path) == Some(&l.vm);
+            let keep = wanted.get(path).is_some_and(|(vm, _)| *vm == l.vm);
             if !keep {
                 tracing::info!(vm = %l.vm, path = %path.display(), "UI VM listener removed");
                 l.bound.remove();
@@ -120,20 +126,11 @@ impl UiVms {
             }
             keep
         });
-        for (path, vm) in wanted {
+        for (path, (vm, id)) in wanted {
             if self.listening.contains_key(&path) {
                 continue;
             }
-            let listener = socket::bind(&path, self.config.access).and_then(|(l, bound)| {
-                match UnixListener::from_std(l) {
-                    Ok(l) => Ok((l, bound)),
-                    Err(e) => {
-                        bound.remove();
-                        Err(e)
-                    }
-                }
-            });
-            match listener {
+            match self.bind(&path, &vm, id.as_ref()) {
                 Ok((listener, bound)) => {
                     tracing::info!(vm = %vm, path = %path.display(), "UI VM listener");
                     let stop = Stop::under(&ctx.shutdown);
@@ -148,20 +145,50 @@ impl UiVms {
                     self.listening.insert(path, Listening { vm, bound, stop });
                 }
                 // Tried again at the next publish.
-                Err(e) => tracing::warn!(
-                    vm = %vm,
-                    path = %path.display(),
-                    error = %e,
-                    "cannot listen for the UI VM"
-                ),
+                Err(e) => {
+                    if ctx.log_limit.allow() {
+                        tracing::warn!(vm = %vm, error = %e, "no listener for the UI VM");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Binds the listener of `vm` at `path`.
+    fn bind(
+        &self,
+        path: &std::path::Path,
+        vm: &VmName,
+        id: Option<&VmId>,
+    ) -> Result<(UnixListener, socket::Bound), BindFailure> {
+        let perms = self.config.access.perms(vm, id)?;
+        let (l, bound) = socket::bind(path, perms, self.config.parent)?;
+        match UnixListener::from_std(l) {
+            Ok(l) => Ok((l, bound)),
+            Err(source) => {
+                bound.remove();
+                Err(BindFailure::Bind(socket::BindError::Io {
+                    what: "cannot listen on",
+                    path: path.to_owned(),
+                    source,
+                }))
             }
         }
     }
 }
 
+/// Why a UI VM has no listener (yet).
+#[derive(Debug, thiserror::Error)]
+enum BindFailure {
+    #[error(transparent)]
+    Owner(#[from] owner::OwnerError),
+    #[error(transparent)]
+    Bind(#[from] socket::BindError),
+}
+
 /// The listener path of every UI VM active in `snapshot`, and the VM's
-/// catalog name.
-fn wanted(config: &UiVmConfig, snapshot: &Published) -> BTreeMap<PathBuf, VmName> {
+/// catalog name and id.
+fn wanted(config: &UiVmConfig, snapshot: &Published) -> BTreeMap<PathBuf, (VmName, Option<VmId>)> {
     let mut out = BTreeMap::new();
     for name in &config.names {
         let Some((vm, _)) = snapshot.lookup(name.as_str()) else {
@@ -177,7 +204,7 @@ fn wanted(config: &UiVmConfig, snapshot: &Published) -> BTreeMap<PathBuf, VmName
         else {
             continue;
         };
-        out.insert(path, vm.name.clone());
+        out.insert(path, (vm.name.clone(), vm.id.clone()));
     }
     out
 }
