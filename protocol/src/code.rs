@@ -181,6 +181,9 @@ wire_code! {
         /// `nosymfollow`: a symlink planted there after a scan can redirect a
         /// VMM (warning, on the source).
         SymlinksFollowed = 31 => "symlinks-followed",
+        /// The VM's `prepare` hook (`--vm-hook`) failed or did not finish in
+        /// time: the VM is left out of the apply and tried again later.
+        HookFailed = 32 => "hook-failed",
     }
 }
 

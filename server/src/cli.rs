@@ -318,6 +318,24 @@ pub struct DaemonArgs {
     /// linking to `<DIR>/by-id/<id>` (ids kept in the state directory).
     #[arg(long, value_enum, default_value = "plain", help_heading = "Applying")]
     pub vm_layout: Layout,
+    /// A program run for each VM, libvirt's way: `PROGRAM prepare ID NAME`
+    /// once its view exists and before its service is created, `PROGRAM
+    /// release ID NAME` after its service is deleted and before its
+    /// directory goes; VM_ID, VM_NAME, VM_SOURCE, VM_SOURCE_ROOT, VM_PATH,
+    /// VM_DIR and VM_VIEW in its environment. A VM whose prepare fails is
+    /// left out (hook-failed) and tried again.
+    #[arg(long, value_name = "PROGRAM", help_heading = "Applying")]
+    pub vm_hook: Option<PathBuf>,
+    /// Kill a --vm-hook run (with its process group) still running after
+    /// this many seconds, and count it as failed.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = crate::hooks::DEFAULT_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..),
+        help_heading = "Applying"
+    )]
+    pub vm_hook_timeout: u64,
 
     // ── Daemon ──
     /// State: compiled databases, partition mount points, VM ids.

@@ -17,6 +17,7 @@ use crate::apply::s6rc::S6rcConfig;
 use crate::catalog::{Layout, MergeOptions};
 use crate::cli::{ApplyKind, DaemonArgs};
 use crate::definition::ScanOptions;
+use crate::hooks::HookConfig;
 use crate::rpc::Limits;
 use crate::rpc::listener::SocketOptions;
 use crate::rpc::ui_vm::{Access, Owner, Parent, SocketTemplate, UiVmConfig, UserTemplate};
@@ -85,6 +86,9 @@ pub enum ConfigError {
     /// A `--ui-vm-socket-owner` template that cannot be used.
     #[error("--ui-vm-socket-owner: {0}")]
     UiVmOwner(#[source] crate::rpc::ui_vm::TemplateError),
+    /// `--vm-hook` is not an executable file.
+    #[error("--vm-hook: {} is not an executable file", .0.display())]
+    VmHook(PathBuf),
     /// A user that does not exist.
     #[error("{arg}: no user {user:?}")]
     User {
@@ -156,6 +160,8 @@ pub struct Config {
     pub notify_fd: Option<i32>,
     /// The UI VMs' listeners; `None`: no `--ui-vm`.
     pub ui_vms: Option<UiVmConfig>,
+    /// The per-VM hook; `None`: no `--vm-hook`.
+    pub vm_hook: Option<HookConfig>,
 }
 
 impl Config {
@@ -216,8 +222,25 @@ impl Config {
             },
             ids_file: state_dir.join("vm-ids"),
             notify_fd: args.notify_fd,
+            vm_hook: vm_hook(args, &state_dir)?,
         })
     }
+}
+
+/// The per-VM hook, if one is named: an executable file.
+fn vm_hook(args: &DaemonArgs, state_dir: &Path) -> Result<Option<HookConfig>, ConfigError> {
+    let Some(p) = &args.vm_hook else {
+        return Ok(None);
+    };
+    let program = absolute("--vm-hook", p)?;
+    if !crate::apply::process::executable(&program) {
+        return Err(ConfigError::VmHook(program));
+    }
+    Ok(Some(HookConfig {
+        program,
+        timeout: Duration::from_secs(args.vm_hook_timeout),
+        record: state_dir.join("vm-hooks.json"),
+    }))
 }
 
 /// The UI VMs' listeners, if any VM is named.

@@ -1,6 +1,8 @@
 //! The second half of a rescan: make a [`Plan`] the catalog. Build the
 //! views of its active VMs (a VM whose view cannot be built is rejected),
-//! apply the active set (the applier's report annotates the draft), take
+//! prepare the new ones (`crate::hooks`: a VM whose hook fails is left out),
+//! apply the active set (the applier's report annotates the draft), release
+//! the VMs that left and remove their directories, take
 //! the successor, and publish it with the status. A dry run commits
 //! nothing: only its outcome goes into the status
 //! ([`Commit::record_dry_run`]).
@@ -12,6 +14,7 @@ use vm_catalog_protocol::{ApplyStatus, RescanOutcome, RescanTrigger};
 use super::{Plan, RescanResult, Started};
 use crate::apply::Applier;
 use crate::catalog::{Catalog, Draft};
+use crate::hooks::{Hooks, VmFacts};
 use crate::publish::{Hub, Published, Status};
 use crate::triggers::inotify::TargetTx;
 use crate::views::Views;
@@ -21,6 +24,7 @@ pub struct Commit {
     /// The views, remembered between rescans (an unchanged rescan does not
     /// read them back from disk).
     views: Views,
+    hooks: Hooks,
     applier: Box<dyn Applier>,
     hub: Arc<Hub>,
     status: Status,
@@ -39,9 +43,16 @@ impl std::fmt::Debug for Commit {
 impl Commit {
     /// Views in `views`, applied by `applier`, published on `hub`; the
     /// directories to watch go to `watched`.
-    pub fn new(views: Views, applier: Box<dyn Applier>, hub: Arc<Hub>, watched: TargetTx) -> Self {
+    pub fn new(
+        views: Views,
+        hooks: Hooks,
+        applier: Box<dyn Applier>,
+        hub: Arc<Hub>,
+        watched: TargetTx,
+    ) -> Self {
         Commit {
             views,
+            hooks,
             applier,
             hub,
             status: Status::default(),
@@ -61,7 +72,14 @@ impl Commit {
         let before = catalog.generation();
         let (mut draft, targets) = plan.into_parts();
         self.build_views(&mut draft);
-        let report = self.applier.apply(&draft.apply_request());
+        // Hooks: prepare new VMs before their services exist; release the
+        // VMs that left once theirs are gone, then remove their directories.
+        let mut request = draft.apply_request();
+        let held = self.hooks.prepare(&mut request, &VmFacts::of_draft(&draft));
+        let mut report = self.applier.apply(&request);
+        report.left_out.extend(held);
+        let keep = self.hooks.release(&report);
+        self.remove_left_views(&keep);
         draft.annotate(&report);
         let changes = match catalog.successor(draft) {
             Some((next, changes)) => {
@@ -118,10 +136,23 @@ impl Commit {
         self.hub.set_status(self.status.clone());
     }
 
+    /// Whether a hook failed, so that a retry is due.
+    pub fn needs_retry(&self) -> bool {
+        self.hooks.needs_retry()
+    }
+
+    /// Removes the views and directories of the VMs that left, but those
+    /// in `keep` (not released yet).
+    fn remove_left_views(&mut self, keep: &std::collections::BTreeSet<std::path::PathBuf>) {
+        for e in self.views.remove_left(keep).errors {
+            tracing::warn!(error = %e, "cannot remove the view of a vm that left");
+        }
+    }
+
     /// Builds the views of the draft's active VMs; a VM whose view cannot
     /// be built is rejected.
     fn build_views(&mut self, draft: &mut Draft) {
-        let synced = self.views.sync(draft.active());
+        let synced = self.views.build(draft.active());
         for e in &synced.errors {
             if let Some(name) = &e.name {
                 draft.reject(name, e.to_diagnostic());

@@ -24,6 +24,7 @@ use crate::apply::s6rc::S6rcApplier;
 use crate::catalog::{Catalog, MergeOptions, VmIds};
 use crate::config::{ApplyConfig, Config};
 use crate::definition::ScanOptions;
+use crate::hooks::Hooks;
 use crate::publish::Hub;
 use crate::source::SourceSpec;
 use crate::source::partition::{PartitionManager, UeventListener};
@@ -138,6 +139,10 @@ impl RealPipeline {
         })?;
         warn_of_symlink_races(&config.sources);
         let views = Views::with_layout(&config.merge.vm_dir, config.merge.layout);
+        let hooks = match &config.vm_hook {
+            Some(h) => Hooks::open(h.clone()),
+            None => Hooks::none(),
+        };
         Ok(RealPipeline {
             catalog: Catalog::empty(hub.epoch()),
             sources: Sources::new(config.sources.clone(), partitions),
@@ -145,7 +150,7 @@ impl RealPipeline {
             merge: config.merge.clone(),
             ids,
             ids_file: config.ids_file.clone(),
-            commit: Commit::new(views, applier, hub, watched),
+            commit: Commit::new(views, hooks, applier, hub, watched),
             uevents,
         })
     }
@@ -255,10 +260,12 @@ impl Pipeline for RealPipeline {
 
     fn needs_retry(&self) -> bool {
         // Partitions are retried by hotplug and their manager.
-        self.catalog
-            .sources()
-            .iter()
-            .any(|s| s.state == SourceState::Failed && s.kind != SourceKind::Partition)
+        self.commit.needs_retry()
+            || self
+                .catalog
+                .sources()
+                .iter()
+                .any(|s| s.state == SourceState::Failed && s.kind != SourceKind::Partition)
     }
 
     fn after(&mut self) -> Option<RescanTrigger> {

@@ -124,3 +124,16 @@ pub struct SyncReport {
     /// Failures; a VM whose view failed keeps its previous view, if any.
     pub errors: Vec<ViewError>,
 }
+
+impl SyncReport {
+    /// Adds what `other` did to this report.
+    pub fn absorb(&mut self, other: SyncReport) {
+        self.created.extend(other.created);
+        self.replaced.extend(other.replaced);
+        self.unchanged.extend(other.unchanged);
+        self.removed.extend(other.removed);
+        self.linked.extend(other.linked);
+        self.unlinked.extend(other.unlinked);
+        self.errors.extend(other.errors);
+    }
+}

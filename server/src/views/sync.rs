@@ -44,6 +44,8 @@ pub struct Views {
     written: BTreeMap<PathBuf, BTreeMap<PathBuf, PathBuf>>,
     /// By-name links written: name → slot.
     linked: BTreeMap<VmName, PathBuf>,
+    /// The slots of the last build's views.
+    wanted: BTreeSet<PathBuf>,
 }
 
 impl Views {
@@ -60,6 +62,7 @@ impl Views {
             layout,
             written: BTreeMap::new(),
             linked: BTreeMap::new(),
+            wanted: BTreeSet::new(),
         }
     }
 
@@ -71,6 +74,16 @@ impl Views {
     /// Makes every view of `active` right, and removes the others; a view
     /// equal to the one this made last is not read back from disk.
     pub fn sync<'a>(&mut self, active: impl IntoIterator<Item = &'a Candidate>) -> SyncReport {
+        let mut report = self.build(active);
+        report.absorb(self.remove_left(&BTreeSet::new()));
+        report
+    }
+
+    /// The first half of [`Views::sync`]: makes every view of `active`
+    /// right (and the by-name links), and removes nothing but the by-name
+    /// links of VMs that left. The directories of VMs that left stay until
+    /// [`Views::remove_left`] (after their services are gone).
+    pub fn build<'a>(&mut self, active: impl IntoIterator<Item = &'a Candidate>) -> SyncReport {
         let specs: Vec<ViewSpec> = active
             .into_iter()
             .map(|c| ViewSpec::of(c, self.layout))
@@ -89,7 +102,7 @@ impl Views {
                 continue;
             }
             self.written.remove(&spec.slot);
-            match sync_one(&root, &self.vm_dir, spec) {
+            match sync_one(&root, &self.vm_dir, spec, self.layout) {
                 Ok(done) => {
                     match done {
                         Done::Created => report.created.push(spec.name.clone()),
@@ -103,6 +116,7 @@ impl Views {
             }
         }
         self.written.retain(|slot, _| wanted.contains(slot));
+        self.wanted = wanted;
         let links: BTreeMap<VmName, PathBuf> = match self.layout {
             Layout::Plain => BTreeMap::new(),
             Layout::Spectrum => built
@@ -111,16 +125,53 @@ impl Views {
                 .collect(),
         };
         names::sync(&root, &self.vm_dir, &links, &mut self.linked, &mut report);
-        // The directories of the wanted views (a name, or an id), in the
-        // layout's parent; the other layout's parent wants none.
-        let dirs: BTreeSet<VmName> = wanted
-            .iter()
-            .filter_map(|s| s.file_name()?.to_str()?.parse().ok())
-            .collect();
-        let (plain, by_id) = match self.layout {
-            Layout::Plain => (dirs, BTreeSet::new()),
-            Layout::Spectrum => (BTreeSet::new(), dirs),
+        report
+    }
+
+    /// The second half of [`Views::sync`]: removes the views (and the
+    /// directories) of the VMs that are not in the last
+    /// [`Views::build`], except those in `keep` (directories under the VM
+    /// directory, as absolute paths: VMs whose release hook has not run).
+    pub fn remove_left(&mut self, keep: &BTreeSet<PathBuf>) -> SyncReport {
+        let mut report = SyncReport::default();
+        let root = match open_dir(rustix::fs::CWD, self.vm_dir.as_os_str()) {
+            Ok(fd) => fd,
+            // No VM directory (the build reported why): nothing to remove.
+            Err(e)
+                if e.raw_os_error() == Some(Errno::NOENT.raw_os_error())
+                    || e.raw_os_error() == Some(Errno::NOTDIR.raw_os_error()) =>
+            {
+                return report;
+            }
+            Err(e) => {
+                report.errors.push(ViewError {
+                    name: None,
+                    what: "cannot open the VM directory",
+                    path: self.vm_dir.clone(),
+                    source: e,
+                });
+                return report;
+            }
         };
+        // The directories to keep (a name, or an id) in each layout's
+        // parent: those of the wanted views, and those in `keep`.
+        let slots: Vec<&Path> = self
+            .wanted
+            .iter()
+            .map(PathBuf::as_path)
+            .chain(
+                keep.iter()
+                    .filter_map(|k| k.strip_prefix(&self.vm_dir).ok()),
+            )
+            .collect();
+        let in_parent = |parent: &str| -> BTreeSet<VmName> {
+            slots
+                .iter()
+                .filter(|s| s.parent() == Some(Path::new(parent)))
+                .filter_map(|s| s.file_name()?.to_str()?.parse().ok())
+                .collect()
+        };
+        let (plain, by_id) = (in_parent(""), in_parent(BY_ID));
         remove_stale(&root, &self.vm_dir, Path::new(""), &plain, &mut report);
         remove_stale(&root, &self.vm_dir, Path::new(BY_ID), &by_id, &mut report);
         report
@@ -175,7 +226,12 @@ pub(super) fn make_dirs(root: &OwnedFd, rel: &Path) -> io::Result<OwnedFd> {
     Ok(cur)
 }
 
-fn sync_one(root: &OwnedFd, vm_dir: &Path, spec: &ViewSpec) -> Result<Done, ViewError> {
+fn sync_one(
+    root: &OwnedFd,
+    vm_dir: &Path,
+    spec: &ViewSpec,
+    _layout: Layout,
+) -> Result<Done, ViewError> {
     let vm_path = vm_dir.join(&spec.slot);
     let fail = |what, path: &Path, source| ViewError {
         name: Some(spec.name.clone()),
