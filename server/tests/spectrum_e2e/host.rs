@@ -48,6 +48,7 @@ pub fn enter() -> Option<Host> {
     let env = requirements()?;
     // The daemon is built here (cargo is not in the namespace's PATH).
     let daemon = workspace_bin("vm-catalogd");
+    let cli = workspace_bin("vm-catalog");
     let thread = std::thread::current();
     let test = thread.name().expect("a test thread name").to_owned();
     let exe = std::env::current_exe().expect("test executable");
@@ -66,6 +67,7 @@ pub fn enter() -> Option<Host> {
         .env(NAMESPACE_ENV, "1")
         .env("PATH", PATH)
         .env("VMC_DAEMON", &daemon)
+        .env("VMC_CLI", &cli)
         .envs(env)
         .stdin(Stdio::null())
         .output()
@@ -159,6 +161,11 @@ impl Host {
     /// The daemon binary (built by the test process).
     pub fn daemon_bin(&self) -> PathBuf {
         PathBuf::from(std::env::var_os("VMC_DAEMON").expect("VMC_DAEMON"))
+    }
+
+    /// The `vm-catalog` binary (built by the test process).
+    pub fn cli_bin(&self) -> PathBuf {
+        PathBuf::from(std::env::var_os("VMC_CLI").expect("VMC_CLI"))
     }
 }
 

@@ -11,6 +11,7 @@
 //! `EXECLINE_BINDIR=$(../shared/tools/build-execline)`; skips loudly
 //! without them (fails under `CI=true`).
 
+mod daemon;
 mod hook;
 mod host;
 
