@@ -13,6 +13,9 @@
 //! one run in three otherwise (issue 21). The test process is the pid
 //! namespace's init, so nothing outlives it; users exist only in the
 //! namespace's `/run/etc/passwd`, mounts only in its mount namespace.
+//! (`loopdev::in_private_mount_ns` does the first half of this for the
+//! partition tests; these need the CPU pinning, the pid namespace and the
+//! environment passed on as well.)
 
 use std::ffi::OsStr;
 use std::fs;
@@ -74,6 +77,8 @@ pub fn enter() -> Option<Host> {
         .expect("run the test in a namespace");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // Shown with `--nocapture` (measurements the test prints).
+    eprint!("{stderr}");
     assert!(
         out.status.success() && stdout.contains("1 passed"),
         "{test} in its Spectrum namespace: {}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
