@@ -169,6 +169,12 @@ pub struct DaemonArgs {
     /// (Spectrum's `sys.netvm`: nothing is shadowed).
     #[arg(long, value_enum, default_value = "plain", help_heading = "Sources")]
     pub names: Names,
+    /// Let a VM of an untrusted source use a VM of another untrusted source
+    /// as its provider (by default only VMs of trusted sources and of its
+    /// own source: a stick's "netvm" cannot carry another partition's VMs'
+    /// traffic; such a VM is rejected with `provider-untrusted`).
+    #[arg(long, help_heading = "Sources")]
+    pub allow_cross_source_providers: bool,
     /// Do not watch source directories (rescan only on request, SIGHUP or hotplug).
     #[arg(long, help_heading = "Sources")]
     pub no_watch: bool,

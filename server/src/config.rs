@@ -219,6 +219,7 @@ impl Config {
                 names: args.names,
                 layout: args.vm_layout,
                 vm_dir,
+                cross_source_providers: args.allow_cross_source_providers,
             },
             ids_file: state_dir.join("vm-ids"),
             notify_fd: args.notify_fd,

@@ -102,6 +102,7 @@ impl Catalog {
     /// `revision` set to the new generation; unchanged entries keep theirs.
     pub fn successor(&self, draft: Draft) -> Option<(Catalog, Vec<Change>)> {
         let generation = self.generation + 1;
+        let names = draft.options().names;
         let (mut sources, mut candidates, notes) = draft.into_parts();
 
         let old_sources: BTreeMap<&SourceLabel, &SourceEntry> =
@@ -205,6 +206,7 @@ impl Catalog {
                 candidates,
                 sources,
                 notes,
+                names,
             },
             changes,
         ))

@@ -48,7 +48,13 @@ impl Draft {
     }
 
     fn rebuild(&mut self) {
-        self.candidates = resolve(&self.raws, &self.forced, &self.opts, &self.notes);
+        self.candidates = resolve(
+            &self.raws,
+            &self.sources,
+            &self.forced,
+            &self.opts,
+            &self.notes,
+        );
     }
 
     /// The catalog position this draft was merged against.

@@ -9,9 +9,10 @@
 //! dry run computes `successor` and throws it away.
 //!
 //! How VMs are named ([`Names`]), where their views go ([`Layout`]) and
-//! what a name given anywhere refers to ([`references`]) are decided here
-//! too; every definition gets a stable [`VmIds`] id.
+//! what a name given anywhere refers to ([`refer`], the one claimant rule)
+//! are decided here too; every definition gets a stable [`VmIds`] id.
 
+mod claim;
 mod cycles;
 mod diff;
 mod draft;
@@ -30,6 +31,7 @@ use vm_catalog_protocol::{
 use crate::apply::{ActiveVm, ApplyRequest};
 use crate::definition::Definition;
 
+pub use claim::{Claims, Referent, qualified, reads_as_other, refer};
 pub use draft::Draft;
 pub use ids::{ID_LEN, IdKey, VmIds};
 pub use merge::{merge, merge_with};
@@ -88,6 +90,10 @@ pub struct MergeOptions {
     pub layout: Layout,
     /// The VM directory.
     pub vm_dir: PathBuf,
+    /// Whether a VM of an untrusted source may use another untrusted
+    /// source's VM as a provider (by default only trusted sources' VMs and
+    /// its own source's: else `provider-untrusted`).
+    pub cross_source_providers: bool,
 }
 
 impl MergeOptions {
@@ -97,20 +103,9 @@ impl MergeOptions {
             names: Names::Plain,
             layout: Layout::Plain,
             vm_dir: vm_dir.into(),
+            cross_source_providers: false,
         }
     }
-}
-
-/// The ways a reference `<label>.<name>` can be read as a qualified name: at
-/// each `.`, from the left, the part before it as a source label and the
-/// part after it as a name (both valid). Unqualified references never
-/// need this: an exact catalog name wins first.
-pub fn references(reference: &str) -> impl Iterator<Item = (SourceLabel, VmName)> + '_ {
-    reference.match_indices('.').filter_map(|(i, _)| {
-        let label = SourceLabel::try_from(&reference[..i]).ok()?;
-        let name = VmName::try_from(&reference[i + 1..]).ok()?;
-        Some((label, name))
-    })
 }
 
 /// One candidate definition: its listed entry, and the scanned definition
@@ -155,6 +150,8 @@ pub struct Catalog {
     /// What the applier last reported (services, restarts pending, VMs left
     /// out): carried into the next draft until the applier reports again.
     notes: resolve::Annotations,
+    /// How its VMs were named.
+    names: Names,
 }
 
 impl Catalog {
@@ -166,6 +163,7 @@ impl Catalog {
             candidates: Vec::new(),
             sources: Vec::new(),
             notes: resolve::Annotations::default(),
+            names: Names::default(),
         }
     }
 
@@ -209,32 +207,28 @@ impl Catalog {
         self.sources.iter().find(|s| &s.label == label)
     }
 
-    /// Every candidate of `name`, in precedence order.
-    pub fn candidates_of(&self, name: &str) -> &[Candidate] {
-        let start = self
-            .candidates
-            .partition_point(|c| c.entry.name.as_str() < name);
-        let end =
-            start + self.candidates[start..].partition_point(|c| c.entry.name.as_str() == name);
-        &self.candidates[start..end]
+    /// How its VMs were named.
+    pub fn names(&self) -> Names {
+        self.names
     }
 
-    /// The entry that claims `name` (active or rejected; if every definition
-    /// of it is unavailable, the first of those), and every other definition
-    /// of the name in precedence order.
-    pub fn lookup(&self, name: &str) -> Option<(&VmEntry, Vec<&VmEntry>)> {
-        let all = self.candidates_of(name);
-        let claimant = all
-            .iter()
-            .position(|c| matches!(c.entry.state, VmState::Active | VmState::Rejected))
-            .or_else(|| (!all.is_empty()).then_some(0))?;
-        let others = all
-            .iter()
-            .enumerate()
-            .filter(|&(i, _)| i != claimant)
-            .map(|(_, c)| &c.entry)
-            .collect();
-        Some((&all[claimant].entry, others))
+    /// Every candidate of `name`, in precedence order.
+    pub fn candidates_of(&self, name: &str) -> &[Candidate] {
+        &self.candidates[claim::range_of(&self.candidates, name)]
+    }
+
+    /// The entry `reference` refers to ([`refer`]: the claimant of the
+    /// name, or the definition a qualified reference names), and every
+    /// other definition of the same catalog name in precedence order.
+    pub fn lookup(&self, reference: &str) -> Option<(&VmEntry, Vec<&VmEntry>)> {
+        let r = refer(
+            &self.candidates,
+            reference,
+            |l| self.source(l).is_some(),
+            self.names,
+        )?;
+        let others = r.others().map(|i| &self.candidates[i].entry).collect();
+        Some((&self.candidates[r.pick].entry, others))
     }
 
     /// The definitions of the active VMs, sorted by name.

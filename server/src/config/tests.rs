@@ -195,6 +195,14 @@ fn s6_instance_options_become_the_appliers_config() {
 }
 
 #[test]
+fn cross_source_providers_are_refused_unless_the_flag_allows_them() {
+    let line = "--state-dir /st --vm-dir /v";
+    assert!(!resolve_line(line).merge.cross_source_providers);
+    let allowed = resolve_line(&format!("{line} --allow-cross-source-providers"));
+    assert!(allowed.merge.cross_source_providers);
+}
+
+#[test]
 fn names_layout_and_the_builtin_label_become_the_merge_options() {
     let c = resolve_line(
         "--state-dir /st --vm-dir /v --names qualified --vm-layout spectrum \
@@ -206,6 +214,7 @@ fn names_layout_and_the_builtin_label_become_the_merge_options() {
             names: crate::catalog::Names::Qualified,
             layout: crate::catalog::Layout::Spectrum,
             vm_dir: "/v".into(),
+            cross_source_providers: false,
         }
     );
     assert_eq!(c.ids_file, PathBuf::from("/st/vm-ids"));

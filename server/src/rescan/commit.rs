@@ -116,6 +116,7 @@ impl Commit {
                     catalog.cursor(),
                     catalog.entries().cloned().collect(),
                     catalog.sources().to_vec(),
+                    catalog.names(),
                 ),
                 changes.clone(),
             );

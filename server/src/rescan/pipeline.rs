@@ -138,7 +138,10 @@ impl RealPipeline {
             }
         })?;
         warn_of_symlink_races(&config.sources);
-        let views = Views::with_layout(&config.merge.vm_dir, config.merge.layout);
+        let mut views = Views::with_layout(&config.merge.vm_dir, config.merge.layout);
+        if let ApplyConfig::Instance(c) = &config.apply {
+            views = views.with_service_links(&c.service);
+        }
         let hooks = match &config.vm_hook {
             Some(h) => Hooks::open(h.clone()),
             None => Hooks::none(),

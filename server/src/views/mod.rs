@@ -11,13 +11,19 @@
 //! reader sees the old view or the new one, never a mix; a by-name link is
 //! replaced by `rename`, after its view is built; views and links of VMs that
 //! left are removed (those of the other layout too, so that switching
-//! layouts leaves nothing behind); what already matches is not touched. A
+//! layouts leaves nothing behind) by [`Views::remove_left`], after the
+//! apply and the release hooks (`Views::build` makes the rest); what
+//! already matches is not touched. A by-id directory is made `0700` and
+//! goes whole; an existing one keeps its owner and mode. With the
+//! s6-instance applier, `by-id/<id>/service` links to the VM's instance. A
 //! view carries a marker file (`.vm-catalogd-view`), and only marked views
 //! (and by-name links into `by-id/`) are ever replaced or removed.
 
 mod build;
 mod names;
 mod sync;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

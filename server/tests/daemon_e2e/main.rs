@@ -3,6 +3,7 @@
 //! clients, permissions, signals. One module per topic; the helpers are
 //! here.
 
+mod claimant;
 mod lifecycle;
 mod nosymfollow;
 mod queries;

@@ -289,6 +289,52 @@ async fn a_qualified_reference_names_the_definition_of_that_source() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("shadowed"));
 }
 
+/// Issue 22, item 2: under `--names plain` a user directory `sys.netvm`
+/// became the provider of every VM naming `sys.netvm` (the built-in
+/// `appvm-firefox` included), and `show sys.netvm` and `by-name/sys.netvm`
+/// led to it.
+#[tokio::test]
+async fn a_user_directory_sys_netvm_impersonated_the_built_in_netvm_under_plain_names() {
+    let mut d = spectrum("plain", "spectrum");
+    let vms = root(&d).join(format!("media/{UUID}/vms"));
+    d.tree().vm(&vms, "sys.netvm");
+    d.start().unwrap();
+    let c = Client::connect(d.socket()).await.unwrap();
+    let all = entries(&c).await;
+    for dependant in ["appvm-firefox", "nc"] {
+        let e = &all[dependant];
+        assert_eq!(e.state, VmState::Active, "{dependant}");
+        assert_eq!(e.providers[0].name.as_str(), "netvm", "{dependant}");
+    }
+    let impostor = &all["sys.netvm"];
+    assert_eq!(
+        (impostor.source.as_str(), impostor.state),
+        ("user", VmState::Rejected)
+    );
+    assert!(
+        impostor
+            .diagnostics
+            .iter()
+            .any(|x| x.code == DiagCode::NameReadsAsReference),
+        "{impostor:?}"
+    );
+    let shown = c.get_vm(&"sys.netvm".parse().unwrap()).await.unwrap().vm;
+    assert_eq!(
+        (shown.source.as_str(), shown.name.as_str()),
+        ("sys", "netvm")
+    );
+    let out = Command::new(workspace_bin("vm-catalog"))
+        .arg("--socket")
+        .arg(d.socket())
+        .args(["show", "sys.netvm"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("source:          sys"), "{text}");
+    assert!(!d.vm_dir().join("by-name/sys.netvm").exists());
+}
+
 /// With qualified names a bare provider name is not a catalog name: the
 /// dependant is rejected, and told the qualified name.
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! Hooks with `--apply s6-instance --instances-up` on a real `s6-svscan`:
 //! `prepare` runs before the VM's instance exists (so before its VMM can
 //! start), `release` after it is deleted; a VM whose prepare fails gets no
-//! instance, the others do.
+//! instance, the others do; `by-id/<id>/service` links to the instance.
 
 use std::time::Duration;
 
@@ -95,6 +95,24 @@ fn with_instances_up_prepare_runs_before_the_instance_and_release_after_it_is_go
         )
         .is_some()));
     }
+    // by-id/<id>/service is the VM's instance, as vm-import links it:
+    // Spectrum's tests drive VMs through it.
+    for n in ["app", "netvm"] {
+        let link = d.vm_dir().join("by-id").join(id(n)).join("service");
+        assert_eq!(
+            std::fs::read_link(&link).unwrap(),
+            h.service.join("instance").join(id(n))
+        );
+    }
+    let by_name = d.vm_dir().join("by-name/netvm/service");
+    let out = Command::new("s6-svc")
+        .arg("-r")
+        .arg(&by_name)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "s6-svc -r through the link: {out:?}");
+    let out = Command::new("s6-svstat").arg(&by_name).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
     // app leaves: released once its instance is gone.
     std::fs::remove_dir_all(d.user().join("app")).unwrap();
     std::fs::remove_file(&fail).unwrap();

@@ -265,3 +265,61 @@ fn a_vm_hook_that_is_not_an_executable_file_is_refused_at_start() {
     d.arg("--vm-hook").arg(dir.path().join("nothing"));
     assert!(d.start().is_err());
 }
+
+/// The by-id directory protects the VMM's API socket: made `0700`; the
+/// owner and mode a hook gives it are kept across rescans, rebuilt views
+/// and restarts (the view stays readable); a VM that goes takes its
+/// directory with it, Spectrum's leftover `vmm` and `vmm.lock` sockets
+/// included, but nothing a link in it points at.
+#[test]
+fn the_by_id_directory_is_private_keeps_what_the_hook_set_and_goes_whole() {
+    use std::os::unix::fs::MetadataExt;
+    let hooks = tempfile::tempdir().unwrap();
+    let body = "[ \"$1\" = prepare ] && [ \"$3\" = app ] && chown 65534 \"$VM_DIR\" && chmod 0750 \"$VM_DIR\"";
+    let mut d = daemon();
+    d.user_vm("app");
+    d.user_vm("other");
+    d.arg("--vm-layout").arg("spectrum").arg("--no-watch");
+    d.arg("--vm-hook").arg(hook(hooks.path(), body));
+    d.start().unwrap();
+    let vms = list(&d);
+    let vm_dir = d.vm_dir();
+    let dir = |n: &str| vm_dir.join("by-id").join(&vms[n].id);
+    let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().mode() & 0o7777;
+    assert_eq!(mode(&dir("other")), 0o700, "made private");
+    let owned = |p: &Path| {
+        let m = std::fs::symlink_metadata(p).unwrap();
+        (m.uid(), m.mode() & 0o7777)
+    };
+    if !vm_catalog_tests::is_root() {
+        vm_catalog_tests::skip("chown in the hook needs root");
+        return;
+    }
+    assert_eq!(owned(&dir("app")), (65534, 0o750));
+    // The view changes (a new disk): rebuilt, the directory untouched.
+    std::fs::write(d.user().join("app/blk/extra.img"), b"x").unwrap();
+    rescan(&d, false);
+    let config = dir("app").join("config");
+    assert!(std::fs::read_link(config.join("blk/extra.img")).is_ok());
+    assert_eq!(owned(&dir("app")), (65534, 0o750));
+    assert_eq!(mode(&config), 0o755, "the view stays readable");
+    d.restart().unwrap();
+    assert_eq!(owned(&dir("app")), (65534, 0o750));
+    // What Spectrum leaves in it: the VMM's sockets, and more.
+    let app_dir = dir("app");
+    let _vmm = std::os::unix::net::UnixListener::bind(app_dir.join("vmm")).unwrap();
+    std::fs::write(app_dir.join("vmm.lock"), b"").unwrap();
+    std::fs::create_dir_all(app_dir.join("ns/deep")).unwrap();
+    let outside = hooks.path().join("precious");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("file"), b"keep").unwrap();
+    std::os::unix::fs::symlink(&outside, app_dir.join("ns/escape")).unwrap();
+    std::fs::remove_dir_all(d.user().join("app")).unwrap();
+    rescan(&d, false);
+    assert!(!app_dir.exists(), "the by-id directory went whole");
+    assert!(
+        outside.join("file").exists(),
+        "nothing outside it was touched"
+    );
+    assert!(dir("other").exists());
+}
