@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::session::Stop;
+use super::stop::Stop;
 
 /// What an evicted connection is told.
 pub const EVICTED_GOODBYE: &str = "evicted: another user needed a connection slot";

@@ -48,6 +48,7 @@ impl InFlight {
         self.calls().len()
     }
 
+    #[cfg(test)]
     /// Whether no call is in flight.
     pub fn is_empty(&self) -> bool {
         self.calls().is_empty()

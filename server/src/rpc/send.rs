@@ -2,8 +2,8 @@
 //! was negotiated, the calls in flight, and sends that bound what a peer
 //! that does not read can make the daemon hold.
 //!
-//! Sends take `&self` and each sends one whole frame (a datagram, or the
-//! frame's bytes on a stream, see [`super::transport`]), so the read loop
+//! Sends take `&self` and each sends one whole frame (whole, whatever the
+//! transport: [`super::transport`]), so the read loop
 //! and every call task send on the same socket without a writer task.
 //! They take turns (a fair lock per connection), and a frame is built only
 //! once its turn has come: however many calls a connection has in
@@ -39,7 +39,7 @@ use super::admission::{Claim, Ledger, Tenant};
 use super::error::CallError;
 use super::in_flight::InFlight;
 use super::peer::Peer;
-use super::transport::Transport;
+use super::transport::FrameTx;
 
 /// Frames of at most this many bytes are not counted against the reply
 /// budget.
@@ -47,9 +47,9 @@ pub const UNCOUNTED_FRAME: usize = 1024;
 
 /// A connection, shared by its read loop and its call tasks.
 #[derive(Debug)]
-pub struct Conn {
-    /// The socket.
-    pub transport: Transport,
+pub(super) struct Conn {
+    /// Its sending half.
+    tx: Box<dyn FrameTx>,
     /// The peer's credentials.
     pub peer: Arc<Peer>,
     /// Whose share the peer draws from.
@@ -71,7 +71,7 @@ pub struct Conn {
 
 /// What a connection is made of after its handshake.
 #[derive(Debug)]
-pub struct Negotiated {
+pub(super) struct Negotiated {
     /// The negotiated protocol version.
     pub version: u16,
     /// The negotiated maximum frame size.
@@ -83,8 +83,8 @@ pub struct Negotiated {
 impl Conn {
     /// A connection after its handshake: its frames claim their bytes from
     /// `replies` as `tenant`.
-    pub fn new(
-        transport: Transport,
+    pub(super) fn new(
+        tx: Box<dyn FrameTx>,
         peer: Arc<Peer>,
         tenant: Tenant,
         negotiated: Negotiated,
@@ -92,7 +92,7 @@ impl Conn {
         send_timeout: Duration,
     ) -> Conn {
         Conn {
-            transport,
+            tx,
             peer,
             tenant,
             version: negotiated.version,
@@ -130,12 +130,12 @@ impl Conn {
             None
         };
         let frame = build().map_err(CallError::Encode)?;
-        match tokio::time::timeout(self.send_timeout, self.transport.send(&frame)).await {
+        match tokio::time::timeout(self.send_timeout, self.tx.send(&frame)).await {
             Ok(sent) => sent.map_err(CallError::Disconnected),
             Err(_) => {
                 // The peer stopped reading: cut it off, so that no task (the
                 // read loop, other calls, a shutdown) waits on it.
-                self.transport.shutdown();
+                self.tx.shutdown();
                 Err(CallError::Stalled)
             }
         }

@@ -10,13 +10,16 @@
 //! call only. A connection with no call in flight that sends nothing for
 //! [`super::Limits::idle_timeout`] is closed with a `Goodbye`.
 //!
-//! The same loop serves both transports ([`super::transport`]): what only
+//! The same loop serves every transport ([`super::transport`]): what only
 //! a stream can do wrong (garbage, a frame cut by the end of the stream)
 //! closes that stream only. A connection can also be told to [`Stop`] —
 //! its UI VM's listener was removed — then its calls are cancelled (a
 //! subscription ends with its `StreamEnd`) and it gets a `Goodbye`.
+//!
+//! The method's [`policy`] row is looked up once, here, and carried in the
+//! [`Call`] to the service.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -32,7 +35,8 @@ use super::peer::Peer;
 use super::policy::{self, Runs};
 use super::send::Conn;
 use super::service::{self, Call, CallService};
-use super::transport::{Datagram, Receiver, Transport};
+use super::stop::Stop;
+use super::transport::{FrameRx, Incoming, Transport};
 
 /// How long a stopping daemon waits for a connection's calls to send their
 /// last frames before it drops them.
@@ -42,63 +46,25 @@ const GOODBYE_GRACE: Duration = Duration::from_secs(2);
 const GOODBYE_WAIT: Duration = Duration::from_secs(1);
 
 /// What an idle connection is told as it is closed.
-pub const IDLE_GOODBYE: &str = "idle: no call for too long";
-
-/// Tells connections to end with a `Goodbye` (and why), before the daemon
-/// stops; a child of the daemon's shutdown, which stops it too.
-#[derive(Debug, Clone)]
-pub struct Stop {
-    token: CancellationToken,
-    reason: Arc<OnceLock<&'static str>>,
-}
-
-impl Stop {
-    /// A stop that `shutdown` also triggers.
-    pub fn under(shutdown: &CancellationToken) -> Stop {
-        Stop {
-            token: shutdown.child_token(),
-            reason: Arc::new(OnceLock::new()),
-        }
-    }
-
-    /// Ends every connection of this stop with a `Goodbye` saying `reason`.
-    pub fn stop(&self, reason: &'static str) {
-        let _ = self.reason.set(reason);
-        self.token.cancel();
-    }
-
-    /// Waits until it is triggered.
-    pub async fn stopped(&self) {
-        self.token.cancelled().await;
-    }
-
-    /// Whether it was triggered.
-    pub fn is_stopped(&self) -> bool {
-        self.token.is_cancelled()
-    }
-
-    fn reason(&self) -> &'static str {
-        self.reason.get().copied().unwrap_or("shutting down")
-    }
-}
+const IDLE_GOODBYE: &str = "idle: no call for too long";
 
 /// What an admitted connection holds and draws from.
 #[derive(Debug)]
-pub struct Admitted {
+pub(super) struct Admitted {
     /// Its connection slot (given back when it ends).
-    pub slot: Claim,
+    pub(super) slot: Claim,
     /// Its tenant and reply ledger.
-    pub draws: Draws,
+    pub(super) draws: Draws,
     /// For a VM: the calls in their own task of all its connections.
-    pub calls: Option<Arc<Ledger>>,
+    pub(super) calls: Option<Arc<Ledger>>,
     /// What ends it early.
-    pub stop: Stop,
+    pub(super) stop: Stop,
     /// For a user's connection: its entry among those an eviction may end.
-    pub registration: Option<super::evict::Registration>,
+    pub(super) registration: Option<super::evict::Registration>,
 }
 
 /// Serves one admitted connection to the end.
-pub async fn run(socket: Transport, peer: Peer, ctx: Arc<Ctx>, admitted: Admitted) {
+pub(super) async fn run<T: Transport>(socket: T, peer: Peer, ctx: Arc<Ctx>, admitted: Admitted) {
     let span = tracing::info_span!(
         "conn",
         id = peer.conn_id,
@@ -107,7 +73,7 @@ pub async fn run(socket: Transport, peer: Peer, ctx: Arc<Ctx>, admitted: Admitte
         vm = peer.vm_name().map(|n| n.as_str()),
     );
     async move {
-        tracing::debug!(transport = socket.name(), "connected");
+        tracing::debug!(transport = T::NAME, "connected");
         let Admitted {
             slot,
             draws,
@@ -115,11 +81,12 @@ pub async fn run(socket: Transport, peer: Peer, ctx: Arc<Ctx>, admitted: Admitte
             stop,
             registration,
         } = admitted;
-        let mut rx = Receiver::new(&socket);
+        let replies = draws.replies.clone();
+        let (tx, mut rx) = socket.split();
         // Stopped in its handshake (evicted, say): closed without a word,
         // as a refusal before any Hello may be.
         let conn = tokio::select! {
-            c = handshake(socket, &mut rx, Arc::new(peer), draws, &ctx) => c,
+            c = handshake(Box::new(tx), &mut rx, Arc::new(peer), draws, &ctx) => c,
             _ = stop.stopped() => None,
         };
         if let Some(conn) = conn {
@@ -134,16 +101,16 @@ pub async fn run(socket: Transport, peer: Peer, ctx: Arc<Ctx>, admitted: Admitte
         }
         tracing::debug!("disconnected");
         drop(slot);
-        ctx.connection_ended();
+        ctx.connection_ended(&replies);
     }
     .instrument(span)
     .await
 }
 
 /// The read loop's state.
-struct ReadLoop {
+struct ReadLoop<R> {
     conn: Arc<Conn>,
-    rx: Receiver,
+    rx: R,
     vm_calls: Option<Arc<Ledger>>,
     stop: Stop,
     registration: Option<super::evict::Registration>,
@@ -154,7 +121,7 @@ enum Flow {
     Close,
 }
 
-impl ReadLoop {
+impl<R: FrameRx> ReadLoop<R> {
     async fn serve(&mut self, ctx: &Arc<Ctx>) {
         let conn = self.conn.clone();
         let mut svc = service::stack(ctx.clone());
@@ -165,7 +132,7 @@ impl ReadLoop {
                 r.set_idle(tasks.is_empty());
             }
             let received = tokio::select! {
-                _ = self.stop.token.cancelled() => {
+                _ = self.stop.stopped() => {
                     stopped = true;
                     break;
                 }
@@ -178,23 +145,23 @@ impl ReadLoop {
                     let _ = tokio::time::timeout(GOODBYE_WAIT, conn.goodbye(IDLE_GOODBYE)).await;
                     break;
                 }
-                r = self.rx.recv(&conn.transport, conn.max_frame) => r,
+                r = self.rx.recv(conn.max_frame) => r,
             };
             let flow = match received {
                 // A stream cut inside a frame: the peer is gone, nothing is sent.
-                Ok(Datagram::Eof | Datagram::Cut) => break,
-                Ok(Datagram::Garbage(e)) => close(&conn, ctx, ConnError::BadStream(e)).await,
+                Ok(Incoming::Eof | Incoming::Cut) => break,
+                Ok(Incoming::Garbage(e)) => close(&conn, ctx, ConnError::BadStream(e)).await,
                 Err(e) => {
                     tracing::debug!(error = %e, "receive failed");
                     break;
                 }
-                Ok(Datagram::TooLarge(_)) => {
+                Ok(Incoming::TooLarge(_)) => {
                     let max = conn.max_frame;
                     close(&conn, ctx, ConnError::FrameTooLarge { max }).await
                 }
                 // Sends within have a deadline: a peer that stops reading is
                 // cut off and this loop ends, so shutdown never waits on it.
-                Ok(Datagram::Frame(frame)) => {
+                Ok(Incoming::Frame(frame)) => {
                     self.on_frame(ctx, &mut svc, &mut tasks, &frame).await
                 }
             };
@@ -259,7 +226,7 @@ fn decode(
     Ok((h, Request::decode(h.method, frame.body, conn.compat)))
 }
 
-impl ReadLoop {
+impl<R: FrameRx> ReadLoop<R> {
     async fn on_frame(
         &self,
         ctx: &Arc<Ctx>,
@@ -286,13 +253,15 @@ impl ReadLoop {
         // (about 1-2 us of a 16 us Ping on a 2-CPU VM; see docs/benchmarks.md).
         let span = tracing::debug_span!("call", call_id = h.call_id, method = method.name());
         let cancel = CancellationToken::new();
+        let policy = policy::of(method);
         let call = Call {
             conn: conn.clone(),
             call_id: h.call_id,
             request,
+            policy,
             cancel: cancel.clone(),
         };
-        match policy::of(method).runs {
+        match policy.runs {
             Runs::Inline => {
                 let result = service::call(svc, call).instrument(span.clone()).await;
                 finish(conn, h.call_id, method, result)
