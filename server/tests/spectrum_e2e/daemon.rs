@@ -3,6 +3,7 @@
 //! `contrib/spectrum/vm-hook` as `--vm-hook`, with Spectrum's own scripts
 //! driving the VMs (issue 21's "Done when").
 
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -60,11 +61,25 @@ fn hook_runs(d: &TestDaemon) -> Vec<(String, String, String, String)> {
 fn eventually(d: &TestDaemon, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n--- daemon log ---\n{}",
-            d.log()
-        );
+        if Instant::now() > deadline {
+            let cli = std::env::var("VMC_CLI").expect("VMC_CLI");
+            let sock = d.socket();
+            let list = host::run(
+                &cli,
+                [
+                    OsStr::new("--socket"),
+                    sock.as_os_str(),
+                    OsStr::new("list"),
+                    OsStr::new("--all"),
+                ],
+            );
+            panic!(
+                "timed out waiting for {what}\n--- vm-catalog list --all ---\n{}{}\n--- daemon log ---\n{}",
+                String::from_utf8_lossy(&list.stdout),
+                String::from_utf8_lossy(&list.stderr),
+                d.log()
+            );
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -135,7 +150,6 @@ fn spectrums_scripts_run_every_vm_the_daemon_made() {
 /// Done when (issue 21): Spectrum's integration tests drive VMs through
 /// `by-id/<id>/service` (networking.c, portal.c).
 #[test]
-#[ignore = "the daemon makes no by-id/<id>/service link yet (issue 21, the hooks work)"]
 fn the_service_links_drive_spectrums_integration_test_commands() {
     let Some(host) = host::enter() else { return };
     let mut d = spectrum_with_hook(&host);
