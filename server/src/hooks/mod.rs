@@ -116,8 +116,9 @@ impl VmFacts {
         ]
     }
 
-    /// The facts of every active VM of `draft` whose view is built.
-    pub fn of_draft(draft: &Draft) -> BTreeMap<VmName, VmFacts> {
+    /// The facts of the active VMs of `draft` named in `names` whose view
+    /// is built.
+    pub fn of_draft(draft: &Draft, names: &BTreeSet<VmName>) -> BTreeMap<VmName, VmFacts> {
         let roots: BTreeMap<&SourceLabel, &str> = draft
             .sources()
             .iter()
@@ -125,6 +126,7 @@ impl VmFacts {
             .collect();
         draft
             .active()
+            .filter(|c| names.contains(&c.entry.name))
             .filter_map(|c| {
                 let view = c.view.clone()?;
                 let dir = view.parent()?.to_path_buf();
@@ -147,8 +149,14 @@ impl VmFacts {
     }
 }
 
+/// Called with each VM about to be released, before its hook runs: what
+/// the daemon keeps in the VM's directories (a UI VM's listener in
+/// `/run/vsock/<id>`) goes first. Set by the daemon's wiring, which knows
+/// the RPC layer; the stage does not.
+pub type BeforeRelease = Box<dyn Fn(&VmName) + Send>;
+
 /// The hook stage, and what it keeps between rescans.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Hooks {
     config: Option<HookConfig>,
     /// The VMs prepared and not released, by id (as in the record).
@@ -160,6 +168,18 @@ pub struct Hooks {
     /// The ids of the last prepare's request, the VMs it left out
     /// included: those are not released.
     active: BTreeSet<VmId>,
+    before_release: Option<BeforeRelease>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("config", &self.config)
+            .field("prepared", &self.prepared.len())
+            .field("prepare_failed", &self.prepare_failed)
+            .field("release_failed", &self.release_failed)
+            .finish()
+    }
 }
 
 impl Hooks {
@@ -178,7 +198,13 @@ impl Hooks {
             prepare_failed: BTreeSet::new(),
             release_failed: BTreeSet::new(),
             active: BTreeSet::new(),
+            before_release: None,
         }
+    }
+
+    /// Calls `f` with each VM about to be released, before its hook runs.
+    pub fn before_release(&mut self, f: BeforeRelease) {
+        self.before_release = Some(f);
     }
 
     /// The configured hook, if any.
@@ -198,29 +224,33 @@ impl Hooks {
     }
 
     /// The prepare stage: runs `prepare` for every VM of `request` that is
-    /// not prepared yet (its facts from `facts`, by name), side by side.
+    /// not prepared yet, side by side; `facts` gives the facts of the VMs
+    /// it names (called only when there are some: an unchanged rescan
+    /// costs a lookup per VM).
     /// A VM whose hook failed leaves `request`, and so does every VM it
     /// provides for, transitively; the returned list says why, for the
     /// report.
     pub fn prepare(
         &mut self,
         request: &mut ApplyRequest,
-        facts: &BTreeMap<VmName, VmFacts>,
+        facts: impl FnOnce(&BTreeSet<VmName>) -> BTreeMap<VmName, VmFacts>,
     ) -> Vec<LeftOut> {
         let Some(config) = &self.config else {
             return Vec::new();
         };
         self.active = request.vms.iter().map(|v| v.id.clone()).collect();
-        let todo: Vec<&VmFacts> = request
+        let names: BTreeSet<VmName> = request
             .vms
             .iter()
             .filter(|v| !self.prepared.contains_key(&v.id))
-            .filter_map(|v| facts.get(&v.name))
+            .map(|v| v.name.clone())
             .collect();
         self.prepare_failed.clear();
-        if todo.is_empty() {
+        if names.is_empty() {
             return Vec::new();
         }
+        let facts = facts(&names);
+        let todo: Vec<&VmFacts> = names.iter().filter_map(|n| facts.get(n)).collect();
         let results = run::run_all(config, Action::Prepare, &todo);
         let mut left_out = Vec::new();
         let mut failed = BTreeSet::new();
@@ -268,6 +298,11 @@ impl Hooks {
             // Their services may still be there: released after an apply
             // that succeeds. Retried as the failed apply is.
             return gone.iter().map(|f| f.dir.clone()).collect();
+        }
+        if let Some(f) = &self.before_release {
+            for vm in &gone {
+                f(&vm.name);
+            }
         }
         let results = run::run_all(config, Action::Release, &gone);
         let mut keep = BTreeSet::new();

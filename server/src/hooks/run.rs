@@ -1,10 +1,12 @@
 //! Running the hook program: `PROGRAM ACTION <id> <name>`, with the VM's
-//! facts in its environment, stdin from `/dev/null`, in its own process
+//! facts in its environment, stdin from `/dev/null`, no other descriptor of
+//! the daemon's, in its own process
 //! group, killed with that group at its deadline (see
 //! [`crate::apply::process::run`]). The hooks of one stage run side by
 //! side, at most [`PARALLEL`] at a time, so that a stage waits about one
 //! deadline however many hooks hang.
 
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,6 +26,25 @@ pub fn run_one(config: &HookConfig, action: Action, vm: &VmFacts) -> Result<(), 
         .current_dir("/");
     for (k, v) in vm.env() {
         cmd.env(k, v);
+    }
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // makes one system call, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            // Only stdin, stdout and stderr reach the hook: none of the
+            // daemon's descriptors (its readiness fd, sockets, watches),
+            // which a process the hook leaves behind would otherwise hold.
+            // (Marked close-on-exec rather than closed, so that spawning
+            // still reports an exec failure; an old kernel without
+            // close_range keeps the old behaviour.)
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            Ok(())
+        });
     }
     process::run(action.label(), cmd, config.timeout).map(|out| {
         if !out.is_empty() {

@@ -112,7 +112,7 @@ fn prepare_runs_once_per_vm_with_its_facts_in_the_environment() {
     let mut h = Hooks::open(rig.hook(""));
     let vms = [vm("netvm", &[]), vm("app", &["netvm"])];
     let mut r = request(&vms);
-    assert!(h.prepare(&mut r, &facts(&vms)).is_empty());
+    assert!(h.prepare(&mut r, |_| facts(&vms)).is_empty());
     assert_eq!(names(&r), ["app", "netvm"]);
     let mut log = rig.log();
     log.sort();
@@ -131,9 +131,9 @@ fn prepare_runs_once_per_vm_with_its_facts_in_the_environment() {
     assert!(!h.needs_retry());
     // Prepared VMs are not prepared again, by this daemon or the next.
     let mut r = request(&vms);
-    h.prepare(&mut r, &facts(&vms));
+    h.prepare(&mut r, |_| facts(&vms));
     let mut h = Hooks::open(rig.hook(""));
-    h.prepare(&mut r, &facts(&vms));
+    h.prepare(&mut r, |_| facts(&vms));
     assert_eq!(rig.log().len(), 2, "{:?}", rig.log());
     assert_eq!(names(&r), ["app", "netvm"]);
 }
@@ -155,7 +155,7 @@ fn a_failed_prepare_leaves_out_its_vm_and_dependants_and_is_retried() {
         vm("other", &[]),
     ];
     let mut r = request(&vms);
-    let out = h.prepare(&mut r, &facts(&vms));
+    let out = h.prepare(&mut r, |_| facts(&vms));
     assert_eq!(names(&r), ["other"]);
     let got: Vec<(&str, DiagCode)> = out.iter().map(|l| (l.vm.as_str(), l.code)).collect();
     assert_eq!(
@@ -183,7 +183,7 @@ fn a_failed_prepare_leaves_out_its_vm_and_dependants_and_is_retried() {
     std::fs::remove_file(&flag).unwrap();
     let before = rig.log().len();
     let mut r = request(&vms);
-    assert!(h.prepare(&mut r, &facts(&vms)).is_empty());
+    assert!(h.prepare(&mut r, |_| facts(&vms)).is_empty());
     assert_eq!(names(&r), ["app", "deep", "netvm", "other"]);
     assert_eq!(
         rig.log()[before..],
@@ -200,7 +200,7 @@ fn a_hung_prepare_is_killed_at_its_deadline_and_holds_up_no_other_hook() {
     let mut h = Hooks::open(config);
     let vms = [vm("slow", &[]), vm("quick", &[])];
     let mut r = request(&vms);
-    let out = h.prepare(&mut r, &facts(&vms));
+    let out = h.prepare(&mut r, |_| facts(&vms));
     assert_eq!(names(&r), ["quick"]);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].code, DiagCode::HookFailed);
@@ -223,10 +223,10 @@ fn release_runs_after_a_vm_leaves_and_its_directory_stays_until_it_succeeds() {
     let mut h = Hooks::open(config.clone());
     let vms = [vm("a", &[]), vm("b", &[])];
     let mut r = request(&vms);
-    h.prepare(&mut r, &facts(&vms));
+    h.prepare(&mut r, |_| facts(&vms));
     // b leaves, but the apply failed: its service may be there still.
     let mut r = request(&vms[..1]);
-    h.prepare(&mut r, &facts(&vms));
+    h.prepare(&mut r, |_| facts(&vms));
     let mut report = applied(&r);
     report.outcome.status = vm_catalog_protocol::ApplyStatus::FailedBeforeSwitch;
     let b_dir = PathBuf::from(format!("/run/vm/by-id/{}", id("b")));
@@ -240,7 +240,7 @@ fn release_runs_after_a_vm_leaves_and_its_directory_stays_until_it_succeeds() {
     // It stays prepared across a restart, and is released then.
     std::fs::remove_file(&flag).unwrap();
     let mut h = Hooks::open(config);
-    h.prepare(&mut r, &facts(&vms));
+    h.prepare(&mut r, |_| facts(&vms));
     assert!(h.release(&applied(&r)).is_empty());
     assert!(!h.is_prepared(&id("b")));
     assert!(!h.needs_retry());
@@ -266,7 +266,7 @@ fn a_vm_left_out_for_its_provider_is_not_released() {
     let vms = [vm("netvm", &[]), vm("app", &["netvm"])];
     for _ in 0..2 {
         let mut r = request(&vms);
-        h.prepare(&mut r, &facts(&vms));
+        h.prepare(&mut r, |_| facts(&vms));
         assert!(r.vms.is_empty());
         assert!(h.release(&applied(&r)).is_empty());
     }
@@ -284,8 +284,61 @@ fn without_a_hook_nothing_runs_and_nothing_is_held() {
     let mut h = Hooks::none();
     let vms = [vm("a", &[])];
     let mut r = request(&vms);
-    assert!(h.prepare(&mut r, &facts(&vms)).is_empty());
+    assert!(h.prepare(&mut r, |_| facts(&vms)).is_empty());
     assert_eq!(names(&r), ["a"]);
     assert!(h.release(&applied(&r)).is_empty());
     assert!(!h.needs_retry());
+}
+
+#[test]
+fn a_hook_gets_no_descriptor_of_the_daemons_but_its_stdio() {
+    let rig = Rig::new();
+    let listing = rig.path("fds");
+    let config = rig.hook(&format!("ls /proc/$$/fd > {}", listing.display()));
+    // A descriptor without close-on-exec, as an inherited one is.
+    let file = std::fs::File::open("/dev/null").unwrap();
+    // SAFETY: dup of a valid descriptor (at 300 or above, out of the
+    // shell's way); the copy is closed below.
+    let fd = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&file), libc::F_DUPFD, 300) };
+    assert!(fd >= 300);
+    let mut h = Hooks::open(config);
+    let vms = [vm("a", &[])];
+    let mut r = request(&vms);
+    assert!(h.prepare(&mut r, |_| facts(&vms)).is_empty());
+    // SAFETY: closes the copy made above.
+    unsafe { libc::close(fd) };
+    let mut fds: Vec<u32> = std::fs::read_to_string(&listing)
+        .unwrap()
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    fds.sort();
+    // Stdio and the shell's own (its script, saved redirections).
+    assert!(fds.starts_with(&[0, 1, 2]), "{fds:?}");
+    assert!(!fds.contains(&(fd as u32)), "{fds:?} has the daemon's {fd}");
+}
+
+#[test]
+fn what_must_go_before_a_release_is_told_first() {
+    let rig = Rig::new();
+    let order = rig.path("log");
+    let mut h = Hooks::open(rig.hook(""));
+    let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let t = told.clone();
+    let log = order.clone();
+    h.before_release(Box::new(move |vm: &VmName| {
+        // The hook has not run yet: its log has no release line.
+        let seen = std::fs::read_to_string(&log).unwrap_or_default();
+        t.lock()
+            .unwrap()
+            .push((vm.to_string(), seen.contains("release")));
+    }));
+    let vms = [vm("a", &[]), vm("b", &[])];
+    let mut r = request(&vms);
+    h.prepare(&mut r, |_| facts(&vms));
+    let mut r = request(&vms[..1]);
+    h.prepare(&mut r, |_| facts(&vms));
+    assert!(h.release(&applied(&r)).is_empty());
+    assert_eq!(*told.lock().unwrap(), [("b".to_string(), false)]);
+    assert!(rig.log().contains(&format!("release {} b", id("b"))));
 }

@@ -75,11 +75,17 @@ impl Commit {
         // Hooks: prepare new VMs before their services exist; release the
         // VMs that left once theirs are gone, then remove their directories.
         let mut request = draft.apply_request();
-        let held = self.hooks.prepare(&mut request, &VmFacts::of_draft(&draft));
+        let held = self
+            .hooks
+            .prepare(&mut request, |names| VmFacts::of_draft(&draft, names));
         let mut report = self.applier.apply(&request);
         report.left_out.extend(held);
         let keep = self.hooks.release(&report);
-        self.remove_left_views(&keep);
+        if !report.outcome.status.is_failure() {
+            // After a failed apply, services of VMs that left may remain:
+            // their directories stay until an apply succeeds.
+            self.remove_left_views(&keep);
+        }
         draft.annotate(&report);
         let changes = match catalog.successor(draft) {
             Some((next, changes)) => {
@@ -135,6 +141,12 @@ impl Commit {
     pub fn record_dry_run(&mut self, outcome: &RescanOutcome) {
         self.status.last_rescan = Some(outcome.clone());
         self.hub.set_status(self.status.clone());
+    }
+
+    /// Calls `f` with each VM about to be released, before its hook runs
+    /// ([`Hooks::before_release`]).
+    pub fn before_release(&mut self, f: crate::hooks::BeforeRelease) {
+        self.hooks.before_release(f);
     }
 
     /// Whether a hook failed, so that a retry is due.

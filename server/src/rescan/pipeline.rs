@@ -165,6 +165,12 @@ impl RealPipeline {
         self.uevents.take()
     }
 
+    /// Calls `f` with each VM about to be released, before its `--vm-hook`
+    /// runs (the UI VM listeners in its directories go first).
+    pub fn before_release(&mut self, f: crate::hooks::BeforeRelease) {
+        self.commit.before_release(f);
+    }
+
     /// Plans a rescan of `specs`; new definitions get their ids in `ids`.
     fn plan(&self, specs: &[SourceSpec], ids: &mut VmIds) -> Result<Plan, RescanError> {
         Plan::new(&self.catalog, specs, &self.scan, &self.merge, ids)

@@ -4,10 +4,11 @@
 //! the VM's facts in the environment; a failed or hung `prepare` leaves out
 //! only its VM (with `hook-failed` in `vm-catalog list --all`) and is
 //! retried on the retry schedule; a restart prepares nothing twice; a dry
-//! run runs no hook. `instances.rs`: the same with the s6-instance applier
-//! on a real `s6-svscan`.
+//! run runs no hook. `instances.rs` and `s6rc.rs`: the same with the
+//! s6-instance applier and with the s6-rc applier on a real `s6-svscan`.
 
 mod instances;
+mod s6rc;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -322,4 +323,40 @@ fn the_by_id_directory_is_private_keeps_what_the_hook_set_and_goes_whole() {
         "nothing outside it was touched"
     );
     assert!(dir("other").exists());
+}
+
+/// A `release` that fails keeps the VM's directory, and is tried again by
+/// the daemon itself until it succeeds; then the directory goes.
+#[test]
+fn a_failed_release_keeps_the_directory_until_a_retry_succeeds() {
+    let hooks = tempfile::tempdir().unwrap();
+    let fail = hooks.path().join("fail");
+    let body = format!(
+        "[ \"$1\" = release ] && [ -e {} ] && {{ echo busy >&2; exit 1; }}",
+        fail.display()
+    );
+    let mut d = daemon();
+    d.user_vm("app");
+    d.arg("--vm-layout").arg("spectrum").arg("--no-watch");
+    d.arg("--vm-hook").arg(hook(hooks.path(), &body));
+    d.start().unwrap();
+    let id = list(&d)["app"].id.clone();
+    let dir = d.vm_dir().join("by-id").join(&id);
+    std::fs::write(&fail, b"").unwrap();
+    std::fs::remove_dir_all(d.user().join("app")).unwrap();
+    rescan(&d, false);
+    assert!(list(&d).is_empty());
+    assert!(dir.exists(), "kept while its release fails");
+    assert!(
+        d.log().contains("release hook failed") || d.log().contains("release hook exited"),
+        "{}",
+        d.log()
+    );
+    std::fs::remove_file(&fail).unwrap();
+    eventually("the retried release", || !dir.exists());
+    let releases = calls(hooks.path())
+        .into_iter()
+        .filter(|c| c.starts_with("release"))
+        .count();
+    assert!(releases >= 2, "{:?}", calls(hooks.path()));
 }
