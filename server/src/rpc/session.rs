@@ -169,10 +169,25 @@ impl<R: FrameRx> ReadLoop<R> {
                 break;
             }
         }
-        if stopped && !ctx.shutdown.is_cancelled() {
-            // Told to stop (not the daemon): end the calls as a `Cancel` would
-            // (a subscription sends its `StreamEnd`), then say why.
-            conn.calls.cancel_all();
+        self.wind_down(ctx, stopped, tasks).await;
+    }
+
+    /// Ends the connection's calls once the loop is over: told to stop
+    /// (`stopped`), they end as a `Cancel` would, or see the daemon's
+    /// shutdown, within a grace period, before a `Goodbye`; otherwise the
+    /// peer is gone and they are cancelled.
+    async fn wind_down(&self, ctx: &Ctx, stopped: bool, mut tasks: JoinSet<()>) {
+        let conn = &self.conn;
+        if stopped {
+            let reason = if ctx.shutdown.is_cancelled() {
+                // Calls see the shutdown themselves and end with `ShuttingDown`.
+                "shutting down"
+            } else {
+                // Told to stop (not the daemon): end the calls as a `Cancel`
+                // would (a subscription sends its `StreamEnd`), then say why.
+                conn.calls.cancel_all();
+                self.stop.reason()
+            };
             let drained = tokio::time::timeout(GOODBYE_GRACE, async {
                 while tasks.join_next().await.is_some() {}
             })
@@ -180,18 +195,7 @@ impl<R: FrameRx> ReadLoop<R> {
             if drained.is_err() {
                 tasks.abort_all();
             }
-            let reason = self.stop.reason();
             let _ = tokio::time::timeout(GOODBYE_WAIT, conn.goodbye(reason)).await;
-        } else if stopped {
-            // Calls see the shutdown themselves and end with `ShuttingDown`.
-            let drained = tokio::time::timeout(GOODBYE_GRACE, async {
-                while tasks.join_next().await.is_some() {}
-            })
-            .await;
-            if drained.is_err() {
-                tasks.abort_all();
-            }
-            let _ = tokio::time::timeout(GOODBYE_WAIT, conn.goodbye("shutting down")).await;
         } else {
             // The peer went away or broke the protocol: stop its calls.
             conn.calls.cancel_all();
@@ -269,41 +273,57 @@ impl<R: FrameRx> ReadLoop<R> {
                     .await
             }
             Runs::Task => {
-                // The in-flight limit, before a task exists: a peer cannot make
-                // the daemon hold more than this many tasks for it.
-                if conn.calls.len() >= ctx.limits.calls_per_connection {
-                    let body = CallError::Busy.to_wire();
-                    return answered(conn.error(h.call_id, h.method, &body).await);
-                }
-                // A VM's calls in their own task, over all its connections.
-                let vm_claim = match &self.vm_calls {
-                    None => None,
-                    Some(ledger) => match ledger.try_claim(Tenant::Vm, 1) {
-                        Some(c) => Some(c),
-                        None => {
-                            let body = CallError::Busy.to_wire();
-                            return answered(conn.error(h.call_id, h.method, &body).await);
-                        }
-                    },
-                };
-                let serial = conn
-                    .calls
-                    .register(h.call_id, cancel)
-                    .expect("checked in decode: not in flight");
-                let mut svc = svc.clone();
-                let conn = conn.clone();
-                tasks.spawn(
-                    async move {
-                        let result = service::call(&mut svc, call).await;
-                        let _ = finish(&conn, h.call_id, method, result).await;
-                        conn.calls.release(h.call_id, serial);
-                        drop(vm_claim);
-                    }
-                    .instrument(span),
-                );
-                Flow::Continue
+                self.spawn_call(ctx, svc, tasks, (h, cancel), call)
+                    .instrument(span)
+                    .await
             }
         }
+    }
+
+    /// Runs `call` in a task of its own, tracked by call id so `Cancel` can
+    /// reach it (`cancel`), once it is within the in-flight limits: the
+    /// connection's, and a VM's over all its connections. Over either, it
+    /// is answered `Busy` before a task exists.
+    async fn spawn_call(
+        &self,
+        ctx: &Ctx,
+        svc: &CallService,
+        tasks: &mut JoinSet<()>,
+        (h, cancel): (Header, CancellationToken),
+        call: Call,
+    ) -> Flow {
+        let conn = &self.conn;
+        let busy = async || {
+            let body = CallError::Busy.to_wire();
+            answered(conn.error(h.call_id, h.method, &body).await)
+        };
+        if conn.calls.len() >= ctx.limits.calls_per_connection {
+            return busy().await;
+        }
+        let vm_claim = match &self.vm_calls {
+            None => None,
+            Some(ledger) => match ledger.try_claim(Tenant::Vm, 1) {
+                Some(c) => Some(c),
+                None => return busy().await,
+            },
+        };
+        let serial = conn
+            .calls
+            .register(h.call_id, cancel)
+            .expect("checked in decode: not in flight");
+        let mut svc = svc.clone();
+        let conn = conn.clone();
+        let method = call.request.method();
+        tasks.spawn(
+            async move {
+                let result = service::call(&mut svc, call).await;
+                let _ = finish(&conn, h.call_id, method, result).await;
+                conn.calls.release(h.call_id, serial);
+                drop(vm_claim);
+            }
+            .in_current_span(),
+        );
+        Flow::Continue
     }
 }
 

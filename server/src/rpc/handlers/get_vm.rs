@@ -12,7 +12,12 @@ use crate::rpc::send::Conn;
 /// Answers `GetVm`. Every definition of the name is sent; each is trimmed
 /// (diagnostics, then providers, with a `truncated` note) so that together
 /// they fit one frame.
-pub async fn handle(ctx: &Ctx, conn: &Conn, call_id: u32, p: GetVm) -> Result<(), CallError> {
+pub(crate) async fn handle(
+    ctx: &Ctx,
+    conn: &Conn,
+    call_id: u32,
+    p: GetVm,
+) -> Result<(), CallError> {
     let published = ctx.hub.current();
     let (vm, others) = published
         .lookup(&p.name)

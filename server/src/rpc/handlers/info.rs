@@ -9,7 +9,12 @@ use crate::rpc::error::CallError;
 use crate::rpc::send::Conn;
 
 /// Answers `GetInfo`.
-pub async fn handle(ctx: &Ctx, conn: &Conn, call_id: u32, _: GetInfo) -> Result<(), CallError> {
+pub(crate) async fn handle(
+    ctx: &Ctx,
+    conn: &Conn,
+    call_id: u32,
+    _: GetInfo,
+) -> Result<(), CallError> {
     let p = ctx.hub.current();
     let status = ctx.hub.status();
     let info = Info {

@@ -9,7 +9,12 @@ use crate::rpc::send::Conn;
 
 /// Answers `ListSources`. Each source is trimmed (its diagnostics, with a
 /// `truncated` note) so that together they fit one frame.
-pub async fn handle(ctx: &Ctx, conn: &Conn, call_id: u32, _: ListSources) -> Result<(), CallError> {
+pub(crate) async fn handle(
+    ctx: &Ctx,
+    conn: &Conn,
+    call_id: u32,
+    _: ListSources,
+) -> Result<(), CallError> {
     let p = ctx.hub.current();
     let each = (records::budget(conn.max_frame) / p.sources.len().max(1)).min(RECORD_BUDGET);
     let list = SourceList {

@@ -181,7 +181,11 @@ impl UiVms {
                     ));
                     listening.insert(path, Listening { vm, bound, stop });
                 }
-                // Tried again at the next publish.
+                // Tried again at the next publish. Waiting for the VM's hook
+                // to make its directory or user is no fault.
+                Err(e) if e.is_waiting() => {
+                    tracing::debug!(vm = %vm, error = %e, "no listener for the UI VM yet");
+                }
                 Err(e) => {
                     if ctx.log_limit.allow() {
                         tracing::warn!(vm = %vm, error = %e, "no listener for the UI VM");
@@ -221,6 +225,17 @@ enum BindFailure {
     Owner(#[from] owner::OwnerError),
     #[error(transparent)]
     Bind(#[from] socket::BindError),
+}
+
+impl BindFailure {
+    /// Whether this is only something the VM's hook has not made yet.
+    fn is_waiting(&self) -> bool {
+        matches!(
+            self,
+            BindFailure::Owner(owner::OwnerError::NoUser(_))
+                | BindFailure::Bind(socket::BindError::Missing(_))
+        )
+    }
 }
 
 /// The listener path of every UI VM active in `snapshot`, and the VM's

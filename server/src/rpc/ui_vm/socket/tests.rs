@@ -1,7 +1,7 @@
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::*;
 
@@ -145,19 +145,20 @@ fn swapping_the_staging_directory_and_socket_for_links_never_changes_another_fil
     let planted = fs::metadata(&shadow).unwrap();
     let path = vsock.join("vsock_5");
     let stop = Arc::new(AtomicBool::new(false));
+    let swaps = Arc::new(AtomicU64::new(0));
     let attacker = std::thread::spawn({
-        let (vsock, shadow, decoy, path, stop) = (
+        let (vsock, shadow, decoy, path, stop, swaps) = (
             vsock.clone(),
             shadow.clone(),
             decoy.clone(),
             path.clone(),
             stop.clone(),
+            swaps.clone(),
         );
         move || {
             if as_root {
                 become_user(ATTACKER);
             }
-            let mut swaps = 0u64;
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let Ok(entries) = fs::read_dir(&vsock) else {
@@ -171,7 +172,7 @@ fn swapping_the_staging_directory_and_socket_for_links_never_changes_another_fil
                         let away = vsock.join(format!("stolen-{n}"));
                         if fs::rename(&at, &away).is_ok() {
                             let _ = std::os::unix::fs::symlink(&decoy, &at);
-                            swaps += 1;
+                            swaps.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 }
@@ -181,12 +182,15 @@ fn swapping_the_staging_directory_and_socket_for_links_never_changes_another_fil
                 if std::os::unix::fs::symlink(&shadow, &link).is_ok()
                     && fs::rename(&link, &path).is_ok()
                 {
-                    swaps += 1;
+                    swaps.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            swaps
         }
     });
+    // The attacker is at work before the first bind.
+    while swaps.load(Ordering::Relaxed) == 0 && !attacker.is_finished() {
+        std::thread::yield_now();
+    }
     let perms = Perms {
         mode: 0o666,
         owner: None,
@@ -206,8 +210,8 @@ fn swapping_the_staging_directory_and_socket_for_links_never_changes_another_fil
         );
     }
     stop.store(true, Ordering::Relaxed);
-    let swaps = attacker.join().unwrap();
-    assert!(swaps > 0, "the attacker did swap things");
+    attacker.join().unwrap();
+    let swaps = swaps.load(Ordering::Relaxed);
     eprintln!("{bound_n} of 1000 binds succeeded, {swaps} swaps");
     assert_eq!(fs::read_to_string(&shadow).unwrap(), "secret");
     let decoy_entries: Vec<_> = fs::read_dir(&decoy).unwrap().flatten().collect();
