@@ -8,6 +8,7 @@ mod nosymfollow;
 mod queries;
 mod recovery;
 mod rescans;
+mod spec;
 mod spectrum;
 mod subscriptions;
 mod ui_vm;
