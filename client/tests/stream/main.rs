@@ -17,9 +17,9 @@ mod over_daemon;
 
 use std::time::Duration;
 
-/// Awaits `f`, at most 30 s (a guard against a hang, not a measurement).
+/// Awaits `f`, at most 60 s (a guard against a hang, not a measurement).
 pub async fn in_time<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(30), f)
+    tokio::time::timeout(Duration::from_secs(60), f)
         .await
         .unwrap_or_else(|_| panic!("{what} did not happen in time"))
 }
