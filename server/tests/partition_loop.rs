@@ -11,7 +11,7 @@ use vm_catalog_protocol::DiagCode;
 use vm_catalog_tests::loopdev::{LoopDisk, in_private_mount_ns, require_loop, run};
 use vm_catalogd::source::Presence;
 use vm_catalogd::source::partition::FsType;
-use vm_catalogd::source::partition::host::{Host, MountError, MountRequest};
+use vm_catalogd::source::partition::host::{BlockHost, MountError, MountRequest};
 use vm_catalogd::source::partition::sysfs::DevId;
 use vm_catalogd::source::partition::system::SystemHost;
 use vm_catalogd::source::partition::{ExtSource, PartitionManager};

@@ -1,7 +1,7 @@
 //! Discovery: which block devices should be mounted as user partitions.
 //!
 //! Pure logic over a sysfs snapshot and the devices' own bytes (read through
-//! [`Host::open_block`], so pinned and verified): GPT entries of the user
+//! [`BlockHost::open_block`], so pinned and verified): GPT entries of the user
 //! type on the allowed disks, no-auto (bit 63) skipped, read-only (bit 60)
 //! kept, the start/size cross-check against the kernel, `ext=` resolution
 //! (exactly one match), and duplicate PARTUUIDs refused.
@@ -15,7 +15,7 @@ use super::config::{DiskPolicy, PartitionConfig};
 use super::ext::{ExtSpec, ExtSpecError};
 use super::gpt::{GptEntry, GptError, GptTable, read_gpt};
 use super::guid::{Guid, USER_PARTITION_TYPE};
-use super::host::Host;
+use super::host::BlockHost;
 use super::sysfs::{self, BlockSnapshot, DevId, Disk, Partition};
 
 /// The label of the primary user partition.
@@ -108,7 +108,7 @@ pub(super) enum Table {
 }
 
 /// One discovery in progress.
-pub(super) struct Run<'a, H: Host> {
+pub(super) struct Run<'a, H: BlockHost> {
     pub(super) host: &'a H,
     pub(super) config: &'a PartitionConfig,
     pub(super) snap: &'a BlockSnapshot,
@@ -117,7 +117,7 @@ pub(super) struct Run<'a, H: Host> {
 }
 
 /// Works out what to mount. `ext` is the parsed `ext=`, if there is one.
-pub fn discover<H: Host>(
+pub fn discover<H: BlockHost>(
     host: &H,
     config: &PartitionConfig,
     snap: &BlockSnapshot,
@@ -151,7 +151,7 @@ pub fn discover<H: Host>(
     out
 }
 
-impl<H: Host> Run<'_, H> {
+impl<H: BlockHost> Run<'_, H> {
     pub(super) fn node(&self, devname: &str) -> PathBuf {
         self.config.dev_root.join(devname)
     }
@@ -407,5 +407,4 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 #[cfg(test)]
-#[path = "discover_tests.rs"]
 mod tests;

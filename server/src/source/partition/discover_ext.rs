@@ -6,11 +6,11 @@ use vm_catalog_protocol::DiagCode;
 
 use super::discover::{Candidate, Run, Table, backup_warning, error_chain};
 use super::ext::{ExtSpec, ExtSpecError};
-use super::host::Host;
+use super::host::BlockHost;
 use super::superblock::read_ext;
 use super::sysfs::{DevId, Disk};
 
-impl<H: Host> Run<'_, H> {
+impl<H: BlockHost> Run<'_, H> {
     /// Resolves `ext=` and makes its device the primary candidate.
     pub(super) fn resolve_ext(&mut self, spec: &Result<ExtSpec, ExtSpecError>) {
         let spec = match spec {

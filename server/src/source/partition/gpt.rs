@@ -410,5 +410,4 @@ fn parse_entry(e: &[u8], number: u32) -> Option<GptEntry> {
 }
 
 #[cfg(test)]
-#[path = "gpt_tests.rs"]
 mod tests;

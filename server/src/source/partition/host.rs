@@ -153,7 +153,7 @@ pub enum Unmounted {
 }
 
 /// Privileged operations on block devices and mounts.
-pub trait Host {
+pub trait BlockHost {
     /// An open, verified block device.
     type Device: ReadAt;
 

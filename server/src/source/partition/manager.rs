@@ -21,7 +21,7 @@ use super::config::{ExtSource, PartitionConfig};
 use super::discover::{Candidate, Refusal, diag, discover, error_chain};
 use super::ext::{ExtSpec, ExtSpecError, ext_from_cmdline_file};
 use super::guid::Guid;
-use super::host::{Host, MountEntry, Unmounted};
+use super::host::{BlockHost, MountEntry, Unmounted};
 use super::mount::mount_candidate;
 use super::mountpoint::{prepare_base, remove_target};
 use super::sysfs::{self, DevId};
@@ -88,9 +88,9 @@ impl Tracked {
 }
 
 /// Finds, mounts and releases user partitions. Generic over the privileged
-/// operations ([`Host`]) so that its logic is tested without root.
+/// operations ([`BlockHost`]) so that its logic is tested without root.
 #[derive(Debug)]
-pub struct PartitionManager<H: Host = SystemHost> {
+pub struct PartitionManager<H: BlockHost = SystemHost> {
     config: PartitionConfig,
     host: H,
     ext: Option<Result<ExtSpec, ExtSpecError>>,
@@ -107,7 +107,7 @@ impl PartitionManager<SystemHost> {
     }
 }
 
-impl<H: Host> PartitionManager<H> {
+impl<H: BlockHost> PartitionManager<H> {
     /// A manager over the given host operations.
     pub fn with_host(config: PartitionConfig, host: H) -> PartitionManager<H> {
         let value = match &config.ext {
@@ -392,5 +392,4 @@ impl<H: Host> PartitionManager<H> {
 }
 
 #[cfg(test)]
-#[path = "manager_tests.rs"]
 mod tests;

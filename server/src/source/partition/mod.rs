@@ -3,7 +3,7 @@
 //! In data-flow order: [`sysfs`] says which block devices the kernel has;
 //! [`gpt`] reads a disk's partition table strictly; [`discover`] picks the
 //! user partitions (type [`guid::USER_PARTITION_TYPE`], attribute bits, the
-//! `ext=` of [`ext`]); [`mount`] mounts one through a [`host::Host`]
+//! `ext=` of [`ext`]); [`mount`] mounts one through a [`host::BlockHost`]
 //! ([`system::SystemHost`] for real); [`manager`] keeps the mounted set in
 //! line with sysfs and hands the daemon one [`crate::source::SourceSpec`] per
 //! partition; [`uevent`] tells it when to look again.
@@ -45,6 +45,7 @@ pub mod discover;
 mod discover_ext;
 pub mod ext;
 pub mod gpt;
+#[cfg(any(test, feature = "testing"))]
 pub mod gpt_image;
 pub mod guid;
 pub mod host;

@@ -1,4 +1,4 @@
-//! [`Host`] for real: rustix system calls on a Linux kernel.
+//! [`BlockHost`] for real: rustix system calls on a Linux kernel.
 //!
 //! Devices are opened relative to the /dev root with `openat2`
 //! (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`,
@@ -21,7 +21,9 @@ use rustix::mount::{
     FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MoveMountFlags, UnmountFlags,
 };
 
-use super::host::{FsckOutcome, Host, MountEntry, MountError, MountRequest, OpenError, Unmounted};
+use super::host::{
+    BlockHost, FsckOutcome, MountEntry, MountError, MountRequest, OpenError, Unmounted,
+};
 use super::mountinfo;
 use super::sysfs::DevId;
 
@@ -178,7 +180,7 @@ impl SystemHost {
     }
 }
 
-impl Host for SystemHost {
+impl BlockHost for SystemHost {
     type Device = File;
 
     fn open_block(

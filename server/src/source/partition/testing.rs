@@ -1,5 +1,5 @@
 //! Test doubles: a fake sysfs tree in a temporary directory and a fake
-//! [`Host`] that serves device contents from memory and records what it is
+//! [`BlockHost`] that serves device contents from memory and records what it is
 //! asked to do.
 
 use std::cell::RefCell;
@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::gpt::ReadAt;
-use super::host::{FsckOutcome, Host, MountEntry, MountError, MountRequest, OpenError, Unmounted};
+use super::host::{
+    BlockHost, FsckOutcome, MountEntry, MountError, MountRequest, OpenError, Unmounted,
+};
 use super::sysfs::DevId;
 
 /// A fake ext superblock (magic, UUID, label) in a 4 KiB device.
@@ -144,7 +146,7 @@ impl ReadAt for FakeDevice {
 /// A fake device node: number, disk sequence number, contents.
 pub type FakeNode = (DevId, Option<u64>, Vec<u8>);
 
-/// A [`Host`] without privileges.
+/// A [`BlockHost`] without privileges.
 #[derive(Default)]
 pub struct FakeHost {
     /// Devices by node name: number, disk sequence number, contents.
@@ -175,7 +177,7 @@ impl FakeHost {
     }
 }
 
-impl Host for FakeHost {
+impl BlockHost for FakeHost {
     type Device = FakeDevice;
 
     fn open_block(
@@ -283,7 +285,7 @@ impl Host for FakeHost {
 }
 
 /// Shares a host between a manager and the test that drives it.
-impl<T: Host> Host for std::rc::Rc<T> {
+impl<T: BlockHost> BlockHost for std::rc::Rc<T> {
     type Device = T::Device;
 
     fn open_block(
