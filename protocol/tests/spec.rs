@@ -61,8 +61,9 @@ fn a_hello_that_ends_before_versions_max_reads_as_version_zero() {
         SUPPORTED_VERSIONS.negotiate(VersionRange { min: 2, max: 1 }),
         None
     );
-    // Cut inside a varint: no mode reads it.
+    // Cut inside a field (a varint, a string's bytes): no mode reads it.
     let mut cut = whole[..2].to_vec();
     cut.push(0x81);
     assert!(codec::decode::<Hello>(&cut, Compat::Record).is_err());
+    assert!(codec::decode::<Hello>(&whole[..1], Compat::Record).is_err());
 }
