@@ -67,3 +67,26 @@ fn a_hello_that_ends_before_versions_max_reads_as_version_zero() {
     assert!(codec::decode::<Hello>(&cut, Compat::Record).is_err());
     assert!(codec::decode::<Hello>(&whole[..1], Compat::Record).is_err());
 }
+
+/// Regression (issue 22, item 8): a string whose length was the last byte
+/// of a body (`01`, its byte missing) read as `"\0"` with the zero tail,
+/// where §3 says a length larger than what is left is invalid; a strict
+/// client written from the document disagreed.
+#[test]
+fn a_string_whose_bytes_are_all_missing_is_invalid_not_zeros() {
+    for mode in [
+        Compat::Exact,
+        Compat::PeerNewer,
+        Compat::PeerOlder,
+        Compat::Record,
+    ] {
+        assert!(codec::decode::<String>(&[0x01], mode).is_err(), "{mode:?}");
+        assert!(
+            codec::decode::<Goodbye>(&[0x03, b'a'], mode).is_err(),
+            "{mode:?}"
+        );
+    }
+    // A whole missing string still reads as empty where the zero tail applies.
+    let g: Goodbye = codec::decode(&[], Compat::PeerOlder).unwrap();
+    assert_eq!(g.reason, "");
+}
