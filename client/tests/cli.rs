@@ -219,7 +219,7 @@ fn lines(child: &mut Child) -> mpsc::Receiver<String> {
 
 /// Reads JSON lines until one satisfies `want`.
 fn wait_line(rx: &mpsc::Receiver<String>, what: &str, want: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = rx

@@ -160,7 +160,7 @@ fn vm_start_and_vm_stop_work_with_s6_instances() {
     )
     .unwrap();
     assert!(vm_catalog_tests::s6::wait_for(
-        Duration::from_secs(10),
+        Duration::from_secs(60),
         || { vm_catalog_tests::s6::scanner_listens(&service.join("instance")) }
     ));
     d.arg("--apply")
@@ -199,7 +199,7 @@ fn vm_start_and_vm_stop_work_with_s6_instances() {
     let o = script("vm-stop", "appvm");
     assert!(o.status.success(), "{o:?}");
     assert!(vm_catalog_tests::s6::wait_for(
-        Duration::from_secs(10),
+        Duration::from_secs(60),
         || pid(&app).is_none()
     ));
     assert!(pid(&net).is_some(), "its provider keeps running");

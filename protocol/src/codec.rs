@@ -113,9 +113,6 @@ pub fn decode<'de, T: Deserialize<'de>>(
     Ok(value)
 }
 
-/// Zeros served once the input is exhausted (see [`ZeroTail`]).
-static ZEROS: [u8; 16] = [0; 16];
-
 /// How many zero bytes one decode may read past the end of its input. A
 /// missing tail is a few trailing fields, each a byte or so; the bound keeps a
 /// hostile body from decoding an endless list out of nothing (a list that
@@ -123,10 +120,14 @@ static ZEROS: [u8; 16] = [0; 16];
 const ZERO_TAIL_BUDGET: usize = 64;
 
 /// A postcard input flavor that, when allowed, reads past the *end* of its
-/// input as zeros, up to [`ZERO_TAIL_BUDGET`] bytes. A read that straddles the
-/// end is still an error, so only whole missing trailing fields decode as
-/// zeros: a string or byte string cut short, and a varint whose last byte
-/// read still had its continuation bit set (a body cut inside a varint).
+/// input as zeros, up to [`ZERO_TAIL_BUDGET`] bytes, one byte at a time.
+/// Only whole missing trailing fields decode as zeros: a string or byte
+/// string whose length was read is never served zeros (its bytes were cut:
+/// a whole missing one reads its length, 0, from the tail and takes
+/// nothing), and neither is a varint whose last byte read still had its
+/// continuation bit set (a body cut inside a varint). No protocol type
+/// takes a fixed number of bytes at once (no floats, no arrays), so
+/// nothing else needs zeros in bulk.
 ///
 /// The last check relies on this: every single byte a protocol type reads
 /// is a varint byte, a `bool` or an `Option` tag (no protocol type has a
@@ -162,18 +163,15 @@ impl<'de> Flavor<'de> for ZeroTail<'de> {
     }
 
     fn try_take_n(&mut self, ct: usize) -> postcard::Result<&'de [u8]> {
+        // Regression (issue 22, item 8): a string whose length byte was the
+        // last of the body (`01`) read as "\0" from the zero tail, where
+        // docs/protocol.md §3 says a length larger than what is left is
+        // invalid.
         if ct <= self.input.len() {
             let (head, rest) = self.input.split_at(ct);
             self.input = rest;
             self.in_varint = false;
             Ok(head)
-        } else if self.input.is_empty()
-            && !self.in_varint
-            && ct <= ZEROS.len()
-            && ct <= self.zeros_left
-        {
-            self.zeros_left -= ct;
-            Ok(&ZEROS[..ct])
         } else {
             Err(postcard::Error::DeserializeUnexpectedEnd)
         }

@@ -120,15 +120,23 @@ fn uevents_from_forged_senders_are_ignored_and_overflow_is_reported() {
     assert!(lost, "{:?}", listener.stats());
 }
 
+/// Regression (issue 22, item 9): this test listened on group 3, the one
+/// Spectrum's `mdevd -O4` rebroadcasts to, and counted exactly what it
+/// received: any other sender to that group on the machine (an `mdevd`,
+/// another copy of this suite) would have failed it. It now listens on a
+/// group of its own process's choosing and counts at least its own
+/// messages.
 #[test]
 fn rebroadcast_group_accepts_root_senders() {
     let Some(()) = vm_catalog_tests::require_root("uevents on a rebroadcast group") else {
         return;
     };
     let rt = runtime();
-    // Group 3, as mdevd -O4 rebroadcasts in Spectrum; the kernel never sends there.
+    // A group 4..=32 (not 3, mdevd's in Spectrum) that the kernel never
+    // sends to, picked by pid so that copies of this suite rarely share it.
+    let group = 4 + std::process::id() % 29;
     let mut listener = rt
-        .block_on(async { UeventListener::bind(UeventGroup::Rebroadcast(3)) })
+        .block_on(async { UeventListener::bind(UeventGroup::Rebroadcast(group)) })
         .unwrap();
     let sender = rustix::net::socket(
         rustix::net::AddressFamily::NETLINK,
@@ -136,19 +144,19 @@ fn rebroadcast_group_accepts_root_senders() {
         Some(rustix::net::netlink::KOBJECT_UEVENT),
     )
     .unwrap();
-    let to = rustix::net::netlink::SocketAddrNetlink::new(0, 1 << 2);
+    let to = rustix::net::netlink::SocketAddrNetlink::new(0, 1 << (group - 1));
     let send = |m: &[u8]| {
         rustix::net::sendto(&sender, m, rustix::net::SendFlags::empty(), &to).unwrap();
     };
     send(b"change@/devices/virtual/net/lo\0ACTION=change\0SUBSYSTEM=net\0");
     send(b"libudev\0not a kernel message");
     send(b"change@/devices/virtual/block/loop0\0ACTION=change\0SUBSYSTEM=block\0");
+    // All three are queued before the listener reads: one hint drains them.
     let h = hint(&rt, &mut listener);
-    assert_eq!(h.events, 1);
+    assert!(h.events >= 1, "{h:?}");
     let s = listener.stats();
-    assert_eq!(
-        (s.accepted, s.other, s.malformed, s.rejected_sender),
-        (1, 1, 1, 0),
+    assert!(
+        s.accepted >= 1 && s.other >= 1 && s.malformed >= 1 && s.rejected_sender == 0,
         "{s:?}"
     );
 }

@@ -251,6 +251,18 @@ impl TestDaemon {
         child.wait().ok()
     }
 
+    /// Whether the daemon has an inotify watch on the directory at `path`
+    /// now (its `/proc/<pid>/fdinfo` lists the watched inodes): what a test
+    /// waits for before it changes something inside a directory the daemon
+    /// has only just found, instead of sleeping.
+    pub fn watches(&self, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(m) = fs::metadata(path) else {
+            return false;
+        };
+        watched_inodes(self.pid()).contains(&(kernel_dev(m.dev()), m.ino()))
+    }
+
     /// Whether it is running.
     pub fn running(&mut self) -> bool {
         match &mut self.child {
@@ -297,4 +309,43 @@ fn wait_ready(read: OwnedFd, timeout: Duration) -> io::Result<()> {
             "the daemon exited before it was ready",
         )),
     }
+}
+
+/// A device number as the kernel writes it in `fdinfo` (`MKDEV`: major
+/// above bit 20), from `stat`'s encoding.
+fn kernel_dev(dev: u64) -> u64 {
+    let major = libc::major(dev) as u64;
+    let minor = libc::minor(dev) as u64;
+    (major << 20) | minor
+}
+
+/// Every (device, inode) that an inotify descriptor of process `pid`
+/// watches: the `inotify wd:… ino:… sdev:…` lines of its `fdinfo`.
+fn watched_inodes(pid: u32) -> std::collections::HashSet<(u64, u64)> {
+    let mut out = std::collections::HashSet::new();
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return out;
+    };
+    for fd in fds.flatten() {
+        let is_inotify =
+            fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == "anon_inode:inotify");
+        if !is_inotify {
+            continue;
+        }
+        let info = format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy());
+        let Ok(text) = fs::read_to_string(info) else {
+            continue;
+        };
+        for line in text.lines().filter(|l| l.starts_with("inotify ")) {
+            let field = |name: &str| {
+                line.split(' ')
+                    .find_map(|f| f.strip_prefix(name))
+                    .and_then(|v| u64::from_str_radix(v, 16).ok())
+            };
+            if let (Some(ino), Some(dev)) = (field("ino:"), field("sdev:")) {
+                out.insert((dev, ino));
+            }
+        }
+    }
+    out
 }

@@ -149,12 +149,12 @@ pub fn hello(fd: &OwnedFd) -> io::Result<Welcome> {
     }
 }
 
-/// Receives one frame on a blocking connection (at most 10 s): its kind
-/// and body.
+/// Receives one frame on a blocking connection (at most 60 s, a guard
+/// against a hang that a loaded machine never reaches): its kind and body.
 pub fn recv(fd: &OwnedFd) -> io::Result<(FrameKind, Vec<u8>)> {
     use std::os::fd::AsRawFd;
     let tv = libc::timeval {
-        tv_sec: 10,
+        tv_sec: 60,
         tv_usec: 0,
     };
     let mut buf = vec![0u8; LIMIT_MAX_FRAME as usize];

@@ -58,7 +58,7 @@ impl Svscan {
             scandir: scandir.to_owned(),
             child: Some(child),
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while !scanner_listens(scandir) {
             if Instant::now() > deadline {
                 return Err(io::Error::new(
@@ -324,7 +324,7 @@ mod tests {
             .arg(&scan)
             .status()
             .unwrap();
-        assert!(wait_for(Duration::from_secs(10), || svstat_pid(&svc).is_some()));
+        assert!(wait_for(Duration::from_secs(60), || svstat_pid(&svc).is_some()));
         let pid = svstat_pid(&svc).unwrap();
         let tree = svscan.descendants();
         assert!(tree.contains(&pid), "the service runs below the scanner");

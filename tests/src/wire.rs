@@ -30,10 +30,14 @@ pub async fn connect(path: &Path) -> (UnixSeqpacket, Welcome) {
     (s, codec::decode(f.body, Compat::Exact).expect("a Welcome"))
 }
 
-/// Receives one frame (at most 10 s); panics on close.
+/// How long a frame the test expects may take: a guard against a hang, not
+/// a measurement, so long enough for a machine under heavy load.
+const FRAME_WAIT: Duration = Duration::from_secs(60);
+
+/// Receives one frame (at most [`FRAME_WAIT`]); panics on close.
 pub async fn recv_frame(s: &UnixSeqpacket) -> (Header, Vec<u8>) {
     let mut buf = vec![0; LIMIT_MAX_FRAME as usize + 1];
-    let n = tokio::time::timeout(Duration::from_secs(10), s.recv(&mut buf))
+    let n = tokio::time::timeout(FRAME_WAIT, s.recv(&mut buf))
         .await
         .expect("a frame in time")
         .expect("receive")

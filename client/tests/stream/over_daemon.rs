@@ -236,7 +236,7 @@ fn lines(out: std::process::ChildStdout) -> mpsc::Receiver<Value> {
 fn wait_line(rx: &mpsc::Receiver<Value>, want: impl Fn(&Value) -> bool) -> Value {
     loop {
         let v = rx
-            .recv_timeout(Duration::from_secs(30))
+            .recv_timeout(Duration::from_secs(60))
             .expect("a line in time");
         if want(&v) {
             return v;

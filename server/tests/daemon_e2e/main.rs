@@ -10,6 +10,7 @@ mod nosymfollow;
 mod queries;
 mod recovery;
 mod rescans;
+mod spec;
 mod spectrum;
 mod subscriptions;
 mod ui_vm;
@@ -30,17 +31,17 @@ fn daemon() -> TestDaemon {
     TestDaemon::new(env!("CARGO_BIN_EXE_vm-catalogd"))
 }
 
-/// Waits for the next watch event, at most 30 s.
+/// Waits for the next watch event, at most 60 s (a guard against a hang).
 async fn next(w: &mut Watch) -> WatchEvent {
-    tokio::time::timeout(Duration::from_secs(30), w.next())
+    tokio::time::timeout(Duration::from_secs(60), w.next())
         .await
         .expect("a watch event in time")
         .expect("no fatal watch error")
 }
 
-/// Waits until `cond` holds, at most 30 s.
+/// Waits until `cond` holds, at most 60 s (a guard against a hang).
 async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut cond: F) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while !cond().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;

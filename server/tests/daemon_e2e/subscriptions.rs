@@ -132,7 +132,7 @@ async fn a_subscriber_that_stops_reading_gets_a_resync_and_others_get_everything
     let mut buf = vec![0u8; LIMIT_MAX_FRAME as usize + 1];
     let mut lagged = None;
     for _ in 0..5000 {
-        let n = tokio::time::timeout(Duration::from_secs(10), stalled.recv(&mut buf))
+        let n = tokio::time::timeout(Duration::from_secs(60), stalled.recv(&mut buf))
             .await
             .unwrap()
             .unwrap()

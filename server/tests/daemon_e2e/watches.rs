@@ -58,31 +58,50 @@ async fn watches_follow_directories_created_later_and_recreated() {
         state(&c, "vm1").await == Some(VmState::Rejected)
     })
     .await;
+    // A directory the daemon has just found is watched once the rescan
+    // hands it over: each change below is made once the watch it is about
+    // is in place (an event, not a time).
+    let vm1 = d.user().join("vm1");
+    eventually("the daemon watches vm1", async || d.watches(&vm1)).await;
     // blk/ created after the first scan saw vm1, then a disk in it.
-    std::fs::write(d.user().join("vm1/vmlinux"), b"k").unwrap();
-    std::fs::create_dir(d.user().join("vm1/blk")).unwrap();
-    eventually("a rescan after blk/ appeared", async || {
+    std::fs::write(vm1.join("vmlinux"), b"k").unwrap();
+    std::fs::create_dir(vm1.join("blk")).unwrap();
+    eventually("a rescan after vmlinux and blk/ appeared", async || {
         c.list_vms(true, None).await.unwrap().vms.iter().any(|e| {
-            e.name.as_str() == "vm1" && e.diagnostics.iter().any(|x| x.code == DiagCode::NoDisk)
+            e.name.as_str() == "vm1"
+                && e.diagnostics.iter().any(|x| x.code == DiagCode::NoDisk)
+                && !e
+                    .diagnostics
+                    .iter()
+                    .any(|x| x.code == DiagCode::MissingKernel)
         })
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    std::fs::write(d.user().join("vm1/blk/root.img"), b"disk").unwrap();
+    eventually("the daemon watches vm1/blk", async || {
+        d.watches(&vm1.join("blk"))
+    })
+    .await;
+    std::fs::write(vm1.join("blk/root.img"), b"disk").unwrap();
     eventually("vm1 active once its disk exists", async || {
         state(&c, "vm1").await == Some(VmState::Active)
     })
     .await;
     // Removed and made again: the new directory is watched too.
-    std::fs::remove_dir_all(d.user().join("vm1")).unwrap();
+    std::fs::remove_dir_all(&vm1).unwrap();
     eventually("vm1 gone", async || state(&c, "vm1").await.is_none()).await;
-    std::fs::create_dir(d.user().join("vm1")).unwrap();
+    std::fs::create_dir(&vm1).unwrap();
     eventually("vm1 back, rejected", async || {
         state(&c, "vm1").await == Some(VmState::Rejected)
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    d.tree().vm("user", "vm1");
+    eventually("the daemon watches the new vm1", async || d.watches(&vm1)).await;
+    // Its content in one step (blk/ made beside it and moved in), so that
+    // no rescan can see blk/ before its disk.
+    let staging = d.tree().join("staging-blk");
+    std::fs::create_dir(&staging).unwrap();
+    std::fs::write(staging.join("root.img"), b"disk").unwrap();
+    std::fs::write(vm1.join("vmlinux"), b"kernel").unwrap();
+    std::fs::rename(&staging, vm1.join("blk")).unwrap();
     eventually("vm1 active again", async || {
         state(&c, "vm1").await == Some(VmState::Active)
     })

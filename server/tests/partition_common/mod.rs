@@ -19,8 +19,13 @@ use vm_catalogd::source::partition::{
 pub const USER: &str = "9293e1ff-cee4-4658-88be-898ec863944f";
 pub const LINUX: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
 
+/// The PARTUUID of partition `n` of the layouts here: unique to this
+/// process, because `ext=PARTUUID=` (and `LABEL=`, `UUID=`) is resolved
+/// over every disk of the machine, not only the test's own: a fixed id
+/// would match a disk another process (another copy of this suite, a
+/// leaked disk of a crashed run) has attached with the same layout.
 pub fn puuid(n: u32) -> String {
-    format!("aaaaaaaa-0000-4000-8000-00000000000{n}")
+    format!("{:08x}-0000-4000-8000-{n:012x}", std::process::id())
 }
 
 /// 1: user (A), 2: Linux data, 3: user read-only (attribute 60),

@@ -104,7 +104,7 @@ fn daemon_deletes_a_removed_partitions_running_instance_before_unmounting() {
     vm_catalog_tests::s6::make_instance_service(&service, &vmm).unwrap();
     let svscan = vm_catalog_tests::s6::Svscan::start(&scandir, 100).unwrap();
     assert!(vm_catalog_tests::s6::wait_for(
-        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(60),
         || vm_catalog_tests::s6::scanner_listens(&service.join("instance"))
     ));
     let s = service.display().to_string();
