@@ -68,8 +68,13 @@ pub async fn run(
     let hub = Hub::new(new_epoch());
     let (watched, watch_rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
     let uevents = bind_uevents(&config);
-    let pipeline =
+    let mut pipeline =
         RealPipeline::open(&config, hub.clone(), watched).map_err(DaemonError::Pipeline)?;
+    // A UI VM's listener lives in a directory its hook made: it goes before
+    // the VM's `release` hook runs, not at the next publish.
+    let listeners = rpc::ui_vm::Listeners::default();
+    let releasing = listeners.clone();
+    pipeline.before_release(Box::new(move |vm| releasing.release(vm)));
     let (rescans, worker) = Rescans::spawn(pipeline);
     let signals = Signals::install().map_err(DaemonError::Signals)?;
 
@@ -94,7 +99,7 @@ pub async fn run(
     let ui_vms = config
         .ui_vms
         .clone()
-        .map(|c| tokio::spawn(rpc::ui_vm::UiVms::start(ctx.clone(), c).run()));
+        .map(|c| tokio::spawn(rpc::ui_vm::UiVms::start_with(ctx.clone(), c, listeners).run()));
     let server = tokio::spawn(rpc::serve(listener, ctx));
     if let Some(debounce) = config.watch {
         tokio::spawn(inotify::run(
