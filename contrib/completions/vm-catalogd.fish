@@ -37,7 +37,7 @@ complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l ui-vm-socket -d
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l ui-vm-socket-mode -d 'Mode of the UI VM listeners (octal): the VMM\'s user must be able to connect' -r
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l max-connections-per-vm -d 'Open connections of one UI VM (its own: none of the host\'s)' -r
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l max-calls-per-vm -d 'Streaming calls in flight of one UI VM, over all its connections' -r
-complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l ui-vm-socket-owner -d 'Owner of the UI VM listeners (name or number)' -r
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l ui-vm-socket-owner -d 'Owner of the UI VM listeners (name or number), or one user per VM with {id} or {name} (Spectrum: vmm-{id}), looked up when the VM\'s listener is made' -r
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l ui-vm-socket-group -d 'Group of the UI VM listeners (name or number)' -r
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l builtin -d 'The built-in VM definitions (trusted: symlinks are followed), labelled `builtin` unless LABEL= is given (Spectrum: sys=/usr/lib/spectrum/vm). A missing directory is an empty source with a warning' -r -F
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l source -d 'An extra untrusted source of definitions (repeatable). Extra sources rank after the built-in one and before partitions, in command-line order' -r

@@ -66,7 +66,7 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     raise_fd_limit();
     let hub = Hub::new(new_epoch());
-    let (watched, watch_rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
+    let (watched, watch_rx) = tokio::sync::watch::channel(Arc::new(Default::default()));
     let uevents = bind_uevents(&config);
     let mut pipeline =
         RealPipeline::open(&config, hub.clone(), watched).map_err(DaemonError::Pipeline)?;

@@ -29,6 +29,17 @@ use vm_catalog_protocol::{SourceLabel, SourceState, Trust, VmName};
 use super::SourceScan;
 use crate::source::Presence;
 
+/// What one rescan asks to watch: its directories, and when its scan
+/// started (a directory changed since then, before its watch was added,
+/// changed unseen: adding the watch rescans it).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WatchSet {
+    /// The directories.
+    pub targets: Vec<Target>,
+    /// When the rescan that found them started, in ms since the Unix epoch.
+    pub scan_started_unix_ms: u64,
+}
+
 /// A directory to watch: `rel` below `root` (empty: the root itself).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Target {

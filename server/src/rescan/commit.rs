@@ -28,14 +28,14 @@ use vm_catalog_protocol::{ApplyOutcome, ApplyStatus, Change, RescanOutcome, Resc
 use super::{Plan, RescanResult, Started, handoff};
 use crate::apply::{Applier, ApplyReport};
 use crate::catalog::{Catalog, Draft};
-use crate::definition::watch_targets::Target;
+use crate::definition::watch_targets::WatchSet;
 use crate::hooks::{Hooks, VmFacts};
 use crate::publish::{Hub, Published, Status};
 use crate::views::Views;
 
 /// Where the directories to watch go after every real rescan (changed or
 /// not, so that watches that could not be added before are tried again).
-pub type Watched = watch::Sender<Arc<Vec<Target>>>;
+pub type Watched = watch::Sender<Arc<WatchSet>>;
 
 /// The stages after the plan, and what they keep between rescans.
 pub struct Commit {
@@ -93,7 +93,10 @@ impl Commit {
         let report = self.apply(catalog, &mut draft);
         let changes = succeed(catalog, draft);
         let apply = self.record_apply(report, catalog.generation());
-        let _ = self.watched.send_replace(Arc::new(targets));
+        let _ = self.watched.send_replace(Arc::new(WatchSet {
+            targets,
+            scan_started_unix_ms: started.unix_ms,
+        }));
         let outcome = started.outcome(
             trigger,
             false,

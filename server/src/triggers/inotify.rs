@@ -11,6 +11,11 @@
 //! A watch on an ancestor is added after the rescan that asked for it: if
 //! the next directory on the way appeared in between, no event will come
 //! for it, so adding such a watch checks for it and rescans at once.
+//! Likewise any new watch: a directory changed after its rescan's scan
+//! started but before its watch was added (a VM copied in with `cp -R`,
+//! caught half-way) changed unseen. Once the watch is in place, its
+//! directory's ctime says so, and the directory is marked as changed,
+//! as an event on it would have (see [`CLOCK_SLACK_MS`]).
 //!
 //! After a quiet period (the debounce), one rescan follows, told which
 //! definitions or source entries the events named (each target's
@@ -30,11 +35,16 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use vm_catalog_protocol::RescanTrigger;
 
-use crate::definition::watch_targets::{Dirty, Scope, Target};
+use crate::definition::watch_targets::{Dirty, Scope, Target, WatchSet};
 use crate::rescan::Rescans;
 
 /// The longest a steady stream of events can delay a rescan.
 const MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// How far a file system's timestamps may lag the clock: they come from the
+/// kernel's coarse clock, one scheduler tick behind at most, so a change
+/// just after a scan started may carry a time just before it.
+const CLOCK_SLACK_MS: u64 = 10;
 
 fn mask() -> WatchMask {
     WatchMask::CREATE
@@ -48,19 +58,27 @@ fn mask() -> WatchMask {
         | WatchMask::ONLYDIR
 }
 
-/// Adds a watch on `t` through a descriptor pinned to the right directory.
-fn add(watches: &mut Watches, t: &Target) -> std::io::Result<WatchDescriptor> {
+/// Adds a watch on `t` through a descriptor pinned to the right directory;
+/// with it, the directory's ctime (ms since the Unix epoch) once the watch
+/// is in place: a later change makes an event.
+fn add(watches: &mut Watches, t: &Target) -> std::io::Result<(WatchDescriptor, u64)> {
     let fd = t.open()?;
-    watches.add(
+    let wd = watches.add(
         Path::new(&format!("/proc/self/fd/{}", fd.as_raw_fd())),
         mask(),
-    )
+    )?;
+    let st = rustix::fs::fstat(&fd)?;
+    let ctime_ms = u64::try_from(st.st_ctime)
+        .unwrap_or(0)
+        .saturating_mul(1000)
+        .saturating_add(st.st_ctime_nsec / 1_000_000);
+    Ok((wd, ctime_ms))
 }
 
 /// Watches the targets set on `targets` and triggers a rescan after
 /// `debounce` of quiet following any change. Runs until `shutdown`.
 pub async fn run(
-    mut targets: watch::Receiver<Arc<Vec<Target>>>,
+    mut targets: watch::Receiver<Arc<WatchSet>>,
     rescans: Rescans,
     debounce: Duration,
     shutdown: CancellationToken,
@@ -93,11 +111,24 @@ pub async fn run(
                     return;
                 }
                 let wanted = targets.borrow_and_update().clone();
-                if sync(&mut watches, &mut current, &wanted) {
+                let synced = sync(&mut watches, &mut current, &wanted);
+                scopes = scopes_of(&current);
+                if synced.arrived {
                     tracing::debug!("a directory on the way to a missing source appeared; rescanning");
                     rescans.trigger(RescanTrigger::Watch);
                 }
-                scopes = scopes_of(&current);
+                if !synced.changed_unseen.is_empty() {
+                    tracing::debug!(
+                        directories = synced.changed_unseen.len(),
+                        "directories changed before their watch was added; rescanning them"
+                    );
+                    for scope in &synced.changed_unseen {
+                        dirty.mark(scope, None);
+                    }
+                    let now = tokio::time::Instant::now();
+                    let cap = pending.map(|(_, cap)| cap).unwrap_or(now + MAX_DELAY);
+                    pending = Some((now + debounce, cap));
+                }
             }
             event = stream.next() => {
                 let Some(event) = event else { return };
@@ -130,14 +161,25 @@ pub async fn run(
     }
 }
 
+/// What adding the wanted watches found.
+#[derive(Debug, Default)]
+struct Synced {
+    /// A watch just added on an ancestor finds what it waits for already there.
+    arrived: bool,
+    /// The scopes of the directories whose new watch came after a change
+    /// made since their rescan's scan started.
+    changed_unseen: Vec<Scope>,
+}
+
 /// Watches exactly `wanted`: drops the rest, adds what is missing (what
-/// cannot be added yet is tried again at the next call). Returns whether a
-/// watch just added on an ancestor finds what it waits for already there.
+/// cannot be added yet is tried again at the next call).
 fn sync(
     watches: &mut Watches,
     current: &mut HashMap<Target, WatchDescriptor>,
-    wanted: &[Target],
-) -> bool {
+    wanted: &WatchSet,
+) -> Synced {
+    let since = wanted.scan_started_unix_ms.saturating_sub(CLOCK_SLACK_MS);
+    let wanted = &wanted.targets;
     let keep: std::collections::HashSet<&Target> = wanted.iter().collect();
     let (kept, dropped): (HashMap<_, _>, HashMap<_, _>) =
         current.drain().partition(|(t, _)| keep.contains(t));
@@ -151,14 +193,17 @@ fn sync(
         }
     }
     let mut failed = 0usize;
-    let mut arrived = false;
+    let mut synced = Synced::default();
     for t in wanted {
         if current.contains_key(t) {
             continue;
         }
         match add(watches, t) {
-            Ok(wd) => {
-                arrived |= t.arrived();
+            Ok((wd, ctime_ms)) => {
+                synced.arrived |= t.arrived();
+                if ctime_ms >= since && t.awaits.is_none() {
+                    synced.changed_unseen.push(t.scope.clone());
+                }
                 current.insert(t.clone(), wd);
             }
             Err(_) => failed += 1,
@@ -169,7 +214,7 @@ fn sync(
         not_yet = failed,
         "watching source directories"
     );
-    arrived
+    synced
 }
 
 /// What an event on each watch says changed. Two targets that are one
@@ -192,5 +237,68 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_catalog_protocol::{SourceLabel, VmName};
+
+    fn ctime_ms(p: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(p).unwrap();
+        m.ctime() as u64 * 1000 + m.ctime_nsec() as u64 / 1_000_000
+    }
+
+    fn definition(root: &Path, vm: &str) -> Target {
+        let mut t = Target::below(root, vm);
+        t.scope = Scope::Definition(
+            SourceLabel::try_from("user").unwrap(),
+            VmName::try_from(vm).unwrap(),
+        );
+        t
+    }
+
+    /// Regression: a VM copied in with `cp -R` was caught half-way by a
+    /// rescan, and what was written before its directories' watches were
+    /// added was never read (it stayed `missing-kernel` for good).
+    #[test]
+    fn a_directory_changed_after_the_scan_started_but_before_its_watch_is_rescanned() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("vm")).unwrap();
+        let changed = ctime_ms(&dir.path().join("vm"));
+        let inotify = Inotify::init().unwrap();
+        let mut watches = inotify.watches();
+        let mut current = HashMap::new();
+
+        // The scan started before the directory last changed.
+        let set = WatchSet {
+            targets: vec![definition(dir.path(), "vm")],
+            scan_started_unix_ms: changed - 1000,
+        };
+        let synced = sync(&mut watches, &mut current, &set);
+        assert_eq!(synced.changed_unseen, vec![set.targets[0].scope.clone()]);
+
+        // Already watched: events cover it, nothing to catch up.
+        let synced = sync(&mut watches, &mut current, &set);
+        assert!(synced.changed_unseen.is_empty());
+    }
+
+    #[test]
+    fn a_directory_unchanged_since_the_scan_started_is_not_rescanned() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("vm")).unwrap();
+        let changed = ctime_ms(&dir.path().join("vm"));
+        let inotify = Inotify::init().unwrap();
+        let mut watches = inotify.watches();
+        let mut current = HashMap::new();
+        let set = WatchSet {
+            targets: vec![definition(dir.path(), "vm")],
+            scan_started_unix_ms: changed + CLOCK_SLACK_MS + 1000,
+        };
+        let synced = sync(&mut watches, &mut current, &set);
+        assert!(synced.changed_unseen.is_empty());
+        assert_eq!(current.len(), 1);
     }
 }
