@@ -163,7 +163,7 @@ impl<'de> Flavor<'de> for ZeroTail<'de> {
     }
 
     fn try_take_n(&mut self, ct: usize) -> postcard::Result<&'de [u8]> {
-        // Regression (issue 22, item 8): a string whose length byte was the
+        // Regression: a string whose length byte was the
         // last of the body (`01`) read as "\0" from the zero tail, where
         // docs/protocol.md §3 says a length larger than what is left is
         // invalid.
@@ -432,7 +432,7 @@ mod tests {
         assert!(decode::<String>(&b, Compat::PeerOlder).is_err());
     }
 
-    /// Regression (issue 12, item 9): a body cut inside a varint decoded
+    /// Regression: a body cut inside a varint decoded
     /// with the zero tail, as if the varint's missing bytes were zeros (and
     /// so did the `Hello`, which is read that way before its version is
     /// known).

@@ -31,7 +31,6 @@ pub enum ConfigError {
     /// `--source` or `--trusted-source` without `LABEL=DIR`.
     #[error("{arg}: expected LABEL=DIR, got {value:?}")]
     SourceSyntax {
-        /// The option.
         arg: &'static str,
         /// What was given.
         value: String,
@@ -39,11 +38,9 @@ pub enum ConfigError {
     /// An invalid source label.
     #[error("{arg}: invalid label {label:?}")]
     Label {
-        /// The option.
         arg: &'static str,
         /// What was given.
         label: String,
-        /// Why.
         #[source]
         source: vm_catalog_protocol::NameError,
     },
@@ -55,7 +52,6 @@ pub enum ConfigError {
     /// A relative path that cannot be made absolute (no working directory).
     #[error("{arg}: cannot make {path} absolute")]
     Relative {
-        /// The option.
         arg: &'static str,
         /// The path.
         path: PathBuf,
@@ -63,7 +59,6 @@ pub enum ConfigError {
     /// A group that does not exist.
     #[error("{arg}: no group {group:?}")]
     Group {
-        /// The option.
         arg: &'static str,
         /// The group.
         group: String,
@@ -76,7 +71,6 @@ pub enum ConfigError {
     UiVmName {
         /// What was given.
         name: String,
-        /// Why.
         #[source]
         source: vm_catalog_protocol::NameError,
     },
@@ -92,7 +86,6 @@ pub enum ConfigError {
     /// A user that does not exist.
     #[error("{arg}: no user {user:?}")]
     User {
-        /// The option.
         arg: &'static str,
         /// The user.
         user: String,
@@ -127,7 +120,6 @@ impl ApplyConfig {
 /// Everything the daemon needs to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// The socket.
     pub socket: SocketConfig,
     /// May rescan besides root.
     pub admin_gid: Option<u32>,

@@ -39,9 +39,7 @@ pub enum DaemonError {
     /// The readiness file descriptor could not be written.
     #[error("cannot write readiness to fd {fd}")]
     Notify {
-        /// The descriptor.
         fd: i32,
-        /// Why.
         #[source]
         source: std::io::Error,
     },
@@ -57,6 +55,16 @@ pub fn new_epoch() -> Epoch {
     Epoch(u64::from_le_bytes(b))
 }
 
+/// The UI VM listeners, shared with the hooks stage: a UI VM's listener
+/// lives in a directory its hook made, so it goes before the VM's `release`
+/// hook runs, not at the next publish.
+fn released_before_their_hook(pipeline: &mut RealPipeline) -> rpc::ui_vm::Listeners {
+    let listeners = rpc::ui_vm::Listeners::default();
+    let releasing = listeners.clone();
+    pipeline.before_release(Box::new(move |vm| releasing.release(vm)));
+    listeners
+}
+
 /// Runs the daemon on `listener` until SIGTERM or SIGINT (or `shutdown`).
 pub async fn run(
     config: Config,
@@ -70,11 +78,7 @@ pub async fn run(
     let uevents = bind_uevents(&config);
     let mut pipeline =
         RealPipeline::open(&config, hub.clone(), watched).map_err(DaemonError::Pipeline)?;
-    // A UI VM's listener lives in a directory its hook made: it goes before
-    // the VM's `release` hook runs, not at the next publish.
-    let listeners = rpc::ui_vm::Listeners::default();
-    let releasing = listeners.clone();
-    pipeline.before_release(Box::new(move |vm| releasing.release(vm)));
+    let listeners = released_before_their_hook(&mut pipeline);
     let (rescans, worker) = Rescans::spawn(pipeline);
     let signals = Signals::install().map_err(DaemonError::Signals)?;
 

@@ -108,7 +108,7 @@ mod tests {
         }
     }
 
-    /// Regression (issue 12, item 6): the REASON column repeated
+    /// Regression: the REASON column repeated
     /// `missing-provider` once per missing provider, dozens of times.
     #[test]
     fn reason_says_each_distinct_error_once() {

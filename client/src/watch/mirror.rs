@@ -256,7 +256,7 @@ pub(super) mod tests {
         assert_eq!(applied, new);
     }
 
-    /// Regression (issue 12, item 5): a definition whose kernel grew while
+    /// Regression: a definition whose kernel grew while
     /// the daemon was down had an entry equal to the old one but for its
     /// fingerprint, and was not reported changed.
     #[test]

@@ -243,7 +243,7 @@ fn oversized_records_are_trimmed_to_the_record_budget() {
     assert!(record_len(&encode_change(&c, RECORD_BUDGET)) <= RECORD_BUDGET);
 }
 
-/// Regression (issue 12, item 6): one error (no kernel) among hundreds of
+/// Regression: one error (no kernel) among hundreds of
 /// unknown-entry warnings was trimmed away, and the rejected definition
 /// showed only warnings and `truncated`.
 #[test]

@@ -147,7 +147,6 @@ impl ServiceName {
         ok.then(|| ServiceName(s.to_owned())).ok_or(BadServiceName)
     }
 
-    /// The name.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -25,7 +25,6 @@ const STDERR_TAIL: usize = 2000;
 #[derive(Debug, thiserror::Error)]
 #[error("{program} not found in {where_}")]
 pub struct MissingProgram {
-    /// The program.
     pub program: &'static str,
     /// Where it was looked for.
     pub where_: String,
@@ -72,15 +71,12 @@ pub enum ToolError {
     /// The program could not be started.
     #[error("cannot run {program}: {error}")]
     Spawn {
-        /// The program.
         program: &'static str,
-        /// Why.
         error: String,
     },
     /// The program exited with a non-zero code.
     #[error("{program} exited with code {code}{}", detail(.stderr))]
     Exit {
-        /// The program.
         program: &'static str,
         /// Its exit code.
         code: i32,
@@ -90,7 +86,6 @@ pub enum ToolError {
     /// The program was killed by a signal it did not get from us.
     #[error("{program} was killed by signal {signal}{}", detail(.stderr))]
     Signal {
-        /// The program.
         program: &'static str,
         /// The signal.
         signal: i32,
@@ -105,7 +100,6 @@ pub enum ToolError {
         detail(.stderr)
     )]
     TimedOut {
-        /// The program.
         program: &'static str,
         /// How long it was given.
         after: Duration,
@@ -131,7 +125,6 @@ impl ToolError {
         }
     }
 
-    /// The program.
     pub fn program(&self) -> &'static str {
         match self {
             ToolError::Spawn { program, .. }
@@ -145,7 +138,6 @@ impl ToolError {
 /// A process found working on something: its pid and command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
-    /// Its pid.
     pub pid: u32,
     /// Its command line, arguments joined with spaces.
     pub command: String,

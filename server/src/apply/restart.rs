@@ -44,7 +44,6 @@ pub struct Probe<K = VmName> {
     pub name: K,
     /// The definition it runs.
     pub running: Fingerprint,
-    /// Its pid.
     pub pid: u32,
 }
 

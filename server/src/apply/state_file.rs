@@ -21,7 +21,6 @@ use serde_json::{Map, Value};
 /// A state file could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    /// Reading failed.
     #[error("cannot read {0}")]
     Read(PathBuf, #[source] io::Error),
     /// The contents are not a state file of this version.

@@ -124,7 +124,6 @@ pub struct Candidate {
     pub definition: Arc<Definition>,
     /// Its source's rank (0 wins).
     pub precedence: u32,
-    /// Its id.
     pub id: VmId,
     /// Its view directory, when it is active.
     pub view: Option<PathBuf>,

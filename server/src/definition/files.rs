@@ -17,7 +17,6 @@ use super::{FileId, FileRef};
 /// The scan of a source was abandoned: its device failed or went away.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Fatal {
-    /// The error.
     pub errno: Errno,
     /// Where it happened.
     pub path: PathBuf,

@@ -78,7 +78,6 @@ pub(crate) enum OpenError {
     Symlink,
     /// The entry is something else than a directory.
     NotDirectory(FileType),
-    /// Another error.
     Io(Errno),
 }
 
@@ -91,7 +90,6 @@ pub(crate) enum RootError {
     NotDirectory,
     /// Its path goes through a symlink, where none is allowed.
     Symlink,
-    /// Another error.
     Io(Errno),
 }
 

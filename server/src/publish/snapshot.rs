@@ -154,7 +154,6 @@ impl Published {
 /// The changes of one generation, shared by every subscriber that gets them.
 #[derive(Debug)]
 pub struct Batch {
-    /// The generation.
     pub generation: u64,
     /// Its changes, in order.
     pub changes: Vec<Change>,

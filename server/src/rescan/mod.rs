@@ -143,7 +143,6 @@ pub struct Started {
 }
 
 impl Started {
-    /// Now.
     pub fn now() -> Started {
         Started {
             at: Instant::now(),

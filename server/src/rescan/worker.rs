@@ -395,7 +395,7 @@ mod tests {
         worker.join().unwrap();
     }
 
-    /// Regression (issue 12, item 4): a source that failed was only seen
+    /// Regression: a source that failed was only seen
     /// again on a trigger; with nothing to watch (a device error), never.
     #[tokio::test]
     async fn a_failed_source_is_retried_without_a_trigger() {

@@ -171,7 +171,6 @@ impl Limits {
     }
 }
 
-/// Counters.
 #[derive(Debug, Default)]
 pub struct Stats {
     next_conn: AtomicU64,
@@ -193,7 +192,6 @@ pub struct Ctx {
     pub rescans: Rescans,
     /// What the server says about itself.
     pub server: ServerInfo,
-    /// Counters.
     pub stats: Stats,
     /// The group allowed to `Rescan` besides root.
     pub admin_gid: Option<u32>,
@@ -225,7 +223,6 @@ const TRIM_AFTER: u64 = 4 << 20;
 const TRIM_DELAY: Duration = Duration::from_secs(1);
 
 impl Ctx {
-    /// A context.
     pub fn new(
         hub: Arc<Hub>,
         rescans: Rescans,

@@ -27,16 +27,10 @@ pub(super) enum CallError {
     NotFound(VmName),
     /// The peer may not make this call.
     #[error("{method} needs root or the admin group")]
-    PermissionDenied {
-        /// The method.
-        method: &'static str,
-    },
+    PermissionDenied { method: &'static str },
     /// A UI VM may not make this call: VMs are read-only.
     #[error("{method} is not allowed from a VM: VMs are read-only")]
-    ReadOnly {
-        /// The method.
-        method: &'static str,
-    },
+    ReadOnly { method: &'static str },
     /// Too many calls in flight on the connection.
     #[error("too many calls in flight on this connection")]
     Busy,
@@ -46,10 +40,7 @@ pub(super) enum CallError {
     OverBudget,
     /// The call took too long.
     #[error("{method} timed out")]
-    Timeout {
-        /// The method.
-        method: &'static str,
-    },
+    Timeout { method: &'static str },
     /// Cancelled by `Cancel`.
     #[error("cancelled")]
     Cancelled,

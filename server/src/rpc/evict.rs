@@ -1,4 +1,4 @@
-//! Making room for a user refused a connection slot (issue 12, item 2).
+//! Making room for a user refused a connection slot.
 //!
 //! The fair share alone lets enough users together hold every user slot
 //! (15 with the defaults), and a sixteenth would then never get in. So a

@@ -32,7 +32,6 @@ pub enum ListenerError {
     Lock {
         /// The lock file.
         path: PathBuf,
-        /// Why.
         #[source]
         source: std::io::Error,
     },
@@ -45,7 +44,6 @@ pub enum ListenerError {
     /// Someone else may write the socket's directory or one above it.
     #[error("socket directory {path} is unsafe: {why}")]
     UnsafeDirectory {
-        /// The directory.
         path: PathBuf,
         /// Who else may write it.
         why: String,
@@ -53,9 +51,7 @@ pub enum ListenerError {
     /// The socket directory could not be prepared.
     #[error("cannot prepare socket directory {path}")]
     Directory {
-        /// The directory.
         path: PathBuf,
-        /// Why.
         #[source]
         source: std::io::Error,
     },
@@ -64,16 +60,13 @@ pub enum ListenerError {
     Bind {
         /// The socket path.
         path: PathBuf,
-        /// Why.
         #[source]
         source: std::io::Error,
     },
     /// The inherited descriptor is not a usable listening socket.
     #[error("file descriptor {fd} is not a listening SOCK_SEQPACKET socket")]
     Inherited {
-        /// The descriptor.
         fd: RawFd,
-        /// Why.
         #[source]
         source: std::io::Error,
     },
@@ -326,7 +319,7 @@ mod tests {
         assert!(matches!(bind(&o), Err(ListenerError::InUse(_))));
     }
 
-    /// Regression (issue 12, item 8): `socket.lock` was opened through a
+    /// Regression: `socket.lock` was opened through a
     /// symbolic link planted in the socket's directory.
     #[tokio::test]
     async fn a_lock_file_that_is_a_symlink_is_not_followed() {
@@ -346,7 +339,7 @@ mod tests {
         assert!(!o.path.exists());
     }
 
-    /// Regression (issue 12, item 8): a socket directory that others can
+    /// Regression: a socket directory that others can
     /// write (world-writable, sticky or not; group-writable) was used.
     #[tokio::test]
     async fn a_socket_directory_others_can_write_is_refused() {

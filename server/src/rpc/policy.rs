@@ -67,7 +67,6 @@ pub(super) struct Policy {
     pub vm: VmCaller,
 }
 
-/// The table.
 pub(super) fn of(method: Method) -> Policy {
     use Caller::{Admin, Anyone};
     use Deadline::{Call, Rescan, Stream, Unbounded};

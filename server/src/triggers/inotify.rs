@@ -125,9 +125,7 @@ pub async fn run(
                     for scope in &synced.changed_unseen {
                         dirty.mark(scope, None);
                     }
-                    let now = tokio::time::Instant::now();
-                    let cap = pending.map(|(_, cap)| cap).unwrap_or(now + MAX_DELAY);
-                    pending = Some((now + debounce, cap));
+                    postpone(&mut pending, debounce);
                 }
             }
             event = stream.next() => {
@@ -149,9 +147,7 @@ pub async fn run(
                     },
                     Err(_) => dirty.mark_whole(),
                 }
-                let now = tokio::time::Instant::now();
-                let cap = pending.map(|(_, cap)| cap).unwrap_or(now + MAX_DELAY);
-                pending = Some((now + debounce, cap));
+                postpone(&mut pending, debounce);
             }
             _ = sleep_until(deadline), if deadline.is_some() => {
                 pending = None;
@@ -159,6 +155,17 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Puts the pending rescan `debounce` after now (a quiet period), but no
+/// later than [`MAX_DELAY`] after the first change it covers.
+fn postpone(
+    pending: &mut Option<(tokio::time::Instant, tokio::time::Instant)>,
+    debounce: Duration,
+) {
+    let now = tokio::time::Instant::now();
+    let cap = pending.map(|(_, cap)| cap).unwrap_or(now + MAX_DELAY);
+    *pending = Some((now + debounce, cap));
 }
 
 /// What adding the wanted watches found.

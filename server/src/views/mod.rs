@@ -21,6 +21,7 @@
 
 mod build;
 mod names;
+mod remove;
 mod sync;
 #[cfg(test)]
 mod tests;
@@ -43,7 +44,6 @@ pub const MARKER: &str = ".vm-catalogd-view";
 pub struct ViewSpec {
     /// The VM's catalog name.
     pub name: VmName,
-    /// Its id.
     pub id: VmId,
     /// The directory holding the view's `config`, relative to the VM
     /// directory (`<name>`, or `by-id/<id>`).
@@ -92,9 +92,7 @@ pub struct ViewError {
     pub name: Option<VmName>,
     /// What failed.
     pub what: &'static str,
-    /// Where.
     pub path: PathBuf,
-    /// Why.
     #[source]
     pub source: std::io::Error,
 }

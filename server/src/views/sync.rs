@@ -12,11 +12,12 @@ use vm_catalog_protocol::VmName;
 
 use super::build::{io_err, open_dir, read_view, write_view};
 use super::names;
+use super::remove::remove_stale;
 use super::{MARKER, SyncReport, ViewError, ViewSpec};
 use crate::catalog::{BY_ID, Candidate, Layout};
 
-const CONFIG: &str = "config";
-const NEW: &str = ".config.new";
+pub(super) const CONFIG: &str = "config";
+pub(super) const NEW: &str = ".config.new";
 const SERVICE: &str = "service";
 
 enum Done {
@@ -359,7 +360,7 @@ fn sync_one(
 }
 
 /// Removes `dir/name` (`path`), whatever it is, without following symlinks.
-fn remove_entry(dir: impl AsFd, path: &Path, name: &str) -> io::Result<()> {
+pub(super) fn remove_entry(dir: impl AsFd, path: &Path, name: &str) -> io::Result<()> {
     match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Err(Errno::NOENT) => Ok(()),
         Err(e) => Err(io_err(e)),
@@ -370,165 +371,7 @@ fn remove_entry(dir: impl AsFd, path: &Path, name: &str) -> io::Result<()> {
     }
 }
 
-fn is_marked_view(vm: impl AsFd, name: &str) -> bool {
+pub(super) fn is_marked_view(vm: impl AsFd, name: &str) -> bool {
     open_dir(vm, OsStr::new(name))
         .is_ok_and(|d| rustix::fs::statat(&d, MARKER, AtFlags::SYMLINK_NOFOLLOW).is_ok())
-}
-
-/// Removes the marked views in `<vm_dir>/<parent>` whose directory is not in
-/// `wanted`, and their directory when nothing else is left in it; in
-/// `by-id/`, the daemon's own, the whole directory ([`remove_tree`]).
-fn remove_stale(
-    root: &OwnedFd,
-    vm_dir: &Path,
-    parent: &Path,
-    wanted: &BTreeSet<VmName>,
-    report: &mut SyncReport,
-) {
-    let dir_path = vm_dir.join(parent);
-    let dir = if parent.as_os_str().is_empty() {
-        root.try_clone()
-    } else {
-        open_dir(root, parent.as_os_str())
-    };
-    let dir = match dir {
-        Ok(d) => d,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-        Err(e) => {
-            report.errors.push(ViewError {
-                name: None,
-                what: "cannot open",
-                path: dir_path,
-                source: e,
-            });
-            return;
-        }
-    };
-    let entries = match std::fs::read_dir(&dir_path) {
-        Ok(e) => e,
-        Err(e) => {
-            report.errors.push(ViewError {
-                name: None,
-                what: "cannot list the VM directory",
-                path: dir_path,
-                source: e,
-            });
-            return;
-        }
-    };
-    let mut stale: Vec<VmName> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()
-                .and_then(|n| VmName::try_from(n).ok())
-        })
-        .filter(|n| !wanted.contains(n))
-        .collect();
-    stale.sort();
-    for name in stale {
-        let Ok(vm) = open_dir(&dir, OsStr::new(name.as_str())) else {
-            continue;
-        };
-        if !is_marked_view(&vm, CONFIG) {
-            continue;
-        }
-        let vm_path = dir_path.join(name.as_str());
-        if parent == Path::new(BY_ID) {
-            // The daemon's own directory (made 0700 for the VM): it goes
-            // with everything in it (Spectrum's run-vmm leaves its `vmm`
-            // and `vmm.lock` sockets there), but never past a mount point
-            // or through a symlink.
-            drop(vm);
-            match remove_tree(&dir, OsStr::new(name.as_str())) {
-                Ok(()) => report.removed.push(name),
-                Err(e) => report.errors.push(ViewError {
-                    name: Some(name),
-                    what: "cannot remove the directory",
-                    path: vm_path,
-                    source: e,
-                }),
-            }
-            continue;
-        }
-        let mut result = remove_entry(&vm, &vm_path.join(CONFIG), CONFIG);
-        if result.is_ok() && is_marked_view(&vm, NEW) {
-            result = remove_entry(&vm, &vm_path.join(NEW), NEW);
-        }
-        match result {
-            Ok(()) => {
-                // Keep the directory if something else lives there.
-                let _ = rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::REMOVEDIR);
-                report.removed.push(name);
-            }
-            Err(e) => report.errors.push(ViewError {
-                name: Some(name),
-                what: "cannot remove the view",
-                path: vm_path.join(CONFIG),
-                source: e,
-            }),
-        }
-    }
-}
-
-/// How deep [`remove_tree`] goes.
-const MAX_DEPTH: usize = 16;
-
-/// Removes `parent/name`, a directory, and everything in it, without
-/// following a symlink (a link is removed, not what it points at) and
-/// without going into another mount (a mount point in it makes the removal
-/// fail, leaving what is left): nothing outside the directory is touched.
-pub(super) fn remove_tree(parent: &OwnedFd, name: &OsStr) -> io::Result<()> {
-    let dir = open_dir(parent, name)?;
-    let mount = mount_id(&dir)?;
-    empty_dir(&dir, mount, 0)?;
-    rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR).map_err(io_err)
-}
-
-fn mount_id(fd: &OwnedFd) -> io::Result<u64> {
-    let st = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, rustix::fs::StatxFlags::MNT_ID)
-        .map_err(io_err)?;
-    Ok(st.stx_mnt_id)
-}
-
-fn empty_dir(dir: &OwnedFd, mount: u64, depth: usize) -> io::Result<()> {
-    if depth > MAX_DEPTH {
-        return Err(io::Error::other("too deep"));
-    }
-    let mut names = Vec::new();
-    let mut d = rustix::fs::Dir::read_from(dir).map_err(io_err)?;
-    while let Some(e) = d.read() {
-        let e = e.map_err(io_err)?;
-        let n = e.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            names.push(e.file_name().to_owned());
-        }
-    }
-    for n in names {
-        match rustix::fs::unlinkat(dir, n.as_c_str(), AtFlags::empty()) {
-            Ok(()) | Err(Errno::NOENT) => {}
-            Err(Errno::ISDIR) => {
-                let sub = rustix::fs::openat(
-                    dir,
-                    n.as_c_str(),
-                    rustix::fs::OFlags::RDONLY
-                        | rustix::fs::OFlags::DIRECTORY
-                        | rustix::fs::OFlags::NOFOLLOW
-                        | rustix::fs::OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(io_err)?;
-                if mount_id(&sub)? != mount {
-                    return Err(io::Error::other(format!(
-                        "{} is a mount point",
-                        n.to_string_lossy()
-                    )));
-                }
-                empty_dir(&sub, mount, depth + 1)?;
-                rustix::fs::unlinkat(dir, n.as_c_str(), AtFlags::REMOVEDIR).map_err(io_err)?;
-            }
-            Err(e) => return Err(io_err(e)),
-        }
-    }
-    Ok(())
 }

@@ -3,7 +3,8 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use super::sync::{make_vm_dir, remove_tree};
+use super::remove::remove_tree;
+use super::sync::make_vm_dir;
 
 fn open(p: &Path) -> std::os::fd::OwnedFd {
     rustix::fs::open(

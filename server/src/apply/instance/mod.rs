@@ -119,7 +119,6 @@ impl<T: Instances> InstanceApplier<T> {
         })
     }
 
-    /// The configuration.
     pub fn config(&self) -> &InstanceConfig {
         &self.config
     }

@@ -72,7 +72,6 @@ impl InstanceName {
         Ok(InstanceName(s.to_owned()))
     }
 
-    /// The name.
     pub fn as_str(&self) -> &str {
         &self.0
     }

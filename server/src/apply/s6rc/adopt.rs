@@ -58,12 +58,7 @@ pub enum AdoptError {
     },
     /// `LIVE` could not be pointed back at its directory.
     #[error("cannot point it at {}: {error}", .target.display())]
-    Relink {
-        /// The directory.
-        target: PathBuf,
-        /// Why.
-        error: io::Error,
-    },
+    Relink { target: PathBuf, error: io::Error },
     /// Its prefix cannot be read.
     #[error("cannot read its prefix: {0}")]
     PrefixUnreadable(io::Error),
@@ -87,19 +82,13 @@ pub enum AdoptError {
         .store.display()
     )]
     SourceGone {
-        /// The database.
         db: PathBuf,
         /// The state directory.
         store: PathBuf,
     },
     /// The live database is gone and compiling it again failed.
     #[error("its compiled database {} is gone: {error}", .db.display())]
-    Recompile {
-        /// The database.
-        db: PathBuf,
-        /// Why.
-        error: ToolError,
-    },
+    Recompile { db: PathBuf, error: ToolError },
     /// Its services cannot be listed.
     #[error("cannot list its services: {0}")]
     Services(ToolError),

@@ -20,7 +20,7 @@
 //! - Supervisors whose live directory was deleted (an update killed after
 //!   its switch, a live directory removed under them) are stopped: no
 //!   s6-rc program can reach them, and each counts against s6-svscan's
-//!   limit (issue 12: 450 of them made the next update hang).
+//!   limit (450 of them made the next update hang).
 
 use std::path::{Path, PathBuf};
 

@@ -289,7 +289,6 @@ impl<T: S6rc> S6rcApplier<T> {
         })
     }
 
-    /// The configuration.
     pub fn config(&self) -> &S6rcConfig {
         &self.config
     }

@@ -27,14 +27,12 @@ pub enum S6rcOutcome {
     FailedBeforeSwitch(Cause),
     /// The switch happened but left things broken; repaired at once.
     Repaired {
-        /// What broke.
         failure: Cause,
         /// The repairing switch.
         repair: Switch,
     },
     /// The switch happened, left things broken, and was not repaired.
     FailedAfterSwitch {
-        /// What broke.
         failure: Cause,
         /// What was done about it.
         recovery: Recovery,
@@ -147,12 +145,7 @@ pub enum Cause {
         scandir: PathBuf,
     },
     /// The source to compile could not be written.
-    WriteSource {
-        /// Where.
-        path: PathBuf,
-        /// Why.
-        error: String,
-    },
+    WriteSource { path: PathBuf, error: String },
     /// A program failed, before it switched anything.
     Program(ToolError),
     /// A program was still running at its deadline and was killed, before it
@@ -167,7 +160,6 @@ pub enum Cause {
     },
     /// A scan-directory entry the switch needs belongs to someone else.
     EntryTaken {
-        /// The entry.
         entry: PathBuf,
         /// What holds it.
         by: String,

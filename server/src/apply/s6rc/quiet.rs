@@ -5,7 +5,7 @@
 //! the lock itself. It waits for that, bounded and logged, before it adopts
 //! or cleans anything at start-up: a daemon killed during `s6-rc-update`
 //! leaves the update running, and that update may still switch to the
-//! database it was given (issue 12). Waiting longer than the bound is a
+//! database it was given. Waiting longer than the bound is a
 //! [`Busy`] outcome, never a deletion.
 
 use std::path::Path;

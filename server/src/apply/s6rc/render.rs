@@ -30,12 +30,10 @@ pub const MAX_SCANDIR_NAME: usize = 251;
 pub enum Entry {
     /// A regular file.
     File {
-        /// Its contents.
         contents: Vec<u8>,
         /// Mode 0755 rather than 0644.
         executable: bool,
     },
-    /// A directory.
     Dir,
     /// A symlink with this target.
     Symlink(Vec<u8>),

@@ -30,7 +30,6 @@ pub(super) struct Damage<'a> {
     pub old: &'a DbRecord,
     /// The running VMs whose definition the switch changes.
     pub probes: &'a [Probe],
-    /// What broke.
     pub failure: Cause,
     /// What the report shows if the repair fails.
     pub shown: Shown,

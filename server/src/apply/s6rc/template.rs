@@ -179,12 +179,10 @@ fn placeholder_len(rest: &[u8]) -> Option<usize> {
 pub enum Node {
     /// A regular file; `executable` when any execute bit is set.
     File {
-        /// Its contents.
         contents: Pattern,
         /// Written with mode 0755 rather than 0644.
         executable: bool,
     },
-    /// A directory.
     Dir,
     /// A symbolic link (not followed), with this target.
     Symlink(Pattern),
@@ -203,7 +201,6 @@ pub enum TemplateError {
     /// Reading the template failed.
     #[error("cannot read template entry {path}")]
     Read {
-        /// The entry.
         path: PathBuf,
         /// The cause.
         #[source]
@@ -220,7 +217,6 @@ pub enum TemplateError {
         "template entry {path} uses unknown placeholder @{word}@ (known: @VM_NAME@, @VM_VIEW@, @VM_START@)"
     )]
     UnknownPlaceholder {
-        /// The entry.
         path: PathBuf,
         /// The word between the `@`.
         word: String,
@@ -228,7 +224,6 @@ pub enum TemplateError {
     /// An entry the daemon owns or that makes no sense for a VM.
     #[error("template may not contain {path}: {why}")]
     Reserved {
-        /// The entry.
         path: PathBuf,
         /// Why not.
         why: &'static str,
@@ -241,10 +236,7 @@ pub enum TemplateError {
     MissingRun,
     /// A file over [`MAX_FILE_SIZE`].
     #[error("template entry {path} is larger than {MAX_FILE_SIZE} bytes")]
-    TooLarge {
-        /// The entry.
-        path: PathBuf,
-    },
+    TooLarge { path: PathBuf },
     /// More than [`MAX_ENTRIES`] entries, or deeper than [`MAX_DEPTH`].
     #[error("template has more than {MAX_ENTRIES} entries or is nested deeper than {MAX_DEPTH}")]
     TooBig,

@@ -69,7 +69,6 @@ pub struct Init<'a> {
 /// An `s6-supervise` process and the service directory it runs in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Supervisor {
-    /// Its pid.
     pub pid: u32,
     /// Its service directory (its working directory).
     pub dir: PathBuf,

@@ -25,7 +25,7 @@ fn fill_one_by_one(l: &Arc<Ledger>, users: u32) -> Vec<Claim> {
     held
 }
 
-/// Regression (issue 12, item 2): 8 uids with 32 idle connections each
+/// Regression: 8 uids with 32 idle connections each
 /// filled the table (256), and root's `status` got `busy: too many
 /// connections`.
 #[test]
@@ -153,7 +153,7 @@ async fn a_wait_given_up_leaves_nothing_behind() {
     assert_eq!(l.used(), 0);
 }
 
-/// Regression (issue 12, item 2, what the fair share left): 15 uids
+/// Regression: 15 uids
 /// connecting one after the other held every user slot, and a sixteenth
 /// was refused for as long as they stayed. Now a refused user takes a slot
 /// from the user holding the most, while that one holds two more.

@@ -22,7 +22,6 @@ pub enum Owner {
 /// Who may connect to a UI VM's listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Access {
-    /// Its mode.
     pub mode: u32,
     /// Its owner.
     pub owner: Owner,

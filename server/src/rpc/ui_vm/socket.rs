@@ -58,9 +58,7 @@ pub enum BindError {
     Io {
         /// What was being done.
         what: &'static str,
-        /// Where.
         path: PathBuf,
-        /// Why.
         #[source]
         source: std::io::Error,
     },
@@ -69,7 +67,6 @@ pub enum BindError {
 /// The mode, owner and group a listener is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Perms {
-    /// Its mode.
     pub mode: u32,
     /// Its owner, if it should be changed.
     pub owner: Option<u32>,

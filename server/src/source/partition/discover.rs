@@ -66,7 +66,6 @@ pub struct Refusal {
     pub device: Option<PathBuf>,
     /// The PARTUUID, where known.
     pub partuuid: Option<Guid>,
-    /// Why.
     pub diagnostic: Diagnostic,
 }
 

@@ -128,7 +128,6 @@ pub enum HeaderProblem {
     /// Entry-array CRC mismatch.
     #[error("entry array crc mismatch")]
     ArrayCrc,
-    /// Reading failed.
     #[error("read failed: {0}")]
     Io(String),
 }

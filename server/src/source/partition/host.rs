@@ -16,9 +16,7 @@ pub enum OpenError {
     /// open or fstat failed.
     #[error("cannot open {node}")]
     Io {
-        /// The node.
         node: PathBuf,
-        /// The error.
         #[source]
         source: io::Error,
     },
@@ -28,7 +26,6 @@ pub enum OpenError {
     /// The node's device number is not the one sysfs gives.
     #[error("{node} is device {found}, sysfs says {expected}")]
     WrongDevice {
-        /// The node.
         node: PathBuf,
         /// From sysfs.
         expected: DevId,
@@ -38,7 +35,6 @@ pub enum OpenError {
     /// The disk was replaced (its sequence number changed).
     #[error("{node} has disk sequence number {found}, sysfs says {expected}")]
     DiskseqChanged {
-        /// The node.
         node: PathBuf,
         /// From sysfs.
         expected: u64,
@@ -131,7 +127,6 @@ pub enum MountError {
         what: &'static str,
         /// The kernel's own message, where it gave one.
         detail: Option<String>,
-        /// The error.
         #[source]
         source: io::Error,
     },

@@ -126,7 +126,6 @@ impl<H: BlockHost> PartitionManager<H> {
         }
     }
 
-    /// The configuration.
     pub fn config(&self) -> &PartitionConfig {
         &self.config
     }

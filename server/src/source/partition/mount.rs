@@ -52,7 +52,6 @@ pub enum MountRefusal {
     /// `fsck` could not be run.
     #[error("cannot run {}: {source}", .program.display())]
     FsckNotRun {
-        /// The program.
         program: PathBuf,
         /// What running it said.
         source: std::io::Error,
