@@ -46,7 +46,7 @@ const TARGET: f64 = 1.1;
 const TARGET_SIZES: [usize; 2] = [100, 500];
 
 /// Runs the suite; `quick` does fewer runs.
-pub fn run(quick: bool) -> Result<(), String> {
+pub(crate) fn run(quick: bool) -> Result<(), String> {
     let Some(bin) = vm_catalog_tests::s6rc_bindir() else {
         println!("apply: SKIP: s6-rc not installed (set S6RC_BINDIR or put s6-rc-compile on PATH)");
         return Ok(());

@@ -38,7 +38,7 @@ const HOLD: Duration = Duration::from_secs(8);
 const AFTER: Duration = Duration::from_secs(12);
 
 /// Runs the suite and prints its table.
-pub fn run(quick: bool) -> Result<(), String> {
+pub(crate) fn run(quick: bool) -> Result<(), String> {
     if !vm_catalog_tests::is_root() {
         println!("attack: SKIP: connecting as other uids needs root");
         return Ok(());

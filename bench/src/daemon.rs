@@ -26,7 +26,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Builds the daemon and CLI binaries if needed, before anything is timed
 /// (a build inside a suite would count in its figures). Errors show up
 /// again when a suite asks for a binary.
-pub fn prepare() {
+pub(crate) fn prepare() {
     let _ = bin_dir();
 }
 
@@ -80,7 +80,7 @@ fn bin_dir() -> Result<&'static Path, String> {
 }
 
 /// The path of workspace binary `name` (`vm-catalogd`, `vm-catalog`).
-pub fn workspace_bin(name: &str) -> Result<PathBuf, String> {
+pub(crate) fn workspace_bin(name: &str) -> Result<PathBuf, String> {
     let bin = bin_dir()?.join(name);
     if bin.is_file() {
         Ok(bin)
@@ -96,7 +96,7 @@ pub fn workspace_bin(name: &str) -> Result<PathBuf, String> {
 /// A `vm-catalogd` on temp dirs: a built-in source (`builtin/`, empty) and
 /// an untrusted source `user` (`user/`). Stopped on drop.
 #[derive(Debug)]
-pub struct Daemon {
+pub(crate) struct Daemon {
     tree: Tree,
     child: Option<Child>,
 }
@@ -109,7 +109,7 @@ impl Default for Daemon {
 
 impl Daemon {
     /// A daemon, not started, with empty sources.
-    pub fn new() -> Daemon {
+    pub(crate) fn new() -> Daemon {
         let tree = Tree::new();
         tree.dir("builtin");
         tree.dir("user");
@@ -118,23 +118,23 @@ impl Daemon {
     }
 
     /// The temp dir.
-    pub fn tree(&self) -> &Tree {
+    pub(crate) fn tree(&self) -> &Tree {
         &self.tree
     }
 
     /// The `user` source.
-    pub fn user(&self) -> PathBuf {
+    pub(crate) fn user(&self) -> PathBuf {
         self.tree.join("user")
     }
 
     /// The socket.
-    pub fn socket(&self) -> PathBuf {
+    pub(crate) fn socket(&self) -> PathBuf {
         self.tree.join("run/socket")
     }
 
     /// The arguments of a catalog-only daemon (`--apply none`) with its
     /// state and views in the temp dir, taking `connections` clients.
-    pub fn catalog_only(&self, connections: usize) -> Vec<OsString> {
+    pub(crate) fn catalog_only(&self, connections: usize) -> Vec<OsString> {
         let mut a = vec![
             "--apply".into(),
             "none".into(),
@@ -151,7 +151,7 @@ impl Daemon {
     /// `--no-watch` (the suites rescan by request), `--no-partitions` and
     /// the default log level; waits until it answers a `Hello`, which it
     /// does only after its first scan and apply.
-    pub fn start(&mut self, args: &[OsString]) -> Result<(), String> {
+    pub(crate) fn start(&mut self, args: &[OsString]) -> Result<(), String> {
         let log = fs::File::create(self.tree.join("daemon.log")).map_err(|e| e.to_string())?;
         let mut cmd = Command::new(workspace_bin("vm-catalogd")?);
         cmd.arg("--socket")
@@ -193,7 +193,7 @@ impl Daemon {
     }
 
     /// The daemon's pid.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
 
@@ -204,7 +204,7 @@ impl Daemon {
     }
 
     /// Stops the daemon: SIGTERM, then SIGKILL after 10 s.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -229,7 +229,7 @@ impl Drop for Daemon {
 /// `--max-connections` and `--max-connections-per-uid` for `n` clients,
 /// and this process's group as `--admin-group` (so a run as another user
 /// than root may still call `Rescan`).
-pub fn limits(n: usize) -> Vec<OsString> {
+pub(crate) fn limits(n: usize) -> Vec<OsString> {
     let limit = (n + 16).to_string();
     vec![
         "--max-connections".into(),
@@ -242,7 +242,7 @@ pub fn limits(n: usize) -> Vec<OsString> {
 }
 
 /// The name of generated definition `i` of [`definitions`].
-pub fn vm_name(i: usize) -> String {
+pub(crate) fn vm_name(i: usize) -> String {
     if i == 0 {
         "netvm".into()
     } else {
@@ -253,7 +253,7 @@ pub fn vm_name(i: usize) -> String {
 /// Writes `n` definitions in the daemon's `user` source, like the rescan
 /// suite's: `vmlinux`, `blk/root.img`, and every other one with
 /// `providers/net/netvm` (`netvm` is one of them).
-pub fn definitions(d: &Daemon, n: usize) {
+pub(crate) fn definitions(d: &Daemon, n: usize) {
     for i in 0..n {
         let name = vm_name(i);
         d.tree.vm("user", &name);
@@ -265,7 +265,7 @@ pub fn definitions(d: &Daemon, n: usize) {
 
 /// Turns one VM's `providers/net/netvm` on or off: a change of one VM at
 /// the next rescan. Returns whether it is on now.
-pub fn toggle_provider(d: &Daemon, name: &str) -> Result<bool, String> {
+pub(crate) fn toggle_provider(d: &Daemon, name: &str) -> Result<bool, String> {
     let p = d.user().join(name).join("providers/net/netvm");
     if p.exists() {
         fs::remove_file(&p).map_err(|e| format!("{}: {e}", p.display()))?;
@@ -278,7 +278,7 @@ pub fn toggle_provider(d: &Daemon, name: &str) -> Result<bool, String> {
 
 /// Memory of a process from `/proc/PID/status`, in KiB.
 #[derive(Debug, Clone, Copy)]
-pub struct Memory {
+pub(crate) struct Memory {
     /// Peak resident set (`VmHWM`).
     pub peak: u64,
     /// Resident set now (`VmRSS`).
@@ -286,7 +286,7 @@ pub struct Memory {
 }
 
 /// Reads [`Memory`] of `pid`.
-pub fn memory(pid: u32) -> Result<Memory, String> {
+pub(crate) fn memory(pid: u32) -> Result<Memory, String> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))
         .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
     let field = |name: &str| -> Result<u64, String> {

@@ -17,10 +17,10 @@ use std::process::{Child, Command, Stdio};
 use crate::raw::{Listener, Seqpacket};
 
 /// The hidden first argument that makes this binary the echo server.
-pub const ARG: &str = "__echo-server";
+pub(crate) const ARG: &str = "__echo-server";
 
 /// Serves at `socket` forever (the parent kills us; we die with it).
-pub fn serve(socket: &Path) -> io::Result<()> {
+pub(crate) fn serve(socket: &Path) -> io::Result<()> {
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
     let listener = Listener::bind(socket)?;
     println!("ready");
@@ -48,7 +48,7 @@ fn echo(conn: &Seqpacket) -> io::Result<()> {
 }
 
 /// The setup datagram for answers of `sizes` bytes.
-pub fn setup(sizes: &[usize]) -> Vec<u8> {
+pub(crate) fn setup(sizes: &[usize]) -> Vec<u8> {
     let mut b = (sizes.len() as u32).to_le_bytes().to_vec();
     for &s in sizes {
         b.extend_from_slice(&(s as u32).to_le_bytes());
@@ -73,7 +73,7 @@ fn parse_setup(b: &[u8]) -> io::Result<Vec<usize>> {
 /// A running echo server process on a socket in its own temp dir; killed
 /// (and the dir removed) on drop.
 #[derive(Debug)]
-pub struct EchoServer {
+pub(crate) struct EchoServer {
     child: Child,
     socket: PathBuf,
     _dir: tempfile::TempDir,
@@ -81,14 +81,14 @@ pub struct EchoServer {
 
 impl EchoServer {
     /// Starts the server and waits until it listens.
-    pub fn start() -> io::Result<EchoServer> {
+    pub(crate) fn start() -> io::Result<EchoServer> {
         EchoServer::spawn(ARG)
     }
 
     /// Starts this binary re-executed with `arg` and the socket path (an
     /// echo of some kind that prints `ready` once it listens), and waits
     /// until it listens.
-    pub fn spawn(arg: &str) -> io::Result<EchoServer> {
+    pub(crate) fn spawn(arg: &str) -> io::Result<EchoServer> {
         let dir = tempfile::tempdir()?;
         let socket = dir.path().join("echo");
         let mut child = Command::new(std::env::current_exe()?)
@@ -115,12 +115,12 @@ impl EchoServer {
     }
 
     /// Where it listens.
-    pub fn socket(&self) -> &Path {
+    pub(crate) fn socket(&self) -> &Path {
         &self.socket
     }
 
     /// A connection whose every datagram is answered with datagrams of `sizes`.
-    pub fn connect(&self, sizes: &[usize]) -> io::Result<Seqpacket> {
+    pub(crate) fn connect(&self, sizes: &[usize]) -> io::Result<Seqpacket> {
         let c = Seqpacket::connect(&self.socket)?;
         c.send(&setup(sizes))?;
         Ok(c)

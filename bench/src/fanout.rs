@@ -78,7 +78,7 @@ impl Row {
 }
 
 /// Runs the suite and prints its table.
-pub fn run(quick: bool) -> Result<(), String> {
+pub(crate) fn run(quick: bool) -> Result<(), String> {
     let samples: usize = if quick { 3 } else { 11 };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -24,7 +24,7 @@ const VMS: usize = 1_000;
 const SUBSCRIBERS: usize = 1_000;
 
 /// Runs the suite and prints its table.
-pub fn run(quick: bool) -> Result<(), String> {
+pub(crate) fn run(quick: bool) -> Result<(), String> {
     let runs = if quick { 1 } else { 3 };
     let mut idle = (Runs::default(), Runs::default());
     let mut vms = (Runs::default(), Runs::default());

@@ -47,7 +47,7 @@ const CHANGES: usize = 10;
 /// The daemon's debounce.
 const DEBOUNCE_MS: &str = "10";
 
-pub fn run(quick: bool) -> Result<(), String> {
+pub(crate) fn run(quick: bool) -> Result<(), String> {
     let runs = if quick { 2 } else { 5 };
     let cache = std::env::var_os("VM_CATALOG_GUEST_CACHE")
         .map(PathBuf::from)

@@ -30,7 +30,7 @@ use crate::stats::Runs;
 const SIZES: [usize; 3] = [10, 100, 500];
 
 /// Runs the suite; `quick` does fewer runs.
-pub fn run(quick: bool) -> Result<(), String> {
+pub(crate) fn run(quick: bool) -> Result<(), String> {
     for tool in ["s6-svscan", "s6-instance-maker", "s6-instance-create"] {
         if vm_catalog_tests::which(tool).is_none() {
             println!("instances: SKIP: {tool} not installed (Debian package s6)");

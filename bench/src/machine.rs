@@ -4,7 +4,7 @@
 use std::path::Path;
 
 /// One line describing this machine.
-pub fn describe() -> String {
+pub(crate) fn describe() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()

@@ -21,7 +21,7 @@ use vm_catalog_protocol::{
 
 /// One connected `SOCK_SEQPACKET` socket, blocking.
 #[derive(Debug)]
-pub struct Seqpacket {
+pub(crate) struct Seqpacket {
     fd: OwnedFd,
 }
 
@@ -36,21 +36,21 @@ fn seqpacket() -> io::Result<OwnedFd> {
 
 impl Seqpacket {
     /// Connects to the socket at `path`.
-    pub fn connect(path: &Path) -> io::Result<Seqpacket> {
+    pub(crate) fn connect(path: &Path) -> io::Result<Seqpacket> {
         let fd = seqpacket()?;
         rustix::net::connect(&fd, &SocketAddrUnix::new(path)?)?;
         Ok(Seqpacket { fd })
     }
 
     /// Sends one datagram.
-    pub fn send(&self, datagram: &[u8]) -> io::Result<()> {
+    pub(crate) fn send(&self, datagram: &[u8]) -> io::Result<()> {
         rustix::net::send(&self.fd, datagram, SendFlags::NOSIGNAL)?;
         Ok(())
     }
 
     /// Receives one datagram into `buf`; its length (0: end of file). A
     /// datagram longer than `buf` is an error.
-    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+    pub(crate) fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         let (_, len) = rustix::net::recv(&self.fd, &mut *buf, RecvFlags::TRUNC)?;
         if len > buf.len() {
             return Err(io::Error::other(format!(
@@ -62,7 +62,7 @@ impl Seqpacket {
     }
 
     /// Bytes queued for this socket to read (`FIONREAD`, all datagrams).
-    pub fn queued(&self) -> io::Result<u64> {
+    pub(crate) fn queued(&self) -> io::Result<u64> {
         Ok(rustix::io::ioctl_fionread(&self.fd)?)
     }
 }
@@ -82,13 +82,13 @@ impl AsFd for Seqpacket {
 
 /// A listening `SOCK_SEQPACKET` socket, blocking.
 #[derive(Debug)]
-pub struct Listener {
+pub(crate) struct Listener {
     fd: OwnedFd,
 }
 
 impl Listener {
     /// Binds and listens at `path` (which must not exist).
-    pub fn bind(path: &Path) -> io::Result<Listener> {
+    pub(crate) fn bind(path: &Path) -> io::Result<Listener> {
         let fd = seqpacket()?;
         rustix::net::bind(&fd, &SocketAddrUnix::new(path)?)?;
         rustix::net::listen(&fd, 128)?;
@@ -96,7 +96,7 @@ impl Listener {
     }
 
     /// Accepts one connection.
-    pub fn accept(&self) -> io::Result<Seqpacket> {
+    pub(crate) fn accept(&self) -> io::Result<Seqpacket> {
         let fd = rustix::net::accept_with(&self.fd, SocketFlags::CLOEXEC)?;
         Ok(Seqpacket { fd })
     }
@@ -104,7 +104,7 @@ impl Listener {
 
 /// A connection to the daemon in raw frames, after the handshake.
 #[derive(Debug)]
-pub struct RawClient {
+pub(crate) struct RawClient {
     socket: Seqpacket,
     max_frame: u32,
     next_id: u32,
@@ -113,13 +113,13 @@ pub struct RawClient {
 
 impl RawClient {
     /// Connects to the daemon at `path` and completes the handshake.
-    pub fn connect(path: &Path) -> io::Result<RawClient> {
+    pub(crate) fn connect(path: &Path) -> io::Result<RawClient> {
         Self::handshake(Seqpacket::connect(path)?, DEFAULT_MAX_FRAME)
     }
 
     /// Completes the handshake on a connected socket, asking for frames of
     /// `max_frame` bytes.
-    pub fn handshake(socket: Seqpacket, max_frame: u32) -> io::Result<RawClient> {
+    pub(crate) fn handshake(socket: Seqpacket, max_frame: u32) -> io::Result<RawClient> {
         let hello = Hello {
             client: "vm-catalog-bench/raw".into(),
             versions: SUPPORTED_VERSIONS,
@@ -147,33 +147,33 @@ impl RawClient {
     }
 
     /// The socket.
-    pub fn socket(&self) -> &Seqpacket {
+    pub(crate) fn socket(&self) -> &Seqpacket {
         &self.socket
     }
 
     /// The request frame of call `params`, with a fresh call id.
-    pub fn request<C: Call>(&mut self, params: &C) -> io::Result<Vec<u8>> {
+    pub(crate) fn request<C: Call>(&mut self, params: &C) -> io::Result<Vec<u8>> {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(1);
         message::request(id, params, self.max_frame).map_err(io::Error::other)
     }
 
     /// Gives `frame` (built by [`RawClient::request`]) a fresh call id, in place.
-    pub fn renumber(&mut self, frame: &mut [u8]) {
+    pub(crate) fn renumber(&mut self, frame: &mut [u8]) {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(1);
         frame[8..12].copy_from_slice(&id.to_le_bytes());
     }
 
     /// Sends a frame.
-    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+    pub(crate) fn send(&self, frame: &[u8]) -> io::Result<()> {
         self.socket.send(frame)
     }
 
     /// Receives frames until the end of the call (`Reply`, `StreamEnd` or
     /// `Error`); calls `each(kind, len)` for every frame. An `Error` frame or
     /// anything unexpected is an error.
-    pub fn finish_call(&mut self, mut each: impl FnMut(FrameKind, usize)) -> io::Result<()> {
+    pub(crate) fn finish_call(&mut self, mut each: impl FnMut(FrameKind, usize)) -> io::Result<()> {
         loop {
             let n = self.socket.recv(&mut self.buf)?;
             if n == 0 {
@@ -190,7 +190,7 @@ impl RawClient {
     }
 
     /// Receives one frame of a subscription and decodes its event.
-    pub fn next_event(&mut self) -> io::Result<Event> {
+    pub(crate) fn next_event(&mut self) -> io::Result<Event> {
         let n = self.socket.recv(&mut self.buf)?;
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());

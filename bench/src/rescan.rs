@@ -120,7 +120,7 @@ pub(crate) fn fs_name(p: &Path) -> String {
 
 /// Runs the suite and prints its table; an error if the catalog does not
 /// come out as expected (every definition active, nothing changed).
-pub fn run(quick: bool) -> Result<(), String> {
+pub(crate) fn run(quick: bool) -> Result<(), String> {
     let probe = Tree::new();
     println!(
         "rescan: one untrusted directory source on {} ({}); times in ms (median min max)",

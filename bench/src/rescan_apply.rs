@@ -50,7 +50,7 @@ struct Row {
 }
 
 /// Runs the suite and prints its table.
-pub fn run(quick: bool) -> Result<(), String> {
+pub(crate) fn run(quick: bool) -> Result<(), String> {
     let Some(bin) = vm_catalog_tests::s6rc_bindir() else {
         println!(
             "rescan-apply: SKIP: s6-rc not installed (set S6RC_BINDIR or put s6-rc-compile on PATH)"

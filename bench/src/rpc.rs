@@ -85,7 +85,7 @@ struct Sample {
 }
 
 /// Runs the suite and prints its table.
-pub fn run(quick: bool) -> Result<(), String> {
+pub(crate) fn run(quick: bool) -> Result<(), String> {
     let runs = if quick { 2 } else { 7 };
     let mut daemon = Daemon::new();
     daemon::definitions(&daemon, VMS);

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 /// Repeated measurements of one figure (one value per run).
 #[derive(Debug, Clone, Default)]
-pub struct Runs(pub Vec<f64>);
+pub(crate) struct Runs(pub Vec<f64>);
 
 impl Runs {
     /// Adds one run's value.
-    pub fn push(&mut self, v: f64) {
+    pub(crate) fn push(&mut self, v: f64) {
         self.0.push(v);
     }
 
@@ -20,23 +20,23 @@ impl Runs {
     }
 
     /// The median (the upper one of an even count); 0 without runs.
-    pub fn median(&self) -> f64 {
+    pub(crate) fn median(&self) -> f64 {
         let v = self.sorted();
         v.get(v.len() / 2).copied().unwrap_or(0.0)
     }
 
     /// The smallest value; 0 without runs.
-    pub fn min(&self) -> f64 {
+    pub(crate) fn min(&self) -> f64 {
         self.sorted().first().copied().unwrap_or(0.0)
     }
 
     /// The largest value; 0 without runs.
-    pub fn max(&self) -> f64 {
+    pub(crate) fn max(&self) -> f64 {
         self.sorted().last().copied().unwrap_or(0.0)
     }
 
     /// `median [min-max]` with `decimals` digits after the point.
-    pub fn show(&self, decimals: usize) -> String {
+    pub(crate) fn show(&self, decimals: usize) -> String {
         format!(
             "{:.d$} [{:.d$}-{:.d$}]",
             self.median(),
@@ -49,7 +49,7 @@ impl Runs {
 
 /// The `p`-th percentile (0–100) of `samples` (sorted in place), by the
 /// nearest-rank method; zero for no samples.
-pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+pub(crate) fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     if samples.is_empty() {
         return Duration::ZERO;
     }
@@ -59,12 +59,12 @@ pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
 }
 
 /// Microseconds, as a float.
-pub fn us(d: Duration) -> f64 {
+pub(crate) fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
 /// Milliseconds, as a float.
-pub fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 

@@ -34,7 +34,7 @@ use crate::fanout::{self, CONNECTING, Note, Row, SAMPLE_TIMEOUT};
 use crate::stats::{Runs, percentile, us};
 
 /// The hidden first argument that makes this binary the stream echo server.
-pub const ECHO_ARG: &str = "__stream-echo-server";
+pub(crate) const ECHO_ARG: &str = "__stream-echo-server";
 
 /// Definitions in the catalog.
 const VMS: usize = 100;
@@ -64,7 +64,7 @@ impl Transport {
 }
 
 /// Runs the suite and prints its tables.
-pub fn run(quick: bool) -> Result<(), String> {
+pub(crate) fn run(quick: bool) -> Result<(), String> {
     fan_out(quick)?;
     ping(quick)
 }
@@ -296,7 +296,7 @@ fn p50(calls: usize, mut once: impl FnMut() -> io::Result<()>) -> Result<Duratio
 }
 
 /// Serves the echo at `socket` forever (the parent kills us; we die with it).
-pub fn serve_echo(socket: &Path) -> io::Result<()> {
+pub(crate) fn serve_echo(socket: &Path) -> io::Result<()> {
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
     let listener = UnixListener::bind(socket)?;
     println!("ready");

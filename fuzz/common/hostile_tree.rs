@@ -59,7 +59,7 @@ use vm_catalogd::definition::{
 use vm_catalogd::source::{Presence, SourceSpec};
 
 /// Names a name byte below `0xc0` picks from.
-pub const NAMES: &[&[u8]] = &[
+pub(crate) const NAMES: &[&[u8]] = &[
     b"vmlinux",
     b"blk",
     b"providers",
@@ -89,7 +89,7 @@ pub const NAMES: &[&[u8]] = &[
 ];
 
 /// Host paths a target may name (only ever read by a trusted scan).
-pub const HOST_TARGETS: &[&[u8]] = &[
+pub(crate) const HOST_TARGETS: &[&[u8]] = &[
     b"/",
     b"/etc/passwd",
     b"/dev/null",
@@ -115,7 +115,7 @@ enum Kind {
 
 /// The three directories of a tree.
 #[derive(Debug, Clone)]
-pub struct Layout {
+pub(crate) struct Layout {
     /// The canonical base directory.
     pub base: PathBuf,
     /// The source root (`base/src`).
@@ -128,7 +128,7 @@ pub struct Layout {
 
 /// The tree built from one input, and how to scan it.
 #[derive(Debug, Clone)]
-pub struct Built {
+pub(crate) struct Built {
     /// Its directories.
     pub layout: Layout,
     /// Whether the untrusted scan reads it as a partition.
@@ -387,7 +387,7 @@ impl Builder<'_> {
 }
 
 /// Builds the tree of `data` in `base`, an empty canonical directory.
-pub fn build(base: &Path, data: &[u8]) -> Built {
+pub(crate) fn build(base: &Path, data: &[u8]) -> Built {
     let layout = Layout {
         base: base.to_path_buf(),
         root: base.join("src"),
@@ -472,7 +472,7 @@ fn spec(root: &Path, trust: Trust, kind: SourceKind) -> SourceSpec {
 
 /// The scans of one tree, for the seed tests' own assertions.
 #[derive(Debug)]
-pub struct Scans {
+pub(crate) struct Scans {
     /// The untrusted scan.
     pub untrusted: SourceScan,
     /// The trusted scan.
@@ -481,7 +481,7 @@ pub struct Scans {
 
 /// Scans `built` as untrusted and as trusted (each twice), and with
 /// `scan_definition_dir` for every entry of the root, and checks every rule.
-pub fn scan_and_check(built: &Built) -> Result<Scans, String> {
+pub(crate) fn scan_and_check(built: &Built) -> Result<Scans, String> {
     let l = &built.layout;
     let mut before = Snapshot::new();
     snapshot(&l.base, &mut before);

@@ -7,12 +7,12 @@ use vm_catalog_protocol::{
 };
 
 /// A cursor's parts.
-pub fn cursor_fields(c: Cursor) -> (String, u64) {
+pub(super) fn cursor_fields(c: Cursor) -> (String, u64) {
     (c.epoch.to_string(), c.generation)
 }
 
 /// A diagnostic.
-pub fn diagnostic(d: &Diagnostic) -> Value {
+pub(super) fn diagnostic(d: &Diagnostic) -> Value {
     json!({
         "code": d.code.name(),
         "severity": d.severity.as_str(),
@@ -22,7 +22,7 @@ pub fn diagnostic(d: &Diagnostic) -> Value {
 }
 
 /// A VM definition.
-pub fn vm(e: &VmEntry) -> Value {
+pub(super) fn vm(e: &VmEntry) -> Value {
     json!({
         "name": e.name.as_str(),
         "source": e.source.as_str(),
@@ -41,7 +41,7 @@ pub fn vm(e: &VmEntry) -> Value {
 }
 
 /// A source.
-pub fn source(s: &SourceEntry) -> Value {
+pub(super) fn source(s: &SourceEntry) -> Value {
     json!({
         "label": s.label.as_str(),
         "kind": s.kind.as_str(),
@@ -59,7 +59,7 @@ pub fn source(s: &SourceEntry) -> Value {
 }
 
 /// An apply outcome.
-pub fn apply(a: &ApplyOutcome) -> Value {
+pub(super) fn apply(a: &ApplyOutcome) -> Value {
     json!({
         "status": a.status.as_str(),
         "generation": a.generation,
@@ -71,7 +71,7 @@ pub fn apply(a: &ApplyOutcome) -> Value {
 }
 
 /// A rescan outcome.
-pub fn rescan(r: &RescanOutcome) -> Value {
+pub(super) fn rescan(r: &RescanOutcome) -> Value {
     json!({
         "trigger": r.trigger.as_str(),
         "dry_run": r.dry_run,
@@ -86,7 +86,7 @@ pub fn rescan(r: &RescanOutcome) -> Value {
 
 /// The event name of a change: `added`, `removed`, `changed`,
 /// `state-changed` for VMs; the same prefixed with `source-` for sources.
-pub fn event_name(c: &Change) -> String {
+pub(super) fn event_name(c: &Change) -> String {
     match &c.item {
         ChangeItem::Vm(_) => c.kind.as_str().to_owned(),
         ChangeItem::Source(_) => format!("source-{}", c.kind.as_str()),
@@ -95,7 +95,7 @@ pub fn event_name(c: &Change) -> String {
 
 /// A change: `event`, `generation`, and `name`/`source`/`vm` for VMs or
 /// `label`/`source` for sources.
-pub fn change(c: &Change) -> Value {
+pub(super) fn change(c: &Change) -> Value {
     match &c.item {
         ChangeItem::Vm(e) => json!({
             "event": event_name(c),
@@ -114,7 +114,7 @@ pub fn change(c: &Change) -> Value {
 }
 
 /// `status --json`.
-pub fn info(i: &Info) -> Value {
+pub(super) fn info(i: &Info) -> Value {
     let (epoch, generation) = cursor_fields(i.cursor);
     json!({
         "server_version": i.server_version,

@@ -7,7 +7,7 @@ use super::{Failure, connect, json, out, text};
 use crate::Endpoint;
 
 /// Lists VMs.
-pub async fn run(
+pub(super) async fn run(
     endpoint: &Endpoint,
     all: bool,
     source: Option<SourceLabel>,

@@ -6,7 +6,7 @@ use super::{EXIT_FAILURE, Failure, connect, json, out, text};
 use crate::Endpoint;
 
 /// Rescans and prints the change batch.
-pub async fn run(endpoint: &Endpoint, dry_run: bool, as_json: bool) -> Result<(), Failure> {
+pub(super) async fn run(endpoint: &Endpoint, dry_run: bool, as_json: bool) -> Result<(), Failure> {
     let client = connect(endpoint).await?;
     let r = client.rescan(dry_run).await?;
     let o = &r.outcome;

@@ -13,7 +13,11 @@ use crate::{Client, Endpoint};
 /// the services of its providers, transitively, each once, every provider
 /// before the VMs it provides for: the order to start them in where nothing
 /// else knows the dependencies (s6 instances). One service per line.
-pub async fn run(endpoint: &Endpoint, name: &VmName, with_providers: bool) -> Result<(), Failure> {
+pub(super) async fn run(
+    endpoint: &Endpoint,
+    name: &VmName,
+    with_providers: bool,
+) -> Result<(), Failure> {
     let client = connect(endpoint).await?;
     if !with_providers {
         out(service(&client, name).await?.1);

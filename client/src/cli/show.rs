@@ -7,7 +7,7 @@ use super::{Failure, connect, json, out, text};
 use crate::Endpoint;
 
 /// Shows one VM.
-pub async fn run(endpoint: &Endpoint, name: &VmName, as_json: bool) -> Result<(), Failure> {
+pub(super) async fn run(endpoint: &Endpoint, name: &VmName, as_json: bool) -> Result<(), Failure> {
     let client = connect(endpoint).await?;
     let d = client.get_vm(name).await?;
     if as_json {

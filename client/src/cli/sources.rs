@@ -6,7 +6,7 @@ use super::{Failure, connect, json, out, text};
 use crate::Endpoint;
 
 /// Lists the sources.
-pub async fn run(endpoint: &Endpoint, as_json: bool) -> Result<(), Failure> {
+pub(super) async fn run(endpoint: &Endpoint, as_json: bool) -> Result<(), Failure> {
     let client = connect(endpoint).await?;
     let list = client.sources().await?;
     if as_json {

@@ -4,7 +4,7 @@ use super::{Failure, connect, json, out};
 use crate::Endpoint;
 
 /// Prints the daemon's status.
-pub async fn run(endpoint: &Endpoint, as_json: bool) -> Result<(), Failure> {
+pub(super) async fn run(endpoint: &Endpoint, as_json: bool) -> Result<(), Failure> {
     let client = connect(endpoint).await?;
     let i = client.info().await?;
     if as_json {

@@ -3,7 +3,7 @@
 use vm_catalog_protocol::{Change, ChangeItem, Severity, VmEntry, VmState};
 
 /// Formats rows as columns separated by two spaces (the last column is not padded).
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
+pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -37,7 +37,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
 
 /// Why a definition is not active (or, active, has no service), in a few
 /// words: each distinct error once, in the order of its first diagnostic.
-pub fn reason(e: &VmEntry) -> String {
+pub(super) fn reason(e: &VmEntry) -> String {
     match e.state {
         // An active VM with an error is left out of the apply (no service):
         // `hook-failed`, `name-too-long`, … say why.
@@ -59,7 +59,7 @@ pub fn reason(e: &VmEntry) -> String {
 }
 
 /// One line for a change: `added appvm-lynx (user, active)`.
-pub fn change(c: &Change) -> String {
+pub(super) fn change(c: &Change) -> String {
     match &c.item {
         ChangeItem::Vm(e) => {
             let mut s = format!(
@@ -89,7 +89,7 @@ pub fn change(c: &Change) -> String {
 }
 
 /// `-` for nothing.
-pub fn or_dash(s: Option<&str>) -> String {
+pub(super) fn or_dash(s: Option<&str>) -> String {
     s.unwrap_or("-").to_owned()
 }
 

@@ -8,7 +8,11 @@ use crate::{Endpoint, Watch, WatchEvent};
 
 /// Watches until interrupted. Survives daemon restarts: after a reconnect it
 /// prints what was missed (or a reset and the differences).
-pub async fn run(endpoint: &Endpoint, as_json: bool, since: Option<Cursor>) -> Result<(), Failure> {
+pub(super) async fn run(
+    endpoint: &Endpoint,
+    as_json: bool,
+    since: Option<Cursor>,
+) -> Result<(), Failure> {
     let mut watch = Watch::since(endpoint, since);
     loop {
         match watch.next().await? {

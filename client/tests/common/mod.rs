@@ -8,13 +8,13 @@ use std::process::{Command, Output};
 use serde_json::Value;
 use vm_catalog_tests::daemon::{TestDaemon, workspace_bin};
 
-pub fn cli() -> PathBuf {
+pub(crate) fn cli() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vm-catalog"))
 }
 
 /// A daemon with: built-in netvm; user appvm (provider netvm), a shadowed
 /// netvm and a rejected `broken`.
-pub fn daemon() -> TestDaemon {
+pub(crate) fn daemon() -> TestDaemon {
     let d = TestDaemon::new(workspace_bin("vm-catalogd"));
     d.builtin_vm("netvm");
     d.user_vm("netvm");
@@ -25,7 +25,7 @@ pub fn daemon() -> TestDaemon {
     d
 }
 
-pub fn run(d: &TestDaemon, args: &[&str]) -> Output {
+pub(crate) fn run(d: &TestDaemon, args: &[&str]) -> Output {
     Command::new(cli())
         .arg("--socket")
         .arg(d.socket())
@@ -34,11 +34,11 @@ pub fn run(d: &TestDaemon, args: &[&str]) -> Output {
         .unwrap()
 }
 
-pub fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-pub fn json(o: &Output) -> Value {
+pub(crate) fn json(o: &Output) -> Value {
     assert!(o.status.success(), "{o:?}");
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))
 }

@@ -16,7 +16,7 @@ use vm_catalog_protocol::{
 };
 
 /// A fake daemon listening at `path` (in a temp dir it owns).
-pub struct Fake {
+pub(crate) struct Fake {
     _dir: tempfile::TempDir,
     /// The socket.
     pub path: PathBuf,
@@ -25,7 +25,7 @@ pub struct Fake {
 
 impl Fake {
     /// Listens and runs `script` on the first connection.
-    pub fn serve(script: impl FnOnce(Peer) + Send + 'static) -> Fake {
+    pub(crate) fn serve(script: impl FnOnce(Peer) + Send + 'static) -> Fake {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vsock_22083");
         let listener = UnixListener::bind(&path).unwrap();
@@ -44,7 +44,7 @@ impl Fake {
     }
 
     /// Waits for the script to end; its panics fail the test.
-    pub fn join(mut self) {
+    pub(crate) fn join(mut self) {
         if let Some(s) = self.script.take() {
             s.join().expect("the fake daemon's script");
         }
@@ -52,7 +52,7 @@ impl Fake {
 }
 
 /// The fake daemon's end of a connection.
-pub struct Peer {
+pub(crate) struct Peer {
     stream: UnixStream,
     framer: StreamFramer,
 }
@@ -60,7 +60,7 @@ pub struct Peer {
 impl Peer {
     /// The next frame the client sent (checked as a datagram would be);
     /// `None` at a clean end of the stream.
-    pub fn recv(&mut self) -> Option<(Header, Vec<u8>)> {
+    pub(crate) fn recv(&mut self) -> Option<(Header, Vec<u8>)> {
         while !self.framer.has_frame().expect("a well-formed stream") {
             let n = self.stream.read(self.framer.space()).unwrap();
             if n == 0 {
@@ -79,7 +79,7 @@ impl Peer {
 
     /// Reads `Hello` and answers `Welcome` (max frame 64 KiB), in pieces of
     /// `piece` bytes.
-    pub fn handshake(&mut self, piece: usize) -> Hello {
+    pub(crate) fn handshake(&mut self, piece: usize) -> Hello {
         let (h, body) = self.recv().expect("a Hello");
         assert_eq!(h.kind, FrameKind::Hello);
         let hello: Hello = codec::decode(&body, Compat::Exact).unwrap();
@@ -99,13 +99,13 @@ impl Peer {
     }
 
     /// Writes bytes.
-    pub fn send(&mut self, bytes: &[u8]) {
+    pub(crate) fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).unwrap();
         self.stream.flush().unwrap();
     }
 
     /// Ends the connection.
-    pub fn close(self) {
+    pub(crate) fn close(self) {
         drop(self);
     }
 }

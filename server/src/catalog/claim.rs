@@ -85,7 +85,7 @@ impl Referent {
 
 /// Where in `defs` the definitions named `name` are, in precedence order.
 /// `defs` is sorted by catalog name, then precedence.
-pub fn range_of<T: Claims>(defs: &[T], name: &str) -> Range<usize> {
+pub(super) fn range_of<T: Claims>(defs: &[T], name: &str) -> Range<usize> {
     let start = defs.partition_point(|d| d.name() < name);
     let end = start + defs[start..].partition_point(|d| d.name() == name);
     start..end
@@ -93,7 +93,7 @@ pub fn range_of<T: Claims>(defs: &[T], name: &str) -> Range<usize> {
 
 /// The claimant among the definitions of one name (in precedence order):
 /// the first that may claim it.
-pub fn claimant<T: Claims>(same_name: &[T]) -> Option<usize> {
+pub(super) fn claimant<T: Claims>(same_name: &[T]) -> Option<usize> {
     same_name.iter().position(Claims::may_claim)
 }
 
@@ -115,7 +115,7 @@ pub fn qualified(
 }
 
 /// The catalog name of the directory `dir` of the source `label`.
-pub fn catalog_name(names: Names, label: &SourceLabel, dir: &VmName) -> String {
+pub(super) fn catalog_name(names: Names, label: &SourceLabel, dir: &VmName) -> String {
     match names {
         Names::Plain => dir.as_str().to_owned(),
         Names::Qualified => format!("{label}.{dir}"),

@@ -44,7 +44,11 @@ pub(super) struct Index<'a> {
 impl<'a> Index<'a> {
     /// `raws` (sorted by name, then precedence) from `sources`, named and
     /// allowed providers as `opts` says.
-    pub fn new(raws: &'a [Raw], sources: &'a [SourceEntry], opts: &MergeOptions) -> Index<'a> {
+    pub(super) fn new(
+        raws: &'a [Raw],
+        sources: &'a [SourceEntry],
+        opts: &MergeOptions,
+    ) -> Index<'a> {
         Index {
             raws,
             sources,
@@ -69,7 +73,7 @@ impl<'a> Index<'a> {
 
     /// What `reference` refers to, by the one claimant rule
     /// ([`super::refer`]).
-    pub fn find(&self, reference: &VmName) -> Found {
+    pub(super) fn find(&self, reference: &VmName) -> Found {
         let has_label = |l: &SourceLabel| self.sources.iter().any(|s| &s.label == l);
         match super::refer(self.raws, reference, has_label, self.names) {
             Some(r) if r.is_claimant() => Found::Claimant(r.pick),
@@ -79,7 +83,7 @@ impl<'a> Index<'a> {
     }
 
     /// The claimants, by index in the raws.
-    pub fn claimants(&self) -> Vec<usize> {
+    pub(super) fn claimants(&self) -> Vec<usize> {
         let mut out = Vec::new();
         let mut start = 0;
         while start < self.raws.len() {

@@ -48,7 +48,7 @@ pub fn display_bytes(bytes: &[u8]) -> String {
 }
 
 /// An error-level diagnostic about `path`.
-pub fn error(code: DiagCode, path: &Path, message: impl Into<String>) -> Diagnostic {
+pub(super) fn error(code: DiagCode, path: &Path, message: impl Into<String>) -> Diagnostic {
     Diagnostic {
         code,
         severity: Severity::Error,
@@ -58,7 +58,7 @@ pub fn error(code: DiagCode, path: &Path, message: impl Into<String>) -> Diagnos
 }
 
 /// A warning-level diagnostic about `path`.
-pub fn warning(code: DiagCode, path: &Path, message: impl Into<String>) -> Diagnostic {
+pub(super) fn warning(code: DiagCode, path: &Path, message: impl Into<String>) -> Diagnostic {
     Diagnostic {
         code,
         severity: Severity::Warning,
@@ -74,7 +74,7 @@ pub fn has_error(diagnostics: &[Diagnostic]) -> bool {
 
 /// Sorts diagnostics into a stable order (readdir order is not stable
 /// across file systems): by path, then code, then message.
-pub fn sort(diagnostics: &mut [Diagnostic]) {
+pub(super) fn sort(diagnostics: &mut [Diagnostic]) {
     diagnostics.sort_by(|a, b| {
         (&a.path, a.code, &a.message, a.severity).cmp(&(&b.path, b.code, &b.message, b.severity))
     });

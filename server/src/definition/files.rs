@@ -33,7 +33,7 @@ pub(crate) struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     /// A context for one scan.
-    pub fn new(walk: Walk, opts: &'a super::ScanOptions) -> Self {
+    pub(super) fn new(walk: Walk, opts: &'a super::ScanOptions) -> Self {
         Ctx {
             walk,
             opts,

@@ -123,7 +123,11 @@ impl OpenDir {
     /// the administrator chose), is canonicalized first; the final paths of
     /// everything below are built from it. A partition's root (a mount point
     /// and `svc/data` inside the partition) must not go through any symlink.
-    pub fn open_root(root: &Path, kind: SourceKind, walk: Walk) -> Result<OpenDir, RootError> {
+    pub(super) fn open_root(
+        root: &Path,
+        kind: SourceKind,
+        walk: Walk,
+    ) -> Result<OpenDir, RootError> {
         let path = if kind == SourceKind::Partition && walk == Walk::Untrusted {
             root.to_path_buf()
         } else {
@@ -161,19 +165,19 @@ impl OpenDir {
     }
 
     /// The directory's final path.
-    pub fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The path of a child entry.
-    pub fn child_path(&self, name: &OsStr) -> PathBuf {
+    pub(super) fn child_path(&self, name: &OsStr) -> PathBuf {
         self.path.join(name)
     }
 
     /// Reads every entry (but `.` and `..`), failing with
     /// [`ListError::TooMany`] past `cap` entries. Memory stays bounded by
     /// `cap` names of at most `NAME_MAX` bytes.
-    pub fn list(&mut self, cap: usize) -> Result<Vec<Entry>, ListError> {
+    pub(super) fn list(&mut self, cap: usize) -> Result<Vec<Entry>, ListError> {
         let mut out = Vec::new();
         while let Some(e) = self.dir.read() {
             let e = e.map_err(ListError::Io)?;
@@ -197,23 +201,23 @@ impl OpenDir {
     }
 
     /// `fstatat(AT_SYMLINK_NOFOLLOW)` of a child.
-    pub fn lstat(&self, name: &OsStr) -> Result<Stat, Errno> {
+    pub(super) fn lstat(&self, name: &OsStr) -> Result<Stat, Errno> {
         rustix::fs::statat(self.fd(), name, AtFlags::SYMLINK_NOFOLLOW)
     }
 
     /// `fstatat` of a child, following symlinks (trusted walks only).
-    pub fn stat_follow(&self, name: &OsStr) -> Result<Stat, Errno> {
+    pub(super) fn stat_follow(&self, name: &OsStr) -> Result<Stat, Errno> {
         rustix::fs::statat(self.fd(), name, AtFlags::empty())
     }
 
     /// Reads a child symlink's target, as data.
-    pub fn readlink(&self, name: &OsStr) -> Result<Vec<u8>, Errno> {
+    pub(super) fn readlink(&self, name: &OsStr) -> Result<Vec<u8>, Errno> {
         rustix::fs::readlinkat(self.fd(), name, Vec::new()).map(|c| c.into_bytes())
     }
 
     /// The final path of a child reached with `walk`: its canonical path
     /// when a trusted walk goes through a symlink, else `path()/name`.
-    pub fn final_child_path(&self, name: &OsStr, walk: Walk) -> Result<PathBuf, Errno> {
+    pub(super) fn final_child_path(&self, name: &OsStr, walk: Walk) -> Result<PathBuf, Errno> {
         let joined = self.child_path(name);
         if walk == Walk::Trusted
             && FileType::from_raw_mode(self.lstat(name)?.st_mode) == FileType::Symlink
@@ -224,7 +228,7 @@ impl OpenDir {
     }
 
     /// Opens a child directory.
-    pub fn open_child(&self, name: &OsStr, walk: Walk) -> Result<OpenDir, OpenError> {
+    pub(super) fn open_child(&self, name: &OsStr, walk: Walk) -> Result<OpenDir, OpenError> {
         let opened = match walk {
             Walk::Untrusted => {
                 rustix::fs::openat2(self.fd(), name, DIR_FLAGS, Mode::empty(), RESOLVE_UNTRUSTED)

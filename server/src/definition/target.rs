@@ -71,7 +71,7 @@ pub(crate) enum TargetError {
 
 impl TargetError {
     /// The error at the end of a chain of hops.
-    pub fn innermost(&self) -> &TargetError {
+    pub(super) fn innermost(&self) -> &TargetError {
         match self {
             TargetError::Hop { error, .. } => error.innermost(),
             e => e,
@@ -79,7 +79,7 @@ impl TargetError {
     }
 
     /// Whether the chain was refused at a later hop (not the first link).
-    pub fn is_hop(&self) -> bool {
+    pub(super) fn is_hop(&self) -> bool {
         matches!(self, TargetError::Hop { .. })
     }
 }
@@ -125,7 +125,7 @@ pub fn is_valid_prefix(p: &Path) -> bool {
 
 impl TrustedPrefixes {
     /// The usable prefixes among `prefixes` (see [`is_valid_prefix`]).
-    pub fn new(prefixes: &[PathBuf]) -> Self {
+    pub(super) fn new(prefixes: &[PathBuf]) -> Self {
         let prefixes = prefixes
             .iter()
             .filter(|p| is_valid_prefix(p))
@@ -153,7 +153,11 @@ impl TrustedPrefixes {
     /// Checks a symlink target, following a chain of links under trusted
     /// prefixes (see the module). On success returns the final path (no
     /// symlink on the way) and its `stat`, which is of type `want`.
-    pub fn resolve(&self, target: &[u8], want: FileType) -> Result<(PathBuf, Stat), TargetError> {
+    pub(super) fn resolve(
+        &self,
+        target: &[u8],
+        want: FileType,
+    ) -> Result<(PathBuf, Stat), TargetError> {
         let mut seen: Vec<PathBuf> = Vec::new();
         let mut current = target.to_vec();
         // The hop being followed: (link, its target as read).

@@ -15,8 +15,6 @@
 //! `send`. Failures become wire errors in `error`'s one exhaustive match.
 //! `stop` tells connections to end with a `Goodbye`.
 
-#![deny(unreachable_pub)]
-
 mod accept;
 mod admission;
 mod ctx;

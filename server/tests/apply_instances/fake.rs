@@ -11,7 +11,7 @@ use vm_catalogd::apply::process::ToolError;
 
 /// What the fake knows.
 #[derive(Debug, Default)]
-pub struct World {
+pub(crate) struct World {
     /// Instance → its pid when up.
     pub instances: BTreeMap<String, Option<u32>>,
     pub next_pid: u32,
@@ -30,15 +30,15 @@ pub struct World {
 
 /// The fake tools (clones share one world).
 #[derive(Debug, Clone, Default)]
-pub struct Fake(Arc<Mutex<World>>);
+pub(crate) struct Fake(Arc<Mutex<World>>);
 
 impl Fake {
-    pub fn world(&self) -> MutexGuard<'_, World> {
+    pub(crate) fn world(&self) -> MutexGuard<'_, World> {
         self.0.lock().unwrap()
     }
 
     /// Starts (or restarts) an instance; returns its pid.
-    pub fn start(&self, name: &str) -> u32 {
+    pub(crate) fn start(&self, name: &str) -> u32 {
         let mut w = self.world();
         w.next_pid += 1;
         let pid = 1000 + w.next_pid;

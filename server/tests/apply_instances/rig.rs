@@ -18,7 +18,7 @@ use vm_catalogd::apply::{ActiveVm, ApplyRequest};
 use crate::fake::Fake;
 
 /// What a scenario needs from its rig.
-pub trait Rig {
+pub(crate) trait Rig {
     /// The tools the applier runs.
     type Tools: Instances;
 
@@ -67,7 +67,7 @@ pub trait Rig {
 }
 
 /// An active VM `name` with the id `id`.
-pub fn vm(name: &str, id: &str, providers: &[&str]) -> ActiveVm {
+pub(crate) fn vm(name: &str, id: &str, providers: &[&str]) -> ActiveVm {
     ActiveVm {
         name: name.parse().unwrap(),
         view: format!("/run/vm/by-id/{id}/config").into(),
@@ -78,7 +78,7 @@ pub fn vm(name: &str, id: &str, providers: &[&str]) -> ActiveVm {
 }
 
 /// A request for `vms`.
-pub fn request(generation: u64, vms: &[ActiveVm]) -> ApplyRequest {
+pub(crate) fn request(generation: u64, vms: &[ActiveVm]) -> ApplyRequest {
     ApplyRequest {
         generation,
         vms: vms.to_vec(),
@@ -86,14 +86,14 @@ pub fn request(generation: u64, vms: &[ActiveVm]) -> ApplyRequest {
 }
 
 /// The fake.
-pub struct FakeRig {
+pub(crate) struct FakeRig {
     pub fake: Fake,
     root: PathBuf,
     _tmp: tempfile::TempDir,
 }
 
 impl FakeRig {
-    pub fn new() -> FakeRig {
+    pub(crate) fn new() -> FakeRig {
         let tmp = tempfile::tempdir().unwrap();
         FakeRig {
             fake: Fake::default(),
@@ -150,7 +150,7 @@ impl Rig for FakeRig {
 /// A real `s6-svscan` on `ROOT/scan` supervising the templated service
 /// `ROOT/scan/vmm`. Fields drop in order: the scanner (and every instance)
 /// first.
-pub struct RealRig {
+pub(crate) struct RealRig {
     _svscan: Svscan,
     root: PathBuf,
     _tmp: tempfile::TempDir,
@@ -158,7 +158,7 @@ pub struct RealRig {
 
 impl RealRig {
     /// A rig, or `None` (after printing why) where s6 is missing.
-    pub fn new() -> Option<RealRig> {
+    pub(crate) fn new() -> Option<RealRig> {
         vm_catalog_tests::require_tool("s6-svscan")?;
         for p in PROGRAMS.iter().chain(&["s6-instance-maker"]) {
             vm_catalog_tests::require_tool(p)?;
@@ -315,6 +315,6 @@ fn wrap_programs(root: &Path) {
 }
 
 /// A VM name.
-pub fn n(s: &str) -> vm_catalog_protocol::VmName {
+pub(crate) fn n(s: &str) -> vm_catalog_protocol::VmName {
     s.parse().unwrap()
 }

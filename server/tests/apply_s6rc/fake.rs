@@ -19,7 +19,7 @@ const INTERNAL: [&str; 2] = ["s6rc-oneshot-runner", "s6rc-fdholder"];
 
 /// How the next update fails.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// Exit with this code, nothing switched.
     Before(i32),
     /// Someone takes this scan-directory name just before the update: it
@@ -29,7 +29,7 @@ pub enum Fault {
 
 /// What the fake knows; shared with the test.
 #[derive(Debug, Default)]
-pub struct World {
+pub(crate) struct World {
     /// Whether an s6-svscan "runs".
     pub scanner: bool,
     /// Running services and their pids.
@@ -58,10 +58,10 @@ pub struct World {
 
 /// The fake; cloning shares the world.
 #[derive(Debug, Clone)]
-pub struct Fake(pub Arc<Mutex<World>>);
+pub(crate) struct Fake(pub Arc<Mutex<World>>);
 
 impl Fake {
-    pub fn new() -> Fake {
+    pub(crate) fn new() -> Fake {
         Fake(Arc::new(Mutex::new(World {
             scanner: true,
             next_pid: 1000,
@@ -69,12 +69,12 @@ impl Fake {
         })))
     }
 
-    pub fn world(&self) -> MutexGuard<'_, World> {
+    pub(crate) fn world(&self) -> MutexGuard<'_, World> {
         self.0.lock().unwrap()
     }
 
     /// "Starts" a VM (again): a new pid.
-    pub fn start(&self, name: &str) -> u32 {
+    pub(crate) fn start(&self, name: &str) -> u32 {
         let mut w = self.world();
         w.next_pid += 1;
         let pid = w.next_pid;
@@ -92,7 +92,7 @@ fn fail(program: &'static str, code: i32) -> ToolError {
 }
 
 /// The VM services of a fake database.
-pub fn services_of(db: &Path) -> BTreeSet<String> {
+pub(crate) fn services_of(db: &Path) -> BTreeSet<String> {
     fs::read_to_string(db.join("services"))
         .unwrap_or_default()
         .lines()

@@ -18,7 +18,7 @@ use vm_catalogd::apply::{ActiveVm, ApplyReport, ApplyRequest};
 use crate::fake::{Fake, Fault, services_of};
 
 /// What a scenario needs from its rig.
-pub trait Rig {
+pub(crate) trait Rig {
     /// The s6-rc tools the applier runs.
     type Tools: S6rc;
 
@@ -99,14 +99,14 @@ pub trait Rig {
 }
 
 /// The fake s6-rc.
-pub struct FakeRig {
+pub(crate) struct FakeRig {
     pub fake: Fake,
     root: PathBuf,
     _tmp: tempfile::TempDir,
 }
 
 impl FakeRig {
-    pub fn new() -> FakeRig {
+    pub(crate) fn new() -> FakeRig {
         let tmp = tempfile::tempdir().unwrap();
         let root = fs::canonicalize(tmp.path()).unwrap();
         fs::create_dir(root.join("scan")).unwrap();
@@ -158,7 +158,7 @@ impl Rig for FakeRig {
 
 /// Real s6-rc on a real s6-svscan. Fields drop in order: the scanner (and
 /// every VM) first.
-pub struct RealRig {
+pub(crate) struct RealRig {
     pub svscan: Svscan,
     root: PathBuf,
     /// The real s6-rc programs.
@@ -168,12 +168,12 @@ pub struct RealRig {
 
 impl RealRig {
     /// A rig, or `None` (after printing why) where s6-rc or s6 is missing.
-    pub fn new() -> Option<RealRig> {
+    pub(crate) fn new() -> Option<RealRig> {
         RealRig::with_scanner_limit(100)
     }
 
     /// A rig whose s6-svscan supervises at most `max` services (`-c`).
-    pub fn with_scanner_limit(max: usize) -> Option<RealRig> {
+    pub(crate) fn with_scanner_limit(max: usize) -> Option<RealRig> {
         let bin = vm_catalog_tests::require_s6rc()?;
         vm_catalog_tests::require_tool("s6-svscan")?;
         let tmp = tempfile::tempdir().unwrap();
@@ -191,7 +191,7 @@ impl RealRig {
     }
 
     /// Runs a real s6-rc program; returns (exit code, stdout).
-    pub fn s6rc(&self, program: &str, args: &[&str]) -> (i32, String) {
+    pub(crate) fn s6rc(&self, program: &str, args: &[&str]) -> (i32, String) {
         let out = Command::new(self.bin.join(program))
             .args(args)
             .env("PATH", format!("{}:/usr/bin:/bin", self.bin.display()))
@@ -204,7 +204,7 @@ impl RealRig {
     }
 
     /// `s6-rc -l LIVE ARGS…`, which must succeed.
-    pub fn change(&self, args: &[&str]) {
+    pub(crate) fn change(&self, args: &[&str]) {
         let live = self.live();
         let mut all = vec!["-l", live.to_str().unwrap(), "-t", "20000"];
         all.extend_from_slice(args);
@@ -212,7 +212,7 @@ impl RealRig {
     }
 
     /// Waits until `pid` is gone.
-    pub fn gone(&self, pid: u32) -> bool {
+    pub(crate) fn gone(&self, pid: u32) -> bool {
         wait_for(Duration::from_secs(10), || {
             !vm_catalog_tests::s6::alive(pid)
         })
@@ -350,14 +350,14 @@ fn wrap_programs(real: &Path, root: &Path) {
 
 /// A process: pid, parent pid, command line.
 #[derive(Debug, Clone)]
-pub struct Proc {
+pub(crate) struct Proc {
     pub pid: u32,
     pub ppid: u32,
     pub cmdline: String,
 }
 
 /// The processes whose command name is `comm`.
-pub fn processes(comm: &str) -> Vec<Proc> {
+pub(crate) fn processes(comm: &str) -> Vec<Proc> {
     let mut out = Vec::new();
     for e in fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
@@ -385,7 +385,7 @@ pub fn processes(comm: &str) -> Vec<Proc> {
     out
 }
 
-pub fn vm(name: &str, providers: &[&str], fingerprint: u64) -> ActiveVm {
+pub(crate) fn vm(name: &str, providers: &[&str], fingerprint: u64) -> ActiveVm {
     ActiveVm {
         name: name.parse().unwrap(),
         view: Path::new("/run/vm").join(name).join("config"),
@@ -395,17 +395,17 @@ pub fn vm(name: &str, providers: &[&str], fingerprint: u64) -> ActiveVm {
     }
 }
 
-pub fn req(generation: u64, vms: Vec<ActiveVm>) -> ApplyRequest {
+pub(crate) fn req(generation: u64, vms: Vec<ActiveVm>) -> ApplyRequest {
     ApplyRequest { generation, vms }
 }
 
 /// The VMs with a service.
-pub fn names(r: &ApplyReport) -> Vec<String> {
+pub(crate) fn names(r: &ApplyReport) -> Vec<String> {
     r.services.keys().map(|n| n.to_string()).collect()
 }
 
 /// The restart-pending VMs.
-pub fn pending(r: &ApplyReport) -> Vec<String> {
+pub(crate) fn pending(r: &ApplyReport) -> Vec<String> {
     r.restart_pending.iter().map(|n| n.to_string()).collect()
 }
 
@@ -413,7 +413,7 @@ pub fn pending(r: &ApplyReport) -> Vec<String> {
 /// VM named `slow` takes until `release` exists to stop (an update that
 /// stops it holds the live lock until then), and the VM named `never` never
 /// signals readiness (an `s6-rc -u` of it waits forever). Returns `path`.
-pub fn slow_vmm(path: &Path, release: &Path) -> PathBuf {
+pub(crate) fn slow_vmm(path: &Path, release: &Path) -> PathBuf {
     let script = format!(
         "#!/bin/sh\n\
          if [ \"$1\" = never ]; then exec sleep 1000000; fi\n\
@@ -433,7 +433,7 @@ pub fn slow_vmm(path: &Path, release: &Path) -> PathBuf {
 
 /// A service template at `dir` without the built-in timeouts, so that a
 /// stop or a start takes as long as the VM does. Returns `dir`.
-pub fn untimed_template(dir: &Path) -> PathBuf {
+pub(crate) fn untimed_template(dir: &Path) -> PathBuf {
     fs::create_dir_all(dir).unwrap();
     fs::write(dir.join("type"), "longrun\n").unwrap();
     fs::write(dir.join("notification-fd"), "3\n").unwrap();
@@ -446,6 +446,6 @@ pub fn untimed_template(dir: &Path) -> PathBuf {
 }
 
 /// The s6-rc applier's own account of the apply `rep` reports.
-pub fn result(rep: &ApplyReport) -> &S6rcOutcome {
+pub(crate) fn result(rep: &ApplyReport) -> &S6rcOutcome {
     rep.result.detail().expect("an s6-rc outcome")
 }

@@ -11,30 +11,30 @@ use vm_catalogd::definition::{Definition, ScanOptions, SourceScan, scan_source};
 use vm_catalogd::source::SourceSpec;
 
 /// Scan options whose only trusted prefix is `<tree>/img/`.
-pub fn opts(tree: &Tree) -> ScanOptions {
+pub(crate) fn opts(tree: &Tree) -> ScanOptions {
     ScanOptions {
         trusted_prefixes: vec![tree.join("img/")],
         ..ScanOptions::default()
     }
 }
 
-pub fn label(s: &str) -> SourceLabel {
+pub(crate) fn label(s: &str) -> SourceLabel {
     SourceLabel::try_from(s).unwrap()
 }
 
 /// An untrusted directory source at `<tree>/<rel>`, labelled `rel`.
-pub fn untrusted(tree: &Tree, rel: &str) -> SourceSpec {
+pub(crate) fn untrusted(tree: &Tree, rel: &str) -> SourceSpec {
     SourceSpec::directory(label(rel), tree.join(rel), Trust::Untrusted)
 }
 
 /// A trusted directory source at `<tree>/<rel>`, labelled `rel`.
-pub fn trusted(tree: &Tree, rel: &str) -> SourceSpec {
+pub(crate) fn trusted(tree: &Tree, rel: &str) -> SourceSpec {
     SourceSpec::directory(label(rel), tree.join(rel), Trust::Trusted)
 }
 
 /// Runs `f` on another thread and fails the test if it does not finish
 /// within a minute: a hang detector, not a timing assertion.
-pub fn no_hang<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(crate) fn no_hang<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(f());
@@ -44,12 +44,12 @@ pub fn no_hang<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
 }
 
 /// Scans `spec` (on a watchdog thread).
-pub fn scan(spec: SourceSpec, opts: ScanOptions) -> SourceScan {
+pub(crate) fn scan(spec: SourceSpec, opts: ScanOptions) -> SourceScan {
     no_hang(move || scan_source(&spec, &opts))
 }
 
 /// `(code, path relative to the tree, severity)` of each diagnostic.
-pub fn codes(tree: &Tree, diags: &[Diagnostic]) -> Vec<(String, String)> {
+pub(crate) fn codes(tree: &Tree, diags: &[Diagnostic]) -> Vec<(String, String)> {
     let root = format!("{}/", tree.path().display());
     diags
         .iter()
@@ -67,7 +67,7 @@ pub fn codes(tree: &Tree, diags: &[Diagnostic]) -> Vec<(String, String)> {
 }
 
 /// Shorthand for building expected [`codes`].
-pub fn want(items: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(crate) fn want(items: &[(&str, &str)]) -> Vec<(String, String)> {
     items
         .iter()
         .map(|(c, p)| (c.to_string(), p.to_string()))
@@ -75,7 +75,7 @@ pub fn want(items: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 /// The definition called `name` in `scan`.
-pub fn def<'a>(scan: &'a SourceScan, name: &str) -> &'a Definition {
+pub(crate) fn def<'a>(scan: &'a SourceScan, name: &str) -> &'a Definition {
     scan.definitions
         .iter()
         .find(|d| d.name.as_str() == name)
@@ -83,11 +83,11 @@ pub fn def<'a>(scan: &'a SourceScan, name: &str) -> &'a Definition {
 }
 
 /// The names of the definitions in `scan`.
-pub fn names(scan: &SourceScan) -> Vec<&str> {
+pub(crate) fn names(scan: &SourceScan) -> Vec<&str> {
     scan.definitions.iter().map(|d| d.name.as_str()).collect()
 }
 
 /// Whether `p` is inside `dir` (lexically).
-pub fn is_under(p: &Path, dir: &Path) -> bool {
+pub(crate) fn is_under(p: &Path, dir: &Path) -> bool {
     p.starts_with(dir)
 }

@@ -11,16 +11,16 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// `contrib/` of this checkout.
-pub const CONTRIB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../contrib");
+pub(crate) const CONTRIB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../contrib");
 
 /// Upper bound of anything a guest does under TCG (a boot, a change
 /// reaching it). Only a broken system waits this long.
-pub const GUEST_WAIT: Duration = Duration::from_secs(240);
+pub(crate) const GUEST_WAIT: Duration = Duration::from_secs(240);
 
 /// The caches `.ci/run` fills (`contrib/guest/fetch-kernel`,
 /// `contrib/vmm/qemu/build-vhost-device-vsock`): `VM_CATALOG_GUEST_CACHE`,
 /// by default `~/.cache/vm-catalog-guest`.
-pub fn cache() -> PathBuf {
+pub(crate) fn cache() -> PathBuf {
     std::env::var_os("VM_CATALOG_GUEST_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -30,7 +30,7 @@ pub fn cache() -> PathBuf {
 }
 
 /// The unpacked Debian kernel: (its `vmlinuz`, its module tree).
-pub fn kernel() -> Option<(PathBuf, PathBuf)> {
+pub(crate) fn kernel() -> Option<(PathBuf, PathBuf)> {
     let kernels = cache().join("kernels");
     let mut trees: Vec<PathBuf> = fs::read_dir(&kernels)
         .ok()?
@@ -54,14 +54,14 @@ pub fn kernel() -> Option<(PathBuf, PathBuf)> {
 }
 
 /// The `vhost-device-vsock` built into the cache.
-pub fn vhost_device_vsock() -> Option<PathBuf> {
+pub(crate) fn vhost_device_vsock() -> Option<PathBuf> {
     let p = cache().join("vhost-device-vsock/bin/vhost-device-vsock");
     p.exists().then_some(p)
 }
 
 /// Runs `contrib/guest/make-initramfs` (with the modules, and the client
 /// for a UI VM's image) into `out`.
-pub fn make_initramfs(traces: &Traces, out: &Path, modules: &Path, client: Option<&Path>) {
+pub(crate) fn make_initramfs(traces: &Traces, out: &Path, modules: &Path, client: Option<&Path>) {
     let mut cmd = traces.command("make-initramfs", &format!("{CONTRIB}/guest/make-initramfs"));
     cmd.arg("--modules").arg(modules);
     if let Some(c) = client {
@@ -77,7 +77,7 @@ pub fn make_initramfs(traces: &Traces, out: &Path, modules: &Path, client: Optio
 
 /// Writes a VM definition `dir` (`vmlinux`, `blk/initramfs.img`, and a
 /// data disk `blk/data.img`), copying the files.
-pub fn write_vm(dir: &Path, vmlinuz: &Path, initramfs: &Path) {
+pub(crate) fn write_vm(dir: &Path, vmlinuz: &Path, initramfs: &Path) {
     fs::create_dir_all(dir.join("blk")).unwrap();
     fs::copy(vmlinuz, dir.join("vmlinux")).unwrap();
     fs::copy(initramfs, dir.join("blk/initramfs.img")).unwrap();
@@ -87,18 +87,18 @@ pub fn write_vm(dir: &Path, vmlinuz: &Path, initramfs: &Path) {
 /// Every host process the test starts runs under `strace -f -e
 /// trace=socket`, its trace in this directory: the proof that nothing on
 /// the host opens an `AF_VSOCK` socket.
-pub struct Traces {
+pub(crate) struct Traces {
     dir: tempfile::TempDir,
 }
 
 impl Traces {
-    pub fn new() -> Traces {
+    pub(crate) fn new() -> Traces {
         let dir = tempfile::tempdir().unwrap();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         Traces { dir }
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         self.dir.path()
     }
 
@@ -118,7 +118,7 @@ impl Traces {
     /// the script's pid (signals reach it, its parent waits for it), the
     /// tracer runs apart and ends with it. Already traced (a nested
     /// `s6-svscan`), it runs `program` as it is: its tracer sees it.
-    pub fn wrapper(&self, label: &str, program: &Path) -> PathBuf {
+    pub(crate) fn wrapper(&self, label: &str, program: &Path) -> PathBuf {
         let path = self.dir().join(format!("wrap-{label}"));
         fs::write(
             &path,
@@ -139,7 +139,7 @@ impl Traces {
     }
 
     /// A command that runs `program args…` traced, in the foreground.
-    pub fn command(&self, label: &str, program: &str) -> Command {
+    pub(crate) fn command(&self, label: &str, program: &str) -> Command {
         let mut c = Command::new("sh");
         c.arg("-c")
             .arg(format!("exec {} \"$@\"", self.strace_args(label, false)))
@@ -150,7 +150,7 @@ impl Traces {
 
     /// The pids of the tracers still running (found by their output
     /// directory on their command line: only this test's).
-    pub fn tracers(&self) -> BTreeSet<u32> {
+    pub(crate) fn tracers(&self) -> BTreeSet<u32> {
         let needle = self.dir().to_string_lossy().into_owned();
         fs::read_dir("/proc")
             .into_iter()
@@ -168,7 +168,7 @@ impl Traces {
 
     /// Waits for every tracer to end (they end with their last tracee),
     /// then reads every trace.
-    pub fn finish(&self) -> Traced {
+    pub(crate) fn finish(&self) -> Traced {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !self.tracers().is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
@@ -208,7 +208,7 @@ impl Traces {
 
 /// What the traces saw.
 #[derive(Debug, Default)]
-pub struct Traced {
+pub(crate) struct Traced {
     /// Trace files.
     pub files: usize,
     /// `socket` calls.
@@ -222,7 +222,7 @@ pub struct Traced {
 /// A guest's shell: `contrib/guest/init` runs one on ttyS1 when the kernel
 /// command line says `vm-catalog.shell=ttyS1`, and `qemu-vm` (VMM_SHELL=1)
 /// puts the host's end on the Unix socket `shell` in the VM's directory.
-pub struct Shell {
+pub(crate) struct Shell {
     stream: BufReader<UnixStream>,
     /// Everything read, for a failure's report.
     pub transcript: String,
@@ -232,7 +232,7 @@ const DONE: &str = "__vm_catalog_done__";
 
 impl Shell {
     /// Connects to `path` once QEMU listens there.
-    pub fn connect(path: &Path) -> Shell {
+    pub(crate) fn connect(path: &Path) -> Shell {
         let deadline = Instant::now() + GUEST_WAIT;
         let s = loop {
             match UnixStream::connect(path) {
@@ -251,7 +251,7 @@ impl Shell {
     }
 
     /// Runs the shell line `cmd` in the guest: its output and exit code.
-    pub fn run(&mut self, cmd: &str) -> (String, i32) {
+    pub(crate) fn run(&mut self, cmd: &str) -> (String, i32) {
         let line = format!("{cmd}; echo {DONE} $?\n");
         self.stream.get_mut().write_all(line.as_bytes()).unwrap();
         let mut out = String::new();
@@ -271,7 +271,7 @@ impl Shell {
     }
 
     /// Runs `cmd`, which must succeed: its output.
-    pub fn ok(&mut self, cmd: &str) -> String {
+    pub(crate) fn ok(&mut self, cmd: &str) -> String {
         let (out, code) = self.run(cmd);
         assert_eq!(code, 0, "guest: {cmd}: exit {code}\n{out}");
         out
@@ -280,7 +280,7 @@ impl Shell {
 
 /// Polls `cond` until it holds; fails with `what` and `report()` after
 /// [`GUEST_WAIT`].
-pub fn wait(what: &str, report: impl Fn() -> String, mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait(what: &str, report: impl Fn() -> String, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + GUEST_WAIT;
     while !cond() {
         assert!(
@@ -293,31 +293,31 @@ pub fn wait(what: &str, report: impl Fn() -> String, mut cond: impl FnMut() -> b
 }
 
 /// The JSON lines of a `watch --json` output that parse.
-pub fn events(text: &str) -> Vec<serde_json::Value> {
+pub(crate) fn events(text: &str) -> Vec<serde_json::Value> {
     text.lines()
         .filter_map(|l| serde_json::from_str(l.trim()).ok())
         .collect()
 }
 
 /// Whether `events` has one with `event` for the VM `name`.
-pub fn has_event(events: &[serde_json::Value], event: &str, name: &str) -> bool {
+pub(crate) fn has_event(events: &[serde_json::Value], event: &str, name: &str) -> bool {
     events
         .iter()
         .any(|e| e["event"] == event && e["name"] == name)
 }
 
 /// Whether the process `pid` and every one of `children` are gone.
-pub fn all_gone(pids: &BTreeSet<u32>) -> bool {
+pub(crate) fn all_gone(pids: &BTreeSet<u32>) -> bool {
     pids.iter().all(|p| !vm_catalog_tests::s6::alive(*p))
 }
 
 /// Reads a file, or says why not.
-pub fn read_or_say(path: &Path) -> String {
+pub(crate) fn read_or_say(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| format!("({}: {e})", path.display()))
 }
 
 /// `io::Result` for the few helpers that call out.
-pub fn check(what: &str, r: io::Result<std::process::Output>) -> String {
+pub(crate) fn check(what: &str, r: io::Result<std::process::Output>) -> String {
     let o = r.unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
         o.status.success(),

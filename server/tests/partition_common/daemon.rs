@@ -17,14 +17,14 @@ use super::runtime;
 
 /// Upper bound for anything the daemon does on its own (a hotplug rescan,
 /// an unmount). Only a broken daemon ever waits this long.
-pub const WAIT: Duration = Duration::from_secs(60);
+pub(crate) const WAIT: Duration = Duration::from_secs(60);
 
 /// The VM every daemon here has in its built-in source: it shows that the
 /// daemon still serves its catalog whatever the partitions do.
-pub const BUILTIN_VM: &str = "vm-builtin";
+pub(crate) const BUILTIN_VM: &str = "vm-builtin";
 
 /// A running `vm-catalogd` that looks for user partitions on one loop disk.
-pub struct DiskDaemon {
+pub(crate) struct DiskDaemon {
     // Dropped in this order: the watch, the runtime, then the daemon (after
     // `Drop::drop` killed it and undid its mounts).
     watch: Option<Watch>,
@@ -34,14 +34,14 @@ pub struct DiskDaemon {
 
 impl DiskDaemon {
     /// Starts the daemon on `disk` with an empty kernel command line.
-    pub fn start(disk: &LoopDisk) -> DiskDaemon {
+    pub(crate) fn start(disk: &LoopDisk) -> DiskDaemon {
         DiskDaemon::start_with(disk, "", &[])
     }
 
     /// Starts the daemon on `disk` (`--partition-disk`), reading `ext=`
     /// from a command-line file holding `cmdline` (never the host's), with
     /// `extra` arguments, and waits until it is ready.
-    pub fn start_with(disk: &LoopDisk, cmdline: &str, extra: &[&str]) -> DiskDaemon {
+    pub(crate) fn start_with(disk: &LoopDisk, cmdline: &str, extra: &[&str]) -> DiskDaemon {
         let mut daemon = TestDaemon::new(env!("CARGO_BIN_EXE_vm-catalogd"));
         daemon.without_user_source();
         daemon.builtin_vm(BUILTIN_VM);
@@ -67,22 +67,22 @@ impl DiskDaemon {
     }
 
     /// Where the daemon builds the VM views.
-    pub fn vm_dir(&self) -> PathBuf {
+    pub(crate) fn vm_dir(&self) -> PathBuf {
         self.daemon.vm_dir()
     }
 
     /// Where the daemon mounts partitions (`<state-dir>/mnt`).
-    pub fn mount_base(&self) -> PathBuf {
+    pub(crate) fn mount_base(&self) -> PathBuf {
         self.daemon.tree().join("state/mnt")
     }
 
     /// Where the partition with this PARTUUID is mounted.
-    pub fn mount_point(&self, partuuid: &str) -> PathBuf {
+    pub(crate) fn mount_point(&self, partuuid: &str) -> PathBuf {
         self.mount_base().join(partuuid)
     }
 
     /// The daemon's log so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.daemon.log()
     }
 
@@ -93,13 +93,13 @@ impl DiskDaemon {
     }
 
     /// `ListSources`.
-    pub fn sources(&self) -> Vec<SourceEntry> {
+    pub(crate) fn sources(&self) -> Vec<SourceEntry> {
         let c = self.client();
         self.rt.block_on(c.sources()).expect("ListSources").sources
     }
 
     /// The source labelled `label`.
-    pub fn source(&self, label: &str) -> SourceEntry {
+    pub(crate) fn source(&self, label: &str) -> SourceEntry {
         let all = self.sources();
         all.iter()
             .find(|s| s.label.as_str() == label)
@@ -108,7 +108,7 @@ impl DiskDaemon {
     }
 
     /// `ListVms`: the active VMs, or every definition.
-    pub fn vms(&self, include_inactive: bool) -> Vec<VmEntry> {
+    pub(crate) fn vms(&self, include_inactive: bool) -> Vec<VmEntry> {
         let c = self.client();
         self.rt
             .block_on(c.list_vms(include_inactive, None))
@@ -117,7 +117,7 @@ impl DiskDaemon {
     }
 
     /// Names of the active VMs.
-    pub fn active_names(&self) -> Vec<String> {
+    pub(crate) fn active_names(&self) -> Vec<String> {
         self.vms(false)
             .iter()
             .map(|v| v.name.as_str().to_owned())
@@ -125,14 +125,14 @@ impl DiskDaemon {
     }
 
     /// `GetInfo`.
-    pub fn info(&self) -> Info {
+    pub(crate) fn info(&self) -> Info {
         let c = self.client();
         self.rt.block_on(c.info()).expect("GetInfo")
     }
 
     /// Waits, on a subscription, until the catalog satisfies `pred`. Fails
     /// if the daemon goes away, or after [`WAIT`].
-    pub fn wait_for(&mut self, what: &str, pred: impl Fn(&Mirror) -> bool) {
+    pub(crate) fn wait_for(&mut self, what: &str, pred: impl Fn(&Mirror) -> bool) {
         let DiskDaemon { watch, rt, daemon } = self;
         let watch = watch.get_or_insert_with(|| Watch::new(daemon.socket()));
         let deadline = Instant::now() + WAIT;
@@ -159,7 +159,7 @@ impl DiskDaemon {
 
     /// Polls `cond` until it holds (for what the catalog does not show,
     /// such as the mount table). Fails after [`WAIT`].
-    pub fn wait_until(&self, what: &str, mut cond: impl FnMut() -> bool) {
+    pub(crate) fn wait_until(&self, what: &str, mut cond: impl FnMut() -> bool) {
         let deadline = Instant::now() + WAIT;
         while !cond() {
             assert!(
@@ -172,19 +172,19 @@ impl DiskDaemon {
     }
 
     /// Whether the process still runs.
-    pub fn running(&mut self) -> bool {
+    pub(crate) fn running(&mut self) -> bool {
         self.daemon.running()
     }
 
     /// Starts the daemon again after [`DiskDaemon::stop`], on the same
     /// directories (a new epoch).
-    pub fn start_again(&mut self) {
+    pub(crate) fn start_again(&mut self) {
         self.daemon.start().unwrap_or_else(|e| panic!("{e}"));
         self.wait_for("the first snapshot", |_| true);
     }
 
     /// Stops the daemon with SIGTERM; it must exit cleanly.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         self.watch = None;
         let status = self.daemon.stop();
         assert!(status.success(), "{status}\n--- log ---\n{}", self.log());
@@ -201,19 +201,19 @@ impl Drop for DiskDaemon {
 }
 
 /// The state of the definition of `name` that claims it, if any.
-pub fn state(m: &Mirror, name: &str) -> Option<VmState> {
+pub(crate) fn state(m: &Mirror, name: &str) -> Option<VmState> {
     m.get(name).map(|e| e.state)
 }
 
 /// The state of the source labelled `label`, if any.
-pub fn source_state(m: &Mirror, label: &str) -> Option<vm_catalog::protocol::SourceState> {
+pub(crate) fn source_state(m: &Mirror, label: &str) -> Option<vm_catalog::protocol::SourceState> {
     m.sources()
         .find(|s| s.label.as_str() == label)
         .map(|s| s.state)
 }
 
 /// Mount points at or below `base`, in mount order.
-pub fn mounts_under(base: &Path) -> Vec<PathBuf> {
+pub(crate) fn mounts_under(base: &Path) -> Vec<PathBuf> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     vm_catalogd::source::partition::mountinfo::parse(&text)
         .into_iter()

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-pub mod daemon;
+pub(crate) mod daemon;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,21 +16,21 @@ use vm_catalogd::source::partition::{
     DiskPolicy, ExtSource, Hint, PartitionConfig, UeventListener,
 };
 
-pub const USER: &str = "9293e1ff-cee4-4658-88be-898ec863944f";
-pub const LINUX: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
+pub(crate) const USER: &str = "9293e1ff-cee4-4658-88be-898ec863944f";
+pub(crate) const LINUX: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
 
 /// The PARTUUID of partition `n` of the layouts here: unique to this
 /// process, because `ext=PARTUUID=` (and `LABEL=`, `UUID=`) is resolved
 /// over every disk of the machine, not only the test's own: a fixed id
 /// would match a disk another process (another copy of this suite, a
 /// leaked disk of a crashed run) has attached with the same layout.
-pub fn puuid(n: u32) -> String {
+pub(crate) fn puuid(n: u32) -> String {
     format!("{:08x}-0000-4000-8000-{n:012x}", std::process::id())
 }
 
 /// 1: user (A), 2: Linux data, 3: user read-only (attribute 60),
 /// 4: user no-auto (attribute 63).
-pub fn layout() -> String {
+pub(crate) fn layout() -> String {
     format!(
         "label: gpt\n\
          start=2048, size=16384, type={USER}, uuid={}, name=\"user-a\"\n\
@@ -45,7 +45,7 @@ pub fn layout() -> String {
 }
 
 /// A definition tree `svc/data/<vm>/{vmlinux,blk/root.img}` for each VM.
-pub fn definitions(vms: &[&str]) -> tempfile::TempDir {
+pub(crate) fn definitions(vms: &[&str]) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     for vm in vms {
         let v = d.path().join("svc/data").join(vm);
@@ -57,7 +57,7 @@ pub fn definitions(vms: &[&str]) -> tempfile::TempDir {
     d
 }
 
-pub fn config(disk: &LoopDisk, state: &Path) -> PartitionConfig {
+pub(crate) fn config(disk: &LoopDisk, state: &Path) -> PartitionConfig {
     let mut c = PartitionConfig::new(state.join("mnt"));
     c.disks = DiskPolicy::Named(vec![disk.name().to_owned()]);
     c.ext = ExtSource::None;
@@ -65,7 +65,7 @@ pub fn config(disk: &LoopDisk, state: &Path) -> PartitionConfig {
 }
 
 /// The mountinfo line of the mount at `target`: (per-mount options, super options).
-pub fn mountinfo(target: &Path) -> Option<(String, String)> {
+pub(crate) fn mountinfo(target: &Path) -> Option<(String, String)> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     text.lines().find_map(|l| {
         let f: Vec<&str> = l.split(' ').collect();
@@ -77,18 +77,18 @@ pub fn mountinfo(target: &Path) -> Option<(String, String)> {
     })
 }
 
-pub fn spec<'a>(specs: &'a [SourceSpec], label: &str) -> &'a SourceSpec {
+pub(crate) fn spec<'a>(specs: &'a [SourceSpec], label: &str) -> &'a SourceSpec {
     specs
         .iter()
         .find(|s| s.label.as_str() == label)
         .unwrap_or_else(|| panic!("no source {label} in {specs:#?}"))
 }
 
-pub fn mount_point(s: &SourceSpec) -> PathBuf {
+pub(crate) fn mount_point(s: &SourceSpec) -> PathBuf {
     s.root.parent().and_then(Path::parent).unwrap().to_owned()
 }
 
-pub fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -96,7 +96,7 @@ pub fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Waits for a hint (the timeout only keeps a broken test from hanging).
-pub fn hint(rt: &tokio::runtime::Runtime, l: &mut UeventListener) -> Hint {
+pub(crate) fn hint(rt: &tokio::runtime::Runtime, l: &mut UeventListener) -> Hint {
     rt.block_on(async { tokio::time::timeout(Duration::from_secs(60), l.next()).await })
         .expect("a uevent within a minute")
         .unwrap()
@@ -104,7 +104,7 @@ pub fn hint(rt: &tokio::runtime::Runtime, l: &mut UeventListener) -> Hint {
 
 /// A 16 MiB disk whose table has valid CRCs but absurd geometry: the entry
 /// count and size written in its headers.
-pub fn hostile(entry_count: u32, entry_size: u32) -> GptImage {
+pub(crate) fn hostile(entry_count: u32, entry_size: u32) -> GptImage {
     let mut img = GptImage::new(512, 16 << 11).with_entry(GptEntry {
         number: 1,
         type_guid: USER_PARTITION_TYPE,
@@ -120,7 +120,7 @@ pub fn hostile(entry_count: u32, entry_size: u32) -> GptImage {
 }
 
 /// The three hostile tables that make the public GPT crates panic or abort.
-pub fn hostile_tables() -> [(&'static str, GptImage); 3] {
+pub(crate) fn hostile_tables() -> [(&'static str, GptImage); 3] {
     [
         ("entry size 256", hostile(128, 256)),
         ("0xffffffff entries", hostile(u32::MAX, 128)),

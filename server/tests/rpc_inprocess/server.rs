@@ -9,12 +9,12 @@ use vm_catalogd::publish::{Hub, Published};
 use vm_catalogd::rescan::{Pipeline, RescanError, RescanResult, Rescans};
 use vm_catalogd::rpc::{self, Ctx, Limits, ServerInfo, listener};
 
-pub use vm_catalog_tests::wire::{connect as raw, recv_frame};
+pub(crate) use vm_catalog_tests::wire::{connect as raw, recv_frame};
 
 /// Connects as user `uid` (a thread with that uid's credentials: see
 /// `vm_catalog_tests::peers`) and says `Hello`: the `Welcome`, or the error
 /// that refused the connection.
-pub async fn hello_as(
+pub(crate) async fn hello_as(
     path: &std::path::Path,
     uid: u32,
 ) -> (tokio_seqpacket::UnixSeqpacket, Result<Welcome, ErrorBody>) {
@@ -102,7 +102,7 @@ impl Scripted {
 }
 
 /// The real `rpc::serve` on a socket in a temp dir, with a scripted pipeline.
-pub struct Server {
+pub(crate) struct Server {
     _dir: tempfile::TempDir,
     /// The socket.
     pub path: std::path::PathBuf,
@@ -117,7 +117,7 @@ pub struct Server {
 
 impl Server {
     /// Starts serving with these limits and admin group.
-    pub async fn start(limits: Limits, admin_gid: Option<u32>) -> Server {
+    pub(crate) async fn start(limits: Limits, admin_gid: Option<u32>) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("socket");
         let hub = Hub::new(Epoch(0xfeed));
@@ -166,7 +166,7 @@ impl Server {
     }
 
     /// Publishes `vms` as the next generation (every entry `Added`).
-    pub fn publish(&self, vms: Vec<VmEntry>) -> u64 {
+    pub(crate) fn publish(&self, vms: Vec<VmEntry>) -> u64 {
         let current = self.hub.current();
         let generation = current.cursor.generation + 1;
         let changes = vms
@@ -185,7 +185,7 @@ impl Server {
     }
 
     /// Stops the server and waits for it (at most 10 s).
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(10), self.served)
             .await
@@ -195,7 +195,7 @@ impl Server {
 }
 
 /// A VM entry from the built-in source.
-pub fn entry(name: &str, state: VmState) -> VmEntry {
+pub(crate) fn entry(name: &str, state: VmState) -> VmEntry {
     VmEntry {
         name: name.parse().unwrap(),
         source: "builtin".parse().unwrap(),
@@ -214,7 +214,7 @@ pub fn entry(name: &str, state: VmState) -> VmEntry {
 }
 
 /// `n` active entries, sorted by name.
-pub fn many(n: usize) -> Vec<VmEntry> {
+pub(crate) fn many(n: usize) -> Vec<VmEntry> {
     (0..n)
         .map(|i| entry(&format!("vm-{i:05}"), VmState::Active))
         .collect()

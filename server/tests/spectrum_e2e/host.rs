@@ -33,18 +33,19 @@ const HERE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/spectrum_e2e");
 /// the stand-ins (`/usr/local/bin`).
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The hook under test.
-pub const VM_HOOK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../contrib/spectrum/vm-hook");
+pub(crate) const VM_HOOK: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../contrib/spectrum/vm-hook");
 
 /// The Spectrum host of a test (inside its namespace).
 #[derive(Debug)]
-pub struct Host {
+pub(crate) struct Host {
     _svscan: Svscan,
 }
 
 /// Runs the calling test in its own Spectrum host: `None` in the test
 /// process (the test ran, and passed, in the namespace; or it cannot run
 /// here and said so), the host inside the namespace.
-pub fn enter() -> Option<Host> {
+pub(crate) fn enter() -> Option<Host> {
     if std::env::var_os(NAMESPACE_ENV).is_some_and(|v| v == "1") {
         return Some(Host::build());
     }
@@ -164,18 +165,18 @@ impl Host {
     }
 
     /// The daemon binary (built by the test process).
-    pub fn daemon_bin(&self) -> PathBuf {
+    pub(crate) fn daemon_bin(&self) -> PathBuf {
         PathBuf::from(std::env::var_os("VMC_DAEMON").expect("VMC_DAEMON"))
     }
 
     /// The `vm-catalog` binary (built by the test process).
-    pub fn cli_bin(&self) -> PathBuf {
+    pub(crate) fn cli_bin(&self) -> PathBuf {
         PathBuf::from(std::env::var_os("VMC_CLI").expect("VMC_CLI"))
     }
 }
 
 /// Runs a program and returns its output, whatever its exit.
-pub fn run<I, S>(program: &str, args: I) -> Output
+pub(crate) fn run<I, S>(program: &str, args: I) -> Output
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
@@ -188,7 +189,7 @@ where
 }
 
 /// Runs a program that must succeed; its stdout.
-pub fn ok<I, S>(program: &str, args: I) -> String
+pub(crate) fn ok<I, S>(program: &str, args: I) -> String
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
@@ -207,14 +208,14 @@ where
 
 /// One line of Spectrum's `lsvm`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LsvmLine {
+pub(crate) struct LsvmLine {
     pub id: String,
     pub status: String,
     pub names: Vec<String>,
 }
 
 /// Spectrum's `lsvm`, parsed (colours dropped), sorted by id.
-pub fn lsvm() -> Vec<LsvmLine> {
+pub(crate) fn lsvm() -> Vec<LsvmLine> {
     let out = ok("lsvm", [] as [&str; 0]);
     let plain = strip_escapes(&out);
     let mut lines = plain.lines();
@@ -251,14 +252,14 @@ fn strip_escapes(s: &str) -> String {
 }
 
 /// The id behind `/run/vm/by-name/NAME`.
-pub fn id_of(name: &str) -> String {
+pub(crate) fn id_of(name: &str) -> String {
     let target = fs::read_link(Path::new("/run/vm/by-name").join(name))
         .unwrap_or_else(|e| panic!("/run/vm/by-name/{name}: {e}"));
     target.file_name().unwrap().to_string_lossy().into_owned()
 }
 
 /// Every `/run/vm/by-name` entry: (name, id), sorted by name.
-pub fn by_name() -> Vec<(String, String)> {
+pub(crate) fn by_name() -> Vec<(String, String)> {
     let mut v: Vec<_> = fs::read_dir("/run/vm/by-name")
         .expect("/run/vm/by-name")
         .map(|e| {
@@ -272,7 +273,7 @@ pub fn by_name() -> Vec<(String, String)> {
 }
 
 /// Waits (s6-svwait, an event) until the VM's vmm instance is up and ready.
-pub fn wait_ready(id: &str) {
+pub(crate) fn wait_ready(id: &str) {
     ok(
         "s6-svwait",
         [
@@ -286,12 +287,12 @@ pub fn wait_ready(id: &str) {
 
 /// The users of `/run/etc/passwd` (Spectrum's `/etc/passwd`) with `id` in
 /// their name.
-pub fn users_of(id: &str) -> Vec<String> {
+pub(crate) fn users_of(id: &str) -> Vec<String> {
     names_in("/run/etc/passwd", id)
 }
 
 /// The groups of `/run/etc/group` with `id` in their name.
-pub fn groups_of(id: &str) -> Vec<String> {
+pub(crate) fn groups_of(id: &str) -> Vec<String> {
     names_in("/run/etc/group", id)
 }
 
@@ -306,7 +307,7 @@ fn names_in(file: &str, id: &str) -> Vec<String> {
 }
 
 /// The mount points of this namespace with `id` in their path.
-pub fn mounts_of(id: &str) -> Vec<String> {
+pub(crate) fn mounts_of(id: &str) -> Vec<String> {
     fs::read_to_string("/proc/self/mountinfo")
         .expect("mountinfo")
         .lines()
@@ -318,7 +319,7 @@ pub fn mounts_of(id: &str) -> Vec<String> {
 
 /// The errno of a connect() to the Unix socket `path` by uid and gid 65534
 /// (nobody), 0 if it connected.
-pub fn connect_as_nobody(path: &Path) -> i32 {
+pub(crate) fn connect_as_nobody(path: &Path) -> i32 {
     let script = "use Socket; socket(my $s, AF_UNIX, SOCK_STREAM, 0) or exit 255; \
                   connect($s, pack_sockaddr_un($ARGV[0])) and exit 0; exit($! + 0)";
     let status = Command::new("perl")
@@ -334,14 +335,14 @@ pub fn connect_as_nobody(path: &Path) -> i32 {
 }
 
 /// `uid` of the owner, and the permission bits, of `path`.
-pub fn owner_and_mode(path: &Path) -> (u32, u32) {
+pub(crate) fn owner_and_mode(path: &Path) -> (u32, u32) {
     use std::os::unix::fs::MetadataExt;
     let m = fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     (m.uid(), m.mode() & 0o7777)
 }
 
 /// The uid of user `name` in Spectrum's `/etc/passwd`.
-pub fn uid_of(name: &str) -> u32 {
+pub(crate) fn uid_of(name: &str) -> u32 {
     fs::read_to_string("/run/etc/passwd")
         .expect("passwd")
         .lines()

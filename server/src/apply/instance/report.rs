@@ -13,7 +13,7 @@ use crate::apply::outcome::{ApplyResult, Notes};
 use crate::apply::{ApplyReport, ApplyRequest, LeftOut};
 
 /// The report of an apply of `request` that ended with `result`.
-pub fn report(
+pub(super) fn report(
     request: &ApplyRequest,
     result: InstanceOutcome,
     left_out: Vec<LeftOut>,

@@ -100,7 +100,7 @@ fn list(dirs: &[PathBuf]) -> String {
 }
 
 /// s6-rc's own longruns in every compiled database.
-pub const INTERNAL_SERVICES: [&str; 2] = ["s6rc-oneshot-runner", "s6rc-fdholder"];
+pub(super) const INTERNAL_SERVICES: [&str; 2] = ["s6rc-oneshot-runner", "s6rc-fdholder"];
 
 /// Adopts the live directory, once nobody else works on it, or as far as is
 /// safe after waiting `bound`. `Err` is what is wrong with the live

@@ -31,7 +31,7 @@ use super::tools::S6rc;
 /// Moves every compiled database of `store` but the live one
 /// (`LIVE/compiled`) and `keep` into the trash — if the live lock can be
 /// taken now; else they stay until a later apply. Returns whether it ran.
-pub fn discard_old_databases(live: &Live, store: &Store, keep: Option<&Path>) -> bool {
+pub(super) fn discard_old_databases(live: &Live, store: &Store, keep: Option<&Path>) -> bool {
     let _lock = match live.try_lock() {
         Lock::Taken(l) => Some(l),
         // Nothing is live: no s6-rc program works on a database of ours.
@@ -50,7 +50,7 @@ pub fn discard_old_databases(live: &Live, store: &Store, keep: Option<&Path>) ->
 /// Moves the sources, work directories and service directories that
 /// neither the live database nor `keep` (a database) uses into the trash.
 /// No lock: no s6-rc program uses them.
-pub fn discard_old_sources(live: &Live, store: &Store, keep: Option<&Path>) {
+pub(super) fn discard_old_sources(live: &Live, store: &Store, keep: Option<&Path>) {
     let sources: Vec<PathBuf> = live
         .compiled()
         .as_deref()
@@ -65,7 +65,7 @@ pub fn discard_old_sources(live: &Live, store: &Store, keep: Option<&Path>) {
 /// Discards everything but the live database and its source, at once: for
 /// a caller that holds the live lock, or knows that nobody works on the
 /// live directory.
-pub fn collect_garbage_locked(live: &Live, store: &Store) {
+pub(super) fn collect_garbage_locked(live: &Live, store: &Store) {
     let db = live.compiled();
     let source = db.as_deref().and_then(|db| store.source_of(db));
     let keep: Vec<&Path> = db
@@ -84,7 +84,7 @@ fn warn_of(failed: Vec<(PathBuf, std::io::Error)>) {
 
 /// Removes the `LIVE:s6-rc-*` directories `LIVE` does not point to and no
 /// supervisor runs in. The caller holds the live lock.
-pub fn remove_stale_live_dirs<T: S6rc>(tools: &mut T, live: &Live) {
+pub(super) fn remove_stale_live_dirs<T: S6rc>(tools: &mut T, live: &Live) {
     let stale = live.stale_dirs();
     if stale.is_empty() {
         return;
@@ -110,7 +110,7 @@ pub fn remove_stale_live_dirs<T: S6rc>(tools: &mut T, live: &Live) {
 
 /// Stops the supervisors of deleted live directories. The caller holds the
 /// live lock. Returns how many it stopped.
-pub fn sweep_supervisors<T: S6rc>(tools: &mut T, live: &Live) -> usize {
+pub(super) fn sweep_supervisors<T: S6rc>(tools: &mut T, live: &Live) -> usize {
     let dead: Vec<u32> = tools
         .supervisors(live.path())
         .iter()

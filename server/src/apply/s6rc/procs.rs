@@ -31,7 +31,7 @@ const INTERPRETERS: [&str; 5] = ["sh", "dash", "bash", "execlineb", "busybox"];
 
 /// The processes running an s6-rc program with `-l live` (or `-llive`),
 /// or with an argument under `state`.
-pub fn programs_on(live: &Path, state: &Path) -> Vec<Holder> {
+pub(super) fn programs_on(live: &Path, state: &Path) -> Vec<Holder> {
     let me = std::process::id();
     let mut out = Vec::new();
     for pid in pids() {
@@ -81,7 +81,7 @@ fn names(args: &[&[u8]], live: &Path, state: &Path) -> bool {
 
 /// The `s6-supervise` processes running in `<dir of live>/<name of
 /// live>:s6-rc-*/servicedirs/*`, deleted or not.
-pub fn supervisors(live: &Path) -> Vec<Supervisor> {
+pub(super) fn supervisors(live: &Path) -> Vec<Supervisor> {
     let (Some(parent), Some(base)) = (live.parent(), live.file_name()) else {
         return Vec::new();
     };
@@ -122,7 +122,7 @@ fn in_live_dir(dir: &Path, parent: &Path, base: &[u8]) -> bool {
 /// Sends `a` (rescan) to the s6-svscan of `scandir`, then SIGTERM to each
 /// of `pids` (s6-supervise stops its service and exits), and waits a
 /// little for them to go. Returns how many are gone.
-pub fn stop_supervisors(scandir: &Path, pids: &[u32]) -> usize {
+pub(super) fn stop_supervisors(scandir: &Path, pids: &[u32]) -> usize {
     // A rescan first: s6-svscan then knows that their entries are gone and
     // does not start them again when they exit.
     rescan(scandir);

@@ -21,7 +21,7 @@ const POLL: Duration = Duration::from_millis(50);
 /// Waits up to `bound` for the live directory to be quiet; then returns the
 /// live lock (`None` when there is no live directory to lock). `before` says
 /// what waits, for the log: "adopting it", "applying".
-pub fn wait<T: S6rc>(
+pub(super) fn wait<T: S6rc>(
     tools: &mut T,
     live: &Live,
     state: &Path,

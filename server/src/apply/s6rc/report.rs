@@ -16,7 +16,7 @@ use crate::apply::{ApplyReport, ApplyRequest};
 /// The report of an apply of `request` that ended with `result`. What is
 /// live comes from `state`, which the stages have updated, and `database`
 /// (`LIVE/compiled`).
-pub fn report(
+pub(super) fn report(
     request: &ApplyRequest,
     result: S6rcOutcome,
     shown: Shown,

@@ -13,7 +13,7 @@ use super::host::{
 use super::sysfs::DevId;
 
 /// A fake ext superblock (magic, UUID, label) in a 4 KiB device.
-pub fn ext_image(uuid: [u8; 16], label: &[u8]) -> Vec<u8> {
+pub(crate) fn ext_image(uuid: [u8; 16], label: &[u8]) -> Vec<u8> {
     let mut d = vec![0u8; 4096];
     d[1024 + 0x38..1024 + 0x3a].copy_from_slice(&0xef53u16.to_le_bytes());
     d[1024 + 0x68..1024 + 0x78].copy_from_slice(&uuid);
@@ -22,13 +22,13 @@ pub fn ext_image(uuid: [u8; 16], label: &[u8]) -> Vec<u8> {
 }
 
 /// A sysfs tree laid out as the kernel does it for virtual block devices.
-pub struct FakeSysfs {
+pub(crate) struct FakeSysfs {
     dir: tempfile::TempDir,
 }
 
 impl FakeSysfs {
     /// An empty tree.
-    pub fn new() -> FakeSysfs {
+    pub(crate) fn new() -> FakeSysfs {
         let dir = tempfile::tempdir().unwrap();
         for d in ["class/block", "dev/block", "devices/virtual/block"] {
             std::fs::create_dir_all(dir.path().join(d)).unwrap();
@@ -37,7 +37,7 @@ impl FakeSysfs {
     }
 
     /// The sysfs root.
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         self.dir.path()
     }
 
@@ -57,7 +57,7 @@ impl FakeSysfs {
     }
 
     /// Adds a disk.
-    pub fn disk(&self, name: &str, dev: DevId, size: u64, lbs: u32, diskseq: Option<u64>) {
+    pub(crate) fn disk(&self, name: &str, dev: DevId, size: u64, lbs: u32, diskseq: Option<u64>) {
         let rel = format!("devices/virtual/block/{name}");
         let d = self.root().join(&rel);
         std::fs::create_dir_all(d.join("queue")).unwrap();
@@ -79,7 +79,7 @@ impl FakeSysfs {
     }
 
     /// Adds a partition of `disk`.
-    pub fn partition(
+    pub(crate) fn partition(
         &self,
         disk: &str,
         name: &str,
@@ -107,7 +107,7 @@ impl FakeSysfs {
     }
 
     /// Removes a partition (as `partx -d` does).
-    pub fn remove_partition(&self, name: &str, dev: DevId) {
+    pub(crate) fn remove_partition(&self, name: &str, dev: DevId) {
         let d = self.devdir(name);
         std::fs::remove_dir_all(d).unwrap();
         std::fs::remove_file(self.root().join("class/block").join(name)).unwrap();
@@ -115,21 +115,21 @@ impl FakeSysfs {
     }
 
     /// Makes `slave` a device-mapper slave of `dm`.
-    pub fn slave(&self, dm: &str, slave: &str) {
+    pub(crate) fn slave(&self, dm: &str, slave: &str) {
         let d = self.devdir(dm).join("slaves");
         std::fs::create_dir_all(&d).unwrap();
         std::os::unix::fs::symlink(self.devdir(slave), d.join(slave)).unwrap();
     }
 
     /// Replaces a device's `uevent` file.
-    pub fn set_uevent(&self, name: &str, text: &str) {
+    pub(crate) fn set_uevent(&self, name: &str, text: &str) {
         std::fs::write(self.devdir(name).join("uevent"), text).unwrap();
     }
 }
 
 /// A device served from memory.
 #[derive(Debug, Clone)]
-pub struct FakeDevice {
+pub(crate) struct FakeDevice {
     /// Its node name.
     pub devname: String,
     /// Its number.
@@ -144,11 +144,11 @@ impl ReadAt for FakeDevice {
 }
 
 /// A fake device node: number, disk sequence number, contents.
-pub type FakeNode = (DevId, Option<u64>, Vec<u8>);
+pub(crate) type FakeNode = (DevId, Option<u64>, Vec<u8>);
 
 /// A [`BlockHost`] without privileges.
 #[derive(Default)]
-pub struct FakeHost {
+pub(crate) struct FakeHost {
     /// Devices by node name: number, disk sequence number, contents.
     pub devices: RefCell<BTreeMap<String, FakeNode>>,
     /// The device of `/`.
@@ -165,14 +165,14 @@ pub struct FakeHost {
 
 impl FakeHost {
     /// Adds a device.
-    pub fn device(&self, devname: &str, dev: DevId, diskseq: Option<u64>, data: Vec<u8>) {
+    pub(crate) fn device(&self, devname: &str, dev: DevId, diskseq: Option<u64>, data: Vec<u8>) {
         self.devices
             .borrow_mut()
             .insert(devname.to_owned(), (dev, diskseq, data));
     }
 
     /// The recorded calls.
-    pub fn calls(&self) -> Vec<String> {
+    pub(crate) fn calls(&self) -> Vec<String> {
         self.calls.borrow().clone()
     }
 }

@@ -16,12 +16,12 @@ use super::sysfs::DevId;
 use super::testing::{FakeHost, FakeSysfs, ext_image};
 
 /// PARTUUID of entry `n`.
-pub fn uuid(n: u8) -> Guid {
+pub(crate) fn uuid(n: u8) -> Guid {
     Guid([0xa0 | n; 16])
 }
 
 /// Kernel dev of `loop1pN`.
-pub fn pdev(n: u32) -> DevId {
+pub(crate) fn pdev(n: u32) -> DevId {
     DevId {
         major: 259,
         minor: n,
@@ -29,10 +29,10 @@ pub fn pdev(n: u32) -> DevId {
 }
 
 /// The disk's dev.
-pub const DISK: DevId = DevId { major: 7, minor: 1 };
+pub(crate) const DISK: DevId = DevId { major: 7, minor: 1 };
 
 /// Entry `n` of the standard table.
-pub fn std_entry(n: u32) -> GptEntry {
+pub(crate) fn std_entry(n: u32) -> GptEntry {
     let (ty, attrs) = match n {
         2 => (Guid([0x0f; 16]), 0),
         3 => (USER_PARTITION_TYPE, GptEntry::ATTR_READ_ONLY),
@@ -52,7 +52,7 @@ pub fn std_entry(n: u32) -> GptEntry {
 }
 
 /// The fake machine.
-pub struct World {
+pub(crate) struct World {
     /// sysfs.
     pub sysfs: FakeSysfs,
     /// Devices and mounts (shared with a manager).
@@ -65,7 +65,7 @@ pub struct World {
 
 impl World {
     /// The standard machine.
-    pub fn new() -> World {
+    pub(crate) fn new() -> World {
         let w = World::empty();
         let img = (1..=4).fold(GptImage::new(512, 2048), |img, n| {
             img.with_entry(std_entry(n))
@@ -85,7 +85,7 @@ impl World {
     }
 
     /// No devices at all.
-    pub fn empty() -> World {
+    pub(crate) fn empty() -> World {
         let tmp = tempfile::tempdir().unwrap();
         let sysfs = FakeSysfs::new();
         let mut config = PartitionConfig::new(tmp.path().join("mnt"));
@@ -101,14 +101,14 @@ impl World {
     }
 
     /// Adds a disk to sysfs and the host.
-    pub fn add_disk(&self, name: &str, dev: DevId, seq: Option<u64>, data: Vec<u8>) {
+    pub(crate) fn add_disk(&self, name: &str, dev: DevId, seq: Option<u64>, data: Vec<u8>) {
         let sectors = data.len() as u64 / 512;
         self.sysfs.disk(name, dev, sectors, 512, seq);
         self.host.device(name, dev, seq, data);
     }
 
     /// Adds partition `n` of `disk` (named `<disk>p<n>`).
-    pub fn add_partition(
+    pub(crate) fn add_partition(
         &self,
         disk: &str,
         n: u32,
@@ -124,19 +124,19 @@ impl World {
     }
 
     /// Removes partition `n` of `loop1` from sysfs and the host.
-    pub fn remove_partition(&self, n: u32) {
+    pub(crate) fn remove_partition(&self, n: u32) {
         let name = format!("loop1p{n}");
         self.sysfs.remove_partition(&name, pdev(n));
         self.host.devices.borrow_mut().remove(&name);
     }
 
     /// A manager over this machine.
-    pub fn manager(&self) -> PartitionManager<Rc<FakeHost>> {
+    pub(crate) fn manager(&self) -> PartitionManager<Rc<FakeHost>> {
         PartitionManager::with_host(self.config.clone(), self.host.clone())
     }
 
     /// Where partition `n` is mounted.
-    pub fn target(&self, n: u8) -> PathBuf {
+    pub(crate) fn target(&self, n: u8) -> PathBuf {
         self.config.mount_base.join(uuid(n).to_string())
     }
 }
