@@ -126,12 +126,17 @@ fn bad_disk_path(name: &OsStr, final_path: &Path) -> Option<String> {
 }
 
 fn read_blk(def: &OpenDir, ctx: &Ctx<'_>, found: &mut Found) -> Result<(), Fatal> {
+    // A `blk` that cannot be read counts as a reported failure only when
+    // it was reported: one that went away since the listing, or a dangling
+    // link in a trusted source, is found by nobody, and then the
+    // definition has no disk (`no-disk`).
+    let reported = found.diagnostics.len();
     let Some(mut blk) = subdir(def, "blk", ctx, &mut found.diagnostics)? else {
-        found.blk_failed = true;
+        found.blk_failed = found.diagnostics.len() > reported;
         return Ok(());
     };
     let Some(entries) = list(&mut blk, ctx, &mut found.diagnostics)? else {
-        found.blk_failed = true;
+        found.blk_failed = found.diagnostics.len() > reported;
         return Ok(());
     };
     for e in entries {
