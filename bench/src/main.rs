@@ -11,6 +11,7 @@ mod daemon;
 mod echo;
 mod fanout;
 mod footprint;
+mod guest;
 mod instances;
 mod machine;
 mod raw;
@@ -50,6 +51,7 @@ const SUITES: &[Suite] = &[
     ("stream", stream::run),
     ("footprint", footprint::run),
     ("attack", attack::run),
+    ("guest", guest::run),
 ];
 
 fn main() {

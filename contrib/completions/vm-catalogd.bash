@@ -35,7 +35,7 @@ _vm__catalogd() {
 
     case "${cmd}" in
         vm__catalogd)
-            opts="-h -V --socket --socket-fd --socket-mode --socket-group --admin-group --max-connections --max-connections-per-uid --ui-vm --vsock-port --ui-vm-socket --ui-vm-socket-mode --max-connections-per-vm --max-calls-per-vm --ui-vm-socket-owner --ui-vm-socket-group --builtin --source --trusted-source --trusted-target --names --no-watch --debounce-ms --no-partitions --partition-disk --all-disks --ext --cmdline --fsck --uevent-group --sysfs --apply --live --scandir --prefix --s6rc-bindir --service-template --start-command --restart-changed --instance-service --instances-up --instance-bindir --program-timeout --max-services --vm-dir --vm-layout --state-dir --notify-fd --log-level --log-format --help --version check help"
+            opts="-h -V --socket --socket-fd --socket-mode --socket-group --admin-group --max-connections --max-connections-per-uid --ui-vm --vsock-port --ui-vm-socket --ui-vm-socket-mode --max-connections-per-vm --max-calls-per-vm --ui-vm-socket-owner --ui-vm-socket-group --builtin --source --trusted-source --trusted-target --names --allow-cross-source-providers --no-watch --debounce-ms --no-partitions --partition-disk --all-disks --ext --cmdline --fsck --uevent-group --sysfs --apply --live --scandir --prefix --s6rc-bindir --service-template --start-command --restart-changed --instance-service --instances-up --instance-bindir --program-timeout --max-services --vm-dir --vm-layout --vm-hook --vm-hook-timeout --state-dir --notify-fd --log-level --log-format --help --version check help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -197,6 +197,14 @@ _vm__catalogd() {
                     COMPREPLY=($(compgen -W "plain spectrum" -- "${cur}"))
                     return 0
                     ;;
+                --vm-hook)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --vm-hook-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --state-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -221,7 +229,7 @@ _vm__catalogd() {
             return 0
             ;;
         vm__subcmd__catalogd__subcmd__check)
-            opts="-h --json --sources --trusted-source --names --trusted-target --help"
+            opts="-h --json --sources --trusted-source --names --allow-cross-source-providers --trusted-target --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_vm_catalogd_global_optspecs
-    string join \n socket= socket-fd= socket-mode= socket-group= admin-group= max-connections= max-connections-per-uid= ui-vm= vsock-port= ui-vm-socket= ui-vm-socket-mode= max-connections-per-vm= max-calls-per-vm= ui-vm-socket-owner= ui-vm-socket-group= builtin= source= trusted-source= trusted-target= names= no-watch debounce-ms= no-partitions partition-disk= all-disks ext= cmdline= fsck uevent-group= sysfs= apply= live= scandir= prefix= s6rc-bindir= service-template= start-command= restart-changed instance-service= instances-up instance-bindir= program-timeout= max-services= vm-dir= vm-layout= state-dir= notify-fd= log-level= log-format= h/help V/version
+    string join \n socket= socket-fd= socket-mode= socket-group= admin-group= max-connections= max-connections-per-uid= ui-vm= vsock-port= ui-vm-socket= ui-vm-socket-mode= max-connections-per-vm= max-calls-per-vm= ui-vm-socket-owner= ui-vm-socket-group= builtin= source= trusted-source= trusted-target= names= allow-cross-source-providers no-watch debounce-ms= no-partitions partition-disk= all-disks ext= cmdline= fsck uevent-group= sysfs= apply= live= scandir= prefix= s6rc-bindir= service-template= start-command= restart-changed instance-service= instances-up instance-bindir= program-timeout= max-services= vm-dir= vm-layout= vm-hook= vm-hook-timeout= state-dir= notify-fd= log-level= log-format= h/help V/version
 end
 
 function __fish_vm_catalogd_needs_command
@@ -37,7 +37,7 @@ complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l ui-vm-socket -d
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l ui-vm-socket-mode -d 'Mode of the UI VM listeners (octal): the VMM\'s user must be able to connect' -r
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l max-connections-per-vm -d 'Open connections of one UI VM (its own: none of the host\'s)' -r
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l max-calls-per-vm -d 'Streaming calls in flight of one UI VM, over all its connections' -r
-complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l ui-vm-socket-owner -d 'Owner of the UI VM listeners (name or number)' -r
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l ui-vm-socket-owner -d 'Owner of the UI VM listeners (name or number), or one user per VM with {id} or {name} (Spectrum: vmm-{id}), looked up when the VM\'s listener is made' -r
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l ui-vm-socket-group -d 'Group of the UI VM listeners (name or number)' -r
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l builtin -d 'The built-in VM definitions (trusted: symlinks are followed), labelled `builtin` unless LABEL= is given (Spectrum: sys=/usr/lib/spectrum/vm). A missing directory is an empty source with a warning' -r -F
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l source -d 'An extra untrusted source of definitions (repeatable). Extra sources rank after the built-in one and before partitions, in command-line order' -r
@@ -67,11 +67,14 @@ complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l max-services -d
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l vm-dir -d 'Where each active VM\'s view is built' -r -F
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l vm-layout -d 'How views are laid out under --vm-dir: `plain`, `<DIR>/<name>/config`, or `spectrum`, `<DIR>/by-id/<id>/config` with `<DIR>/by-name/<name>` linking to `<DIR>/by-id/<id>` (ids kept in the state directory)' -r -f -a "plain\t'`<vm-dir>/<name>/config`'
 spectrum\t'`<vm-dir>/by-id/<id>/config`, and `<vm-dir>/by-name/<name>` linking to `<vm-dir>/by-id/<id>`: Spectrum\'s `/run/vm`'"
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l vm-hook -d 'A program run for each VM, libvirt\'s way: `PROGRAM prepare ID NAME` once its view exists and before its service is created, `PROGRAM release ID NAME` after its service is deleted and before its directory goes; VM_ID, VM_NAME, VM_SOURCE, VM_SOURCE_ROOT, VM_PATH, VM_DIR and VM_VIEW in its environment. A VM whose prepare fails is left out (hook-failed) and tried again' -r -F
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l vm-hook-timeout -d 'Kill a --vm-hook run (with its process group) still running after this many seconds, and count it as failed' -r
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l state-dir -d 'State: compiled databases, partition mount points, VM ids' -r -F
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l notify-fd -d 'Write a newline to this file descriptor once the socket listens and the first scan and apply are done (s6 readiness notification)' -r
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l log-level -d 'Log filter: a level (error, warn, info, debug, trace) or RUST_LOG-style directives; RUST_LOG wins when set' -r
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l log-format -d 'Log format' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line'"
+complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l allow-cross-source-providers -d 'Let a VM of an untrusted source use a VM of another untrusted source as its provider (by default only VMs of trusted sources and of its own source: a stick\'s "netvm" cannot carry another partition\'s VMs\' traffic; such a VM is rejected with `provider-untrusted`)'
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l no-watch -d 'Do not watch source directories (rescan only on request, SIGHUP or hotplug)'
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l no-partitions -d 'Do not look for user partitions'
 complete -c vm-catalogd -n "__fish_vm_catalogd_needs_command" -l all-disks -d 'Look for user partitions on every disk'
@@ -88,6 +91,7 @@ qualified\t'A VM\'s name is `<source label>.<directory name>` (`sys.netvm`, `use
 complete -c vm-catalogd -n "__fish_vm_catalogd_using_subcommand check" -l trusted-target -d 'A symlink is accepted when its target is under this prefix (repeatable)' -r -F
 complete -c vm-catalogd -n "__fish_vm_catalogd_using_subcommand check" -l json -d 'Print one JSON object (see --help) instead of text'
 complete -c vm-catalogd -n "__fish_vm_catalogd_using_subcommand check" -l sources -d 'Each DIR is a source root ([LABEL=]DIR) holding definition directories, not a definition directory itself; the roots are merged as the daemon merges its sources'
+complete -c vm-catalogd -n "__fish_vm_catalogd_using_subcommand check" -l allow-cross-source-providers -d 'With --sources: let a VM of one DIR use another DIR\'s VM as its provider, as the daemon\'s --allow-cross-source-providers (by default only trusted sources\' VMs and its own DIR\'s: `provider-untrusted`)'
 complete -c vm-catalogd -n "__fish_vm_catalogd_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vm-catalogd -n "__fish_vm_catalogd_using_subcommand help; and not __fish_seen_subcommand_from check help" -f -a "check" -d 'Validate VM definition directories offline, as an untrusted source would be read'
 complete -c vm-catalogd -n "__fish_vm_catalogd_using_subcommand help; and not __fish_seen_subcommand_from check help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

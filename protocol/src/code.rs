@@ -181,6 +181,17 @@ wire_code! {
         /// `nosymfollow`: a symlink planted there after a scan can redirect a
         /// VMM (warning, on the source).
         SymlinksFollowed = 31 => "symlinks-followed",
+        /// The definition's name reads as `<label>.<name>` with the label of
+        /// a source, a reference to another definition: it could impersonate
+        /// that one, so it is rejected.
+        NameReadsAsReference = 32 => "name-reads-as-reference",
+        /// A provider from another untrusted source: a VM of an untrusted
+        /// source may use providers only from trusted sources and its own,
+        /// unless the administrator allows more.
+        ProviderUntrusted = 33 => "provider-untrusted",
+        /// The VM's `prepare` hook (`--vm-hook`) failed or did not finish in
+        /// time: the VM is left out of the apply and tried again later.
+        HookFailed = 34 => "hook-failed",
     }
 }
 

@@ -35,7 +35,8 @@ per VM (like `svc/data` on a user partition), optionally as LABEL=DIR \
 any --trusted-source, exactly as the daemon merges its sources: a name is \
 claimed by the first root that defines it, and providers must resolve \
 (missing providers, provider cycles and rejected providers reject their \
-dependants).
+dependants; a VM of an untrusted root may use only the VMs of trusted roots \
+and of its own root, unless --allow-cross-source-providers).
 
 Nothing below an untrusted DIR is followed: a symlink counts only when its \
 target is an absolute path under a --trusted-target prefix and is a regular \
@@ -77,6 +78,11 @@ pub struct CheckArgs {
     /// (`qualified`: `<label>.<directory name>`).
     #[arg(long, value_enum, default_value = "plain")]
     pub names: Names,
+    /// With --sources: let a VM of one DIR use another DIR's VM as its
+    /// provider, as the daemon's --allow-cross-source-providers (by default
+    /// only trusted sources' VMs and its own DIR's: `provider-untrusted`).
+    #[arg(long)]
+    pub allow_cross_source_providers: bool,
     /// A symlink is accepted when its target is under this prefix (repeatable).
     #[arg(
         long = "trusted-target",
@@ -170,6 +176,7 @@ fn collect_sources(args: &CheckArgs, opts: &ScanOptions) -> Result<Findings, Usa
     let empty = Catalog::empty(Epoch(0));
     let merge = MergeOptions {
         names: args.names,
+        cross_source_providers: args.allow_cross_source_providers,
         ..MergeOptions::plain("/run/vm")
     };
     let plan = Plan::new(&empty, &specs, opts, &merge, &mut VmIds::new(1))

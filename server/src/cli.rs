@@ -123,7 +123,9 @@ pub struct DaemonArgs {
     /// Streaming calls in flight of one UI VM, over all its connections.
     #[arg(long, value_name = "N", default_value_t = 32, help_heading = "UI VMs")]
     pub max_calls_per_vm: u32,
-    /// Owner of the UI VM listeners (name or number).
+    /// Owner of the UI VM listeners (name or number), or one user per VM
+    /// with {id} or {name} (Spectrum: vmm-{id}), looked up when the VM's
+    /// listener is made.
     #[arg(long, value_name = "USER", help_heading = "UI VMs")]
     pub ui_vm_socket_owner: Option<String>,
     /// Group of the UI VM listeners (name or number).
@@ -167,6 +169,12 @@ pub struct DaemonArgs {
     /// (Spectrum's `sys.netvm`: nothing is shadowed).
     #[arg(long, value_enum, default_value = "plain", help_heading = "Sources")]
     pub names: Names,
+    /// Let a VM of an untrusted source use a VM of another untrusted source
+    /// as its provider (by default only VMs of trusted sources and of its
+    /// own source: a stick's "netvm" cannot carry another partition's VMs'
+    /// traffic; such a VM is rejected with `provider-untrusted`).
+    #[arg(long, help_heading = "Sources")]
+    pub allow_cross_source_providers: bool,
     /// Do not watch source directories (rescan only on request, SIGHUP or hotplug).
     #[arg(long, help_heading = "Sources")]
     pub no_watch: bool,
@@ -316,6 +324,24 @@ pub struct DaemonArgs {
     /// linking to `<DIR>/by-id/<id>` (ids kept in the state directory).
     #[arg(long, value_enum, default_value = "plain", help_heading = "Applying")]
     pub vm_layout: Layout,
+    /// A program run for each VM, libvirt's way: `PROGRAM prepare ID NAME`
+    /// once its view exists and before its service is created, `PROGRAM
+    /// release ID NAME` after its service is deleted and before its
+    /// directory goes; VM_ID, VM_NAME, VM_SOURCE, VM_SOURCE_ROOT, VM_PATH,
+    /// VM_DIR and VM_VIEW in its environment. A VM whose prepare fails is
+    /// left out (hook-failed) and tried again.
+    #[arg(long, value_name = "PROGRAM", help_heading = "Applying")]
+    pub vm_hook: Option<PathBuf>,
+    /// Kill a --vm-hook run (with its process group) still running after
+    /// this many seconds, and count it as failed.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = crate::hooks::DEFAULT_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..),
+        help_heading = "Applying"
+    )]
+    pub vm_hook_timeout: u64,
 
     // ── Daemon ──
     /// State: compiled databases, partition mount points, VM ids.

@@ -17,9 +17,10 @@ use crate::apply::s6rc::S6rcConfig;
 use crate::catalog::{Layout, MergeOptions};
 use crate::cli::{ApplyKind, DaemonArgs};
 use crate::definition::ScanOptions;
+use crate::hooks::HookConfig;
 use crate::rpc::Limits;
 use crate::rpc::listener::SocketOptions;
-use crate::rpc::ui_vm::{Access, SocketTemplate, UiVmConfig};
+use crate::rpc::ui_vm::{Access, Owner, Parent, SocketTemplate, UiVmConfig, UserTemplate};
 use crate::source::SourceSpec;
 use crate::source::partition::discover::PRIMARY_LABEL;
 use crate::source::partition::{DiskPolicy, ExtSource, PartitionConfig, UeventGroup};
@@ -82,6 +83,12 @@ pub enum ConfigError {
     /// A `--ui-vm-socket` template that cannot be used.
     #[error("--ui-vm-socket: {0}")]
     UiVmSocket(#[source] crate::rpc::ui_vm::TemplateError),
+    /// `--vm-hook` is not an executable file.
+    #[error("--vm-hook: {} is not an executable file", .0.display())]
+    VmHook(PathBuf),
+    /// A `--ui-vm-socket-owner` template that cannot be used.
+    #[error("--ui-vm-socket-owner: {0}")]
+    UiVmOwner(#[source] crate::rpc::ui_vm::TemplateError),
     /// A user that does not exist.
     #[error("{arg}: no user {user:?}")]
     User {
@@ -104,19 +111,10 @@ pub enum SocketConfig {
     Fd(i32),
 }
 
-/// How the catalog is applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ApplyConfig {
-    /// Catalog only (`--apply none`).
-    None,
-    /// One s6-rc database of VM services (boxed: it is large).
-    S6rc(Box<S6rcConfig>),
-    /// One instance of a templated s6 service per VM.
-    Instance(Box<InstanceConfig>),
-}
+pub use crate::apply::ApplyConfig;
 
 impl ApplyConfig {
-    /// Which applier this is.
+    /// Which applier this is, as the command line names it.
     pub fn kind(&self) -> ApplyKind {
         match self {
             ApplyConfig::None => ApplyKind::None,
@@ -153,6 +151,8 @@ pub struct Config {
     pub notify_fd: Option<i32>,
     /// The UI VMs' listeners; `None`: no `--ui-vm`.
     pub ui_vms: Option<UiVmConfig>,
+    /// The per-VM hook; `None`: no `--vm-hook`.
+    pub vm_hook: Option<HookConfig>,
 }
 
 impl Config {
@@ -210,11 +210,29 @@ impl Config {
                 names: args.names,
                 layout: args.vm_layout,
                 vm_dir,
+                cross_source_providers: args.allow_cross_source_providers,
             },
             ids_file: state_dir.join("vm-ids"),
             notify_fd: args.notify_fd,
+            vm_hook: vm_hook(args, &state_dir)?,
         })
     }
+}
+
+/// The per-VM hook, if one is named: an executable file.
+fn vm_hook(args: &DaemonArgs, state_dir: &Path) -> Result<Option<HookConfig>, ConfigError> {
+    let Some(p) = &args.vm_hook else {
+        return Ok(None);
+    };
+    let program = absolute("--vm-hook", p)?;
+    if !crate::apply::process::executable(&program) {
+        return Err(ConfigError::VmHook(program));
+    }
+    Ok(Some(HookConfig {
+        program,
+        timeout: Duration::from_secs(args.vm_hook_timeout),
+        record: state_dir.join("vm-hooks.json"),
+    }))
 }
 
 /// The UI VMs' listeners, if any VM is named.
@@ -243,18 +261,30 @@ fn ui_vms(args: &DaemonArgs, vm_dir: &Path) -> Result<Option<UiVmConfig>, Config
         vm_dir: vm_dir.to_owned(),
         access: Access {
             mode: args.ui_vm_socket_mode,
-            owner: args
-                .ui_vm_socket_owner
-                .as_deref()
-                .map(|u| user("--ui-vm-socket-owner", u))
-                .transpose()?,
+            owner: ui_vm_owner(args.ui_vm_socket_owner.as_deref())?,
             group: args
                 .ui_vm_socket_group
                 .as_deref()
                 .map(|g| group("--ui-vm-socket-group", g))
                 .transpose()?,
         },
+        parent: match args.vm_layout {
+            Layout::Plain => Parent::Create,
+            // `/run/vsock/<id>` is the VM's hook's to make.
+            Layout::Spectrum => Parent::Existing,
+        },
     }))
+}
+
+/// `--ui-vm-socket-owner`: a user, or a template with `{id}` or `{name}`.
+fn ui_vm_owner(arg: Option<&str>) -> Result<Owner, ConfigError> {
+    let Some(u) = arg else {
+        return Ok(Owner::Unchanged);
+    };
+    match UserTemplate::parse(u).map_err(ConfigError::UiVmOwner)? {
+        Some(t) => Ok(Owner::PerVm(t)),
+        None => user("--ui-vm-socket-owner", u).map(Owner::Uid),
+    }
 }
 
 /// A user by name or number.
@@ -266,28 +296,7 @@ fn user(arg: &'static str, u: &str) -> Result<u32, ConfigError> {
         arg,
         user: u.to_owned(),
     };
-    let name = std::ffi::CString::new(u).map_err(|_| err())?;
-    // SAFETY: `libc::passwd` is a plain C struct of integers and pointers,
-    // for which all-zero bytes are a valid (empty) value.
-    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call: `name` is NUL-terminated,
-    // `pw` and `buf` outlive it and `buf.len()` is its size; `result` is
-    // written by the call.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            name.as_ptr(),
-            &mut pw,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() {
-        return Err(err());
-    }
-    Ok(pw.pw_uid)
+    crate::rpc::ui_vm::uid_of(u).ok_or_else(err)
 }
 
 /// The partition manager's configuration, mounting under `<state-dir>/mnt`.

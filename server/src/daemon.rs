@@ -1,15 +1,19 @@
 //! The daemon's life: start-up, serving, shutdown.
 //!
 //! Start-up order: bind the socket (it queues connections, nobody is
-//! served yet), open the applier (adopting an existing live database) and
-//! bind the uevent listener, install the signal handlers, run the first
-//! rescan and apply, then serve, start the triggers, and say ready. Shutdown
+//! served yet), bind the uevent listener (before the first partition
+//! reconcile, so that no hotplug event is missed), open the applier
+//! (adopting an existing live database), install the signal handlers, run
+//! the first rescan and apply, then serve, start the triggers, and say
+//! ready. The triggers only send to the rescan worker; what the inotify
+//! trigger watches comes back from the rescans on a channel made here. Shutdown
 //! (`SIGTERM`, `SIGINT`): stop accepting, let the apply in flight finish, say
 //! goodbye to every connection, remove the socket, exit 0. Mounted
 //! partitions stay mounted: running VMs use them.
 
 use std::io::Write;
 use std::os::fd::FromRawFd;
+use std::sync::Arc;
 
 use tokio_seqpacket::UnixSeqpacketListener;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +24,7 @@ use crate::config::Config;
 use crate::publish::Hub;
 use crate::rescan::{PipelineError, RealPipeline, Rescans, now_unix_ms};
 use crate::rpc::{self, Ctx, ServerInfo, listener::BoundSocket};
+use crate::source::partition::UeventListener;
 use crate::triggers::{self, inotify, signal::Signals};
 
 /// Why the daemon could not run.
@@ -61,10 +66,15 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     raise_fd_limit();
     let hub = Hub::new(new_epoch());
-    let (watched, watch_rx) = inotify::channel();
+    let (watched, watch_rx) = tokio::sync::watch::channel(Arc::new(Default::default()));
+    let uevents = bind_uevents(&config);
     let mut pipeline =
         RealPipeline::open(&config, hub.clone(), watched).map_err(DaemonError::Pipeline)?;
-    let uevents = pipeline.take_uevents();
+    // A UI VM's listener lives in a directory its hook made: it goes before
+    // the VM's `release` hook runs, not at the next publish.
+    let listeners = rpc::ui_vm::Listeners::default();
+    let releasing = listeners.clone();
+    pipeline.before_release(Box::new(move |vm| releasing.release(vm)));
     let (rescans, worker) = Rescans::spawn(pipeline);
     let signals = Signals::install().map_err(DaemonError::Signals)?;
 
@@ -89,7 +99,7 @@ pub async fn run(
     let ui_vms = config
         .ui_vms
         .clone()
-        .map(|c| tokio::spawn(rpc::ui_vm::UiVms::start(ctx.clone(), c).run()));
+        .map(|c| tokio::spawn(rpc::ui_vm::UiVms::start_with(ctx.clone(), c, listeners).run()));
     let server = tokio::spawn(rpc::serve(listener, ctx));
     if let Some(debounce) = config.watch {
         tokio::spawn(inotify::run(
@@ -131,6 +141,17 @@ pub async fn run(
     bound.remove();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The block device uevent listener, when partitions are looked for; `None`
+/// (partitions are then seen on rescans only) when it cannot be bound.
+fn bind_uevents(config: &Config) -> Option<UeventListener> {
+    let group = config.partitions.as_ref()?.uevent_group;
+    UeventListener::bind(group)
+        .inspect_err(|e| {
+            tracing::warn!(error = %e, "cannot listen to block device uevents; partitions are seen on rescans only");
+        })
+        .ok()
 }
 
 /// What `GetInfo` says about this daemon.

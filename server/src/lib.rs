@@ -2,7 +2,7 @@
 //!
 //! Data flows one way (see `ARCHITECTURE.md`), and the modules below come in
 //! its order: triggers → rescan worker → sources → definitions → catalog →
-//! views → apply → publish → RPC readers.
+//! views → hooks → apply → publish → RPC readers.
 
 pub mod logging;
 
@@ -24,6 +24,8 @@ pub mod definition;
 pub mod catalog;
 // the directories the VMMs read built on disk,
 pub mod views;
+// each new VM prepared (and each VM that left released) by the host's hook,
+pub mod hooks;
 // the VM services kept in step,
 pub mod apply;
 // and the result published

@@ -213,8 +213,9 @@ fn check_sources_gives_the_daemons_verdict_on_providers() {
 }
 
 /// Several roots are merged in order, as the daemon's sources are: the
-/// first claims a name, later ones are shadowed, and a provider may come
-/// from another root.
+/// first claims a name, later ones are shadowed, and a provider from
+/// another untrusted root is refused unless cross-source providers are
+/// allowed, as the daemon does.
 #[test]
 fn check_sources_merges_roots_in_order() {
     let t = Tree::new();
@@ -222,10 +223,18 @@ fn check_sources_merges_roots_in_order() {
     t.vm("usr", "netvm");
     t.vm("usr", "app");
     t.provider("usr", "app", "netvm");
-    let o = check(&[os(&"--sources"), os(&t.join("sys")), os(&t.join("usr"))]);
+    let (sys, usr) = (t.join("sys"), t.join("usr"));
+    let roots = [os(&"--sources"), os(&sys), os(&usr)];
+    let o = check(&roots);
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(text.contains("shadowed by dir1"), "{text}");
+    assert!(text.contains("provider-untrusted"), "{text}");
+    let mut allowed = roots.to_vec();
+    allowed.push(os(&"--allow-cross-source-providers"));
+    let o = check(&allowed);
     let text = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{text}");
-    assert!(text.contains("shadowed by dir1"), "{text}");
     assert!(
         text.contains("checked 3 definitions: 3 valid, 0 invalid"),
         "{text}"

@@ -173,25 +173,11 @@ fn diff_annotations_from_the_applier_are_changes() {
     t.vm("a", "x");
     let (g1, _) = rescan(&t, &Catalog::empty(Epoch(1)), &["a"]).unwrap();
     let mut d = merge(&g1, scans(&t, &["a"]), &t.join("vm"));
-    let mut report = vm_catalogd::apply::ApplyReport {
-        result: vm_catalogd::apply::Outcome::Unchanged,
-        outcome: vm_catalog_protocol::ApplyOutcome {
-            status: vm_catalog_protocol::ApplyStatus::Unchanged,
-            generation: 1,
-            database: None,
-            services: 1,
-            duration_us: 0,
-            message: String::new(),
-        },
-        services: Default::default(),
-        restart_pending: Default::default(),
-        left_out: Vec::new(),
-    };
-    report.services.insert(
-        "x".parse().unwrap(),
-        vm_catalogd::apply::Service::S6rc("vm-x".parse().unwrap()),
-    );
-    d.annotate(&report);
+    let mut notes = vm_catalogd::catalog::Annotations::default();
+    notes
+        .services
+        .insert("x".parse().unwrap(), "vm-x".to_string());
+    d.annotate(notes);
     let (g2, changes) = g1.successor(d).unwrap();
     assert_eq!(
         changes.iter().map(show).collect::<Vec<_>>(),

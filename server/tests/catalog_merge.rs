@@ -6,12 +6,9 @@ mod catalog_common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use catalog_common::{codes, label, opts, scan, untrusted, want};
-use vm_catalog_protocol::{
-    ApplyOutcome, ApplyStatus, Epoch, SourceState, VmEntry, VmName, VmState,
-};
+use vm_catalog_protocol::{Epoch, SourceState, VmEntry, VmName, VmState};
 use vm_catalog_tests::Tree;
-use vm_catalogd::apply::{ApplyReport, Outcome, Service};
-use vm_catalogd::catalog::{Catalog, Draft, merge};
+use vm_catalogd::catalog::{Annotations, Catalog, Draft, merge};
 use vm_catalogd::definition::SourceScan;
 use vm_catalogd::source::{Presence, SourceSpec};
 
@@ -21,12 +18,6 @@ fn builtin(t: &Tree) -> SourceScan {
 
 fn dir(t: &Tree, rel: &str) -> SourceScan {
     scan(untrusted(t, rel), opts(t))
-}
-
-fn gone(t: &Tree, rel: &str) -> SourceScan {
-    let mut s = untrusted(t, rel);
-    s.presence = Presence::Gone;
-    scan(s, opts(t))
 }
 
 /// `(name, source, state)` of every entry.
@@ -241,6 +232,14 @@ fn merge_provider_resolves_to_the_claimant_of_its_name() {
 
 #[test]
 fn merge_keeps_a_gone_sources_definitions_as_unavailable() {
+    // `a` is trusted, so that `b`'s VMs may use its VMs as providers.
+    let a = |t: &Tree, gone: bool| {
+        let mut s = catalog_common::trusted(t, "a");
+        if gone {
+            s.presence = Presence::Gone;
+        }
+        scan(s, opts(t))
+    };
     let t = Tree::new();
     t.vm("a", "x");
     t.vm("a", "only-a");
@@ -251,13 +250,13 @@ fn merge_keeps_a_gone_sources_definitions_as_unavailable() {
         &Catalog::empty(Epoch(1)),
         merge(
             &Catalog::empty(Epoch(1)),
-            vec![dir(&t, "a"), dir(&t, "b")],
+            vec![a(&t, false), dir(&t, "b")],
             &t.join("vm"),
         ),
     );
     assert_eq!(prev.active().count(), 3);
 
-    let d = merge(&prev, vec![gone(&t, "a"), dir(&t, "b")], &t.join("vm"));
+    let d = merge(&prev, vec![a(&t, true), dir(&t, "b")], &t.join("vm"));
     assert_eq!(
         states(&d),
         [
@@ -295,12 +294,8 @@ fn merge_keeps_a_gone_sources_definitions_as_unavailable() {
 
     // Still gone on the next rescan: still there, unavailable, unchanged.
     assert!(
-        next.successor(merge(
-            &next,
-            vec![gone(&t, "a"), dir(&t, "b")],
-            &t.join("vm")
-        ))
-        .is_none()
+        next.successor(merge(&next, vec![a(&t, true), dir(&t, "b")], &t.join("vm")))
+            .is_none()
     );
     // Forgotten (no longer in the scans): gone for good.
     let forgotten = merge(&next, vec![dir(&t, "b")], &t.join("vm"));
@@ -352,36 +347,24 @@ fn merge_ignores_a_repeated_source_label() {
     assert_eq!(d.sources().len(), 1);
 }
 
-fn report(services: &[(&str, &str)], pending: &[&str]) -> ApplyReport {
-    ApplyReport {
-        result: Outcome::Unchanged,
-        outcome: ApplyOutcome {
-            status: ApplyStatus::Unchanged,
-            generation: 1,
-            database: None,
-            services: services.len() as u32,
-            duration_us: 0,
-            message: String::new(),
-        },
+/// What an applier reported, in the catalog's words: these services,
+/// these restarts pending.
+fn notes(services: &[(&str, &str)], pending: &[&str]) -> Annotations {
+    Annotations {
         services: services
             .iter()
-            .map(|(n, s)| {
-                (
-                    VmName::try_from(*n).unwrap(),
-                    Service::S6rc(s.parse().unwrap()),
-                )
-            })
+            .map(|(n, s)| (VmName::try_from(*n).unwrap(), s.to_string()))
             .collect(),
         restart_pending: pending
             .iter()
             .map(|n| VmName::try_from(*n).unwrap())
             .collect::<BTreeSet<_>>(),
-        left_out: Vec::new(),
+        left_out: BTreeMap::new(),
     }
 }
 
 #[test]
-fn merge_feeds_the_applier_and_takes_its_report() {
+fn merge_takes_the_appliers_annotations_and_keeps_them() {
     let t = Tree::new();
     t.vm("a", "net");
     t.vm("a", "app");
@@ -390,26 +373,7 @@ fn merge_feeds_the_applier_and_takes_its_report() {
     let vm_dir = t.join("vm");
     let empty = Catalog::empty(Epoch(1));
     let mut d = merge(&empty, vec![dir(&t, "a")], &vm_dir);
-    let req = d.apply_request();
-    assert_eq!(
-        req.generation, 1,
-        "a new active set is the next generation's"
-    );
-    let names: Vec<&str> = req.vms.iter().map(|v| v.name.as_str()).collect();
-    assert_eq!(names, ["app", "net"]);
-    assert_eq!(req.vms[0].view, vm_dir.join("app/config"));
-    assert_eq!(req.vms[0].providers, [VmName::try_from("net").unwrap()]);
-    assert!(req.vms[1].providers.is_empty());
-    let fp = d
-        .candidates()
-        .iter()
-        .find(|c| c.entry.name.as_str() == "app")
-        .unwrap()
-        .definition
-        .fingerprint;
-    assert_eq!(req.vms[0].fingerprint, fp);
-
-    d.annotate(&report(
+    d.annotate(notes(
         &[("app", "vm-app"), ("net", "vm-net"), ("bad", "vm-bad")],
         &["net"],
     ));
@@ -422,12 +386,10 @@ fn merge_feeds_the_applier_and_takes_its_report() {
         "only active entries have a service"
     );
     let c = publish(&empty, d);
-    assert_eq!(c.apply_request().generation, 1);
 
-    // Nothing changed: the request names the current generation, and the
-    // live annotations carry over without a new report.
+    // Nothing changed: the live annotations carry over without a new
+    // report.
     let d = merge(&c, vec![dir(&t, "a")], &vm_dir);
-    assert_eq!(d.apply_request().generation, 1);
     assert_eq!(entry(&d, "app", "a").service.as_deref(), Some("vm-app"));
     assert!(c.successor(d).is_none());
 }
@@ -445,7 +407,7 @@ fn merge_reject_from_outside_rejects_dependants_too() {
         path: "/run/vm/net/config".into(),
         message: "cannot build the view".into(),
     };
-    d.reject(&VmName::try_from("net").unwrap(), diag);
+    d.reject_all([(VmName::try_from("net").unwrap(), diag)]);
     assert_eq!(
         states(&d),
         [
@@ -454,7 +416,7 @@ fn merge_reject_from_outside_rejects_dependants_too() {
         ]
     );
     assert!(d.active_definitions().is_empty());
-    assert!(d.apply_request().vms.is_empty());
+    assert_eq!(d.active().count(), 0);
 }
 
 #[test]
@@ -465,13 +427,15 @@ fn merge_shows_vms_left_out_of_the_database_and_keeps_that_until_told_otherwise(
     let vm_dir = t.join("vm");
     let empty = Catalog::empty(Epoch(1));
     let mut d = merge(&empty, vec![dir(&t, "a")], &vm_dir);
-    let mut r = report(&[("ok", "vm-ok")], &[]);
-    r.left_out.push(vm_catalogd::apply::LeftOut {
-        vm: VmName::try_from("long").unwrap(),
-        code: vm_catalog_protocol::DiagCode::NameTooLong,
-        message: "the service name is too long".into(),
-    });
-    d.annotate(&r);
+    let mut r = notes(&[("ok", "vm-ok")], &[]);
+    r.left_out.insert(
+        VmName::try_from("long").unwrap(),
+        vec![(
+            vm_catalog_protocol::DiagCode::NameTooLong,
+            "the service name is too long".into(),
+        )],
+    );
+    d.annotate(r);
     let long = entry(&d, "long", "a");
     assert_eq!(long.state, VmState::Active, "its definition is fine");
     assert_eq!(long.service, None);
@@ -489,7 +453,7 @@ fn merge_shows_vms_left_out_of_the_database_and_keeps_that_until_told_otherwise(
     );
     // The applier takes it in: the diagnostic goes, a service comes.
     let mut d = merge(&g1, vec![dir(&t, "a")], &vm_dir);
-    d.annotate(&report(&[("ok", "vm-ok"), ("long", "vm-long")], &[]));
+    d.annotate(notes(&[("ok", "vm-ok"), ("long", "vm-long")], &[]));
     let (g2, changes) = g1.successor(d).unwrap();
     assert_eq!(changes.len(), 1);
     let (long, _) = g2.lookup("long").unwrap();

@@ -9,7 +9,7 @@ use catalog_common::{label, opts, scan, trusted, untrusted};
 use vm_catalog_protocol::{DiagCode, Epoch, VmEntry, VmState};
 use vm_catalog_tests::Tree;
 use vm_catalogd::catalog::{
-    Catalog, Draft, Layout, MergeOptions, Names, VmIds, merge, merge_with, references,
+    Catalog, Draft, Layout, MergeOptions, Names, VmIds, merge, merge_with, qualified,
 };
 use vm_catalogd::definition::SourceScan;
 use vm_catalogd::views::Views;
@@ -26,6 +26,7 @@ fn opts_of(t: &Tree, names: Names, layout: Layout) -> MergeOptions {
         names,
         layout,
         vm_dir: t.join("vm"),
+        cross_source_providers: false,
     }
 }
 
@@ -40,15 +41,20 @@ fn states(d: &Draft) -> Vec<(String, VmState)> {
 }
 
 #[test]
-fn references_split_at_each_dot_into_a_label_and_a_name() {
-    let r: Vec<(String, String)> = references("a.b.c")
-        .map(|(l, n)| (l.to_string(), n.to_string()))
-        .collect();
-    assert_eq!(r, [("a".into(), "b.c".into()), ("a.b".into(), "c".into())]);
-    assert_eq!(references("netvm").count(), 0);
+fn a_reference_reads_as_qualified_at_the_leftmost_dot_whose_label_exists() {
+    let read = |r: &str, labels: &[&str]| {
+        qualified(r, |l| labels.contains(&l.as_str())).map(|(l, n)| (l.to_string(), n.to_string()))
+    };
     assert_eq!(
-        references("sys.s6rc-x").count(),
-        0,
+        read("a.b.c", &["a", "a.b"]),
+        Some(("a".into(), "b.c".into()))
+    );
+    assert_eq!(read("a.b.c", &["a.b"]), Some(("a.b".into(), "c".into())));
+    assert_eq!(read("a.b.c", &["x"]), None, "no such label");
+    assert_eq!(read("netvm", &["netvm"]), None);
+    assert_eq!(
+        read("sys.s6rc-x", &["sys"]),
+        None,
         "not a valid name after the dot"
     );
 }
@@ -149,6 +155,51 @@ fn plain_names_take_qualified_references_to_the_claimant_only() {
     }
 }
 
+/// Issue 22, item 2: under plain names a user directory `sys.netvm` was the
+/// catalog name `sys.netvm`, and a catalog name won over a qualified
+/// reference, so it became the provider of whoever named `sys.netvm`.
+#[test]
+fn a_user_directory_named_like_a_qualified_reference_impersonated_that_vm() {
+    let t = Tree::new();
+    t.vm("sys", "netvm");
+    t.vm("user", "sys.netvm");
+    t.vm("user", "user.x");
+    t.vm("user", "other.x");
+    t.vm("user", "app");
+    t.provider("user", "app", "sys.netvm");
+    t.vm("user", "odd");
+    t.provider("user", "odd", "user.sys.netvm");
+    let g0 = Catalog::empty(Epoch(1));
+    let (g1, _) = g0.successor(merge(&g0, scans(&t), &t.join("vm"))).unwrap();
+    let app = g1.lookup("app").unwrap().0;
+    assert_eq!(app.state, VmState::Active);
+    assert_eq!(app.providers[0].name.as_str(), "netvm", "the built-in");
+    for impostor in ["sys.netvm", "user.x"] {
+        let e = g1.entries().find(|e| e.name.as_str() == impostor).unwrap();
+        assert_eq!(e.state, VmState::Rejected, "{impostor}");
+        let why = e
+            .diagnostics
+            .iter()
+            .find(|x| x.code == DiagCode::NameReadsAsReference)
+            .unwrap_or_else(|| panic!("{impostor}: {e:?}"));
+        assert!(why.message.contains("rename the directory"), "{why:?}");
+    }
+    // No such label: an ordinary name.
+    assert_eq!(g1.lookup("other.x").unwrap().0.state, VmState::Active);
+    // `sys.netvm` names the built-in; the impostor is `user.sys.netvm`.
+    let (shown, others) = g1.lookup("sys.netvm").unwrap();
+    assert_eq!(
+        (shown.source.as_str(), shown.name.as_str()),
+        ("sys", "netvm")
+    );
+    assert!(others.is_empty());
+    let (found, _) = g1.lookup("user.sys.netvm").unwrap();
+    assert_eq!(found.state, VmState::Rejected);
+    // A reference to the impostor finds a rejected provider.
+    let odd = g1.lookup("odd").unwrap().0;
+    assert_eq!(odd.state, VmState::Rejected);
+}
+
 #[test]
 fn ids_are_kept_across_merges_and_given_to_the_applier() {
     let t = Tree::new();
@@ -160,7 +211,7 @@ fn ids_are_kept_across_merges_and_given_to_the_applier() {
     let d = merge_with(&g0, scans(&t), &o, &mut ids);
     let id = entry(&d, "netvm").id.clone().unwrap();
     assert_eq!(ids.get(&label("sys"), &"netvm".parse().unwrap()), Some(&id));
-    let req = d.apply_request();
+    let req = vm_catalogd::rescan::handoff::apply_request(&g0, &d);
     assert_eq!(req.vms[1].name.as_str(), "netvm");
     assert_eq!(req.vms[1].id, id);
     assert_eq!(

@@ -122,14 +122,20 @@ fn scan_accepts_symlinks_under_the_trusted_prefix_only() {
     t.dir("src/good/blk");
     t.symlink("src/good/vmlinux", &k);
     t.symlink("src/good/blk/root.img", &img);
+    // A link under the prefix whose target leaves it: a bad hop.
+    t.symlink("img/appvm/out", "/etc/passwd");
     let bad: [(&str, PathBuf); 6] = [
         ("abs-outside", PathBuf::from("/etc/passwd")),
         ("dev", PathBuf::from("/dev/sda")),
         ("relative", PathBuf::from("../../etc/shadow")),
         ("dotdot", t.join("img/../../../etc/shadow")),
         ("via-link", t.join("img/etc/passwd")),
-        ("to-link", t.join("img/appvm/alias")),
+        ("hop-out", t.join("img/appvm/out")),
     ];
+    // A link to a link under the prefix is followed to the file.
+    t.vm("src", "to-link");
+    std::fs::remove_file(t.join("src/to-link/vmlinux")).unwrap();
+    t.symlink("src/to-link/vmlinux", t.join("img/appvm/alias"));
     for (name, target) in &bad {
         t.vm("src", name);
         std::fs::remove_file(t.join(format!("src/{name}/vmlinux"))).unwrap();
@@ -148,6 +154,14 @@ fn scan_accepts_symlinks_under_the_trusted_prefix_only() {
         "the target's identity, not the link's"
     );
     assert_eq!(good.disks[0].path, img);
+    let to_link = def(&s, "to-link");
+    assert!(to_link.diagnostics.is_empty(), "{:?}", to_link.diagnostics);
+    assert_eq!(to_link.kernel.as_ref().unwrap().path, k, "the final path");
+    let hop_out = &def(&s, "hop-out").diagnostics[0].message;
+    assert!(
+        hop_out.contains(&t.join("img/appvm/out").display().to_string()),
+        "the message names the hop: {hop_out}"
+    );
     for (name, _) in &bad {
         let path = format!("src/{name}/vmlinux");
         assert_eq!(

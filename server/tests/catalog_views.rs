@@ -187,7 +187,7 @@ fn views_failures_are_reported_and_can_reject_the_vm() {
     let diag = e.to_diagnostic();
     assert_eq!(diag.code.name(), "io-error");
     assert_eq!(diag.path, t.join("vm/net").display().to_string());
-    d.reject(e.name.as_ref().unwrap(), diag);
+    d.reject_all([(e.name.clone().unwrap(), diag)]);
     let states: Vec<(&str, VmState)> = d.entries().map(|e| (e.name.as_str(), e.state)).collect();
     assert_eq!(
         states,

@@ -35,16 +35,17 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
     out
 }
 
-/// Why a definition is not active, in a few words: each distinct error
-/// once, in the order of its first diagnostic.
+/// Why a definition is not active (or, active, has no service), in a few
+/// words: each distinct error once, in the order of its first diagnostic.
 pub fn reason(e: &VmEntry) -> String {
     match e.state {
-        VmState::Active => String::new(),
+        // An active VM with an error is left out of the apply (no service):
+        // `hook-failed`, `name-too-long`, … say why.
         VmState::Shadowed => match &e.shadowed_by {
             Some(l) => format!("shadowed by {l}"),
             None => "shadowed".into(),
         },
-        VmState::Rejected | VmState::Unavailable => {
+        VmState::Active | VmState::Rejected | VmState::Unavailable => {
             let mut names: Vec<&str> = Vec::new();
             for d in &e.diagnostics {
                 let name = d.code.name();

@@ -4,19 +4,24 @@
 //! the apply stage, always from the same thread: every s6-rc call is
 //! serialized there.
 //!
-//! Three appliers exist: [`none::NoneApplier`] (catalog only),
-//! [`s6rc::S6rcApplier`] (one s6-rc database of VM services, swapped
-//! atomically; see `docs/s6-rc.md`) and [`instance::InstanceApplier`] (each
-//! VM an instance of one templated s6 service; see `docs/s6-instance.md`).
+//! Three appliers exist, each in its own folder with its configuration,
+//! its stages and its own account of an apply ([`outcome::Detail`]):
+//! [`none::NoneApplier`] (catalog only), [`s6rc::S6rcApplier`] (one s6-rc
+//! database of VM services, swapped atomically; see `docs/s6-rc.md`) and
+//! [`instance::InstanceApplier`] (each VM an instance of one templated s6
+//! service; see `docs/s6-instance.md`). [`open`] is the one table from a
+//! configuration to an applier: adding one is a folder and a row there
+//! (and its flags in `cli.rs`/`config.rs`).
 //!
 //! An apply runs in stages, each returning a value: plan (pure: what is
 //! added, removed, changed, kept: [`plan`]) → switch (through the applier's
-//! tools) → verify, or repair → report (a typed [`outcome::Outcome`], from
-//! which the wire outcome and its message are derived). The plan and report
-//! types are the appliers' common vocabulary, with the restart-pending
-//! bookkeeping ([`restart`]), the log line ([`report`]), the state files
-//! ([`state_file`]) and what s6's supervision files say ([`supervise`]); [`process`] runs their programs
-//! with deadlines.
+//! tools) → verify, or repair → report (an [`outcome::ApplyResult`], from
+//! which the wire outcome and its message are derived). What the appliers
+//! share is small: this module's request and report, the plan's
+//! [`plan::Delta`], the restart-pending bookkeeping ([`restart`]), the log
+//! line ([`report`]), the state files ([`state_file`]), what s6's
+//! supervision files say ([`supervise`]), and [`process`], which runs their
+//! programs with deadlines.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -36,7 +41,44 @@ pub mod s6rc;
 pub mod state_file;
 pub mod supervise;
 
-pub use outcome::Outcome;
+pub use outcome::ApplyResult;
+
+/// How the catalog is applied: which applier, configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyConfig {
+    /// Catalog only (`--apply none`).
+    None,
+    /// One s6-rc database of VM services (boxed: it is large).
+    S6rc(Box<s6rc::S6rcConfig>),
+    /// One instance of a templated s6 service per VM.
+    Instance(Box<instance::InstanceConfig>),
+}
+
+/// An applier could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The s6-rc applier (bad configuration, no programs, an unusable live
+    /// directory).
+    #[error("cannot set up the s6-rc applier")]
+    S6rc(#[source] s6rc::OpenError),
+    /// The s6-instance applier (bad configuration, no programs, no state
+    /// directory).
+    #[error("cannot set up the s6-instance applier")]
+    Instance(#[source] instance::OpenError),
+}
+
+/// Opens the applier `config` names: one row per applier.
+pub fn open(config: &ApplyConfig) -> Result<Box<dyn Applier>, OpenError> {
+    Ok(match config {
+        ApplyConfig::None => Box::new(none::NoneApplier::new()),
+        ApplyConfig::S6rc(c) => {
+            Box::new(s6rc::S6rcApplier::open((**c).clone()).map_err(OpenError::S6rc)?)
+        }
+        ApplyConfig::Instance(c) => {
+            Box::new(instance::InstanceApplier::open((**c).clone()).map_err(OpenError::Instance)?)
+        }
+    })
+}
 
 /// One active VM, as the applier needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,10 +111,10 @@ pub struct ApplyRequest {
 pub struct ApplyReport {
     /// The outcome, as reported to clients (derived from `result`).
     pub outcome: ApplyOutcome,
-    /// The outcome, typed.
-    pub result: Outcome,
+    /// The outcome, as the applier tells it.
+    pub result: ApplyResult,
     /// The service of every VM in the live state.
-    pub services: BTreeMap<VmName, Service>,
+    pub services: BTreeMap<VmName, ServiceName>,
     /// Running VMs whose definition changed since they started.
     pub restart_pending: BTreeSet<VmName>,
     /// Active VMs that were left out of the database, and why. The daemon
@@ -81,23 +123,54 @@ pub struct ApplyReport {
     pub left_out: Vec<LeftOut>,
 }
 
-/// The service a VM runs as in the live state.
+/// The name of the service a VM runs as in the live state (an s6-rc
+/// longrun, an s6 instance), as clients see it in a VM entry's `service`
+/// field: 1–255 bytes, no `/`, no control character, not starting with `.`
+/// (a name s6 and the file system accept).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Service {
-    /// A longrun of the s6-rc VM database, by its service name (the VM's
-    /// name).
-    S6rc(VmName),
-    /// An instance of the templated service, by its instance name.
-    Instance(instance::InstanceName),
+pub struct ServiceName(String);
+
+/// Why a string cannot be a service name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a service name is 1 to 255 bytes, without '/' or control characters, not starting with '.'"
+)]
+pub struct BadServiceName;
+
+impl ServiceName {
+    /// Checks `s`.
+    pub fn new(s: &str) -> Result<ServiceName, BadServiceName> {
+        let ok = !s.is_empty()
+            && s.len() <= 255
+            && !s.starts_with('.')
+            && !s.chars().any(|c| c == '/' || c.is_control());
+        ok.then(|| ServiceName(s.to_owned())).ok_or(BadServiceName)
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
-impl fmt::Display for Service {
-    /// The name clients see in a VM entry's `service` field.
+impl std::str::FromStr for ServiceName {
+    type Err = BadServiceName;
+
+    fn from_str(s: &str) -> Result<ServiceName, BadServiceName> {
+        ServiceName::new(s)
+    }
+}
+
+impl From<VmName> for ServiceName {
+    /// A VM name is always a valid service name.
+    fn from(name: VmName) -> ServiceName {
+        ServiceName(name.as_str().to_owned())
+    }
+}
+
+impl fmt::Display for ServiceName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Service::S6rc(name) => f.write_str(name.as_str()),
-            Service::Instance(name) => f.write_str(name.as_str()),
-        }
+        f.write_str(&self.0)
     }
 }
 

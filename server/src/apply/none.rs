@@ -1,15 +1,36 @@
 //! The `none` applier: catalog only, for machines without s6-rc.
 //!
-//! It never touches the host: every apply reports [`Outcome::Disabled`],
-//! no VM has a service and none is restart-pending.
+//! It never touches the host: every apply reports [`Disabled`], no VM has
+//! a service and none is restart-pending.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use vm_catalog_protocol::ApplyOutcome;
+use vm_catalog_protocol::{ApplyOutcome, ApplyStatus};
 
-use super::outcome::{Notes, Outcome};
+use super::outcome::{ApplyResult, Detail, Notes};
 use super::{Applier, ApplyReport, ApplyRequest};
+
+/// What every apply of `none` does: nothing; `active` VMs are in the
+/// catalog only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Disabled {
+    /// Active VMs.
+    pub active: usize,
+}
+
+impl Detail for Disabled {
+    fn status(&self) -> ApplyStatus {
+        ApplyStatus::Disabled
+    }
+
+    fn summary(&self, _: &Notes<'_>) -> String {
+        format!(
+            "applier none: {} active vms are in the catalog only, no services",
+            self.active
+        )
+    }
+}
 
 /// Applies nothing.
 #[derive(Debug, Default, Clone)]
@@ -29,15 +50,16 @@ impl Applier for NoneApplier {
 
     fn apply(&mut self, request: &ApplyRequest) -> ApplyReport {
         let started = Instant::now();
-        let result = Outcome::Disabled {
+        let result = ApplyResult::new(Disabled {
             active: request.vms.len(),
-        };
+        });
         let restart_pending = BTreeSet::new();
         let notes = Notes {
             live: None,
             services: 0,
             pending: &restart_pending,
             left_out: &[],
+            state: None,
         };
         let outcome = ApplyOutcome {
             status: result.status(),
@@ -76,7 +98,7 @@ mod tests {
             generation: 7,
             vms: vec![vm],
         });
-        assert_eq!(report.result, Outcome::Disabled { active: 1 });
+        assert_eq!(report.result, ApplyResult::new(Disabled { active: 1 }));
         assert_eq!(report.outcome.status, ApplyStatus::Disabled);
         assert_eq!(
             report.outcome.message,

@@ -16,7 +16,7 @@ use super::fingerprint::Fingerprint;
 /// What an apply changes, by service key: the VM's name for s6-rc, the
 /// instance name for s6 instances.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan<K: Ord = VmName> {
+pub struct Delta<K: Ord = VmName> {
     /// VMs that get a service.
     pub added: BTreeSet<K>,
     /// VMs whose service goes.
@@ -28,9 +28,9 @@ pub struct Plan<K: Ord = VmName> {
     pub kept: BTreeSet<K>,
 }
 
-impl<K: Ord> Default for Plan<K> {
+impl<K: Ord> Default for Delta<K> {
     fn default() -> Self {
-        Plan {
+        Delta {
             added: BTreeSet::new(),
             removed: BTreeSet::new(),
             changed: BTreeSet::new(),
@@ -50,14 +50,14 @@ pub struct Changes {
     pub changed: usize,
 }
 
-impl<K: Ord + Clone> Plan<K> {
+impl<K: Ord + Clone> Delta<K> {
     /// From `live` (service → its live definition, `None` when unknown) to
     /// `wanted`.
     pub fn between(
         live: &BTreeMap<K, Option<Fingerprint>>,
         wanted: &BTreeMap<K, Fingerprint>,
-    ) -> Plan<K> {
-        let mut plan = Plan::default();
+    ) -> Delta<K> {
+        let mut plan = Delta::default();
         for (name, def) in wanted {
             match live.get(name) {
                 None => plan.added.insert(name.clone()),
@@ -126,7 +126,7 @@ mod tests {
             (n("u"), fp(1)),
         ]
         .into();
-        let p: Plan = Plan::between(&live, &wanted);
+        let p: Delta = Delta::between(&live, &wanted);
         fn names(s: &BTreeSet<VmName>) -> Vec<&str> {
             s.iter().map(VmName::as_str).collect()
         }
@@ -148,7 +148,8 @@ mod tests {
         );
         assert_eq!(p.changes().to_string(), "+1 -1 ~2");
         assert!(!p.is_empty());
-        let same: Plan = Plan::between(&[(n("a"), Some(fp(1)))].into(), &[(n("a"), fp(1))].into());
+        let same: Delta =
+            Delta::between(&[(n("a"), Some(fp(1)))].into(), &[(n("a"), fp(1))].into());
         assert!(same.is_empty());
     }
 }

@@ -151,6 +151,14 @@ pub struct Holder {
     pub command: String,
 }
 
+/// `e (what its exit code means)`, when that is known.
+pub fn with_meaning(e: &ToolError) -> String {
+    match e.code().and_then(|c| exit_meaning(e.program(), c)) {
+        Some(meaning) => format!("{e} ({meaning})"),
+        None => e.to_string(),
+    }
+}
+
 /// What a known program's exit code means, when it means more than
 /// "failed" (s6-rc-update's codes, s6rc.md §1.4).
 pub fn exit_meaning(program: &str, code: i32) -> Option<&'static str> {

@@ -1,21 +1,22 @@
-//! A [`Draft`]: the next catalog before it is published. Views are built
-//! from it, the applier is fed from it and annotates it, and
-//! [`super::Catalog::successor`] turns it into the next snapshot.
+//! A [`Draft`]: the next catalog before it is published. The rescan's commit
+//! builds views from it and rejects the VMs whose view failed (once, for
+//! all of them: [`Draft::reject_all`]), feeds its active set to the applier
+//! and annotates it with the report (once: [`Draft::annotate`]), and
+//! [`super::Catalog::successor`] turns it into the next snapshot. Each of
+//! those resolves the draft again, at most twice per rescan.
 
 use std::collections::BTreeMap;
 
-use vm_catalog_protocol::{Cursor, DiagCode, Diagnostic, SourceEntry, VmEntry, VmName, VmState};
+use vm_catalog_protocol::{Cursor, Diagnostic, SourceEntry, VmEntry, VmName, VmState};
 
 use super::resolve::{Annotations, Raw, resolve};
-use super::{Candidate, MergeOptions, active_vms};
-use crate::apply::{ActiveVm, ApplyReport, ApplyRequest};
+use super::{Candidate, MergeOptions};
 use crate::definition::Definition;
 
 /// The merged result of a rescan, not yet published.
 #[derive(Debug, Clone)]
 pub struct Draft {
     base: Cursor,
-    base_active: Vec<ActiveVm>,
     opts: MergeOptions,
     raws: Vec<Raw>,
     forced: BTreeMap<VmName, Vec<Diagnostic>>,
@@ -27,7 +28,6 @@ pub struct Draft {
 impl Draft {
     pub(super) fn new(
         base: Cursor,
-        base_active: Vec<ActiveVm>,
         opts: MergeOptions,
         raws: Vec<Raw>,
         sources: Vec<SourceEntry>,
@@ -35,7 +35,6 @@ impl Draft {
     ) -> Draft {
         let mut d = Draft {
             base,
-            base_active,
             opts,
             raws,
             forced: BTreeMap::new(),
@@ -48,7 +47,13 @@ impl Draft {
     }
 
     fn rebuild(&mut self) {
-        self.candidates = resolve(&self.raws, &self.forced, &self.opts, &self.notes);
+        self.candidates = resolve(
+            &self.raws,
+            &self.sources,
+            &self.forced,
+            &self.opts,
+            &self.notes,
+        );
     }
 
     /// The catalog position this draft was merged against.
@@ -89,55 +94,28 @@ impl Draft {
         &self.opts
     }
 
-    /// Rejects the VM `name` from outside the scan (for example, its view
-    /// could not be built), with `diagnostic`; VMs it provides for are
-    /// rejected too. Does nothing if `name` is not claimed.
-    pub fn reject(&mut self, name: &VmName, diagnostic: Diagnostic) {
-        self.forced
-            .entry(name.clone())
-            .or_default()
-            .push(diagnostic);
-        self.rebuild();
-    }
-
-    /// What the applier must make live: every active VM, sorted by name.
-    ///
-    /// `generation` is the base generation when the active set (names,
-    /// views, providers, fingerprints) is the base's, else base + 1: the
-    /// generation whose active set this is. (If only other things changed,
-    /// the published catalog becomes base + 1 with the same active set.)
-    pub fn apply_request(&self) -> ApplyRequest {
-        let vms = active_vms(&self.candidates);
-        let generation = if vms == self.base_active {
-            self.base.generation
-        } else {
-            self.base.generation + 1
-        };
-        ApplyRequest { generation, vms }
-    }
-
-    /// Records what the applier reports: `service` and `restart_pending` of
-    /// the active entries follow `report` (other entries have neither), and
-    /// each VM the applier left out of the database gets an error
-    /// diagnostic with the applier's code; it stays active (its view and
-    /// definition are fine) with no service.
-    pub fn annotate(&mut self, report: &ApplyReport) {
-        let mut left_out: BTreeMap<VmName, Vec<(DiagCode, String)>> = BTreeMap::new();
-        for l in &report.left_out {
-            left_out
-                .entry(l.vm.clone())
-                .or_default()
-                .push((l.code, l.message.clone()));
+    /// Rejects VMs from outside the scan (for example, their view could not
+    /// be built), each with its diagnostic; VMs they provide for are
+    /// rejected too. A name that is not claimed is ignored. Resolves the
+    /// draft once, and not at all when there is nothing to reject.
+    pub fn reject_all(&mut self, rejected: impl IntoIterator<Item = (VmName, Diagnostic)>) {
+        let mut any = false;
+        for (name, diagnostic) in rejected {
+            self.forced.entry(name).or_default().push(diagnostic);
+            any = true;
         }
-        self.notes = Annotations {
-            services: report
-                .services
-                .iter()
-                .map(|(vm, service)| (vm.clone(), service.to_string()))
-                .collect(),
-            restart_pending: report.restart_pending.clone(),
-            left_out,
-        };
+        if any {
+            self.rebuild();
+        }
+    }
+
+    /// Records what the applier reported, in the catalog's words: `service`
+    /// and `restart_pending` of the active entries follow `notes` (other
+    /// entries have neither), and each VM the applier left out gets an
+    /// error diagnostic with the applier's code; it stays active (its view
+    /// and definition are fine) with no service. Resolves the draft once.
+    pub fn annotate(&mut self, notes: Annotations) {
+        self.notes = notes;
         self.rebuild();
     }
 

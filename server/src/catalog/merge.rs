@@ -10,7 +10,7 @@ use vm_catalog_protocol::{DiagCode, Diagnostic, SourceEntry, SourceLabel, Source
 
 use super::draft::Draft;
 use super::resolve::Raw;
-use super::{Catalog, MergeOptions, Names, VmIds, active_vms};
+use super::{Catalog, MergeOptions, Names, VmIds};
 use crate::definition::{Definition, SourceScan, display_path};
 
 /// [`merge_with`] with plain names and views under `vm_dir`, keeping the ids
@@ -129,12 +129,5 @@ pub fn merge_with(
     }
     raws.sort_by(|a, b| (&a.name, a.precedence).cmp(&(&b.name, b.precedence)));
     let notes = prev.notes.clone();
-    Draft::new(
-        prev.cursor(),
-        active_vms(&prev.candidates),
-        opts.clone(),
-        raws,
-        sources,
-        notes,
-    )
+    Draft::new(prev.cursor(), opts.clone(), raws, sources, notes)
 }

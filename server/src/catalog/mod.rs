@@ -2,16 +2,20 @@
 //! generation, and diffs between generations. Pure: no I/O.
 //!
 //! A rescan goes: [`merge`] the scans against the current [`Catalog`] into a
-//! [`Draft`]; build the views ([`crate::views`]); apply
-//! ([`Draft::apply_request`], then [`Draft::annotate`] with the report);
-//! then [`Catalog::successor`] gives the next snapshot and its ordered
-//! change batch, or `None` when nothing changed (the generation stays). A
-//! dry run computes `successor` and throws it away.
+//! [`Draft`]; the rescan's commit builds the views of its active VMs
+//! ([`Draft::reject_all`] those whose view failed) and applies them
+//! ([`Draft::annotate`] with what the applier reported, in the catalog's
+//! own [`Annotations`]); then [`Catalog::successor`] gives the next
+//! snapshot and its ordered change batch, or `None` when nothing changed
+//! (the generation stays). A dry run computes `successor` and throws it
+//! away. The catalog knows nothing of views or appliers: the commit
+//! (`rescan::commit`, `rescan::handoff`) is where they meet.
 //!
 //! How VMs are named ([`Names`]), where their views go ([`Layout`]) and
-//! what a name given anywhere refers to ([`references`]) are decided here
-//! too; every definition gets a stable [`VmIds`] id.
+//! what a name given anywhere refers to ([`refer`], the one claimant rule)
+//! are decided here too; every definition gets a stable [`VmIds`] id.
 
+mod claim;
 mod cycles;
 mod diff;
 mod draft;
@@ -27,12 +31,13 @@ use vm_catalog_protocol::{
     Cursor, Epoch, Provider, SourceEntry, SourceLabel, VmEntry, VmId, VmName, VmState,
 };
 
-use crate::apply::{ActiveVm, ApplyRequest};
 use crate::definition::Definition;
 
+pub use claim::{Claims, Referent, qualified, reads_as_other, refer};
 pub use draft::Draft;
 pub use ids::{ID_LEN, IdKey, VmIds};
 pub use merge::{merge, merge_with};
+pub use resolve::Annotations;
 
 /// How catalog names are made from directory names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -88,6 +93,10 @@ pub struct MergeOptions {
     pub layout: Layout,
     /// The VM directory.
     pub vm_dir: PathBuf,
+    /// Whether a VM of an untrusted source may use another untrusted
+    /// source's VM as a provider (by default only trusted sources' VMs and
+    /// its own source's: else `provider-untrusted`).
+    pub cross_source_providers: bool,
 }
 
 impl MergeOptions {
@@ -97,20 +106,9 @@ impl MergeOptions {
             names: Names::Plain,
             layout: Layout::Plain,
             vm_dir: vm_dir.into(),
+            cross_source_providers: false,
         }
     }
-}
-
-/// The ways a reference `<label>.<name>` can be read as a qualified name: at
-/// each `.`, from the left, the part before it as a source label and the
-/// part after it as a name (both valid). Unqualified references never
-/// need this: an exact catalog name wins first.
-pub fn references(reference: &str) -> impl Iterator<Item = (SourceLabel, VmName)> + '_ {
-    reference.match_indices('.').filter_map(|(i, _)| {
-        let label = SourceLabel::try_from(&reference[..i]).ok()?;
-        let name = VmName::try_from(&reference[i + 1..]).ok()?;
-        Some((label, name))
-    })
 }
 
 /// One candidate definition: its listed entry, and the scanned definition
@@ -155,6 +153,8 @@ pub struct Catalog {
     /// What the applier last reported (services, restarts pending, VMs left
     /// out): carried into the next draft until the applier reports again.
     notes: resolve::Annotations,
+    /// How its VMs were named.
+    names: Names,
 }
 
 impl Catalog {
@@ -166,6 +166,7 @@ impl Catalog {
             candidates: Vec::new(),
             sources: Vec::new(),
             notes: resolve::Annotations::default(),
+            names: Names::default(),
         }
     }
 
@@ -209,67 +210,34 @@ impl Catalog {
         self.sources.iter().find(|s| &s.label == label)
     }
 
-    /// Every candidate of `name`, in precedence order.
-    pub fn candidates_of(&self, name: &str) -> &[Candidate] {
-        let start = self
-            .candidates
-            .partition_point(|c| c.entry.name.as_str() < name);
-        let end =
-            start + self.candidates[start..].partition_point(|c| c.entry.name.as_str() == name);
-        &self.candidates[start..end]
+    /// How its VMs were named.
+    pub fn names(&self) -> Names {
+        self.names
     }
 
-    /// The entry that claims `name` (active or rejected; if every definition
-    /// of it is unavailable, the first of those), and every other definition
-    /// of the name in precedence order.
-    pub fn lookup(&self, name: &str) -> Option<(&VmEntry, Vec<&VmEntry>)> {
-        let all = self.candidates_of(name);
-        let claimant = all
-            .iter()
-            .position(|c| matches!(c.entry.state, VmState::Active | VmState::Rejected))
-            .or_else(|| (!all.is_empty()).then_some(0))?;
-        let others = all
-            .iter()
-            .enumerate()
-            .filter(|&(i, _)| i != claimant)
-            .map(|(_, c)| &c.entry)
-            .collect();
-        Some((&all[claimant].entry, others))
+    /// Every candidate of `name`, in precedence order.
+    pub fn candidates_of(&self, name: &str) -> &[Candidate] {
+        &self.candidates[claim::range_of(&self.candidates, name)]
+    }
+
+    /// The entry `reference` refers to ([`refer`]: the claimant of the
+    /// name, or the definition a qualified reference names), and every
+    /// other definition of the same catalog name in precedence order.
+    pub fn lookup(&self, reference: &str) -> Option<(&VmEntry, Vec<&VmEntry>)> {
+        let r = refer(
+            &self.candidates,
+            reference,
+            |l| self.source(l).is_some(),
+            self.names,
+        )?;
+        let others = r.others().map(|i| &self.candidates[i].entry).collect();
+        Some((&self.candidates[r.pick].entry, others))
     }
 
     /// The definitions of the active VMs, sorted by name.
     pub fn active_definitions(&self) -> Vec<&Definition> {
         self.active().map(|c| &*c.definition).collect()
     }
-
-    /// What the applier needs to make this generation's active set live
-    /// (to retry a failed apply without a rescan).
-    pub fn apply_request(&self) -> ApplyRequest {
-        ApplyRequest {
-            generation: self.generation,
-            vms: active_vms(&self.candidates),
-        }
-    }
-}
-
-/// The active set as the applier sees it, sorted by name.
-pub(crate) fn active_vms(candidates: &[Candidate]) -> Vec<ActiveVm> {
-    candidates
-        .iter()
-        .filter(|c| c.entry.state == VmState::Active)
-        .map(|c| {
-            let mut providers: Vec<_> = c.entry.providers.iter().map(|p| p.name.clone()).collect();
-            providers.sort();
-            providers.dedup();
-            ActiveVm {
-                name: c.entry.name.clone(),
-                view: c.view.clone().unwrap_or_default(),
-                providers,
-                fingerprint: c.definition.fingerprint,
-                id: c.id.clone(),
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -298,6 +266,6 @@ mod tests {
         );
         assert_eq!(c.entries().len(), 0);
         assert!(c.lookup("x").is_none());
-        assert!(c.apply_request().vms.is_empty());
+        assert_eq!(c.active().count(), 0);
     }
 }

@@ -2,20 +2,24 @@
 //! to, and which claimants are rejected because of their providers
 //! (missing, unavailable, shadowed, rejected, or in a cycle), transitively.
 //!
-//! A reference is a catalog name (today's meaning: the VM that claims that
-//! name), or else `<source label>.<name>`: the definition of `<name>` from
-//! that source (see [`super::references`]). A qualified reference to a
-//! definition that does not claim its name (it is shadowed, or its source
-//! went away) is refused with `provider-unavailable`: only a VM that
-//! claims its name is a VM.
+//! A VM of an untrusted source may use providers only from trusted sources
+//! and from its own source; another untrusted source's VM is refused with
+//! `provider-untrusted`, unless [`MergeOptions::cross_source_providers`]
+//! allows it.
+//!
+//! A reference means what [`super::refer`] says (the one claimant rule). A
+//! reference to a definition that does not claim its name (it is shadowed,
+//! or its source went away) is refused with `provider-unavailable`: only a
+//! VM that claims its name is a VM.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use vm_catalog_protocol::{DiagCode, SourceLabel, VmName, VmState};
+use vm_catalog_protocol::{DiagCode, SourceEntry, SourceLabel, Trust, VmName, VmState};
 
 use super::cycles::cyclic_nodes;
 use super::resolve::{Outcome, Raw, err};
+use super::{MergeOptions, Names};
 use crate::definition::Definition;
 
 /// What a reference found.
@@ -25,8 +29,6 @@ pub(super) enum Found {
     Claimant(usize),
     /// A definition that does not claim its name: shadowed, or unavailable.
     NotClaimant(usize),
-    /// Only unavailable definitions of that name.
-    Unavailable,
     /// Nothing.
     Missing,
 }
@@ -34,50 +36,58 @@ pub(super) enum Found {
 /// The names and definitions that references are resolved against.
 pub(super) struct Index<'a> {
     raws: &'a [Raw],
-    /// Catalog name → its claimant.
-    pub claimant: BTreeMap<&'a VmName, usize>,
-    /// Catalog names that have only unavailable candidates.
-    pub only_unavailable: std::collections::BTreeSet<&'a VmName>,
-    /// (source, catalog name) → the candidate.
-    by_source: BTreeMap<(&'a SourceLabel, &'a VmName), usize>,
+    sources: &'a [SourceEntry],
+    names: Names,
+    cross_source: bool,
 }
 
 impl<'a> Index<'a> {
-    pub fn new(
-        raws: &'a [Raw],
-        claimant: BTreeMap<&'a VmName, usize>,
-        only_unavailable: std::collections::BTreeSet<&'a VmName>,
-    ) -> Index<'a> {
-        let by_source = raws
-            .iter()
-            .enumerate()
-            .map(|(i, r)| ((&r.source, &r.name), i))
-            .collect();
+    /// `raws` (sorted by name, then precedence) from `sources`, named and
+    /// allowed providers as `opts` says.
+    pub fn new(raws: &'a [Raw], sources: &'a [SourceEntry], opts: &MergeOptions) -> Index<'a> {
         Index {
             raws,
-            claimant,
-            only_unavailable,
-            by_source,
+            sources,
+            names: opts.names,
+            cross_source: opts.cross_source_providers,
         }
     }
 
-    /// What `reference` refers to.
+    fn trusted(&self, label: &SourceLabel) -> bool {
+        self.sources
+            .iter()
+            .any(|s| &s.label == label && s.trust == Trust::Trusted)
+    }
+
+    /// Whether the claimant `i` may not use the claimant `j` as a provider:
+    /// `j` is from another untrusted source than `i`'s, also untrusted, and
+    /// cross-source providers are not allowed.
+    fn untrusted_crossing(&self, i: usize, j: usize) -> bool {
+        let (of, provider) = (&self.raws[i].source, &self.raws[j].source);
+        !self.cross_source && of != provider && !self.trusted(of) && !self.trusted(provider)
+    }
+
+    /// What `reference` refers to, by the one claimant rule
+    /// ([`super::refer`]).
     pub fn find(&self, reference: &VmName) -> Found {
-        if let Some(&j) = self.claimant.get(reference) {
-            return Found::Claimant(j);
+        let has_label = |l: &SourceLabel| self.sources.iter().any(|s| &s.label == l);
+        match super::refer(self.raws, reference, has_label, self.names) {
+            Some(r) if r.is_claimant() => Found::Claimant(r.pick),
+            Some(r) => Found::NotClaimant(r.pick),
+            None => Found::Missing,
         }
-        if self.only_unavailable.contains(reference) {
-            return Found::Unavailable;
+    }
+
+    /// The claimants, by index in the raws.
+    pub fn claimants(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < self.raws.len() {
+            let n = super::claim::range_of(&self.raws[start..], self.raws[start].name.as_str()).end;
+            out.extend(super::claim::claimant(&self.raws[start..start + n]).map(|c| start + c));
+            start += n;
         }
-        for (label, name) in super::references(reference) {
-            if let Some(&j) = self.by_source.get(&(&label, &name)) {
-                return match self.claimant.get(&name) {
-                    Some(&c) if c == j => Found::Claimant(j),
-                    _ => Found::NotClaimant(j),
-                };
-            }
-        }
-        Found::Missing
+        out
     }
 
     /// Why nothing answers to `reference`, with a hint when the catalog
@@ -113,7 +123,7 @@ pub(super) fn resolve_providers(
     // Edges between active claimants, each with the index of the provider
     // file that makes it; direct problems first.
     let mut edges: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
-    for &i in idx.claimant.values() {
+    for i in idx.claimants() {
         let def = &raws[i].def;
         let mut out = Vec::new();
         let mut names = Vec::new();
@@ -130,12 +140,17 @@ pub(super) fn resolve_providers(
                 continue;
             }
             match found {
-                Found::Claimant(j) => out.push((k, j)),
-                Found::Unavailable => problems.push(err(
-                    DiagCode::ProviderUnavailable,
+                Found::Claimant(j) if idx.untrusted_crossing(i, j) => problems.push(err(
+                    DiagCode::ProviderUntrusted,
                     &path,
-                    format!("provider {reference} is unavailable (its source went away)"),
+                    format!(
+                        "provider {reference} is from the untrusted source {}: a VM of the \
+                         untrusted source {} may use providers only from trusted sources and \
+                         its own (--allow-cross-source-providers allows it)",
+                        raws[j].source, raws[i].source
+                    ),
                 )),
+                Found::Claimant(j) => out.push((k, j)),
                 Found::NotClaimant(j) => problems.push(err(
                     DiagCode::ProviderUnavailable,
                     &path,

@@ -7,11 +7,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use vm_catalog_protocol::{
-    DiagCode, Diagnostic, Provider, SourceLabel, VmEntry, VmId, VmName, VmState,
+    DiagCode, Diagnostic, Provider, SourceEntry, SourceLabel, VmEntry, VmId, VmName, VmState,
 };
 
 use super::providers::{Index, resolve_providers};
-use super::{Candidate, MergeOptions};
+use super::{Candidate, MergeOptions, claim};
 use crate::definition::{Definition, display_path};
 
 /// A candidate before resolution.
@@ -27,10 +27,27 @@ pub(crate) struct Raw {
     pub unavailable: bool,
 }
 
-/// What is known about the live state, to be shown on active entries.
+impl claim::Claims for Raw {
+    fn name(&self) -> &str {
+        self.name.as_str()
+    }
+    fn source(&self) -> &SourceLabel {
+        &self.source
+    }
+    /// Before resolution, every available definition may claim its name.
+    fn may_claim(&self) -> bool {
+        !self.unavailable
+    }
+}
+
+/// What is known about the live state, to be shown on active entries: the
+/// catalog's own words for what the applier reported (the rescan's commit
+/// translates the report, `rescan::handoff`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Annotations {
+pub struct Annotations {
+    /// Each active VM's service, as the applier names it.
     pub services: BTreeMap<VmName, String>,
+    /// Active VMs whose running service predates their definition.
     pub restart_pending: BTreeSet<VmName>,
     /// Active VMs the applier left out of the database: (code, message).
     pub left_out: BTreeMap<VmName, Vec<(DiagCode, String)>>,
@@ -61,64 +78,95 @@ pub(super) struct Outcome {
     pub extra: Vec<Diagnostic>,
 }
 
-/// Resolves `raws` (sorted by name, then precedence) into candidates.
+/// What becomes of `raw` before its providers are looked at: unavailable,
+/// shadowed by `claimant`, or (`claims`) the claimant, rejected if it is
+/// invalid or `forced` rejects it.
+fn outcome(
+    raw: &Raw,
+    claimant: Option<&Raw>,
+    claims: bool,
+    forced: &BTreeMap<VmName, Vec<Diagnostic>>,
+    has_label: impl Fn(&SourceLabel) -> bool,
+) -> Outcome {
+    let mut o = Outcome {
+        state: VmState::Active,
+        shadowed_by: None,
+        extra: Vec::new(),
+    };
+    if raw.unavailable {
+        o.state = VmState::Unavailable;
+        o.extra.push(warn(
+            DiagCode::SourceUnavailable,
+            &raw.def.dir,
+            format!("source {} went away", raw.source),
+        ));
+    } else if let (false, Some(winner)) = (claims, claimant) {
+        o.state = VmState::Shadowed;
+        o.shadowed_by = Some(winner.source.clone());
+        o.extra.push(warn(
+            DiagCode::Shadowed,
+            &raw.def.dir,
+            format!(
+                "shadowed by {} from source {}",
+                display_path(&winner.def.dir),
+                winner.source
+            ),
+        ));
+    } else {
+        if let Some((label, dir)) =
+            claim::reads_as_other(&raw.name, &raw.source, &raw.def.name, has_label)
+        {
+            o.state = VmState::Rejected;
+            o.extra.push(err(
+                DiagCode::NameReadsAsReference,
+                &raw.def.dir,
+                format!(
+                    "the name {} reads as {dir} of source {label}: rename the directory",
+                    raw.name
+                ),
+            ));
+        }
+        if let Some(ds) = forced.get(&raw.name) {
+            o.extra.extend(ds.iter().cloned());
+        }
+        if !raw.def.is_valid() || forced.contains_key(&raw.name) {
+            o.state = VmState::Rejected;
+        }
+    }
+    o
+}
+
+/// Resolves `raws` (sorted by name, then precedence) from `sources` into
+/// candidates.
 ///
 /// `forced` rejects claimants from outside (a view that could not be built,
 /// …), before provider resolution, so their dependants are rejected too.
 pub(crate) fn resolve(
     raws: &[Raw],
+    sources: &[SourceEntry],
     forced: &BTreeMap<VmName, Vec<Diagnostic>>,
     opts: &MergeOptions,
     notes: &Annotations,
 ) -> Vec<Candidate> {
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(raws.len());
-    // Name → index of its claimant (the first available candidate).
-    let mut claimant: BTreeMap<&VmName, usize> = BTreeMap::new();
-    // Names that have only unavailable candidates.
-    let mut only_unavailable: BTreeSet<&VmName> = BTreeSet::new();
-    for (i, raw) in raws.iter().enumerate() {
-        let name = &raw.name;
-        let mut o = Outcome {
-            state: VmState::Active,
-            shadowed_by: None,
-            extra: Vec::new(),
-        };
-        if raw.unavailable {
-            o.state = VmState::Unavailable;
-            o.extra.push(warn(
-                DiagCode::SourceUnavailable,
-                &raw.def.dir,
-                format!("source {} went away", raw.source),
+    let has_label = |l: &SourceLabel| sources.iter().any(|s| &s.label == l);
+    let mut start = 0;
+    while start < raws.len() {
+        let same = claim::range_of(&raws[start..], raws[start].name.as_str());
+        let group = &raws[start..start + same.end];
+        let claimant = claim::claimant(group);
+        for (k, raw) in group.iter().enumerate() {
+            outcomes.push(outcome(
+                raw,
+                claimant.map(|c| &group[c]),
+                claimant == Some(k),
+                forced,
+                has_label,
             ));
-            if !claimant.contains_key(name) {
-                only_unavailable.insert(name);
-            }
-        } else if let Some(&c) = claimant.get(name) {
-            let winner = &raws[c];
-            o.state = VmState::Shadowed;
-            o.shadowed_by = Some(winner.source.clone());
-            o.extra.push(warn(
-                DiagCode::Shadowed,
-                &raw.def.dir,
-                format!(
-                    "shadowed by {} from source {}",
-                    display_path(&winner.def.dir),
-                    winner.source
-                ),
-            ));
-        } else {
-            claimant.insert(name, i);
-            only_unavailable.remove(name);
-            if let Some(ds) = forced.get(name) {
-                o.extra.extend(ds.iter().cloned());
-            }
-            if !raw.def.is_valid() || forced.contains_key(name) {
-                o.state = VmState::Rejected;
-            }
         }
-        outcomes.push(o);
+        start += same.end;
     }
-    let idx = Index::new(raws, claimant, only_unavailable);
+    let idx = Index::new(raws, sources, opts);
     let mut resolved = resolve_providers(&idx, &mut outcomes);
     raws.iter()
         .zip(outcomes)

@@ -195,6 +195,14 @@ fn s6_instance_options_become_the_appliers_config() {
 }
 
 #[test]
+fn cross_source_providers_are_refused_unless_the_flag_allows_them() {
+    let line = "--state-dir /st --vm-dir /v";
+    assert!(!resolve_line(line).merge.cross_source_providers);
+    let allowed = resolve_line(&format!("{line} --allow-cross-source-providers"));
+    assert!(allowed.merge.cross_source_providers);
+}
+
+#[test]
 fn names_layout_and_the_builtin_label_become_the_merge_options() {
     let c = resolve_line(
         "--state-dir /st --vm-dir /v --names qualified --vm-layout spectrum \
@@ -206,6 +214,7 @@ fn names_layout_and_the_builtin_label_become_the_merge_options() {
             names: crate::catalog::Names::Qualified,
             layout: crate::catalog::Layout::Spectrum,
             vm_dir: "/v".into(),
+            cross_source_providers: false,
         }
     );
     assert_eq!(c.ids_file, PathBuf::from("/st/vm-ids"));
@@ -234,18 +243,33 @@ fn ui_vms_resolve_with_the_layouts_default_path() {
     assert_eq!(ui.port, vm_catalog_protocol::stream::DEFAULT_VSOCK_PORT);
     assert_eq!(ui.names.len(), 2);
     assert_eq!(ui.access.mode, 0o600);
-    assert_eq!(ui.access.owner, Some(0));
+    assert_eq!(ui.access.owner, Owner::Uid(0));
+    assert_eq!(ui.parent, Parent::Create);
     let name: VmName = "ui".parse().unwrap();
     assert_eq!(
         ui.socket.expand(&ui.vm_dir, &name, None, ui.port),
         Some(PathBuf::from("/v/ui/vsock_22083"))
     );
-    let c = resolve_line("--vm-layout spectrum --ui-vm ui --vsock-port 7");
+    let c = resolve_line(
+        "--vm-layout spectrum --ui-vm ui --vsock-port 7 --ui-vm-socket-owner vmm-{id}",
+    );
     let ui = c.ui_vms.unwrap();
+    assert_eq!(
+        ui.parent,
+        Parent::Existing,
+        "the hook makes /run/vsock/<id>"
+    );
+    let Owner::PerVm(owner) = &ui.access.owner else {
+        panic!("{:?}", ui.access.owner);
+    };
     let id: vm_catalog_protocol::VmId = "a1b2c3".parse().unwrap();
     assert_eq!(
         ui.socket.expand(&ui.vm_dir, &name, Some(&id), ui.port),
         Some(PathBuf::from("/run/vsock/a1b2c3/vsock_7"))
+    );
+    assert_eq!(
+        owner.expand(&name, Some(&id)).as_deref(),
+        Some("vmm-a1b2c3")
     );
 }
 
@@ -274,4 +298,16 @@ fn bad_ui_vm_options_are_refused_clearly() {
     ])
     .unwrap_err();
     assert!(matches!(e, ConfigError::User { .. }), "{e}");
+    let e = resolve(&[
+        "vm-catalogd",
+        "--ui-vm",
+        "ui",
+        "--ui-vm-socket-owner",
+        "vmm-{port}",
+    ])
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "--ui-vm-socket-owner: unknown placeholder \"{port}\": use {id} or {name}"
+    );
 }

@@ -128,19 +128,27 @@ pub(crate) fn check_leaf(
                 Ok((final_path, st)) => Ok(Ok(file(final_path, &st))),
                 Err(e) => {
                     let msg = format!("symlink target {:?} {e}", display_bytes(&target));
-                    let code = match e {
-                        TargetError::WrongType(t) => {
-                            return Ok(Err(wrong_type(
-                                want,
-                                &path,
-                                &format!("a symlink to {}", type_name(t)),
-                            )));
+                    let code = match (e.innermost(), e.is_hop()) {
+                        (TargetError::WrongType(t), hop) => {
+                            let found = match hop {
+                                false => format!("a symlink to {}", type_name(*t)),
+                                true => format!("a chain of symlinks to {}", type_name(*t)),
+                            };
+                            return Ok(Err(wrong_type(want, &path, &found)));
                         }
-                        TargetError::NotFound | TargetError::Io(_) => DiagCode::IoError,
-                        TargetError::Relative
-                        | TargetError::NotNormalized
-                        | TargetError::Outside
-                        | TargetError::ThroughSymlink => DiagCode::UnsafeSymlink,
+                        (TargetError::Io(_), _) | (TargetError::NotFound, false) => {
+                            DiagCode::IoError
+                        }
+                        // A dangling hop is as unsafe as any other bad hop:
+                        // the chain does not end where it may.
+                        (TargetError::NotFound, true)
+                        | (TargetError::Relative, _)
+                        | (TargetError::NotNormalized, _)
+                        | (TargetError::Outside, _)
+                        | (TargetError::ThroughSymlink, _)
+                        | (TargetError::Loop(_), _)
+                        | (TargetError::TooManyHops(_), _)
+                        | (TargetError::Hop { .. }, _) => DiagCode::UnsafeSymlink,
                     };
                     Ok(Err(error(code, &path, msg)))
                 }

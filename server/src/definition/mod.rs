@@ -18,6 +18,7 @@ mod fs;
 mod parse;
 mod scan;
 mod target;
+pub mod watch_targets;
 
 use std::ffi::OsString;
 use std::path::PathBuf;

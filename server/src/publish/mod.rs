@@ -12,7 +12,7 @@
 //!   their history.
 //! - [`subscriptions`]: the fan-out to bounded queues, lag, how a
 //!   subscription starts.
-//! - [`redact`]: what a UI VM sees (no host paths).
+//! - [`vm_view`]: what a UI VM sees, built from typed data.
 //!
 //! Whoever follows the catalog without subscribing (the UI VM listeners)
 //! waits on [`Hub::published`], told of every publish.
@@ -22,13 +22,13 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use vm_catalog_protocol::{Change, Cursor, Epoch, ResetReason};
 
-pub mod redact;
 pub mod snapshot;
 pub mod subscriptions;
+pub mod vm_view;
 
-pub use redact::Audience;
 pub use snapshot::{Batch, HISTORY, Published, Records, Status};
 pub use subscriptions::{LagSignal, SUBSCRIPTION_QUEUE, Start, Subscription};
+pub use vm_view::Audience;
 
 use snapshot::History;
 use subscriptions::Subscribers;

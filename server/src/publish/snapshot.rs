@@ -10,9 +10,10 @@ use std::sync::{Arc, OnceLock};
 
 use vm_catalog_protocol::records::{self, RECORD_BUDGET};
 
-use super::redact::{self, Audience};
+use super::vm_view::{self, Audience};
+use crate::catalog::Names;
 use vm_catalog_protocol::{
-    ApplyOutcome, Change, Cursor, Epoch, RescanOutcome, SourceEntry, VmEntry, VmState,
+    ApplyOutcome, Change, Cursor, Epoch, RescanOutcome, SourceEntry, SourceLabel, VmEntry, VmState,
 };
 
 /// Generations kept for `Subscribe { since }` resumption.
@@ -27,9 +28,11 @@ pub struct Published {
     pub vms: Vec<VmEntry>,
     /// The sources, in precedence order.
     pub sources: Vec<SourceEntry>,
+    /// How its VMs were named (what a qualified reference means).
+    pub names: Names,
     /// The encoded records, built once on first use.
     records: OnceLock<Records>,
-    /// The same as a UI VM sees them ([`super::redact`]).
+    /// The same as a UI VM sees them ([`super::vm_view`]).
     vm_records: OnceLock<Records>,
 }
 
@@ -58,17 +61,23 @@ pub struct Status {
 /// A clone starts without the encoded records: the clone may be changed.
 impl Clone for Published {
     fn clone(&self) -> Self {
-        Published::new(self.cursor, self.vms.clone(), self.sources.clone())
+        Published::new(
+            self.cursor,
+            self.vms.clone(),
+            self.sources.clone(),
+            self.names,
+        )
     }
 }
 
 impl Published {
     /// A generation.
-    pub fn new(cursor: Cursor, vms: Vec<VmEntry>, sources: Vec<SourceEntry>) -> Self {
+    pub fn new(cursor: Cursor, vms: Vec<VmEntry>, sources: Vec<SourceEntry>, names: Names) -> Self {
         Published {
             cursor,
             vms,
             sources,
+            names,
             records: OnceLock::new(),
             vm_records: OnceLock::new(),
         }
@@ -83,6 +92,7 @@ impl Published {
             },
             Vec::new(),
             Vec::new(),
+            Names::default(),
         )
     }
 
@@ -111,59 +121,25 @@ impl Published {
                 vms: self
                     .vms
                     .iter()
-                    .map(|e| records::encode_vm(&redact::vm(e), RECORD_BUDGET))
+                    .map(|e| records::encode_vm(&vm_view::vm(e), RECORD_BUDGET))
                     .collect(),
                 sources: self
                     .sources
                     .iter()
-                    .map(|s| records::encode_source(&redact::source(s), RECORD_BUDGET))
+                    .map(|s| records::encode_source(&vm_view::source(s), RECORD_BUDGET))
                     .collect(),
             }),
         }
     }
 
-    /// Every definition of `name`, in precedence order.
-    pub fn definitions(&self, name: &str) -> &[VmEntry] {
-        let (start, end) = self.range_of(name);
-        &self.vms[start..end]
-    }
-
-    /// Where the definitions of `name` are in [`Published::vms`].
-    pub fn range_of(&self, name: &str) -> (usize, usize) {
-        let start = self.vms.partition_point(|e| e.name.as_str() < name);
-        let end = start + self.vms[start..].partition_point(|e| e.name.as_str() == name);
-        (start, end)
-    }
-
-    /// The definition that claims `name` (the first that is not shadowed)
-    /// and every other one, or `None` if no source defines it. A name that
-    /// no definition has, `<label>.<name>`, is the definition of `<name>`
-    /// from the source `<label>`, whatever its state (see
-    /// [`crate::catalog::references`]); the others are the other definitions
-    /// of `<name>`.
-    pub fn lookup(&self, name: &str) -> Option<(&VmEntry, Vec<&VmEntry>)> {
-        let (defs, pick) = if self.definitions(name).is_empty() {
-            crate::catalog::references(name).find_map(|(label, name)| {
-                let defs = self.definitions(&name);
-                let i = defs.iter().position(|e| e.source == label)?;
-                Some((defs, i))
-            })?
-        } else {
-            let defs = self.definitions(name);
-            let claimant = defs
-                .iter()
-                .position(|e| e.state != VmState::Shadowed)
-                .unwrap_or(0);
-            (defs, claimant)
-        };
-        let vm = defs.get(pick)?;
-        let others = defs
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != pick)
-            .map(|(_, e)| e)
-            .collect();
-        Some((vm, others))
+    /// The entry `reference` refers to, by the catalog's one claimant rule
+    /// ([`crate::catalog::refer`]), and every other definition of the same
+    /// catalog name, or `None` if it refers to nothing.
+    pub fn lookup(&self, reference: &str) -> Option<(&VmEntry, Vec<&VmEntry>)> {
+        let has_label = |l: &SourceLabel| self.sources.iter().any(|s| &s.label == l);
+        let r = crate::catalog::refer(&self.vms, reference, has_label, self.names)?;
+        let others = r.others().map(|i| &self.vms[i]).collect();
+        Some((&self.vms[r.pick], others))
     }
 
     /// Number of active VMs.
@@ -184,7 +160,7 @@ pub struct Batch {
     pub changes: Vec<Change>,
     /// The encoded `Event::Batch` bodies, built once, on first use.
     bodies: OnceLock<Vec<Vec<u8>>>,
-    /// The same as a UI VM sees them ([`super::redact`]).
+    /// The same as a UI VM sees them ([`super::vm_view`]).
     vm_bodies: OnceLock<Vec<Vec<u8>>>,
 }
 
@@ -214,7 +190,7 @@ impl Batch {
         match audience {
             Audience::Host => self.bodies(),
             Audience::Vm => self.vm_bodies.get_or_init(|| {
-                let changes: Vec<Change> = self.changes.iter().map(redact::change).collect();
+                let changes: Vec<Change> = self.changes.iter().map(vm_view::change).collect();
                 records::batch_bodies(self.generation, &changes)
             }),
         }

@@ -1,30 +1,52 @@
-//! The second half of a rescan: make a [`Plan`] the catalog. Build the
-//! views of its active VMs (a VM whose view cannot be built is rejected),
-//! apply the active set (the applier's report annotates the draft), take
-//! the successor, and publish it with the status. A dry run commits
-//! nothing: only its outcome goes into the status
+//! The second half of a rescan: make a [`Plan`] the catalog. This is the
+//! only place where the catalog meets the views and the applier. Its
+//! stages, each a small step of [`Commit::commit`]:
+//!
+//! 1. **views**: build the views of the draft's active VMs; the VMs whose
+//!    view cannot be built are rejected (the draft is resolved once for all
+//!    of them);
+//! 2. **hooks, apply**: the VMs not prepared yet are prepared
+//!    (`crate::hooks`; a VM whose hook fails is left out), the active set
+//!    goes to the applier as its request ([`handoff::apply_request`]), the
+//!    VMs that left are released and their directories removed, and the
+//!    applier's report comes back as the catalog's annotations
+//!    ([`handoff::annotations`]; resolved once);
+//! 3. **successor**: the draft becomes the next catalog, if anything
+//!    changed;
+//! 4. **status, watches, publish**: the apply and rescan outcomes go into
+//!    the status, the directories to watch to the inotify trigger, and the
+//!    new catalog to the readers.
+//!
+//! A dry run commits nothing: only its outcome goes into the status
 //! ([`Commit::record_dry_run`]).
 
 use std::sync::Arc;
 
-use vm_catalog_protocol::{ApplyStatus, RescanOutcome, RescanTrigger};
+use tokio::sync::watch;
+use vm_catalog_protocol::{ApplyOutcome, ApplyStatus, Change, RescanOutcome, RescanTrigger};
 
-use super::{Plan, RescanResult, Started};
-use crate::apply::Applier;
+use super::{Plan, RescanResult, Started, handoff};
+use crate::apply::{Applier, ApplyReport};
 use crate::catalog::{Catalog, Draft};
+use crate::definition::watch_targets::WatchSet;
+use crate::hooks::{Hooks, VmFacts};
 use crate::publish::{Hub, Published, Status};
-use crate::triggers::inotify::TargetTx;
 use crate::views::Views;
+
+/// Where the directories to watch go after every real rescan (changed or
+/// not, so that watches that could not be added before are tried again).
+pub type Watched = watch::Sender<Arc<WatchSet>>;
 
 /// The stages after the plan, and what they keep between rescans.
 pub struct Commit {
     /// The views, remembered between rescans (an unchanged rescan does not
     /// read them back from disk).
     views: Views,
+    hooks: Hooks,
     applier: Box<dyn Applier>,
     hub: Arc<Hub>,
     status: Status,
-    watched: TargetTx,
+    watched: Watched,
 }
 
 impl std::fmt::Debug for Commit {
@@ -39,9 +61,16 @@ impl std::fmt::Debug for Commit {
 impl Commit {
     /// Views in `views`, applied by `applier`, published on `hub`; the
     /// directories to watch go to `watched`.
-    pub fn new(views: Views, applier: Box<dyn Applier>, hub: Arc<Hub>, watched: TargetTx) -> Self {
+    pub fn new(
+        views: Views,
+        hooks: Hooks,
+        applier: Box<dyn Applier>,
+        hub: Arc<Hub>,
+        watched: Watched,
+    ) -> Self {
         Commit {
             views,
+            hooks,
             applier,
             hub,
             status: Status::default(),
@@ -49,8 +78,8 @@ impl Commit {
         }
     }
 
-    /// Views → apply → publish: makes `plan` (made against `catalog`) the
-    /// catalog, and publishes it if anything changed.
+    /// Views → apply → successor → publish: makes `plan` (made against
+    /// `catalog`) the catalog, and publishes it if anything changed.
     pub fn commit(
         &mut self,
         catalog: &mut Catalog,
@@ -61,18 +90,80 @@ impl Commit {
         let before = catalog.generation();
         let (mut draft, targets) = plan.into_parts();
         self.build_views(&mut draft);
-        let report = self.applier.apply(&draft.apply_request());
-        draft.annotate(&report);
-        let changes = match catalog.successor(draft) {
-            Some((next, changes)) => {
-                *catalog = next;
-                changes
-            }
-            None => Vec::new(),
-        };
-        let generation = catalog.generation();
-        // The applier saw the draft; the outcome belongs to the generation
-        // that was published from it.
+        let report = self.apply(catalog, &mut draft);
+        let changes = succeed(catalog, draft);
+        let apply = self.record_apply(report, catalog.generation());
+        let _ = self.watched.send_replace(Arc::new(WatchSet {
+            targets,
+            scan_started_unix_ms: started.unix_ms,
+        }));
+        let outcome = started.outcome(
+            trigger,
+            false,
+            before,
+            catalog.generation(),
+            changes.len(),
+            apply,
+        );
+        self.publish(catalog, &changes, &outcome);
+        RescanResult { changes, outcome }
+    }
+
+    /// Builds the views of the draft's active VMs; the VMs whose view cannot
+    /// be built are rejected.
+    fn build_views(&mut self, draft: &mut Draft) {
+        let synced = self.views.build(draft.active());
+        draft.reject_all(
+            synced
+                .errors
+                .iter()
+                .filter_map(|e| Some((e.name.clone()?, e.to_diagnostic()))),
+        );
+    }
+
+    /// Applies the draft's active set (against `current`) and annotates the
+    /// draft with what the applier reports.
+    fn apply(&mut self, current: &Catalog, draft: &mut Draft) -> ApplyReport {
+        // Hooks: prepare new VMs before their services exist; release the
+        // VMs that left once theirs are gone, then remove their directories.
+        let mut request = handoff::apply_request(current, draft);
+        let held = self
+            .hooks
+            .prepare(&mut request, |names| VmFacts::of_draft(draft, names));
+        let mut report = self.applier.apply(&request);
+        report.left_out.extend(held);
+        let keep = self.hooks.release(&report);
+        if !report.outcome.status.is_failure() {
+            // After a failed apply, services of VMs that left may remain:
+            // their directories stay until an apply succeeds.
+            self.remove_left_views(&keep);
+        }
+        draft.annotate(handoff::annotations(&report));
+        report
+    }
+
+    /// Removes the views and directories of the VMs that left, but those
+    /// in `keep` (not released yet).
+    fn remove_left_views(&mut self, keep: &std::collections::BTreeSet<std::path::PathBuf>) {
+        for e in self.views.remove_left(keep).errors {
+            tracing::warn!(error = %e, "cannot remove the view of a vm that left");
+        }
+    }
+
+    /// Calls `f` with each VM about to be released, before its hook runs
+    /// ([`Hooks::before_release`]).
+    pub fn before_release(&mut self, f: crate::hooks::BeforeRelease) {
+        self.hooks.before_release(f);
+    }
+
+    /// Whether a hook failed, so that a retry is due.
+    pub fn needs_retry(&self) -> bool {
+        self.hooks.needs_retry()
+    }
+
+    /// Records the apply's outcome in the status, as that of `generation`
+    /// (the one published from the draft the applier saw).
+    fn record_apply(&mut self, report: ApplyReport, generation: u64) -> ApplyOutcome {
         let mut apply = report.outcome;
         apply.generation = generation;
         if matches!(
@@ -85,8 +176,11 @@ impl Commit {
             self.status.applied_generation = generation;
         }
         self.status.last_apply = Some(apply.clone());
-        self.watched.set(targets);
-        let outcome = started.outcome(trigger, false, before, generation, changes.len(), apply);
+        apply
+    }
+
+    /// Publishes the status, then the catalog if it changed.
+    fn publish(&mut self, catalog: &Catalog, changes: &[Change], outcome: &RescanOutcome) {
         self.status.last_rescan = Some(outcome.clone());
         // The status first: whoever sees the new generation must also see
         // the rescan that made it (a reader that waited for the catalog then
@@ -98,11 +192,11 @@ impl Commit {
                     catalog.cursor(),
                     catalog.entries().cloned().collect(),
                     catalog.sources().to_vec(),
+                    catalog.names(),
                 ),
-                changes.clone(),
+                changes.to_vec(),
             );
         }
-        RescanResult { changes, outcome }
     }
 
     /// The applier's work put off until after the reply
@@ -117,15 +211,15 @@ impl Commit {
         self.status.last_rescan = Some(outcome.clone());
         self.hub.set_status(self.status.clone());
     }
+}
 
-    /// Builds the views of the draft's active VMs; a VM whose view cannot
-    /// be built is rejected.
-    fn build_views(&mut self, draft: &mut Draft) {
-        let synced = self.views.sync(draft.active());
-        for e in &synced.errors {
-            if let Some(name) = &e.name {
-                draft.reject(name, e.to_diagnostic());
-            }
+/// Makes `draft` the catalog if anything changed; returns the changes.
+fn succeed(catalog: &mut Catalog, draft: Draft) -> Vec<Change> {
+    match catalog.successor(draft) {
+        Some((next, changes)) => {
+            *catalog = next;
+            changes
         }
+        None => Vec::new(),
     }
 }

@@ -1,6 +1,6 @@
 //! Rescans: one at a time, on one worker thread.
 //!
-//! Every trigger (start-up, `Rescan` calls, [`crate::triggers`]) becomes a
+//! Every trigger (start-up, `Rescan` calls, the `triggers` module) becomes a
 //! request on one channel through the [`Rescans`] handle. The worker
 //! takes every request that is waiting, runs one rescan for all of them, and
 //! answers them all: a request is answered by the first rescan that *started
@@ -18,9 +18,11 @@
 //! waiting for it.
 
 pub mod commit;
+pub mod handoff;
 pub mod ids;
 pub mod pipeline;
 pub mod plan;
+pub mod retry;
 mod worker;
 
 use std::sync::mpsc as std_mpsc;
@@ -33,7 +35,8 @@ use vm_catalog_protocol::{ApplyOutcome, Change, RescanOutcome, RescanTrigger};
 pub use pipeline::{Pipeline, PipelineError, RealPipeline};
 pub use plan::{Plan, ScanExhausted};
 
-use crate::triggers::retry::RetryPolicy;
+use crate::definition::watch_targets::Dirty;
+use retry::RetryPolicy;
 use worker::{Msg, Worker};
 
 /// The answer to a rescan request.
@@ -98,6 +101,7 @@ impl Rescans {
             .send(Msg::Rescan {
                 trigger,
                 dry_run,
+                dirty: Dirty::Whole,
                 reply: Some(reply),
             })
             .map_err(|_| RescanError::Stopped)?;
@@ -109,6 +113,18 @@ impl Rescans {
         let _ = self.tx.send(Msg::Rescan {
             trigger,
             dry_run: false,
+            dirty: Dirty::Whole,
+            reply: None,
+        });
+    }
+
+    /// Asks for a rescan after watch events that marked `dirty`, without
+    /// waiting.
+    pub fn trigger_changed(&self, dirty: Dirty) {
+        let _ = self.tx.send(Msg::Rescan {
+            trigger: RescanTrigger::Watch,
+            dry_run: false,
+            dirty,
             reply: None,
         });
     }

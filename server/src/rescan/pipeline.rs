@@ -14,20 +14,18 @@ use std::sync::Arc;
 
 use vm_catalog_protocol::{RescanOutcome, RescanTrigger, SourceKind, SourceLabel, SourceState};
 
-use super::commit::Commit;
+use super::commit::{Commit, Watched};
 use super::plan::{Plan, Sources};
 use super::{RescanError, RescanResult, Started};
-use crate::apply::Applier;
-use crate::apply::instance::InstanceApplier;
-use crate::apply::none::NoneApplier;
-use crate::apply::s6rc::S6rcApplier;
+use crate::apply::ApplyConfig;
 use crate::catalog::{Catalog, MergeOptions, VmIds};
-use crate::config::{ApplyConfig, Config};
+use crate::config::Config;
 use crate::definition::ScanOptions;
+use crate::definition::watch_targets::Dirty;
+use crate::hooks::Hooks;
 use crate::publish::Hub;
 use crate::source::SourceSpec;
-use crate::source::partition::{PartitionManager, UeventListener};
-use crate::triggers::inotify::TargetTx;
+use crate::source::partition::PartitionManager;
 use crate::views::Views;
 
 /// What the rescan worker runs.
@@ -35,6 +33,18 @@ pub trait Pipeline: Send + 'static {
     /// One rescan: plan it (discover, scan, merge) and commit it (views,
     /// apply, publish).
     fn rescan(&mut self, trigger: RescanTrigger) -> Result<RescanResult, RescanError>;
+
+    /// One rescan, after requests that together marked `dirty` as changed
+    /// ([`Dirty::Whole`] unless only watch events asked). Today every
+    /// rescan reads everything: by default, [`Pipeline::rescan`].
+    fn rescan_changed(
+        &mut self,
+        trigger: RescanTrigger,
+        dirty: &Dirty,
+    ) -> Result<RescanResult, RescanError> {
+        let _ = dirty;
+        self.rescan(trigger)
+    }
 
     /// A dry run: plan a rescan and report what it would change, against
     /// the published catalog, without committing anything.
@@ -60,23 +70,9 @@ pub trait Pipeline: Send + 'static {
 /// Why the pipeline could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    /// The s6-rc applier could not start (bad configuration, no programs,
-    /// an unusable live directory).
-    #[error("cannot set up the s6-rc applier")]
-    Applier(#[source] crate::apply::s6rc::OpenError),
-    /// The s6-instance applier could not start (bad configuration, no
-    /// programs, no state directory).
-    #[error("cannot set up the s6-instance applier")]
-    InstanceApplier(#[source] crate::apply::instance::OpenError),
-    /// The file of VM ids exists but cannot be read.
-    #[error("cannot read the VM ids in {}", path.display())]
-    Ids {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The applier could not start.
+    #[error(transparent)]
+    Applier(#[from] crate::apply::OpenError),
 }
 
 /// The real pipeline.
@@ -90,8 +86,6 @@ pub struct RealPipeline {
     ids: VmIds,
     ids_file: PathBuf,
     commit: Commit,
-    /// Taken by the daemon, to run on the async side.
-    uevents: Option<UeventListener>,
 }
 
 impl std::fmt::Debug for RealPipeline {
@@ -104,40 +98,28 @@ impl std::fmt::Debug for RealPipeline {
 }
 
 impl RealPipeline {
-    /// Sets up the sources, the partition manager (its uevent socket bound
-    /// before the first reconcile, so no event is missed) and the applier.
-    /// Must be called inside a tokio runtime.
-    pub fn open(config: &Config, hub: Arc<Hub>, watched: TargetTx) -> Result<Self, PipelineError> {
-        let (partitions, uevents) = match &config.partitions {
-            None => (None, None),
-            Some(p) => {
-                let uevents = match UeventListener::bind(p.uevent_group) {
-                    Ok(l) => Some(l),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot listen to block device uevents; partitions are seen on rescans only");
-                        None
-                    }
-                };
-                (Some(PartitionManager::new(p.clone())), uevents)
-            }
-        };
-        let applier: Box<dyn Applier> = match &config.apply {
-            ApplyConfig::None => Box::new(NoneApplier::new()),
-            ApplyConfig::S6rc(c) => {
-                Box::new(S6rcApplier::open((**c).clone()).map_err(PipelineError::Applier)?)
-            }
-            ApplyConfig::Instance(c) => Box::new(
-                InstanceApplier::open((**c).clone()).map_err(PipelineError::InstanceApplier)?,
-            ),
-        };
-        let ids = super::ids::load(&config.ids_file, random_seed()).map_err(|source| {
-            PipelineError::Ids {
-                path: config.ids_file.clone(),
-                source,
-            }
-        })?;
+    /// Sets up the sources, the partition manager and the applier; the
+    /// directories to watch go to `watched` after every rescan. (The daemon
+    /// binds the uevent listener before the first rescan, so that no
+    /// hotplug event before the first reconcile is missed.) Must be called
+    /// inside a tokio runtime.
+    pub fn open(config: &Config, hub: Arc<Hub>, watched: Watched) -> Result<Self, PipelineError> {
+        let partitions = config.partitions.clone().map(PartitionManager::new);
+        let applier = crate::apply::open(&config.apply)?;
+        let ids = super::ids::load(
+            &config.ids_file,
+            random_seed(),
+            &super::ids::OnDisk::of(config),
+        );
         warn_of_symlink_races(&config.sources);
-        let views = Views::with_layout(&config.merge.vm_dir, config.merge.layout);
+        let mut views = Views::with_layout(&config.merge.vm_dir, config.merge.layout);
+        if let ApplyConfig::Instance(c) = &config.apply {
+            views = views.with_service_links(&c.service);
+        }
+        let hooks = match &config.vm_hook {
+            Some(h) => Hooks::open(h.clone()),
+            None => Hooks::none(),
+        };
         Ok(RealPipeline {
             catalog: Catalog::empty(hub.epoch()),
             sources: Sources::new(config.sources.clone(), partitions),
@@ -145,16 +127,14 @@ impl RealPipeline {
             merge: config.merge.clone(),
             ids,
             ids_file: config.ids_file.clone(),
-            commit: Commit::new(views, applier, hub, watched),
-            uevents,
+            commit: Commit::new(views, hooks, applier, hub, watched),
         })
     }
 
-    /// The uevent listener, to run on the async side
-    /// ([`crate::triggers::uevent::run`]); `None` without partitions, when
-    /// it could not be bound, or once taken.
-    pub fn take_uevents(&mut self) -> Option<UeventListener> {
-        self.uevents.take()
+    /// Calls `f` with each VM about to be released, before its `--vm-hook`
+    /// runs (the UI VM listeners in its directories go first).
+    pub fn before_release(&mut self, f: crate::hooks::BeforeRelease) {
+        self.commit.before_release(f);
     }
 
     /// Plans a rescan of `specs`; new definitions get their ids in `ids`.
@@ -226,6 +206,22 @@ fn random_seed() -> u64 {
 
 impl Pipeline for RealPipeline {
     fn rescan(&mut self, trigger: RescanTrigger) -> Result<RescanResult, RescanError> {
+        self.rescan_changed(trigger, &Dirty::Whole)
+    }
+
+    fn rescan_changed(
+        &mut self,
+        trigger: RescanTrigger,
+        dirty: &Dirty,
+    ) -> Result<RescanResult, RescanError> {
+        let span = tracing::info_span!(
+            "rescan",
+            trigger = trigger.as_str(),
+            changed = %dirty,
+            from = self.catalog.generation(),
+            generation = tracing::field::Empty,
+        );
+        let _entered = span.enter();
         let started = Started::now();
         let specs = self.sources.discover();
         let mut ids = std::mem::replace(&mut self.ids, VmIds::new(0));
@@ -236,6 +232,7 @@ impl Pipeline for RealPipeline {
         let result = self
             .commit
             .commit(&mut self.catalog, plan, trigger, started);
+        span.record("generation", result.outcome.generation);
         self.prune_ids();
         self.save_ids();
         log_outcome(&result.outcome);
@@ -243,6 +240,13 @@ impl Pipeline for RealPipeline {
     }
 
     fn dry_run(&mut self, trigger: RescanTrigger) -> Result<RescanResult, RescanError> {
+        let span = tracing::info_span!(
+            "rescan",
+            trigger = trigger.as_str(),
+            dry_run = true,
+            generation = self.catalog.generation(),
+        );
+        let _entered = span.enter();
         let started = Started::now();
         // New definitions get ids for the dry run only: they are not kept.
         let mut ids = self.ids.clone();
@@ -255,10 +259,12 @@ impl Pipeline for RealPipeline {
 
     fn needs_retry(&self) -> bool {
         // Partitions are retried by hotplug and their manager.
-        self.catalog
-            .sources()
-            .iter()
-            .any(|s| s.state == SourceState::Failed && s.kind != SourceKind::Partition)
+        self.commit.needs_retry()
+            || self
+                .catalog
+                .sources()
+                .iter()
+                .any(|s| s.state == SourceState::Failed && s.kind != SourceKind::Partition)
     }
 
     fn after(&mut self) -> Option<RescanTrigger> {

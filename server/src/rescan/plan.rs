@@ -13,10 +13,10 @@ use vm_catalog_protocol::{ApplyOutcome, ApplyStatus, Change, RescanTrigger, Sour
 
 use super::{RescanResult, Started};
 use crate::catalog::{self, Catalog, Draft, MergeOptions, VmIds};
+use crate::definition::watch_targets::{Target, targets_of};
 use crate::definition::{ScanOptions, SourceScan, scan_source};
 use crate::source::SourceSpec;
 use crate::source::partition::PartitionManager;
-use crate::triggers::inotify::{self, Target};
 
 /// A scan ran out of file descriptors or memory: it says nothing about its
 /// source, so nothing may be concluded from it.
@@ -106,7 +106,7 @@ impl Plan {
                 label: s.spec.label.clone(),
             });
         }
-        let targets = inotify::targets_of(&scans);
+        let targets = targets_of(&scans);
         Ok(Plan {
             draft: catalog::merge_with(current, scans, merge, ids),
             targets,

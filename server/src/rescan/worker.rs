@@ -11,8 +11,9 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 use vm_catalog_protocol::RescanTrigger;
 
+use super::retry::{Retry, RetryPolicy};
 use super::{Pipeline, RescanError, RescanResult};
-use crate::triggers::retry::{Retry, RetryPolicy};
+use crate::definition::watch_targets::Dirty;
 
 type Reply = oneshot::Sender<Result<RescanResult, RescanError>>;
 
@@ -21,6 +22,9 @@ pub(super) enum Msg {
     Rescan {
         trigger: RescanTrigger,
         dry_run: bool,
+        /// What the request says changed ([`Dirty::Whole`] but for watch
+        /// events).
+        dirty: Dirty,
         reply: Option<Reply>,
     },
     Stop,
@@ -72,6 +76,7 @@ impl<P: Pipeline> Worker<P> {
             let mut dry = Vec::new();
             let mut real = Vec::new();
             let mut real_trigger = None;
+            let mut dirty = Dirty::Nothing;
             for msg in batch {
                 match msg {
                     Msg::Stop => stop = true,
@@ -80,8 +85,14 @@ impl<P: Pipeline> Worker<P> {
                         reply,
                         ..
                     } => dry.extend(reply),
-                    Msg::Rescan { trigger, reply, .. } => {
+                    Msg::Rescan {
+                        trigger,
+                        reply,
+                        dirty: d,
+                        ..
+                    } => {
                         real_trigger = Some(pick(real_trigger, trigger));
+                        dirty.add(d);
                         real.extend(reply);
                     }
                 }
@@ -99,7 +110,7 @@ impl<P: Pipeline> Worker<P> {
                 }
             }
             if let Some(trigger) = real_trigger {
-                let result = self.guarded(|p| p.rescan(trigger));
+                let result = self.guarded(|p| p.rescan_changed(trigger, &dirty));
                 self.schedule_retry(&result);
                 for reply in real {
                     let _ = reply.send(result.clone());
@@ -120,6 +131,7 @@ impl<P: Pipeline> Worker<P> {
             return Some(Msg::Rescan {
                 trigger,
                 dry_run: false,
+                dirty: Dirty::Whole,
                 reply: None,
             });
         }
@@ -132,6 +144,7 @@ impl<P: Pipeline> Worker<P> {
                     Err(std_mpsc::RecvTimeoutError::Timeout) => Some(Msg::Rescan {
                         trigger: RescanTrigger::Retry,
                         dry_run: false,
+                        dirty: Dirty::Whole,
                         reply: None,
                     }),
                     Err(std_mpsc::RecvTimeoutError::Disconnected) => None,
@@ -203,6 +216,8 @@ mod tests {
         fail_apply: bool,
         source_failed: bool,
         panic_on: Option<usize>,
+        /// What each real rescan was told changed.
+        changed: Arc<Mutex<Vec<Dirty>>>,
     }
 
     impl Counting {
@@ -247,6 +262,15 @@ mod tests {
             Ok(self.record(trigger, false))
         }
 
+        fn rescan_changed(
+            &mut self,
+            trigger: RescanTrigger,
+            dirty: &Dirty,
+        ) -> Result<RescanResult, RescanError> {
+            self.changed.lock().unwrap().push(dirty.clone());
+            self.rescan(trigger)
+        }
+
         fn dry_run(&mut self, trigger: RescanTrigger) -> Result<RescanResult, RescanError> {
             Ok(self.record(trigger, true))
         }
@@ -254,6 +278,44 @@ mod tests {
         fn needs_retry(&self) -> bool {
             self.source_failed
         }
+    }
+
+    /// The requests waiting in one batch, then the worker run until every
+    /// handle is gone: what each real rescan was told changed.
+    fn changed_after(send: impl FnOnce(&Rescans)) -> Vec<Dirty> {
+        let changed = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std_mpsc::channel();
+        send(&Rescans { tx });
+        let pipeline = Counting {
+            changed: changed.clone(),
+            ..Counting::default()
+        };
+        Worker::new(pipeline, rx, RetryPolicy::default()).run();
+        changed.lock().unwrap().clone()
+    }
+
+    fn entries(names: &[&str]) -> Dirty {
+        Dirty::Entries(
+            names
+                .iter()
+                .map(|n| ("user".parse().unwrap(), (*n).into()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn coalesced_watch_events_tell_the_rescan_everything_they_marked() {
+        let changed = changed_after(|r| {
+            r.trigger_changed(entries(&["a"]));
+            r.trigger_changed(entries(&["b", "c"]));
+        });
+        assert_eq!(changed, [entries(&["a", "b", "c"])]);
+        // Any other request (here SIGHUP) makes it a whole rescan.
+        let changed = changed_after(|r| {
+            r.trigger_changed(entries(&["a"]));
+            r.trigger(RescanTrigger::Signal);
+        });
+        assert_eq!(changed, [Dirty::Whole]);
     }
 
     #[tokio::test]

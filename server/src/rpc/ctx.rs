@@ -147,6 +147,9 @@ pub struct VmShare {
     pub calls: Arc<Ledger>,
     /// Its reply bytes.
     pub replies: Arc<Ledger>,
+    /// Its refusals in progress (as many as its connections): a VM's
+    /// flood of connections never takes the host's refusal slots.
+    pub refusals: Arc<Semaphore>,
 }
 
 impl Limits {
@@ -163,6 +166,7 @@ impl Limits {
             replies: Ledger::new(whole(
                 self.vm_reply_budget.max(2 * u64::from(self.max_frame)),
             )),
+            refusals: Arc::new(Semaphore::new(self.vm_connections as usize)),
         }
     }
 }
@@ -212,7 +216,8 @@ pub struct Ctx {
 }
 
 /// Reply bytes held at once past which, once they are given back, the
-/// allocator is asked to return its free memory to the system.
+/// allocator is asked to return its free memory to the system (or half of
+/// a smaller ledger: one UI VM's).
 const TRIM_AFTER: u64 = 4 << 20;
 
 /// How long after the peers that held them left that is done: peers that
@@ -267,14 +272,17 @@ impl Ctx {
         self.refusals.clone().try_acquire_owned().ok()
     }
 
-    /// Called as a connection ends. Once reply bytes held at once went past
-    /// 4 MiB and almost all are given back, asks the allocator to
-    /// return its free memory to the system: it keeps freed memory for
-    /// reuse otherwise, and a burst of replies nobody read (issue 12, item
-    /// 3) would stay in the daemon's resident memory after those peers left.
-    pub fn connection_ended(self: &Arc<Self>) {
-        if self.replies.used() > TRIM_AFTER / 4
-            || self.replies.take_peak() < TRIM_AFTER
+    /// Called as a connection that drew its reply bytes from `replies`
+    /// (the host's ledger, or its UI VM's own) ends. Once the bytes held
+    /// at once in that ledger went past 4 MiB (half of a smaller ledger)
+    /// and almost all are given back, asks the allocator to return its
+    /// free memory to the system: it keeps freed memory for reuse
+    /// otherwise, and a burst of replies nobody read would stay in the
+    /// daemon's resident memory after those peers (or that VM) left.
+    pub fn connection_ended(self: &Arc<Self>, replies: &Ledger) {
+        let threshold = TRIM_AFTER.min(replies.share().total / 2);
+        if replies.used() > threshold / 4
+            || replies.take_peak() < threshold
             || self.trim_pending.swap(true, Ordering::AcqRel)
         {
             return;

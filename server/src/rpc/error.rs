@@ -18,7 +18,7 @@ use crate::rescan::RescanError;
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
-pub enum CallError {
+pub(super) enum CallError {
     /// The request names an unknown method or does not decode.
     #[error(transparent)]
     BadRequest(RequestError),
@@ -73,12 +73,12 @@ pub enum CallError {
 
 impl CallError {
     /// Whether the peer can still be told about the error.
-    pub fn is_reportable(&self) -> bool {
+    pub(super) fn is_reportable(&self) -> bool {
         !matches!(self, CallError::Disconnected(_) | CallError::Stalled)
     }
 
     /// The wire error.
-    pub fn to_wire(&self) -> ErrorBody {
+    pub(super) fn to_wire(&self) -> ErrorBody {
         let code = match self {
             CallError::BadRequest(e) => match e {
                 RequestError::UnknownMethod(_) => ErrorCode::UnknownMethod,
@@ -104,7 +104,7 @@ impl CallError {
 }
 
 /// A permission failure for `method`.
-pub fn denied(method: Method) -> CallError {
+pub(super) fn denied(method: Method) -> CallError {
     CallError::PermissionDenied {
         method: method.name(),
     }
@@ -112,7 +112,7 @@ pub fn denied(method: Method) -> CallError {
 
 /// Why a connection is refused or closed.
 #[derive(Debug, thiserror::Error)]
-pub enum ConnError {
+pub(super) enum ConnError {
     /// Over the connection limits.
     #[error("too many connections")]
     TooManyConnections,
@@ -177,7 +177,7 @@ pub enum ConnError {
 
 impl ConnError {
     /// The error for a datagram that does not decode as a frame.
-    pub fn of_frame(e: FrameError) -> ConnError {
+    pub(super) fn of_frame(e: FrameError) -> ConnError {
         match e {
             FrameError::TooLarge { max, .. } => ConnError::FrameTooLarge { max },
             e => ConnError::BadFrame(e),
@@ -185,7 +185,7 @@ impl ConnError {
     }
 
     /// The wire error (call id 0: the connection).
-    pub fn to_wire(&self) -> ErrorBody {
+    pub(super) fn to_wire(&self) -> ErrorBody {
         let code = match self {
             ConnError::TooManyConnections => ErrorCode::Busy,
             ConnError::NoHello => ErrorCode::Timeout,

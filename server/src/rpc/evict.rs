@@ -18,13 +18,13 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::session::Stop;
+use super::stop::Stop;
 
 /// What an evicted connection is told.
-pub const EVICTED_GOODBYE: &str = "evicted: another user needed a connection slot";
+pub(super) const EVICTED_GOODBYE: &str = "evicted: another user needed a connection slot";
 
 /// How long a refused connection waits for the slot its eviction frees.
-pub const EVICT_WAIT: Duration = Duration::from_secs(1);
+pub(super) const EVICT_WAIT: Duration = Duration::from_secs(1);
 
 /// Every user connection, by uid then age, for choosing one to evict.
 #[derive(Debug)]

@@ -16,7 +16,7 @@ use super::ctx::Ctx;
 use super::error::ConnError;
 use super::peer::Peer;
 use super::send::{Conn, Negotiated};
-use super::transport::{Datagram, Receiver, Transport};
+use super::transport::{FrameRx, FrameTx, Incoming, Transport};
 
 /// How long a refused connection may take to send its `Hello`.
 const REFUSAL_WAIT: Duration = Duration::from_millis(200);
@@ -27,28 +27,29 @@ const CONN_ERROR_WAIT: Duration = Duration::from_secs(1);
 /// Where an admitted connection draws from: its tenant and the reply
 /// ledger its frames claim bytes from (the host's, or its VM's own).
 #[derive(Debug, Clone)]
-pub struct Draws {
+pub(super) struct Draws {
     /// Whose share the peer draws from.
-    pub tenant: super::Tenant,
+    pub(super) tenant: super::Tenant,
     /// The reply bytes.
-    pub replies: Arc<super::Ledger>,
+    pub(super) replies: Arc<super::Ledger>,
 }
 
 /// Reads `Hello` (through `rx`, which then reads the rest of the
-/// connection) and answers `Welcome`: the connection, or `None` once a
-/// failure was answered (or the peer left).
-pub async fn handshake(
-    socket: Transport,
-    rx: &mut Receiver,
+/// connection) and answers `Welcome` (through `tx`, which the connection
+/// then keeps): the connection, or `None` once a failure was answered (or
+/// the peer left).
+pub(super) async fn handshake(
+    tx: Box<dyn FrameTx>,
+    rx: &mut impl FrameRx,
     peer: Arc<Peer>,
     draws: Draws,
     ctx: &Ctx,
 ) -> Option<Conn> {
-    let hello = match read_hello(&socket, rx, ctx).await {
+    let hello = match read_hello(rx, ctx).await {
         Ok(Some(hello)) => hello,
         Ok(None) => return None,
         Err(e) => {
-            send_conn_error(&socket, &report(ctx, &e)).await;
+            send_conn_error(&*tx, &report(ctx, &e)).await;
             return None;
         }
     };
@@ -56,7 +57,7 @@ pub async fn handshake(
         let e = ConnError::UnsupportedVersion {
             client: hello.versions,
         };
-        send_conn_error(&socket, &report(ctx, &e)).await;
+        send_conn_error(&*tx, &report(ctx, &e)).await;
         return None;
     };
     let welcome = Welcome {
@@ -68,7 +69,7 @@ pub async fn handshake(
         supported: SUPPORTED_VERSIONS,
     };
     let frame = message::welcome(&welcome).ok()?;
-    tokio::time::timeout(ctx.limits.send_timeout, socket.send(&frame))
+    tokio::time::timeout(ctx.limits.send_timeout, tx.send(&frame))
         .await
         .ok()?
         .ok()?;
@@ -79,7 +80,7 @@ pub async fn handshake(
         compat: Compat::between(PROTOCOL_VERSION, hello.versions.max),
     };
     Some(Conn::new(
-        socket,
+        tx,
         peer,
         draws.tenant,
         negotiated,
@@ -89,26 +90,19 @@ pub async fn handshake(
 }
 
 /// The client's `Hello`; `None` if the peer left or the socket failed.
-async fn read_hello(
-    socket: &Transport,
-    rx: &mut Receiver,
-    ctx: &Ctx,
-) -> Result<Option<Hello>, ConnError> {
-    let received = tokio::time::timeout(
-        ctx.limits.handshake_timeout,
-        rx.recv(socket, HANDSHAKE_MAX_FRAME),
-    )
-    .await;
+async fn read_hello(rx: &mut impl FrameRx, ctx: &Ctx) -> Result<Option<Hello>, ConnError> {
+    let received =
+        tokio::time::timeout(ctx.limits.handshake_timeout, rx.recv(HANDSHAKE_MAX_FRAME)).await;
     let bytes = match received {
         Err(_) => return Err(ConnError::NoHello),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "receive failed");
             return Ok(None);
         }
-        Ok(Ok(Datagram::Eof | Datagram::Cut)) => return Ok(None),
-        Ok(Ok(Datagram::TooLarge(_))) => return Err(ConnError::HelloTooLarge),
-        Ok(Ok(Datagram::Garbage(e))) => return Err(ConnError::BadStream(e)),
-        Ok(Ok(Datagram::Frame(bytes))) => bytes,
+        Ok(Ok(Incoming::Eof | Incoming::Cut)) => return Ok(None),
+        Ok(Ok(Incoming::TooLarge(_))) => return Err(ConnError::HelloTooLarge),
+        Ok(Ok(Incoming::Garbage(e))) => return Err(ConnError::BadStream(e)),
+        Ok(Ok(Incoming::Frame(bytes))) => bytes,
     };
     let frame = decode_frame(&bytes, HANDSHAKE_MAX_FRAME).map_err(ConnError::BadFrame)?;
     let h = frame.header;
@@ -142,7 +136,12 @@ fn decode_hello(body: &[u8]) -> Result<Hello, ConnError> {
 /// Refuses a connection over the limits: reads the `Hello` (briefly),
 /// answers a connection-level `Busy`, then closes. `permit` counts it among
 /// the refusals in progress.
-pub async fn refuse(socket: Transport, peer: Peer, ctx: Arc<Ctx>, permit: OwnedSemaphorePermit) {
+pub(super) async fn refuse<T: Transport>(
+    socket: T,
+    peer: Peer,
+    ctx: Arc<Ctx>,
+    permit: OwnedSemaphorePermit,
+) {
     if ctx.log_limit.allow() {
         tracing::warn!(
             uid = peer.uid,
@@ -153,15 +152,15 @@ pub async fn refuse(socket: Transport, peer: Peer, ctx: Arc<Ctx>, permit: OwnedS
     }
     // Read the Hello first: closing a socket with unread data resets the
     // peer's connection, and it would never see the answer.
-    let mut rx = Receiver::new(&socket);
-    let _ = tokio::time::timeout(REFUSAL_WAIT, rx.recv(&socket, HANDSHAKE_MAX_FRAME)).await;
-    send_conn_error(&socket, &ConnError::TooManyConnections.to_wire()).await;
+    let (tx, mut rx) = socket.split();
+    let _ = tokio::time::timeout(REFUSAL_WAIT, rx.recv(HANDSHAKE_MAX_FRAME)).await;
+    send_conn_error(&tx, &ConnError::TooManyConnections.to_wire()).await;
     drop(permit);
 }
 
 /// Logs a connection-level failure (protocol violations at warn, rate
 /// limited: a client can trigger them) and gives its wire body.
-pub fn report(ctx: &Ctx, e: &ConnError) -> ErrorBody {
+pub(super) fn report(ctx: &Ctx, e: &ConnError) -> ErrorBody {
     let body = e.to_wire();
     if body.code == ErrorCode::ProtocolViolation {
         if ctx.log_limit.allow() {
@@ -175,9 +174,9 @@ pub fn report(ctx: &Ctx, e: &ConnError) -> ErrorBody {
 
 /// Sends a connection-level error before (or instead of) a handshake,
 /// never waiting long on a peer that does not read.
-async fn send_conn_error(socket: &Transport, body: &ErrorBody) {
+async fn send_conn_error(tx: &dyn FrameTx, body: &ErrorBody) {
     let Ok(frame) = message::error(0, 0, body, HANDSHAKE_MAX_FRAME) else {
         return;
     };
-    let _ = tokio::time::timeout(CONN_ERROR_WAIT, socket.send(&frame)).await;
+    let _ = tokio::time::timeout(CONN_ERROR_WAIT, tx.send(&frame)).await;
 }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 /// as its terminal frame is out, so each registration also has a serial
 /// number.
 #[derive(Debug, Default)]
-pub struct InFlight {
+pub(super) struct InFlight {
     calls: Mutex<HashMap<u32, (u64, CancellationToken)>>,
     serial: AtomicU64,
 }
@@ -23,7 +23,7 @@ impl InFlight {
 
     /// Registers a call; its serial number, or `None` if `call_id` is in
     /// flight already.
-    pub fn register(&self, call_id: u32, token: CancellationToken) -> Option<u64> {
+    pub(super) fn register(&self, call_id: u32, token: CancellationToken) -> Option<u64> {
         let mut calls = self.calls();
         if calls.contains_key(&call_id) {
             return None;
@@ -34,33 +34,34 @@ impl InFlight {
     }
 
     /// Whether `call_id` is in flight.
-    pub fn contains(&self, call_id: u32) -> bool {
+    pub(super) fn contains(&self, call_id: u32) -> bool {
         self.calls().contains_key(&call_id)
     }
 
     /// The cancellation token of call `call_id`, if it is in flight.
-    pub fn token(&self, call_id: u32) -> Option<CancellationToken> {
+    pub(super) fn token(&self, call_id: u32) -> Option<CancellationToken> {
         self.calls().get(&call_id).map(|(_, t)| t.clone())
     }
 
     /// Number of calls in flight.
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.calls().len()
     }
 
+    #[cfg(test)]
     /// Whether no call is in flight.
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.calls().is_empty()
     }
 
     /// Forgets call `call_id`, just before its terminal frame goes out: the
     /// peer may reuse the id as soon as it sees that frame.
-    pub fn done(&self, call_id: u32) {
+    pub(super) fn done(&self, call_id: u32) {
         self.calls().remove(&call_id);
     }
 
     /// Forgets the call registered as `serial` (if its id was not reused since).
-    pub fn release(&self, call_id: u32, serial: u64) {
+    pub(super) fn release(&self, call_id: u32, serial: u64) {
         let mut calls = self.calls();
         if calls.get(&call_id).is_some_and(|(s, _)| *s == serial) {
             calls.remove(&call_id);
@@ -68,7 +69,7 @@ impl InFlight {
     }
 
     /// Cancels call `call_id`; whether it was in flight.
-    pub fn cancel(&self, call_id: u32) -> bool {
+    pub(super) fn cancel(&self, call_id: u32) -> bool {
         match self.calls().get(&call_id) {
             Some((_, token)) => {
                 token.cancel();
@@ -79,7 +80,7 @@ impl InFlight {
     }
 
     /// Cancels every call in flight.
-    pub fn cancel_all(&self) {
+    pub(super) fn cancel_all(&self) {
         let tokens: Vec<CancellationToken> =
             self.calls().values().map(|(_, t)| t.clone()).collect();
         for token in tokens {

@@ -10,11 +10,9 @@
 //! to, and it is never root nor in the admin group. The VMM's credentials
 //! are kept for logs only.
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 use vm_catalog_protocol::VmName;
-
-use super::transport::Transport;
 
 /// `SO_PEERGROUPS` (Linux ≥ 4.13); libc keeps it private for linux-gnu.
 const SO_PEERGROUPS: libc::c_int = 59;
@@ -48,28 +46,23 @@ pub enum PeerKind {
 }
 
 impl Peer {
-    /// A local peer: the credentials of `transport`'s peer.
-    pub fn of(transport: &Transport, conn_id: u64) -> std::io::Result<Peer> {
-        let fd = transport.raw_fd();
-        let cred = rustix::net::sockopt::socket_peercred(
-            // SAFETY: `fd` is live for the duration of this call (the
-            // transport owns it).
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-        )
-        .map_err(std::io::Error::from)?;
+    /// A local peer: the credentials of `socket`'s peer.
+    pub fn of(socket: &impl AsFd, conn_id: u64) -> std::io::Result<Peer> {
+        let fd = socket.as_fd();
+        let cred = rustix::net::sockopt::socket_peercred(fd).map_err(std::io::Error::from)?;
         Ok(Peer {
             conn_id,
             uid: cred.uid.as_raw(),
             gid: cred.gid.as_raw(),
             pid: Some(cred.pid.as_raw_nonzero().get()),
-            groups: peer_groups(fd).unwrap_or_default(),
+            groups: peer_groups(fd.as_raw_fd()).unwrap_or_default(),
             kind: PeerKind::Local,
         })
     }
 
-    /// The VM `name`, on `transport` (its VMM's credentials, for logs).
-    pub fn vm(transport: &Transport, conn_id: u64, name: VmName) -> std::io::Result<Peer> {
-        let mut peer = Peer::of(transport, conn_id)?;
+    /// The VM `name`, on `socket` (its VMM's credentials, for logs).
+    pub fn vm(socket: &impl AsFd, conn_id: u64, name: VmName) -> std::io::Result<Peer> {
+        let mut peer = Peer::of(socket, conn_id)?;
         peer.groups = Vec::new();
         peer.kind = PeerKind::Vm(name);
         Ok(peer)
@@ -147,11 +140,11 @@ mod tests {
     #[tokio::test]
     async fn reads_our_own_credentials_from_a_pair() {
         let (a, _b) = tokio_seqpacket::UnixSeqpacket::pair().unwrap();
-        let p = Peer::of(&Transport::Seqpacket(a), 1).unwrap();
+        let p = Peer::of(&a, 1).unwrap();
         // SAFETY: getuid cannot fail.
         assert_eq!(p.uid, unsafe { libc::getuid() });
         let (a, _b) = tokio::net::UnixStream::pair().unwrap();
-        let p = Peer::vm(&Transport::Stream(a), 2, "ui".parse().unwrap()).unwrap();
+        let p = Peer::vm(&a, 2, "ui".parse().unwrap()).unwrap();
         assert_eq!(p.vm_name().map(|n| n.as_str()), Some("ui"));
         // SAFETY: getuid cannot fail.
         assert_eq!(p.uid, unsafe { libc::getuid() });

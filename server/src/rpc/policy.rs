@@ -15,7 +15,7 @@ use super::peer::{Peer, PeerKind};
 
 /// Where a call runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Runs {
+pub(super) enum Runs {
     /// In the read loop: quick, and only reads the published snapshot.
     Inline,
     /// In its own task, tracked by call id so `Cancel` can reach it, and
@@ -25,7 +25,7 @@ pub enum Runs {
 
 /// How long a call may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Deadline {
+pub(super) enum Deadline {
     /// [`Limits::call_timeout`].
     Call,
     /// [`Limits::stream_timeout`].
@@ -38,7 +38,7 @@ pub enum Deadline {
 
 /// Who may make a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Caller {
+pub(super) enum Caller {
     /// Anyone who may connect.
     Anyone,
     /// Root or a member of the admin group.
@@ -47,7 +47,7 @@ pub enum Caller {
 
 /// Whether a UI VM may make a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VmCaller {
+pub(super) enum VmCaller {
     /// Yes: it reads the catalog.
     Allowed,
     /// No (`PermissionDenied`): it would change the host.
@@ -56,7 +56,7 @@ pub enum VmCaller {
 
 /// One method's row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Policy {
+pub(super) struct Policy {
     /// Where it runs.
     pub runs: Runs,
     /// How long it may take.
@@ -68,7 +68,7 @@ pub struct Policy {
 }
 
 /// The table.
-pub fn of(method: Method) -> Policy {
+pub(super) fn of(method: Method) -> Policy {
     use Caller::{Admin, Anyone};
     use Deadline::{Call, Rescan, Stream, Unbounded};
     use Runs::{Inline, Task};
@@ -93,7 +93,7 @@ pub fn of(method: Method) -> Policy {
 
 impl Deadline {
     /// The duration under `limits`, or `None` for no deadline.
-    pub fn under(self, limits: &Limits) -> Option<Duration> {
+    pub(super) fn under(self, limits: &Limits) -> Option<Duration> {
         match self {
             Deadline::Call => Some(limits.call_timeout),
             Deadline::Stream => Some(limits.stream_timeout),
@@ -106,7 +106,7 @@ impl Deadline {
 impl Caller {
     /// Whether `peer` may call, `admin_gid` being the admin group (a VM
     /// never counts as root or the admin group).
-    pub fn admits(self, peer: &Peer, admin_gid: Option<u32>) -> bool {
+    pub(super) fn admits(self, peer: &Peer, admin_gid: Option<u32>) -> bool {
         match self {
             Caller::Anyone => true,
             Caller::Admin => peer.is_root_or_in(admin_gid),
@@ -117,7 +117,7 @@ impl Caller {
 impl Policy {
     /// Whether `peer` may make the call: a VM by the VM column, a local
     /// peer by its credentials.
-    pub fn admits(&self, peer: &Peer, admin_gid: Option<u32>) -> bool {
+    pub(super) fn admits(&self, peer: &Peer, admin_gid: Option<u32>) -> bool {
         match peer.kind {
             PeerKind::Vm(_) => self.vm == VmCaller::Allowed && self.caller == Caller::Anyone,
             PeerKind::Local => self.caller.admits(peer, admin_gid),

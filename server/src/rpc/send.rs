@@ -2,8 +2,8 @@
 //! was negotiated, the calls in flight, and sends that bound what a peer
 //! that does not read can make the daemon hold.
 //!
-//! Sends take `&self` and each sends one whole frame (a datagram, or the
-//! frame's bytes on a stream, see [`super::transport`]), so the read loop
+//! Sends take `&self` and each sends one whole frame (whole, whatever the
+//! transport: [`super::transport`]), so the read loop
 //! and every call task send on the same socket without a writer task.
 //! They take turns (a fair lock per connection), and a frame is built only
 //! once its turn has come: however many calls a connection has in
@@ -39,17 +39,17 @@ use super::admission::{Claim, Ledger, Tenant};
 use super::error::CallError;
 use super::in_flight::InFlight;
 use super::peer::Peer;
-use super::transport::Transport;
+use super::transport::FrameTx;
 
 /// Frames of at most this many bytes are not counted against the reply
 /// budget.
-pub const UNCOUNTED_FRAME: usize = 1024;
+pub(super) const UNCOUNTED_FRAME: usize = 1024;
 
 /// A connection, shared by its read loop and its call tasks.
 #[derive(Debug)]
-pub struct Conn {
-    /// The socket.
-    pub transport: Transport,
+pub(super) struct Conn {
+    /// Its sending half.
+    tx: Box<dyn FrameTx>,
     /// The peer's credentials.
     pub peer: Arc<Peer>,
     /// Whose share the peer draws from.
@@ -71,7 +71,7 @@ pub struct Conn {
 
 /// What a connection is made of after its handshake.
 #[derive(Debug)]
-pub struct Negotiated {
+pub(super) struct Negotiated {
     /// The negotiated protocol version.
     pub version: u16,
     /// The negotiated maximum frame size.
@@ -83,8 +83,8 @@ pub struct Negotiated {
 impl Conn {
     /// A connection after its handshake: its frames claim their bytes from
     /// `replies` as `tenant`.
-    pub fn new(
-        transport: Transport,
+    pub(super) fn new(
+        tx: Box<dyn FrameTx>,
         peer: Arc<Peer>,
         tenant: Tenant,
         negotiated: Negotiated,
@@ -92,7 +92,7 @@ impl Conn {
         send_timeout: Duration,
     ) -> Conn {
         Conn {
-            transport,
+            tx,
             peer,
             tenant,
             version: negotiated.version,
@@ -106,7 +106,7 @@ impl Conn {
     }
 
     /// Who the replies are for: a VM sees no host paths.
-    pub fn audience(&self) -> crate::publish::Audience {
+    pub(super) fn audience(&self) -> crate::publish::Audience {
         if self.peer.is_vm() {
             crate::publish::Audience::Vm
         } else {
@@ -130,12 +130,12 @@ impl Conn {
             None
         };
         let frame = build().map_err(CallError::Encode)?;
-        match tokio::time::timeout(self.send_timeout, self.transport.send(&frame)).await {
+        match tokio::time::timeout(self.send_timeout, self.tx.send(&frame)).await {
             Ok(sent) => sent.map_err(CallError::Disconnected),
             Err(_) => {
                 // The peer stopped reading: cut it off, so that no task (the
                 // read loop, other calls, a shutdown) waits on it.
-                self.transport.shutdown();
+                self.tx.shutdown();
                 Err(CallError::Stalled)
             }
         }
@@ -173,19 +173,31 @@ impl Conn {
     }
 
     /// Sends the reply of a unary call.
-    pub async fn reply<C: Unary>(&self, call_id: u32, reply: &C::Reply) -> Result<(), CallError> {
+    pub(super) async fn reply<C: Unary>(
+        &self,
+        call_id: u32,
+        reply: &C::Reply,
+    ) -> Result<(), CallError> {
         self.send_typed(FrameKind::Reply, C::METHOD.id(), call_id, reply)
             .await
     }
 
     /// Sends one item of a streaming call.
-    pub async fn item<C: Streaming>(&self, call_id: u32, item: &C::Item) -> Result<(), CallError> {
+    pub(super) async fn item<C: Streaming>(
+        &self,
+        call_id: u32,
+        item: &C::Item,
+    ) -> Result<(), CallError> {
         self.send_typed(FrameKind::StreamItem, C::METHOD.id(), call_id, item)
             .await
     }
 
     /// Sends one item of a streaming call whose body is already encoded.
-    pub async fn item_raw<C: Streaming>(&self, call_id: u32, body: &[u8]) -> Result<(), CallError> {
+    pub(super) async fn item_raw<C: Streaming>(
+        &self,
+        call_id: u32,
+        body: &[u8],
+    ) -> Result<(), CallError> {
         self.item_with::<C>(call_id, body.len(), |out| out.extend_from_slice(body))
             .await
     }
@@ -193,7 +205,7 @@ impl Conn {
     /// Sends one item of a streaming call whose body of `body_len` bytes
     /// `write` appends to the frame (a page assembled from encoded records,
     /// written once, into the frame).
-    pub async fn item_with<C: Streaming>(
+    pub(super) async fn item_with<C: Streaming>(
         &self,
         call_id: u32,
         body_len: usize,
@@ -218,7 +230,11 @@ impl Conn {
     }
 
     /// Ends a streaming call.
-    pub async fn end<C: Streaming>(&self, call_id: u32, end: &C::End) -> Result<(), CallError> {
+    pub(super) async fn end<C: Streaming>(
+        &self,
+        call_id: u32,
+        end: &C::End,
+    ) -> Result<(), CallError> {
         self.calls.done(call_id);
         self.send_typed(FrameKind::StreamEnd, C::METHOD.id(), call_id, end)
             .await
@@ -226,7 +242,7 @@ impl Conn {
 
     /// Ends call `call_id` of `method` with an error (call id 0: the
     /// connection).
-    pub async fn error(
+    pub(super) async fn error(
         &self,
         call_id: u32,
         method: u16,
@@ -238,7 +254,7 @@ impl Conn {
     }
 
     /// Says goodbye (the connection then closes).
-    pub async fn goodbye(&self, reason: &str) -> Result<(), CallError> {
+    pub(super) async fn goodbye(&self, reason: &str) -> Result<(), CallError> {
         let body = vm_catalog_protocol::Goodbye {
             reason: reason.into(),
         };

@@ -1,5 +1,6 @@
 //! The call service: one `match` over the request, one handler per method,
-//! behind one middleware that applies the method's [`policy`] row: it
+//! behind one middleware that applies the method's policy row (carried in
+//! the [`Call`]): it
 //! refuses a peer whose credentials do not allow the call, and bounds the
 //! call's time.
 //!
@@ -26,18 +27,20 @@ use vm_catalog_protocol::Request;
 use super::ctx::Ctx;
 use super::error::{CallError, denied};
 use super::handlers;
-use super::policy;
+use super::policy::Policy;
 use super::send::Conn;
 
 /// One call, as the service sees it.
 #[derive(Debug)]
-pub struct Call {
+pub(super) struct Call {
     /// The connection (with the peer's credentials).
     pub conn: Arc<Conn>,
     /// The call id.
     pub call_id: u32,
     /// The decoded parameters.
     pub request: Request,
+    /// The method's policy row (looked up once, by the read loop).
+    pub policy: Policy,
     /// Cancelled by `Cancel` or when the connection goes away.
     pub cancel: CancellationToken,
 }
@@ -45,10 +48,10 @@ pub struct Call {
 type CallFuture = Pin<Box<dyn Future<Output = Result<(), CallError>> + Send>>;
 
 /// The service a connection calls: the whole stack, type-erased.
-pub type CallService = BoxCloneSyncService<Call, (), CallError>;
+pub(super) type CallService = BoxCloneSyncService<Call, (), CallError>;
 
 /// Builds the stack.
-pub fn stack(ctx: Arc<Ctx>) -> CallService {
+pub(super) fn stack(ctx: Arc<Ctx>) -> CallService {
     let enforce = layer_fn({
         let ctx = ctx.clone();
         move |inner| Enforce {
@@ -63,7 +66,7 @@ pub fn stack(ctx: Arc<Ctx>) -> CallService {
 }
 
 /// Runs one call through `svc`.
-pub async fn call(svc: &mut CallService, call: Call) -> Result<(), CallError> {
+pub(super) async fn call(svc: &mut CallService, call: Call) -> Result<(), CallError> {
     svc.ready().await?.call(call).await
 }
 
@@ -73,6 +76,7 @@ async fn dispatch(ctx: Arc<Ctx>, c: Call) -> Result<(), CallError> {
         conn,
         call_id,
         request,
+        policy: _,
         cancel,
     } = c;
     match request {
@@ -112,7 +116,7 @@ where
 
     fn call(&mut self, call: Call) -> CallFuture {
         let method = call.request.method();
-        let row = policy::of(method);
+        let row = call.policy;
         if !row.admits(&call.conn.peer, self.ctx.admin_gid) {
             let e = if call.conn.peer.is_vm() {
                 CallError::ReadOnly {

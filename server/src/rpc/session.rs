@@ -10,13 +10,16 @@
 //! call only. A connection with no call in flight that sends nothing for
 //! [`super::Limits::idle_timeout`] is closed with a `Goodbye`.
 //!
-//! The same loop serves both transports ([`super::transport`]): what only
+//! The same loop serves every transport ([`super::transport`]): what only
 //! a stream can do wrong (garbage, a frame cut by the end of the stream)
 //! closes that stream only. A connection can also be told to [`Stop`] —
 //! its UI VM's listener was removed — then its calls are cancelled (a
 //! subscription ends with its `StreamEnd`) and it gets a `Goodbye`.
+//!
+//! The method's [`policy`] row is looked up once, here, and carried in the
+//! [`Call`] to the service.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -32,7 +35,8 @@ use super::peer::Peer;
 use super::policy::{self, Runs};
 use super::send::Conn;
 use super::service::{self, Call, CallService};
-use super::transport::{Datagram, Receiver, Transport};
+use super::stop::Stop;
+use super::transport::{FrameRx, Incoming, Transport};
 
 /// How long a stopping daemon waits for a connection's calls to send their
 /// last frames before it drops them.
@@ -42,63 +46,25 @@ const GOODBYE_GRACE: Duration = Duration::from_secs(2);
 const GOODBYE_WAIT: Duration = Duration::from_secs(1);
 
 /// What an idle connection is told as it is closed.
-pub const IDLE_GOODBYE: &str = "idle: no call for too long";
-
-/// Tells connections to end with a `Goodbye` (and why), before the daemon
-/// stops; a child of the daemon's shutdown, which stops it too.
-#[derive(Debug, Clone)]
-pub struct Stop {
-    token: CancellationToken,
-    reason: Arc<OnceLock<&'static str>>,
-}
-
-impl Stop {
-    /// A stop that `shutdown` also triggers.
-    pub fn under(shutdown: &CancellationToken) -> Stop {
-        Stop {
-            token: shutdown.child_token(),
-            reason: Arc::new(OnceLock::new()),
-        }
-    }
-
-    /// Ends every connection of this stop with a `Goodbye` saying `reason`.
-    pub fn stop(&self, reason: &'static str) {
-        let _ = self.reason.set(reason);
-        self.token.cancel();
-    }
-
-    /// Waits until it is triggered.
-    pub async fn stopped(&self) {
-        self.token.cancelled().await;
-    }
-
-    /// Whether it was triggered.
-    pub fn is_stopped(&self) -> bool {
-        self.token.is_cancelled()
-    }
-
-    fn reason(&self) -> &'static str {
-        self.reason.get().copied().unwrap_or("shutting down")
-    }
-}
+const IDLE_GOODBYE: &str = "idle: no call for too long";
 
 /// What an admitted connection holds and draws from.
 #[derive(Debug)]
-pub struct Admitted {
+pub(super) struct Admitted {
     /// Its connection slot (given back when it ends).
-    pub slot: Claim,
+    pub(super) slot: Claim,
     /// Its tenant and reply ledger.
-    pub draws: Draws,
+    pub(super) draws: Draws,
     /// For a VM: the calls in their own task of all its connections.
-    pub calls: Option<Arc<Ledger>>,
+    pub(super) calls: Option<Arc<Ledger>>,
     /// What ends it early.
-    pub stop: Stop,
+    pub(super) stop: Stop,
     /// For a user's connection: its entry among those an eviction may end.
-    pub registration: Option<super::evict::Registration>,
+    pub(super) registration: Option<super::evict::Registration>,
 }
 
 /// Serves one admitted connection to the end.
-pub async fn run(socket: Transport, peer: Peer, ctx: Arc<Ctx>, admitted: Admitted) {
+pub(super) async fn run<T: Transport>(socket: T, peer: Peer, ctx: Arc<Ctx>, admitted: Admitted) {
     let span = tracing::info_span!(
         "conn",
         id = peer.conn_id,
@@ -107,7 +73,7 @@ pub async fn run(socket: Transport, peer: Peer, ctx: Arc<Ctx>, admitted: Admitte
         vm = peer.vm_name().map(|n| n.as_str()),
     );
     async move {
-        tracing::debug!(transport = socket.name(), "connected");
+        tracing::debug!(transport = T::NAME, "connected");
         let Admitted {
             slot,
             draws,
@@ -115,11 +81,12 @@ pub async fn run(socket: Transport, peer: Peer, ctx: Arc<Ctx>, admitted: Admitte
             stop,
             registration,
         } = admitted;
-        let mut rx = Receiver::new(&socket);
+        let replies = draws.replies.clone();
+        let (tx, mut rx) = socket.split();
         // Stopped in its handshake (evicted, say): closed without a word,
         // as a refusal before any Hello may be.
         let conn = tokio::select! {
-            c = handshake(socket, &mut rx, Arc::new(peer), draws, &ctx) => c,
+            c = handshake(Box::new(tx), &mut rx, Arc::new(peer), draws, &ctx) => c,
             _ = stop.stopped() => None,
         };
         if let Some(conn) = conn {
@@ -134,16 +101,16 @@ pub async fn run(socket: Transport, peer: Peer, ctx: Arc<Ctx>, admitted: Admitte
         }
         tracing::debug!("disconnected");
         drop(slot);
-        ctx.connection_ended();
+        ctx.connection_ended(&replies);
     }
     .instrument(span)
     .await
 }
 
 /// The read loop's state.
-struct ReadLoop {
+struct ReadLoop<R> {
     conn: Arc<Conn>,
-    rx: Receiver,
+    rx: R,
     vm_calls: Option<Arc<Ledger>>,
     stop: Stop,
     registration: Option<super::evict::Registration>,
@@ -154,7 +121,7 @@ enum Flow {
     Close,
 }
 
-impl ReadLoop {
+impl<R: FrameRx> ReadLoop<R> {
     async fn serve(&mut self, ctx: &Arc<Ctx>) {
         let conn = self.conn.clone();
         let mut svc = service::stack(ctx.clone());
@@ -165,7 +132,7 @@ impl ReadLoop {
                 r.set_idle(tasks.is_empty());
             }
             let received = tokio::select! {
-                _ = self.stop.token.cancelled() => {
+                _ = self.stop.stopped() => {
                     stopped = true;
                     break;
                 }
@@ -178,23 +145,23 @@ impl ReadLoop {
                     let _ = tokio::time::timeout(GOODBYE_WAIT, conn.goodbye(IDLE_GOODBYE)).await;
                     break;
                 }
-                r = self.rx.recv(&conn.transport, conn.max_frame) => r,
+                r = self.rx.recv(conn.max_frame) => r,
             };
             let flow = match received {
                 // A stream cut inside a frame: the peer is gone, nothing is sent.
-                Ok(Datagram::Eof | Datagram::Cut) => break,
-                Ok(Datagram::Garbage(e)) => close(&conn, ctx, ConnError::BadStream(e)).await,
+                Ok(Incoming::Eof | Incoming::Cut) => break,
+                Ok(Incoming::Garbage(e)) => close(&conn, ctx, ConnError::BadStream(e)).await,
                 Err(e) => {
                     tracing::debug!(error = %e, "receive failed");
                     break;
                 }
-                Ok(Datagram::TooLarge(_)) => {
+                Ok(Incoming::TooLarge(_)) => {
                     let max = conn.max_frame;
                     close(&conn, ctx, ConnError::FrameTooLarge { max }).await
                 }
                 // Sends within have a deadline: a peer that stops reading is
                 // cut off and this loop ends, so shutdown never waits on it.
-                Ok(Datagram::Frame(frame)) => {
+                Ok(Incoming::Frame(frame)) => {
                     self.on_frame(ctx, &mut svc, &mut tasks, &frame).await
                 }
             };
@@ -202,10 +169,25 @@ impl ReadLoop {
                 break;
             }
         }
-        if stopped && !ctx.shutdown.is_cancelled() {
-            // Told to stop (not the daemon): end the calls as a `Cancel` would
-            // (a subscription sends its `StreamEnd`), then say why.
-            conn.calls.cancel_all();
+        self.wind_down(ctx, stopped, tasks).await;
+    }
+
+    /// Ends the connection's calls once the loop is over: told to stop
+    /// (`stopped`), they end as a `Cancel` would, or see the daemon's
+    /// shutdown, within a grace period, before a `Goodbye`; otherwise the
+    /// peer is gone and they are cancelled.
+    async fn wind_down(&self, ctx: &Ctx, stopped: bool, mut tasks: JoinSet<()>) {
+        let conn = &self.conn;
+        if stopped {
+            let reason = if ctx.shutdown.is_cancelled() {
+                // Calls see the shutdown themselves and end with `ShuttingDown`.
+                "shutting down"
+            } else {
+                // Told to stop (not the daemon): end the calls as a `Cancel`
+                // would (a subscription sends its `StreamEnd`), then say why.
+                conn.calls.cancel_all();
+                self.stop.reason()
+            };
             let drained = tokio::time::timeout(GOODBYE_GRACE, async {
                 while tasks.join_next().await.is_some() {}
             })
@@ -213,18 +195,7 @@ impl ReadLoop {
             if drained.is_err() {
                 tasks.abort_all();
             }
-            let reason = self.stop.reason();
             let _ = tokio::time::timeout(GOODBYE_WAIT, conn.goodbye(reason)).await;
-        } else if stopped {
-            // Calls see the shutdown themselves and end with `ShuttingDown`.
-            let drained = tokio::time::timeout(GOODBYE_GRACE, async {
-                while tasks.join_next().await.is_some() {}
-            })
-            .await;
-            if drained.is_err() {
-                tasks.abort_all();
-            }
-            let _ = tokio::time::timeout(GOODBYE_WAIT, conn.goodbye("shutting down")).await;
         } else {
             // The peer went away or broke the protocol: stop its calls.
             conn.calls.cancel_all();
@@ -259,7 +230,7 @@ fn decode(
     Ok((h, Request::decode(h.method, frame.body, conn.compat)))
 }
 
-impl ReadLoop {
+impl<R: FrameRx> ReadLoop<R> {
     async fn on_frame(
         &self,
         ctx: &Arc<Ctx>,
@@ -286,13 +257,15 @@ impl ReadLoop {
         // (about 1-2 us of a 16 us Ping on a 2-CPU VM; see docs/benchmarks.md).
         let span = tracing::debug_span!("call", call_id = h.call_id, method = method.name());
         let cancel = CancellationToken::new();
+        let policy = policy::of(method);
         let call = Call {
             conn: conn.clone(),
             call_id: h.call_id,
             request,
+            policy,
             cancel: cancel.clone(),
         };
-        match policy::of(method).runs {
+        match policy.runs {
             Runs::Inline => {
                 let result = service::call(svc, call).instrument(span.clone()).await;
                 finish(conn, h.call_id, method, result)
@@ -300,41 +273,57 @@ impl ReadLoop {
                     .await
             }
             Runs::Task => {
-                // The in-flight limit, before a task exists: a peer cannot make
-                // the daemon hold more than this many tasks for it.
-                if conn.calls.len() >= ctx.limits.calls_per_connection {
-                    let body = CallError::Busy.to_wire();
-                    return answered(conn.error(h.call_id, h.method, &body).await);
-                }
-                // A VM's calls in their own task, over all its connections.
-                let vm_claim = match &self.vm_calls {
-                    None => None,
-                    Some(ledger) => match ledger.try_claim(Tenant::Vm, 1) {
-                        Some(c) => Some(c),
-                        None => {
-                            let body = CallError::Busy.to_wire();
-                            return answered(conn.error(h.call_id, h.method, &body).await);
-                        }
-                    },
-                };
-                let serial = conn
-                    .calls
-                    .register(h.call_id, cancel)
-                    .expect("checked in decode: not in flight");
-                let mut svc = svc.clone();
-                let conn = conn.clone();
-                tasks.spawn(
-                    async move {
-                        let result = service::call(&mut svc, call).await;
-                        let _ = finish(&conn, h.call_id, method, result).await;
-                        conn.calls.release(h.call_id, serial);
-                        drop(vm_claim);
-                    }
-                    .instrument(span),
-                );
-                Flow::Continue
+                self.spawn_call(ctx, svc, tasks, (h, cancel), call)
+                    .instrument(span)
+                    .await
             }
         }
+    }
+
+    /// Runs `call` in a task of its own, tracked by call id so `Cancel` can
+    /// reach it (`cancel`), once it is within the in-flight limits: the
+    /// connection's, and a VM's over all its connections. Over either, it
+    /// is answered `Busy` before a task exists.
+    async fn spawn_call(
+        &self,
+        ctx: &Ctx,
+        svc: &CallService,
+        tasks: &mut JoinSet<()>,
+        (h, cancel): (Header, CancellationToken),
+        call: Call,
+    ) -> Flow {
+        let conn = &self.conn;
+        let busy = async || {
+            let body = CallError::Busy.to_wire();
+            answered(conn.error(h.call_id, h.method, &body).await)
+        };
+        if conn.calls.len() >= ctx.limits.calls_per_connection {
+            return busy().await;
+        }
+        let vm_claim = match &self.vm_calls {
+            None => None,
+            Some(ledger) => match ledger.try_claim(Tenant::Vm, 1) {
+                Some(c) => Some(c),
+                None => return busy().await,
+            },
+        };
+        let serial = conn
+            .calls
+            .register(h.call_id, cancel)
+            .expect("checked in decode: not in flight");
+        let mut svc = svc.clone();
+        let conn = conn.clone();
+        let method = call.request.method();
+        tasks.spawn(
+            async move {
+                let result = service::call(&mut svc, call).await;
+                let _ = finish(&conn, h.call_id, method, result).await;
+                conn.calls.release(h.call_id, serial);
+                drop(vm_claim);
+            }
+            .in_current_span(),
+        );
+        Flow::Continue
     }
 }
 

@@ -86,6 +86,9 @@ pub(super) fn write_view(dir: impl AsFd, name: &OsStr, spec: &ViewSpec) -> io::R
     let dir = dir.as_fd();
     rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o755)).map_err(io_err)?;
     let root = open_dir(dir, name)?;
+    // Readable by whoever may enter the VM's directory (its owner, which a
+    // hook may have made the VMM's user), whatever the daemon's umask.
+    rustix::fs::fchmod(&root, Mode::from_raw_mode(0o755)).map_err(io_err)?;
     let marker = rustix::fs::openat(
         &root,
         MARKER,
@@ -93,6 +96,7 @@ pub(super) fn write_view(dir: impl AsFd, name: &OsStr, spec: &ViewSpec) -> io::R
         Mode::from_raw_mode(0o644),
     )
     .map_err(io_err)?;
+    rustix::fs::fchmod(&marker, Mode::from_raw_mode(0o644)).map_err(io_err)?;
     drop(marker);
     for (rel, target) in &spec.links {
         let parent = rel.parent().filter(|p| !p.as_os_str().is_empty());
@@ -102,11 +106,15 @@ pub(super) fn write_view(dir: impl AsFd, name: &OsStr, spec: &ViewSpec) -> io::R
                 let mut cur = root.try_clone()?;
                 for c in p.components() {
                     let c = c.as_os_str();
-                    match rustix::fs::mkdirat(&cur, c, Mode::from_raw_mode(0o755)) {
-                        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    let made = match rustix::fs::mkdirat(&cur, c, Mode::from_raw_mode(0o755)) {
+                        Ok(()) => true,
+                        Err(rustix::io::Errno::EXIST) => false,
                         Err(e) => return Err(io_err(e)),
-                    }
+                    };
                     cur = open_dir(&cur, c)?;
+                    if made {
+                        rustix::fs::fchmod(&cur, Mode::from_raw_mode(0o755)).map_err(io_err)?;
+                    }
                 }
                 fd_holder = cur;
                 fd_holder.as_fd()

@@ -11,13 +11,19 @@
 //! reader sees the old view or the new one, never a mix; a by-name link is
 //! replaced by `rename`, after its view is built; views and links of VMs that
 //! left are removed (those of the other layout too, so that switching
-//! layouts leaves nothing behind); what already matches is not touched. A
+//! layouts leaves nothing behind) by [`Views::remove_left`], after the
+//! apply and the release hooks (`Views::build` makes the rest); what
+//! already matches is not touched. A by-id directory is made `0700` and
+//! goes whole; an existing one keeps its owner and mode. With the
+//! s6-instance applier, `by-id/<id>/service` links to the VM's instance. A
 //! view carries a marker file (`.vm-catalogd-view`), and only marked views
 //! (and by-name links into `by-id/`) are ever replaced or removed.
 
 mod build;
 mod names;
 mod sync;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -123,4 +129,17 @@ pub struct SyncReport {
     pub unlinked: Vec<VmName>,
     /// Failures; a VM whose view failed keeps its previous view, if any.
     pub errors: Vec<ViewError>,
+}
+
+impl SyncReport {
+    /// Adds what `other` did to this report.
+    pub fn absorb(&mut self, other: SyncReport) {
+        self.created.extend(other.created);
+        self.replaced.extend(other.replaced);
+        self.unchanged.extend(other.unchanged);
+        self.removed.extend(other.removed);
+        self.linked.extend(other.linked);
+        self.unlinked.extend(other.unlinked);
+        self.errors.extend(other.errors);
+    }
 }

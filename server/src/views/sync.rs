@@ -17,6 +17,7 @@ use crate::catalog::{BY_ID, Candidate, Layout};
 
 const CONFIG: &str = "config";
 const NEW: &str = ".config.new";
+const SERVICE: &str = "service";
 
 enum Done {
     Created,
@@ -44,6 +45,12 @@ pub struct Views {
     written: BTreeMap<PathBuf, BTreeMap<PathBuf, PathBuf>>,
     /// By-name links written: name → slot.
     linked: BTreeMap<VmName, PathBuf>,
+    /// The slots of the last build's views.
+    wanted: BTreeSet<PathBuf>,
+    /// The templated service whose instance `by-id/<id>/service` links to
+    /// (`<service>/instance/<id>`): the s6-instance applier's, in the
+    /// spectrum layout.
+    service: Option<PathBuf>,
 }
 
 impl Views {
@@ -60,7 +67,19 @@ impl Views {
             layout,
             written: BTreeMap::new(),
             linked: BTreeMap::new(),
+            wanted: BTreeSet::new(),
+            service: None,
         }
+    }
+
+    /// Makes `by-id/<id>/service` a link to `<service>/instance/<id>` in
+    /// every VM's directory (the spectrum layout only), as `vm-import`
+    /// does: the VM's s6 instance, for `s6-svc` and `s6-svwait`.
+    pub fn with_service_links(mut self, service: impl Into<PathBuf>) -> Views {
+        if self.layout == Layout::Spectrum {
+            self.service = Some(service.into());
+        }
+        self
     }
 
     /// The VM directory.
@@ -71,6 +90,16 @@ impl Views {
     /// Makes every view of `active` right, and removes the others; a view
     /// equal to the one this made last is not read back from disk.
     pub fn sync<'a>(&mut self, active: impl IntoIterator<Item = &'a Candidate>) -> SyncReport {
+        let mut report = self.build(active);
+        report.absorb(self.remove_left(&BTreeSet::new()));
+        report
+    }
+
+    /// The first half of [`Views::sync`]: makes every view of `active`
+    /// right (and the by-name links), and removes nothing but the by-name
+    /// links of VMs that left. The directories of VMs that left stay until
+    /// [`Views::remove_left`] (after their services are gone).
+    pub fn build<'a>(&mut self, active: impl IntoIterator<Item = &'a Candidate>) -> SyncReport {
         let specs: Vec<ViewSpec> = active
             .into_iter()
             .map(|c| ViewSpec::of(c, self.layout))
@@ -89,7 +118,7 @@ impl Views {
                 continue;
             }
             self.written.remove(&spec.slot);
-            match sync_one(&root, &self.vm_dir, spec) {
+            match sync_one(&root, &self.vm_dir, spec, self.service.as_deref()) {
                 Ok(done) => {
                     match done {
                         Done::Created => report.created.push(spec.name.clone()),
@@ -103,6 +132,7 @@ impl Views {
             }
         }
         self.written.retain(|slot, _| wanted.contains(slot));
+        self.wanted = wanted;
         let links: BTreeMap<VmName, PathBuf> = match self.layout {
             Layout::Plain => BTreeMap::new(),
             Layout::Spectrum => built
@@ -111,16 +141,53 @@ impl Views {
                 .collect(),
         };
         names::sync(&root, &self.vm_dir, &links, &mut self.linked, &mut report);
-        // The directories of the wanted views (a name, or an id), in the
-        // layout's parent; the other layout's parent wants none.
-        let dirs: BTreeSet<VmName> = wanted
-            .iter()
-            .filter_map(|s| s.file_name()?.to_str()?.parse().ok())
-            .collect();
-        let (plain, by_id) = match self.layout {
-            Layout::Plain => (dirs, BTreeSet::new()),
-            Layout::Spectrum => (BTreeSet::new(), dirs),
+        report
+    }
+
+    /// The second half of [`Views::sync`]: removes the views (and the
+    /// directories) of the VMs that are not in the last
+    /// [`Views::build`], except those in `keep` (directories under the VM
+    /// directory, as absolute paths: VMs whose release hook has not run).
+    pub fn remove_left(&mut self, keep: &BTreeSet<PathBuf>) -> SyncReport {
+        let mut report = SyncReport::default();
+        let root = match open_dir(rustix::fs::CWD, self.vm_dir.as_os_str()) {
+            Ok(fd) => fd,
+            // No VM directory (the build reported why): nothing to remove.
+            Err(e)
+                if e.raw_os_error() == Some(Errno::NOENT.raw_os_error())
+                    || e.raw_os_error() == Some(Errno::NOTDIR.raw_os_error()) =>
+            {
+                return report;
+            }
+            Err(e) => {
+                report.errors.push(ViewError {
+                    name: None,
+                    what: "cannot open the VM directory",
+                    path: self.vm_dir.clone(),
+                    source: e,
+                });
+                return report;
+            }
         };
+        // The directories to keep (a name, or an id) in each layout's
+        // parent: those of the wanted views, and those in `keep`.
+        let slots: Vec<&Path> = self
+            .wanted
+            .iter()
+            .map(PathBuf::as_path)
+            .chain(
+                keep.iter()
+                    .filter_map(|k| k.strip_prefix(&self.vm_dir).ok()),
+            )
+            .collect();
+        let in_parent = |parent: &str| -> BTreeSet<VmName> {
+            slots
+                .iter()
+                .filter(|s| s.parent() == Some(Path::new(parent)))
+                .filter_map(|s| s.file_name()?.to_str()?.parse().ok())
+                .collect()
+        };
+        let (plain, by_id) = (in_parent(""), in_parent(BY_ID));
         remove_stale(&root, &self.vm_dir, Path::new(""), &plain, &mut report);
         remove_stale(&root, &self.vm_dir, Path::new(BY_ID), &by_id, &mut report);
         report
@@ -175,7 +242,64 @@ pub(super) fn make_dirs(root: &OwnedFd, rel: &Path) -> io::Result<OwnedFd> {
     Ok(cur)
 }
 
-fn sync_one(root: &OwnedFd, vm_dir: &Path, spec: &ViewSpec) -> Result<Done, ViewError> {
+/// Opens the VM's directory `root/slot`, making what is missing: its
+/// parents `0755`, and in the spectrum layout the VM's own directory
+/// `by-id/<id>` `0700` (under the umask, so never wider, not even for an
+/// instant): it holds the VMM's API socket, which only this mode protects.
+/// An existing directory keeps its owner and mode (a hook may have set
+/// them).
+pub(super) fn make_vm_dir(root: &OwnedFd, slot: &Path) -> io::Result<OwnedFd> {
+    let parent = slot.parent().unwrap_or(Path::new(""));
+    let leaf = slot
+        .file_name()
+        .ok_or_else(|| io::Error::other("empty view slot"))?;
+    let dir = if parent.as_os_str().is_empty() {
+        root.try_clone()?
+    } else {
+        make_dirs(root, parent)?
+    };
+    let mode = if parent == Path::new(BY_ID) {
+        0o700
+    } else {
+        0o755
+    };
+    match rustix::fs::mkdirat(&dir, leaf, Mode::from_raw_mode(mode)) {
+        Ok(()) | Err(Errno::EXIST) => {}
+        Err(e) => return Err(io_err(e)),
+    }
+    open_dir(&dir, leaf)
+}
+
+/// Makes `dir/name` a symlink to `target` unless it is one already
+/// (replaced atomically: a new link beside it, then `rename`). Anything
+/// else than a symlink there is not ours, and stays.
+fn ensure_link(dir: &OwnedFd, name: &str, target: &Path) -> io::Result<()> {
+    match rustix::fs::readlinkat(dir, name, Vec::new()) {
+        Ok(t) if t.as_bytes() == target.as_os_str().as_encoded_bytes() => return Ok(()),
+        Ok(_) | Err(Errno::NOENT) => {}
+        Err(Errno::INVAL) => {
+            return Err(io::Error::other(
+                "something that is not a link is in the way",
+            ));
+        }
+        Err(e) => return Err(io_err(e)),
+    }
+    let tmp = format!(".{name}.new");
+    let _ = rustix::fs::unlinkat(dir, tmp.as_str(), AtFlags::empty());
+    rustix::fs::symlinkat(target.as_os_str(), dir, tmp.as_str()).map_err(io_err)?;
+    if let Err(e) = rustix::fs::renameat(dir, tmp.as_str(), dir, name) {
+        let _ = rustix::fs::unlinkat(dir, tmp.as_str(), AtFlags::empty());
+        return Err(io_err(e));
+    }
+    Ok(())
+}
+
+fn sync_one(
+    root: &OwnedFd,
+    vm_dir: &Path,
+    spec: &ViewSpec,
+    service: Option<&Path>,
+) -> Result<Done, ViewError> {
     let vm_path = vm_dir.join(&spec.slot);
     let fail = |what, path: &Path, source| ViewError {
         name: Some(spec.name.clone()),
@@ -183,7 +307,13 @@ fn sync_one(root: &OwnedFd, vm_dir: &Path, spec: &ViewSpec) -> Result<Done, View
         path: path.to_path_buf(),
         source,
     };
-    let vm = make_dirs(root, &spec.slot).map_err(|e| fail("cannot create", &vm_path, e))?;
+    let vm = make_vm_dir(root, &spec.slot).map_err(|e| fail("cannot create", &vm_path, e))?;
+    if let Some(service) = service {
+        let target = service.join("instance").join(spec.id.as_str());
+        let link_path = vm_path.join(SERVICE);
+        ensure_link(&vm, SERVICE, &target)
+            .map_err(|e| fail("cannot make the service link", &link_path, e))?;
+    }
     if read_view(&vm, OsStr::new(CONFIG)).as_ref() == Some(&spec.links) {
         return Ok(Done::Unchanged);
     }
@@ -246,7 +376,8 @@ fn is_marked_view(vm: impl AsFd, name: &str) -> bool {
 }
 
 /// Removes the marked views in `<vm_dir>/<parent>` whose directory is not in
-/// `wanted`, and their directory when nothing else is left in it.
+/// `wanted`, and their directory when nothing else is left in it; in
+/// `by-id/`, the daemon's own, the whole directory ([`remove_tree`]).
 fn remove_stale(
     root: &OwnedFd,
     vm_dir: &Path,
@@ -303,6 +434,23 @@ fn remove_stale(
             continue;
         }
         let vm_path = dir_path.join(name.as_str());
+        if parent == Path::new(BY_ID) {
+            // The daemon's own directory (made 0700 for the VM): it goes
+            // with everything in it (Spectrum's run-vmm leaves its `vmm`
+            // and `vmm.lock` sockets there), but never past a mount point
+            // or through a symlink.
+            drop(vm);
+            match remove_tree(&dir, OsStr::new(name.as_str())) {
+                Ok(()) => report.removed.push(name),
+                Err(e) => report.errors.push(ViewError {
+                    name: Some(name),
+                    what: "cannot remove the directory",
+                    path: vm_path,
+                    source: e,
+                }),
+            }
+            continue;
+        }
         let mut result = remove_entry(&vm, &vm_path.join(CONFIG), CONFIG);
         if result.is_ok() && is_marked_view(&vm, NEW) {
             result = remove_entry(&vm, &vm_path.join(NEW), NEW);
@@ -321,4 +469,66 @@ fn remove_stale(
             }),
         }
     }
+}
+
+/// How deep [`remove_tree`] goes.
+const MAX_DEPTH: usize = 16;
+
+/// Removes `parent/name`, a directory, and everything in it, without
+/// following a symlink (a link is removed, not what it points at) and
+/// without going into another mount (a mount point in it makes the removal
+/// fail, leaving what is left): nothing outside the directory is touched.
+pub(super) fn remove_tree(parent: &OwnedFd, name: &OsStr) -> io::Result<()> {
+    let dir = open_dir(parent, name)?;
+    let mount = mount_id(&dir)?;
+    empty_dir(&dir, mount, 0)?;
+    rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR).map_err(io_err)
+}
+
+fn mount_id(fd: &OwnedFd) -> io::Result<u64> {
+    let st = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, rustix::fs::StatxFlags::MNT_ID)
+        .map_err(io_err)?;
+    Ok(st.stx_mnt_id)
+}
+
+fn empty_dir(dir: &OwnedFd, mount: u64, depth: usize) -> io::Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(io::Error::other("too deep"));
+    }
+    let mut names = Vec::new();
+    let mut d = rustix::fs::Dir::read_from(dir).map_err(io_err)?;
+    while let Some(e) = d.read() {
+        let e = e.map_err(io_err)?;
+        let n = e.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(e.file_name().to_owned());
+        }
+    }
+    for n in names {
+        match rustix::fs::unlinkat(dir, n.as_c_str(), AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(Errno::ISDIR) => {
+                let sub = rustix::fs::openat(
+                    dir,
+                    n.as_c_str(),
+                    rustix::fs::OFlags::RDONLY
+                        | rustix::fs::OFlags::DIRECTORY
+                        | rustix::fs::OFlags::NOFOLLOW
+                        | rustix::fs::OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(io_err)?;
+                if mount_id(&sub)? != mount {
+                    return Err(io::Error::other(format!(
+                        "{} is a mount point",
+                        n.to_string_lossy()
+                    )));
+                }
+                empty_dir(&sub, mount, depth + 1)?;
+                rustix::fs::unlinkat(dir, n.as_c_str(), AtFlags::REMOVEDIR).map_err(io_err)?;
+            }
+            Err(e) => return Err(io_err(e)),
+        }
+    }
+    Ok(())
 }

@@ -14,8 +14,8 @@ use vm_catalog_tests::daemon::{TestDaemon, workspace_bin};
 use vm_catalog_tests::s6::{self, Svscan, wait_for, write_vm_command};
 
 /// A scan directory with the templated service `vmm`, supervised.
-struct Host {
-    service: PathBuf,
+pub(crate) struct Host {
+    pub(crate) service: PathBuf,
     bin: PathBuf,
     root: PathBuf,
     _svscan: Svscan,
@@ -23,7 +23,7 @@ struct Host {
 }
 
 impl Host {
-    fn new() -> Option<Host> {
+    pub(crate) fn new() -> Option<Host> {
         for p in [
             "s6-svscan",
             "s6-instance-maker",
@@ -56,7 +56,7 @@ impl Host {
         })
     }
 
-    fn daemon(&self) -> TestDaemon {
+    pub(crate) fn daemon(&self) -> TestDaemon {
         let mut d = TestDaemon::new(env!("CARGO_BIN_EXE_vm-catalogd"));
         d.arg("--no-partitions")
             .arg("--apply")
@@ -70,7 +70,7 @@ impl Host {
         d
     }
 
-    fn pid(&self, name: &str) -> Option<u32> {
+    pub(crate) fn pid(&self, name: &str) -> Option<u32> {
         s6::instance_pid(&self.service, name)
     }
 
@@ -117,7 +117,7 @@ fn wrap_create(root: &Path, bin: &Path) {
 }
 
 /// `vm-catalog list --json`: VM name → (id, service).
-fn services(d: &TestDaemon) -> BTreeMap<String, (String, Option<String>)> {
+pub(crate) fn services(d: &TestDaemon) -> BTreeMap<String, (String, Option<String>)> {
     let out = Command::new(workspace_bin("vm-catalog"))
         .arg("--socket")
         .arg(d.socket())

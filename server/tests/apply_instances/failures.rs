@@ -3,7 +3,7 @@
 
 use vm_catalog_protocol::ApplyStatus;
 use vm_catalogd::apply::Applier;
-use vm_catalogd::apply::outcome::{Cause, InstanceAction, Outcome};
+use vm_catalogd::apply::instance::outcome::{InstanceAction, InstanceOutcome};
 
 use crate::rig::{Rig, request, vm};
 
@@ -19,7 +19,7 @@ fn a_failed_create_is_reported_and_retried(rig: &impl Rig) {
     rig.fail_creates(1);
     let vms = [vm("app", "AAAAAA", &[]), vm("netvm", "NNNNNN", &[])];
     let r = a.apply(&request(1, &vms));
-    let Outcome::Instances(run) = &r.result else {
+    let Some(InstanceOutcome::Ran(run)) = r.result.detail() else {
         panic!("{:?}", r.result)
     };
     assert_eq!(run.failed.len(), 1, "{}", r.outcome.message);
@@ -54,7 +54,7 @@ fn a_failed_delete_is_reported_and_retried(rig: &impl Rig) {
     a.apply(&request(1, &[vm("app", "AAAAAA", &[])]));
     rig.fail_deletes(1);
     let r = a.apply(&request(2, &[]));
-    let Outcome::Instances(run) = &r.result else {
+    let Some(InstanceOutcome::Ran(run)) = r.result.detail() else {
         panic!("{:?}", r.result)
     };
     assert_eq!(run.failed.len(), 1, "{}", r.outcome.message);
@@ -85,10 +85,7 @@ fn an_unsupervised_template_fails_before_anything_runs(rig: &impl Rig) {
     let r = a.apply(&request(1, &[vm("app", "AAAAAA", &[])]));
     assert_eq!(r.outcome.status, ApplyStatus::FailedBeforeSwitch);
     assert!(
-        matches!(
-            &r.result,
-            Outcome::FailedBeforeSwitch(Cause::NoScanner { .. })
-        ),
+        matches!(r.result.detail(), Some(InstanceOutcome::NoScanner { .. })),
         "{:?}",
         r.result
     );

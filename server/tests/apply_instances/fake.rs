@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use vm_catalogd::apply::instance::marker::Mark;
 use vm_catalogd::apply::instance::{InstanceName, Instances};
 use vm_catalogd::apply::process::ToolError;
 
@@ -23,6 +24,8 @@ pub struct World {
     pub delete_faults: usize,
     /// The templated service is not supervised.
     pub unsupervised: bool,
+    /// The daemon's marker in each instance that has one.
+    pub marks: BTreeMap<String, Mark>,
 }
 
 /// The fake tools (clones share one world).
@@ -97,6 +100,7 @@ impl Instances for Fake {
             return Err(fault("s6-instance-delete"));
         }
         w.instances.remove(name.as_str());
+        w.marks.remove(name.as_str());
         Ok(())
     }
 
@@ -112,5 +116,18 @@ impl Instances for Fake {
 
     fn pid(&mut self, _: &Path, name: &InstanceName) -> Option<u32> {
         self.world().instances.get(name.as_str()).copied().flatten()
+    }
+
+    fn mark(&mut self, _: &Path, mark: &Mark) -> std::io::Result<()> {
+        let mut w = self.world();
+        if !w.instances.contains_key(mark.instance.as_str()) {
+            return Err(std::io::ErrorKind::NotFound.into());
+        }
+        w.marks.insert(mark.instance.to_string(), mark.clone());
+        Ok(())
+    }
+
+    fn marked(&mut self, _: &Path, name: &InstanceName) -> Option<Mark> {
+        self.world().marks.get(name.as_str()).cloned()
     }
 }

@@ -2,9 +2,9 @@
 //! instances the daemon did not make are left alone.
 
 use vm_catalog_protocol::{ApplyStatus, DiagCode};
-use vm_catalogd::apply::outcome::{InstanceRun, Outcome};
+use vm_catalogd::apply::instance::outcome::{InstanceOutcome, InstanceRun};
 use vm_catalogd::apply::plan::Changes;
-use vm_catalogd::apply::{Applier, ApplyReport, Service};
+use vm_catalogd::apply::{Applier, ApplyReport};
 
 use crate::rig::{Rig, request, vm};
 
@@ -12,6 +12,7 @@ both!(
     instances_appear_down_and_are_named_by_id,
     instances_up_start_at_once_providers_first,
     instances_are_adopted_after_a_restart_with_their_pids_unchanged,
+    a_lost_state_json_made_its_instances_foreign,
     an_instance_goes_when_its_vm_goes,
     an_unrelated_running_instance_is_never_restarted,
     a_changed_running_vm_is_restart_pending_until_it_restarts,
@@ -20,8 +21,8 @@ both!(
 );
 
 fn run(r: &ApplyReport) -> &InstanceRun {
-    match &r.result {
-        Outcome::Instances(run) => run,
+    match r.result.detail() {
+        Some(InstanceOutcome::Ran(run)) => run,
         other => panic!("not an instance run: {other:?}"),
     }
 }
@@ -56,10 +57,7 @@ fn instances_appear_down_and_are_named_by_id(rig: &impl Rig) {
         "AAAAAA",
         "the service field shows the instance"
     );
-    assert!(matches!(
-        r.services[&crate::rig::n("netvm")],
-        Service::Instance(_)
-    ));
+    assert_eq!(r.services[&crate::rig::n("netvm")].as_str(), "NNNNNN");
     assert_eq!(r.outcome.services, 2);
     assert_eq!(
         r.outcome.database.as_deref(),
@@ -139,6 +137,59 @@ fn instances_are_adopted_after_a_restart_with_their_pids_unchanged(rig: &impl Ri
         rig.changes_made().len(),
         calls,
         "nothing was created or deleted"
+    );
+}
+
+fn a_lost_state_json_made_its_instances_foreign(rig: &impl Rig) {
+    let vms = [vm("netvm", "NNNNNN", &[]), vm("app", "AAAAAA", &["netvm"])];
+    let other = rig.create_by_hand("OOOOOO");
+    let mut a = rig.open();
+    a.apply(&request(1, &vms));
+    let pid = rig.start("AAAAAA");
+    drop(a);
+    let calls = rig.changes_made().len();
+    let state = rig.root().join("state/state.json");
+    std::fs::write(&state, "{\"version\":1,\"made\":{\"NNN").unwrap();
+    // The daemon restarts: its instances are known by their markers.
+    let mut a = rig.open();
+    let with = [vms[0].clone(), vms[1].clone(), vm("other", "OOOOOO", &[])];
+    let r = a.apply(&request(1, &with));
+    assert_eq!(
+        r.outcome.status,
+        ApplyStatus::Unchanged,
+        "{}",
+        r.outcome.message
+    );
+    assert!(
+        r.outcome.message.contains("state: "),
+        "{}",
+        r.outcome.message
+    );
+    assert!(
+        r.outcome
+            .message
+            .contains("adopted by their vm-catalogd marker"),
+        "{}",
+        r.outcome.message
+    );
+    let names: Vec<&str> = run(&r).foreign.iter().map(|n| n.as_str()).collect();
+    assert_eq!(names, ["OOOOOO"], "an unmarked instance stays foreign");
+    assert_eq!(r.left_out.len(), 1);
+    assert_eq!(r.left_out[0].code, DiagCode::ServiceConflict);
+    assert_eq!(r.services.len(), 2);
+    assert_eq!(rig.pid("AAAAAA"), Some(pid), "not restarted");
+    assert_eq!(rig.pid("OOOOOO"), Some(other), "not restarted");
+    assert_eq!(rig.changes_made().len(), calls, "nothing made or deleted");
+    assert!(
+        state.with_extension("json.unreadable").exists(),
+        "set aside"
+    );
+    // The next report says nothing of it any more.
+    let r = a.apply(&request(2, &vms));
+    assert!(
+        !r.outcome.message.contains("state: "),
+        "{}",
+        r.outcome.message
     );
 }
 

@@ -3,7 +3,7 @@
 //! and on Debian's s6 2.11 with a real `s6-svscan` and a templated service
 //! made by `s6-instance-maker` (`…::real::NAME`: what `s6-instance-*`
 //! really do). `daemon.rs` runs the real `vm-catalogd` binary on the real
-//! tools.
+//! tools; `damage.rs` damages its state files between two runs.
 //!
 //! Where s6 is not installed each real test prints `SKIP <test>: …` and
 //! returns; under `CI=true` it fails instead.
@@ -17,6 +17,7 @@ macro_rules! both {
 }
 
 mod daemon;
+mod damage;
 mod failures;
 mod fake;
 mod lifecycle;

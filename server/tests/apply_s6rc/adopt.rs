@@ -3,16 +3,17 @@
 
 use std::fs;
 
-use vm_catalogd::apply::outcome::{Forced, Outcome};
 use vm_catalogd::apply::s6rc::OpenError;
-use vm_catalogd::apply::s6rc::state::{DbRecord, State, StateFile};
+use vm_catalogd::apply::s6rc::outcome::{Forced, S6rcOutcome};
+use vm_catalogd::apply::s6rc::state::{DbRecord, S6rcState, StateFile};
 use vm_catalogd::apply::{Applier, ApplyReport};
 
-use crate::rig::{Rig, names, pending, req, vm};
+use crate::rig::{Rig, names, pending, req, result, vm};
 
 both!(
     a_restarted_daemon_adopts_the_live_directory_without_init,
     adopting_without_a_state_file_reads_the_services_and_updates_once,
+    a_truncated_or_garbage_state_file_was_fatal_to_nothing,
     adopting_a_switch_the_daemon_did_not_see_finish,
     a_deleted_live_database_is_compiled_again_from_its_source,
     a_lost_live_link_is_pointed_back_at_the_one_live_directory,
@@ -22,7 +23,7 @@ both!(
 );
 
 fn applied(rep: &ApplyReport) -> bool {
-    matches!(rep.result, Outcome::Applied(_))
+    matches!(result(rep), S6rcOutcome::Applied(_))
 }
 
 fn a_restarted_daemon_adopts_the_live_directory_without_init(r: &impl Rig) {
@@ -49,7 +50,12 @@ fn a_restarted_daemon_adopts_the_live_directory_without_init(r: &impl Rig) {
         "stray dirs are gone"
     );
     let rep = a.apply(&req(1, vec![vm("a", &[], 2), vm("b", &[], 1)]));
-    assert_eq!(rep.result, Outcome::Unchanged, "{}", rep.outcome.message);
+    assert_eq!(
+        *result(&rep),
+        S6rcOutcome::Unchanged,
+        "{}",
+        rep.outcome.message
+    );
     assert_eq!(pending(&rep), ["a"], "restart-pending survives the restart");
     assert_eq!(names(&rep), ["a", "b"]);
     assert_eq!(r.calls(), calls, "neither opening nor a no-op runs s6-rc");
@@ -77,8 +83,59 @@ fn adopting_without_a_state_file_reads_the_services_and_updates_once(r: &impl Ri
     );
     let rep = a.apply(&request);
     assert!(applied(&rep), "the tree of an unknown database is unknown");
-    assert_eq!(a.apply(&request).result, Outcome::Unchanged);
+    assert_eq!(*result(&a.apply(&request)), S6rcOutcome::Unchanged);
     assert_eq!(r.pid("a"), Some(pid));
+}
+
+fn a_truncated_or_garbage_state_file_was_fatal_to_nothing(r: &impl Rig) {
+    let mut a = r.open();
+    let request = req(1, vec![vm("a", &[], 1), vm("b", &[], 1)]);
+    a.apply(&request);
+    let pids = r.start(&["a", "b"]);
+    drop(a);
+    let path = r.root().join("state/state.json");
+    let text = fs::read(&path).unwrap();
+    for damaged in [text[..text.len() / 2].to_vec(), b"\xff garbage {".to_vec()] {
+        fs::write(&path, damaged).unwrap();
+        let mut a = r.open();
+        let rep = a.apply(&request);
+        assert!(
+            rep.outcome.message.contains("; state: cannot parse"),
+            "{}",
+            rep.outcome.message
+        );
+        assert!(
+            matches!(
+                result(&rep),
+                S6rcOutcome::Applied(_) | S6rcOutcome::Unchanged
+            ),
+            "{}",
+            rep.outcome.message
+        );
+        assert_eq!(*result(&a.apply(&request)), S6rcOutcome::Unchanged);
+        assert_eq!(r.pid("a"), Some(pids[0]), "never restarted");
+        assert_eq!(r.pid("b"), Some(pids[1]), "never restarted");
+    }
+    // One bad record: the rest is kept.
+    let text = fs::read_to_string(&path).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["running"] = serde_json::json!({"../x": {"pid": "no"}});
+    fs::write(&path, v.to_string()).unwrap();
+    let mut a = r.open();
+    let rep = a.apply(&request);
+    assert_eq!(
+        *result(&rep),
+        S6rcOutcome::Unchanged,
+        "{}",
+        rep.outcome.message
+    );
+    assert!(
+        rep.outcome
+            .message
+            .contains(r#"state: unreadable records of state.json skipped: running["../x"]"#),
+        "{}",
+        rep.outcome.message
+    );
 }
 
 fn adopting_a_switch_the_daemon_did_not_see_finish(r: &impl Rig) {
@@ -88,7 +145,7 @@ fn adopting_a_switch_the_daemon_did_not_see_finish(r: &impl Rig) {
     a.apply(&req(2, vec![vm("b", &[], 1)]));
     drop(a);
     // The daemon died after s6-rc-update switched, before saving the state.
-    let mut state: State = serde_json::from_str(&before).unwrap();
+    let mut state: S6rcState = serde_json::from_str(&before).unwrap();
     state.next = Some(DbRecord {
         database: r.compiled(),
         source: Some(r.root().join("state/src-2-0")),
@@ -147,13 +204,13 @@ fn missing_scandir_links_force_an_update_that_restores_them(r: &impl Rig) {
     fs::remove_file(r.link("b")).unwrap();
     let mut a = r.open();
     let rep = a.apply(&request);
-    let Outcome::Applied(s) = &rep.result else {
+    let S6rcOutcome::Applied(s) = result(&rep) else {
         panic!("{}", rep.outcome.message)
     };
     assert_eq!(s.forced, Some(Forced::LinksMissing(vec!["b".into()])));
     assert!(r.link("b").is_symlink());
     assert_eq!(r.pid("a"), Some(pid));
-    assert_eq!(a.apply(&request).result, Outcome::Unchanged);
+    assert_eq!(*result(&a.apply(&request)), S6rcOutcome::Unchanged);
 }
 
 fn a_live_directory_that_appears_after_start_up_is_adopted_not_re_initialized(r: &impl Rig) {

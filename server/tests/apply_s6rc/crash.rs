@@ -17,11 +17,11 @@ use std::time::Duration;
 use vm_catalog_tests::daemon::TestDaemon;
 use vm_catalog_tests::s6::{Svscan, alive, svstat_pid, wait_for};
 use vm_catalogd::apply::Applier;
-use vm_catalogd::apply::outcome::{Cause, Outcome};
 use vm_catalogd::apply::process::ToolError;
 use vm_catalogd::apply::s6rc::S6rcConfig;
+use vm_catalogd::apply::s6rc::outcome::{Cause, S6rcOutcome};
 
-use crate::rig::{RealRig, Rig, processes, req, slow_vmm, untimed_template, vm};
+use crate::rig::{RealRig, Rig, processes, req, result, slow_vmm, untimed_template, vm};
 
 /// `config` with the VMM whose `slow` VM stops on `release` and whose
 /// `never` VM never becomes ready, and a template without timeouts.
@@ -80,14 +80,19 @@ fn an_orphaned_update_keeps_its_target_database() {
     fs::write(&release, "").unwrap();
     let (rep, a) = orphan.join().unwrap();
     assert!(
-        matches!(rep.result, Outcome::Applied(_)),
+        matches!(result(&rep), S6rcOutcome::Applied(_)),
         "{}",
         rep.outcome.message
     );
     drop(a);
     assert_eq!(r.compiled(), target);
     let rep = b.apply(&req(2, vec![vm("a", &[], 1), vm("b", &[], 1)]));
-    assert_eq!(rep.result, Outcome::Unchanged, "{}", rep.outcome.message);
+    assert_eq!(
+        *result(&rep),
+        S6rcOutcome::Unchanged,
+        "{}",
+        rep.outcome.message
+    );
     assert_eq!(r.db_services(), ["a", "b"]);
     assert_eq!(r.pid("a"), Some(pid));
     assert_eq!(r.dbs(), ["db-2-0"]);
@@ -133,11 +138,11 @@ fn a_hung_s6rc_call_times_out_and_is_reported() {
     ));
     done.store(true, Ordering::SeqCst);
     unblock.join().unwrap();
-    let Outcome::FailedBeforeSwitch(Cause::TimedOut {
+    let S6rcOutcome::FailedBeforeSwitch(Cause::TimedOut {
         error,
         others,
         lock_holder,
-    }) = &rep.result
+    }) = result(&rep)
     else {
         panic!("{:?}: {}", rep.result, rep.outcome.message)
     };
@@ -171,7 +176,7 @@ fn a_hung_s6rc_call_times_out_and_is_reported() {
         vec![vm("a", &[], 1), vm("b", &[], 1), vm("never", &[], 1)],
     ));
     assert!(
-        matches!(rep.result, Outcome::Applied(_)),
+        matches!(result(&rep), S6rcOutcome::Applied(_)),
         "{}",
         rep.outcome.message
     );
@@ -240,7 +245,7 @@ fn stale_supervisors_of_dead_live_dirs_are_removed() {
         ["a", "b", "c", "d"].iter().map(|n| vm(n, &[], 1)).collect(),
     ));
     assert!(
-        matches!(rep.result, Outcome::Applied(_)),
+        matches!(result(&rep), S6rcOutcome::Applied(_)),
         "{}",
         rep.outcome.message
     );

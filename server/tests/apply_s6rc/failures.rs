@@ -4,10 +4,10 @@ use std::fs;
 
 use vm_catalog_protocol::DiagCode;
 use vm_catalogd::apply::Applier;
-use vm_catalogd::apply::outcome::{Cause, Outcome, Recovery};
+use vm_catalogd::apply::s6rc::outcome::{Cause, Recovery, S6rcOutcome};
 
 use crate::fake::Fault;
-use crate::rig::{Rig, names, req, vm};
+use crate::rig::{Rig, names, req, result, vm};
 
 both!(
     a_failing_compile_keeps_the_old_database_and_the_next_apply_recovers,
@@ -23,7 +23,7 @@ fn a_failing_compile_keeps_the_old_database_and_the_next_apply_recovers(r: &impl
     let pid = r.start(&["a"])[0];
     r.fail_compiles(true);
     let rep = a.apply(&req(2, vec![vm("a", &[], 1), vm("b", &[], 1)]));
-    let Outcome::FailedBeforeSwitch(Cause::Program(e)) = &rep.result else {
+    let S6rcOutcome::FailedBeforeSwitch(Cause::Program(e)) = result(&rep) else {
         panic!("{}", rep.outcome.message)
     };
     assert_eq!((e.program(), e.code()), ("s6-rc-compile", Some(1)));
@@ -48,7 +48,7 @@ fn a_failing_compile_keeps_the_old_database_and_the_next_apply_recovers(r: &impl
     r.fail_compiles(false);
     let rep = a.apply(&req(3, vec![vm("a", &[], 1), vm("b", &[], 1)]));
     assert!(
-        matches!(rep.result, Outcome::Applied(_)),
+        matches!(result(&rep), S6rcOutcome::Applied(_)),
         "{}",
         rep.outcome.message
     );
@@ -64,7 +64,7 @@ fn an_update_failing_before_the_switch_keeps_the_old_database(r: &impl Rig) {
     a.apply(&req(1, vec![vm("a", &[], 1)]));
     r.fail_updates(&[Fault::Before(9)]);
     let rep = a.apply(&req(2, vec![vm("b", &[], 1)]));
-    let Outcome::FailedBeforeSwitch(Cause::Program(e)) = &rep.result else {
+    let S6rcOutcome::FailedBeforeSwitch(Cause::Program(e)) = result(&rep) else {
         panic!("{}", rep.outcome.message)
     };
     assert_eq!((e.program(), e.code()), ("s6-rc-update", Some(9)));
@@ -85,7 +85,7 @@ fn an_update_failing_before_the_switch_keeps_the_old_database(r: &impl Rig) {
     );
     let rep = a.apply(&req(3, vec![vm("b", &[], 1)]));
     assert!(
-        matches!(rep.result, Outcome::Applied(_)),
+        matches!(result(&rep), S6rcOutcome::Applied(_)),
         "the next apply tries again"
     );
     assert_eq!(r.db_services(), ["b"]);
@@ -98,7 +98,7 @@ fn a_scandir_name_taken_during_the_update_is_repaired_without_touching_running_v
     r.fail_updates(&[Fault::TakeName("x".into())]);
     let all = vec![vm("a", &[], 1), vm("b", &[], 1), vm("x", &[], 1)];
     let rep = a.apply(&req(2, all.clone()));
-    let Outcome::Repaired { failure, .. } = &rep.result else {
+    let S6rcOutcome::Repaired { failure, .. } = result(&rep) else {
         panic!("{}", rep.outcome.message)
     };
     assert!(
@@ -127,7 +127,7 @@ fn a_scandir_name_taken_during_the_update_is_repaired_without_touching_running_v
     // The name is free again: x joins.
     let rep = a.apply(&req(3, all));
     assert!(
-        matches!(rep.result, Outcome::Applied(_)),
+        matches!(result(&rep), S6rcOutcome::Applied(_)),
         "{}",
         rep.outcome.message
     );
@@ -143,7 +143,7 @@ fn a_repair_that_fails_too_rolls_back_to_the_previous_database(r: &impl Rig) {
     // and the repairing update fails before its switch.
     r.fail_updates(&[Fault::TakeName("b".into()), Fault::Before(9)]);
     let rep = a.apply(&req(2, vec![vm("a", &[], 1), vm("b", &[], 1)]));
-    let Outcome::FailedAfterSwitch { failure, recovery } = &rep.result else {
+    let S6rcOutcome::FailedAfterSwitch { failure, recovery } = result(&rep) else {
         panic!("{}", rep.outcome.message)
     };
     assert!(matches!(failure, Cause::Damaged { .. }), "{failure}");
@@ -169,7 +169,7 @@ fn a_repair_that_fails_too_rolls_back_to_the_previous_database(r: &impl Rig) {
     assert_eq!(r.state_entries(), ["db-1-0", "src-1-0"]);
     let rep = a.apply(&req(3, vec![vm("a", &[], 1), vm("b", &[], 1)]));
     assert!(
-        matches!(rep.result, Outcome::Applied(_)),
+        matches!(result(&rep), S6rcOutcome::Applied(_)),
         "the next apply tries again"
     );
     assert_eq!(r.db_services(), ["a", "b"]);
@@ -183,8 +183,8 @@ fn without_a_scanner_nothing_is_compiled(r: &impl Rig) {
     r.without_scanner();
     let rep = a.apply(&req(1, vec![vm("a", &[], 1)]));
     assert_eq!(
-        rep.result,
-        Outcome::FailedBeforeSwitch(Cause::NoScanner {
+        *result(&rep),
+        S6rcOutcome::FailedBeforeSwitch(Cause::NoScanner {
             scandir: config.scandir.clone()
         })
     );

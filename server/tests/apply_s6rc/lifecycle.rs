@@ -6,11 +6,11 @@ use std::fs;
 use std::path::Path;
 
 use vm_catalog_protocol::{ApplyStatus, DiagCode};
-use vm_catalogd::apply::outcome::{How, Outcome, Refusal};
 use vm_catalogd::apply::plan::Changes;
-use vm_catalogd::apply::{Applier, Service};
+use vm_catalogd::apply::s6rc::outcome::{How, Refusal, S6rcOutcome};
+use vm_catalogd::apply::{Applier, ServiceName};
 
-use crate::rig::{Rig, names, req, vm};
+use crate::rig::{Rig, names, req, result, vm};
 
 both!(
     first_apply_inits_then_identical_applies_do_nothing,
@@ -32,7 +32,7 @@ fn first_apply_inits_then_identical_applies_do_nothing(r: &impl Rig) {
     let mut a = r.open();
     let request = req(1, vec![vm("app", &["net"], 1), vm("net", &[], 2)]);
     let rep = a.apply(&request);
-    let Outcome::Applied(s) = &rep.result else {
+    let S6rcOutcome::Applied(s) = result(&rep) else {
         panic!("{}", rep.outcome.message)
     };
     assert_eq!(
@@ -42,7 +42,7 @@ fn first_apply_inits_then_identical_applies_do_nothing(r: &impl Rig) {
     assert!(r.live_target().starts_with("live:s6-rc-init:"));
     assert_eq!(r.db_services(), ["app", "net"]);
     assert_eq!(names(&rep), ["app", "net"]);
-    assert_eq!(rep.services["app"], Service::S6rc("app".parse().unwrap()));
+    assert_eq!(rep.services["app"], "app".parse::<ServiceName>().unwrap());
     assert_eq!(rep.outcome.services, 2);
     assert_eq!(r.compiled(), r.root().join("state/db-1-0"));
     assert_eq!(
@@ -62,7 +62,12 @@ fn first_apply_inits_then_identical_applies_do_nothing(r: &impl Rig) {
     let (calls, target, compiled) = (r.calls(), r.live_target(), r.compiled());
     let same = req(2, request.vms.iter().rev().cloned().collect());
     let rep = a.apply(&same);
-    assert_eq!(rep.result, Outcome::Unchanged, "{}", rep.outcome.message);
+    assert_eq!(
+        *result(&rep),
+        S6rcOutcome::Unchanged,
+        "{}",
+        rep.outcome.message
+    );
     assert_eq!(rep.outcome.status, ApplyStatus::Unchanged);
     assert_eq!(r.calls(), calls, "a no-op apply runs no s6-rc program");
     assert_eq!((r.live_target(), r.compiled()), (target, compiled));
@@ -83,7 +88,7 @@ fn changes_update_and_leave_only_the_live_database(r: &impl Rig) {
         2,
         vec![vm("a", &[], 1), vm("b", &[], 1), vm("c", &[], 1)],
     ));
-    let Outcome::Applied(s) = &rep.result else {
+    let S6rcOutcome::Applied(s) = result(&rep) else {
         panic!("{}", rep.outcome.message)
     };
     assert_eq!((&s.how, s.changes), (&How::Update, changes(1, 0, 0)));
@@ -102,7 +107,7 @@ fn changes_update_and_leave_only_the_live_database(r: &impl Rig) {
 
     // Removed: the running b is stopped; a keeps running.
     let rep = a.apply(&req(3, vec![vm("a", &[], 1), vm("c", &[], 1)]));
-    let Outcome::Applied(s) = &rep.result else {
+    let S6rcOutcome::Applied(s) = result(&rep) else {
         panic!("{}", rep.outcome.message)
     };
     assert_eq!(s.changes, changes(0, 1, 0));
@@ -127,8 +132,8 @@ fn too_many_services_are_refused_before_anything_runs(r: &impl Rig) {
         vec![vm("a", &[], 1), vm("b", &[], 1), vm("c", &[], 1)],
     ));
     assert_eq!(
-        rep.result,
-        Outcome::Invalid(Refusal::TooManyServices { count: 3, max: 2 })
+        *result(&rep),
+        S6rcOutcome::Invalid(Refusal::TooManyServices { count: 3, max: 2 })
     );
     assert_eq!(rep.outcome.services, 3);
     assert_eq!(r.calls(), calls, "nothing ran");
@@ -145,7 +150,7 @@ fn a_taken_scandir_name_leaves_out_that_vm_only(r: &impl Rig) {
         vec![vm("a", &[], 1), vm("b", &[], 1), vm("c", &["b"], 1)],
     ));
     assert!(
-        matches!(rep.result, Outcome::Applied(_)),
+        matches!(result(&rep), S6rcOutcome::Applied(_)),
         "{}",
         rep.outcome.message
     );
@@ -186,7 +191,7 @@ fn a_template_directory_is_rendered_for_each_vm(r: &impl Rig) {
     let mut a = r.open_with(config).unwrap();
     let rep = a.apply(&req(1, vec![vm("a", &[], 1)]));
     assert!(
-        matches!(rep.result, Outcome::Applied(_)),
+        matches!(result(&rep), S6rcOutcome::Applied(_)),
         "{}",
         rep.outcome.message
     );

@@ -5,11 +5,11 @@
 use std::fs;
 
 use vm_catalogd::apply::Applier;
-use vm_catalogd::apply::outcome::Outcome;
 use vm_catalogd::apply::s6rc::Commands;
+use vm_catalogd::apply::s6rc::outcome::S6rcOutcome;
 use vm_catalogd::apply::s6rc::tools::S6rc;
 
-use crate::rig::{RealRig, Rig, names, pending, req, vm};
+use crate::rig::{RealRig, Rig, names, pending, req, result, vm};
 
 #[test]
 fn a_removed_running_vm_is_stopped_by_the_update() {
@@ -29,7 +29,7 @@ fn providers_are_dependencies_that_s6rc_starts_first() {
     let mut a = r.open();
     let rep = a.apply(&req(1, vec![vm("app", &["net"], 1), vm("net", &[], 1)]));
     assert!(
-        matches!(rep.result, Outcome::Applied(_)),
+        matches!(result(&rep), S6rcOutcome::Applied(_)),
         "{}",
         rep.outcome.message
     );
@@ -51,7 +51,7 @@ fn a_new_provider_makes_s6rc_update_restart_its_dependant() {
     a.apply(&req(1, vec![vm("app", &[], 1)]));
     let pid = r.start(&["app"])[0];
     let rep = a.apply(&req(2, vec![vm("app", &["net"], 1), vm("net", &[], 1)]));
-    let Outcome::Applied(s) = &rep.result else {
+    let S6rcOutcome::Applied(s) = result(&rep) else {
         panic!("{}", rep.outcome.message)
     };
     assert_eq!(s.restarted, ["app".parse().unwrap()]);
@@ -76,7 +76,7 @@ fn a_changed_run_script_reaches_the_live_database_but_not_running_vms() {
     config.start_command = other.clone();
     let mut a = r.open_with(config).unwrap();
     let rep = a.apply(&req(2, vec![vm("a", &[], 1), vm("b", &[], 1)]));
-    let Outcome::Applied(s) = &rep.result else {
+    let S6rcOutcome::Applied(s) = result(&rep) else {
         panic!("{}", rep.outcome.message)
     };
     assert_eq!(s.changes.changed, 2);
@@ -123,7 +123,7 @@ fn a_live_directory_made_by_hand_is_adopted_and_updated() {
     let request = req(1, vec![vm("a", &[], 1), vm("b", &[], 1)]);
     let rep = a.apply(&request);
     assert!(
-        matches!(rep.result, Outcome::Applied(_)),
+        matches!(result(&rep), S6rcOutcome::Applied(_)),
         "{}",
         rep.outcome.message
     );
@@ -135,7 +135,7 @@ fn a_live_directory_made_by_hand_is_adopted_and_updated() {
         db.is_dir(),
         "a database outside the state directory is not ours to delete"
     );
-    assert_eq!(a.apply(&request).result, Outcome::Unchanged);
+    assert_eq!(*result(&a.apply(&request)), S6rcOutcome::Unchanged);
 }
 
 #[test]

@@ -3,9 +3,9 @@
 use std::fs;
 
 use vm_catalogd::apply::Applier;
-use vm_catalogd::apply::outcome::Outcome;
+use vm_catalogd::apply::s6rc::outcome::S6rcOutcome;
 
-use crate::rig::{Rig, pending, req, vm};
+use crate::rig::{Rig, pending, req, result, vm};
 
 both!(
     a_changed_running_vm_is_restart_pending_until_it_restarts,
@@ -19,7 +19,12 @@ fn a_changed_running_vm_is_restart_pending_until_it_restarts(r: &impl Rig) {
     // Only a's own fingerprint changes: the tree is the same, nothing runs.
     let calls = r.calls();
     let rep = a.apply(&req(2, vec![vm("a", &[], 2), vm("b", &[], 1)]));
-    assert_eq!(rep.result, Outcome::Unchanged, "{}", rep.outcome.message);
+    assert_eq!(
+        *result(&rep),
+        S6rcOutcome::Unchanged,
+        "{}",
+        rep.outcome.message
+    );
     assert_eq!(r.calls(), calls);
     assert_eq!(pending(&rep), ["a"]);
     assert!(
@@ -30,7 +35,7 @@ fn a_changed_running_vm_is_restart_pending_until_it_restarts(r: &impl Rig) {
     // A real update (c added) keeps it pending, and does not restart it.
     let three = vec![vm("a", &[], 2), vm("b", &[], 1), vm("c", &[], 1)];
     let rep = a.apply(&req(3, three.clone()));
-    let Outcome::Applied(s) = &rep.result else {
+    let S6rcOutcome::Applied(s) = result(&rep) else {
         panic!("{}", rep.outcome.message)
     };
     assert!(s.restarted.is_empty());
@@ -40,7 +45,7 @@ fn a_changed_running_vm_is_restart_pending_until_it_restarts(r: &impl Rig) {
     // A restart through s6-rc runs the live definition: no longer pending.
     r.restart("a");
     let rep = a.apply(&req(4, three));
-    assert_eq!(rep.result, Outcome::Unchanged);
+    assert_eq!(*result(&rep), S6rcOutcome::Unchanged);
     assert!(pending(&rep).is_empty());
     // A definition changing back to what b runs is not pending either.
     let pid = r.start(&["b"])[0];
@@ -75,7 +80,7 @@ fn restart_changed_restarts_through_the_conversion_file(r: &impl Rig) {
             vm("d", &[], 1),
         ],
     ));
-    let Outcome::Applied(s) = &rep.result else {
+    let S6rcOutcome::Applied(s) = result(&rep) else {
         panic!("{}", rep.outcome.message)
     };
     assert_eq!(s.restarted, ["a".parse().unwrap()]);

@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use vm_catalog_tests::s6::{Svscan, svstat_pid, wait_for, write_vm_command};
+use vm_catalogd::apply::s6rc::outcome::S6rcOutcome;
 use vm_catalogd::apply::s6rc::tools::S6rc;
 use vm_catalogd::apply::s6rc::{Commands, OpenError, S6rcApplier, S6rcConfig};
 use vm_catalogd::apply::{ActiveVm, ApplyReport, ApplyRequest};
@@ -442,4 +443,9 @@ pub fn untimed_template(dir: &Path) -> PathBuf {
     )
     .unwrap();
     dir.to_owned()
+}
+
+/// The s6-rc applier's own account of the apply `rep` reports.
+pub fn result(rep: &ApplyReport) -> &S6rcOutcome {
+    rep.result.detail().expect("an s6-rc outcome")
 }

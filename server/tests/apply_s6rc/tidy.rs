@@ -9,12 +9,12 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use vm_catalogd::apply::outcome::Outcome;
+use vm_catalogd::apply::s6rc::outcome::S6rcOutcome;
 use vm_catalogd::apply::s6rc::render::{Renderer, Tree};
 use vm_catalogd::apply::s6rc::template::Template;
 use vm_catalogd::apply::{ActiveVm, Applier, ApplyReport};
 
-use crate::rig::{Rig, req, vm};
+use crate::rig::{Rig, req, result, vm};
 
 both!(
     a_changed_vm_rewrites_only_its_own_service_directory,
@@ -24,7 +24,7 @@ both!(
 
 fn applied(rep: &ApplyReport) {
     assert!(
-        matches!(rep.result, Outcome::Applied(_)),
+        matches!(result(rep), S6rcOutcome::Applied(_)),
         "{}",
         rep.outcome.message
     );
@@ -183,9 +183,8 @@ fn old_databases_go_and_the_live_one_never(r: &impl Rig) {
     assert!(trash_is_empty(r));
     // An unchanged apply leaves nothing to tidy.
     assert_eq!(
-        a.apply(&req(4, vec![vm("a", &[], 1), vm("c", &[], 1)]))
-            .result,
-        Outcome::Unchanged
+        *result(&a.apply(&req(4, vec![vm("a", &[], 1), vm("c", &[], 1)]))),
+        S6rcOutcome::Unchanged
     );
     a.tidy();
     assert_eq!(r.state_entries(), ["db-3-0", "src-3-0"]);

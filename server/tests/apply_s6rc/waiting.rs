@@ -6,11 +6,11 @@ use std::fs;
 use std::time::Duration;
 
 use vm_catalogd::apply::Applier;
-use vm_catalogd::apply::outcome::{Cause, Outcome};
-use vm_catalogd::apply::s6rc::state::{DbRecord, State, StateFile};
+use vm_catalogd::apply::s6rc::outcome::{Cause, S6rcOutcome};
+use vm_catalogd::apply::s6rc::state::{DbRecord, S6rcState, StateFile};
 use vm_catalogd::apply::s6rc::tools::{Holder, S6rc};
 
-use crate::rig::{FakeRig, Rig, names, req, vm};
+use crate::rig::{FakeRig, Rig, names, req, result, vm};
 
 /// Gen 1 {a} applied; then, as a daemon killed during its update to gen 2
 /// {b} leaves it: `db-2-0` compiled and recorded as `next`, and the update
@@ -24,7 +24,7 @@ fn killed_during_an_update(r: &FakeRig, looks: usize) -> std::path::PathBuf {
     fs::create_dir_all(src.join("b")).unwrap();
     r.tools().compile(&db, &src).unwrap();
     let path = r.root().join("state/state.json");
-    let mut state = State::load(&path).unwrap().unwrap();
+    let mut state = S6rcState::load(&path).unwrap().unwrap().state;
     state.next = Some(DbRecord {
         database: db.clone(),
         source: Some(src),
@@ -86,7 +86,7 @@ fn an_orphaned_update_keeps_its_target_database() {
     assert_eq!(r.dbs(), ["db-1-0", "db-2-0"]);
     assert_eq!(a.state().next.as_ref().unwrap().database, db);
     let rep = a.apply(&req(2, vec![vm("b", &[], 1)]));
-    let Outcome::FailedBeforeSwitch(Cause::Busy(busy)) = &rep.result else {
+    let S6rcOutcome::FailedBeforeSwitch(Cause::Busy(busy)) = result(&rep) else {
         panic!("{}", rep.outcome.message)
     };
     assert_eq!(busy.programs[0].pid, 4242);

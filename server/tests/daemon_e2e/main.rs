@@ -3,6 +3,8 @@
 //! clients, permissions, signals. One module per topic; the helpers are
 //! here.
 
+mod changed;
+mod claimant;
 mod lifecycle;
 mod nosymfollow;
 mod queries;

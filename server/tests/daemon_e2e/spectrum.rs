@@ -16,6 +16,10 @@ const MAKE_TREE: &str = concat!(
 const NETVM_KERNEL: &str =
     "nix/store/0r3kl4vnz1h3i8q5n4cw0v7w2b9x3c6d-spectrum-netvm/lib/spectrum/vm/netvm/vmlinux";
 
+/// The app template's kernel in the store, where the template's link leads.
+const APPVM_KERNEL: &str =
+    "nix/store/5k7m9p1r3t5v7x9z1b3d5f7h9j1l3n5q-spectrum-appvm/lib/spectrum/img/appvm/vmlinux";
+
 /// A daemon on a fresh make-tree fixture: the built-in VMs as the trusted
 /// source `sys`, the user partition's `vms/` as the untrusted source `user`.
 fn spectrum(names: &str, layout: &str) -> TestDaemon {
@@ -36,6 +40,8 @@ fn spectrum(names: &str, layout: &str) -> TestDaemon {
         .arg(format!("user={}/media/{UUID}/vms", root.display()));
     d.arg("--trusted-target")
         .arg(format!("{}/", root.join("usr/lib/spectrum/img").display()));
+    d.arg("--trusted-target")
+        .arg(format!("{}/", root.join("nix/store").display()));
     d.arg("--names").arg(names).arg("--vm-layout").arg(layout);
     d
 }
@@ -131,6 +137,14 @@ async fn spectrum_vms_are_all_active_in_both_naming_modes_and_both_layouts() {
             std::fs::read_link(fs.join("run"))
                 .unwrap()
                 .starts_with("/nix/store/")
+        );
+        // A user VM's kernel links to the template, whose file links into
+        // the store (issue 21): the view links the chain's final path.
+        let nc = &all[&q("user", "nc")];
+        assert_eq!(
+            std::fs::read_link(Path::new(nc.view.as_ref().unwrap()).join("vmlinux")).unwrap(),
+            root(&d).join(APPVM_KERNEL),
+            "{what}"
         );
         // An empty providers/ is fine.
         assert!(all[&q("sys", "appvm-foot")].providers.is_empty());
@@ -275,6 +289,52 @@ async fn a_qualified_reference_names_the_definition_of_that_source() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("shadowed"));
 }
 
+/// Issue 22, item 2: under `--names plain` a user directory `sys.netvm`
+/// became the provider of every VM naming `sys.netvm` (the built-in
+/// `appvm-firefox` included), and `show sys.netvm` and `by-name/sys.netvm`
+/// led to it.
+#[tokio::test]
+async fn a_user_directory_sys_netvm_impersonated_the_built_in_netvm_under_plain_names() {
+    let mut d = spectrum("plain", "spectrum");
+    let vms = root(&d).join(format!("media/{UUID}/vms"));
+    d.tree().vm(&vms, "sys.netvm");
+    d.start().unwrap();
+    let c = Client::connect(d.socket()).await.unwrap();
+    let all = entries(&c).await;
+    for dependant in ["appvm-firefox", "nc"] {
+        let e = &all[dependant];
+        assert_eq!(e.state, VmState::Active, "{dependant}");
+        assert_eq!(e.providers[0].name.as_str(), "netvm", "{dependant}");
+    }
+    let impostor = &all["sys.netvm"];
+    assert_eq!(
+        (impostor.source.as_str(), impostor.state),
+        ("user", VmState::Rejected)
+    );
+    assert!(
+        impostor
+            .diagnostics
+            .iter()
+            .any(|x| x.code == DiagCode::NameReadsAsReference),
+        "{impostor:?}"
+    );
+    let shown = c.get_vm(&"sys.netvm".parse().unwrap()).await.unwrap().vm;
+    assert_eq!(
+        (shown.source.as_str(), shown.name.as_str()),
+        ("sys", "netvm")
+    );
+    let out = Command::new(workspace_bin("vm-catalog"))
+        .arg("--socket")
+        .arg(d.socket())
+        .args(["show", "sys.netvm"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("source:          sys"), "{text}");
+    assert!(!d.vm_dir().join("by-name/sys.netvm").exists());
+}
+
 /// With qualified names a bare provider name is not a catalog name: the
 /// dependant is rejected, and told the qualified name.
 #[tokio::test]
@@ -296,4 +356,52 @@ async fn a_bare_provider_under_qualified_names_is_missing_with_a_hint() {
         .find(|x| x.code == DiagCode::MissingProvider)
         .unwrap();
     assert!(why.message.contains("did you mean sys.netvm?"), "{why:?}");
+}
+
+/// What broke on a real Spectrum host (issue 21): the template's files are
+/// links into the store, so a user VM's `vmlinux` resolves through two
+/// links. With only the template trusted the chain's hop into the store is
+/// refused, naming the hop; with the store trusted too, it is followed.
+#[test]
+fn user_vms_linked_to_a_template_that_links_into_the_store_are_accepted() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("spectrum");
+    let status = Command::new("sh")
+        .arg(MAKE_TREE)
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(status.success(), "make-tree failed");
+    let root = canonical(&root);
+    let check = |store: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vm-catalogd"));
+        c.args(["check", "--names", "qualified", "--trusted-target"])
+            .arg(format!("{}/", root.join("usr/lib/spectrum/img").display()));
+        if store {
+            c.arg("--trusted-target")
+                .arg(format!("{}/", root.join("nix/store").display()));
+        }
+        c.arg("--sources")
+            .arg("--trusted-source")
+            .arg(format!(
+                "sys={}",
+                root.join("usr/lib/spectrum/vm").display()
+            ))
+            .arg(format!("user={}/media/{UUID}/vms", root.display()))
+            .output()
+            .unwrap()
+    };
+    let out = check(false);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("unsafe-symlink"), "{text}");
+    let hop = root.join("usr/lib/spectrum/img/appvm/vmlinux");
+    assert!(text.contains(&hop.display().to_string()), "{text}");
+    let out = check(true);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

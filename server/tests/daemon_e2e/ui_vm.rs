@@ -238,10 +238,14 @@ async fn a_ui_vm_never_sees_a_host_path() {
     let host_list = format!("{:?}", host.list_vms(true, None).await.unwrap());
     assert!(host_list.contains(&root), "the host sees its paths");
 
+    // The host's activity is not the VM's to see.
+    let vm_info = vm.info().await.unwrap();
+    assert!(host.info().await.unwrap().connections >= 1);
+    assert_eq!((vm_info.connections, vm_info.subscribers), (0, 0));
     let mut seen = vec![
         format!("{:?}", vm.list_vms(true, None).await.unwrap()),
         format!("{:?}", vm.sources().await.unwrap()),
-        format!("{:?}", vm.info().await.unwrap()),
+        format!("{vm_info:?}"),
     ];
     for name in ["appvm", "nokernel", "user.appvm"] {
         seen.push(format!(
@@ -265,7 +269,10 @@ async fn a_ui_vm_never_sees_a_host_path() {
     let all = seen.join("\n");
     assert!(all.contains("stray"), "diagnostics are still there: {all}");
     assert!(all.contains("late"));
-    for host_path in [root.as_str(), "/tmp", "/run", "vsock_"] {
+    // Not even a piece of the temp directory's name (a path cut short).
+    let tmp_name = d.tree().path().file_name().unwrap().to_string_lossy();
+    let tmp_piece = &tmp_name[tmp_name.len() - 4..];
+    for host_path in [root.as_str(), "/tmp", "/run", "vsock_", tmp_piece] {
         assert!(
             !all.contains(host_path),
             "{host_path} seen by the VM:\n{all}"
@@ -369,4 +376,87 @@ async fn a_listener_has_its_mode_and_group_from_the_start_where_the_template_say
     drop(vm);
     d.stop();
     assert!(!path.exists());
+}
+
+/// The listener of the spectrum layout's `nobody` (a VM named after a user
+/// that exists, so that `--ui-vm-socket-owner {name}` finds its owner):
+/// `<tree>/vsock/<id>/vsock_<port>`, in a directory the daemon does not make.
+fn spectrum_ui_daemon() -> TestDaemon {
+    let mut d = daemon();
+    let template = format!("{}/vsock/{{id}}/vsock_{{port}}", d.tree().path().display());
+    d.arg("--no-watch")
+        .arg("--vm-layout")
+        .arg("spectrum")
+        .arg("--ui-vm")
+        .arg("nobody")
+        .arg("--ui-vm-socket")
+        .arg(template)
+        .arg("--ui-vm-socket-owner")
+        .arg("{name}");
+    d.user_vm("nobody");
+    d.user_vm("appvm");
+    d
+}
+
+/// Adds a VM and rescans: a publish, at which UI VM listeners are made
+/// again where they are missing.
+async fn publish_again(d: &TestDaemon, host: &Client, n: &mut u32) {
+    *n += 1;
+    d.user_vm(&format!("extra{n}"));
+    host.rescan(false).await.unwrap();
+}
+
+/// Regression: a `/run/vsock/<id>` planted as a symbolic link was
+/// followed; the listener's directory, which the daemon did not make, was
+/// removed when the VM left; and the listener's owner could not be the
+/// VM's own VMM user.
+#[tokio::test]
+async fn a_spectrum_listener_waits_for_its_directory_refuses_a_link_and_leaves_it() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Some(()) = vm_catalog_tests::require_root("a listener owned by another user") else {
+        return;
+    };
+    let mut d = spectrum_ui_daemon();
+    d.start().unwrap();
+    let host = Client::connect(d.socket()).await.unwrap();
+    let name: VmName = "nobody".parse().unwrap();
+    let id = host.get_vm(&name).await.unwrap().vm.id.unwrap();
+    let dir = d.tree().join("vsock").join(id.as_str());
+    let path = dir.join(format!("vsock_{}", stream::DEFAULT_VSOCK_PORT));
+    assert!(!dir.exists(), "the daemon does not make the VM's directory");
+    assert!(!d.tree().join("vsock").exists());
+
+    // Planted as a link: refused, nothing made where it points.
+    let elsewhere = d.tree().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::create_dir_all(d.tree().join("vsock")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &dir).unwrap();
+    let mut n = 0;
+    publish_again(&d, &host, &mut n).await;
+    eventually("the refusal in the log", async || {
+        d.log()
+            .contains("is a symbolic link: refused, not followed")
+    })
+    .await;
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+
+    // The hook makes it, owned by the VMM's user: the next publish binds.
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    publish_again(&d, &host, &mut n).await;
+    eventually("the listener", async || path.exists()).await;
+    let m = std::fs::symlink_metadata(&path).unwrap();
+    assert!(m.file_type().is_socket());
+    assert_eq!((m.mode() & 0o7777, m.uid()), (0o600, 65534), "nobody's");
+    let vm = Client::connect_stream(&path).await.unwrap();
+    assert_eq!(vm.ping(vec![7]).await.unwrap(), [7]);
+    drop(vm);
+
+    // The VM leaves: its listener goes, the directory it did not make stays.
+    std::fs::remove_dir_all(d.user().join("nobody")).unwrap();
+    host.rescan(false).await.unwrap();
+    eventually("the listener to go", async || !path.exists()).await;
+    assert!(dir.is_dir(), "not the daemon's to remove");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
 }

@@ -12,6 +12,7 @@
 //! - `local_users`: other uids against root and each other (admission, the
 //!   idle timeout).
 //! - `unread_replies`: what peers that never read can make the daemon hold.
+//! - `ui_vm`: a UI VM listener beside the host socket: its own budgets.
 
 mod calls;
 mod connections;
@@ -19,4 +20,5 @@ mod local_users;
 mod malformed;
 mod server;
 mod subscriptions;
+mod ui_vm;
 mod unread_replies;

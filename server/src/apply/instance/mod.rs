@@ -26,10 +26,11 @@
 //! [`Commands`] runs the real programs; user documentation:
 //! `docs/s6-instance.md`.
 //!
-//! [`InstanceRun`]: crate::apply::outcome::InstanceRun
 
 pub mod config;
+pub mod marker;
 pub mod name;
+pub mod outcome;
 pub mod plan;
 mod report;
 pub mod state;
@@ -46,9 +47,9 @@ pub use config::{ConfigError, InstanceConfig, Naming};
 pub use name::InstanceName;
 pub use tools::{Commands, Instances};
 
-use super::outcome::{Cause, InstanceAction, InstanceFailure, Outcome};
-use super::{Applier, ApplyReport, ApplyRequest, LeftOut};
-use state::{State, StateFile};
+use super::{Applier, ApplyReport, ApplyRequest, LeftOut, fingerprint};
+use outcome::{InstanceAction, InstanceFailure, InstanceOutcome};
+use state::{InstanceState, StateFile};
 
 /// The s6-instance applier could not start.
 #[derive(Debug, thiserror::Error)]
@@ -72,11 +73,17 @@ pub enum OpenError {
 pub struct InstanceApplier<T: Instances = Commands> {
     config: InstanceConfig,
     tools: T,
-    state: State,
+    state: InstanceState,
     state_file: PathBuf,
     /// The instances not made by the daemon at the last look (logged when
     /// they change).
     foreign: Vec<InstanceName>,
+    /// What reading the state found wrong, and what the first look adopted
+    /// from the markers: said in the next report's message.
+    note: Option<String>,
+    /// Whether the instances the state names have been checked for their
+    /// marker since the start (one written where it is missing).
+    marks_checked: bool,
 }
 
 impl InstanceApplier<Commands> {
@@ -100,26 +107,15 @@ impl<T: Instances> InstanceApplier<T> {
         std::fs::create_dir_all(&config.state_dir)
             .map_err(|e| OpenError::StateDir(config.state_dir.clone(), e))?;
         let state_file = config.state_dir.join("state.json");
-        let state = match State::load(&state_file) {
-            Ok(s) => s.unwrap_or_else(State::new),
-            Err(e) => {
-                let aside = state_file.with_extension("json.unreadable");
-                let _ = std::fs::rename(&state_file, &aside);
-                tracing::warn!(
-                    error = %e,
-                    aside = %aside.display(),
-                    "cannot read the s6-instance state: no instance counts as made by the \
-                     daemon, existing ones are left alone"
-                );
-                State::new()
-            }
-        };
+        let (state, note) = load_state(&state_file);
         Ok(InstanceApplier {
             config,
             tools,
             state,
             state_file,
             foreign: Vec::new(),
+            note,
+            marks_checked: false,
         })
     }
 
@@ -129,7 +125,7 @@ impl<T: Instances> InstanceApplier<T> {
     }
 
     /// What the applier remembers (as in `state.json`).
-    pub fn state(&self) -> &State {
+    pub fn state(&self) -> &InstanceState {
         &self.state
     }
 
@@ -138,18 +134,15 @@ impl<T: Instances> InstanceApplier<T> {
     }
 
     /// The stages, in order: the outcome and the VMs left out.
-    fn stages(&mut self, request: &ApplyRequest) -> (Outcome, Vec<LeftOut>) {
+    fn stages(&mut self, request: &ApplyRequest) -> (InstanceOutcome, Vec<LeftOut>) {
         let service = self.config.service.clone();
         if !self.tools.supervised(&service) {
             let scandir = service.join("instance");
-            return (
-                Outcome::FailedBeforeSwitch(Cause::NoScanner { scandir }),
-                Vec::new(),
-            );
+            return (InstanceOutcome::NoScanner { scandir }, Vec::new());
         }
         let mut listed = match self.tools.list(&service) {
             Ok(l) => l.into_iter().collect::<BTreeSet<_>>(),
-            Err(e) => return (Outcome::FailedBeforeSwitch(Cause::Program(e)), Vec::new()),
+            Err(e) => return (InstanceOutcome::ListFailed(e), Vec::new()),
         };
         let mut failed = self.tidy(&service, &mut listed);
         let planned = plan::plan(request, self.config.naming, &listed, &self.state);
@@ -166,7 +159,7 @@ impl<T: Instances> InstanceApplier<T> {
         let mut run = switch::switch(self, &service, &planned);
         failed.append(&mut run.failed);
         run.failed = failed;
-        (Outcome::Instances(run), planned.left_out)
+        (InstanceOutcome::Ran(run), planned.left_out)
     }
 
     /// Before the plan: instances whose create never succeeded are deleted
@@ -209,10 +202,110 @@ impl<T: Instances> InstanceApplier<T> {
         });
         let made = &self.state.made;
         self.state.running.retain(|n, _| made.contains_key(n));
+        self.adopt_marked(service, listed);
         if self.state != before {
             self.save();
         }
         failed
+    }
+}
+
+impl<T: Instances> InstanceApplier<T> {
+    /// Adopts the listed instances that the state does not name but whose
+    /// marker says the daemon made them (a lost or damaged `state.json`):
+    /// as they are, nothing restarted. Once after a start, writes the
+    /// marker of every made instance that has none (made by an older
+    /// daemon, or its write failed).
+    fn adopt_marked(&mut self, service: &Path, listed: &BTreeSet<InstanceName>) {
+        let mut adopted = Vec::new();
+        for name in listed {
+            if let Some(made) = self.state.made.get(name) {
+                if !self.marks_checked
+                    && made.confirmed
+                    && self.tools.marked(service, name).is_none()
+                {
+                    self.write_mark(service, name, &made.vm.clone(), made.definition);
+                }
+                continue;
+            }
+            if let Some(mark) = self.tools.marked(service, name) {
+                self.state.made.insert(
+                    name.clone(),
+                    state::Made {
+                        vm: mark.vm,
+                        definition: mark.definition,
+                        confirmed: true,
+                    },
+                );
+                adopted.push(name);
+            }
+        }
+        self.marks_checked = true;
+        if !adopted.is_empty() {
+            let line = format!(
+                "{} instances adopted by their vm-catalogd marker: {}",
+                adopted.len(),
+                crate::apply::outcome::join(adopted.iter())
+            );
+            tracing::warn!(service = %service.display(), "{line}");
+            self.note = Some(match self.note.take() {
+                Some(n) => format!("{n}; {line}"),
+                None => line,
+            });
+        }
+    }
+
+    /// Writes the marker of the instance `name`, logging a failure (the
+    /// state file still records it).
+    fn write_mark(
+        &mut self,
+        service: &Path,
+        name: &InstanceName,
+        vm: &vm_catalog_protocol::VmName,
+        definition: fingerprint::Fingerprint,
+    ) {
+        let mark = marker::Mark {
+            instance: name.clone(),
+            vm: vm.clone(),
+            definition,
+        };
+        if let Err(e) = self.tools.mark(service, &mark) {
+            tracing::warn!(instance = %name, error = %e, "cannot write the instance's vm-catalogd marker");
+        }
+    }
+}
+
+/// The state in `path`, and what was wrong with it (for the next report).
+/// A file that cannot be read at all is set aside: the first look then
+/// adopts the instances by their markers.
+fn load_state(path: &Path) -> (InstanceState, Option<String>) {
+    match InstanceState::load(path) {
+        Ok(None) => (InstanceState::new(), None),
+        Ok(Some(l)) if l.skipped.is_empty() => (l.state, None),
+        Ok(Some(l)) => {
+            let note = format!(
+                "{} unreadable records of {} skipped: {}",
+                l.skipped.len(),
+                path.display(),
+                l.skipped.join(", ")
+            );
+            (l.state, Some(note))
+        }
+        Err(e) => {
+            let aside = path.with_extension("json.unreadable");
+            let _ = std::fs::rename(path, &aside);
+            tracing::warn!(
+                error = %e,
+                aside = %aside.display(),
+                "cannot read the s6-instance state: the instances are adopted by their markers"
+            );
+            (
+                InstanceState::new(),
+                Some(format!(
+                    "{e}; set aside, the instances are adopted by their markers"
+                )),
+            )
+        }
     }
 }
 
@@ -224,12 +317,14 @@ impl<T: Instances> Applier for InstanceApplier<T> {
     fn apply(&mut self, request: &ApplyRequest) -> ApplyReport {
         let t0 = Instant::now();
         let (outcome, left_out) = self.stages(request);
+        let note = self.note.take();
         report::report(
             request,
             outcome,
             left_out,
             &self.state,
             &self.config,
+            note.as_deref(),
             t0.elapsed(),
         )
     }

@@ -78,6 +78,13 @@ impl InstanceName {
     }
 }
 
+impl From<InstanceName> for crate::apply::ServiceName {
+    /// An instance name follows the rules of a service name.
+    fn from(name: InstanceName) -> crate::apply::ServiceName {
+        crate::apply::ServiceName::new(name.as_str()).expect("an instance name is a service name")
+    }
+}
+
 impl fmt::Display for InstanceName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -1,6 +1,6 @@
 //! The plan stage of the s6-instance applier: what is wanted (one instance
 //! per active VM, named as configured), what is there (`s6-instance-list`
-//! against the instances the daemon made), and the [`Plan`] between them.
+//! against the instances the daemon made), and the [`Delta`] between them.
 //! Pure: the listing is an input.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -9,9 +9,9 @@ use vm_catalog_protocol::DiagCode;
 
 use super::config::Naming;
 use super::name::{InstanceName, instance_name};
-use super::state::State;
+use super::state::InstanceState;
 use crate::apply::fingerprint::{Fingerprint, Hasher};
-use crate::apply::plan::Plan;
+use crate::apply::plan::Delta;
 use crate::apply::{ActiveVm, ApplyRequest, LeftOut};
 
 /// What one apply works from.
@@ -25,7 +25,7 @@ pub struct Planned<'a> {
     /// Listed instances the daemon did not make: left alone.
     pub foreign: Vec<InstanceName>,
     /// What changes.
-    pub plan: Plan<InstanceName>,
+    pub plan: Delta<InstanceName>,
 }
 
 /// The definition an instance starts with: everything of the VM its
@@ -49,7 +49,7 @@ pub fn plan<'a>(
     request: &'a ApplyRequest,
     naming: Naming,
     listed: &BTreeSet<InstanceName>,
-    state: &State,
+    state: &InstanceState,
 ) -> Planned<'a> {
     let mut left_out = Vec::new();
     let mut wanted = BTreeMap::new();
@@ -91,7 +91,7 @@ pub fn plan<'a>(
     let defs: BTreeMap<InstanceName, Fingerprint> =
         wanted.iter().map(|(n, (_, d))| (n.clone(), *d)).collect();
     Planned {
-        plan: Plan::between(&live, &defs),
+        plan: Delta::between(&live, &defs),
         wanted,
         left_out,
         foreign,
@@ -164,7 +164,7 @@ mod tests {
                 vm("kept", "KKKKKK", &[]),
             ],
         };
-        let mut state = State::new();
+        let mut state = InstanceState::new();
         let made = |v: &ActiveVm| Made {
             vm: v.name.clone(),
             definition: definition(v),
@@ -193,7 +193,12 @@ mod tests {
             [n("NNNNNN"), n("AAAAAA")],
             "providers first"
         );
-        let by_name = plan(&request, Naming::Name, &BTreeSet::new(), &State::new());
+        let by_name = plan(
+            &request,
+            Naming::Name,
+            &BTreeSet::new(),
+            &InstanceState::new(),
+        );
         assert_eq!(
             by_name.plan.added,
             [n("app"), n("kept"), n("net"), n("taken")].into()
@@ -205,7 +210,7 @@ mod tests {
         let old = vm("a", "AAAAAA", &[]);
         let mut new = old.clone();
         new.fingerprint = 2;
-        let mut state = State::new();
+        let mut state = InstanceState::new();
         state.made.insert(
             n("AAAAAA"),
             Made {

@@ -7,17 +7,19 @@ use std::time::Duration;
 use vm_catalog_protocol::ApplyOutcome;
 
 use super::config::InstanceConfig;
-use super::state::State;
-use crate::apply::outcome::{Notes, Outcome};
-use crate::apply::{ApplyReport, ApplyRequest, LeftOut, Service};
+use super::outcome::InstanceOutcome;
+use super::state::InstanceState;
+use crate::apply::outcome::{ApplyResult, Notes};
+use crate::apply::{ApplyReport, ApplyRequest, LeftOut};
 
 /// The report of an apply of `request` that ended with `result`.
 pub fn report(
     request: &ApplyRequest,
-    result: Outcome,
+    result: InstanceOutcome,
     left_out: Vec<LeftOut>,
-    state: &State,
+    state: &InstanceState,
     config: &InstanceConfig,
+    state_note: Option<&str>,
     took: Duration,
 ) -> ApplyReport {
     let active: BTreeSet<_> = request.vms.iter().map(|v| &v.name).collect();
@@ -25,7 +27,7 @@ pub fn report(
         .made
         .iter()
         .filter(|(_, m)| m.confirmed && active.contains(&m.vm))
-        .map(|(n, m)| (m.vm.clone(), Service::Instance(n.clone())))
+        .map(|(n, m)| (m.vm.clone(), n.clone().into()))
         .collect();
     let restart_pending: BTreeSet<_> = state
         .running
@@ -39,7 +41,9 @@ pub fn report(
         services: services.len(),
         pending: &restart_pending,
         left_out: &left_out,
+        state: state_note,
     };
+    let result = ApplyResult::new(result);
     let outcome = ApplyOutcome {
         status: result.status(),
         generation: request.generation,

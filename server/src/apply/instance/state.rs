@@ -41,7 +41,7 @@ pub struct Made {
 
 /// The state file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct State {
+pub struct InstanceState {
     /// The format version.
     pub version: u32,
     /// The instances the daemon made.
@@ -50,23 +50,29 @@ pub struct State {
     pub running: BTreeMap<InstanceName, Running>,
 }
 
-pub use crate::apply::state_file::{StateError, StateFile};
+use crate::apply::state_file::Records;
+pub use crate::apply::state_file::{Loaded, StateError, StateFile};
 
-impl StateFile for State {
+impl StateFile for InstanceState {
     const VERSION: u32 = VERSION;
     const WHAT: &'static str = "the s6-instance applier state";
 
-    fn version(&self) -> u32 {
-        self.version
+    /// One record per instance, in `made` and in `running`.
+    fn from_records(r: &mut Records<'_>) -> InstanceState {
+        InstanceState {
+            version: VERSION,
+            made: r.map("made"),
+            running: r.map("running"),
+        }
     }
 }
 
-impl State {
+impl InstanceState {
     /// An empty state.
-    pub fn new() -> State {
-        State {
+    pub fn new() -> InstanceState {
+        InstanceState {
             version: VERSION,
-            ..State::default()
+            ..InstanceState::default()
         }
     }
 }
@@ -82,9 +88,9 @@ mod tests {
     fn saves_and_loads_and_rejects_garbage() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("state.json");
-        assert_eq!(State::load(&path).unwrap(), None);
+        assert!(InstanceState::load(&path).unwrap().is_none());
         let fp = Hasher::new("t").finish();
-        let mut s = State::new();
+        let mut s = InstanceState::new();
         let name = InstanceName::new("AbC123").unwrap();
         s.made.insert(
             name.clone(),
@@ -102,10 +108,19 @@ mod tests {
             },
         );
         s.save(&path).unwrap();
-        assert_eq!(State::load(&path).unwrap(), Some(s));
+        assert_eq!(
+            InstanceState::load(&path).unwrap().map(|l| l.state),
+            Some(s)
+        );
         fs::write(&path, "{").unwrap();
-        assert!(matches!(State::load(&path), Err(StateError::Parse(..))));
+        assert!(matches!(
+            InstanceState::load(&path),
+            Err(StateError::Parse(..))
+        ));
         fs::write(&path, r#"{"version":2,"made":{},"running":{}}"#).unwrap();
-        assert!(matches!(State::load(&path), Err(StateError::Parse(..))));
+        assert!(matches!(
+            InstanceState::load(&path),
+            Err(StateError::Parse(..))
+        ));
     }
 }

@@ -15,11 +15,11 @@ use std::path::Path;
 
 use vm_catalog_protocol::VmName;
 
+use super::outcome::{InstanceAction, InstanceFailure, InstanceRun};
 use super::plan::{Planned, creation_order};
 use super::state::Made;
 use super::{InstanceApplier, InstanceName, Instances};
 use crate::apply::fingerprint::Fingerprint;
-use crate::apply::outcome::{InstanceAction, InstanceFailure, InstanceRun};
 use crate::apply::plan::Changes;
 use crate::apply::process::ToolError;
 use crate::apply::restart;
@@ -147,6 +147,7 @@ fn change<T: Instances>(
             m.vm = vm.name.clone();
             m.definition = def;
         }
+        a.write_mark(service, name, &vm.name, def);
         run.done.changed += 1;
     }
     let tools = &mut a.tools;
@@ -178,6 +179,7 @@ fn create<T: Instances>(
                 if let Some(m) = a.state.made.get_mut(&name) {
                     m.confirmed = true;
                 }
+                a.write_mark(service, &name, &vm.name, definition);
                 run.done.added += 1;
                 tracing::info!(instance = %name, vm = %vm.name, up = a.config.start, "instance created");
             }

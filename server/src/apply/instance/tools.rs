@@ -3,11 +3,13 @@
 //! s6 ≥ 2.11.2) through [`crate::apply::process`]: each in its own process
 //! group, with a deadline.
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use super::config::DEFAULT_TIMEOUT;
+use super::marker::{self, Mark};
 use super::name::InstanceName;
 use crate::apply::process::{self, MissingProgram, ToolError};
 use crate::apply::supervise;
@@ -45,6 +47,12 @@ pub trait Instances: Send {
 
     /// The pid of the instance's process if it is up.
     fn pid(&mut self, service: &Path, name: &InstanceName) -> Option<u32>;
+
+    /// Writes the daemon's marker into the instance `mark.instance`.
+    fn mark(&mut self, service: &Path, mark: &Mark) -> io::Result<()>;
+
+    /// The daemon's marker in the instance `name`, if it has one.
+    fn marked(&mut self, service: &Path, name: &InstanceName) -> Option<Mark>;
 }
 
 /// Runs the real `s6-instance-*` programs.
@@ -136,6 +144,14 @@ impl Instances for Commands {
             (Some("true"), Some(pid)) => pid.parse().ok(),
             _ => None,
         }
+    }
+
+    fn mark(&mut self, service: &Path, mark: &Mark) -> io::Result<()> {
+        marker::write(service, mark)
+    }
+
+    fn marked(&mut self, service: &Path, name: &InstanceName) -> Option<Mark> {
+        marker::read(service, name)
     }
 }
 

@@ -23,17 +23,92 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use vm_catalog_protocol::VmName;
 
 use super::cleanup;
 use super::live::LiveState;
+use super::outcome::Forced;
 use super::quiet;
-use super::state::{DbRecord, State};
-use super::tools::S6rc;
-use super::{Host, Memory};
-use crate::apply::outcome::Forced;
+use super::state::{DbRecord, S6rcState};
+use super::tools::{S6rc, ToolError};
+use super::{Memory, System};
+
+/// Why the live directory cannot be adopted (the message says what to do).
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptError {
+    /// The live directory is there but unusable.
+    #[error("{0}")]
+    Broken(String),
+    /// `LIVE` is lost and several live directories next to it could be it.
+    #[error(
+        "it is missing or dangling, and {} live directories next to it have a usable database \
+         ({}): point it at the one its supervisors use (ln -sfn DIR {})",
+        .candidates.len(),
+        list(.candidates),
+        .live.display()
+    )]
+    Ambiguous {
+        /// The live directory link.
+        live: PathBuf,
+        /// The live directories with a usable database.
+        candidates: Vec<PathBuf>,
+    },
+    /// `LIVE` could not be pointed back at its directory.
+    #[error("cannot point it at {}: {error}", .target.display())]
+    Relink {
+        /// The directory.
+        target: PathBuf,
+        /// Why.
+        error: io::Error,
+    },
+    /// Its prefix cannot be read.
+    #[error("cannot read its prefix: {0}")]
+    PrefixUnreadable(io::Error),
+    /// It was made with another prefix.
+    #[error(
+        "it was created with prefix {recorded:?} but the configuration says {configured:?}, and \
+         s6-rc-update cannot change a prefix: configure {recorded:?}, or stop its services and \
+         remove it (a reboot does)"
+    )]
+    PrefixDiffers {
+        /// Its prefix.
+        recorded: String,
+        /// The configured one.
+        configured: String,
+    },
+    /// The live database is gone and its source with it.
+    #[error(
+        "its compiled database {} is gone and its source is not in {}: every s6-rc command on \
+         it fails until the database is restored",
+        .db.display(),
+        .store.display()
+    )]
+    SourceGone {
+        /// The database.
+        db: PathBuf,
+        /// The state directory.
+        store: PathBuf,
+    },
+    /// The live database is gone and compiling it again failed.
+    #[error("its compiled database {} is gone: {error}", .db.display())]
+    Recompile {
+        /// The database.
+        db: PathBuf,
+        /// Why.
+        error: ToolError,
+    },
+    /// Its services cannot be listed.
+    #[error("cannot list its services: {0}")]
+    Services(ToolError),
+}
+
+fn list(dirs: &[PathBuf]) -> String {
+    let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    shown.join(", ")
+}
 
 /// s6-rc's own longruns in every compiled database.
 pub const INTERNAL_SERVICES: [&str; 2] = ["s6rc-oneshot-runner", "s6rc-fdholder"];
@@ -42,22 +117,22 @@ pub const INTERNAL_SERVICES: [&str; 2] = ["s6rc-oneshot-runner", "s6rc-fdholder"
 /// safe after waiting `bound`. `Err` is what is wrong with the live
 /// directory. `before` says what waits, for the log.
 pub(super) fn adopt<T: S6rc>(
-    host: &mut Host<T>,
+    sys: &mut System<T>,
     memory: &mut Memory,
     prefix: &str,
     bound: std::time::Duration,
     before: &str,
-) -> Result<(), String> {
-    let root = host.store.root().to_owned();
-    match quiet::wait(&mut host.tools, &host.live, &root, bound, before) {
+) -> Result<(), AdoptError> {
+    let root = sys.store.root().to_owned();
+    match quiet::wait(&mut sys.tools, &sys.live, &root, bound, before) {
         Ok(lock) => {
-            let adopted = adopt_quiet(host, memory, prefix);
+            let adopted = adopt_quiet(sys, memory, prefix);
             drop(lock);
             memory.unsettled = None;
             adopted
         }
         Err(busy) => {
-            let adopted = adopt_busy(host, memory, prefix);
+            let adopted = adopt_busy(sys, memory, prefix);
             memory.unsettled = Some(busy);
             adopted
         }
@@ -67,33 +142,35 @@ pub(super) fn adopt<T: S6rc>(
 /// Adopts while holding the live lock (or with no live directory), and
 /// cleans up.
 fn adopt_quiet<T: S6rc>(
-    host: &mut Host<T>,
+    sys: &mut System<T>,
     memory: &mut Memory,
     prefix: &str,
-) -> Result<(), String> {
-    let db = match host.live.state() {
+) -> Result<(), AdoptError> {
+    let db = match sys.live.state() {
         LiveState::Present(db) => db,
-        LiveState::Absent if host.live.siblings().is_empty() => {
+        LiveState::Absent if sys.live.siblings().is_empty() => {
             // Nothing is live (a fresh boot): the first apply inits.
             if memory.state.live.is_some() || memory.state.next.is_some() {
                 tracing::info!("no live directory: forgetting the previous boot's database");
             }
-            memory.state = State::new();
-            memory.save(&host.store);
-            cleanup::collect_garbage_locked(&host.live, &host.store);
+            memory.state = S6rcState::new();
+            memory.save(&sys.store);
+            cleanup::collect_garbage_locked(&sys.live, &sys.store);
             return Ok(());
         }
-        LiveState::Broken(why) if !live_is_lost(host.live.path()) => return Err(why),
-        LiveState::Absent | LiveState::Broken(_) => relink_lost_live(host, memory)?,
+        LiveState::Broken(why) if !live_is_lost(sys.live.path()) => {
+            return Err(AdoptError::Broken(why));
+        }
+        LiveState::Absent | LiveState::Broken(_) => relink_lost_live(sys, memory)?,
     };
-    check_prefix(host, prefix)?;
+    check_prefix(sys, prefix)?;
     if !db.is_dir() {
-        recompile_live(host, &db)?;
+        recompile_live(sys, &db)?;
     }
-    reconcile(host, memory, &db, true)?;
-    cleanup::collect_garbage_locked(&host.live, &host.store);
-    cleanup::sweep_supervisors(&mut host.tools, &host.live);
-    cleanup::remove_stale_live_dirs(&mut host.tools, &host.live);
+    reconcile(sys, memory, &db, true)?;
+    cleanup::collect_garbage_locked(&sys.live, &sys.store);
+    cleanup::sweep_supervisors(&mut sys.tools, &sys.live);
+    cleanup::remove_stale_live_dirs(&mut sys.tools, &sys.live);
     Ok(())
 }
 
@@ -101,14 +178,14 @@ fn adopt_quiet<T: S6rc>(
 /// nothing is moved, compiled or deleted, and the database an update may
 /// still switch to stays recorded.
 fn adopt_busy<T: S6rc>(
-    host: &mut Host<T>,
+    sys: &mut System<T>,
     memory: &mut Memory,
     prefix: &str,
-) -> Result<(), String> {
-    if let LiveState::Present(db) = host.live.state() {
-        check_prefix(host, prefix)?;
+) -> Result<(), AdoptError> {
+    if let LiveState::Present(db) = sys.live.state() {
+        check_prefix(sys, prefix)?;
         if db.is_dir() {
-            reconcile(host, memory, &db, false)?;
+            reconcile(sys, memory, &db, false)?;
         }
     }
     Ok(())
@@ -123,8 +200,8 @@ fn live_is_lost(p: &Path) -> bool {
 
 /// Points `LIVE` at the one `LIVE:s6-rc-*` directory with a usable
 /// database.
-fn relink_lost_live<T: S6rc>(host: &Host<T>, memory: &Memory) -> Result<PathBuf, String> {
-    let usable: Vec<(PathBuf, PathBuf)> = host
+fn relink_lost_live<T: S6rc>(sys: &System<T>, memory: &Memory) -> Result<PathBuf, AdoptError> {
+    let usable: Vec<(PathBuf, PathBuf)> = sys
         .live
         .siblings()
         .into_iter()
@@ -148,65 +225,58 @@ fn relink_lost_live<T: S6rc>(host: &Host<T>, memory: &Memory) -> Result<PathBuf,
         {
             [one] => (*one).clone(),
             _ => {
-                let list: Vec<String> = usable
-                    .iter()
-                    .map(|(d, _)| d.display().to_string())
-                    .collect();
-                return Err(format!(
-                    "it is missing or dangling, and {} live directories next to it have a \
-                     usable database ({}): point it at the one its supervisors use \
-                     (ln -sfn DIR {})",
-                    usable.len(),
-                    list.join(", "),
-                    host.live.path().display()
-                ));
+                return Err(AdoptError::Ambiguous {
+                    live: sys.live.path().to_owned(),
+                    candidates: usable.iter().map(|(d, _)| d.clone()).collect(),
+                });
             }
         },
     };
-    host.live
+    sys.live
         .relink(&chosen.0)
-        .map_err(|e| format!("cannot point it at {}: {e}", chosen.0.display()))?;
+        .map_err(|error| AdoptError::Relink {
+            target: chosen.0.clone(),
+            error,
+        })?;
     tracing::warn!(
-        live = %host.live.path().display(),
+        live = %sys.live.path().display(),
         target = %chosen.0.display(),
         "the live directory link was lost: pointed it back at the only usable live directory"
     );
     Ok(chosen.1)
 }
 
-fn check_prefix<T: S6rc>(host: &Host<T>, prefix: &str) -> Result<(), String> {
-    let recorded = host
+fn check_prefix<T: S6rc>(sys: &System<T>, prefix: &str) -> Result<(), AdoptError> {
+    let recorded = sys
         .live
         .recorded_prefix()
-        .map_err(|e| format!("cannot read its prefix: {e}"))?;
+        .map_err(AdoptError::PrefixUnreadable)?;
     if recorded != prefix {
-        return Err(format!(
-            "it was created with prefix {recorded:?} but the configuration says {prefix:?}, and \
-             s6-rc-update cannot change a prefix: configure {recorded:?}, or stop its \
-             services and remove it (a reboot does)"
-        ));
+        return Err(AdoptError::PrefixDiffers {
+            recorded,
+            configured: prefix.to_owned(),
+        });
     }
     Ok(())
 }
 
 /// The live database was deleted: compile its source again to the same
 /// path (compilation is deterministic).
-fn recompile_live<T: S6rc>(host: &mut Host<T>, db: &Path) -> Result<(), String> {
-    let source = host
+fn recompile_live<T: S6rc>(sys: &mut System<T>, db: &Path) -> Result<(), AdoptError> {
+    let source = sys
         .store
         .source_of(db)
         .filter(|s| s.is_dir())
-        .ok_or_else(|| {
-            format!(
-                "its compiled database {} is gone and its source is not in {}: every s6-rc \
-                 command on it fails until the database is restored",
-                db.display(),
-                host.store.root().display()
-            )
+        .ok_or_else(|| AdoptError::SourceGone {
+            db: db.to_owned(),
+            store: sys.store.root().to_owned(),
         })?;
-    host.tools
+    sys.tools
         .compile(db, &source)
-        .map_err(|e| format!("its compiled database {} is gone: {e}", db.display()))?;
+        .map_err(|error| AdoptError::Recompile {
+            db: db.to_owned(),
+            error,
+        })?;
     tracing::warn!(db = %db.display(), "the live database was deleted: compiled it again from its source");
     Ok(())
 }
@@ -215,11 +285,11 @@ fn recompile_live<T: S6rc>(host: &mut Host<T>, db: &Path) -> Result<(), String> 
 /// switch elsewhere, so the record of one is dropped, and missing links
 /// mean something.
 fn reconcile<T: S6rc>(
-    host: &mut Host<T>,
+    sys: &mut System<T>,
     memory: &mut Memory,
     db: &Path,
     settled: bool,
-) -> Result<(), String> {
+) -> Result<(), AdoptError> {
     let state = &mut memory.state;
     let is = |r: &Option<DbRecord>| r.as_ref().is_some_and(|r| r.database == db);
     if is(&state.live) {
@@ -229,10 +299,10 @@ fn reconcile<T: S6rc>(
         state.live = state.next.take();
         state.running.clear();
     } else {
-        let names = host
+        let names = sys
             .tools
-            .longruns(host.live.path())
-            .map_err(|e| format!("cannot list its services: {e}"))?;
+            .longruns(sys.live.path())
+            .map_err(AdoptError::Services)?;
         let services: BTreeMap<VmName, _> = names
             .iter()
             .filter_map(|n| n.parse::<VmName>().ok())
@@ -243,7 +313,7 @@ fn reconcile<T: S6rc>(
             services = services.len(),
             "the live database is not the one the state file records: adopted it as it is"
         );
-        let source = host.store.source_of(db).filter(|s| s.is_dir());
+        let source = sys.store.source_of(db).filter(|s| s.is_dir());
         state.live = Some(DbRecord {
             database: db.to_owned(),
             source,
@@ -256,21 +326,21 @@ fn reconcile<T: S6rc>(
         state.next = None;
         let mut names: Vec<&str> = INTERNAL_SERVICES.to_vec();
         names.extend(state.live_services().map(VmName::as_str));
-        let missing = host.live.missing_links(names);
+        let missing = sys.live.missing_links(names);
         if !missing.is_empty() {
             let forced = Forced::LinksMissing(missing);
             tracing::warn!("{forced}");
             memory.force = Some(forced);
         }
     }
-    memory.save(&host.store);
+    memory.save(&sys.store);
     Ok(())
 }
 
 /// The state for a live database `db` the applier did not expect: `record`
 /// if that is it, else what s6-rc-db lists.
 pub(super) fn adopt_unknown<T: S6rc>(
-    host: &mut Host<T>,
+    sys: &mut System<T>,
     memory: &mut Memory,
     db: &Path,
     record: DbRecord,
@@ -279,7 +349,7 @@ pub(super) fn adopt_unknown<T: S6rc>(
     if record.database == db {
         state.live = Some(record);
     } else {
-        let services = match host.tools.longruns(host.live.path()) {
+        let services = match sys.tools.longruns(sys.live.path()) {
             Ok(names) => names
                 .iter()
                 .filter_map(|n| n.parse().ok())
@@ -287,7 +357,7 @@ pub(super) fn adopt_unknown<T: S6rc>(
                 .collect(),
             Err(_) => BTreeMap::new(),
         };
-        let source = host.store.source_of(db).filter(|s| s.is_dir());
+        let source = sys.store.source_of(db).filter(|s| s.is_dir());
         state.live = Some(DbRecord {
             database: db.to_owned(),
             source,
@@ -301,9 +371,9 @@ pub(super) fn adopt_unknown<T: S6rc>(
 
 /// Whatever `LIVE/compiled` points to now becomes the recorded live
 /// database.
-pub(super) fn adopt_current<T: S6rc>(host: &mut Host<T>, memory: &mut Memory) {
+pub(super) fn adopt_current<T: S6rc>(sys: &mut System<T>, memory: &mut Memory) {
     let state = &mut memory.state;
-    let Some(db) = host.live.compiled() else {
+    let Some(db) = sys.live.compiled() else {
         state.live = None;
         state.next = None;
         return;
@@ -324,7 +394,7 @@ pub(super) fn adopt_current<T: S6rc>(host: &mut Host<T>, memory: &mut Memory) {
                 tree: None,
                 services: BTreeMap::new(),
             };
-            adopt_unknown(host, memory, &db, placeholder);
+            adopt_unknown(sys, memory, &db, placeholder);
         }
     }
 }

@@ -6,15 +6,17 @@
 //!   from the service template ([`template`]), fingerprinted, compared with
 //!   the live record: added, removed, changed, kept. When the tree is the
 //!   live one, nothing else happens but the restart-pending bookkeeping
-//!   ([`crate::apply::restart`]): [`Outcome::Unchanged`].
+//!   ([`crate::apply::restart`]): [`S6rcOutcome::Unchanged`].
 //! - **switch** (`switch.rs`): the tree written under the state directory
 //!   ([`store`], [`source`]), compiled into a fresh versioned database and
 //!   switched in — the first time with `s6-rc-init`, then with
-//!   `s6-rc-update` — through the [`tools::S6rc`] trait; `LIVE/compiled`
-//!   and the scan-directory links say what happened ([`live`]).
+//!   `s6-rc-update` (`update.rs`) — through the [`tools::S6rc`] trait;
+//!   `LIVE/compiled` and the scan-directory links say what happened
+//!   ([`live`]). Building a database and recording it as live are
+//!   `commit.rs`, shared with the repair.
 //! - **verify or repair** (`repair.rs`): a failure after the switch is
 //!   repaired at once, or rolled back.
-//! - **report** (`report.rs`): the typed [`Outcome`] and what is live become
+//! - **report** (`report.rs`): the typed [`S6rcOutcome`] and what is live become
 //!   the [`ApplyReport`].
 //! - **tidy** ([`Applier::tidy`], after the reply): the sources and service
 //!   directories that are no longer live go; the old databases were moved
@@ -33,8 +35,10 @@
 mod adopt;
 mod cleanup;
 pub mod commands;
+mod commit;
 pub mod config;
 pub mod live;
+pub mod outcome;
 pub mod plan;
 mod procs;
 mod quiet;
@@ -47,6 +51,7 @@ pub mod store;
 mod switch;
 pub mod template;
 pub mod tools;
+mod update;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -56,17 +61,18 @@ use std::time::{Duration, Instant};
 use vm_catalog_protocol::VmName;
 
 pub use crate::apply::process::MissingProgram;
+pub use adopt::AdoptError;
 pub use commands::Commands;
 pub use config::{ConfigError, S6rcConfig};
 pub use template::TemplateError;
 
-use super::outcome::{Cause, Forced, Outcome};
 use super::restart;
 use super::{Applier, ApplyReport, ApplyRequest, LeftOut};
 use live::Live;
+use outcome::{Cause, Forced, S6rcOutcome};
 use plan::Planned;
 use render::Renderer;
-use state::{DbRecord, State, StateFile};
+use state::{S6rcState, StateFile};
 use store::Store;
 use template::Template;
 use tools::S6rc;
@@ -120,23 +126,23 @@ pub enum OpenError {
         /// The live directory.
         live: PathBuf,
         /// What is wrong and what to do.
-        reason: String,
+        reason: AdoptError,
     },
 }
 
 /// What the stages act on: the s6-rc tools, the live directory and the
 /// state directory.
 #[derive(Debug)]
-pub(crate) struct Host<T> {
+pub(crate) struct System<T> {
     tools: T,
     live: Live,
     store: Store,
 }
 
-impl<T: S6rc> Host<T> {
+impl<T: S6rc> System<T> {
     /// Reads a VM's pid from its supervisor.
     fn pid_of(&mut self) -> impl FnMut(&VmName) -> Option<u32> + '_ {
-        let Host { tools, live, .. } = self;
+        let System { tools, live, .. } = self;
         move |n: &VmName| tools.pid(live.path(), n.as_str())
     }
 }
@@ -145,16 +151,18 @@ impl<T: S6rc> Host<T> {
 #[derive(Debug)]
 pub(crate) struct Memory {
     /// What is live, also in `state.json`.
-    state: State,
+    state: S6rcState,
     /// Why the next apply must switch even if the tree is unchanged.
     force: Option<Forced>,
     /// Set while s6-rc programs the applier did not start may still work on
     /// the live directory (they outlasted the wait at start-up): nothing is
     /// cleaned up and no apply runs until they are gone.
-    unsettled: Option<super::outcome::Busy>,
+    unsettled: Option<outcome::Busy>,
     /// An apply left sources that are no longer live: the next tidy
     /// collects them.
     untidy: bool,
+    /// Where the last apply (and tidy) spent its time.
+    timings: Timings,
 }
 
 impl Memory {
@@ -181,26 +189,16 @@ impl From<&Planned> for Shown {
 }
 
 /// A stage's result: the outcome and what the report shows with it.
-pub(crate) type Step = (Outcome, Shown);
+pub(crate) type Step = (S6rcOutcome, Shown);
 
-/// What one apply's stages work with, borrowed from the applier.
-pub(crate) struct Ctx<'a, T> {
-    host: &'a mut Host<T>,
-    memory: &'a mut Memory,
-    config: &'a S6rcConfig,
+/// The set one apply wants live: what a repair renders again.
+pub(crate) struct Wanted<'a> {
+    /// The catalog generation (names the new database's slot).
+    generation: u64,
+    /// The active VMs.
+    vms: &'a [crate::apply::ActiveVm],
+    /// How they are rendered.
     renderer: &'a Renderer,
-    request: &'a ApplyRequest,
-    timings: &'a mut Timings,
-}
-
-impl<T: S6rc> Ctx<'_, T> {
-    fn adopt_unknown(&mut self, db: &Path, record: DbRecord) {
-        adopt::adopt_unknown(self.host, self.memory, db, record);
-    }
-
-    fn adopt_current(&mut self) {
-        adopt::adopt_current(self.host, self.memory);
-    }
 }
 
 /// Applies the catalog as one s6-rc database of VM services.
@@ -211,9 +209,11 @@ impl<T: S6rc> Ctx<'_, T> {
 pub struct S6rcApplier<T: S6rc = Commands> {
     config: S6rcConfig,
     renderer: Renderer,
-    host: Host<T>,
+    sys: System<T>,
     memory: Memory,
-    timings: Timings,
+    /// What was wrong with `state.json` at the start: said in the first
+    /// report.
+    note: Option<String>,
 }
 
 impl S6rcApplier<Commands> {
@@ -242,23 +242,35 @@ impl<T: S6rc> S6rcApplier<T> {
         let renderer = Renderer::new(template, &config.prefix, start, config.max_services);
         let store = Store::open(&config.state_dir)
             .map_err(|e| OpenError::StateDir(config.state_dir.clone(), e))?;
-        let state = match State::load(&store.state_file()) {
-            Ok(s) => s.unwrap_or_else(State::new),
+        let (state, note) = match S6rcState::load(&store.state_file()) {
+            Ok(None) => (S6rcState::new(), None),
+            Ok(Some(l)) if l.skipped.is_empty() => (l.state, None),
+            Ok(Some(l)) => {
+                let note = format!(
+                    "unreadable records of state.json skipped: {}",
+                    l.skipped.join(", ")
+                );
+                (l.state, Some(note))
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "ignoring the state file; what is live is read again");
-                State::new()
+                (
+                    S6rcState::new(),
+                    Some(format!("{e}; what is live was read again")),
+                )
             }
         };
         let live = Live::new(&config.live_dir, &config.scandir, &config.prefix);
-        let mut host = Host { tools, live, store };
+        let mut sys = System { tools, live, store };
         let mut memory = Memory {
             state,
             force: None,
             unsettled: None,
             untidy: false,
+            timings: Timings::default(),
         };
         adopt::adopt(
-            &mut host,
+            &mut sys,
             &mut memory,
             &config.prefix,
             config.timeout,
@@ -271,9 +283,9 @@ impl<T: S6rc> S6rcApplier<T> {
         Ok(S6rcApplier {
             config,
             renderer,
-            host,
+            sys,
             memory,
-            timings: Timings::default(),
+            note,
         })
     }
 
@@ -284,21 +296,21 @@ impl<T: S6rc> S6rcApplier<T> {
 
     /// Where the last apply spent its time.
     pub fn last_timings(&self) -> Timings {
-        self.timings
+        self.memory.timings
     }
 
     /// The live compiled database, as `LIVE/compiled` says.
     pub fn live_database(&self) -> Option<PathBuf> {
-        self.host.live.compiled()
+        self.sys.live.compiled()
     }
 
     /// The state directory (canonical).
     pub fn state_dir(&self) -> &Path {
-        self.host.store.root()
+        self.sys.store.root()
     }
 
     /// What the applier remembers (as in `state.json`).
-    pub fn state(&self) -> &State {
+    pub fn state(&self) -> &S6rcState {
         &self.memory.state
     }
 
@@ -306,7 +318,7 @@ impl<T: S6rc> S6rcApplier<T> {
     /// background): for tests and benchmarks that look at the state
     /// directory, or time something else.
     pub fn settle(&self) {
-        self.host.store.settle();
+        self.sys.store.settle();
     }
 
     /// The stages, in order.
@@ -316,7 +328,7 @@ impl<T: S6rc> S6rcApplier<T> {
             // wait ran out: look again (once: the rescan is not held up),
             // and adopt and clean up if they are gone.
             let adopted = adopt::adopt(
-                &mut self.host,
+                &mut self.sys,
                 &mut self.memory,
                 &self.config.prefix,
                 Duration::ZERO,
@@ -324,21 +336,24 @@ impl<T: S6rc> S6rcApplier<T> {
             );
             if let Some(busy) = &self.memory.unsettled {
                 return (
-                    Outcome::FailedBeforeSwitch(Cause::Busy(busy.clone())),
+                    S6rcOutcome::FailedBeforeSwitch(Cause::Busy(busy.clone())),
                     Shown::default(),
                 );
             }
             if let Err(why) = adopted {
-                let live = self.host.live.path().to_owned();
+                let live = self.sys.live.path().to_owned();
                 return (
-                    Outcome::FailedBeforeSwitch(Cause::LiveBroken { live, why }),
+                    S6rcOutcome::FailedBeforeSwitch(Cause::LiveBroken {
+                        live,
+                        why: why.to_string(),
+                    }),
                     Shown::default(),
                 );
             }
         }
         self.follow_live();
         let t = Instant::now();
-        let live = &self.host.live;
+        let live = &self.sys.live;
         let planned = plan::plan(
             &self.renderer,
             request,
@@ -346,33 +361,31 @@ impl<T: S6rc> S6rcApplier<T> {
             live.compiled().as_deref(),
             &mut |n| live.conflict(n),
         );
-        self.timings.render = t.elapsed();
+        self.memory.timings.render = t.elapsed();
         let planned = match planned {
             Ok(p) => p,
             Err(refusal) => {
                 let shown = Shown {
                     services: match refusal {
-                        super::outcome::Refusal::TooManyServices { count, .. } => count,
+                        outcome::Refusal::TooManyServices { count, .. } => count,
                     },
                     left_out: Vec::new(),
                 };
-                return (Outcome::Invalid(refusal), shown);
+                return (S6rcOutcome::Invalid(refusal), shown);
             }
         };
-        let mut ctx = Ctx {
-            host: &mut self.host,
-            memory: &mut self.memory,
-            config: &self.config,
-            renderer: &self.renderer,
-            request,
-            timings: &mut self.timings,
-        };
-        if planned.live && ctx.memory.force.is_none() {
-            if let Some(step) = unchanged(&mut ctx, &planned) {
+        let (sys, memory) = (&mut self.sys, &mut self.memory);
+        if planned.live && memory.force.is_none() {
+            if let Some(step) = unchanged(sys, memory, self.config.restart_changed, &planned) {
                 return step;
             }
         }
-        switch::switch(&mut ctx, request.generation, &planned)
+        let wanted = Wanted {
+            generation: request.generation,
+            vms: &request.vms,
+            renderer: &self.renderer,
+        };
+        switch::switch(sys, memory, &self.config, &wanted, &planned)
     }
 
     /// Someone switched the live directory behind the applier's back (an
@@ -380,15 +393,15 @@ impl<T: S6rc> S6rcApplier<T> {
     /// `LIVE/compiled` says as live.
     fn follow_live(&mut self) {
         let recorded = self.memory.state.live.as_ref().map(|r| r.database.clone());
-        let compiled = self.host.live.compiled();
+        let compiled = self.sys.live.compiled();
         if compiled.is_some() && compiled != recorded {
             tracing::warn!(
                 compiled = ?compiled,
                 recorded = ?recorded,
                 "the live database changed behind the applier's back: adopting it"
             );
-            adopt::adopt_current(&mut self.host, &mut self.memory);
-            self.memory.save(&self.host.store);
+            adopt::adopt_current(&mut self.sys, &mut self.memory);
+            self.memory.save(&self.sys.store);
         }
     }
 }
@@ -397,19 +410,24 @@ impl<T: S6rc> S6rcApplier<T> {
 /// fingerprint changed or that were pending — unless `restart_changed` is
 /// set and such a VM runs: then `None`, and the caller updates to the same
 /// tree with a conversion file that restarts it.
-fn unchanged<T: S6rc>(ctx: &mut Ctx<'_, T>, planned: &Planned) -> Option<Step> {
+fn unchanged<T: S6rc>(
+    sys: &mut System<T>,
+    memory: &mut Memory,
+    restart_changed: bool,
+    planned: &Planned,
+) -> Option<Step> {
     let new = planned.rendered.tree.definitions();
-    let state = &mut ctx.memory.state;
+    let state = &mut memory.state;
     let rec = state.live.as_mut()?;
     let names: Vec<&VmName> = new
         .iter()
         .filter(|(n, d)| rec.services.get(*n) != Some(&Some(**d)) || state.running.contains_key(*n))
         .map(|(n, _)| n)
         .collect();
-    let mut pid_of = ctx.host.pid_of();
+    let mut pid_of = sys.pid_of();
     let probes = restart::probes(names, &rec.services, &state.running, &new, &mut pid_of);
     drop(pid_of);
-    if ctx.config.restart_changed && !probes.is_empty() {
+    if restart_changed && !probes.is_empty() {
         return None;
     }
     let running: BTreeMap<_, _> = probes
@@ -426,9 +444,9 @@ fn unchanged<T: S6rc>(ctx: &mut Ctx<'_, T>, planned: &Planned) -> Option<Step> {
     if rec.services != services || state.running != running {
         rec.services = services;
         state.running = running;
-        ctx.memory.save(&ctx.host.store);
+        memory.save(&sys.store);
     }
-    Some((Outcome::Unchanged, planned.into()))
+    Some((S6rcOutcome::Unchanged, planned.into()))
 }
 
 impl<T: S6rc> Applier for S6rcApplier<T> {
@@ -438,16 +456,17 @@ impl<T: S6rc> Applier for S6rcApplier<T> {
 
     fn apply(&mut self, request: &ApplyRequest) -> ApplyReport {
         let t0 = Instant::now();
-        self.timings = Timings::default();
+        self.memory.timings = Timings::default();
         let (outcome, shown) = self.stages(request);
-        self.timings.total = t0.elapsed();
-        let database = self.host.live.compiled();
+        self.memory.timings.total = t0.elapsed();
+        let database = self.sys.live.compiled();
         report::report(
             request,
             outcome,
             shown,
             &self.memory.state,
             database.as_deref(),
+            self.note.take().as_deref(),
             t0.elapsed(),
         )
     }
@@ -462,8 +481,8 @@ impl<T: S6rc> Applier for S6rcApplier<T> {
         }
         let t = Instant::now();
         let next = memory.state.next.as_ref().map(|r| r.database.as_path());
-        cleanup::discard_old_sources(&self.host.live, &self.host.store, next);
+        cleanup::discard_old_sources(&self.sys.live, &self.sys.store, next);
         memory.untidy = false;
-        self.timings.tidy = t.elapsed();
+        memory.timings.tidy = t.elapsed();
     }
 }

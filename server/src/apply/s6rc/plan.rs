@@ -1,6 +1,6 @@
 //! The plan stage of the s6-rc applier: the request rendered into a source
 //! tree in memory, fingerprinted, and compared with the record of what is
-//! live ([`Plan`]). Nothing is written; the only look at the host is the
+//! live ([`Delta`]). Nothing is written; the only look at the host is the
 //! scan-directory check each name gets (`conflict`).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -8,11 +8,11 @@ use std::path::Path;
 
 use vm_catalog_protocol::VmName;
 
+use super::outcome::Refusal;
 use super::render::{RenderError, Rendered, Renderer};
-use super::state::State;
+use super::state::S6rcState;
 use crate::apply::ApplyRequest;
-use crate::apply::outcome::Refusal;
-use crate::apply::plan::Plan;
+use crate::apply::plan::Delta;
 
 /// A rendered request and what it changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +20,7 @@ pub struct Planned {
     /// The tree, and the VMs left out of it.
     pub rendered: Rendered,
     /// Against the live record.
-    pub plan: Plan,
+    pub plan: Delta,
     /// The tree is the live one: same fingerprint, and `LIVE/compiled` is
     /// the database recorded for it.
     pub live: bool,
@@ -32,7 +32,7 @@ pub struct Planned {
 pub fn plan(
     renderer: &Renderer,
     request: &ApplyRequest,
-    state: &State,
+    state: &S6rcState,
     compiled: Option<&Path>,
     conflict: &mut dyn FnMut(&VmName) -> Option<String>,
 ) -> Result<Planned, Refusal> {
@@ -47,7 +47,7 @@ pub fn plan(
     let rendered = renderer.render(&request.vms, &mut check).map_err(refusal)?;
     let empty = BTreeMap::new();
     let live_defs = state.live.as_ref().map_or(&empty, |r| &r.services);
-    let plan = Plan::between(live_defs, &rendered.tree.definitions());
+    let plan = Delta::between(live_defs, &rendered.tree.definitions());
     let live = state.live.as_ref().is_some_and(|rec| {
         rec.tree == Some(rendered.tree.fingerprint) && compiled == Some(rec.database.as_path())
     });

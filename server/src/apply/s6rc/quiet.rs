@@ -12,8 +12,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::live::{Live, LiveLock, Lock};
+use super::outcome::Busy;
 use super::tools::S6rc;
-use crate::apply::outcome::Busy;
 
 /// How often the process table and the lock are looked at while waiting.
 const POLL: Duration = Duration::from_millis(50);

@@ -13,36 +13,47 @@
 use std::time::Instant;
 
 use super::cleanup;
+use super::commit::{
+    build, commit, commit_with_probes, delta_between, record_of, save_and_discard,
+};
+use super::outcome::{Cause, Forced, How, Recovery, S6rcOutcome, Switch};
 use super::plan::refusal;
 use super::state::DbRecord;
-use super::switch::{Switched, build, cleanup as save_and_collect, commit, commit_with_probes};
-use super::switch::{plan_between, record_of, run_update};
 use super::tools::S6rc;
-use super::{Ctx, Shown, Step};
-use crate::apply::outcome::{Cause, Forced, How, Outcome, Recovery, Switch};
+use super::update::{Switched, run_update};
+use super::{Memory, Shown, Step, System, Wanted, adopt};
 use crate::apply::restart::{self, Probe};
 
-/// Repairs `failure` after the switch from `old`: update again to a freshly
-/// validated tree; failing that, roll back to `old`.
+/// A switch that broke things: from what, and how.
+pub(super) struct Damage<'a> {
+    /// The database that was live before the switch.
+    pub old: &'a DbRecord,
+    /// The running VMs whose definition the switch changes.
+    pub probes: &'a [Probe],
+    /// What broke.
+    pub failure: Cause,
+    /// What the report shows if the repair fails.
+    pub shown: Shown,
+}
+
+/// Repairs `damage`: update again to a freshly validated tree of `wanted`;
+/// failing that, roll back to the old database.
 pub(super) fn repair<T: S6rc>(
-    ctx: &mut Ctx<'_, T>,
-    generation: u64,
-    old: &DbRecord,
-    probes: &[Probe],
-    failure: Cause,
-    shown: Shown,
+    sys: &mut System<T>,
+    memory: &mut Memory,
+    wanted: &Wanted<'_>,
+    damage: Damage<'_>,
 ) -> Step {
     let t = Instant::now();
-    tracing::error!("{failure}; repairing");
-    let step = again(ctx, generation, old, probes, &failure);
-    let step = match step {
+    tracing::error!("{}; repairing", damage.failure);
+    let step = match again(sys, memory, wanted, &damage) {
         Ok(step) => step,
-        Err(repair) => rollback(ctx, old, failure, repair, shown),
+        Err(repair) => rollback(sys, memory, damage, repair),
     };
-    if ctx.host.live.compiled().is_some() {
-        cleanup::sweep_supervisors(&mut ctx.host.tools, &ctx.host.live);
+    if sys.live.compiled().is_some() {
+        cleanup::sweep_supervisors(&mut sys.tools, &sys.live);
     }
-    ctx.timings.repair = t.elapsed();
+    memory.timings.repair = t.elapsed();
     step
 }
 
@@ -50,26 +61,26 @@ pub(super) fn repair<T: S6rc>(
 /// directory (the failed update removed this live set's links: whatever
 /// holds one of its names now is someone else's).
 fn again<T: S6rc>(
-    ctx: &mut Ctx<'_, T>,
-    generation: u64,
-    old: &DbRecord,
-    probes: &[Probe],
-    failure: &Cause,
+    sys: &mut System<T>,
+    memory: &mut Memory,
+    wanted: &Wanted<'_>,
+    damage: &Damage<'_>,
 ) -> Result<Step, Cause> {
-    let live = &ctx.host.live;
-    let fresh = ctx
+    let live = &sys.live;
+    let fresh = wanted
         .renderer
-        .render(&ctx.request.vms, &mut |n| live.conflict(n))
+        .render(wanted.vms, &mut |n| live.conflict(n))
         .map_err(|e| Cause::Refused(refusal(e)))?;
-    let slot = build(ctx, generation, &fresh.tree)?;
+    let slot = build(sys, &mut memory.timings, wanted.generation, &fresh.tree)?;
     let record = record_of(&slot, &fresh.tree);
-    ctx.memory.state.next = Some(record.clone());
-    ctx.memory.save(&ctx.host.store);
-    let current = ctx.host.live.compiled().unwrap_or_default();
-    match run_update(ctx, &record, None, &current) {
+    memory.state.next = Some(record.clone());
+    memory.save(&sys.store);
+    let current = sys.live.compiled().unwrap_or_default();
+    match run_update(sys, &record, None, &current) {
         Switched::Clean(warning) => {
-            let changes = plan_between(old, &record).changes();
-            let (restarted, not_running) = commit_with_probes(ctx, record.clone(), probes);
+            let changes = delta_between(damage.old, &record).changes();
+            let (restarted, not_running) =
+                commit_with_probes(sys, memory, record.clone(), damage.probes);
             let repair = Switch {
                 how: How::Update,
                 target: record.database,
@@ -84,43 +95,47 @@ fn again<T: S6rc>(
                 services: fresh.tree.services.len(),
                 left_out: fresh.left_out,
             };
-            let failure = failure.clone();
-            Ok((Outcome::Repaired { failure, repair }, shown))
+            let failure = damage.failure.clone();
+            Ok((S6rcOutcome::Repaired { failure, repair }, shown))
         }
-        other => Err(other.cause().unwrap_or_else(|| failure.clone())),
+        other => Err(other.cause().unwrap_or_else(|| damage.failure.clone())),
     }
 }
 
 /// Back to the database that was live, links and all, before.
 fn rollback<T: S6rc>(
-    ctx: &mut Ctx<'_, T>,
-    old: &DbRecord,
-    failure: Cause,
+    sys: &mut System<T>,
+    memory: &mut Memory,
+    damage: Damage<'_>,
     repair: Cause,
-    shown: Shown,
 ) -> Step {
-    let current = ctx.host.live.compiled().unwrap_or_default();
-    let recovery = match run_update(ctx, old, None, &current) {
+    let Damage {
+        old,
+        failure,
+        shown,
+        ..
+    } = damage;
+    let current = sys.live.compiled().unwrap_or_default();
+    let recovery = match run_update(sys, old, None, &current) {
         Switched::Clean(_) => {
-            let running = &ctx.memory.state.running;
-            let running = restart::refresh(running, &mut ctx.host.pid_of());
-            commit(ctx, old.clone(), running);
+            let running = restart::refresh(&memory.state.running, &mut sys.pid_of());
+            commit(sys, memory, old.clone(), running);
             Recovery::RolledBack {
                 repair,
                 to: old.database.clone(),
             }
         }
         other => {
-            ctx.adopt_current();
-            ctx.memory.force = Some(Forced::Unrepaired);
-            save_and_collect(ctx);
+            adopt::adopt_current(sys, memory);
+            memory.force = Some(Forced::Unrepaired);
+            save_and_discard(sys, memory);
             Recovery::Unrecovered {
                 repair,
                 rollback: other.cause().unwrap_or_else(|| failure.clone()),
-                live: ctx.host.live.path().to_owned(),
-                scandir: ctx.host.live.scandir().to_owned(),
+                live: sys.live.path().to_owned(),
+                scandir: sys.live.scandir().to_owned(),
             }
         }
     };
-    (Outcome::FailedAfterSwitch { failure, recovery }, shown)
+    (S6rcOutcome::FailedAfterSwitch { failure, recovery }, shown)
 }

@@ -8,19 +8,21 @@ use std::time::Duration;
 use vm_catalog_protocol::ApplyOutcome;
 
 use super::Shown;
-use super::state::State;
-use crate::apply::outcome::{Notes, Outcome};
-use crate::apply::{ApplyReport, ApplyRequest, Service};
+use super::outcome::S6rcOutcome;
+use super::state::S6rcState;
+use crate::apply::outcome::{ApplyResult, Notes};
+use crate::apply::{ApplyReport, ApplyRequest};
 
 /// The report of an apply of `request` that ended with `result`. What is
 /// live comes from `state`, which the stages have updated, and `database`
 /// (`LIVE/compiled`).
 pub fn report(
     request: &ApplyRequest,
-    result: Outcome,
+    result: S6rcOutcome,
     shown: Shown,
-    state: &State,
+    state: &S6rcState,
     database: Option<&Path>,
+    state_note: Option<&str>,
     took: Duration,
 ) -> ApplyReport {
     let restart_pending: BTreeSet<_> = state.running.keys().cloned().collect();
@@ -29,7 +31,9 @@ pub fn report(
         services: shown.services,
         pending: &restart_pending,
         left_out: &shown.left_out,
+        state: state_note,
     };
+    let result = ApplyResult::new(result);
     let status = result.status();
     let outcome = ApplyOutcome {
         status,
@@ -42,7 +46,7 @@ pub fn report(
     crate::apply::report::log(&outcome);
     let services = state
         .live_services()
-        .map(|n| (n.clone(), Service::S6rc(n.clone())))
+        .map(|n| (n.clone(), n.clone().into()))
         .collect();
     ApplyReport {
         outcome,

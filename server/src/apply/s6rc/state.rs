@@ -42,7 +42,7 @@ pub use crate::apply::restart::Running;
 
 /// The state file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct State {
+pub struct S6rcState {
     /// The format version.
     pub version: u32,
     /// The live database.
@@ -53,23 +53,31 @@ pub struct State {
     pub running: BTreeMap<VmName, Running>,
 }
 
-pub use crate::apply::state_file::{StateError, StateFile};
+use crate::apply::state_file::Records;
+pub use crate::apply::state_file::{Loaded, StateError, StateFile};
 
-impl StateFile for State {
+impl StateFile for S6rcState {
     const VERSION: u32 = VERSION;
-    const WHAT: &'static str = "the applier state";
+    const WHAT: &'static str = "the s6-rc applier state";
 
-    fn version(&self) -> u32 {
-        self.version
+    /// `live` and `next` are one record each (a database record with a
+    /// service missing would be wrong), `running` one per VM.
+    fn from_records(r: &mut Records<'_>) -> S6rcState {
+        S6rcState {
+            version: VERSION,
+            live: r.one("live"),
+            next: r.one("next"),
+            running: r.map("running"),
+        }
     }
 }
 
-impl State {
+impl S6rcState {
     /// An empty state.
-    pub fn new() -> State {
-        State {
+    pub fn new() -> S6rcState {
+        S6rcState {
             version: VERSION,
-            ..State::default()
+            ..S6rcState::default()
         }
     }
 
@@ -90,9 +98,9 @@ mod tests {
     fn saves_and_loads() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("state.json");
-        assert_eq!(State::load(&path).unwrap(), None);
+        assert!(S6rcState::load(&path).unwrap().is_none());
         let fp = Hasher::new("t").finish();
-        let mut s = State::new();
+        let mut s = S6rcState::new();
         s.live = Some(DbRecord {
             database: "/s/db-1-0".into(),
             source: Some("/s/src-1-0".into()),
@@ -111,7 +119,36 @@ mod tests {
             },
         );
         s.save(&path).unwrap();
-        assert_eq!(State::load(&path).unwrap(), Some(s));
+        let back = S6rcState::load(&path).unwrap().unwrap();
+        assert_eq!(back.state, s);
+        assert!(back.skipped.is_empty());
+    }
+
+    #[test]
+    fn a_bad_record_is_skipped_and_the_rest_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("state.json");
+        fs::write(
+            &path,
+            r#"{"version":1,"live":{"database":7},"next":null,
+                "running":{"a":{"definition":"0000000000000000000000000000000000000000000000000000000000000000","pid":3},
+                           "../x":{"definition":"00","pid":4},"b":{"pid":"no"}}}"#,
+        )
+        .unwrap();
+        let back = S6rcState::load(&path).unwrap().unwrap();
+        assert_eq!(back.state.live, None);
+        assert_eq!(
+            back.state
+                .running
+                .keys()
+                .map(VmName::as_str)
+                .collect::<Vec<_>>(),
+            ["a"]
+        );
+        assert_eq!(
+            back.skipped,
+            ["live", r#"running["../x"]"#, r#"running["b"]"#]
+        );
     }
 
     #[test]
@@ -119,12 +156,12 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("state.json");
         fs::write(&path, "{").unwrap();
-        assert!(matches!(State::load(&path), Err(StateError::Parse(..))));
+        assert!(matches!(S6rcState::load(&path), Err(StateError::Parse(..))));
         fs::write(
             &path,
             r#"{"version":99,"live":null,"next":null,"running":{}}"#,
         )
         .unwrap();
-        assert!(matches!(State::load(&path), Err(StateError::Parse(..))));
+        assert!(matches!(S6rcState::load(&path), Err(StateError::Parse(..))));
     }
 }

@@ -6,7 +6,7 @@ use crate::rpc::error::CallError;
 use crate::rpc::send::Conn;
 
 /// Answers `Cancel`. The cancelled call sends its own `Cancelled` error.
-pub async fn handle(conn: &Conn, call_id: u32, p: Cancel) -> Result<(), CallError> {
+pub(crate) async fn handle(conn: &Conn, call_id: u32, p: Cancel) -> Result<(), CallError> {
     let found = conn.calls.cancel(p.call_id);
     conn.reply::<Cancel>(call_id, &CancelReply { found }).await
 }

@@ -2,17 +2,22 @@
 
 use vm_catalog_protocol::{GetInfo, Info, SourceSummary};
 
-use crate::publish::{Audience, redact};
+use crate::publish::{Audience, vm_view};
 
 use crate::rpc::ctx::Ctx;
 use crate::rpc::error::CallError;
 use crate::rpc::send::Conn;
 
 /// Answers `GetInfo`.
-pub async fn handle(ctx: &Ctx, conn: &Conn, call_id: u32, _: GetInfo) -> Result<(), CallError> {
+pub(crate) async fn handle(
+    ctx: &Ctx,
+    conn: &Conn,
+    call_id: u32,
+    _: GetInfo,
+) -> Result<(), CallError> {
     let p = ctx.hub.current();
     let status = ctx.hub.status();
-    let mut info = Info {
+    let info = Info {
         server_version: ctx.server.version.clone(),
         protocol_version: conn.version,
         cursor: p.cursor,
@@ -27,8 +32,8 @@ pub async fn handle(ctx: &Ctx, conn: &Conn, call_id: u32, _: GetInfo) -> Result<
         subscribers: ctx.hub.subscriber_count() as u32,
         started_unix_ms: ctx.server.started_unix_ms,
     };
-    if conn.audience() == Audience::Vm {
-        redact::info(&mut info);
+    match conn.audience() {
+        Audience::Host => conn.reply::<GetInfo>(call_id, &info).await,
+        Audience::Vm => conn.reply::<GetInfo>(call_id, &vm_view::info(&info)).await,
     }
-    conn.reply::<GetInfo>(call_id, &info).await
 }

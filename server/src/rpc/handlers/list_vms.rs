@@ -12,7 +12,7 @@ use crate::rpc::send::Conn;
 /// chosen as they are sent: the call holds the snapshot and one frame, not a
 /// list of what it chose (a peer may have many such calls that it never
 /// reads).
-pub async fn handle(
+pub(crate) async fn handle(
     ctx: &Ctx,
     conn: &Conn,
     call_id: u32,

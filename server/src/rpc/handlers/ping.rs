@@ -6,7 +6,7 @@ use crate::rpc::error::CallError;
 use crate::rpc::send::Conn;
 
 /// Answers `Ping`.
-pub async fn handle(conn: &Conn, call_id: u32, p: Ping) -> Result<(), CallError> {
+pub(crate) async fn handle(conn: &Conn, call_id: u32, p: Ping) -> Result<(), CallError> {
     conn.reply::<Ping>(call_id, &Pong { payload: p.payload })
         .await
 }

@@ -10,7 +10,7 @@ use crate::rpc::send::Conn;
 
 /// Answers `Rescan`. Cancelling (or timing out) only stops the waiting: the
 /// rescan itself always completes.
-pub async fn handle(
+pub(crate) async fn handle(
     ctx: &Ctx,
     conn: &Conn,
     call_id: u32,

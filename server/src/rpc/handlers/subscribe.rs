@@ -18,7 +18,7 @@ use crate::rpc::send::Conn;
 
 /// Serves one subscription until it is cancelled (then a `StreamEnd` with
 /// the last position sent), the daemon stops, or the connection breaks.
-pub async fn handle(
+pub(crate) async fn handle(
     ctx: &Ctx,
     conn: &Conn,
     call_id: u32,

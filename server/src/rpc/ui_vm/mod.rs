@@ -10,33 +10,37 @@
 //! `StreamEnd`), then a `Goodbye`.
 //!
 //! Each listener serves its connections as the VM ([`Peer::vm`]): the same
-//! connection code as the host socket, on the stream transport, drawing
-//! only on that VM's own ledgers ([`VmShare`]). What it follows is the
+//! accept loop ([`accept::run`]) and connection code as the host socket, on
+//! the stream transport, drawing only on that VM's own ledgers
+//! ([`VmShare`]). What it follows is the
 //! published snapshot ([`crate::publish::Hub::published`]), never the
 //! rescan's internals.
 
 use std::collections::BTreeMap;
+use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::net::UnixListener;
 use tokio_util::task::TaskTracker;
-use vm_catalog_protocol::{VmName, VmState};
+use vm_catalog_protocol::{VmId, VmName, VmState};
 
 use super::Tenant;
+use super::accept::{self, Admission, Admit};
 use super::ctx::{Ctx, VmShare};
-use super::handshake::{self, Draws};
+use super::handshake::Draws;
 use super::peer::Peer;
-use super::session::{self, Admitted, Stop};
-use super::transport::Transport;
+use super::session::Admitted;
+use super::stop::Stop;
 use crate::publish::Published;
 
+pub mod owner;
 pub mod socket;
 pub mod template;
 
-pub use socket::Access;
-pub use template::{SocketTemplate, TemplateError};
+pub use owner::{Access, Owner, uid_of};
+pub use socket::Parent;
+pub use template::{SocketTemplate, TemplateError, UserTemplate};
 
 /// What a UI VM's connections are told when its listener goes.
 pub const LEFT_GOODBYE: &str = "the UI VM is no longer active in the catalog";
@@ -55,6 +59,10 @@ pub struct UiVmConfig {
     pub vm_dir: PathBuf,
     /// Who may connect.
     pub access: Access,
+    /// Whether the daemon makes a missing directory above a listener
+    /// (the default layout) or waits for the VM's hook to make it
+    /// (Spectrum's `/run/vsock/<id>`).
+    pub parent: Parent,
 }
 
 /// One listener.
@@ -65,24 +73,60 @@ struct Listening {
     stop: Stop,
 }
 
+/// The listeners bound now, by path; shared with whoever must see a VM's
+/// listener gone at once (the VM's `release` hook runs only after it is).
+#[derive(Debug, Clone, Default)]
+pub struct Listeners(Arc<Mutex<BTreeMap<PathBuf, Listening>>>);
+
+impl Listeners {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<PathBuf, Listening>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Removes the listener of the VM `vm` now, if it has one, and ends its
+    /// connections (as when it leaves the published catalog): called
+    /// before the VM is released, so that nothing of the daemon's is left
+    /// in its directories. Until the VM is active again in a later
+    /// publish, it gets no listener.
+    pub fn release(&self, vm: &VmName) {
+        self.lock().retain(|path, l| l.vm != *vm || !l.close(path));
+    }
+}
+
+impl Listening {
+    /// Removes the socket and ends its connections; `true`.
+    fn close(&self, path: &std::path::Path) -> bool {
+        tracing::info!(vm = %self.vm, path = %path.display(), "UI VM listener removed");
+        self.bound.remove();
+        self.stop.stop(LEFT_GOODBYE);
+        true
+    }
+}
+
 /// The UI VMs' listeners of a daemon.
 #[derive(Debug)]
 pub struct UiVms {
     ctx: Arc<Ctx>,
     config: UiVmConfig,
     tracker: TaskTracker,
-    listening: BTreeMap<PathBuf, Listening>,
+    listening: Listeners,
 }
 
 impl UiVms {
     /// Listens for every UI VM active in the published catalog now (so a
     /// daemon that says it is ready has them). Within a tokio runtime.
     pub fn start(ctx: Arc<Ctx>, config: UiVmConfig) -> UiVms {
+        UiVms::start_with(ctx, config, Listeners::default())
+    }
+
+    /// [`UiVms::start`], keeping its listeners in `listening` (a handle the
+    /// caller shares with what releases VMs).
+    pub fn start_with(ctx: Arc<Ctx>, config: UiVmConfig, listening: Listeners) -> UiVms {
         let mut vms = UiVms {
             ctx,
             config,
             tracker: TaskTracker::new(),
-            listening: BTreeMap::new(),
+            listening,
         };
         vms.sync();
         vms
@@ -99,7 +143,7 @@ impl UiVms {
             }
             self.sync();
         }
-        for l in self.listening.values() {
+        for l in self.listening.lock().values() {
             l.bound.remove();
         }
         self.tracker.close();
@@ -111,57 +155,92 @@ impl UiVms {
         let ctx = &self.ctx;
         let snapshot = ctx.hub.current();
         let wanted = wanted(&self.config, &snapshot);
-        self.listening.retain(|path, l| {
-            let keep = wanted.get(path) == Some(&l.vm);
-            if !keep {
-                tracing::info!(vm = %l.vm, path = %path.display(), "UI VM listener removed");
-                l.bound.remove();
-                l.stop.stop(LEFT_GOODBYE);
-            }
-            keep
+        let mut listening = self.listening.lock();
+        listening.retain(|path, l| {
+            wanted.get(path).is_some_and(|(vm, _)| *vm == l.vm) || !l.close(path)
         });
-        for (path, vm) in wanted {
-            if self.listening.contains_key(&path) {
+        for (path, (vm, id)) in wanted {
+            if listening.contains_key(&path) {
                 continue;
             }
-            let listener = socket::bind(&path, self.config.access).and_then(|(l, bound)| {
-                match UnixListener::from_std(l) {
-                    Ok(l) => Ok((l, bound)),
-                    Err(e) => {
-                        bound.remove();
-                        Err(e)
-                    }
-                }
-            });
-            match listener {
+            match self.bind(&path, &vm, id.as_ref()) {
                 Ok((listener, bound)) => {
                     tracing::info!(vm = %vm, path = %path.display(), "UI VM listener");
                     let stop = Stop::under(&ctx.shutdown);
-                    self.tracker.spawn(accept(
-                        ctx.clone(),
+                    let admit = Vm {
+                        name: vm.clone(),
+                        share: ctx.limits.vm_share(),
+                        stop: stop.clone(),
+                    };
+                    self.tracker.spawn(accept::run(
                         listener,
-                        vm.clone(),
-                        ctx.limits.vm_share(),
+                        admit,
+                        ctx.clone(),
                         stop.clone(),
                         self.tracker.clone(),
                     ));
-                    self.listening.insert(path, Listening { vm, bound, stop });
+                    listening.insert(path, Listening { vm, bound, stop });
                 }
-                // Tried again at the next publish.
-                Err(e) => tracing::warn!(
-                    vm = %vm,
-                    path = %path.display(),
-                    error = %e,
-                    "cannot listen for the UI VM"
-                ),
+                // Tried again at the next publish. Waiting for the VM's hook
+                // to make its directory or user is no fault.
+                Err(e) if e.is_waiting() => {
+                    tracing::debug!(vm = %vm, error = %e, "no listener for the UI VM yet");
+                }
+                Err(e) => {
+                    if ctx.log_limit.allow() {
+                        tracing::warn!(vm = %vm, error = %e, "no listener for the UI VM");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Binds the listener of `vm` at `path`.
+    fn bind(
+        &self,
+        path: &std::path::Path,
+        vm: &VmName,
+        id: Option<&VmId>,
+    ) -> Result<(UnixListener, socket::Bound), BindFailure> {
+        let perms = self.config.access.perms(vm, id)?;
+        let (l, bound) = socket::bind(path, perms, self.config.parent)?;
+        match UnixListener::from_std(l) {
+            Ok(l) => Ok((l, bound)),
+            Err(source) => {
+                bound.remove();
+                Err(BindFailure::Bind(socket::BindError::Io {
+                    what: "cannot listen on",
+                    path: path.to_owned(),
+                    source,
+                }))
             }
         }
     }
 }
 
+/// Why a UI VM has no listener (yet).
+#[derive(Debug, thiserror::Error)]
+enum BindFailure {
+    #[error(transparent)]
+    Owner(#[from] owner::OwnerError),
+    #[error(transparent)]
+    Bind(#[from] socket::BindError),
+}
+
+impl BindFailure {
+    /// Whether this is only something the VM's hook has not made yet.
+    fn is_waiting(&self) -> bool {
+        matches!(
+            self,
+            BindFailure::Owner(owner::OwnerError::NoUser(_))
+                | BindFailure::Bind(socket::BindError::Missing(_))
+        )
+    }
+}
+
 /// The listener path of every UI VM active in `snapshot`, and the VM's
-/// catalog name.
-fn wanted(config: &UiVmConfig, snapshot: &Published) -> BTreeMap<PathBuf, VmName> {
+/// catalog name and id.
+fn wanted(config: &UiVmConfig, snapshot: &Published) -> BTreeMap<PathBuf, (VmName, Option<VmId>)> {
     let mut out = BTreeMap::new();
     for name in &config.names {
         let Some((vm, _)) = snapshot.lookup(name.as_str()) else {
@@ -177,67 +256,39 @@ fn wanted(config: &UiVmConfig, snapshot: &Published) -> BTreeMap<PathBuf, VmName
         else {
             continue;
         };
-        out.insert(path, vm.name.clone());
+        out.insert(path, (vm.name.clone(), vm.id.clone()));
     }
     out
 }
 
-/// Accepts the VM `vm`'s connections until `stop`.
-async fn accept(
-    ctx: Arc<Ctx>,
-    listener: UnixListener,
-    vm: VmName,
+/// A UI VM's admission: every peer is the VM, drawing only on its own
+/// ledgers and refusal slots.
+struct Vm {
+    name: VmName,
     share: VmShare,
     stop: Stop,
-    tracker: TaskTracker,
-) {
-    let mut backoff = Duration::from_millis(10);
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.stopped() => break,
-            r = listener.accept() => r,
-        };
-        let transport = match accepted {
-            Ok((s, _)) => {
-                backoff = Duration::from_millis(10);
-                Transport::Stream(s)
-            }
-            Err(e) => {
-                if ctx.log_limit.allow() {
-                    tracing::warn!(vm = %vm, error = %e, "accept failed");
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
-        let peer = match Peer::vm(&transport, ctx.stats.next_conn_id(), vm.clone()) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot read peer credentials");
-                continue;
-            }
-        };
+}
+
+impl Admit for Vm {
+    fn peer(&self, fd: BorrowedFd<'_>, conn_id: u64) -> std::io::Result<Peer> {
+        Peer::vm(&fd, conn_id, self.name.clone())
+    }
+
+    fn admit(&self, _: &Arc<Ctx>, _: &Peer) -> Admission {
+        let share = &self.share;
         match share.connections.try_claim(Tenant::Vm, 1) {
-            Some(slot) => {
-                let admitted = Admitted {
-                    slot,
-                    draws: Draws {
-                        tenant: Tenant::Vm,
-                        replies: share.replies.clone(),
-                    },
-                    calls: Some(share.calls.clone()),
-                    stop: stop.clone(),
-                    registration: None,
-                };
-                tracker.spawn(session::run(transport, peer, ctx.clone(), admitted));
-            }
-            None => match ctx.refusal() {
-                Some(permit) => {
-                    tracker.spawn(handshake::refuse(transport, peer, ctx.clone(), permit));
-                }
-                None => drop(transport),
-            },
+            Some(slot) => Admission::Serve(Admitted {
+                slot,
+                draws: Draws {
+                    tenant: Tenant::Vm,
+                    replies: share.replies.clone(),
+                },
+                calls: Some(share.calls.clone()),
+                stop: self.stop.clone(),
+                registration: None,
+            }),
+            // Refused from the VM's own refusal slots, never the host's.
+            None => Admission::Refuse(share.refusals.clone().try_acquire_owned().ok()),
         }
     }
 }

@@ -16,6 +16,9 @@ pub enum TemplateError {
     /// Nothing in it tells two VMs apart.
     #[error("the template names no VM: it needs {{name}} or {{id}}")]
     NoVm,
+    /// A `{…}` in a user template that is not `{id}` or `{name}`.
+    #[error("unknown placeholder {0:?}: use {{id}} or {{name}}")]
+    UserPlaceholder(String),
     /// It does not make an absolute path.
     #[error("the template must start with / or {{vm-dir}}")]
     Relative,
@@ -32,6 +35,76 @@ enum Piece {
     Name,
     Id,
     Port,
+}
+
+/// `s` cut into text and the placeholders in `allowed`.
+fn pieces(s: &str, allowed: &[&str]) -> Result<Vec<Piece>, TemplateError> {
+    let mut pieces = Vec::new();
+    let mut rest = s;
+    while let Some(at) = rest.find('{') {
+        if at > 0 {
+            pieces.push(Piece::Text(rest[..at].to_owned()));
+        }
+        let close = rest[at..]
+            .find('}')
+            .ok_or_else(|| TemplateError::Placeholder(rest[at..].to_owned()))?;
+        let name = &rest[at + 1..at + close];
+        if !allowed.contains(&name) {
+            return Err(TemplateError::Placeholder(format!("{{{name}}}")));
+        }
+        pieces.push(match name {
+            "vm-dir" => Piece::VmDir,
+            "name" => Piece::Name,
+            "id" => Piece::Id,
+            _ => Piece::Port,
+        });
+        rest = &rest[at + close + 1..];
+    }
+    if !rest.is_empty() {
+        pieces.push(Piece::Text(rest.to_owned()));
+    }
+    Ok(pieces)
+}
+
+/// A user name with `{id}` or `{name}` in it (`--ui-vm-socket-owner
+/// 'vmm-{id}'`): one user per VM, looked up when its listener is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserTemplate(Vec<Piece>);
+
+impl UserTemplate {
+    /// Parses `s`; `None` if it has no placeholder (a plain user).
+    ///
+    /// ```
+    /// use vm_catalogd::rpc::ui_vm::UserTemplate;
+    /// assert!(UserTemplate::parse("vmm-{id}").unwrap().is_some());
+    /// assert!(UserTemplate::parse("vmm").unwrap().is_none());
+    /// assert!(UserTemplate::parse("vmm-{port}").is_err());
+    /// ```
+    pub fn parse(s: &str) -> Result<Option<UserTemplate>, TemplateError> {
+        if !s.contains('{') {
+            return Ok(None);
+        }
+        let pieces = pieces(s, &["name", "id"]).map_err(|e| match e {
+            TemplateError::Placeholder(p) => TemplateError::UserPlaceholder(p),
+            e => e,
+        })?;
+        Ok(Some(UserTemplate(pieces)))
+    }
+
+    /// The user of the VM `name` (id `id`); `None` if the template needs
+    /// an id the VM does not have.
+    pub fn expand(&self, name: &VmName, id: Option<&VmId>) -> Option<String> {
+        let mut out = String::new();
+        for p in &self.0 {
+            match p {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Name => out.push_str(name.as_str()),
+                Piece::Id => out.push_str(id?.as_str()),
+                Piece::VmDir | Piece::Port => {}
+            }
+        }
+        Some(out)
+    }
 }
 
 /// The listener beside the VM's view: `{vm-dir}/{name}/vsock_{port}`.
@@ -52,33 +125,7 @@ impl SocketTemplate {
     /// assert!(SocketTemplate::parse("vsock/{name}").is_err());
     /// ```
     pub fn parse(s: &str) -> Result<SocketTemplate, TemplateError> {
-        let mut pieces = Vec::new();
-        let mut rest = s;
-        while !rest.is_empty() {
-            match rest.find('{') {
-                None => {
-                    pieces.push(Piece::Text(rest.to_owned()));
-                    break;
-                }
-                Some(at) => {
-                    if at > 0 {
-                        pieces.push(Piece::Text(rest[..at].to_owned()));
-                    }
-                    let close = rest[at..]
-                        .find('}')
-                        .ok_or_else(|| TemplateError::Placeholder(rest[at..].to_owned()))?;
-                    let name = &rest[at + 1..at + close];
-                    pieces.push(match name {
-                        "vm-dir" => Piece::VmDir,
-                        "name" => Piece::Name,
-                        "id" => Piece::Id,
-                        "port" => Piece::Port,
-                        other => return Err(TemplateError::Placeholder(format!("{{{other}}}"))),
-                    });
-                    rest = &rest[at + close + 1..];
-                }
-            }
-        }
+        let pieces = pieces(s, &["vm-dir", "name", "id", "port"])?;
         if !pieces.iter().any(|p| matches!(p, Piece::Name | Piece::Id)) {
             return Err(TemplateError::NoVm);
         }

@@ -1,162 +1,11 @@
-//! The wire outcome's status and message, from the typed [`Outcome`].
+//! The text of the s6-rc applier's outcomes.
 
-use std::collections::BTreeSet;
-use std::fmt::{self, Write};
+use std::fmt;
+use std::path::Path;
 
-use vm_catalog_protocol::{ApplyStatus, VmName};
-
-use super::{
-    Busy, Cause, Forced, How, InstanceAction, InstanceFailure, InstanceRun, Outcome, Recovery,
-    Refusal, Switch,
-};
-use crate::apply::LeftOut;
-use crate::apply::plan::Changes;
-use crate::apply::process::{ToolError, exit_meaning};
-
-impl Outcome {
-    /// The wire status.
-    pub fn status(&self) -> ApplyStatus {
-        match self {
-            Outcome::Disabled { .. } => ApplyStatus::Disabled,
-            Outcome::Unchanged => ApplyStatus::Unchanged,
-            Outcome::Invalid(_) => ApplyStatus::Invalid,
-            Outcome::Applied(_) => ApplyStatus::Applied,
-            Outcome::FailedBeforeSwitch(_) => ApplyStatus::FailedBeforeSwitch,
-            Outcome::Repaired { .. } => ApplyStatus::Repaired,
-            Outcome::FailedAfterSwitch { .. } => ApplyStatus::FailedAfterSwitch,
-            Outcome::Instances(r) => r.status(),
-        }
-    }
-
-    /// The message of the wire outcome: this outcome, then `notes`.
-    pub fn message(&self, notes: &Notes<'_>) -> String {
-        let mut m = String::new();
-        let live_note = |m: &mut String| match &notes.live {
-            Some(db) => {
-                let _ = write!(m, "; {} stays live", db.display());
-            }
-            None => m.push_str("; nothing is live"),
-        };
-        match self {
-            Outcome::Disabled { active } => {
-                let _ = write!(
-                    m,
-                    "applier none: {active} active vms are in the catalog only, no services"
-                );
-            }
-            Outcome::Unchanged => {
-                let _ = write!(
-                    m,
-                    "the rendered set equals the live one ({} services): nothing to do",
-                    notes.services
-                );
-            }
-            Outcome::Invalid(r) => {
-                let _ = write!(
-                    m,
-                    "{r} (max_services; s6-svscan's -c must allow them too): nothing was \
-                     compiled"
-                );
-                live_note(&mut m);
-            }
-            Outcome::Applied(s) => {
-                let _ = write!(m, "{s}");
-            }
-            Outcome::FailedBeforeSwitch(c) => {
-                let _ = write!(m, "{c}");
-                live_note(&mut m);
-            }
-            Outcome::Repaired { failure, repair } => {
-                let _ = write!(m, "{failure}; repaired: {repair}");
-            }
-            Outcome::FailedAfterSwitch { failure, recovery } => {
-                let _ = write!(m, "{failure}{recovery}");
-            }
-            Outcome::Instances(r) => {
-                let _ = write!(m, "{r}");
-            }
-        }
-        if !notes.pending.is_empty() {
-            let _ = write!(m, "; restart pending: {}", join(notes.pending.iter()));
-        }
-        for (i, l) in notes.left_out.iter().enumerate() {
-            let sep = if i == 0 { "; left out: " } else { ", " };
-            let _ = write!(m, "{sep}{} ({})", l.vm, l.message);
-        }
-        m
-    }
-}
-
-/// What the message says besides the outcome.
-#[derive(Debug, Clone, Copy)]
-pub struct Notes<'a> {
-    /// What is live after the apply.
-    pub live: Option<&'a std::path::Path>,
-    /// Services in the rendered set.
-    pub services: usize,
-    /// Restart-pending VMs.
-    pub pending: &'a BTreeSet<VmName>,
-    /// VMs left out.
-    pub left_out: &'a [LeftOut],
-}
-
-impl InstanceRun {
-    /// The wire status (see [`InstanceRun`]).
-    pub fn status(&self) -> ApplyStatus {
-        let did = self.changes != Changes::default() || !self.restarted.is_empty();
-        match (self.failed.is_empty(), did) {
-            (true, false) => ApplyStatus::Unchanged,
-            (true, true) => ApplyStatus::Applied,
-            (false, false) => ApplyStatus::FailedBeforeSwitch,
-            (false, true) => ApplyStatus::FailedAfterSwitch,
-        }
-    }
-}
-
-impl fmt::Display for InstanceRun {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} s6 instances of {} ({})",
-            self.instances,
-            self.service.display(),
-            self.changes
-        )?;
-        if !self.restarted.is_empty() {
-            write!(f, "; restarted {}", join(self.restarted.iter()))?;
-        }
-        for (i, x) in self.failed.iter().enumerate() {
-            let sep = if i == 0 { "; failed: " } else { ", " };
-            write!(f, "{sep}{x}")?;
-        }
-        if !self.failed.is_empty() {
-            f.write_str("; tried again at the next apply")?;
-        }
-        if !self.foreign.is_empty() {
-            write!(
-                f,
-                "; not made by vm-catalogd, left alone: {}",
-                join(self.foreign.iter())
-            )?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Display for InstanceFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match self.action {
-            InstanceAction::Create => "creating",
-            InstanceAction::Delete => "deleting",
-            InstanceAction::Restart => "restarting",
-        };
-        write!(
-            f,
-            "{what} instance {} of {} ({})",
-            self.instance, self.vm, self.error
-        )
-    }
-}
+use super::{Busy, Cause, Forced, How, Recovery, Refusal, Switch};
+use crate::apply::outcome::join;
+use crate::apply::process::{ToolError, with_meaning};
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -259,41 +108,12 @@ impl fmt::Display for Cause {
                 write!(f, "live directory {} is unusable: {why}", live.display())
             }
             Cause::Busy(b) => write!(f, "{b}"),
-            Cause::Damaged { error, missing } => {
-                match error {
-                    Some(e) => write!(f, "{} after the switch", with_meaning(e))?,
-                    None => f.write_str("the switch")?,
-                }
-                match (error, missing.is_empty()) {
-                    (_, true) => Ok(()),
-                    (Some(_), false) => write!(
-                        f,
-                        ", {} scan directory links missing ({})",
-                        missing.len(),
-                        abbreviate(missing)
-                    ),
-                    (None, false) => write!(
-                        f,
-                        " left {} scan directory links missing ({})",
-                        missing.len(),
-                        abbreviate(missing)
-                    ),
-                }
-            }
+            Cause::Damaged { error, missing } => damaged(f, error.as_ref(), missing),
             Cause::Elsewhere {
                 error,
                 live,
                 compiled,
-            } => {
-                let to = compiled
-                    .as_ref()
-                    .map_or("nothing".into(), |p| p.display().to_string());
-                match error {
-                    Some(e) => write!(f, "{}, and ", with_meaning(e))?,
-                    None => f.write_str("after the update, ")?,
-                }
-                write!(f, "{}/compiled points to {to}", live.display())
-            }
+            } => elsewhere(f, error.as_ref(), live, compiled.as_deref()),
             Cause::InitLeftLive {
                 error,
                 live,
@@ -312,6 +132,48 @@ impl fmt::Display for Cause {
             }
         }
     }
+}
+
+/// [`Cause::Damaged`]'s text.
+fn damaged(
+    f: &mut fmt::Formatter<'_>,
+    error: Option<&ToolError>,
+    missing: &[String],
+) -> fmt::Result {
+    match error {
+        Some(e) => write!(f, "{} after the switch", with_meaning(e))?,
+        None => f.write_str("the switch")?,
+    }
+    match (error, missing.is_empty()) {
+        (_, true) => Ok(()),
+        (Some(_), false) => write!(
+            f,
+            ", {} scan directory links missing ({})",
+            missing.len(),
+            abbreviate(missing)
+        ),
+        (None, false) => write!(
+            f,
+            " left {} scan directory links missing ({})",
+            missing.len(),
+            abbreviate(missing)
+        ),
+    }
+}
+
+/// [`Cause::Elsewhere`]'s text.
+fn elsewhere(
+    f: &mut fmt::Formatter<'_>,
+    error: Option<&ToolError>,
+    live: &Path,
+    compiled: Option<&Path>,
+) -> fmt::Result {
+    let to = compiled.map_or("nothing".into(), |p| p.display().to_string());
+    match error {
+        Some(e) => write!(f, "{}, and ", with_meaning(e))?,
+        None => f.write_str("after the update, ")?,
+    }
+    write!(f, "{}/compiled points to {to}", live.display())
 }
 
 impl fmt::Display for Busy {
@@ -370,19 +232,6 @@ impl fmt::Display for Recovery {
     }
 }
 
-/// `e (what its exit code means)`, when that is known.
-fn with_meaning(e: &ToolError) -> String {
-    match e.code().and_then(|c| exit_meaning(e.program(), c)) {
-        Some(meaning) => format!("{e} ({meaning})"),
-        None => e.to_string(),
-    }
-}
-
-/// Names joined with ", ".
-pub fn join<'a, T: fmt::Display + 'a>(names: impl Iterator<Item = &'a T>) -> String {
-    names.map(T::to_string).collect::<Vec<_>>().join(", ")
-}
-
 /// At most five names, then how many more.
 fn abbreviate(names: &[String]) -> String {
     let shown = names.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
@@ -394,8 +243,11 @@ fn abbreviate(names: &[String]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::*;
     use super::*;
-    use crate::apply::plan::Changes;
+    use crate::apply::LeftOut;
+    use crate::apply::outcome::ApplyResult;
+    use std::collections::BTreeSet;
     use vm_catalog_protocol::DiagCode;
 
     fn n(s: &str) -> VmName {
@@ -423,12 +275,15 @@ mod tests {
             services: 2,
             pending: &pending,
             left_out: &left_out,
+            state: None,
         };
-        let failed = Outcome::FailedBeforeSwitch(Cause::Program(ToolError::Exit {
-            program: "s6-rc-update",
-            code: 9,
-            stderr: String::new(),
-        }));
+        let failed = ApplyResult::new(S6rcOutcome::FailedBeforeSwitch(Cause::Program(
+            ToolError::Exit {
+                program: "s6-rc-update",
+                code: 9,
+                stderr: String::new(),
+            },
+        )));
         assert_eq!(failed.status(), ApplyStatus::FailedBeforeSwitch);
         assert_eq!(
             failed.message(&notes),
@@ -440,6 +295,7 @@ mod tests {
             services: 0,
             pending: &BTreeSet::new(),
             left_out: &[],
+            state: None,
         };
         let switch = Switch {
             how: How::Update,
@@ -456,7 +312,7 @@ mod tests {
             forced: Some(Forced::LinksMissing(vec!["a".into()])),
         };
         assert_eq!(
-            Outcome::Applied(switch).message(&none),
+            ApplyResult::new(S6rcOutcome::Applied(switch)).message(&none),
             "switched to /s/db-1-0 (3 services, +1 -0 ~2); restarted a; the scan directory \
              links of 1 services were missing (a); the update restored them"
         );

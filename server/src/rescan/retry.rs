@@ -1,4 +1,4 @@
-//! Retries: a rescan that failed, or whose apply failed, is tried again
+//! The rescan worker's retry schedule: a rescan that failed, or whose apply failed, is tried again
 //! later without a trigger, after a delay that doubles with every failure
 //! in a row (5 s, 10 s, … up to 5 min) and resets after a success.
 //!

@@ -1,6 +1,7 @@
-//! Receiving `SOCK_SEQPACKET` datagrams without a buffer per connection
-//! (the datagram side of [`super::transport::Receiver`]).
+//! The host's transport: `SOCK_SEQPACKET`, one frame per datagram. Both
+//! halves share the socket.
 //!
+//! Datagrams are received without a buffer per connection.
 //! An idle connection (a subscriber, say) would otherwise keep a receive
 //! buffer of its whole max frame size for its lifetime. Instead, once the
 //! socket is readable, the datagram is read into a per-thread scratch buffer
@@ -9,21 +10,47 @@
 
 use std::cell::RefCell;
 use std::io;
+use std::sync::Arc;
 
 use tokio::io::Interest;
 use tokio_seqpacket::UnixSeqpacket;
 use vm_catalog_protocol::LIMIT_MAX_FRAME;
 
-/// What one receive gave.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Received {
-    /// The peer closed the connection (or sent an empty datagram, which on
-    /// `SOCK_SEQPACKET` cannot be told apart).
-    Eof,
-    /// A datagram of at most `max` bytes.
-    Frame(Vec<u8>),
-    /// A datagram larger than `max`: it was discarded.
-    TooLarge(usize),
+use super::{FrameRx, FrameTx, Incoming, Sending, Transport};
+
+/// The sending half.
+#[derive(Debug)]
+pub(in crate::rpc) struct Tx(Arc<UnixSeqpacket>);
+
+/// The receiving half.
+#[derive(Debug)]
+pub(in crate::rpc) struct Rx(Arc<UnixSeqpacket>);
+
+impl Transport for UnixSeqpacket {
+    type Tx = Tx;
+    type Rx = Rx;
+    const NAME: &'static str = "seqpacket";
+
+    fn split(self) -> (Tx, Rx) {
+        let s = Arc::new(self);
+        (Tx(s.clone()), Rx(s))
+    }
+}
+
+impl FrameTx for Tx {
+    fn send<'a>(&'a self, frame: &'a [u8]) -> Sending<'a> {
+        Box::pin(async move { self.0.send(frame).await.map(|_| ()) })
+    }
+
+    fn shutdown(&self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl FrameRx for Rx {
+    async fn recv(&mut self, max: u32) -> io::Result<Incoming> {
+        recv(&self.0, max as usize).await
+    }
 }
 
 thread_local! {
@@ -31,7 +58,7 @@ thread_local! {
 }
 
 /// Receives one datagram of at most `max` bytes.
-pub async fn recv(socket: &UnixSeqpacket, max: usize) -> io::Result<Received> {
+async fn recv(socket: &UnixSeqpacket, max: usize) -> io::Result<Incoming> {
     let fd = socket.as_async_fd();
     loop {
         let mut guard = fd.ready(Interest::READABLE).await?;
@@ -54,9 +81,9 @@ pub async fn recv(socket: &UnixSeqpacket, max: usize) -> io::Result<Received> {
                 }
                 let n = n as usize;
                 Ok(match n {
-                    0 => Received::Eof,
-                    n if n > max => Received::TooLarge(n),
-                    n => Received::Frame(scratch[..n].to_vec()),
+                    0 => Incoming::Eof,
+                    n if n > max => Incoming::TooLarge(n),
+                    n => Incoming::Frame(scratch[..n].to_vec()),
                 })
             })
         });
@@ -78,13 +105,13 @@ mod tests {
         a.send(b"hello").await.unwrap();
         assert_eq!(
             recv(&b, 100).await.unwrap(),
-            Received::Frame(b"hello".to_vec())
+            Incoming::Frame(b"hello".to_vec())
         );
         a.send(&[7u8; 101]).await.unwrap();
-        assert_eq!(recv(&b, 100).await.unwrap(), Received::TooLarge(101));
+        assert_eq!(recv(&b, 100).await.unwrap(), Incoming::TooLarge(101));
         a.send(&[7u8; 100]).await.unwrap();
-        assert_eq!(recv(&b, 100).await.unwrap(), Received::Frame(vec![7; 100]));
+        assert_eq!(recv(&b, 100).await.unwrap(), Incoming::Frame(vec![7; 100]));
         drop(a);
-        assert_eq!(recv(&b, 100).await.unwrap(), Received::Eof);
+        assert_eq!(recv(&b, 100).await.unwrap(), Incoming::Eof);
     }
 }

@@ -1,0 +1,34 @@
+//! Watch events name what changed: the rescan they ask for is told which
+//! definitions (or source entries) the events marked, and records it in its
+//! `rescan` span.
+
+use super::*;
+
+#[tokio::test]
+async fn a_rescan_after_watch_events_is_told_which_definitions_changed() {
+    let mut d = daemon();
+    d.user_vm("kept");
+    d.start().unwrap();
+    let c = Client::connect(d.socket()).await.unwrap();
+    d.user_vm("added");
+    eventually("the watch to add it", async || {
+        let all = c.list_vms(true, None).await.unwrap();
+        names(&all).contains(&"added@user:active".to_string())
+    })
+    .await;
+    eventually("the rescan's span in the log", async || {
+        d.log().contains("changed=user/added")
+    })
+    .await;
+    let log = d.log();
+    assert!(!log.contains("changed=user/kept"), "{log}");
+    // A requested rescan (like the start-up one) reads everything.
+    let whole = |log: &str| log.matches("changed=whole").count();
+    let before = whole(&log);
+    assert!(before >= 1, "the start-up rescan: {log}");
+    c.rescan(false).await.unwrap();
+    eventually("the requested rescan's span", async || {
+        whole(&d.log()) > before
+    })
+    .await;
+}
