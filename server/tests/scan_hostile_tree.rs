@@ -432,7 +432,7 @@ const DANGLING_BLK: &[u8] = &[
     0x01, 0x04, 0x05, 0x03, 0x02, 0x03, 0x01, 0x01, 0x06, 0x5f, 0x57, 0x5f, 0x5f, 0x5f, 0x5f,
 ];
 
-/// Fuzz finding (issue 22, `scan_tree`): in a trusted source, a definition
+/// Fuzz finding (`scan_tree`): in a trusted source, a definition
 /// whose `blk` is a dangling symlink was valid, with no disk and no
 /// diagnostic: `read_blk` takes a `blk` that cannot be opened for one whose
 /// failure was reported (`blk_failed`), and `subdir` reports nothing when
@@ -440,7 +440,6 @@ const DANGLING_BLK: &[u8] = &[
 /// removed between the listing and the open. Minimal tree: `vm/vmlinux` (a
 /// file) and `vm/blk -> /nonexistent`, scanned as a trusted source.
 #[test]
-#[ignore = "fails until server/src/definition/parse.rs reports a blk it cannot open (fuzz finding, with the lead)"]
 fn a_trusted_definition_whose_blk_is_a_dangling_link_is_not_valid() {
     use vm_catalog_protocol::{SourceKind, SourceLabel, Trust};
     use vm_catalogd::definition::{ScanOptions, scan_source};
