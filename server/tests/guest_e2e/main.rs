@@ -359,11 +359,13 @@ fn a_real_ui_vm_follows_the_catalog_and_real_guests_boot_from_a_user_partition()
     });
 
     // 6. The daemon restarts: the UI VM keeps running, its guest
-    // reconnects and resets to the new epoch.
+    // reconnects and resets to the new epoch. (What the guest printed is
+    // counted before the stop: it may reconnect and print its reset before
+    // the test looks again.)
+    let before = guest_stream(&mut shell).len();
     let status = d.stop();
     assert!(status.success(), "{status}\n{}", d.log());
     d.start().unwrap_or_else(|e| panic!("{e}"));
-    let before = guest_stream(&mut shell).len();
     wait("the guest's reset to the new epoch", say, || {
         let ev = guest_stream(&mut shell);
         ev[before.min(ev.len())..]
