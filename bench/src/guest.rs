@@ -361,25 +361,7 @@ fn one_run(tree: &Tree, client: &Path, vhost: &Path) -> Result<Measured, String>
 
 /// The unpacked kernel under `kernels`: (its vmlinuz, its module tree).
 fn kernel(kernels: &Path) -> Option<(PathBuf, PathBuf)> {
-    let mut trees: Vec<PathBuf> = fs::read_dir(kernels)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join("lib/modules").is_dir())
-        .collect();
-    trees.sort();
-    let tree = trees.pop()?;
-    let version = fs::read_dir(tree.join("lib/modules"))
-        .ok()?
-        .flatten()
-        .next()?
-        .file_name();
-    let vmlinuz = tree
-        .join("boot")
-        .join(format!("vmlinuz-{}", version.to_string_lossy()));
-    vmlinuz
-        .exists()
-        .then(|| (vmlinuz, tree.join("lib/modules").join(version)))
+    vm_catalog_tests::kernel::unpacked(kernels)
 }
 
 /// A thread reading `r` line by line, each with the instant it arrived.

@@ -9,6 +9,7 @@
 //! missing tool, root or loop device fails the test, naming what is missing.
 
 pub mod daemon;
+pub mod kernel;
 pub mod loopdev;
 pub mod peers;
 

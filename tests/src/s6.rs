@@ -335,3 +335,59 @@ mod tests {
         }
     }
 }
+
+/// A supervised scan directory holding the templated service `vmm` (made
+/// by `s6-instance-maker` around [`write_vm_command`]), in a temp dir: what
+/// the s6-instance applier's daemon tests run on. `None` (a loud skip, a
+/// failure under CI) when an s6 or s6-instance tool is missing.
+#[derive(Debug)]
+pub struct InstanceScan {
+    /// The temp dir everything lives in (canonical).
+    pub root: PathBuf,
+    /// The templated service, `<root>/scan/vmm`.
+    pub service: PathBuf,
+    svscan: Option<Svscan>,
+    _tmp: tempfile::TempDir,
+}
+
+impl InstanceScan {
+    /// Makes the service and starts `s6-svscan` on it once `prepare` (given
+    /// the root) has run; waits until its instance scanner listens.
+    pub fn start(prepare: impl FnOnce(&Path)) -> Option<InstanceScan> {
+        for p in [
+            "s6-svscan",
+            "s6-instance-maker",
+            "s6-instance-create",
+            "s6-instance-delete",
+            "s6-instance-list",
+            "s6-instance-status",
+            "s6-instance-control",
+        ] {
+            crate::require_tool(p)?;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(tmp.path()).unwrap();
+        let vmm = write_vm_command(&root.join("vmm")).unwrap();
+        let service = root.join("scan/vmm");
+        fs::create_dir_all(root.join("scan")).unwrap();
+        make_instance_service(&service, &vmm).unwrap();
+        prepare(&root);
+        let svscan = Svscan::start(&root.join("scan"), 100).unwrap();
+        assert!(wait_for(Duration::from_secs(60), || scanner_listens(
+            &service.join("instance")
+        )));
+        Some(InstanceScan {
+            root,
+            service,
+            svscan: Some(svscan),
+            _tmp: tmp,
+        })
+    }
+}
+
+impl Drop for InstanceScan {
+    fn drop(&mut self) {
+        // The scanner (and every VMM it supervises) goes before the temp dir.
+        drop(self.svscan.take());
+    }
+}

@@ -11,48 +11,25 @@ use std::process::Command;
 use std::time::Duration;
 
 use vm_catalog_tests::daemon::{TestDaemon, workspace_bin};
-use vm_catalog_tests::s6::{self, Svscan, wait_for, write_vm_command};
+use vm_catalog_tests::s6::{self, InstanceScan, wait_for};
 
-/// A scan directory with the templated service `vmm`, supervised.
+/// A scan directory with the templated service `vmm`, supervised, and a
+/// `bin/` whose `s6-instance-create` the tests can make fail.
 pub(crate) struct Host {
     pub(crate) service: PathBuf,
     bin: PathBuf,
     root: PathBuf,
-    _svscan: Svscan,
-    _tmp: tempfile::TempDir,
+    _scan: InstanceScan,
 }
 
 impl Host {
     pub(crate) fn new() -> Option<Host> {
-        for p in [
-            "s6-svscan",
-            "s6-instance-maker",
-            "s6-instance-create",
-            "s6-instance-delete",
-            "s6-instance-list",
-            "s6-instance-status",
-            "s6-instance-control",
-        ] {
-            vm_catalog_tests::require_tool(p)?;
-        }
-        let tmp = tempfile::tempdir().unwrap();
-        let root = std::fs::canonicalize(tmp.path()).unwrap();
-        let vmm = write_vm_command(&root.join("vmm")).unwrap();
-        let service = root.join("scan/vmm");
-        std::fs::create_dir_all(root.join("scan")).unwrap();
-        s6::make_instance_service(&service, &vmm).unwrap();
-        let bin = root.join("bin");
-        wrap_create(&root, &bin);
-        let svscan = Svscan::start(&root.join("scan"), 100).unwrap();
-        assert!(wait_for(Duration::from_secs(10), || s6::scanner_listens(
-            &service.join("instance")
-        )));
+        let scan = InstanceScan::start(|root| wrap_create(root, &root.join("bin")))?;
         Some(Host {
-            service,
-            bin,
-            root,
-            _svscan: svscan,
-            _tmp: tmp,
+            service: scan.service.clone(),
+            bin: scan.root.join("bin"),
+            root: scan.root.clone(),
+            _scan: scan,
         })
     }
 

@@ -5,44 +5,19 @@
 
 use std::time::Duration;
 
-use vm_catalog_tests::s6::{self, Svscan, wait_for, write_vm_command};
+use vm_catalog_tests::s6::{self, InstanceScan, wait_for};
 
 use super::*;
 
 /// A scan directory with the templated service `vmm`, supervised.
 struct Host {
-    service: PathBuf,
-    _svscan: Svscan,
-    _tmp: tempfile::TempDir,
+    scan: InstanceScan,
 }
 
 impl Host {
     fn new() -> Option<Host> {
-        for p in [
-            "s6-svscan",
-            "s6-instance-maker",
-            "s6-instance-create",
-            "s6-instance-delete",
-            "s6-instance-list",
-            "s6-instance-status",
-            "s6-instance-control",
-        ] {
-            vm_catalog_tests::require_tool(p)?;
-        }
-        let tmp = tempfile::tempdir().unwrap();
-        let root = std::fs::canonicalize(tmp.path()).unwrap();
-        let vmm = write_vm_command(&root.join("vmm")).unwrap();
-        let service = root.join("scan/vmm");
-        std::fs::create_dir_all(root.join("scan")).unwrap();
-        s6::make_instance_service(&service, &vmm).unwrap();
-        let svscan = Svscan::start(&root.join("scan"), 100).unwrap();
-        assert!(wait_for(Duration::from_secs(10), || s6::scanner_listens(
-            &service.join("instance")
-        )));
         Some(Host {
-            service,
-            _svscan: svscan,
-            _tmp: tmp,
+            scan: InstanceScan::start(|_| {})?,
         })
     }
 
@@ -51,7 +26,7 @@ impl Host {
         d.arg("--apply")
             .arg("s6-instance")
             .arg("--instance-service")
-            .arg(&self.service)
+            .arg(&self.scan.service)
             .arg("--instances-up")
             .arg("--vm-layout")
             .arg("spectrum")
@@ -70,7 +45,7 @@ fn with_instances_up_prepare_runs_before_the_instance_and_release_after_it_is_go
     let body = format!(
         "[ -e {service}/instance/$2 ] && echo \"$1 $3\" >> {seen}\n\
          [ \"$1 $3\" = 'prepare bad' ] && [ -e {fail} ] && exit 1",
-        service = h.service.display(),
+        service = h.scan.service.display(),
         seen = hooks.path().join("seen").display(),
         fail = fail.display(),
     );
@@ -86,11 +61,11 @@ fn with_instances_up_prepare_runs_before_the_instance_and_release_after_it_is_go
     assert_eq!(vms["bad"].service, None);
     let mut want = vec![id("app"), id("netvm")];
     want.sort();
-    assert_eq!(s6::instances(&h.service), want, "no instance for bad");
+    assert_eq!(s6::instances(&h.scan.service), want, "no instance for bad");
     for n in ["app", "netvm"] {
         assert_eq!(vms[n].service.as_deref(), Some(id(n).as_str()));
         assert!(wait_for(Duration::from_secs(30), || s6::instance_pid(
-            &h.service,
+            &h.scan.service,
             &id(n)
         )
         .is_some()));
@@ -101,7 +76,7 @@ fn with_instances_up_prepare_runs_before_the_instance_and_release_after_it_is_go
         let link = d.vm_dir().join("by-id").join(id(n)).join("service");
         assert_eq!(
             std::fs::read_link(&link).unwrap(),
-            h.service.join("instance").join(id(n))
+            h.scan.service.join("instance").join(id(n))
         );
     }
     let by_name = d.vm_dir().join("by-name/netvm/service");
@@ -117,7 +92,7 @@ fn with_instances_up_prepare_runs_before_the_instance_and_release_after_it_is_go
     std::fs::remove_dir_all(d.user().join("app")).unwrap();
     std::fs::remove_file(&fail).unwrap();
     rescan(&d, false);
-    assert!(!s6::instances(&h.service).contains(&id("app")));
+    assert!(!s6::instances(&h.scan.service).contains(&id("app")));
     assert!(calls(hooks.path()).contains(&format!("release {} app", id("app"))));
     assert!(!d.vm_dir().join("by-id").join(id("app")).exists());
     let vms = list(&d);

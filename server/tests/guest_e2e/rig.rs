@@ -31,26 +31,7 @@ pub(crate) fn cache() -> PathBuf {
 
 /// The unpacked Debian kernel: (its `vmlinuz`, its module tree).
 pub(crate) fn kernel() -> Option<(PathBuf, PathBuf)> {
-    let kernels = cache().join("kernels");
-    let mut trees: Vec<PathBuf> = fs::read_dir(&kernels)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join("lib/modules").is_dir())
-        .collect();
-    trees.sort();
-    let tree = trees.pop()?;
-    let version = fs::read_dir(tree.join("lib/modules"))
-        .ok()?
-        .flatten()
-        .next()?
-        .file_name();
-    let vmlinuz = tree
-        .join("boot")
-        .join(format!("vmlinuz-{}", version.to_string_lossy()));
-    vmlinuz
-        .exists()
-        .then(|| (vmlinuz, tree.join("lib/modules").join(version)))
+    vm_catalog_tests::kernel::unpacked(&cache().join("kernels"))
 }
 
 /// The `vhost-device-vsock` built into the cache.
