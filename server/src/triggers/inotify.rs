@@ -267,45 +267,47 @@ mod tests {
         t
     }
 
+    /// A directory `vm` made now, watched (as a definition's) with a scan
+    /// that started `offset_ms` after its ctime (negative: before); what
+    /// the first and a second sync found, and the watches held.
+    fn watched_after(offset_ms: i64) -> (Synced, Synced, usize) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("vm")).unwrap();
+        let changed = ctime_ms(&dir.path().join("vm"));
+        let inotify = Inotify::init().unwrap();
+        let mut watches = inotify.watches();
+        let mut current = HashMap::new();
+        let set = WatchSet {
+            targets: vec![definition(dir.path(), "vm")],
+            scan_started_unix_ms: changed.saturating_add_signed(offset_ms),
+        };
+        let first = sync(&mut watches, &mut current, &set);
+        let second = sync(&mut watches, &mut current, &set);
+        (first, second, current.len())
+    }
+
     /// Regression: a VM copied in with `cp -R` was caught half-way by a
     /// rescan, and what was written before its directories' watches were
     /// added was never read (it stayed `missing-kernel` for good).
     #[test]
     fn a_directory_changed_after_the_scan_started_but_before_its_watch_is_rescanned() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("vm")).unwrap();
-        let changed = ctime_ms(&dir.path().join("vm"));
-        let inotify = Inotify::init().unwrap();
-        let mut watches = inotify.watches();
-        let mut current = HashMap::new();
-
         // The scan started before the directory last changed.
-        let set = WatchSet {
-            targets: vec![definition(dir.path(), "vm")],
-            scan_started_unix_ms: changed - 1000,
-        };
-        let synced = sync(&mut watches, &mut current, &set);
-        assert_eq!(synced.changed_unseen, vec![set.targets[0].scope.clone()]);
-
+        let (first, second, _) = watched_after(-1000);
+        assert_eq!(
+            first.changed_unseen,
+            vec![Scope::Definition(
+                SourceLabel::try_from("user").unwrap(),
+                VmName::try_from("vm").unwrap(),
+            )]
+        );
         // Already watched: events cover it, nothing to catch up.
-        let synced = sync(&mut watches, &mut current, &set);
-        assert!(synced.changed_unseen.is_empty());
+        assert!(second.changed_unseen.is_empty());
     }
 
     #[test]
     fn a_directory_unchanged_since_the_scan_started_is_not_rescanned() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("vm")).unwrap();
-        let changed = ctime_ms(&dir.path().join("vm"));
-        let inotify = Inotify::init().unwrap();
-        let mut watches = inotify.watches();
-        let mut current = HashMap::new();
-        let set = WatchSet {
-            targets: vec![definition(dir.path(), "vm")],
-            scan_started_unix_ms: changed + CLOCK_SLACK_MS + 1000,
-        };
-        let synced = sync(&mut watches, &mut current, &set);
-        assert!(synced.changed_unseen.is_empty());
-        assert_eq!(current.len(), 1);
+        let (first, _, watched) = watched_after(CLOCK_SLACK_MS as i64 + 1000);
+        assert!(first.changed_unseen.is_empty());
+        assert_eq!(watched, 1);
     }
 }
