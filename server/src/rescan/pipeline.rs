@@ -20,8 +20,8 @@ use super::{RescanError, RescanResult, Started};
 use crate::apply::ApplyConfig;
 use crate::catalog::{Catalog, MergeOptions, VmIds};
 use crate::config::Config;
-use crate::definition::ScanOptions;
 use crate::definition::watch_targets::Dirty;
+use crate::definition::{ScanOptions, SourceScan};
 use crate::hooks::Hooks;
 use crate::publish::Hub;
 use crate::source::SourceSpec;
@@ -86,6 +86,9 @@ pub struct RealPipeline {
     ids: VmIds,
     ids_file: PathBuf,
     commit: Commit,
+    /// The scans of the last real rescan, for the next one to read only
+    /// what watch events say changed (empty until the first).
+    scans: Vec<SourceScan>,
 }
 
 impl std::fmt::Debug for RealPipeline {
@@ -128,6 +131,7 @@ impl RealPipeline {
             ids,
             ids_file: config.ids_file.clone(),
             commit: Commit::new(views, hooks, applier, hub, watched),
+            scans: Vec::new(),
         })
     }
 
@@ -141,6 +145,35 @@ impl RealPipeline {
     fn plan(&self, specs: &[SourceSpec], ids: &mut VmIds) -> Result<Plan, RescanError> {
         Plan::new(&self.catalog, specs, &self.scan, &self.merge, ids)
             .map_err(RescanError::ScanExhausted)
+    }
+
+    /// Plans the rescan after watch events that marked `dirty`: from the
+    /// last rescan's scans, reading again only the entries `dirty` names
+    /// ([`Plan::changed`]); whole when `dirty` is [`Dirty::Whole`] or there
+    /// is no last rescan.
+    fn plan_changed(
+        &mut self,
+        specs: &[SourceSpec],
+        dirty: &Dirty,
+        ids: &mut VmIds,
+    ) -> Result<Plan, RescanError> {
+        let prev = std::mem::take(&mut self.scans);
+        let entries = match dirty {
+            _ if prev.is_empty() => return self.plan(specs, ids),
+            Dirty::Whole => return self.plan(specs, ids),
+            Dirty::Nothing => &BTreeSet::new(),
+            Dirty::Entries(entries) => entries,
+        };
+        Plan::changed(
+            &self.catalog,
+            prev,
+            entries,
+            specs,
+            &self.scan,
+            &self.merge,
+            ids,
+        )
+        .map_err(RescanError::ScanExhausted)
     }
 
     /// Saves the ids if they changed. They are saved before anything is
@@ -225,10 +258,11 @@ impl Pipeline for RealPipeline {
         let started = Started::now();
         let specs = self.sources.discover();
         let mut ids = std::mem::replace(&mut self.ids, VmIds::new(0));
-        let plan = self.plan(&specs, &mut ids);
+        let plan = self.plan_changed(&specs, dirty, &mut ids);
         self.ids = ids;
-        let plan = plan?;
+        let mut plan = plan?;
         self.save_ids();
+        self.scans = plan.take_scans();
         let result = self
             .commit
             .commit(&mut self.catalog, plan, trigger, started);
