@@ -35,8 +35,9 @@ pub trait Pipeline: Send + 'static {
     fn rescan(&mut self, trigger: RescanTrigger) -> Result<RescanResult, RescanError>;
 
     /// One rescan, after requests that together marked `dirty` as changed
-    /// ([`Dirty::Whole`] unless only watch events asked). Today every
-    /// rescan reads everything: by default, [`Pipeline::rescan`].
+    /// ([`Dirty::Whole`] unless only watch events asked). The real
+    /// pipeline reads again only what `dirty` names; by default,
+    /// [`Pipeline::rescan`].
     fn rescan_changed(
         &mut self,
         trigger: RescanTrigger,
@@ -133,6 +134,32 @@ impl RealPipeline {
             commit: Commit::new(views, hooks, applier, hub, watched),
             scans: Vec::new(),
         })
+    }
+
+    /// A pipeline of the directory sources `sources` (no partitions, no
+    /// hooks) whose views go where `merge` says, applied by `applier`,
+    /// with ids from a fixed `seed` kept in `ids_file`: for tests that
+    /// drive rescans without a daemon.
+    #[cfg(test)]
+    pub(crate) fn for_tests(
+        sources: Vec<SourceSpec>,
+        scan: ScanOptions,
+        merge: MergeOptions,
+        (ids_file, seed): (PathBuf, u64),
+        applier: Box<dyn crate::apply::Applier>,
+        (hub, watched): (Arc<Hub>, Watched),
+    ) -> RealPipeline {
+        let views = Views::with_layout(&merge.vm_dir, merge.layout);
+        RealPipeline {
+            catalog: Catalog::empty(hub.epoch()),
+            sources: Sources::new(sources, None),
+            scan,
+            merge,
+            ids: VmIds::new(seed),
+            ids_file,
+            commit: Commit::new(views, Hooks::none(), applier, hub, watched),
+            scans: Vec::new(),
+        }
     }
 
     /// Calls `f` with each VM about to be released, before its `--vm-hook`
