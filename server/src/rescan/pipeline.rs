@@ -136,12 +136,11 @@ impl RealPipeline {
         })
     }
 
-    /// A pipeline of the directory sources `sources` (no partitions, no
-    /// hooks) whose views go where `merge` says, applied by `applier`,
-    /// with ids from a fixed `seed` kept in `ids_file`: for tests that
-    /// drive rescans without a daemon.
-    #[cfg(test)]
-    pub(crate) fn for_tests(
+    /// A pipeline of the directory sources `sources` only (no partitions,
+    /// no hooks) whose views go where `merge` says, applied by `applier`,
+    /// with ids from a fixed `seed` kept in `ids_file`: for tests and
+    /// benches that drive rescans without a daemon.
+    pub fn of_directories(
         sources: Vec<SourceSpec>,
         scan: ScanOptions,
         merge: MergeOptions,
@@ -240,6 +239,18 @@ impl RealPipeline {
     }
 }
 
+/// Whether `changes` may have made an id unused ([`RealPipeline::prune_ids`]):
+/// a definition left (its VM entry was removed), or a source changed
+/// (whether it was read). Otherwise pruning would keep every id, and is
+/// skipped: it reads the whole catalog.
+fn may_leave_ids(changes: &[vm_catalog_protocol::Change]) -> bool {
+    use vm_catalog_protocol::{ChangeItem, ChangeKind};
+    changes.iter().any(|c| match c.item {
+        ChangeItem::Source(_) => true,
+        ChangeItem::Vm(_) => c.kind == ChangeKind::Removed,
+    })
+}
+
 /// Warns, once at start, of each untrusted directory source whose file
 /// system is not mounted `nosymfollow` (its sources entry says so too).
 fn warn_of_symlink_races(sources: &[SourceSpec]) {
@@ -294,7 +305,9 @@ impl Pipeline for RealPipeline {
             .commit
             .commit(&mut self.catalog, plan, trigger, started);
         span.record("generation", result.outcome.generation);
-        self.prune_ids();
+        if may_leave_ids(&result.changes) {
+            self.prune_ids();
+        }
         self.save_ids();
         log_outcome(&result.outcome);
         Ok(result)

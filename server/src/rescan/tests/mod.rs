@@ -87,7 +87,7 @@ impl Side {
         let (tx, watched) = watch::channel(Arc::new(WatchSet::default()));
         let last = Arc::new(Mutex::new(None));
         let applier = Box::new(Recording { last: last.clone() });
-        let pipeline = RealPipeline::for_tests(
+        let pipeline = RealPipeline::of_directories(
             world.specs(),
             scan,
             merge,
