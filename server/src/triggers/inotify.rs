@@ -19,9 +19,13 @@
 //!
 //! After a quiet period (the debounce), one rescan follows, told which
 //! definitions or source entries the events named (each target's
-//! [`Scope`]: [`Dirty`]); `IN_Q_OVERFLOW` (events were lost) marks
-//! everything. (The rescan still re-reads everything; it only records what
-//! the events named.)
+//! [`Scope`]: [`Dirty`]); `IN_Q_OVERFLOW` (events were lost), an event on
+//! a source root itself and any event on a missing or failed source's
+//! watches mark everything. The rescan reads again only the source
+//! entries marked and keeps what the others gave in the last rescan
+//! (`rescan::plan::Plan::changed`); everything marked reads every source
+//! whole. A change no watch sees (a file outside the watched directories,
+//! such as a trusted link's target) is read at the next whole rescan.
 
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
