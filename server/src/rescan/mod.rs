@@ -32,7 +32,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 use vm_catalog_protocol::{ApplyOutcome, Change, RescanOutcome, RescanTrigger};
 
-pub use pipeline::{Pipeline, PipelineError, RealPipeline};
+pub use pipeline::{Pipeline, PipelineConfig, PipelineError, RealPipeline};
 pub use plan::{Plan, ScanExhausted};
 
 use crate::definition::watch_targets::Dirty;
