@@ -25,8 +25,8 @@ use tokio::net::UnixListener;
 use tokio_util::task::TaskTracker;
 use vm_catalog_protocol::{VmId, VmName, VmState};
 
-use super::Tenant;
 use super::accept::{self, Admission, Admit};
+use super::admission::Tenant;
 use super::ctx::{Ctx, VmShare};
 use super::handshake::Draws;
 use super::peer::Peer;
@@ -34,16 +34,16 @@ use super::session::Admitted;
 use super::stop::Stop;
 use crate::publish::Published;
 
-pub mod owner;
-pub mod socket;
-pub mod template;
+mod owner;
+mod socket;
+mod template;
 
 pub use owner::{Access, Owner, uid_of};
 pub use socket::Parent;
 pub use template::{SocketTemplate, TemplateError, UserTemplate};
 
 /// What a UI VM's connections are told when its listener goes.
-pub const LEFT_GOODBYE: &str = "the UI VM is no longer active in the catalog";
+const LEFT_GOODBYE: &str = "the UI VM is no longer active in the catalog";
 
 /// Which VMs get a listener, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
