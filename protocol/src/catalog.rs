@@ -400,7 +400,8 @@ pub enum RescanTrigger {
     Watch,
     /// A partition appeared or went away.
     Hotplug,
-    /// A retry after a failed apply.
+    /// A retry after a failed apply or hook, or a rescan that shows what
+    /// the daemon found since the last one (a UI VM's listener refused).
     Retry,
 }
 

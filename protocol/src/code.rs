@@ -192,6 +192,11 @@ wire_code! {
         /// The VM's `prepare` hook (`--vm-hook`) failed or did not finish in
         /// time: the VM is left out of the apply and tried again later.
         HookFailed = 34 => "hook-failed",
+        /// The UI VM's listener (`--ui-vm`) was refused: a link planted on
+        /// its path, or a directory there that is not the daemon's or the
+        /// VM's own (warning, on the VM: it stays active, with no listener
+        /// until that is fixed; the daemon's log says where).
+        ListenerRefused = 35 => "listener-refused",
     }
 }
 

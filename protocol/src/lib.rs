@@ -36,6 +36,7 @@ pub mod message;
 pub mod names;
 pub mod records;
 pub mod stream;
+mod text;
 
 pub use calls::*;
 pub use catalog::*;

@@ -23,7 +23,9 @@
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use vm_catalog_protocol::{ApplyOutcome, ApplyStatus, Change, RescanOutcome, RescanTrigger};
+use vm_catalog_protocol::{
+    ApplyOutcome, ApplyStatus, Change, DiagCode, RescanOutcome, RescanTrigger, VmName,
+};
 
 use super::{Plan, RescanResult, Started, handoff};
 use crate::apply::{Applier, ApplyReport};
@@ -138,8 +140,21 @@ impl Commit {
             // their directories stay until an apply succeeds.
             self.remove_left_views(&keep);
         }
-        draft.annotate(handoff::annotations(&report));
+        let mut annotations = handoff::annotations(&report);
+        annotations.warnings = self.notes();
+        draft.annotate(annotations);
         report
+    }
+
+    /// What the readers' side found about published VMs (a UI VM's
+    /// listener refused), as warnings for their entries.
+    fn notes(&self) -> std::collections::BTreeMap<VmName, Vec<(DiagCode, String)>> {
+        self.hub
+            .notes()
+            .current()
+            .into_iter()
+            .map(|(vm, notes)| (vm, notes.into_iter().collect()))
+            .collect()
     }
 
     /// Removes the views and directories of the VMs that left, but those

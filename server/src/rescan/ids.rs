@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 use vm_catalog_protocol::{SourceLabel, VmId, VmName};
 
 use crate::catalog::{BY_ID, BY_NAME, IdKey, Layout, Names, VmIds};
-use crate::config::Config;
 use crate::views::MARKER;
 
 /// Ids by key, as read.
@@ -45,8 +44,8 @@ pub struct OnDisk {
 }
 
 impl OnDisk {
-    /// What `config` says.
-    pub fn of(config: &Config) -> OnDisk {
+    /// What the pipeline's `config` says.
+    pub fn of(config: &super::PipelineConfig) -> OnDisk {
         OnDisk {
             vm_dir: config.merge.vm_dir.clone(),
             layout: config.merge.layout,

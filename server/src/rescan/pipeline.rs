@@ -19,13 +19,12 @@ use super::plan::{Plan, Sources};
 use super::{RescanError, RescanResult, Started};
 use crate::apply::ApplyConfig;
 use crate::catalog::{Catalog, MergeOptions, VmIds};
-use crate::config::Config;
 use crate::definition::watch_targets::Dirty;
 use crate::definition::{ScanOptions, SourceScan};
-use crate::hooks::Hooks;
+use crate::hooks::{HookConfig, Hooks};
 use crate::publish::Hub;
 use crate::source::SourceSpec;
-use crate::source::partition::PartitionManager;
+use crate::source::partition::{PartitionConfig, PartitionManager};
 use crate::views::Views;
 
 /// What the rescan worker runs.
@@ -76,6 +75,26 @@ pub enum PipelineError {
     Applier(#[from] crate::apply::OpenError),
 }
 
+/// What the real pipeline is made of, as the configuration stage
+/// (`config.rs`) resolved it from the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineConfig {
+    /// The directory sources, in precedence order (built-in first).
+    pub sources: Vec<SourceSpec>,
+    /// How every source is scanned (the trusted symlink target prefixes).
+    pub scan: ScanOptions,
+    /// Partition discovery; `None`: off.
+    pub partitions: Option<PartitionConfig>,
+    /// The applier.
+    pub apply: ApplyConfig,
+    /// How VMs are named and where their views are built.
+    pub merge: MergeOptions,
+    /// Where the VM ids are kept (`<state-dir>/vm-ids`).
+    pub ids_file: PathBuf,
+    /// The per-VM hook; `None`: no `--vm-hook`.
+    pub vm_hook: Option<HookConfig>,
+}
+
 /// The real pipeline.
 pub struct RealPipeline {
     /// The current catalog: what the next plan is merged against.
@@ -107,7 +126,11 @@ impl RealPipeline {
     /// binds the uevent listener before the first rescan, so that no
     /// hotplug event before the first reconcile is missed.) Must be called
     /// inside a tokio runtime.
-    pub fn open(config: &Config, hub: Arc<Hub>, watched: Watched) -> Result<Self, PipelineError> {
+    pub fn open(
+        config: &PipelineConfig,
+        hub: Arc<Hub>,
+        watched: Watched,
+    ) -> Result<Self, PipelineError> {
         let partitions = config.partitions.clone().map(PartitionManager::new);
         let applier = crate::apply::open(&config.apply)?;
         let ids = super::ids::load(

@@ -254,6 +254,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rescan::Requested;
     use vm_catalog_protocol::{SourceLabel, VmName};
 
     fn ctime_ms(p: &Path) -> u64 {
@@ -306,6 +307,100 @@ mod tests {
         );
         // Already watched: events cover it, nothing to catch up.
         assert!(second.changed_unseen.is_empty());
+    }
+
+    /// Watches `dir/vm` (as a definition's) with [`run`], on a recording
+    /// handle; returns it and what stops the watcher.
+    async fn watching(dir: &Path, debounce: Duration) -> (Requested, CancellationToken) {
+        let (rescans, requested) = Rescans::recording();
+        let set = WatchSet {
+            targets: vec![definition(dir, "vm")],
+            // No directory counts as changed before its watch.
+            scan_started_unix_ms: u64::MAX,
+        };
+        let (tx, mut rx) = watch::channel(Arc::new(set));
+        rx.mark_changed();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(run(rx, rescans, debounce, shutdown.clone()));
+        // Keep the channel open, as the daemon's commit does.
+        tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                shutdown.cancelled().await;
+                drop(tx);
+            }
+        });
+        // The watcher takes the set and adds its watch.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        (requested, shutdown)
+    }
+
+    fn touch(dir: &Path, n: u32) {
+        std::fs::write(dir.join("vm").join(format!("f{n}")), b"x").unwrap();
+    }
+
+    fn the_vm_changed() -> Option<(RescanTrigger, Dirty)> {
+        let scope = Scope::Definition(
+            SourceLabel::try_from("user").unwrap(),
+            VmName::try_from("vm").unwrap(),
+        );
+        let mut dirty = Dirty::Nothing;
+        dirty.mark(&scope, None);
+        Some((RescanTrigger::Watch, dirty))
+    }
+
+    /// The debounce is tokio's: on its paused clock (time moves only when
+    /// every task waits, so the event is read at once however loaded the
+    /// machine is), the rescan is asked for exactly one debounce after the
+    /// last event.
+    #[tokio::test(start_paused = true)]
+    async fn a_rescan_follows_a_quiet_debounce_after_the_last_event() {
+        const DEBOUNCE: Duration = Duration::from_millis(200);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("vm")).unwrap();
+        let (requested, shutdown) = watching(dir.path(), DEBOUNCE).await;
+        assert_eq!(requested.next(), None);
+        touch(dir.path(), 0);
+        tokio::time::sleep(DEBOUNCE / 2).await;
+        // Another event restarts the quiet period.
+        touch(dir.path(), 1);
+        tokio::time::sleep(DEBOUNCE - Duration::from_millis(1)).await;
+        assert_eq!(requested.next(), None, "still within the debounce");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert_eq!(requested.next(), the_vm_changed());
+        assert_eq!(requested.next(), None, "one rescan for both events");
+        shutdown.cancel();
+    }
+
+    /// A steady stream of events, each within the debounce of the last,
+    /// delays the rescan by at most [`MAX_DELAY`] after the first (exactly,
+    /// on tokio's paused clock).
+    #[tokio::test(start_paused = true)]
+    async fn a_steady_stream_of_events_delays_the_rescan_at_most_max_delay() {
+        const DEBOUNCE: Duration = Duration::from_millis(200);
+        const EVERY: Duration = Duration::from_millis(150);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("vm")).unwrap();
+        let (requested, shutdown) = watching(dir.path(), DEBOUNCE).await;
+        let first = tokio::time::Instant::now();
+        let mut n = 0;
+        while first.elapsed() + EVERY < MAX_DELAY {
+            touch(dir.path(), n);
+            n += 1;
+            tokio::time::sleep(EVERY).await;
+            assert_eq!(
+                requested.next(),
+                None,
+                "{:?} after the first",
+                first.elapsed()
+            );
+        }
+        touch(dir.path(), n);
+        tokio::time::sleep_until(first + MAX_DELAY - Duration::from_millis(1)).await;
+        assert_eq!(requested.next(), None);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert_eq!(requested.next(), the_vm_changed(), "at MAX_DELAY");
+        shutdown.cancel();
     }
 
     #[test]
