@@ -17,7 +17,7 @@
 //! started but before its watch was added (a VM copied in with `cp -R`,
 //! caught half-way) changed unseen. Once the watch is in place, its
 //! directory's ctime says so, and the directory is marked as changed,
-//! as an event on it would have (see [`CLOCK_SLACK_MS`]).
+//! as an event on it would have (see `CLOCK_SLACK_MS`).
 //!
 //! After a quiet period (the debounce), one rescan follows, told which
 //! definitions or source entries the events named (each target's
