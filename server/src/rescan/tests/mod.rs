@@ -178,6 +178,11 @@ enum Op {
     Provider(usize, usize, usize, bool),
     /// A plain file in the root, not a definition.
     Junk(usize, usize),
+    /// A link to a definition directory outside the sources (a store
+    /// path: followed in a trusted source, refused in others).
+    Store(usize, usize),
+    /// A new kernel in that directory.
+    StoreKernel,
     /// The source's root moved away.
     Gone(usize),
     /// The source's root back (or made empty).
@@ -217,6 +222,8 @@ impl Op {
                 }
             }
             Op::Junk(s, n) => w.write(&def(w, s, n), b"junk"),
+            Op::Store(s, n) => w.symlink(&w.store(), &def(w, s, n)),
+            Op::StoreKernel => w.write_kernel(&w.store().join("vmlinux")),
             Op::Gone(s) => w.rename(&w.root(s), &w.away(s)),
             Op::Back(s) => {
                 w.rename(&w.away(s), &w.root(s));
@@ -238,6 +245,8 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (s.clone(), n.clone(), n.clone(), any::<bool>())
             .prop_map(|(s, n, p, add)| Op::Provider(s, n, p, add)),
         1 => (s.clone(), n.clone()).prop_map(|(s, n)| Op::Junk(s, n)),
+        1 => (s.clone(), n.clone()).prop_map(|(s, n)| Op::Store(s, n)),
+        1 => Just(Op::StoreKernel),
         1 => s.clone().prop_map(Op::Gone),
         1 => s.prop_map(Op::Back),
     ]

@@ -55,6 +55,8 @@ impl World {
         std::fs::create_dir_all(dir.path().join("away")).unwrap();
         std::fs::create_dir_all(dir.path().join("img")).unwrap();
         std::fs::write(dir.path().join("img/vmlinux"), b"kernel").unwrap();
+        std::fs::create_dir_all(dir.path().join("img/store/blk")).unwrap();
+        std::fs::write(dir.path().join("img/store/vmlinux"), b"kernel").unwrap();
         World {
             dir,
             watches: HashMap::new(),
@@ -66,6 +68,12 @@ impl World {
     /// The trusted prefix of links in untrusted sources.
     pub(super) fn img(&self) -> PathBuf {
         self.dir.path().join("img/")
+    }
+
+    /// A definition directory outside the sources, as a store path that a
+    /// trusted source links to.
+    pub(super) fn store(&self) -> PathBuf {
+        self.dir.path().join("img/store")
     }
 
     pub(super) fn root(&self, s: usize) -> PathBuf {
@@ -111,9 +119,12 @@ impl World {
         }
     }
 
-    /// An event on `p`'s directory naming it.
+    /// An event on `p`'s directory naming it (the directory an entry is
+    /// in, reached through a link to a definition directory too).
     fn event_on_parent(&mut self, p: &Path) {
-        let parent = inode(p.parent().unwrap());
+        let parent = std::fs::metadata(p.parent().unwrap())
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
         self.event(parent, p.file_name());
     }
 
