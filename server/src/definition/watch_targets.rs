@@ -34,8 +34,8 @@ use crate::source::Presence;
 /// changed unseen: adding the watch rescans it).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct WatchSet {
-    /// The directories.
-    pub targets: Vec<Target>,
+    /// The directories (shared by the rescans that ask for the same ones).
+    pub targets: std::sync::Arc<Vec<Target>>,
     /// When the rescan that found them started, in ms since the Unix epoch.
     pub scan_started_unix_ms: u64,
 }

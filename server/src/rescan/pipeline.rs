@@ -15,12 +15,12 @@ use std::sync::Arc;
 use vm_catalog_protocol::{RescanOutcome, RescanTrigger, SourceKind, SourceLabel, SourceState};
 
 use super::commit::{Commit, Watched};
-use super::plan::{Plan, Sources};
+use super::plan::{Kept, Plan, Sources};
 use super::{RescanError, RescanResult, Started};
 use crate::apply::ApplyConfig;
 use crate::catalog::{Catalog, MergeOptions, VmIds};
+use crate::definition::ScanOptions;
 use crate::definition::watch_targets::Dirty;
-use crate::definition::{ScanOptions, SourceScan};
 use crate::hooks::{HookConfig, Hooks};
 use crate::publish::Hub;
 use crate::source::SourceSpec;
@@ -106,9 +106,9 @@ pub struct RealPipeline {
     ids: VmIds,
     ids_file: PathBuf,
     commit: Commit,
-    /// The scans of the last real rescan, for the next one to read only
-    /// what watch events say changed (empty until the first).
-    scans: Vec<SourceScan>,
+    /// What the last real rescan kept for the next one to read only what
+    /// watch events say changed (nothing until the first).
+    kept: Kept,
 }
 
 impl std::fmt::Debug for RealPipeline {
@@ -155,7 +155,7 @@ impl RealPipeline {
             ids,
             ids_file: config.ids_file.clone(),
             commit: Commit::new(views, hooks, applier, hub, watched),
-            scans: Vec::new(),
+            kept: Kept::default(),
         })
     }
 
@@ -180,7 +180,7 @@ impl RealPipeline {
             ids: VmIds::new(seed),
             ids_file,
             commit: Commit::new(views, Hooks::none(), applier, hub, watched),
-            scans: Vec::new(),
+            kept: Kept::default(),
         }
     }
 
@@ -206,9 +206,9 @@ impl RealPipeline {
         dirty: &Dirty,
         ids: &mut VmIds,
     ) -> Result<Plan, RescanError> {
-        let prev = std::mem::take(&mut self.scans);
+        let prev = std::mem::take(&mut self.kept);
         let entries = match dirty {
-            _ if prev.is_empty() => return self.plan(specs, ids),
+            _ if prev.scans.is_empty() => return self.plan(specs, ids),
             Dirty::Whole => return self.plan(specs, ids),
             Dirty::Nothing => &BTreeSet::new(),
             Dirty::Entries(entries) => entries,
@@ -323,7 +323,7 @@ impl Pipeline for RealPipeline {
         self.ids = ids;
         let mut plan = plan?;
         self.save_ids();
-        self.scans = plan.take_scans();
+        self.kept = plan.take_kept();
         let result = self
             .commit
             .commit(&mut self.catalog, plan, trigger, started);

@@ -11,8 +11,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use vm_catalog_protocol::{ApplyOutcome, ApplyStatus, Change, RescanTrigger, SourceLabel};
+use vm_catalog_protocol::{ApplyOutcome, ApplyStatus, Change, RescanTrigger, SourceLabel, VmName};
 
 use super::{RescanResult, Started};
 use crate::catalog::{self, Catalog, Draft, MergeOptions, VmIds};
@@ -84,11 +86,21 @@ impl Sources {
     }
 }
 
+/// What a rescan keeps for the next one: its scans, and the directories it
+/// asked to watch.
+#[derive(Debug, Default)]
+pub struct Kept {
+    /// Its scans, in precedence order.
+    pub scans: Vec<SourceScan>,
+    /// The directories to watch, as [`targets_of`] made them from `scans`.
+    pub targets: Arc<Vec<Target>>,
+}
+
 /// What the next catalog would be.
 #[derive(Debug)]
 pub struct Plan {
     draft: Draft,
-    targets: Vec<Target>,
+    targets: Arc<Vec<Target>>,
     /// The scans it was merged from, for the next rescan to start from.
     scans: Vec<SourceScan>,
 }
@@ -106,7 +118,7 @@ impl Plan {
         ids: &mut VmIds,
     ) -> Result<Plan, ScanExhausted> {
         let scans: Vec<SourceScan> = specs.iter().map(|s| scan_source(s, opts)).collect();
-        Plan::merged(current, scans, merge, ids)
+        Plan::merged(current, scans, None, merge, ids)
     }
 
     /// [`Plan::new`] after watch events that named only `dirty` (entries
@@ -115,17 +127,22 @@ impl Plan {
     /// other entries gave in `prev`; a source that cannot (it was not
     /// ready, its spec changed: it appeared, failed or went; see
     /// [`rescan_entries`]) is read whole. The result is what [`Plan::new`]
-    /// would give, as long as nothing outside `dirty` changed.
+    /// would give, as long as nothing outside `dirty` changed. When every
+    /// source was read that way and no definition came, went or moved, the
+    /// directories to watch are `prev`'s.
     pub fn changed(
         current: &Catalog,
-        prev: Vec<SourceScan>,
+        prev: Kept,
         dirty: &BTreeSet<(SourceLabel, OsString)>,
         specs: &[SourceSpec],
         opts: &ScanOptions,
         merge: &MergeOptions,
         ids: &mut VmIds,
     ) -> Result<Plan, ScanExhausted> {
-        let mut prev: BTreeMap<SourceLabel, SourceScan> = prev
+        let labels = specs.iter().map(|s| &s.label);
+        let mut same_targets = prev.scans.iter().map(|s| &s.spec.label).eq(labels);
+        let mut scans_of: BTreeMap<SourceLabel, SourceScan> = prev
+            .scans
             .into_iter()
             .map(|s| (s.spec.label.clone(), s))
             .collect();
@@ -137,17 +154,30 @@ impl Plan {
                     .filter(|(label, _)| *label == spec.label)
                     .map(|(_, name)| name.clone())
                     .collect();
-                prev.remove(&spec.label)
-                    .and_then(|p| rescan_entries(p, spec, &names, opts))
-                    .unwrap_or_else(|| scan_source(spec, opts))
+                let prev = scans_of.remove(&spec.label);
+                let before = prev.as_ref().map(|p| definitions_named(p, &names));
+                match prev.and_then(|p| rescan_entries(p, spec, &names, opts)) {
+                    Some(scan) => {
+                        same_targets &= before == Some(definitions_named(&scan, &names));
+                        scan
+                    }
+                    None => {
+                        same_targets = false;
+                        scan_source(spec, opts)
+                    }
+                }
             })
             .collect();
-        Plan::merged(current, scans, merge, ids)
+        let targets = same_targets.then_some(prev.targets);
+        Plan::merged(current, scans, targets, merge, ids)
     }
 
+    /// Merges `scans`; the directories to watch are `targets`, or made
+    /// from the scans.
     fn merged(
         current: &Catalog,
         scans: Vec<SourceScan>,
+        targets: Option<Arc<Vec<Target>>>,
         merge: &MergeOptions,
         ids: &mut VmIds,
     ) -> Result<Plan, ScanExhausted> {
@@ -158,14 +188,18 @@ impl Plan {
         }
         Ok(Plan {
             draft: catalog::merge_scans(current, &scans, merge, ids),
-            targets: targets_of(&scans),
+            targets: targets.unwrap_or_else(|| Arc::new(targets_of(&scans))),
             scans,
         })
     }
 
-    /// Takes the scans the plan was merged from.
-    pub fn take_scans(&mut self) -> Vec<SourceScan> {
-        std::mem::take(&mut self.scans)
+    /// Takes what the next rescan starts from: the scans the plan was
+    /// merged from, and its directories to watch.
+    pub fn take_kept(&mut self) -> Kept {
+        Kept {
+            scans: std::mem::take(&mut self.scans),
+            targets: self.targets.clone(),
+        }
     }
 
     /// The merged catalog, before views, apply and publish. (It inherits
@@ -207,7 +241,23 @@ impl Plan {
     }
 
     /// The draft to commit, and the directories to watch after it.
-    pub fn into_parts(self) -> (Draft, Vec<Target>) {
+    pub fn into_parts(self) -> (Draft, Arc<Vec<Target>>) {
         (self.draft, self.targets)
     }
+}
+
+/// The name and directory of each definition among `scan`'s entries
+/// `names` (what the directories to watch are made of).
+fn definitions_named(
+    scan: &SourceScan,
+    names: &BTreeSet<OsString>,
+) -> Vec<Option<(VmName, PathBuf)>> {
+    let by_name = scan.entries.as_ref().map(|e| &e.by_name);
+    names
+        .iter()
+        .map(|n| {
+            let def = by_name?.get(n)?.definition.as_ref()?;
+            Some((def.name.clone(), def.dir.clone()))
+        })
+        .collect()
 }

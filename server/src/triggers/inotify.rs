@@ -210,7 +210,7 @@ fn sync(
     wanted: &WatchSet,
 ) -> Synced {
     let since = wanted.scan_started_unix_ms.saturating_sub(CLOCK_SLACK_MS);
-    let wanted = &wanted.targets;
+    let wanted = &*wanted.targets;
     let keep: std::collections::HashSet<&Target> = wanted.iter().collect();
     let (kept, dropped): (HashMap<_, _>, HashMap<_, _>) =
         current.drain().partition(|(t, _)| keep.contains(t));
@@ -331,7 +331,7 @@ mod tests {
         let mut watches = inotify.watches();
         let mut current = HashMap::new();
         let set = WatchSet {
-            targets: vec![definition(dir.path(), "vm")],
+            targets: Arc::new(vec![definition(dir.path(), "vm")]),
             scan_started_unix_ms: changed.saturating_add_signed(offset_ms),
         };
         let first = sync(&mut watches, &mut current, &set);
@@ -362,7 +362,7 @@ mod tests {
     async fn watching(dir: &Path, debounce: Duration) -> (Requested, CancellationToken) {
         let (rescans, requested) = Rescans::recording();
         let set = WatchSet {
-            targets: vec![definition(dir, "vm")],
+            targets: Arc::new(vec![definition(dir, "vm")]),
             // No directory counts as changed before its watch.
             scan_started_unix_ms: u64::MAX,
         };

@@ -99,7 +99,7 @@ impl World {
     /// a watch, whose events mark everything unless their scopes agree.
     pub(super) fn watch(&mut self, set: &WatchSet) {
         self.watches.clear();
-        for t in &set.targets {
+        for t in set.targets.iter() {
             let Ok(fd) = t.open() else { continue };
             let st = rustix::fs::fstat(&fd).unwrap();
             self.watches
