@@ -16,7 +16,7 @@ pub enum Error {
     Unreachable {
         /// Where it was looked for.
         endpoint: Endpoint,
-        /// Why.
+        /// What connecting said (no such socket, permission denied, …).
         #[source]
         source: std::io::Error,
     },
@@ -65,18 +65,18 @@ pub enum ProtocolError {
     /// A frame whose body does not decode as what its kind announces.
     #[error("cannot decode the {kind:?} body")]
     BadBody {
-        /// The frame's kind.
+        /// The kind in the frame's header: what its body should be.
         kind: FrameKind,
-        /// Why.
+        /// Where the body stopped decoding.
         #[source]
         source: DecodeError,
     },
     /// A frame of a kind that has no place where it arrived.
     #[error("unexpected {kind:?} frame {context}")]
     UnexpectedFrame {
-        /// The frame's kind.
+        /// The kind in the frame's header.
         kind: FrameKind,
-        /// Where it arrived.
+        /// What the client was waiting for when it arrived.
         context: FrameContext,
     },
     /// A `ListVms` stream whose end announced another number of entries
@@ -85,7 +85,7 @@ pub enum ProtocolError {
     ListTotal {
         /// The count in `ListEnd`.
         announced: u32,
-        /// The entries received.
+        /// The entries the stream's pages held.
         received: usize,
     },
 }

@@ -162,9 +162,10 @@ async fn connect(endpoint: &Endpoint) -> Result<Client, Failure> {
     Ok(Client::connect_to(endpoint, &ConnectOptions::default()).await?)
 }
 
-/// Exit status: success.
+/// Exit status: the command did what it was asked.
 pub const EXIT_OK: u8 = 0;
-/// Exit status: failure.
+/// Exit status: any failure without a status of its own (the daemon
+/// refused or failed the call, it sent what this client cannot read).
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit status: no such VM, or not startable.
 pub const EXIT_NOT_FOUND: u8 = 3;
@@ -176,9 +177,9 @@ pub const EXIT_UNAVAILABLE: u8 = 5;
 /// A command's failure: what to print and the exit status.
 #[derive(Debug)]
 pub struct Failure {
-    /// The message.
+    /// What went wrong, printed on stderr after `vm-catalog: `.
     pub message: String,
-    /// The exit status.
+    /// The process's exit status: one of the `EXIT_*` constants.
     pub code: u8,
 }
 

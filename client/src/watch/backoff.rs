@@ -26,7 +26,8 @@ impl Backoff {
         self.next = BACKOFF_FIRST;
     }
 
-    /// The next delay.
+    /// The delay before the next try, jittered; the one after it doubles,
+    /// up to the cap.
     pub(super) fn step(&mut self) -> Duration {
         let d = self.next;
         self.next = (d * 2).min(BACKOFF_MAX);

@@ -33,9 +33,9 @@ pub enum WatchEvent {
     /// what differs from the mirror before (on the first connection: every
     /// entry, as added).
     Reset {
-        /// The snapshot's position.
+        /// The position of the snapshot the mirror now holds.
         cursor: Cursor,
-        /// Why a snapshot.
+        /// Why the watch started over from a snapshot.
         reason: ResetReason,
         /// How the new mirror differs from the old one.
         changes: Vec<Change>,
@@ -45,12 +45,12 @@ pub enum WatchEvent {
     Resumed {
         /// The position before the disconnect.
         from: Cursor,
-        /// The current position.
+        /// The position the mirror is now at.
         to: Cursor,
     },
     /// One generation's changes, already applied to the mirror.
     Changes {
-        /// The generation.
+        /// The generation these changes made (of the watch's epoch).
         generation: u64,
         /// The changes, in order.
         changes: Vec<Change>,
@@ -58,9 +58,10 @@ pub enum WatchEvent {
     /// The connection was lost or could not be made; the watch tries again
     /// after `retry_in` (on the next call to [`Watch::next`]).
     Disconnected {
-        /// Why.
+        /// What failed: the connection, the handshake or the subscription.
         error: Error,
-        /// The backoff delay.
+        /// How long the watch waits before it tries again (exponential
+        /// backoff with jitter, reset once a connection is synced).
         retry_in: Duration,
     },
 }
