@@ -48,7 +48,12 @@ impl Collect for ListVms {
     type Acc = Vec<VmEntry>;
 
     fn push(acc: &mut Vec<VmEntry>, page: VmPage) {
-        acc.extend(page.vms);
+        if acc.is_empty() {
+            // The first page is the list so far: no copy.
+            *acc = page.vms;
+        } else {
+            acc.extend(page.vms);
+        }
     }
 
     fn finish(vms: Vec<VmEntry>, end: ListEnd) -> Result<VmList> {

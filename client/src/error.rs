@@ -16,7 +16,8 @@ pub enum Error {
     Unreachable {
         /// Where it was looked for.
         endpoint: Endpoint,
-        /// What connecting said (no such socket, permission denied, …).
+        /// The connect error: `NotFound` (no socket there), `ConnectionRefused`
+        /// (a socket nobody listens on), `PermissionDenied`, …
         #[source]
         source: std::io::Error,
     },
@@ -65,18 +66,18 @@ pub enum ProtocolError {
     /// A frame whose body does not decode as what its kind announces.
     #[error("cannot decode the {kind:?} body")]
     BadBody {
-        /// The kind in the frame's header: what its body should be.
+        /// The kind its header announced.
         kind: FrameKind,
-        /// Where the body stopped decoding.
+        /// Where the body stopped decoding as that kind.
         #[source]
         source: DecodeError,
     },
     /// A frame of a kind that has no place where it arrived.
     #[error("unexpected {kind:?} frame {context}")]
     UnexpectedFrame {
-        /// The kind in the frame's header.
+        /// The kind its header announced.
         kind: FrameKind,
-        /// What the client was waiting for when it arrived.
+        /// Which call or stream it came in for.
         context: FrameContext,
     },
     /// A `ListVms` stream whose end announced another number of entries
@@ -85,7 +86,7 @@ pub enum ProtocolError {
     ListTotal {
         /// The count in `ListEnd`.
         announced: u32,
-        /// The entries the stream's pages held.
+        /// The entries the stream's pages carried, all pages together.
         received: usize,
     },
 }

@@ -5,6 +5,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::text::Text;
+
 /// Why a string is not a valid [`VmId`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("a VM id is 1 to {MAX_VM_ID_LEN} ASCII letters and digits")]
@@ -27,12 +29,12 @@ pub const MAX_VM_ID_LEN: usize = 32;
 /// }
 /// ```
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct VmId(String);
+pub struct VmId(Text);
 
 impl VmId {
     /// The id as a string slice.
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 }
 
@@ -43,7 +45,7 @@ impl TryFrom<&str> for VmId {
         {
             return Err(VmIdError);
         }
-        Ok(VmId(s.to_owned()))
+        Ok(VmId(Text::new(s)))
     }
 }
 
@@ -56,19 +58,19 @@ impl FromStr for VmId {
 
 impl fmt::Display for VmId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.0.as_str())
     }
 }
 
 impl fmt::Debug for VmId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
+        fmt::Debug::fmt(self.0.as_str(), f)
     }
 }
 
 impl Serialize for VmId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
+        s.serialize_str(self.0.as_str())
     }
 }
 

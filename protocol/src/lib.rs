@@ -37,6 +37,7 @@ pub mod message;
 pub mod names;
 pub mod records;
 pub mod stream;
+mod text;
 
 pub use calls::*;
 pub use catalog::*;

@@ -12,6 +12,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::text::Text;
+
 /// Longest VM name or source label, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
 
@@ -91,12 +93,12 @@ macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident, $check:expr, $expecting:literal) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(String);
+        pub struct $name(Text);
 
         impl $name {
             /// The name as a string slice.
             pub fn as_str(&self) -> &str {
-                &self.0
+                self.0.as_str()
             }
         }
 
@@ -104,7 +106,7 @@ macro_rules! name_type {
             type Error = NameError;
             fn try_from(s: &str) -> Result<Self, NameError> {
                 $check(s.as_bytes())?;
-                Ok(Self(s.to_owned()))
+                Ok(Self(Text::new(s)))
             }
         }
 
@@ -112,7 +114,7 @@ macro_rules! name_type {
             type Error = NameError;
             fn try_from(s: String) -> Result<Self, NameError> {
                 $check(s.as_bytes())?;
-                Ok(Self(s))
+                Ok(Self(Text::from_string(s)))
             }
         }
 
@@ -120,8 +122,11 @@ macro_rules! name_type {
             type Error = NameError;
             fn try_from(b: &[u8]) -> Result<Self, NameError> {
                 $check(b)?;
-                // The charset check admits ASCII only.
-                Ok(Self(String::from_utf8_lossy(b).into_owned()))
+                match std::str::from_utf8(b) {
+                    Ok(s) => Ok(Self(Text::new(s))),
+                    // Never: the charset check admits ASCII only.
+                    Err(e) => Err(NameError::BadChar(ByteDisplay(b[e.valid_up_to()]))),
+                }
             }
         }
 
@@ -135,43 +140,43 @@ macro_rules! name_type {
         impl Deref for $name {
             type Target = str;
             fn deref(&self) -> &str {
-                &self.0
+                self.0.as_str()
             }
         }
 
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
-                &self.0
+                self.0.as_str()
             }
         }
 
         impl Borrow<str> for $name {
             fn borrow(&self) -> &str {
-                &self.0
+                self.0.as_str()
             }
         }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.write_str(self.0.as_str())
             }
         }
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Debug::fmt(&self.0, f)
+                fmt::Debug::fmt(self.0.as_str(), f)
             }
         }
 
         impl From<$name> for String {
             fn from(n: $name) -> String {
-                n.0
+                n.0.into()
             }
         }
 
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&self.0)
+                s.serialize_str(self.0.as_str())
             }
         }
 
@@ -186,8 +191,13 @@ macro_rules! name_type {
                     fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<$name, E> {
                         $name::try_from(s).map_err(E::custom)
                     }
+                    // The wire's string as bytes: the name's check admits
+                    // ASCII only, so no separate UTF-8 check is needed.
+                    fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<$name, E> {
+                        $name::try_from(b).map_err(E::custom)
+                    }
                 }
-                d.deserialize_str(V)
+                d.deserialize_bytes(V)
             }
         }
     };

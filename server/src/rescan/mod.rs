@@ -25,6 +25,9 @@ pub mod plan;
 pub mod retry;
 mod worker;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};

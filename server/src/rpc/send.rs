@@ -124,13 +124,42 @@ impl Conn {
         build: impl FnOnce() -> Result<Vec<u8>, FrameError>,
     ) -> Result<(), CallError> {
         let _turn = self.turn.lock().await;
-        let _claim = if len > UNCOUNTED_FRAME {
-            Some(self.claim(call_id, len as u64).await?)
-        } else {
-            None
-        };
+        let _claim = self.claim_over_uncounted(call_id, len).await?;
         let frame = build().map_err(CallError::Encode)?;
-        match tokio::time::timeout(self.send_timeout, self.tx.send(&frame)).await {
+        self.deadline(self.tx.send(&frame)).await
+    }
+
+    /// Sends two frames of `len` bytes together, in one turn and one send
+    /// (see [`FrameTx::send_two`]), each built once the bytes are claimed.
+    async fn send_built_two(
+        &self,
+        call_id: u32,
+        len: usize,
+        build: impl FnOnce() -> Result<(Vec<u8>, Vec<u8>), FrameError>,
+    ) -> Result<(), CallError> {
+        let _turn = self.turn.lock().await;
+        let _claim = self.claim_over_uncounted(call_id, len).await?;
+        let (first, second) = build().map_err(CallError::Encode)?;
+        self.deadline(self.tx.send_two(&first, &second)).await
+    }
+
+    /// `len` bytes of the reply budget when they are more than
+    /// [`UNCOUNTED_FRAME`].
+    async fn claim_over_uncounted(
+        &self,
+        call_id: u32,
+        len: usize,
+    ) -> Result<Option<Claim>, CallError> {
+        if len > UNCOUNTED_FRAME {
+            Ok(Some(self.claim(call_id, len as u64).await?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Runs a send within the send deadline.
+    async fn deadline(&self, send: super::transport::Sending<'_>) -> Result<(), CallError> {
+        match tokio::time::timeout(self.send_timeout, send).await {
             Ok(sent) => sent.map_err(CallError::Disconnected),
             Err(_) => {
                 // The peer stopped reading: cut it off, so that no task (the
@@ -225,6 +254,41 @@ impl Conn {
                     Ok(())
                 },
             )
+        })
+        .await
+    }
+
+    /// Sends the last item of a streaming call, whose body of `body_len`
+    /// bytes `write` appends (as [`Conn::item_with`]), and the call's end,
+    /// together: the peer is woken once for both.
+    pub(super) async fn last_item_with<C: Streaming>(
+        &self,
+        call_id: u32,
+        body_len: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+        end: &C::End,
+    ) -> Result<(), CallError> {
+        let method = C::METHOD.id();
+        let max = self.max_frame;
+        let end_len = frame_len(end).map_err(CallError::Encode)?;
+        self.calls.done(call_id);
+        let len = body_len + vm_catalog_protocol::HEADER_LEN + end_len;
+        self.send_built_two(call_id, len, || {
+            let item = build_frame(
+                FrameKind::StreamItem,
+                method,
+                call_id,
+                body_len,
+                max,
+                |out| {
+                    write(out);
+                    Ok(())
+                },
+            )?;
+            let end = build_frame(FrameKind::StreamEnd, method, call_id, end_len, max, |out| {
+                codec::encode_into(end, out)
+            })?;
+            Ok((item, end))
         })
         .await
     }

@@ -28,20 +28,29 @@ pub(crate) async fn handle(
     };
     let budget = records::budget(conn.max_frame);
     let mut total = 0u32;
-    let mut from = 0;
-    while let Some(page) = records::next_page(&shared.vms, from, budget, keep) {
+    let mut next = records::next_page(&shared.vms, 0, budget, keep);
+    while let Some(page) = next {
         if ctx.shutdown.is_cancelled() {
             return Err(CallError::ShuttingDown);
         }
         if cancel.is_cancelled() {
             return Err(CallError::Cancelled);
         }
-        conn.item_with::<ListVms>(call_id, page.list_len(), |out| {
-            page.write_list(out, &shared.vms, keep)
-        })
-        .await?;
         total += page.count as u32;
-        from = page.end;
+        next = records::next_page(&shared.vms, page.end, budget, keep);
+        let write = |out: &mut Vec<u8>| page.write_list(out, &shared.vms, keep);
+        if next.is_none() {
+            // The last page goes out with the end, in one send.
+            let end = ListEnd {
+                cursor: published.cursor,
+                total,
+            };
+            return conn
+                .last_item_with::<ListVms>(call_id, page.list_len(), write, &end)
+                .await;
+        }
+        conn.item_with::<ListVms>(call_id, page.list_len(), write)
+            .await?;
     }
     let end = ListEnd {
         cursor: published.cursor,

@@ -67,6 +67,16 @@ pub(super) trait FrameTx: Debug + Send + Sync + 'static {
     /// itself down).
     fn send<'a>(&'a self, frame: &'a [u8]) -> Sending<'a>;
 
+    /// Sends two whole frames, `first` then `second`, as one send where the
+    /// transport can (the peer is woken once for both). The same promise as
+    /// [`FrameTx::send`] holds for each.
+    fn send_two<'a>(&'a self, first: &'a [u8], second: &'a [u8]) -> Sending<'a> {
+        Box::pin(async move {
+            self.send(first).await?;
+            self.send(second).await
+        })
+    }
+
     /// Shuts the connection down both ways: the peer sees the end, and
     /// every pending receive and send on it returns.
     fn shutdown(&self);
