@@ -6,7 +6,9 @@
 //! on a [`tokio::sync::watch`] channel. Each is opened without following
 //! symlinks and watched through `/proc/self/fd/N`. A watch that cannot be
 //! added yet (the directory does not exist) or that the kernel dropped (the
-//! directory was removed) is tried again after the next rescan.
+//! directory was removed) is tried again after the next rescan, and so are
+//! the watches of a directory that moved and of those below it (a watch
+//! follows its directory, not its path).
 //!
 //! A watch on an ancestor is added after the rescan that asked for it: if
 //! the next directory on the way appeared in between, no event will come
@@ -15,13 +17,17 @@
 //! started but before its watch was added (a VM copied in with `cp -R`,
 //! caught half-way) changed unseen. Once the watch is in place, its
 //! directory's ctime says so, and the directory is marked as changed,
-//! as an event on it would have (see [`CLOCK_SLACK_MS`]).
+//! as an event on it would have (see `CLOCK_SLACK_MS`).
 //!
 //! After a quiet period (the debounce), one rescan follows, told which
 //! definitions or source entries the events named (each target's
-//! [`Scope`]: [`Dirty`]); `IN_Q_OVERFLOW` (events were lost) marks
-//! everything. (The rescan still re-reads everything; it only records what
-//! the events named.)
+//! [`Scope`]: [`Dirty`]); `IN_Q_OVERFLOW` (events were lost), an event on
+//! a source root itself and any event on a missing or failed source's
+//! watches mark everything. The rescan reads again only the source
+//! entries marked and keeps what the others gave in the last rescan
+//! (`rescan::plan::Plan::changed`); everything marked reads every source
+//! whole. A change no watch sees (a file outside the watched directories,
+//! such as a trusted link's target) is read at the next whole rescan.
 
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
@@ -130,24 +136,9 @@ pub async fn run(
             }
             event = stream.next() => {
                 let Some(event) = event else { return };
-                match &event {
-                    Ok(e) if e.mask.contains(EventMask::Q_OVERFLOW) => {
-                        tracing::info!("inotify queue overflowed; rescanning");
-                        dirty.mark_whole();
-                    }
-                    // The kernel dropped the watch (the directory is gone):
-                    // the next rescan says whether to watch it again.
-                    Ok(e) if e.mask.contains(EventMask::IGNORED) => {
-                        current.retain(|_, wd| *wd != e.wd);
-                        continue;
-                    }
-                    Ok(e) => match scopes.get(&e.wd) {
-                        Some(scope) => dirty.mark(scope, e.name.as_deref()),
-                        None => dirty.mark_whole(),
-                    },
-                    Err(_) => dirty.mark_whole(),
+                if mark(&event, &mut watches, &mut current, &scopes, &mut dirty) {
+                    postpone(&mut pending, debounce);
                 }
-                postpone(&mut pending, debounce);
             }
             _ = sleep_until(deadline), if deadline.is_some() => {
                 pending = None;
@@ -155,6 +146,39 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Marks what one inotify event says changed in `dirty`; false when it
+/// says nothing changed (the kernel dropped a watch: its directory is
+/// gone, and the next rescan says whether to watch it again).
+fn mark(
+    event: &std::io::Result<inotify::Event<std::ffi::OsString>>,
+    watches: &mut Watches,
+    current: &mut HashMap<Target, WatchDescriptor>,
+    scopes: &HashMap<WatchDescriptor, Scope>,
+    dirty: &mut Dirty,
+) -> bool {
+    match event {
+        Ok(e) if e.mask.contains(EventMask::Q_OVERFLOW) => {
+            tracing::info!("inotify queue overflowed; rescanning");
+            dirty.mark_whole();
+        }
+        Ok(e) if e.mask.contains(EventMask::IGNORED) => {
+            current.retain(|_, wd| *wd != e.wd);
+            return false;
+        }
+        Ok(e) => {
+            if e.mask.contains(EventMask::MOVE_SELF) {
+                forget_moved(watches, current, &e.wd);
+            }
+            match scopes.get(&e.wd) {
+                Some(scope) => dirty.mark(scope, e.name.as_deref()),
+                None => dirty.mark_whole(),
+            }
+        }
+        Err(_) => dirty.mark_whole(),
+    }
+    true
 }
 
 /// Puts the pending rescan `debounce` after now (a quiet period), but no
@@ -222,6 +246,34 @@ fn sync(
         "watching source directories"
     );
     synced
+}
+
+/// A watched directory moved: its watch, and those of the directories
+/// below it, follow it, and no longer watch the paths their targets name
+/// (a directory made where it was would go unwatched, and its new path
+/// would share its old scope). Forgets and removes them, so that the next
+/// sync watches each target where it now is.
+fn forget_moved(
+    watches: &mut Watches,
+    current: &mut HashMap<Target, WatchDescriptor>,
+    moved: &WatchDescriptor,
+) {
+    let dirs: Vec<std::path::PathBuf> = current
+        .iter()
+        .filter(|(_, wd)| *wd == moved)
+        .map(|(t, _)| t.root.join(&t.rel))
+        .collect();
+    let (gone, kept): (HashMap<_, _>, HashMap<_, _>) = current.drain().partition(|(t, _)| {
+        let p = t.root.join(&t.rel);
+        dirs.iter().any(|d| p.starts_with(d))
+    });
+    *current = kept;
+    let in_use: std::collections::HashSet<&WatchDescriptor> = current.values().collect();
+    for wd in gone.into_values() {
+        if !in_use.contains(&wd) {
+            let _ = watches.remove(wd);
+        }
+    }
 }
 
 /// What an event on each watch says changed. Two targets that are one
