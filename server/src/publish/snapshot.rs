@@ -238,10 +238,17 @@ impl Published {
     /// ([`crate::catalog::refer`]), and every other definition of the same
     /// catalog name, or `None` if it refers to nothing.
     pub fn lookup(&self, reference: &str) -> Option<(&VmEntry, Vec<&VmEntry>)> {
+        let (pick, others) = self.lookup_at(reference)?;
+        let others = others.into_iter().map(|i| &self.vms[i]).collect();
+        Some((&self.vms[pick], others))
+    }
+
+    /// [`Published::lookup`] by index into [`Published::vms`] (and its
+    /// records).
+    pub fn lookup_at(&self, reference: &str) -> Option<(usize, Vec<usize>)> {
         let has_label = |l: &SourceLabel| self.sources.iter().any(|s| &s.label == l);
         let r = crate::catalog::refer(&self.vms, reference, has_label, self.names)?;
-        let others = r.others().map(|i| &self.vms[i]).collect();
-        Some((&self.vms[r.pick], others))
+        Some((r.pick, r.others().collect()))
     }
 
     /// Number of active VMs.
