@@ -102,8 +102,47 @@ pub fn in_private_mount_ns(name: &str) -> bool {
 
 /// Runs a command; an error (with its stderr) unless it exits 0.
 pub fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> io::Result<String> {
+    run_as(&Launcher::Plain, cmd, args, stdin)
+}
+
+/// How a [`LoopDisk`] starts its tools: as they are, or each through a
+/// caller's wrapper (a test that must trace every process it starts).
+#[derive(Clone, Default)]
+pub enum Launcher {
+    /// `Command::new(program)`.
+    #[default]
+    Plain,
+    /// The command that runs `program`; the tool's arguments follow.
+    Wrapped(std::sync::Arc<dyn Fn(&str) -> Command + Send + Sync>),
+}
+
+impl std::fmt::Debug for Launcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Launcher::Plain => "Plain",
+            Launcher::Wrapped(_) => "Wrapped",
+        })
+    }
+}
+
+impl Launcher {
+    fn command(&self, program: &str) -> Command {
+        match self {
+            Launcher::Plain => Command::new(program),
+            Launcher::Wrapped(wrap) => wrap(program),
+        }
+    }
+}
+
+fn run_as(
+    launcher: &Launcher,
+    cmd: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> io::Result<String> {
     use std::io::Write;
-    let mut child = Command::new(cmd)
+    let mut child = launcher
+        .command(cmd)
         .args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -134,6 +173,7 @@ pub struct LoopDisk {
     dev: PathBuf,
     name: String,
     image: PathBuf,
+    launcher: Launcher,
     _dir: tempfile::TempDir,
     _lock: LoopLock,
 }
@@ -142,8 +182,15 @@ impl LoopDisk {
     /// A sparse image of `size_mib` MiB partitioned by `sfdisk` with
     /// `layout` (a sfdisk script), attached, with partition nodes made by `partx -u`.
     pub fn new(size_mib: u64, layout: &str) -> io::Result<LoopDisk> {
-        LoopDisk::with_image(size_mib, |img| {
-            run("sfdisk", &["-q", path_str(img)?], Some(layout)).map(drop)
+        LoopDisk::launched(Launcher::Plain, size_mib, layout)
+    }
+
+    /// [`LoopDisk::new`], every tool it ever runs (cleanup too) started by
+    /// `launcher`.
+    pub fn launched(launcher: Launcher, size_mib: u64, layout: &str) -> io::Result<LoopDisk> {
+        let sfdisk = launcher.clone();
+        LoopDisk::attach(launcher, size_mib, |img| {
+            run_as(&sfdisk, "sfdisk", &["-q", path_str(img)?], Some(layout)).map(drop)
         })
     }
 
@@ -153,12 +200,25 @@ impl LoopDisk {
         size_mib: u64,
         write: impl FnOnce(&Path) -> io::Result<()>,
     ) -> io::Result<LoopDisk> {
+        LoopDisk::attach(Launcher::Plain, size_mib, write)
+    }
+
+    fn attach(
+        launcher: Launcher,
+        size_mib: u64,
+        write: impl FnOnce(&Path) -> io::Result<()>,
+    ) -> io::Result<LoopDisk> {
         let lock = lock()?;
         let dir = tempfile::tempdir()?;
         let image = dir.path().join("disk.img");
         File::create(&image)?.set_len(size_mib << 20)?;
         write(&image)?;
-        let dev = run("losetup", &["-f", "--show", "-P", path_str(&image)?], None)?;
+        let dev = run_as(
+            &launcher,
+            "losetup",
+            &["-f", "--show", "-P", path_str(&image)?],
+            None,
+        )?;
         let dev = PathBuf::from(dev.trim());
         let name = dev
             .file_name()
@@ -169,14 +229,20 @@ impl LoopDisk {
             dev,
             name,
             image,
+            launcher,
             _dir: dir,
             _lock: lock,
         };
         // An empty or hostile table (that libblkid refuses) is not an error here.
-        if let Err(e) = run("partx", &["-u", path_str(&disk.dev)?], None) {
+        if let Err(e) = disk.run("partx", &["-u", path_str(&disk.dev)?], None) {
             eprintln!("note: {e}");
         }
         Ok(disk)
+    }
+
+    /// Runs one of the disk's tools through its launcher.
+    fn run(&self, cmd: &str, args: &[&str], stdin: Option<&str>) -> io::Result<String> {
+        run_as(&self.launcher, cmd, args, stdin)
     }
 
     /// The kernel name (`loop3`).
@@ -206,7 +272,7 @@ impl LoopDisk {
 
     /// Tells the kernel about partition `n` (`partx -a --nr n`): an add uevent.
     pub fn partx_add(&self, n: u32) -> io::Result<()> {
-        run(
+        self.run(
             "partx",
             &["-a", "--nr", &n.to_string(), path_str(&self.dev)?],
             None,
@@ -216,7 +282,7 @@ impl LoopDisk {
 
     /// Makes the kernel forget partition `n` (`partx -d --nr n`): a remove uevent.
     pub fn partx_delete(&self, n: u32) -> io::Result<()> {
-        run(
+        self.run(
             "partx",
             &["-d", "--nr", &n.to_string(), path_str(&self.dev)?],
             None,
@@ -233,7 +299,7 @@ impl LoopDisk {
             args.extend(["-d", path_str(c)?]);
         }
         args.push(path_str(&node)?);
-        run("mkfs.ext4", &args, None).map(drop)
+        self.run("mkfs.ext4", &args, None).map(drop)
     }
 
     /// Runs `sfdisk` on the attached disk without telling the kernel
@@ -241,7 +307,7 @@ impl LoopDisk {
     pub fn sfdisk_behind_kernel(&self, args: &[&str], stdin: Option<&str>) -> io::Result<String> {
         let mut all = vec!["-q", "--no-reread", "--no-tell-kernel"];
         all.extend_from_slice(args);
-        run("sfdisk", &all, stdin)
+        self.run("sfdisk", &all, stdin)
     }
 
     /// Whether the kernel knows any partition of the disk.
@@ -269,11 +335,11 @@ impl Drop for LoopDisk {
     fn drop(&mut self) {
         let dev = self.dev.to_string_lossy().into_owned();
         if self.has_partitions() {
-            if let Err(e) = run("partx", &["-d", &dev], None) {
+            if let Err(e) = self.run("partx", &["-d", &dev], None) {
                 eprintln!("cleanup: {e}");
             }
         }
-        if let Err(e) = run("losetup", &["-d", &dev], None) {
+        if let Err(e) = self.run("losetup", &["-d", &dev], None) {
             eprintln!("cleanup: {e}");
         }
     }

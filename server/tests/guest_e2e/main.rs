@@ -139,7 +139,7 @@ fn a_real_ui_vm_follows_the_catalog_and_real_guests_boot_from_a_user_partition()
     // The user partition, empty but for its definitions directory.
     let content = tempfile::tempdir().unwrap();
     fs::create_dir_all(content.path().join("svc/data")).unwrap();
-    let disk = LoopDisk::new(96, &disk_layout()).unwrap();
+    let disk = LoopDisk::launched(traces.launcher("disk"), 96, &disk_layout()).unwrap();
     disk.mkfs_ext4(1, "vmc-user", Some(content.path())).unwrap();
     // Dropped after the daemon (declared before it), before the disk.
     let state = tempfile::tempdir().unwrap();
@@ -413,7 +413,8 @@ fn a_real_ui_vm_follows_the_catalog_and_real_guests_boot_from_a_user_partition()
         t.programs.len()
     );
     // The daemon twice, s6-svscan (with every VMM), vm-start three times,
-    // the host's list twice, make-initramfs twice, s6-instance-maker.
+    // the host's list twice, make-initramfs twice, s6-instance-maker, the
+    // loop disk's sfdisk, losetup, partx and mkfs.ext4.
     assert!(t.files >= 11, "traces of every process: {t:?}");
     assert!(t.socket_calls > 0, "the traces saw the Unix sockets");
     for p in [
@@ -423,6 +424,10 @@ fn a_real_ui_vm_follows_the_catalog_and_real_guests_boot_from_a_user_partition()
         "qemu-system-x86_64",
         "vhost-device-vsock",
         "vm-catalog",
+        "sfdisk",
+        "losetup",
+        "partx",
+        "mkfs.ext4",
     ] {
         assert!(t.programs.contains(p), "{p} ran traced: {:?}", t.programs);
     }

@@ -9,6 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use vm_catalog_tests::loopdev::Launcher;
 
 /// `contrib/` of this checkout.
 pub(crate) const CONTRIB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../contrib");
@@ -63,6 +64,16 @@ pub(crate) fn write_vm(dir: &Path, vmlinuz: &Path, initramfs: &Path) {
     fs::copy(vmlinuz, dir.join("vmlinux")).unwrap();
     fs::copy(initramfs, dir.join("blk/initramfs.img")).unwrap();
     fs::write(dir.join("blk/data.img"), vec![0u8; 64 << 10]).unwrap();
+}
+
+/// `sh -c 'exec strace … "$@"' traced program`: the arguments follow.
+fn traced(strace_args: &str, program: &str) -> Command {
+    let mut c = Command::new("sh");
+    c.arg("-c")
+        .arg(format!("exec {strace_args} \"$@\""))
+        .arg("traced")
+        .arg(program);
+    c
 }
 
 /// Every host process the test starts runs under `strace -f -e
@@ -121,12 +132,14 @@ impl Traces {
 
     /// A command that runs `program args…` traced, in the foreground.
     pub(crate) fn command(&self, label: &str, program: &str) -> Command {
-        let mut c = Command::new("sh");
-        c.arg("-c")
-            .arg(format!("exec {} \"$@\"", self.strace_args(label, false)))
-            .arg("traced")
-            .arg(program);
-        c
+        traced(&self.strace_args(label, false), program)
+    }
+
+    /// A loop disk's launcher that runs each of its tools traced (cleanup
+    /// too, though that runs after [`Traces::finish`]).
+    pub(crate) fn launcher(&self, label: &str) -> Launcher {
+        let args = self.strace_args(label, false);
+        Launcher::Wrapped(std::sync::Arc::new(move |program| traced(&args, program)))
     }
 
     /// The pids of the tracers still running (found by their output
