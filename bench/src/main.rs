@@ -13,6 +13,7 @@ mod fanout;
 mod footprint;
 mod guest;
 mod instances;
+mod latency;
 mod machine;
 mod raw;
 mod rescan;
@@ -31,7 +32,7 @@ use clap::Parser;
 #[command(name = "vm-catalog-bench")]
 struct Args {
     /// Suites to run (default: all): rescan, apply, instances,
-    /// rescan-apply, rpc, fanout, stream, footprint, attack.
+    /// rescan-apply, rpc, fanout, latency, stream, footprint, attack, guest.
     suites: Vec<String>,
     /// Fewer iterations, for a quick check that the suites still run.
     #[arg(long)]
@@ -49,6 +50,7 @@ const SUITES: &[Suite] = &[
     ("rescan-apply", rescan_apply::run),
     ("rpc", rpc::run),
     ("fanout", fanout::run),
+    ("latency", latency::run),
     ("stream", stream::run),
     ("footprint", footprint::run),
     ("attack", attack::run),

@@ -19,7 +19,7 @@ use std::ops::Range;
 use serde::Serialize;
 
 use crate::calls::Event;
-use crate::catalog::{Change, ChangeItem, Diagnostic, Severity, SourceEntry, VmEntry};
+use crate::catalog::{Change, ChangeItem, Cursor, Diagnostic, Severity, SourceEntry, VmEntry};
 use crate::code::DiagCode;
 use crate::codec;
 use crate::frame::{HEADER_LEN, MIN_MAX_FRAME};
@@ -189,9 +189,9 @@ impl Page {
 /// is empty).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SnapshotList {
-    /// `vms`.
+    /// The page's `vms` (its `sources` are empty).
     Vms,
-    /// `sources`.
+    /// The page's `sources` (its `vms` are empty).
     Sources,
 }
 
@@ -264,6 +264,22 @@ pub fn write_snapshot_page<V: AsRef<[u8]>, S: AsRef<[u8]>>(
     write_varint(out, EventTag::SnapshotPage.value().into());
     write_list(out, vms);
     write_list(out, sources);
+}
+
+/// Appends the body of a `VmDetail` (the `GetVm` reply): `cursor`, the
+/// record of the definition that claims the name, then the list of the
+/// others' records.
+pub fn write_detail<R: AsRef<[u8]>>(out: &mut Vec<u8>, cursor: Cursor, vm: &[u8], others: &[R]) {
+    write_varint(out, cursor.epoch.0);
+    write_varint(out, cursor.generation);
+    write_varint(out, vm.len() as u64);
+    out.extend_from_slice(vm);
+    write_list(out, others);
+}
+
+/// The length of [`write_detail`]'s encoding.
+pub fn detail_len<R: AsRef<[u8]>>(cursor: Cursor, vm: &[u8], others: &[R]) -> usize {
+    varint_len(cursor.epoch.0) + varint_len(cursor.generation) + record_len(vm) + list_len(others)
 }
 
 /// Appends the body of one `Event::Batch` frame: part of `generation`'s

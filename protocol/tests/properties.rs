@@ -263,6 +263,15 @@ proptest! {
         let wanted: Vec<VmEntry> = (0..fitted.len()).filter(|&i| keep(i)).map(|i| fitted[i].clone()).collect();
         prop_assert_eq!(seen, wanted);
 
+        if let Some((first, others)) = records.split_first() {
+            let cursor = Cursor { epoch: Epoch(generation ^ 0x5a5a), generation };
+            let mut body = Vec::new();
+            records::write_detail(&mut body, cursor, first, others);
+            prop_assert_eq!(body.len(), records::detail_len(cursor, first, others));
+            let typed = VmDetail { cursor, vm: fitted[0].clone(), others: fitted[1..].to_vec() };
+            prop_assert_eq!(&body, &codec::encode(&typed).unwrap());
+        }
+
         let source = fixtures::source_entry();
         let sources = [records::encode_source(&source, RECORD_BUDGET)];
         let mut body = Vec::new();

@@ -119,6 +119,8 @@ impl Hub {
     pub fn publish(&self, next: Published, changes: Vec<Change>) {
         let mut subs = self.subscribers();
         let generation = next.cursor.generation;
+        // Encoded before the swap, off the readers' path: only what changed.
+        next.encode_after(&self.current(), &changes);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
         self.publishes.send_modify(|n| *n += 1);
         if changes.is_empty() {

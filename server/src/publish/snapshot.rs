@@ -1,11 +1,14 @@
 //! What one catalog generation looks like to readers, and the retained
 //! history of change batches.
 //!
-//! A [`Published`] is immutable once published; its records and a
-//! [`Batch`]'s event bodies are encoded once, on first use, and shared by
-//! every reader (see [`vm_catalog_protocol::records`]).
+//! A [`Published`] is immutable once published. Its records are encoded
+//! once per change: [`super::Hub::publish`] encodes the entries its change
+//! batch names and takes every other entry's record, as it is, from the
+//! generation before ([`Published::encode_after`]); they are shared by every
+//! reader (see [`vm_catalog_protocol::records`]). A [`Batch`]'s event bodies
+//! are encoded once, on first use.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, OnceLock};
 
 use vm_catalog_protocol::records::{self, RECORD_BUDGET};
@@ -13,7 +16,8 @@ use vm_catalog_protocol::records::{self, RECORD_BUDGET};
 use super::vm_view::{self, Audience};
 use crate::catalog::Names;
 use vm_catalog_protocol::{
-    ApplyOutcome, Change, Cursor, Epoch, RescanOutcome, SourceEntry, SourceLabel, VmEntry, VmState,
+    ApplyOutcome, Change, ChangeItem, Cursor, Epoch, RescanOutcome, SourceEntry, SourceLabel,
+    VmEntry, VmState,
 };
 
 /// Generations kept for `Subscribe { since }` resumption.
@@ -36,15 +40,110 @@ pub struct Published {
     vm_records: OnceLock<Records>,
 }
 
-/// The records of one generation, encoded once (each trimmed to fit any
-/// frame, see [`RECORD_BUDGET`]) and shared by every `ListVms`, `GetVm`,
-/// `ListSources` and subscription snapshot.
+/// The records of one generation (each trimmed to fit any frame, see
+/// [`RECORD_BUDGET`]), shared by every `ListVms`, `GetVm`, `ListSources`
+/// and subscription snapshot, and by later generations for the entries
+/// that did not change.
 #[derive(Debug, Clone)]
 pub struct Records {
     /// One per entry of [`Published::vms`], in the same order.
-    pub vms: Vec<Vec<u8>>,
+    pub vms: Vec<Arc<[u8]>>,
     /// One per entry of [`Published::sources`].
-    pub sources: Vec<Vec<u8>>,
+    pub sources: Vec<Arc<[u8]>>,
+}
+
+impl Records {
+    /// Every record of `vms` and `sources`, as `audience` sees them.
+    fn encode(vms: &[VmEntry], sources: &[SourceEntry], audience: Audience) -> Records {
+        Records {
+            vms: vms.iter().map(|e| vm_record(e, audience)).collect(),
+            sources: sources.iter().map(|s| source_record(s, audience)).collect(),
+        }
+    }
+
+    /// The records of `next`, taken from `prev`'s (its entries and their
+    /// records) for every entry that `changed` does not name, encoded for
+    /// the others.
+    fn carried(
+        prev: (&Published, &Records),
+        next: &Published,
+        changed: &Changed<'_>,
+        audience: Audience,
+    ) -> Records {
+        let (prev, old) = prev;
+        let mut j = 0;
+        let vms = next
+            .vms
+            .iter()
+            .map(|e| {
+                if !changed.vms.contains(&(e.name.as_str(), e.source.as_str())) {
+                    // Both lists are sorted by name: walk `prev` along.
+                    while j < prev.vms.len() && prev.vms[j].name < e.name {
+                        j += 1;
+                    }
+                    let same = (j..prev.vms.len())
+                        .take_while(|&k| prev.vms[k].name == e.name)
+                        .find(|&k| prev.vms[k].source == e.source);
+                    if let Some(k) = same {
+                        debug_assert_eq!(&prev.vms[k], e, "an entry no change names changed");
+                        return old.vms[k].clone();
+                    }
+                }
+                vm_record(e, audience)
+            })
+            .collect();
+        let sources = next
+            .sources
+            .iter()
+            .map(|s| {
+                let same = (!changed.sources.contains(s.label.as_str()))
+                    .then(|| prev.sources.iter().position(|p| p.label == s.label))
+                    .flatten();
+                match same {
+                    Some(k) => {
+                        debug_assert_eq!(&prev.sources[k], s, "a source no change names changed");
+                        old.sources[k].clone()
+                    }
+                    None => source_record(s, audience),
+                }
+            })
+            .collect();
+        Records { vms, sources }
+    }
+}
+
+/// The entries a change batch names: (name, source) of VMs, source labels.
+struct Changed<'a> {
+    vms: HashSet<(&'a str, &'a str)>,
+    sources: HashSet<&'a str>,
+}
+
+impl<'a> Changed<'a> {
+    fn of(changes: &'a [Change]) -> Self {
+        let mut c = Changed {
+            vms: HashSet::new(),
+            sources: HashSet::new(),
+        };
+        for change in changes {
+            match &change.item {
+                ChangeItem::Vm(e) => {
+                    c.vms.insert((e.name.as_str(), e.source.as_str()));
+                }
+                ChangeItem::Source(s) => {
+                    c.sources.insert(s.label.as_str());
+                }
+            }
+        }
+        c
+    }
+}
+
+fn vm_record(e: &VmEntry, audience: Audience) -> Arc<[u8]> {
+    records::encode_vm(&audience.vm(e), RECORD_BUDGET).into()
+}
+
+fn source_record(s: &SourceEntry, audience: Audience) -> Arc<[u8]> {
+    records::encode_source(&audience.source(s), RECORD_BUDGET).into()
 }
 
 /// Rescan and apply status, as `GetInfo` reports it.
@@ -96,39 +195,42 @@ impl Published {
         )
     }
 
-    /// The encoded records (built on first use).
+    /// The encoded records (built on first use, unless
+    /// [`Published::encode_after`] built them).
     pub fn records(&self) -> &Records {
-        self.records.get_or_init(|| Records {
-            vms: self
-                .vms
-                .iter()
-                .map(|e| records::encode_vm(e, RECORD_BUDGET))
-                .collect(),
-            sources: self
-                .sources
-                .iter()
-                .map(|s| records::encode_source(s, RECORD_BUDGET))
-                .collect(),
-        })
+        self.records_for(Audience::Host)
     }
 
     /// The encoded records as `audience` sees them (built on first use,
-    /// once per audience).
+    /// once per audience, unless [`Published::encode_after`] built them).
     pub fn records_for(&self, audience: Audience) -> &Records {
+        self.slot(audience)
+            .get_or_init(|| Records::encode(&self.vms, &self.sources, audience))
+    }
+
+    fn slot(&self, audience: Audience) -> &OnceLock<Records> {
         match audience {
-            Audience::Host => self.records(),
-            Audience::Vm => self.vm_records.get_or_init(|| Records {
-                vms: self
-                    .vms
-                    .iter()
-                    .map(|e| records::encode_vm(&vm_view::vm(e), RECORD_BUDGET))
-                    .collect(),
-                sources: self
-                    .sources
-                    .iter()
-                    .map(|s| records::encode_source(&vm_view::source(s), RECORD_BUDGET))
-                    .collect(),
-            }),
+            Audience::Host => &self.records,
+            Audience::Vm => &self.vm_records,
+        }
+    }
+
+    /// Builds this generation's records from `prev`'s, `changes` being the
+    /// batch that leads from `prev` to this one: the entries it names are
+    /// encoded, every other entry's record is `prev`'s (an entry that no
+    /// change names is the same, byte for byte). The host's records always;
+    /// a UI VM's only when `prev` had them (else on first use).
+    pub fn encode_after(&self, prev: &Published, changes: &[Change]) {
+        let changed = Changed::of(changes);
+        for audience in [Audience::Host, Audience::Vm] {
+            let records = match prev.slot(audience).get() {
+                Some(old) => Records::carried((prev, old), self, &changed, audience),
+                None if audience == Audience::Host => {
+                    Records::encode(&self.vms, &self.sources, audience)
+                }
+                None => continue,
+            };
+            let _ = self.slot(audience).set(records);
         }
     }
 
@@ -136,10 +238,17 @@ impl Published {
     /// ([`crate::catalog::refer`]), and every other definition of the same
     /// catalog name, or `None` if it refers to nothing.
     pub fn lookup(&self, reference: &str) -> Option<(&VmEntry, Vec<&VmEntry>)> {
+        let (pick, others) = self.lookup_at(reference)?;
+        let others = others.into_iter().map(|i| &self.vms[i]).collect();
+        Some((&self.vms[pick], others))
+    }
+
+    /// [`Published::lookup`] by index into [`Published::vms`] (and its
+    /// records).
+    pub fn lookup_at(&self, reference: &str) -> Option<(usize, Vec<usize>)> {
         let has_label = |l: &SourceLabel| self.sources.iter().any(|s| &s.label == l);
         let r = crate::catalog::refer(&self.vms, reference, has_label, self.names)?;
-        let others = r.others().map(|i| &self.vms[i]).collect();
-        Some((&self.vms[r.pick], others))
+        Some((r.pick, r.others().collect()))
     }
 
     /// Number of active VMs.

@@ -156,3 +156,86 @@ fn dropping_a_subscription_unsubscribes() {
     drop(sub);
     assert_eq!(hub.subscriber_count(), 0);
 }
+
+fn vm(name: &str, source: &str, revision: u64) -> vm_catalog_protocol::VmEntry {
+    vm_catalog_protocol::VmEntry {
+        name: name.parse().unwrap(),
+        source: source.parse().unwrap(),
+        state: vm_catalog_protocol::VmState::Active,
+        path: format!("/{source}/{name}"),
+        view: Some(format!("/run/vm/{name}/config")),
+        service: None,
+        providers: vec![],
+        diagnostics: vec![],
+        restart_pending: false,
+        shadowed_by: None,
+        revision,
+        fingerprint: Some(revision),
+        id: None,
+    }
+}
+
+/// A new generation encodes only the entries its batch names; every other
+/// record is the previous generation's, the same bytes (not a copy), and
+/// the whole equals a fresh encoding of the generation, for both audiences.
+#[test]
+fn records_are_encoded_once_per_change() {
+    let hub = Hub::new(Epoch(7));
+    let cursor = |generation| Cursor {
+        epoch: Epoch(7),
+        generation,
+    };
+    let first = Published::new(
+        cursor(1),
+        vec![
+            vm("a", "s", 1),
+            vm("b", "s", 1),
+            vm("b", "t", 1),
+            vm("c", "s", 1),
+        ],
+        vec![source("s"), source("t")],
+        Default::default(),
+    );
+    hub.publish(first, vec![]);
+    let old = hub.current();
+    let old_vm = old.records_for(Audience::Vm).clone();
+    // b from t changed, d was added, c went.
+    let changed = vm("b", "t", 2);
+    let added = vm("d", "s", 2);
+    let changes = vec![
+        Change {
+            generation: 2,
+            kind: ChangeKind::Changed,
+            item: ChangeItem::Vm(changed.clone()),
+        },
+        Change {
+            generation: 2,
+            kind: ChangeKind::Added,
+            item: ChangeItem::Vm(added.clone()),
+        },
+        Change {
+            generation: 2,
+            kind: ChangeKind::Removed,
+            item: ChangeItem::Vm(vm("c", "s", 2)),
+        },
+    ];
+    let next = Published::new(
+        cursor(2),
+        vec![vm("a", "s", 1), vm("b", "s", 1), changed, added],
+        vec![source("s"), source("t")],
+        Default::default(),
+    );
+    hub.publish(next, changes);
+    let new = hub.current();
+    for (audience, old) in [(Audience::Host, old.records()), (Audience::Vm, &old_vm)] {
+        let got = new.records_for(audience);
+        let shared: Vec<bool> = (0..4)
+            .map(|i| old.vms.iter().any(|r| Arc::ptr_eq(r, &got.vms[i])))
+            .collect();
+        assert_eq!(shared, [true, true, false, false], "{audience:?}");
+        assert!(Arc::ptr_eq(&old.sources[1], &got.sources[1]));
+        let fresh = (*new).clone();
+        assert_eq!(got.vms, fresh.records_for(audience).vms, "{audience:?}");
+        assert_eq!(got.sources, fresh.records_for(audience).sources);
+    }
+}

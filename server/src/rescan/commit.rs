@@ -49,6 +49,9 @@ pub struct Commit {
     hub: Arc<Hub>,
     status: Status,
     watched: Watched,
+    /// Said once, at the end of the next apply's message (in the status):
+    /// what was wrong with the pipeline's own state when it was read.
+    note: Option<String>,
 }
 
 impl std::fmt::Debug for Commit {
@@ -77,7 +80,14 @@ impl Commit {
             hub,
             status: Status::default(),
             watched,
+            note: None,
         }
+    }
+
+    /// Ends the next apply's message with `note` (damage found in the
+    /// pipeline's own state: `vm-ids`), so that `vm-catalog status` says it.
+    pub fn note_once(&mut self, note: String) {
+        self.note = Some(note);
     }
 
     /// Views → apply → successor → publish: makes `plan` (made against
@@ -181,6 +191,12 @@ impl Commit {
     fn record_apply(&mut self, report: ApplyReport, generation: u64) -> ApplyOutcome {
         let mut apply = report.outcome;
         apply.generation = generation;
+        if let Some(note) = self.note.take() {
+            apply.message = match apply.message.is_empty() {
+                true => note,
+                false => format!("{}; {note}", apply.message),
+            };
+        }
         if matches!(
             apply.status,
             ApplyStatus::Applied

@@ -133,7 +133,7 @@ impl RealPipeline {
     ) -> Result<Self, PipelineError> {
         let partitions = config.partitions.clone().map(PartitionManager::new);
         let applier = crate::apply::open(&config.apply)?;
-        let ids = super::ids::load(
+        let (ids, damage) = super::ids::load(
             &config.ids_file,
             random_seed(),
             &super::ids::OnDisk::of(config),
@@ -147,6 +147,10 @@ impl RealPipeline {
             Some(h) => Hooks::open(h.clone()),
             None => Hooks::none(),
         };
+        let mut commit = Commit::new(views, hooks, applier, hub.clone(), watched);
+        if let Some(damage) = damage {
+            commit.note_once(damage.to_string());
+        }
         Ok(RealPipeline {
             catalog: Catalog::empty(hub.epoch()),
             sources: Sources::new(config.sources.clone(), partitions),
@@ -154,7 +158,7 @@ impl RealPipeline {
             merge: config.merge.clone(),
             ids,
             ids_file: config.ids_file.clone(),
-            commit: Commit::new(views, hooks, applier, hub, watched),
+            commit,
             kept: Kept::default(),
         })
     }

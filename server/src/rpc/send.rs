@@ -211,6 +211,38 @@ impl Conn {
             .await
     }
 
+    /// Sends the reply of a unary call whose body of `body_len` bytes
+    /// `write` appends to the frame (assembled from encoded records).
+    pub(super) async fn reply_with<C: Unary>(
+        &self,
+        call_id: u32,
+        body_len: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), CallError> {
+        self.send_written(FrameKind::Reply, C::METHOD.id(), call_id, body_len, write)
+            .await
+    }
+
+    /// Sends a frame of `kind` whose body of `body_len` bytes `write`
+    /// appends.
+    async fn send_written(
+        &self,
+        kind: FrameKind,
+        method: u16,
+        call_id: u32,
+        body_len: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), CallError> {
+        let max = self.max_frame;
+        self.send_built(call_id, body_len + vm_catalog_protocol::HEADER_LEN, || {
+            build_frame(kind, method, call_id, body_len, max, |out| {
+                write(out);
+                Ok(())
+            })
+        })
+        .await
+    }
+
     /// Sends one item of a streaming call.
     pub(super) async fn item<C: Streaming>(
         &self,
@@ -240,21 +272,13 @@ impl Conn {
         body_len: usize,
         write: impl FnOnce(&mut Vec<u8>),
     ) -> Result<(), CallError> {
-        let method = C::METHOD.id();
-        let max = self.max_frame;
-        self.send_built(call_id, body_len + vm_catalog_protocol::HEADER_LEN, || {
-            build_frame(
-                FrameKind::StreamItem,
-                method,
-                call_id,
-                body_len,
-                max,
-                |out| {
-                    write(out);
-                    Ok(())
-                },
-            )
-        })
+        self.send_written(
+            FrameKind::StreamItem,
+            C::METHOD.id(),
+            call_id,
+            body_len,
+            write,
+        )
         .await
     }
 

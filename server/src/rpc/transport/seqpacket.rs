@@ -170,4 +170,52 @@ mod tests {
         drop(a);
         assert_eq!(recv(&b, 100).await.unwrap(), Incoming::Eof);
     }
+
+    /// `send_two` sends both frames whole and in order, also when the
+    /// socket is full (its send buffer spent by frames the peer has not
+    /// read: `sendmmsg` sends one or none, the rest waits for the peer).
+    #[tokio::test]
+    async fn two_frames_go_out_whole_and_in_order_on_a_full_socket() {
+        let (a, b) = UnixSeqpacket::pair().unwrap();
+        let (tx, _rx) = a.split();
+        let filler = |i: u32| {
+            let mut f = vec![0u8; 1000];
+            f[..4].copy_from_slice(&i.to_le_bytes());
+            f
+        };
+        let mut queued = 0u32;
+        while tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            tx.send(&filler(queued)),
+        )
+        .await
+        .is_ok()
+        {
+            queued += 1;
+        }
+        // The send that timed out was dropped before it went out.
+        let first = vec![1u8; 3000];
+        let second = vec![2u8; 5000];
+        let reader = async {
+            let mut got = Vec::new();
+            loop {
+                match recv(&b, 10_000).await.unwrap() {
+                    Incoming::Frame(f) => {
+                        let done = f == second;
+                        got.push(f);
+                        if done {
+                            return got;
+                        }
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        };
+        let (sent, got) = tokio::join!(tx.send_two(&first, &second), reader);
+        sent.unwrap();
+        let fillers: Vec<Vec<u8>> = (0..queued).map(filler).collect();
+        assert_eq!(got.len(), fillers.len() + 2);
+        assert_eq!(got[..fillers.len()], fillers[..]);
+        assert_eq!(got[fillers.len()..], [first, second]);
+    }
 }
