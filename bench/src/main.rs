@@ -18,6 +18,7 @@ mod machine;
 mod raw;
 mod rescan;
 mod rescan_apply;
+mod rescan_incr;
 mod rpc;
 mod stats;
 mod stream;

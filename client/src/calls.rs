@@ -14,7 +14,7 @@ use crate::session::Step;
 /// The result of [`Client::list_vms`]: one consistent snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmList {
-    /// The snapshot's position.
+    /// The position of the snapshot every page came from.
     pub cursor: Cursor,
     /// The entries, sorted by name, then precedence.
     pub vms: Vec<VmEntry>,
@@ -23,7 +23,8 @@ pub struct VmList {
 /// The result of [`Client::rescan`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RescanReport {
-    /// The changes, in order.
+    /// The new generation's changes, in the order of its batch (on a dry
+    /// run, the changes it would make).
     pub changes: Vec<Change>,
     /// Generations, counts, the apply outcome.
     pub outcome: RescanOutcome,
@@ -32,7 +33,7 @@ pub struct RescanReport {
 /// A streaming call whose items and end fold into one result: the one copy
 /// of that logic, which both clients drive.
 pub(crate) trait Collect: Streaming {
-    /// The result.
+    /// What the whole stream folds into ([`VmList`], [`RescanReport`]).
     type Output;
     /// What the items fold into.
     type Acc: Default;
@@ -101,7 +102,8 @@ impl Client {
         Ok(self.call(&Ping { payload }).await?.payload)
     }
 
-    /// The daemon's state.
+    /// The daemon's status (`GetInfo`): its version, catalog position,
+    /// sources, last rescan and apply.
     pub async fn info(&self) -> Result<Info> {
         self.call(&GetInfo {}).await
     }

@@ -109,7 +109,8 @@ impl From<VsockAddr> for Endpoint {
 pub struct VsockAddr {
     /// The context id of the peer (2: the host).
     pub cid: u32,
-    /// The port.
+    /// The port the daemon listens on in the peer (on the host: the
+    /// daemon's `--vsock-port`, [`DEFAULT_VSOCK_PORT`] unless set).
     pub port: u32,
 }
 
@@ -139,7 +140,7 @@ impl fmt::Display for VsockAddr {
 /// Why a string is not a vsock address.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VsockAddrError {
-    /// Nothing given.
+    /// An empty string.
     #[error("empty vsock address: expected PORT or CID:PORT")]
     Empty,
     /// The port is not a decimal number below 2^32.

@@ -16,7 +16,8 @@ pub enum Error {
     Unreachable {
         /// Where it was looked for.
         endpoint: Endpoint,
-        /// Why.
+        /// The connect error: `NotFound` (no socket there), `ConnectionRefused`
+        /// (a socket nobody listens on), `PermissionDenied`, …
         #[source]
         source: std::io::Error,
     },
@@ -65,18 +66,18 @@ pub enum ProtocolError {
     /// A frame whose body does not decode as what its kind announces.
     #[error("cannot decode the {kind:?} body")]
     BadBody {
-        /// The frame's kind.
+        /// The kind its header announced.
         kind: FrameKind,
-        /// Why.
+        /// Where the body stopped decoding as that kind.
         #[source]
         source: DecodeError,
     },
     /// A frame of a kind that has no place where it arrived.
     #[error("unexpected {kind:?} frame {context}")]
     UnexpectedFrame {
-        /// The frame's kind.
+        /// The kind its header announced.
         kind: FrameKind,
-        /// Where it arrived.
+        /// Which call or stream it came in for.
         context: FrameContext,
     },
     /// A `ListVms` stream whose end announced another number of entries
@@ -85,7 +86,7 @@ pub enum ProtocolError {
     ListTotal {
         /// The count in `ListEnd`.
         announced: u32,
-        /// The entries received.
+        /// The entries the stream's pages carried, all pages together.
         received: usize,
     },
 }

@@ -62,7 +62,7 @@ complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand sources" -s h -l h
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand status" -l socket -d 'The daemon\'s socket on the host' -r -F
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand status" -l vsock -d 'Inside a UI VM: reach the daemon over vsock, on PORT of the host (CID 2) or of CID (the daemon\'s default port is 22083)' -r
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand status" -l stream -d 'On the host: a UI VM\'s stream socket (VM-DIR/NAME/vsock_PORT), as the VMM connects to it for the guest; shows what that VM sees' -r -F
-complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand status" -l json -d 'JSON object'
+complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand status" -l json -d 'JSON: {"server_version", "protocol_version", "epoch", "generation", "applier", "sources": [...], "last_rescan", "last_apply", ...}'
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand status" -s h -l help -d 'Print help'
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand rescan" -l socket -d 'The daemon\'s socket on the host' -r -F
 complete -c vm-catalog -n "__fish_vm_catalog_using_subcommand rescan" -l vsock -d 'Inside a UI VM: reach the daemon over vsock, on PORT of the host (CID 2) or of CID (the daemon\'s default port is 22083)' -r

@@ -23,19 +23,21 @@ use crate::catalog::{
 use crate::codec::{self, Compat, DecodeError};
 use crate::names::{SourceLabel, VmName};
 
-/// A method id.
+/// A method: its number is the request frame's `method` field (§5 of
+/// `docs/protocol.md`), never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u16)]
 pub enum Method {
     /// Liveness and latency check.
     Ping = 1,
-    /// Daemon status.
+    /// The daemon's status: its version, catalog position, sources, last
+    /// rescan and apply (`vm-catalog status`).
     GetInfo = 2,
     /// The catalog, in pages.
     ListVms = 3,
     /// One VM with every definition of its name.
     GetVm = 4,
-    /// The sources.
+    /// Every source of definitions, in precedence order.
     ListSources = 5,
     /// Rescan every source now (admin only).
     Rescan = 6,
@@ -63,7 +65,7 @@ impl Method {
         Method::ALL.into_iter().find(|m| m.id() == id)
     }
 
-    /// The wire id.
+    /// The number sent in a request frame's `method` field.
     pub fn id(self) -> u16 {
         self as u16
     }
@@ -90,13 +92,13 @@ impl Method {
 
 /// The parameters of a call, tied to their method.
 pub trait Call: Serialize + DeserializeOwned {
-    /// The method.
+    /// The method whose request frames carry these parameters.
     const METHOD: Method;
 }
 
 /// A call answered by one `Reply` frame.
 pub trait Unary: Call {
-    /// The reply body.
+    /// What the `Reply` frame's body decodes as.
     type Reply: Serialize + DeserializeOwned;
 }
 
@@ -148,7 +150,7 @@ pub struct Ping {
     pub payload: Vec<u8>,
 }
 
-/// Reply to `Ping`.
+/// Reply to `Ping`: its payload, unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pong {
     /// The payload of the `Ping`.
@@ -156,11 +158,11 @@ pub struct Pong {
     pub payload: Vec<u8>,
 }
 
-/// `GetInfo`: no parameters.
+/// `GetInfo`: no parameters (an empty body).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct GetInfo {}
 
-/// Reply to `GetInfo`.
+/// Reply to `GetInfo`: the daemon's status as the call is answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Info {
     /// The daemon's version string.
@@ -171,7 +173,8 @@ pub struct Info {
     pub cursor: Cursor,
     /// The last generation that the applier made live (0: none yet).
     pub applied_generation: u64,
-    /// `s6-rc` or `none`.
+    /// Which applier keeps the VMs' services in step: `s6-rc`,
+    /// `s6-instance` or `none` (`--apply`).
     pub applier: String,
     /// Number of active VMs.
     pub active_vms: u32,
@@ -186,9 +189,11 @@ pub struct Info {
     /// The last apply attempt.
     #[serde(with = "codec::opt_record")]
     pub last_apply: Option<ApplyOutcome>,
-    /// Open connections.
+    /// Connections on the host socket that hold a connection slot, the
+    /// asking one included (a UI VM's are not counted); 0 to a UI VM.
     pub connections: u32,
-    /// Active subscriptions.
+    /// `Subscribe` calls in flight, on every connection, UI VMs' included;
+    /// 0 to a UI VM.
     pub subscribers: u32,
     /// When the daemon started, in milliseconds since the Unix epoch.
     pub started_unix_ms: u64,
@@ -211,7 +216,8 @@ pub struct VmPage {
     pub vms: Vec<VmEntry>,
 }
 
-/// End of `ListVms`.
+/// End of `ListVms`: where its pages came from, and how many entries
+/// they held.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListEnd {
     /// The snapshot the pages came from.
@@ -223,11 +229,13 @@ pub struct ListEnd {
 /// `GetVm`: one VM by name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GetVm {
-    /// The name.
+    /// A catalog name, or `<label>.<name>` for that source's definition
+    /// (`docs/catalog.md` §4).
     pub name: VmName,
 }
 
-/// Reply to `GetVm`.
+/// Reply to `GetVm`: the definition the name means, and the others of
+/// that name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmDetail {
     /// The snapshot it came from.
@@ -240,11 +248,11 @@ pub struct VmDetail {
     pub others: Vec<VmEntry>,
 }
 
-/// `ListSources`: no parameters.
+/// `ListSources`: no parameters (an empty body).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ListSources {}
 
-/// Reply to `ListSources`.
+/// Reply to `ListSources`: every source, from one snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceList {
     /// The snapshot it came from.
@@ -264,7 +272,8 @@ pub struct Rescan {
 /// One page of a rescan's changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangePage {
-    /// Changes, in order.
+    /// Some of the rescan's changes, in the order of the generation's
+    /// batch; together, its pages hold them all.
     #[serde(with = "codec::records")]
     pub changes: Vec<Change>,
 }
@@ -292,7 +301,8 @@ pub enum ResetReason {
 }
 
 impl ResetReason {
-    /// Kebab-case name.
+    /// The name the CLI, the log and `docs/protocol.md` use: `initial`,
+    /// `new-epoch`, `too-old`, `lagged`, `unknown`.
     pub fn as_str(self) -> &'static str {
         match self {
             ResetReason::Initial => "initial",
@@ -314,17 +324,19 @@ impl ResetReason {
 pub enum Event {
     /// A snapshot follows; drop all state.
     Reset {
-        /// The snapshot's position.
+        /// The position of the snapshot that follows.
         cursor: Cursor,
-        /// Why.
+        /// Why the subscription starts over from a snapshot.
         reason: ResetReason,
     },
     /// Part of the snapshot.
     SnapshotPage {
-        /// VM definitions (every state).
+        /// Some of the VM definitions (every state); together, the pages
+        /// hold every entry.
         #[serde(with = "codec::records")]
         vms: Vec<VmEntry>,
-        /// Sources.
+        /// Some of the sources (every state); together, the pages hold
+        /// every source.
         #[serde(with = "codec::records")]
         sources: Vec<SourceEntry>,
     },
@@ -335,15 +347,16 @@ pub enum Event {
     },
     /// The client is up to date at `cursor`; live batches follow.
     Synced {
-        /// The position.
+        /// Where the client now is: the snapshot's position, or the last
+        /// missed generation's.
         cursor: Cursor,
     },
     /// The changes of one generation. A generation too large for one frame
     /// comes in several parts; apply it when `last` is set.
     Batch {
-        /// The generation.
+        /// The generation these changes made (of the subscription's epoch).
         generation: u64,
-        /// Changes, in order.
+        /// This part's changes, in the batch's order.
         #[serde(with = "codec::records")]
         changes: Vec<Change>,
         /// The last part of this generation.
@@ -366,7 +379,8 @@ pub struct Cancel {
     pub call_id: u32,
 }
 
-/// Reply to `Cancel`.
+/// Reply to `Cancel` (the cancelled call ends on its own, with
+/// `cancelled`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CancelReply {
     /// Whether a call with that id was in flight.
@@ -376,21 +390,21 @@ pub struct CancelReply {
 /// Any call's parameters: what the server decodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    /// `Ping`.
+    /// [`Method::Ping`]'s parameters.
     Ping(Ping),
-    /// `GetInfo`.
+    /// [`Method::GetInfo`]'s (none).
     GetInfo(GetInfo),
-    /// `ListVms`.
+    /// [`Method::ListVms`]'s.
     ListVms(ListVms),
-    /// `GetVm`.
+    /// [`Method::GetVm`]'s.
     GetVm(GetVm),
-    /// `ListSources`.
+    /// [`Method::ListSources`]'s (none).
     ListSources(ListSources),
-    /// `Rescan`.
+    /// [`Method::Rescan`]'s.
     Rescan(Rescan),
-    /// `Subscribe`.
+    /// [`Method::Subscribe`]'s.
     Subscribe(Subscribe),
-    /// `Cancel`.
+    /// [`Method::Cancel`]'s.
     Cancel(Cancel),
 }
 
@@ -403,16 +417,16 @@ pub enum RequestError {
     /// The body does not decode as the method's parameters.
     #[error("invalid parameters for {method}")]
     Invalid {
-        /// The method's name.
+        /// The method's name ([`Method::name`]).
         method: &'static str,
-        /// Why.
+        /// Where the body stopped making sense.
         #[source]
         source: DecodeError,
     },
 }
 
 impl Request {
-    /// The method.
+    /// The method these are the parameters of.
     pub fn method(&self) -> Method {
         match self {
             Request::Ping(_) => Method::Ping,

@@ -4,9 +4,6 @@
 //! Types that appear in lists are encoded as length-delimited records (see
 //! [`crate::codec`]) so that they can gain trailing `Option` fields later.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
 use crate::code::DiagCode;
@@ -14,60 +11,7 @@ use crate::codec;
 use crate::id::VmId;
 use crate::names::{SourceLabel, VmName};
 
-/// A random number chosen at each daemon start. Generations are only
-/// comparable within one epoch.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
-pub struct Epoch(pub u64);
-
-impl fmt::Display for Epoch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
-
-impl fmt::Debug for Epoch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Epoch({self})")
-    }
-}
-
-impl FromStr for Epoch {
-    type Err = std::num::ParseIntError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        u64::from_str_radix(s, 16).map(Epoch)
-    }
-}
-
-/// A point in the catalog's history: `generation` of `epoch`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-pub struct Cursor {
-    /// The daemon run.
-    pub epoch: Epoch,
-    /// The catalog generation within that run.
-    pub generation: u64,
-}
-
-impl fmt::Display for Cursor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.epoch, self.generation)
-    }
-}
-
-/// Why a string is not an `EPOCH:GENERATION` cursor.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("expected EPOCH:GENERATION (16 hex digits, a colon, a decimal number)")]
-pub struct CursorParseError;
-
-impl FromStr for Cursor {
-    type Err = CursorParseError;
-    fn from_str(s: &str) -> Result<Self, CursorParseError> {
-        let (e, g) = s.split_once(':').ok_or(CursorParseError)?;
-        Ok(Cursor {
-            epoch: e.parse().map_err(|_| CursorParseError)?,
-            generation: g.parse().map_err(|_| CursorParseError)?,
-        })
-    }
-}
+pub use crate::cursor::{Cursor, CursorParseError, Epoch};
 
 /// The state of one candidate definition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -113,7 +57,8 @@ impl ProviderKind {
 /// A VM that provides a service to another.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Provider {
-    /// What it provides.
+    /// What it provides (its network: the `providers/<kind>/` directory
+    /// of the definition that names it).
     pub kind: ProviderKind,
     /// The providing VM's catalog name.
     pub name: VmName,
@@ -129,7 +74,7 @@ pub enum Severity {
 }
 
 impl Severity {
-    /// Lowercase name.
+    /// The name the CLI and `docs/protocol.md` use: `error`, `warning`.
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Error => "error",
@@ -141,35 +86,47 @@ impl Severity {
 /// A finding about a definition or a source, with a stable code.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Diagnostic {
-    /// Stable code.
+    /// What was found, as a number that never changes meaning (§6 of
+    /// `docs/protocol.md` lists them); a number this build does not know
+    /// reads as `DiagCode::Other`.
     pub code: DiagCode,
-    /// Error or warning.
+    /// Whether the definition or source is rejected because of it.
     pub severity: Severity,
-    /// The offending path.
+    /// The file or directory it is about, as a host path; to a UI VM only
+    /// the part inside the entry's own directory (`blk/root.img`), or empty.
     pub path: String,
-    /// Human-readable explanation.
+    /// What is wrong, in English, for people (never parse it); to a UI VM,
+    /// the code's name.
     pub message: String,
 }
 
 /// One candidate definition of a VM, as listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmEntry {
-    /// The catalog name.
+    /// The name clients ask for it by: its directory's name, or
+    /// `<label>.<name>` under `--names qualified`; several entries share it
+    /// when definitions of several sources claim it.
     pub name: VmName,
     /// The source it comes from.
     pub source: SourceLabel,
-    /// Its state.
+    /// Whether this definition is the VM (`active`), or why not
+    /// (shadowed, rejected, unavailable).
     pub state: VmState,
-    /// The definition directory.
+    /// The definition directory on the host; empty to a UI VM.
     pub path: String,
-    /// The view the VMM reads (`<vm-dir>/<name>/config`), for active VMs.
+    /// The view the VMM reads (`<vm-dir>/<name>/config`, or
+    /// `<vm-dir>/by-id/<id>/config`), for active VMs; `None` otherwise and
+    /// to a UI VM.
     pub view: Option<String>,
-    /// The s6-rc service name, once the VM is in the live database.
+    /// The VM's service once it is live: its s6-rc service name, or its s6
+    /// instance's name; `None` before, for inactive entries, and under
+    /// `--apply none`.
     pub service: Option<String>,
     /// VMs that provide services to this one.
     #[serde(with = "codec::records")]
     pub providers: Vec<Provider>,
-    /// Errors and warnings.
+    /// What was found about the definition, errors (why it is rejected)
+    /// and warnings.
     #[serde(with = "codec::records")]
     pub diagnostics: Vec<Diagnostic>,
     /// The definition changed while the VM runs; the change applies at its next start.
@@ -199,7 +156,8 @@ pub enum SourceKind {
 }
 
 impl SourceKind {
-    /// Lowercase name.
+    /// The name the CLI and `docs/protocol.md` use: `builtin`,
+    /// `directory`, `partition`.
     pub fn as_str(self) -> &'static str {
         match self {
             SourceKind::Builtin => "builtin",
@@ -212,14 +170,14 @@ impl SourceKind {
 /// Whether a source's symlinks are followed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Trust {
-    /// Symlinks are followed.
+    /// Symlinks are followed (the built-in images and `--trusted-source`).
     Trusted,
     /// Nothing is followed; symlinks count only when they point under a trusted prefix.
     Untrusted,
 }
 
 impl Trust {
-    /// Lowercase name.
+    /// The name the CLI and `docs/protocol.md` use: `trusted`, `untrusted`.
     pub fn as_str(self) -> &'static str {
         match self {
             Trust::Trusted => "trusted",
@@ -231,7 +189,7 @@ impl Trust {
 /// The state of a source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SourceState {
-    /// Scanned.
+    /// Scanned; its definitions are in the catalog (each with its own state).
     Ready,
     /// Its directory does not exist: an empty source, with a warning.
     Missing,
@@ -242,7 +200,8 @@ pub enum SourceState {
 }
 
 impl SourceState {
-    /// Lowercase name.
+    /// The name the CLI and `docs/protocol.md` use: `ready`, `missing`,
+    /// `unavailable`, `failed`.
     pub fn as_str(self) -> &'static str {
         match self {
             SourceState::Ready => "ready",
@@ -256,11 +215,13 @@ impl SourceState {
 /// A source of VM definitions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceEntry {
-    /// Its label.
+    /// Its name in the catalog (`builtin`, a `--source` label, a
+    /// partition's label): what `<label>.<name>` references and
+    /// `VmEntry::source` name.
     pub label: SourceLabel,
-    /// Its kind.
+    /// Where its definitions come from.
     pub kind: SourceKind,
-    /// Its trust.
+    /// Whether its symlinks are followed.
     pub trust: Trust,
     /// The directory holding one subdirectory per VM.
     pub path: String,
@@ -268,9 +229,10 @@ pub struct SourceEntry {
     pub device: Option<String>,
     /// The GPT partition UUID, for partitions.
     pub partuuid: Option<String>,
-    /// Its state.
+    /// Whether it was read, and if not, why.
     pub state: SourceState,
-    /// Mounted read-only.
+    /// The daemon mounted it read-only (partitions; `false` for
+    /// directories, which the daemon never writes either).
     pub read_only: bool,
     /// Its rank in precedence order (0 wins).
     pub precedence: u32,
@@ -286,7 +248,7 @@ pub struct SourceEntry {
 /// What happened to an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ChangeKind {
-    /// A new entry.
+    /// An entry that was not in the previous generation.
     Added,
     /// The entry is gone; the change carries its last value.
     Removed,
@@ -297,7 +259,8 @@ pub enum ChangeKind {
 }
 
 impl ChangeKind {
-    /// Kebab-case name.
+    /// The name the CLI and `docs/protocol.md` use: `added`, `removed`,
+    /// `changed`, `state-changed`.
     pub fn as_str(self) -> &'static str {
         match self {
             ChangeKind::Added => "added",
@@ -311,9 +274,9 @@ impl ChangeKind {
 /// The entry a change is about, with its resulting value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChangeItem {
-    /// A VM definition.
+    /// A VM definition (one entry per source that defines the name).
     Vm(#[serde(with = "codec::record")] VmEntry),
-    /// A source.
+    /// A source of definitions.
     Source(#[serde(with = "codec::record")] SourceEntry),
 }
 
@@ -322,7 +285,7 @@ pub enum ChangeItem {
 pub struct Change {
     /// The generation the change produced.
     pub generation: u64,
-    /// What happened.
+    /// Whether the entry came, went, or changed (and how).
     pub kind: ChangeKind,
     /// The entry, as it is after the change (or was, for `Removed`).
     pub item: ChangeItem,
@@ -348,7 +311,8 @@ pub enum ApplyStatus {
 }
 
 impl ApplyStatus {
-    /// Kebab-case name.
+    /// The name the CLI and `docs/protocol.md` use (`failed-before-switch`,
+    /// …); a UI VM reads it instead of the message.
     pub fn as_str(self) -> &'static str {
         match self {
             ApplyStatus::Disabled => "disabled",
@@ -373,7 +337,7 @@ impl ApplyStatus {
 /// The outcome of one apply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApplyOutcome {
-    /// What happened.
+    /// Whether the apply succeeded, and if not, what stays live.
     pub status: ApplyStatus,
     /// The catalog generation that was applied (or tried).
     pub generation: u64,
@@ -383,29 +347,34 @@ pub struct ApplyOutcome {
     pub services: u32,
     /// How long it took, in microseconds.
     pub duration_us: u64,
-    /// What went wrong, or a summary.
+    /// What happened, in English, for people (never parse it): what went
+    /// wrong, what stays live, the VMs left out or pending a restart, what
+    /// was wrong with the daemon's state files; to a UI VM, the status's
+    /// name.
     pub message: String,
 }
 
 /// What caused a rescan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum RescanTrigger {
-    /// The daemon started.
+    /// The first rescan, as the daemon starts.
     Startup,
-    /// A `Rescan` call.
+    /// A client's `Rescan` call (`vm-catalog rescan`).
     Request,
-    /// `SIGHUP`.
+    /// `SIGHUP` to the daemon.
     Signal,
     /// A change in a watched directory.
     Watch,
     /// A partition appeared or went away.
     Hotplug,
-    /// A retry after a failed apply.
+    /// A retry after a failed apply or hook, or a rescan that shows what
+    /// the daemon found since the last one (a UI VM's listener refused).
     Retry,
 }
 
 impl RescanTrigger {
-    /// Kebab-case name.
+    /// The name the CLI, the log and `docs/protocol.md` use: `startup`,
+    /// `request`, `signal`, `watch`, `hotplug`, `retry`.
     pub fn as_str(self) -> &'static str {
         match self {
             RescanTrigger::Startup => "startup",
@@ -421,7 +390,8 @@ impl RescanTrigger {
 /// The outcome of one rescan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RescanOutcome {
-    /// What caused it.
+    /// What asked for it; of several requests answered together, a
+    /// `Rescan` call wins, and a retry loses to anything else.
     pub trigger: RescanTrigger,
     /// Computed the changes only: nothing was applied or published.
     pub dry_run: bool,
@@ -429,7 +399,8 @@ pub struct RescanOutcome {
     pub generation_before: u64,
     /// The generation after it (equal when nothing changed, or on a dry run).
     pub generation: u64,
-    /// Number of changes.
+    /// How many changes the generation's batch holds (0 when nothing
+    /// changed; on a dry run, how many it would hold).
     pub changes: u32,
     /// When it started, in milliseconds since the Unix epoch.
     pub started_unix_ms: u64,
@@ -443,11 +414,11 @@ pub struct RescanOutcome {
 /// One line of `GetInfo`'s source summary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceSummary {
-    /// Its label.
+    /// The source's label, as in [`SourceEntry::label`].
     pub label: SourceLabel,
-    /// Its kind.
+    /// Where its definitions come from.
     pub kind: SourceKind,
-    /// Its state.
+    /// Whether it was read, and if not, why.
     pub state: SourceState,
     /// Number of definitions found in it.
     pub definitions: u32,

@@ -25,7 +25,7 @@ macro_rules! wire_code {
             /// Every known code, in numeric order.
             pub const ALL: &'static [$name] = &[$($name::$variant),*];
 
-            /// The stable number.
+            /// The number on the wire, which never changes meaning.
             pub fn number(self) -> u16 {
                 match self {
                     $( $name::$variant => $num, )*
@@ -118,9 +118,9 @@ wire_code! {
     DiagCode {
         /// The directory name is not a valid VM name.
         InvalidName = 1 => "invalid-name",
-        /// No `vmlinux`.
+        /// The definition has no `vmlinux`.
         MissingKernel = 2 => "missing-kernel",
-        /// No `blk/*.img`.
+        /// The definition has no disk image: no `blk/*.img`.
         NoDisk = 3 => "no-disk",
         /// A symlink in an untrusted source points outside the trusted prefixes.
         UnsafeSymlink = 4 => "unsafe-symlink",
@@ -192,6 +192,11 @@ wire_code! {
         /// The VM's `prepare` hook (`--vm-hook`) failed or did not finish in
         /// time: the VM is left out of the apply and tried again later.
         HookFailed = 34 => "hook-failed",
+        /// The UI VM's listener (`--ui-vm`) was refused: a link planted on
+        /// its path, or a directory there that is not the daemon's or the
+        /// VM's own (warning, on the VM: it stays active, with no listener
+        /// until that is fixed; the daemon's log says where).
+        ListenerRefused = 35 => "listener-refused",
     }
 }
 

@@ -73,7 +73,7 @@ pub enum DecodeError {
     TrailingBytes(usize),
 }
 
-/// Encodes a body.
+/// Encodes a body as postcard, the same in every compatibility mode.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, EncodeError> {
     postcard::to_allocvec(value).map_err(EncodeError)
 }

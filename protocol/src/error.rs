@@ -9,7 +9,9 @@ use crate::handshake::VersionRange;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct ErrorBody {
-    /// Stable code.
+    /// What failed, as a number that never changes meaning (§6 of
+    /// `docs/protocol.md`); a number this build does not know reads as
+    /// `ErrorCode::Other`.
     pub code: ErrorCode,
     /// Human-readable explanation; never parsed.
     pub message: String,

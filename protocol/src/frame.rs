@@ -111,7 +111,7 @@ impl Header {
 /// A decoded frame that borrows its body from the datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame<'a> {
-    /// The header.
+    /// The 16-byte header, checked: magic, version, kind, flags, length.
     pub header: Header,
     /// The undecoded postcard body.
     pub body: &'a [u8],
@@ -126,10 +126,11 @@ pub enum FrameError {
     /// Shorter than the header.
     #[error("datagram of {len} bytes is shorter than the {HEADER_LEN}-byte header")]
     TooShort {
-        /// Datagram length.
+        /// The datagram's length in bytes.
         len: usize,
     },
-    /// Not our magic.
+    /// The first two bytes are not the protocol's magic: not a vm-catalog
+    /// frame at all.
     #[error("bad magic {0:02x?}")]
     BadMagic([u8; 2]),
     /// A header version we do not know.
@@ -162,7 +163,7 @@ pub enum FrameError {
     TooLarge {
         /// Frame length, or at least this much when the datagram was truncated.
         len: usize,
-        /// The maximum.
+        /// The connection's negotiated `max_frame`, in bytes.
         max: u32,
     },
     /// The body could not be encoded.

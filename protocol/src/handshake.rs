@@ -21,9 +21,10 @@ pub const MAX_CLIENT_NAME: usize = 128;
 /// An inclusive range of protocol versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct VersionRange {
-    /// Oldest.
+    /// The oldest version spoken.
     pub min: u16,
-    /// Newest.
+    /// The newest version spoken; a range with `min > max` is empty (a
+    /// daemon answers it `unsupported-version`).
     pub max: u16,
 }
 

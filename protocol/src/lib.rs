@@ -28,6 +28,7 @@ pub mod calls;
 pub mod catalog;
 pub mod code;
 pub mod codec;
+pub mod cursor;
 pub mod error;
 pub mod frame;
 pub mod handshake;

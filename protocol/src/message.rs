@@ -67,17 +67,17 @@ pub fn error(
     encode_frame(FrameKind::Error, method, call_id, body, max_frame)
 }
 
-/// The `Hello` frame.
+/// The `Hello` frame: call id 0, at most [`HANDSHAKE_MAX_FRAME`] bytes.
 pub fn hello(hello: &Hello) -> Result<Vec<u8>, FrameError> {
     encode_frame(FrameKind::Hello, 0, 0, hello, HANDSHAKE_MAX_FRAME)
 }
 
-/// The `Welcome` frame.
+/// The `Welcome` frame: call id 0, at most [`HANDSHAKE_MAX_FRAME`] bytes.
 pub fn welcome(welcome: &Welcome) -> Result<Vec<u8>, FrameError> {
     encode_frame(FrameKind::Welcome, 0, 0, welcome, HANDSHAKE_MAX_FRAME)
 }
 
-/// The `Goodbye` frame.
+/// The `Goodbye` frame: call id 0, within the connection's `max_frame`.
 pub fn goodbye(goodbye: &Goodbye, max_frame: u32) -> Result<Vec<u8>, FrameError> {
     encode_frame(FrameKind::Goodbye, 0, 0, goodbye, max_frame)
 }

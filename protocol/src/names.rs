@@ -29,7 +29,7 @@ pub enum NameError {
     /// The name is longer than [`MAX_NAME_LEN`] bytes.
     #[error("name is {len} bytes long, the limit is {MAX_NAME_LEN}")]
     TooLong {
-        /// Length in bytes.
+        /// The name's length in bytes (UTF-8).
         len: usize,
     },
     /// The first byte is not an ASCII letter or digit.

@@ -189,9 +189,9 @@ impl Page {
 /// is empty).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SnapshotList {
-    /// `vms`.
+    /// The page's `vms` (its `sources` are empty).
     Vms,
-    /// `sources`.
+    /// The page's `sources` (its `vms` are empty).
     Sources,
 }
 

@@ -63,7 +63,8 @@ pub enum StreamError {
     TooLarge {
         /// The announced frame length, header included.
         len: u64,
-        /// The maximum.
+        /// The framer's maximum frame length, in bytes (the connection's
+        /// `max_frame`).
         max: u32,
     },
     /// The stream ended inside a frame.

@@ -18,6 +18,7 @@ use crate::catalog::{Layout, MergeOptions};
 use crate::cli::{ApplyKind, DaemonArgs};
 use crate::definition::ScanOptions;
 use crate::hooks::HookConfig;
+use crate::rescan::PipelineConfig;
 use crate::rpc::Limits;
 use crate::rpc::listener::SocketOptions;
 use crate::rpc::ui_vm::{Access, Owner, Parent, SocketTemplate, UiVmConfig, UserTemplate};
@@ -125,26 +126,15 @@ pub struct Config {
     pub admin_gid: Option<u32>,
     /// Client limits.
     pub limits: Limits,
-    /// The directory sources, in precedence order (built-in first).
-    pub sources: Vec<SourceSpec>,
-    /// How every source is scanned (the trusted symlink target prefixes).
-    pub scan: ScanOptions,
+    /// What the rescan pipeline is made of: the sources, the partition
+    /// manager, the views, the hooks and the applier.
+    pub pipeline: PipelineConfig,
     /// Debounce of directory watches; `None`: no watching.
     pub watch: Option<Duration>,
-    /// Partition discovery; `None`: off.
-    pub partitions: Option<PartitionConfig>,
-    /// The applier.
-    pub apply: ApplyConfig,
-    /// How VMs are named and where their views are built.
-    pub merge: MergeOptions,
-    /// Where the VM ids are kept (`<state-dir>/vm-ids`).
-    pub ids_file: PathBuf,
     /// Readiness notification fd.
     pub notify_fd: Option<i32>,
     /// The UI VMs' listeners; `None`: no `--ui-vm`.
     pub ui_vms: Option<UiVmConfig>,
-    /// The per-VM hook; `None`: no `--vm-hook`.
-    pub vm_hook: Option<HookConfig>,
 }
 
 impl Config {
@@ -184,29 +174,31 @@ impl Config {
                 vm_calls: args.max_calls_per_vm,
                 ..Limits::default()
             },
-            sources: sources(args, matches)?,
-            scan: ScanOptions {
-                trusted_prefixes: trusted_targets(&args.trusted_targets)?,
-                ..ScanOptions::default()
-            },
             watch: (!args.no_watch).then(|| Duration::from_millis(args.debounce_ms)),
-            partitions: (!args.no_partitions).then(|| partitions(args, &state_dir)),
-            apply: match args.apply {
-                ApplyKind::None => ApplyConfig::None,
-                ApplyKind::S6rc => ApplyConfig::S6rc(Box::new(s6rc(args, &state_dir)?)),
-                ApplyKind::S6Instance => {
-                    ApplyConfig::Instance(Box::new(instance(args, &state_dir)?))
-                }
-            },
-            merge: MergeOptions {
-                names: args.names,
-                layout: args.vm_layout,
-                vm_dir,
-                cross_source_providers: args.allow_cross_source_providers,
-            },
-            ids_file: state_dir.join("vm-ids"),
             notify_fd: args.notify_fd,
-            vm_hook: vm_hook(args, &state_dir)?,
+            pipeline: PipelineConfig {
+                sources: sources(args, matches)?,
+                scan: ScanOptions {
+                    trusted_prefixes: trusted_targets(&args.trusted_targets)?,
+                    ..ScanOptions::default()
+                },
+                partitions: (!args.no_partitions).then(|| partitions(args, &state_dir)),
+                apply: match args.apply {
+                    ApplyKind::None => ApplyConfig::None,
+                    ApplyKind::S6rc => ApplyConfig::S6rc(Box::new(s6rc(args, &state_dir)?)),
+                    ApplyKind::S6Instance => {
+                        ApplyConfig::Instance(Box::new(instance(args, &state_dir)?))
+                    }
+                },
+                merge: MergeOptions {
+                    names: args.names,
+                    layout: args.vm_layout,
+                    vm_dir,
+                    cross_source_providers: args.allow_cross_source_providers,
+                },
+                ids_file: state_dir.join("vm-ids"),
+                vm_hook: vm_hook(args, &state_dir)?,
+            },
         })
     }
 }

@@ -76,8 +76,8 @@ pub async fn run(
     let hub = Hub::new(new_epoch());
     let (watched, watch_rx) = tokio::sync::watch::channel(Arc::new(Default::default()));
     let uevents = bind_uevents(&config);
-    let mut pipeline =
-        RealPipeline::open(&config, hub.clone(), watched).map_err(DaemonError::Pipeline)?;
+    let mut pipeline = RealPipeline::open(&config.pipeline, hub.clone(), watched)
+        .map_err(DaemonError::Pipeline)?;
     let listeners = released_before_their_hook(&mut pipeline);
     let (rescans, worker) = Rescans::spawn(pipeline);
     let signals = Signals::install().map_err(DaemonError::Signals)?;
@@ -150,7 +150,7 @@ pub async fn run(
 /// The block device uevent listener, when partitions are looked for; `None`
 /// (partitions are then seen on rescans only) when it cannot be bound.
 fn bind_uevents(config: &Config) -> Option<UeventListener> {
-    let group = config.partitions.as_ref()?.uevent_group;
+    let group = config.pipeline.partitions.as_ref()?.uevent_group;
     UeventListener::bind(group)
         .inspect_err(|e| {
             tracing::warn!(error = %e, "cannot listen to block device uevents; partitions are seen on rescans only");
@@ -160,12 +160,12 @@ fn bind_uevents(config: &Config) -> Option<UeventListener> {
 
 /// What `GetInfo` says about this daemon.
 fn server_info(config: &Config) -> ServerInfo {
-    let applier = config.apply.kind();
+    let applier = config.pipeline.apply.kind();
     let mut features = Features::default();
     if matches!(applier, ApplyKind::S6rc | ApplyKind::S6Instance) {
         features = features | Features::APPLIER;
     }
-    if config.partitions.is_some() {
+    if config.pipeline.partitions.is_some() {
         features = features | Features::PARTITIONS;
     }
     ServerInfo {

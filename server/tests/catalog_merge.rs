@@ -6,7 +6,7 @@ mod catalog_common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use catalog_common::{codes, label, opts, scan, untrusted, want};
-use vm_catalog_protocol::{Epoch, SourceState, VmEntry, VmName, VmState};
+use vm_catalog_protocol::{DiagCode, Epoch, Severity, SourceState, VmEntry, VmName, VmState};
 use vm_catalog_tests::Tree;
 use vm_catalogd::catalog::{Annotations, Catalog, Draft, merge};
 use vm_catalogd::definition::SourceScan;
@@ -360,7 +360,44 @@ fn notes(services: &[(&str, &str)], pending: &[&str]) -> Annotations {
             .map(|n| VmName::try_from(*n).unwrap())
             .collect::<BTreeSet<_>>(),
         left_out: BTreeMap::new(),
+        warnings: BTreeMap::new(),
     }
+}
+
+/// A note from outside the rescan (a UI VM's listener refused) is a
+/// warning on an active entry, which stays active with its service, and
+/// nothing on an inactive one.
+#[test]
+fn a_warning_from_outside_shows_on_an_active_entry_only() {
+    let t = Tree::new();
+    t.vm("a", "ui");
+    t.dir("a/bad");
+    let empty = Catalog::empty(Epoch(1));
+    let mut d = merge(&empty, vec![dir(&t, "a")], &t.join("vm"));
+    let mut r = notes(&[("ui", "vm-ui")], &[]);
+    for vm in ["ui", "bad"] {
+        r.warnings.insert(
+            VmName::try_from(vm).unwrap(),
+            vec![(DiagCode::ListenerRefused, "a link".into())],
+        );
+    }
+    d.annotate(r);
+    let ui = entry(&d, "ui", "a");
+    assert_eq!(
+        (ui.state, ui.service.as_deref()),
+        (VmState::Active, Some("vm-ui"))
+    );
+    let refused: Vec<_> = ui
+        .diagnostics
+        .iter()
+        .map(|d| (d.code, d.severity, d.message.as_str()))
+        .collect();
+    assert_eq!(
+        refused,
+        [(DiagCode::ListenerRefused, Severity::Warning, "a link")]
+    );
+    let bad = &entry(&d, "bad", "a").diagnostics;
+    assert!(bad.iter().all(|d| d.code != DiagCode::ListenerRefused));
 }
 
 #[test]

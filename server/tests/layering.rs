@@ -11,8 +11,13 @@
 //! - nothing below the RPC layer uses it: only the RPC layer itself and the
 //!   wiring above every stage — `config.rs` (which builds each part's
 //!   configuration, the RPC layer's included), `daemon.rs` (which starts
-//!   each part) and `main.rs` — may.
+//!   each part) and `main.rs` — may;
+//! - no import cycle spans files of different folders: each `use` and path
+//!   is resolved to the file that defines the module it names (a
+//!   re-export in a `mod.rs` is that file's import too), and a cycle in
+//!   that file graph may only join files of one folder.
 
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -48,7 +53,9 @@ fn module_of(rel: &Path) -> Vec<String> {
 struct Deps<'a> {
     /// The module the code is in (inline `mod`s push onto it).
     module: Vec<String>,
-    root: &'a [String],
+    /// The modules that are files, so that a path relative to the current
+    /// module (`draft::Draft` in `catalog/mod.rs`) counts too.
+    files: &'a BTreeMap<Vec<String>, PathBuf>,
     out: Vec<Vec<String>>,
 }
 
@@ -71,7 +78,14 @@ impl Deps<'_> {
                     rest = &rest[1..];
                 }
             }
-            _ => return None,
+            Some(first) => {
+                let mut child = self.module.clone();
+                child.push(first.to_owned());
+                if !self.files.contains_key(&child) {
+                    return None;
+                }
+            }
+            None => return None,
         }
         base.extend(rest.iter().cloned());
         Some(base)
@@ -116,6 +130,10 @@ impl<'ast> Visit<'ast> for Deps<'_> {
         self.module.pop();
     }
 
+    /// `pub(super)` and `pub(in crate::x)` say who may see an item, not
+    /// what the file uses.
+    fn visit_visibility(&mut self, _: &'ast syn::Visibility) {}
+
     fn visit_path(&mut self, p: &'ast syn::Path) {
         let segments: Vec<String> = p.segments.iter().map(|s| s.ident.to_string()).collect();
         self.record(&segments, None);
@@ -123,19 +141,28 @@ impl<'ast> Visit<'ast> for Deps<'_> {
     }
 }
 
-/// The top-level modules that the code `source`, in the module `module`,
-/// depends on (each once, sorted), other than its own.
-fn dependencies(module: &[String], source: &str) -> Vec<String> {
+/// Every crate-absolute path that the code `source`, in the module
+/// `module`, names.
+fn paths(
+    module: &[String],
+    source: &str,
+    files: &BTreeMap<Vec<String>, PathBuf>,
+) -> Vec<Vec<String>> {
     let file = syn::parse_file(source).unwrap_or_else(|e| panic!("{module:?}: {e}"));
     let mut deps = Deps {
         module: module.to_vec(),
-        root: module,
+        files,
         out: Vec::new(),
     };
     deps.visit_file(&file);
-    let own = deps.root.first().cloned().unwrap_or_default();
-    let mut tops: Vec<String> = deps
-        .out
+    deps.out
+}
+
+/// The top-level modules that the code `source`, in the module `module`,
+/// depends on (each once, sorted), other than its own.
+fn dependencies(module: &[String], source: &str) -> Vec<String> {
+    let own = module.first().cloned().unwrap_or_default();
+    let mut tops: Vec<String> = paths(module, source, &BTreeMap::new())
         .into_iter()
         .filter_map(|p| p.into_iter().next())
         .filter(|t| *t != own)
@@ -174,6 +201,117 @@ fn violations(src: &Path) -> Vec<String> {
     }
     out.sort();
     out
+}
+
+/// The library's files by the module each defines (`main.rs` is another
+/// crate, the binary, and is left out).
+fn module_files(src: &Path) -> BTreeMap<Vec<String>, PathBuf> {
+    let mut files = Vec::new();
+    sources(src, &mut files);
+    files
+        .into_iter()
+        .map(|f| f.strip_prefix(src).unwrap().to_path_buf())
+        .filter(|rel| rel != Path::new("main.rs"))
+        .map(|rel| (module_of(&rel), rel))
+        .collect()
+}
+
+/// The file that defines the module a crate-absolute path is in: the
+/// longest prefix of the path that is a file's module.
+fn file_of<'a>(path: &[String], files: &'a BTreeMap<Vec<String>, PathBuf>) -> &'a Path {
+    (0..=path.len())
+        .rev()
+        .find_map(|n| files.get(&path[..n]))
+        .expect("the crate root is a file")
+}
+
+/// The file-level import graph: for each file, the other files it names.
+type Graph = BTreeMap<PathBuf, BTreeSet<PathBuf>>;
+
+fn import_graph(src: &Path, files: &BTreeMap<Vec<String>, PathBuf>) -> Graph {
+    let mut graph = Graph::new();
+    for (module, rel) in files {
+        let code = fs::read_to_string(src.join(rel)).unwrap();
+        let to: BTreeSet<PathBuf> = paths(module, &code, files)
+            .iter()
+            .map(|p| file_of(p, files).to_path_buf())
+            .filter(|f| f != rel)
+            .collect();
+        graph.insert(rel.clone(), to);
+    }
+    graph
+}
+
+fn folder(file: &Path) -> &Path {
+    file.parent().unwrap_or(Path::new(""))
+}
+
+/// The shortest path from `from` to `to` in `graph`, both ends included.
+fn shortest_path(graph: &Graph, from: &Path, to: &Path) -> Option<Vec<PathBuf>> {
+    let mut came_from: BTreeMap<&Path, &Path> = BTreeMap::new();
+    let mut queue = VecDeque::from([from]);
+    while let Some(at) = queue.pop_front() {
+        if at == to {
+            let mut path = vec![at.to_path_buf()];
+            let mut step = at;
+            while step != from {
+                step = came_from[step];
+                path.push(step.to_path_buf());
+            }
+            path.reverse();
+            return Some(path);
+        }
+        for next in graph.get(at).into_iter().flatten() {
+            if !came_from.contains_key(next.as_path()) && next != from {
+                came_from.insert(next, at);
+                queue.push_back(next);
+            }
+        }
+    }
+    None
+}
+
+/// Every import cycle that spans files of more than one folder, each as
+/// its files in order (the first again at the end), one per pair of files
+/// of different folders that import each other through it; shortest first.
+fn cross_folder_cycles(graph: &Graph) -> Vec<Vec<PathBuf>> {
+    let mut cycles: Vec<Vec<PathBuf>> = Vec::new();
+    let mut seen: BTreeSet<BTreeSet<PathBuf>> = BTreeSet::new();
+    for (from, tos) in graph {
+        for to in tos.iter().filter(|to| folder(to) != folder(from)) {
+            let Some(back) = shortest_path(graph, to, from) else {
+                continue;
+            };
+            let mut cycle = vec![from.clone()];
+            cycle.extend(back);
+            let members: BTreeSet<PathBuf> = cycle.iter().cloned().collect();
+            if seen.insert(members) {
+                cycles.push(cycle);
+            }
+        }
+    }
+    cycles.sort_by_key(Vec::len);
+    cycles
+}
+
+fn show(cycle: &[PathBuf]) -> String {
+    let names: Vec<String> = cycle.iter().map(|f| f.display().to_string()).collect();
+    names.join(" → ")
+}
+
+#[test]
+fn no_import_cycle_spans_files_of_different_folders() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let files = module_files(&src);
+    assert!(files.len() > 50, "found the sources: {}", files.len());
+    let cycles = cross_folder_cycles(&import_graph(&src, &files));
+    let shown: Vec<String> = cycles.iter().map(|c| show(c)).collect();
+    assert!(
+        cycles.is_empty(),
+        "{} import cycles span folders:\n{}",
+        cycles.len(),
+        shown.join("\n")
+    );
 }
 
 #[test]
@@ -260,4 +398,71 @@ fn a_forbidden_use_is_found_however_it_is_written() {
             "wrongly caught: {module}: {code}"
         );
     }
+}
+
+fn g(edges: &[(&str, &str)]) -> Graph {
+    let mut graph = Graph::new();
+    for (from, to) in edges {
+        graph
+            .entry(PathBuf::from(from))
+            .or_default()
+            .insert(PathBuf::from(to));
+        graph.entry(PathBuf::from(to)).or_default();
+    }
+    graph
+}
+
+/// The cycle finder itself: a cycle through two folders is found and
+/// shown in order, one inside a folder is allowed, and a use resolves to
+/// the file of the module it names.
+#[test]
+fn a_cycle_across_folders_is_found_and_one_within_a_folder_is_not() {
+    let across = g(&[
+        ("apply/mod.rs", "apply/s6rc/mod.rs"),
+        ("apply/s6rc/mod.rs", "apply/s6rc/plan.rs"),
+        ("apply/s6rc/plan.rs", "apply/mod.rs"),
+        ("apply/none.rs", "apply/mod.rs"),
+    ]);
+    let found = cross_folder_cycles(&across);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        show(&found[0]),
+        "apply/mod.rs → apply/s6rc/mod.rs → apply/s6rc/plan.rs → apply/mod.rs"
+    );
+    let within = g(&[
+        ("catalog/mod.rs", "catalog/draft.rs"),
+        ("catalog/draft.rs", "catalog/mod.rs"),
+        ("catalog/draft.rs", "definition/mod.rs"),
+    ]);
+    assert!(cross_folder_cycles(&within).is_empty());
+
+    let files: BTreeMap<Vec<String>, PathBuf> = [
+        ("", "lib.rs"),
+        ("apply", "apply/mod.rs"),
+        ("apply::applier", "apply/applier.rs"),
+        ("apply::s6rc", "apply/s6rc/mod.rs"),
+    ]
+    .into_iter()
+    .map(|(module, file)| {
+        (
+            m(module).into_iter().filter(|s| !s.is_empty()).collect(),
+            PathBuf::from(file),
+        )
+    })
+    .collect();
+    let named = |module: &str, code: &str| -> BTreeSet<PathBuf> {
+        paths(&m(module), code, &files)
+            .iter()
+            .map(|p| file_of(p, &files).to_path_buf())
+            .collect()
+    };
+    let s6rc = "use super::applier::Applier; use crate::apply::ApplyConfig; fn f() { super::super::apply::open(); }";
+    assert_eq!(
+        named("apply::s6rc", s6rc),
+        BTreeSet::from(["apply/applier.rs".into(), "apply/mod.rs".into()])
+    );
+    assert_eq!(
+        named("apply", "pub use applier::Applier; pub(super) fn f() {}"),
+        BTreeSet::from(["apply/applier.rs".into()])
+    );
 }

@@ -70,7 +70,7 @@ pub enum Command {
     /// Everything about one VM: state, files, providers, diagnostics, and the
     /// definitions of the same name it shadows (or that shadow it).
     Show {
-        /// The VM.
+        /// The VM's name, as `list` prints it.
         name: VmName,
         /// JSON: {"epoch", "generation", "vm": {...}, "others": [...]}.
         #[arg(long)]
@@ -80,7 +80,7 @@ pub enum Command {
     /// (exit 3 if the VM is unknown, rejected or unavailable). For scripts
     /// such as vm-start.
     Resolve {
-        /// The VM.
+        /// The VM's name, as `list` prints it (or as vm-start is given it).
         name: VmName,
         /// First print the services of its network providers, transitively,
         /// each before the VMs it provides for (one per line): the order to
@@ -96,7 +96,8 @@ pub enum Command {
     },
     /// The daemon's status: versions, generation, last rescan and apply.
     Status {
-        /// JSON object.
+        /// JSON: {"server_version", "protocol_version", "epoch", "generation",
+        /// "applier", "sources": [...], "last_rescan", "last_apply", ...}.
         #[arg(long)]
         json: bool,
     },
@@ -162,9 +163,10 @@ async fn connect(endpoint: &Endpoint) -> Result<Client, Failure> {
     Ok(Client::connect_to(endpoint, &ConnectOptions::default()).await?)
 }
 
-/// Exit status: success.
+/// Exit status: the command did what it was asked.
 pub const EXIT_OK: u8 = 0;
-/// Exit status: failure.
+/// Exit status: any other failure (a bad answer, a broken connection, a
+/// rescan that failed).
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit status: no such VM, or not startable.
 pub const EXIT_NOT_FOUND: u8 = 3;
@@ -176,9 +178,9 @@ pub const EXIT_UNAVAILABLE: u8 = 5;
 /// A command's failure: what to print and the exit status.
 #[derive(Debug)]
 pub struct Failure {
-    /// The message.
+    /// One line for stderr, after `vm-catalog: `.
     pub message: String,
-    /// The exit status.
+    /// One of the `EXIT_*` statuses.
     pub code: u8,
 }
 

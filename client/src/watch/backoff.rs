@@ -26,7 +26,8 @@ impl Backoff {
         self.next = BACKOFF_FIRST;
     }
 
-    /// The next delay.
+    /// The delay to wait now (random in [d/2, d]); doubles `d` for the
+    /// attempt after.
     pub(super) fn step(&mut self) -> Duration {
         let d = self.next;
         self.next = (d * 2).min(BACKOFF_MAX);

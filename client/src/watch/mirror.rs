@@ -31,13 +31,27 @@ impl Mirror {
         self.vms.values().filter(|e| e.state == VmState::Active)
     }
 
-    /// The definition that claims `name`: active, rejected or unavailable
-    /// (not shadowed).
+    /// The definition `name` means, by the daemon's claimant rule (as
+    /// `GetVm` answers): of the definitions of that name in precedence
+    /// order, the first that is active or rejected; when none is (their
+    /// sources went away), the first of them.
     pub fn get(&self, name: &str) -> Option<&VmEntry> {
-        self.vms
+        let precedence = |e: &VmEntry| {
+            self.sources
+                .get(&e.source)
+                .map_or(u32::MAX, |s| s.precedence)
+        };
+        let mut of_name: Vec<&VmEntry> = self
+            .vms
             .values()
             .filter(|e| e.name.as_str() == name)
-            .find(|e| e.state != VmState::Shadowed)
+            .collect();
+        of_name.sort_by_key(|e| precedence(e));
+        of_name
+            .iter()
+            .find(|e| matches!(e.state, VmState::Active | VmState::Rejected))
+            .or(of_name.first())
+            .copied()
     }
 
     /// Every source.
@@ -273,6 +287,62 @@ pub(super) mod tests {
         let older_daemon = mirror(1, &[e]);
         assert!(old.diff(&older_daemon).is_empty());
         assert!(older_daemon.diff(&old).is_empty());
+    }
+
+    fn source(label: &str, precedence: u32) -> SourceEntry {
+        SourceEntry {
+            label: label.parse().unwrap(),
+            kind: vm_catalog_protocol::SourceKind::Directory,
+            trust: vm_catalog_protocol::Trust::Untrusted,
+            path: format!("/{label}"),
+            device: None,
+            partuuid: None,
+            state: vm_catalog_protocol::SourceState::Ready,
+            read_only: false,
+            precedence,
+            definitions: 1,
+            diagnostics: vec![],
+            revision: 1,
+        }
+    }
+
+    /// Regression (issue 20): `x` of the first source unavailable and `x`
+    /// of the next one active: the mirror gave the unavailable one (the
+    /// first not shadowed, by label), where the daemon means the active one.
+    #[test]
+    fn get_follows_the_claimant_rule_in_precedence_order() {
+        let of = |label: &str, state| VmEntry {
+            source: label.parse().unwrap(),
+            ..vm("x", state, &format!("/{label}/x"))
+        };
+        let with = |vms: &[VmEntry], sources: [SourceEntry; 2]| {
+            let mut m = mirror(1, vms);
+            m.sources = sources.into_iter().map(|s| (s.label.clone(), s)).collect();
+            m
+        };
+        let sources = || [source("a", 0), source("b", 1)];
+        let m = with(
+            &[of("a", VmState::Unavailable), of("b", VmState::Active)],
+            sources(),
+        );
+        assert_eq!(m.get("x").unwrap().source.as_str(), "b", "the active one");
+        let m = with(
+            &[of("a", VmState::Unavailable), of("b", VmState::Unavailable)],
+            sources(),
+        );
+        assert_eq!(
+            m.get("x").unwrap().source.as_str(),
+            "a",
+            "none claims: the first"
+        );
+        // Precedence, not the labels' order: `b` comes first here, and a
+        // rejected definition claims its name.
+        let m = with(
+            &[of("a", VmState::Shadowed), of("b", VmState::Rejected)],
+            [source("a", 1), source("b", 0)],
+        );
+        assert_eq!(m.get("x").unwrap().source.as_str(), "b");
+        assert!(m.get("y").is_none());
     }
 
     /// Regression: after a daemon restart every revision differs (they count

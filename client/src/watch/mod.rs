@@ -33,9 +33,10 @@ pub enum WatchEvent {
     /// what differs from the mirror before (on the first connection: every
     /// entry, as added).
     Reset {
-        /// The snapshot's position.
+        /// The position of the snapshot the mirror now holds: a resume after
+        /// a disconnect starts from it.
         cursor: Cursor,
-        /// Why a snapshot.
+        /// Why the daemon sent a snapshot rather than the missed batches.
         reason: ResetReason,
         /// How the new mirror differs from the old one.
         changes: Vec<Change>,
@@ -45,12 +46,13 @@ pub enum WatchEvent {
     Resumed {
         /// The position before the disconnect.
         from: Cursor,
-        /// The current position.
+        /// The position the mirror is at now, after the replayed generations.
         to: Cursor,
     },
     /// One generation's changes, already applied to the mirror.
     Changes {
-        /// The generation.
+        /// The generation these changes lead to (the catalog's counter,
+        /// one more per rescan that changed something).
         generation: u64,
         /// The changes, in order.
         changes: Vec<Change>,
@@ -58,9 +60,11 @@ pub enum WatchEvent {
     /// The connection was lost or could not be made; the watch tries again
     /// after `retry_in` (on the next call to [`Watch::next`]).
     Disconnected {
-        /// Why.
+        /// What broke the connection, or what the connect failed with.
         error: Error,
-        /// The backoff delay.
+        /// How long the next [`Watch::next`] waits before it reconnects:
+        /// drawn from the upper half of a delay that doubles from 100 ms to
+        /// at most 30 s while attempts fail.
         retry_in: Duration,
     },
 }

@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use vm_catalog_protocol::{ApplyOutcome, ApplyStatus};
 
+use super::applier::{Applier, ApplyReport, ApplyRequest};
 use super::outcome::{ApplyResult, Detail, Notes};
-use super::{Applier, ApplyReport, ApplyRequest};
 
 /// What every apply of `none` does: nothing; `active` VMs are in the
 /// catalog only.
@@ -82,7 +82,7 @@ impl Applier for NoneApplier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::ActiveVm;
+    use crate::apply::applier::ActiveVm;
     use vm_catalog_protocol::ApplyStatus;
 
     #[test]

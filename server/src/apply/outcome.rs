@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use vm_catalog_protocol::{ApplyStatus, VmName};
 
-use super::LeftOut;
+use super::applier::LeftOut;
 
 /// One applier's typed account of an apply.
 pub trait Detail: fmt::Debug + Send + Sync + Any + SameDetail {

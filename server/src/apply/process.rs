@@ -370,7 +370,9 @@ mod tests {
             "sleep 1000 & echo $! > {}; echo started >&2; wait",
             pidfile.display()
         );
-        let e = run("sh", sh(&script), Duration::from_millis(300)).unwrap_err();
+        // The deadline is the child's real clock: 2 s, a margin that load
+        // cannot eat for `sh` to start its child and say so (300 ms could).
+        let e = run("sh", sh(&script), Duration::from_secs(2)).unwrap_err();
         let ToolError::TimedOut {
             program,
             after,
@@ -381,11 +383,11 @@ mod tests {
         };
         assert_eq!(
             (*program, *after, stderr.as_str()),
-            ("sh", Duration::from_millis(300), "started")
+            ("sh", Duration::from_secs(2), "started")
         );
         assert_eq!(
             e.to_string(),
-            "sh did not finish within 0.3 s and was killed: started"
+            "sh did not finish within 2 s and was killed: started"
         );
         let child: u32 = std::fs::read_to_string(&pidfile)
             .unwrap()

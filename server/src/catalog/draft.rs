@@ -114,7 +114,14 @@ impl Draft {
     /// entries have neither), and each VM the applier left out gets an
     /// error diagnostic with the applier's code; it stays active (its view
     /// and definition are fine) with no service. Resolves the draft once.
+    ///
+    /// Notes the same as those the draft was resolved with (the usual
+    /// case: the applier reports what it reported last time) change
+    /// nothing, and resolve nothing.
     pub fn annotate(&mut self, notes: Annotations) {
+        if notes == self.notes {
+            return;
+        }
         self.notes = notes;
         self.rebuild();
     }

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::Arc;
 
 use vm_catalog_protocol::{DiagCode, Diagnostic, SourceEntry, SourceLabel, SourceState, VmName};
 
@@ -69,6 +68,17 @@ pub fn merge_with(
     opts: &MergeOptions,
     ids: &mut VmIds,
 ) -> Draft {
+    merge_scans(prev, &scans, opts, ids)
+}
+
+/// [`merge_with`], leaving the scans to the caller (a rescan keeps them,
+/// for the next one to read only what changed).
+pub fn merge_scans(
+    prev: &Catalog,
+    scans: &[SourceScan],
+    opts: &MergeOptions,
+    ids: &mut VmIds,
+) -> Draft {
     let mut seen = BTreeSet::new();
     let mut sources = Vec::with_capacity(scans.len());
     let mut raws = Vec::new();
@@ -80,7 +90,7 @@ pub fn merge_with(
         let precedence = sources.len() as u32;
         let label = scan.spec.label.clone();
         let before = raws.len();
-        let mut diagnostics = scan.diagnostics;
+        let mut diagnostics = scan.diagnostics.clone();
         match scan.state {
             SourceState::Unavailable | SourceState::Failed => {
                 for c in prev.candidates.iter().filter(|c| c.entry.source == label) {
@@ -95,11 +105,11 @@ pub fn merge_with(
                 }
             }
             SourceState::Ready | SourceState::Missing => {
-                for def in scan.definitions {
-                    match catalog_name(opts.names, &label, &def) {
+                for def in &scan.definitions {
+                    match catalog_name(opts.names, &label, def) {
                         Ok(name) => raws.push(Raw {
                             id: ids.assign(&label, &def.name),
-                            def: Arc::new(def),
+                            def: def.clone(),
                             name,
                             source: label.clone(),
                             precedence,
@@ -111,14 +121,14 @@ pub fn merge_with(
                 }
             }
         }
-        let spec = scan.spec;
+        let spec = &scan.spec;
         sources.push(SourceEntry {
             label,
             kind: spec.kind,
             trust: spec.trust,
             path: display_path(&spec.root),
             device: spec.device.as_deref().map(display_path),
-            partuuid: spec.partuuid,
+            partuuid: spec.partuuid.clone(),
             state: scan.state,
             read_only: spec.read_only,
             precedence,

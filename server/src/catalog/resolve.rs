@@ -51,6 +51,9 @@ pub struct Annotations {
     pub restart_pending: BTreeSet<VmName>,
     /// Active VMs the applier left out of the database: (code, message).
     pub left_out: BTreeMap<VmName, Vec<(DiagCode, String)>>,
+    /// Warnings on active VMs from outside the rescan (a UI VM's listener
+    /// refused): (code, message).
+    pub warnings: BTreeMap<VmName, Vec<(DiagCode, String)>>,
 }
 
 pub(super) fn err(code: DiagCode, path: &Path, message: String) -> Diagnostic {
@@ -213,6 +216,9 @@ fn build(
                 &def.dir,
                 format!("not in the VM database: {message}"),
             ));
+        }
+        for (code, message) in notes.warnings.get(name).map(Vec::as_slice).unwrap_or(&[]) {
+            diagnostics.push(warn(*code, &def.dir, message.clone()));
         }
     }
     let entry = VmEntry {

@@ -29,6 +29,7 @@ fn sources_keep_command_line_order_across_both_options() {
     ])
     .unwrap();
     let order: Vec<_> = c
+        .pipeline
         .sources
         .iter()
         .map(|s| (s.label.as_str(), s.trust))
@@ -96,13 +97,13 @@ fn defaults() {
             group: None,
         })
     );
-    assert_eq!(c.sources.len(), 1);
+    assert_eq!(c.pipeline.sources.len(), 1);
     assert_eq!(c.watch, Some(Duration::from_millis(200)));
     assert_eq!(
-        c.partitions,
+        c.pipeline.partitions,
         Some(PartitionConfig::new("/run/vm-catalog/mnt"))
     );
-    let ApplyConfig::S6rc(s) = c.apply else {
+    let ApplyConfig::S6rc(s) = c.pipeline.apply else {
         panic!("the default applier is s6-rc")
     };
     let mut want = S6rcConfig::new("/run/vm-catalog/s6-rc");
@@ -116,7 +117,7 @@ fn partition_options_become_the_managers_config() {
         "--state-dir /st --partition-disk loop3 --partition-disk vdb --ext LABEL=x \
          --fsck --uevent-group 3 --sysfs /fake/sys",
     );
-    let p = c.partitions.unwrap();
+    let p = c.pipeline.partitions.unwrap();
     assert_eq!(p.mount_base, PathBuf::from("/st/mnt"));
     assert_eq!(p.sysfs_root, PathBuf::from("/fake/sys"));
     assert_eq!(
@@ -127,11 +128,12 @@ fn partition_options_become_the_managers_config() {
     assert!(p.fsck);
     assert_eq!(p.uevent_group, UeventGroup::Rebroadcast(3));
     let p = resolve_line("--all-disks --uevent-group 1")
+        .pipeline
         .partitions
         .unwrap();
     assert_eq!(p.disks, DiskPolicy::All);
     assert_eq!(p.uevent_group, UeventGroup::Kernel);
-    assert_eq!(resolve_line("--no-partitions").partitions, None);
+    assert_eq!(resolve_line("--no-partitions").pipeline.partitions, None);
 }
 
 #[test]
@@ -140,7 +142,7 @@ fn s6rc_options_become_the_appliers_config() {
         "--state-dir /st --live /l --scandir /sc --prefix x- --service-template /t \
          --start-command /bin/go --restart-changed --max-services 7",
     );
-    let ApplyConfig::S6rc(s) = c.apply else {
+    let ApplyConfig::S6rc(s) = c.pipeline.apply else {
         panic!("s6-rc is the default applier")
     };
     assert_eq!(s.state_dir, PathBuf::from("/st/s6-rc"));
@@ -152,8 +154,8 @@ fn s6rc_options_become_the_appliers_config() {
     assert!(s.restart_changed);
     assert_eq!(s.max_services, 7);
     let c = resolve_line("--apply none");
-    assert_eq!(c.apply, ApplyConfig::None);
-    assert_eq!(c.apply.kind().as_str(), "none");
+    assert_eq!(c.pipeline.apply, ApplyConfig::None);
+    assert_eq!(c.pipeline.apply.kind().as_str(), "none");
 }
 
 #[test]
@@ -163,8 +165,8 @@ fn s6_instance_options_become_the_appliers_config() {
          --instances-up --instance-bindir /opt/s6/bin --restart-changed --program-timeout 9 \
          --vm-layout spectrum",
     );
-    assert_eq!(c.apply.kind().as_str(), "s6-instance");
-    let ApplyConfig::Instance(i) = c.apply else {
+    assert_eq!(c.pipeline.apply.kind().as_str(), "s6-instance");
+    let ApplyConfig::Instance(i) = c.pipeline.apply else {
         panic!("s6-instance was asked for")
     };
     assert_eq!(i.state_dir, PathBuf::from("/st/s6-instance"));
@@ -177,13 +179,13 @@ fn s6_instance_options_become_the_appliers_config() {
     );
     assert!(i.start && i.restart_changed);
     assert_eq!(i.timeout, Duration::from_secs(9));
-    let ApplyConfig::Instance(i) = resolve_line("--apply s6-instance").apply else {
+    let ApplyConfig::Instance(i) = resolve_line("--apply s6-instance").pipeline.apply else {
         panic!("s6-instance was asked for")
     };
     let mut want = InstanceConfig::new("/run/vm-catalog/s6-instance");
     want.naming = Naming::Name;
     assert_eq!(*i, want, "the daemon's defaults are the applier's");
-    let ApplyConfig::S6rc(s) = resolve_line("--program-timeout 5").apply else {
+    let ApplyConfig::S6rc(s) = resolve_line("--program-timeout 5").pipeline.apply else {
         panic!("s6-rc is the default")
     };
     assert_eq!(s.timeout, Duration::from_secs(5));
@@ -197,9 +199,9 @@ fn s6_instance_options_become_the_appliers_config() {
 #[test]
 fn cross_source_providers_are_refused_unless_the_flag_allows_them() {
     let line = "--state-dir /st --vm-dir /v";
-    assert!(!resolve_line(line).merge.cross_source_providers);
+    assert!(!resolve_line(line).pipeline.merge.cross_source_providers);
     let allowed = resolve_line(&format!("{line} --allow-cross-source-providers"));
-    assert!(allowed.merge.cross_source_providers);
+    assert!(allowed.pipeline.merge.cross_source_providers);
 }
 
 #[test]
@@ -209,7 +211,7 @@ fn names_layout_and_the_builtin_label_become_the_merge_options() {
          --builtin sys=/usr/lib/spectrum/vm",
     );
     assert_eq!(
-        c.merge,
+        c.pipeline.merge,
         MergeOptions {
             names: crate::catalog::Names::Qualified,
             layout: crate::catalog::Layout::Spectrum,
@@ -217,8 +219,8 @@ fn names_layout_and_the_builtin_label_become_the_merge_options() {
             cross_source_providers: false,
         }
     );
-    assert_eq!(c.ids_file, PathBuf::from("/st/vm-ids"));
-    let b = &c.sources[0];
+    assert_eq!(c.pipeline.ids_file, PathBuf::from("/st/vm-ids"));
+    let b = &c.pipeline.sources[0];
     assert_eq!(
         (b.label.as_str(), b.kind, b.trust),
         (
@@ -229,8 +231,8 @@ fn names_layout_and_the_builtin_label_become_the_merge_options() {
     );
     assert_eq!(b.root, PathBuf::from("/usr/lib/spectrum/vm"));
     let d = resolve_line("--builtin /usr/img/builtin");
-    assert_eq!(d.sources[0].label.as_str(), "builtin");
-    assert_eq!(d.merge, MergeOptions::plain("/run/vm"));
+    assert_eq!(d.pipeline.sources[0].label.as_str(), "builtin");
+    assert_eq!(d.pipeline.merge, MergeOptions::plain("/run/vm"));
     let e = resolve(&["vm-catalogd", "--builtin", "user=/x"]).unwrap_err();
     assert!(matches!(e, ConfigError::DuplicateLabel(l) if l.as_str() == "user"));
 }

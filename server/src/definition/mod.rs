@@ -12,6 +12,7 @@
 //! `providers/net/NAME`, `fs/`) is read in `parse.rs`.
 
 mod diag;
+mod entries;
 mod files;
 mod fingerprint;
 mod fs;
@@ -22,12 +23,14 @@ pub mod watch_targets;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use vm_catalog_protocol::{Diagnostic, Provider, SourceState, VmName};
 
 use crate::source::SourceSpec;
 
 pub use diag::{display_bytes, display_path, has_error};
+pub use entries::{Entries, EntryScan, rescan_entries};
 pub use fingerprint::{Fnv1a, fingerprint_of};
 pub use scan::{DirCheck, scan_definition_dir, scan_source};
 pub use target::is_valid_prefix;
@@ -141,8 +144,11 @@ pub struct SourceScan {
     /// entries of the root that are not definitions (invalid names, …).
     pub diagnostics: Vec<Diagnostic>,
     /// One per valid-named definition directory, sorted by name.
-    pub definitions: Vec<Definition>,
+    pub definitions: Vec<Arc<Definition>>,
     /// The scan ran out of file descriptors or memory: the result says
     /// nothing about the source, and the rescan must not use it.
     pub exhausted: bool,
+    /// What each entry of its root gave, when the source is ready: what a
+    /// rescan of some entries only starts from ([`rescan_entries`]).
+    pub entries: Option<Entries>,
 }

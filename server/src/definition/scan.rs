@@ -1,13 +1,16 @@
 //! Scanning a source root: one definition per valid-named subdirectory;
 //! everything else becomes a source-level diagnostic.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Arc;
 
-use vm_catalog_protocol::{DiagCode, Diagnostic, SourceState, Trust, VmName};
+use vm_catalog_protocol::{DiagCode, Diagnostic, SourceState, VmName};
 
 use super::diag::{error, warning};
+use super::entries::{Entries, EntryScan, walk_of};
 use super::files::{Ctx, Fatal, io_diag};
 use super::fs::{
     ListError, OpenDir, OpenError, RootError, Walk, is_resource_exhaustion, type_name,
@@ -31,6 +34,7 @@ pub fn scan_source(spec: &SourceSpec, opts: &ScanOptions) -> SourceScan {
         diagnostics: spec.diagnostics.clone(),
         definitions: Vec::new(),
         exhausted: false,
+        entries: None,
     };
     match spec.presence {
         Presence::Gone => {
@@ -43,10 +47,7 @@ pub fn scan_source(spec: &SourceSpec, opts: &ScanOptions) -> SourceScan {
         }
         Presence::Present => {}
     }
-    let walk = match spec.trust {
-        Trust::Trusted => Walk::Trusted,
-        Trust::Untrusted => Walk::Untrusted,
-    };
+    let walk = walk_of(spec.trust);
     let ctx = Ctx::new(walk, opts);
     let root = match OpenDir::open_root(&spec.root, spec.kind, walk) {
         Ok(root) => root,
@@ -59,7 +60,10 @@ pub fn scan_source(spec: &SourceSpec, opts: &ScanOptions) -> SourceScan {
         }
     };
     match read_root(root, &ctx, &mut scan.diagnostics) {
-        Ok(Some(defs)) => scan.definitions = defs,
+        Ok(Some(entries)) => {
+            (scan.definitions, scan.diagnostics) = entries.assemble(spec);
+            scan.entries = Some(entries);
+        }
         Ok(None) => scan.state = SourceState::Failed,
         Err(Fatal { errno, path }) => {
             scan.exhausted = is_resource_exhaustion(errno);
@@ -112,13 +116,14 @@ fn root_failure(root: &Path, e: RootError) -> (SourceState, Diagnostic) {
     }
 }
 
-/// Reads the root's entries; `Ok(None)` when the root cannot be listed
-/// (the reason is in `diags`).
+/// Reads the root's entries, each on its own; `Ok(None)` when the root
+/// cannot be listed (the reason is in `diags`, where every entry's
+/// diagnostics go too, for a scan that fails half-way).
 fn read_root(
     mut root: OpenDir,
     ctx: &Ctx<'_>,
     diags: &mut Vec<Diagnostic>,
-) -> Result<Option<Vec<Definition>>, Fatal> {
+) -> Result<Option<Entries>, Fatal> {
     let mut entries = match root.list(ctx.opts.max_source_entries) {
         Ok(entries) => entries,
         Err(ListError::TooMany) => {
@@ -138,17 +143,25 @@ fn read_root(
         }
     };
     entries.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut defs = Vec::new();
+    let mut out = Entries {
+        root: root.path().to_path_buf(),
+        by_name: BTreeMap::new(),
+    };
     for e in entries {
-        if let Some(def) = read_entry(&root, &e.name, ctx, diags)? {
-            defs.push(def);
-        }
+        let mut diagnostics = Vec::new();
+        let definition = read_entry(&root, &e.name, ctx, &mut diagnostics)?;
+        diags.extend(diagnostics.iter().cloned());
+        let scanned = EntryScan {
+            diagnostics,
+            definition: definition.map(Arc::new),
+        };
+        out.by_name.insert(e.name, scanned);
     }
-    Ok(Some(defs))
+    Ok(Some(out))
 }
 
 /// One entry of the root: a definition, or a source-level diagnostic.
-fn read_entry(
+pub(super) fn read_entry(
     root: &OpenDir,
     entry: &OsStr,
     ctx: &Ctx<'_>,

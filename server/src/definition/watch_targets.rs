@@ -261,6 +261,7 @@ mod tests {
             diagnostics: Vec::new(),
             definitions: Vec::new(),
             exhausted: false,
+            entries: None,
         }
     }
 

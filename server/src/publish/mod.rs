@@ -15,17 +15,20 @@
 //! - [`vm_view`]: what a UI VM sees, built from typed data.
 //!
 //! Whoever follows the catalog without subscribing (the UI VM listeners)
-//! waits on [`Hub::published`], told of every publish.
+//! waits on [`Hub::published`], told of every publish, and leaves what it
+//! found about a VM for the next generation in [`Hub::notes`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use vm_catalog_protocol::{Change, Cursor, Epoch, ResetReason};
 
+mod notes;
 pub mod snapshot;
 pub mod subscriptions;
 pub mod vm_view;
 
+pub use notes::{Notes, VmNotes};
 pub use snapshot::{Batch, HISTORY, Published, Records, Status};
 pub use subscriptions::{LagSignal, SUBSCRIPTION_QUEUE, Start, Subscription};
 pub use vm_view::Audience;
@@ -45,6 +48,7 @@ pub struct Hub {
     next_id: AtomicU64,
     /// Counts publishes, for [`Hub::published`].
     publishes: tokio::sync::watch::Sender<u64>,
+    notes: VmNotes,
 }
 
 impl Hub {
@@ -58,6 +62,7 @@ impl Hub {
             subscribers: Mutex::new(Subscribers::default()),
             next_id: AtomicU64::new(1),
             publishes: tokio::sync::watch::Sender::new(0),
+            notes: VmNotes::default(),
         })
     }
 
@@ -91,6 +96,12 @@ impl Hub {
     /// [`Hub::current`] when it changes.
     pub fn published(&self) -> tokio::sync::watch::Receiver<u64> {
         self.publishes.subscribe()
+    }
+
+    /// What the readers' side found about published VMs (a UI VM's listener
+    /// refused), which the next rescan's commit shows on their entries.
+    pub fn notes(&self) -> &VmNotes {
+        &self.notes
     }
 
     /// Number of subscriptions.

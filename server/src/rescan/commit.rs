@@ -23,7 +23,9 @@
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use vm_catalog_protocol::{ApplyOutcome, ApplyStatus, Change, RescanOutcome, RescanTrigger};
+use vm_catalog_protocol::{
+    ApplyOutcome, ApplyStatus, Change, DiagCode, RescanOutcome, RescanTrigger, VmName,
+};
 
 use super::{Plan, RescanResult, Started, handoff};
 use crate::apply::{Applier, ApplyReport};
@@ -47,6 +49,9 @@ pub struct Commit {
     hub: Arc<Hub>,
     status: Status,
     watched: Watched,
+    /// Said once, at the end of the next apply's message (in the status):
+    /// what was wrong with the pipeline's own state when it was read.
+    note: Option<String>,
 }
 
 impl std::fmt::Debug for Commit {
@@ -75,7 +80,14 @@ impl Commit {
             hub,
             status: Status::default(),
             watched,
+            note: None,
         }
+    }
+
+    /// Ends the next apply's message with `note` (damage found in the
+    /// pipeline's own state: `vm-ids`), so that `vm-catalog status` says it.
+    pub fn note_once(&mut self, note: String) {
+        self.note = Some(note);
     }
 
     /// Views → apply → successor → publish: makes `plan` (made against
@@ -138,8 +150,21 @@ impl Commit {
             // their directories stay until an apply succeeds.
             self.remove_left_views(&keep);
         }
-        draft.annotate(handoff::annotations(&report));
+        let mut annotations = handoff::annotations(&report);
+        annotations.warnings = self.notes();
+        draft.annotate(annotations);
         report
+    }
+
+    /// What the readers' side found about published VMs (a UI VM's
+    /// listener refused), as warnings for their entries.
+    fn notes(&self) -> std::collections::BTreeMap<VmName, Vec<(DiagCode, String)>> {
+        self.hub
+            .notes()
+            .current()
+            .into_iter()
+            .map(|(vm, notes)| (vm, notes.into_iter().collect()))
+            .collect()
     }
 
     /// Removes the views and directories of the VMs that left, but those
@@ -166,6 +191,12 @@ impl Commit {
     fn record_apply(&mut self, report: ApplyReport, generation: u64) -> ApplyOutcome {
         let mut apply = report.outcome;
         apply.generation = generation;
+        if let Some(note) = self.note.take() {
+            apply.message = match apply.message.is_empty() {
+                true => note,
+                false => format!("{}; {note}", apply.message),
+            };
+        }
         if matches!(
             apply.status,
             ApplyStatus::Applied

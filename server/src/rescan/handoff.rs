@@ -62,6 +62,7 @@ pub fn annotations(report: &ApplyReport) -> Annotations {
             .collect(),
         restart_pending: report.restart_pending.clone(),
         left_out,
+        warnings: BTreeMap::new(),
     }
 }
 

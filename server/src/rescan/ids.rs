@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 use vm_catalog_protocol::{SourceLabel, VmId, VmName};
 
 use crate::catalog::{BY_ID, BY_NAME, IdKey, Layout, Names, VmIds};
-use crate::config::Config;
 use crate::views::MARKER;
 
 /// Ids by key, as read.
@@ -45,8 +44,8 @@ pub struct OnDisk {
 }
 
 impl OnDisk {
-    /// What `config` says.
-    pub fn of(config: &Config) -> OnDisk {
+    /// What the pipeline's `config` says.
+    pub fn of(config: &super::PipelineConfig) -> OnDisk {
         OnDisk {
             vm_dir: config.merge.vm_dir.clone(),
             layout: config.merge.layout,
@@ -60,9 +59,34 @@ impl OnDisk {
     }
 }
 
+/// What was wrong with the ids file when it was read: said in the log, and
+/// in the status (the message of the next apply).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IdsDamage {
+    /// Lines that could not be read.
+    pub unreadable: usize,
+    /// Lines that repeat an id or a definition, or that the by-name links
+    /// contradict: the first owner, or the link, wins.
+    pub overridden: usize,
+    /// Ids missing from the file, read again from the by-name links.
+    pub recovered: usize,
+}
+
+impl std::fmt::Display for IdsDamage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "vm-ids: {} unreadable and {} overridden lines skipped, {} ids read again from the \
+             by-name links",
+            self.unreadable, self.overridden, self.recovered
+        )
+    }
+}
+
 /// Reads the ids in `path` and on `disk`; new ids come from a generator
-/// seeded with `seed`. Whatever cannot be read is logged and skipped.
-pub fn load(path: &Path, seed: u64, disk: &OnDisk) -> VmIds {
+/// seeded with `seed`. Whatever cannot be read is logged and skipped, and
+/// returned as the damage found (`None`: none).
+pub fn load(path: &Path, seed: u64, disk: &OnDisk) -> (VmIds, Option<IdsDamage>) {
     let (exact, guessed) = recover(disk);
     let (lines, bad) = read_lines(path);
     let known = exact
@@ -91,7 +115,13 @@ pub fn load(path: &Path, seed: u64, disk: &OnDisk) -> VmIds {
             "VM ids missing from the file were read again from the by-name links"
         );
     }
-    ids
+    let damage = IdsDamage {
+        unreadable: bad,
+        overridden: dropped,
+        recovered: from_disk,
+    };
+    let damaged = damage != IdsDamage::default();
+    (ids, damaged.then_some(damage))
 }
 
 /// The readable lines of `path`, and how many were not.
@@ -234,12 +264,12 @@ mod tests {
     fn ids_survive_a_save_and_a_load_and_bad_lines_are_skipped() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("state/vm-ids");
-        assert!(load(&path, 1, &no_disk()).is_empty(), "no file: no ids");
+        assert!(load(&path, 1, &no_disk()).0.is_empty(), "no file: no ids");
         let mut ids = VmIds::new(3);
         let a = ids.assign(&"sys".parse().unwrap(), &"netvm".parse().unwrap());
         let b = ids.assign(&"user".parse().unwrap(), &"nc".parse().unwrap());
         save(&path, &ids).unwrap();
-        let back = load(&path, 9, &no_disk());
+        let back = load(&path, 9, &no_disk()).0;
         assert_eq!(
             back.iter().collect::<Vec<_>>(),
             ids.iter().collect::<Vec<_>>()
@@ -251,7 +281,7 @@ mod tests {
             format!("{text}no-id line here\n{b} other x\nZZZZZZ sys x y\n"),
         )
         .unwrap();
-        let back = load(&path, 9, &no_disk());
+        let back = load(&path, 9, &no_disk()).0;
         assert_eq!(back.len(), 2, "the repeated id and bad lines are skipped");
     }
 
@@ -263,13 +293,18 @@ mod tests {
         bytes.push(0xff);
         bytes.extend_from_slice(b"c\nCCCCCC user app\n");
         fs::write(&path, bytes).unwrap();
-        let ids = load(&path, 1, &no_disk());
+        let (ids, damage) = load(&path, 1, &no_disk());
         assert_eq!(ids.len(), 2);
         assert_eq!(
             ids.get(&"user".parse().unwrap(), &"app".parse().unwrap())
                 .map(VmId::as_str),
             Some("CCCCCC")
         );
+        let damage = damage.expect("the damage is told");
+        assert_eq!((damage.unreadable, damage.recovered), (1, 0));
+        assert_eq!(load(&path, 1, &no_disk()).1, Some(damage), "each time");
+        fs::write(&path, "AAAAAA sys netvm\n").unwrap();
+        assert_eq!(load(&path, 1, &no_disk()).1, None, "a sound file");
     }
 
     #[test]
@@ -277,7 +312,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("vm-ids");
         fs::create_dir(&path).unwrap();
-        assert!(load(&path, 1, &no_disk()).is_empty());
+        assert!(load(&path, 1, &no_disk()).0.is_empty());
     }
 
     /// A Spectrum VM directory with marked views `by-id/<id>/config` and
@@ -316,7 +351,7 @@ mod tests {
             let (l, n) = key(l, n);
             ids.get(&l, &n).map(|i| i.as_str().to_owned())
         };
-        let lost = load(&path, 1, &disk);
+        let lost = load(&path, 1, &disk).0;
         assert_eq!(id_of(&lost, "sys", "netvm").as_deref(), Some("NNNNNN"));
         assert_eq!(id_of(&lost, "user", "app").as_deref(), Some("AAAAAA"));
         assert_eq!(lost.len(), 2, "an unmarked view gives nothing");
@@ -327,7 +362,7 @@ mod tests {
             "AAAAAA sys netvm\nAAAAAA user app\nNNNNNN user other\nOOOOOO user more\n",
         )
         .unwrap();
-        let edited = load(&path, 1, &disk);
+        let edited = load(&path, 1, &disk).0;
         assert_eq!(id_of(&edited, "sys", "netvm").as_deref(), Some("NNNNNN"));
         assert_eq!(id_of(&edited, "user", "app").as_deref(), Some("AAAAAA"));
         assert_eq!(id_of(&edited, "user", "other"), None, "its id is taken");
@@ -349,7 +384,7 @@ mod tests {
                 ("b".parse().unwrap(), d.path().join("b")),
             ],
         };
-        let ids = load(&d.path().join("vm-ids"), 1, &disk);
+        let ids = load(&d.path().join("vm-ids"), 1, &disk).0;
         assert_eq!(
             ids.get(&"b".parse().unwrap(), &"app".parse().unwrap())
                 .map(VmId::as_str),

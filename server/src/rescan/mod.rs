@@ -25,6 +25,9 @@ pub mod plan;
 pub mod retry;
 mod worker;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -32,7 +35,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 use vm_catalog_protocol::{ApplyOutcome, Change, RescanOutcome, RescanTrigger};
 
-pub use pipeline::{Pipeline, PipelineError, RealPipeline};
+pub use pipeline::{Pipeline, PipelineConfig, PipelineError, RealPipeline};
 pub use plan::{Plan, ScanExhausted};
 
 use crate::definition::watch_targets::Dirty;
@@ -132,6 +135,31 @@ impl Rescans {
     /// Asks the worker to stop once the rescan in progress (if any) is done.
     pub fn stop(&self) {
         let _ = self.tx.send(Msg::Stop);
+    }
+
+    /// A handle with no worker behind it: what is asked of it is kept for
+    /// a trigger's tests to read, at the moment they look.
+    #[cfg(test)]
+    pub(crate) fn recording() -> (Rescans, Requested) {
+        let (tx, rx) = std_mpsc::channel();
+        (Rescans { tx }, Requested(rx))
+    }
+}
+
+/// What was asked of a [`Rescans::recording`] handle.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct Requested(std_mpsc::Receiver<Msg>);
+
+#[cfg(test)]
+impl Requested {
+    /// The oldest request not read yet, without waiting: its trigger and
+    /// what it marked as changed.
+    pub(crate) fn next(&self) -> Option<(RescanTrigger, Dirty)> {
+        match self.0.try_recv().ok()? {
+            Msg::Rescan { trigger, dirty, .. } => Some((trigger, dirty)),
+            Msg::Stop => None,
+        }
     }
 }
 

@@ -19,13 +19,12 @@ use super::plan::{Plan, Sources};
 use super::{RescanError, RescanResult, Started};
 use crate::apply::ApplyConfig;
 use crate::catalog::{Catalog, MergeOptions, VmIds};
-use crate::config::Config;
-use crate::definition::ScanOptions;
 use crate::definition::watch_targets::Dirty;
-use crate::hooks::Hooks;
+use crate::definition::{ScanOptions, SourceScan};
+use crate::hooks::{HookConfig, Hooks};
 use crate::publish::Hub;
 use crate::source::SourceSpec;
-use crate::source::partition::PartitionManager;
+use crate::source::partition::{PartitionConfig, PartitionManager};
 use crate::views::Views;
 
 /// What the rescan worker runs.
@@ -35,8 +34,9 @@ pub trait Pipeline: Send + 'static {
     fn rescan(&mut self, trigger: RescanTrigger) -> Result<RescanResult, RescanError>;
 
     /// One rescan, after requests that together marked `dirty` as changed
-    /// ([`Dirty::Whole`] unless only watch events asked). Today every
-    /// rescan reads everything: by default, [`Pipeline::rescan`].
+    /// ([`Dirty::Whole`] unless only watch events asked). The real
+    /// pipeline reads again only what `dirty` names; by default,
+    /// [`Pipeline::rescan`].
     fn rescan_changed(
         &mut self,
         trigger: RescanTrigger,
@@ -75,6 +75,26 @@ pub enum PipelineError {
     Applier(#[from] crate::apply::OpenError),
 }
 
+/// What the real pipeline is made of, as the configuration stage
+/// (`config.rs`) resolved it from the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineConfig {
+    /// The directory sources, in precedence order (built-in first).
+    pub sources: Vec<SourceSpec>,
+    /// How every source is scanned (the trusted symlink target prefixes).
+    pub scan: ScanOptions,
+    /// Partition discovery; `None`: off.
+    pub partitions: Option<PartitionConfig>,
+    /// The applier.
+    pub apply: ApplyConfig,
+    /// How VMs are named and where their views are built.
+    pub merge: MergeOptions,
+    /// Where the VM ids are kept (`<state-dir>/vm-ids`).
+    pub ids_file: PathBuf,
+    /// The per-VM hook; `None`: no `--vm-hook`.
+    pub vm_hook: Option<HookConfig>,
+}
+
 /// The real pipeline.
 pub struct RealPipeline {
     /// The current catalog: what the next plan is merged against.
@@ -86,6 +106,9 @@ pub struct RealPipeline {
     ids: VmIds,
     ids_file: PathBuf,
     commit: Commit,
+    /// The scans of the last real rescan, for the next one to read only
+    /// what watch events say changed (empty until the first).
+    scans: Vec<SourceScan>,
 }
 
 impl std::fmt::Debug for RealPipeline {
@@ -103,10 +126,14 @@ impl RealPipeline {
     /// binds the uevent listener before the first rescan, so that no
     /// hotplug event before the first reconcile is missed.) Must be called
     /// inside a tokio runtime.
-    pub fn open(config: &Config, hub: Arc<Hub>, watched: Watched) -> Result<Self, PipelineError> {
+    pub fn open(
+        config: &PipelineConfig,
+        hub: Arc<Hub>,
+        watched: Watched,
+    ) -> Result<Self, PipelineError> {
         let partitions = config.partitions.clone().map(PartitionManager::new);
         let applier = crate::apply::open(&config.apply)?;
-        let ids = super::ids::load(
+        let (ids, damage) = super::ids::load(
             &config.ids_file,
             random_seed(),
             &super::ids::OnDisk::of(config),
@@ -120,6 +147,10 @@ impl RealPipeline {
             Some(h) => Hooks::open(h.clone()),
             None => Hooks::none(),
         };
+        let mut commit = Commit::new(views, hooks, applier, hub.clone(), watched);
+        if let Some(damage) = damage {
+            commit.note_once(damage.to_string());
+        }
         Ok(RealPipeline {
             catalog: Catalog::empty(hub.epoch()),
             sources: Sources::new(config.sources.clone(), partitions),
@@ -127,8 +158,34 @@ impl RealPipeline {
             merge: config.merge.clone(),
             ids,
             ids_file: config.ids_file.clone(),
-            commit: Commit::new(views, hooks, applier, hub, watched),
+            commit,
+            scans: Vec::new(),
         })
+    }
+
+    /// A pipeline of the directory sources `sources` only (no partitions,
+    /// no hooks) whose views go where `merge` says, applied by `applier`,
+    /// with ids from a fixed `seed` kept in `ids_file`: for tests and
+    /// benches that drive rescans without a daemon.
+    pub fn of_directories(
+        sources: Vec<SourceSpec>,
+        scan: ScanOptions,
+        merge: MergeOptions,
+        (ids_file, seed): (PathBuf, u64),
+        applier: Box<dyn crate::apply::Applier>,
+        (hub, watched): (Arc<Hub>, Watched),
+    ) -> RealPipeline {
+        let views = Views::with_layout(&merge.vm_dir, merge.layout);
+        RealPipeline {
+            catalog: Catalog::empty(hub.epoch()),
+            sources: Sources::new(sources, None),
+            scan,
+            merge,
+            ids: VmIds::new(seed),
+            ids_file,
+            commit: Commit::new(views, Hooks::none(), applier, hub, watched),
+            scans: Vec::new(),
+        }
     }
 
     /// Calls `f` with each VM about to be released, before its `--vm-hook`
@@ -141,6 +198,35 @@ impl RealPipeline {
     fn plan(&self, specs: &[SourceSpec], ids: &mut VmIds) -> Result<Plan, RescanError> {
         Plan::new(&self.catalog, specs, &self.scan, &self.merge, ids)
             .map_err(RescanError::ScanExhausted)
+    }
+
+    /// Plans the rescan after watch events that marked `dirty`: from the
+    /// last rescan's scans, reading again only the entries `dirty` names
+    /// ([`Plan::changed`]); whole when `dirty` is [`Dirty::Whole`] or there
+    /// is no last rescan.
+    fn plan_changed(
+        &mut self,
+        specs: &[SourceSpec],
+        dirty: &Dirty,
+        ids: &mut VmIds,
+    ) -> Result<Plan, RescanError> {
+        let prev = std::mem::take(&mut self.scans);
+        let entries = match dirty {
+            _ if prev.is_empty() => return self.plan(specs, ids),
+            Dirty::Whole => return self.plan(specs, ids),
+            Dirty::Nothing => &BTreeSet::new(),
+            Dirty::Entries(entries) => entries,
+        };
+        Plan::changed(
+            &self.catalog,
+            prev,
+            entries,
+            specs,
+            &self.scan,
+            &self.merge,
+            ids,
+        )
+        .map_err(RescanError::ScanExhausted)
     }
 
     /// Saves the ids if they changed. They are saved before anything is
@@ -178,6 +264,18 @@ impl RealPipeline {
         self.ids
             .retain(|(label, name)| !read.contains(label) || present.contains(&(label, name)));
     }
+}
+
+/// Whether `changes` may have made an id unused ([`RealPipeline::prune_ids`]):
+/// a definition left (its VM entry was removed), or a source changed
+/// (whether it was read). Otherwise pruning would keep every id, and is
+/// skipped: it reads the whole catalog.
+fn may_leave_ids(changes: &[vm_catalog_protocol::Change]) -> bool {
+    use vm_catalog_protocol::{ChangeItem, ChangeKind};
+    changes.iter().any(|c| match c.item {
+        ChangeItem::Source(_) => true,
+        ChangeItem::Vm(_) => c.kind == ChangeKind::Removed,
+    })
 }
 
 /// Warns, once at start, of each untrusted directory source whose file
@@ -225,15 +323,18 @@ impl Pipeline for RealPipeline {
         let started = Started::now();
         let specs = self.sources.discover();
         let mut ids = std::mem::replace(&mut self.ids, VmIds::new(0));
-        let plan = self.plan(&specs, &mut ids);
+        let plan = self.plan_changed(&specs, dirty, &mut ids);
         self.ids = ids;
-        let plan = plan?;
+        let mut plan = plan?;
         self.save_ids();
+        self.scans = plan.take_scans();
         let result = self
             .commit
             .commit(&mut self.catalog, plan, trigger, started);
         span.record("generation", result.outcome.generation);
-        self.prune_ids();
+        if may_leave_ids(&result.changes) {
+            self.prune_ids();
+        }
         self.save_ids();
         log_outcome(&result.outcome);
         Ok(result)

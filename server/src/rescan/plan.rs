@@ -9,12 +9,15 @@
 //! that needs a verdict on sources (a dry run, an offline check) reaches it
 //! through the same code as the daemon.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+
 use vm_catalog_protocol::{ApplyOutcome, ApplyStatus, Change, RescanTrigger, SourceLabel};
 
 use super::{RescanResult, Started};
 use crate::catalog::{self, Catalog, Draft, MergeOptions, VmIds};
 use crate::definition::watch_targets::{Target, targets_of};
-use crate::definition::{ScanOptions, SourceScan, scan_source};
+use crate::definition::{ScanOptions, SourceScan, rescan_entries, scan_source};
 use crate::source::SourceSpec;
 use crate::source::partition::PartitionManager;
 
@@ -86,6 +89,8 @@ impl Sources {
 pub struct Plan {
     draft: Draft,
     targets: Vec<Target>,
+    /// The scans it was merged from, for the next rescan to start from.
+    scans: Vec<SourceScan>,
 }
 
 impl Plan {
@@ -101,16 +106,66 @@ impl Plan {
         ids: &mut VmIds,
     ) -> Result<Plan, ScanExhausted> {
         let scans: Vec<SourceScan> = specs.iter().map(|s| scan_source(s, opts)).collect();
+        Plan::merged(current, scans, merge, ids)
+    }
+
+    /// [`Plan::new`] after watch events that named only `dirty` (entries
+    /// of source roots) as changed since the rescan that scanned `prev`:
+    /// each source reads only its dirty entries again and keeps what its
+    /// other entries gave in `prev`; a source that cannot (it was not
+    /// ready, its spec changed: it appeared, failed or went; see
+    /// [`rescan_entries`]) is read whole. The result is what [`Plan::new`]
+    /// would give, as long as nothing outside `dirty` changed.
+    pub fn changed(
+        current: &Catalog,
+        prev: Vec<SourceScan>,
+        dirty: &BTreeSet<(SourceLabel, OsString)>,
+        specs: &[SourceSpec],
+        opts: &ScanOptions,
+        merge: &MergeOptions,
+        ids: &mut VmIds,
+    ) -> Result<Plan, ScanExhausted> {
+        let mut prev: BTreeMap<SourceLabel, SourceScan> = prev
+            .into_iter()
+            .map(|s| (s.spec.label.clone(), s))
+            .collect();
+        let scans = specs
+            .iter()
+            .map(|spec| {
+                let names: BTreeSet<OsString> = dirty
+                    .iter()
+                    .filter(|(label, _)| *label == spec.label)
+                    .map(|(_, name)| name.clone())
+                    .collect();
+                prev.remove(&spec.label)
+                    .and_then(|p| rescan_entries(p, spec, &names, opts))
+                    .unwrap_or_else(|| scan_source(spec, opts))
+            })
+            .collect();
+        Plan::merged(current, scans, merge, ids)
+    }
+
+    fn merged(
+        current: &Catalog,
+        scans: Vec<SourceScan>,
+        merge: &MergeOptions,
+        ids: &mut VmIds,
+    ) -> Result<Plan, ScanExhausted> {
         if let Some(s) = scans.iter().find(|s| s.exhausted) {
             return Err(ScanExhausted {
                 label: s.spec.label.clone(),
             });
         }
-        let targets = targets_of(&scans);
         Ok(Plan {
-            draft: catalog::merge_with(current, scans, merge, ids),
-            targets,
+            draft: catalog::merge_scans(current, &scans, merge, ids),
+            targets: targets_of(&scans),
+            scans,
         })
+    }
+
+    /// Takes the scans the plan was merged from.
+    pub fn take_scans(&mut self) -> Vec<SourceScan> {
+        std::mem::take(&mut self.scans)
     }
 
     /// The merged catalog, before views, apply and publish. (It inherits

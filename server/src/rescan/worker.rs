@@ -218,10 +218,20 @@ mod tests {
         panic_on: Option<usize>,
         /// What each real rescan was told changed.
         changed: Arc<Mutex<Vec<Dirty>>>,
+        /// Told as each rescan starts.
+        started: Option<tokio::sync::mpsc::UnboundedSender<()>>,
+        /// Each rescan waits for it once started (held: the rescan runs on).
+        hold: Option<Arc<tokio::sync::Mutex<()>>>,
     }
 
     impl Counting {
         fn record(&mut self, trigger: RescanTrigger, dry_run: bool) -> RescanResult {
+            if let Some(started) = &self.started {
+                let _ = started.send(());
+            }
+            if let Some(hold) = &self.hold {
+                drop(hold.blocking_lock());
+            }
             std::thread::sleep(self.delay);
             let mut runs = self.runs.lock().unwrap();
             runs.push((trigger, dry_run));
@@ -318,26 +328,37 @@ mod tests {
         assert_eq!(changed, [Dirty::Whole]);
     }
 
+    /// Waits for events, not times (issue 22: a 50 ms guess that rescan 1
+    /// had started, and 200 ms for the others to arrive while it ran).
     #[tokio::test]
     async fn concurrent_requests_coalesce_into_rescans_that_started_after_them() {
         let runs = Arc::new(Mutex::new(Vec::new()));
+        let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+        let hold = Arc::new(tokio::sync::Mutex::new(()));
+        let held = hold.clone().lock_owned().await;
         let (r, worker) = Rescans::spawn(Counting {
             runs: runs.clone(),
-            delay: Duration::from_millis(200),
+            started: Some(started_tx),
+            hold: Some(hold),
             ..Counting::default()
         });
-        // The first request starts rescan 1; the next ten arrive while it runs.
+        // The first request starts rescan 1; the next ten arrive while it
+        // runs (held until they are all sent).
         let first = tokio::spawn({
             let r = r.clone();
             async move { r.rescan(RescanTrigger::Request, false).await }
         });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        started.recv().await.unwrap();
         let later: Vec<_> = (0..10)
             .map(|_| {
                 let r = r.clone();
                 tokio::spawn(async move { r.rescan(RescanTrigger::Request, false).await })
             })
             .collect();
+        // Each sends its request when first run: after this task yields,
+        // the runtime (one thread) runs the ten, queued before it.
+        tokio::task::yield_now().await;
+        drop(held);
         assert_eq!(first.await.unwrap().unwrap().outcome.generation, 1);
         for h in later {
             // Not answered by rescan 1 (it started before they arrived), all by rescan 2.

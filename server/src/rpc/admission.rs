@@ -57,8 +57,8 @@ impl Tenant {
 pub struct Share {
     /// Units in all.
     pub total: u64,
-    /// Units only [`Tenant::Admin`] may use: users together hold at most
-    /// `total - reserve`.
+    /// Units only root and the admin group (`Tenant::Admin`) may use:
+    /// users together hold at most `total - reserve`.
     pub reserve: u64,
     /// The most one user may hold.
     pub per_user: u64,

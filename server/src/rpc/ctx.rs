@@ -112,7 +112,7 @@ pub struct ServerInfo {
 
 impl Limits {
     /// How connection slots are shared.
-    pub fn connection_share(&self) -> Share {
+    pub(super) fn connection_share(&self) -> Share {
         Share {
             total: self.max_connections.into(),
             reserve: self
@@ -126,7 +126,7 @@ impl Limits {
     /// How reply bytes are shared. Users may always hold one frame of the
     /// largest size: a claim beyond what a tenant may ever hold would wait
     /// forever.
-    pub fn reply_share(&self) -> Share {
+    pub(super) fn reply_share(&self) -> Share {
         let frame = u64::from(self.max_frame);
         let total = self.reply_budget.max(2 * frame);
         Share {
@@ -140,7 +140,7 @@ impl Limits {
 /// One UI VM's own ledgers: what its connections draw from instead of the
 /// host's (see [`super::admission`]).
 #[derive(Debug, Clone)]
-pub struct VmShare {
+pub(super) struct VmShare {
     /// Its connection slots.
     pub connections: Arc<Ledger>,
     /// Its calls in their own task.
@@ -154,7 +154,7 @@ pub struct VmShare {
 
 impl Limits {
     /// Fresh ledgers for one UI VM.
-    pub fn vm_share(&self) -> VmShare {
+    pub(super) fn vm_share(&self) -> VmShare {
         let whole = |total: u64| Share {
             total,
             reserve: 0,
@@ -172,13 +172,13 @@ impl Limits {
 }
 
 #[derive(Debug, Default)]
-pub struct Stats {
+pub(super) struct Stats {
     next_conn: AtomicU64,
 }
 
 impl Stats {
     /// A number for the next accepted connection (from 1), for logs.
-    pub fn next_conn_id(&self) -> u64 {
+    pub(super) fn next_conn_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
     }
 }
@@ -189,24 +189,24 @@ pub struct Ctx {
     /// The published state.
     pub hub: Arc<Hub>,
     /// The rescan worker.
-    pub rescans: Rescans,
+    pub(super) rescans: Rescans,
     /// What the server says about itself.
-    pub server: ServerInfo,
-    pub stats: Stats,
+    pub(super) server: ServerInfo,
+    pub(super) stats: Stats,
     /// The group allowed to `Rescan` besides root.
-    pub admin_gid: Option<u32>,
+    pub(super) admin_gid: Option<u32>,
     /// Limits.
-    pub limits: Limits,
+    pub(super) limits: Limits,
     /// Cancelled when the daemon stops.
     pub shutdown: CancellationToken,
     /// Rate limit for log lines clients can trigger.
-    pub log_limit: RateLimit,
+    pub(super) log_limit: RateLimit,
     /// Connection slots.
-    pub connections: Arc<Ledger>,
+    pub(super) connections: Arc<Ledger>,
     /// Reply bytes.
     pub replies: Arc<Ledger>,
     /// User connections, for making room for a refused user.
-    pub evictions: Arc<super::evict::Evictions>,
+    pub(super) evictions: Arc<super::evict::Evictions>,
     /// Refusals in progress (each holds a connection for a moment).
     refusals: Arc<Semaphore>,
     /// A return of free memory to the system is scheduled.
@@ -249,23 +249,23 @@ impl Ctx {
     }
 
     /// Whose share `peer` draws from.
-    pub fn tenant(&self, peer: &Peer) -> Tenant {
+    pub(super) fn tenant(&self, peer: &Peer) -> Tenant {
         Tenant::of(peer, self.admin_gid)
     }
 
     /// A connection slot for `peer`, or `None` over its share.
-    pub fn admit(&self, peer: &Peer) -> Option<Claim> {
+    pub(super) fn admit(&self, peer: &Peer) -> Option<Claim> {
         self.connections.try_claim(self.tenant(peer), 1)
     }
 
     /// Open connections.
-    pub fn open_connections(&self) -> u32 {
+    pub(super) fn open_connections(&self) -> u32 {
         self.connections.used() as u32
     }
 
     /// A slot to refuse one connection with an answer, or `None` when
     /// [`Limits::max_refusals`] refusals are in progress already.
-    pub fn refusal(&self) -> Option<OwnedSemaphorePermit> {
+    pub(super) fn refusal(&self) -> Option<OwnedSemaphorePermit> {
         self.refusals.clone().try_acquire_owned().ok()
     }
 
@@ -276,7 +276,7 @@ impl Ctx {
     /// free memory to the system: it keeps freed memory for reuse
     /// otherwise, and a burst of replies nobody read would stay in the
     /// daemon's resident memory after those peers (or that VM) left.
-    pub fn connection_ended(self: &Arc<Self>, replies: &Ledger) {
+    pub(super) fn connection_ended(self: &Arc<Self>, replies: &Ledger) {
         let threshold = TRIM_AFTER.min(replies.share().total / 2);
         if replies.used() > threshold / 4
             || replies.take_peak() < threshold

@@ -28,7 +28,7 @@ pub(super) const EVICT_WAIT: Duration = Duration::from_secs(1);
 
 /// Every user connection, by uid then age, for choosing one to evict.
 #[derive(Debug)]
-pub struct Evictions {
+pub(super) struct Evictions {
     conns: Mutex<HashMap<u32, BTreeMap<u64, Held>>>,
     one_at_a_time: Arc<Semaphore>,
 }
@@ -50,7 +50,7 @@ impl Default for Evictions {
 
 /// A connection's entry; dropping it forgets the connection.
 #[derive(Debug)]
-pub struct Registration {
+pub(super) struct Registration {
     evictions: Arc<Evictions>,
     uid: u32,
     conn_id: u64,
@@ -60,7 +60,7 @@ pub struct Registration {
 impl Registration {
     /// Says whether the connection has no call in flight (it starts busy:
     /// in its handshake).
-    pub fn set_idle(&self, idle: bool) {
+    pub(super) fn set_idle(&self, idle: bool) {
         self.idle.store(idle, Ordering::Relaxed);
     }
 }
@@ -83,7 +83,7 @@ impl Evictions {
     }
 
     /// Registers connection `conn_id` of user `uid`, which `stop` ends.
-    pub fn register(self: &Arc<Self>, uid: u32, conn_id: u64, stop: Stop) -> Registration {
+    pub(super) fn register(self: &Arc<Self>, uid: u32, conn_id: u64, stop: Stop) -> Registration {
         let idle = Arc::new(AtomicBool::new(false));
         self.conns().entry(uid).or_default().insert(
             conn_id,
@@ -101,13 +101,13 @@ impl Evictions {
     }
 
     /// The right to evict, or `None` while another eviction is under way.
-    pub fn begin(&self) -> Option<OwnedSemaphorePermit> {
+    pub(super) fn begin(&self) -> Option<OwnedSemaphorePermit> {
         self.one_at_a_time.clone().try_acquire_owned().ok()
     }
 
     /// Ends the oldest idle connection of `uid` (else its oldest) with a
     /// `Goodbye`; whether there was one.
-    pub fn evict_one(&self, uid: u32) -> bool {
+    pub(super) fn evict_one(&self, uid: u32) -> bool {
         let mut conns = self.conns();
         let Some(of_uid) = conns.get_mut(&uid) else {
             return false;

@@ -29,7 +29,7 @@ const CONN_ERROR_WAIT: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub(super) struct Draws {
     /// Whose share the peer draws from.
-    pub(super) tenant: super::Tenant,
+    pub(super) tenant: super::admission::Tenant,
     /// The reply bytes.
     pub(super) replies: Arc<super::Ledger>,
 }

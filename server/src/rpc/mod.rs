@@ -34,5 +34,6 @@ mod transport;
 pub mod ui_vm;
 
 pub use accept::serve;
-pub use admission::{Claim, Ledger, Share, Tenant};
-pub use ctx::{Ctx, Limits, ServerInfo, Stats};
+// The reply ledger and its share are what tests read through `Ctx::replies`.
+pub use admission::{Ledger, Share};
+pub use ctx::{Ctx, Limits, ServerInfo};

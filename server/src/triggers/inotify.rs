@@ -6,7 +6,9 @@
 //! on a [`tokio::sync::watch`] channel. Each is opened without following
 //! symlinks and watched through `/proc/self/fd/N`. A watch that cannot be
 //! added yet (the directory does not exist) or that the kernel dropped (the
-//! directory was removed) is tried again after the next rescan.
+//! directory was removed) is tried again after the next rescan, and so are
+//! the watches of a directory that moved and of those below it (a watch
+//! follows its directory, not its path).
 //!
 //! A watch on an ancestor is added after the rescan that asked for it: if
 //! the next directory on the way appeared in between, no event will come
@@ -15,13 +17,17 @@
 //! started but before its watch was added (a VM copied in with `cp -R`,
 //! caught half-way) changed unseen. Once the watch is in place, its
 //! directory's ctime says so, and the directory is marked as changed,
-//! as an event on it would have (see [`CLOCK_SLACK_MS`]).
+//! as an event on it would have (see `CLOCK_SLACK_MS`).
 //!
 //! After a quiet period (the debounce), one rescan follows, told which
 //! definitions or source entries the events named (each target's
-//! [`Scope`]: [`Dirty`]); `IN_Q_OVERFLOW` (events were lost) marks
-//! everything. (The rescan still re-reads everything; it only records what
-//! the events named.)
+//! [`Scope`]: [`Dirty`]); `IN_Q_OVERFLOW` (events were lost), an event on
+//! a source root itself and any event on a missing or failed source's
+//! watches mark everything. The rescan reads again only the source
+//! entries marked and keeps what the others gave in the last rescan
+//! (`rescan::plan::Plan::changed`); everything marked reads every source
+//! whole. A change no watch sees (a file outside the watched directories,
+//! such as a trusted link's target) is read at the next whole rescan.
 
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
@@ -130,24 +136,9 @@ pub async fn run(
             }
             event = stream.next() => {
                 let Some(event) = event else { return };
-                match &event {
-                    Ok(e) if e.mask.contains(EventMask::Q_OVERFLOW) => {
-                        tracing::info!("inotify queue overflowed; rescanning");
-                        dirty.mark_whole();
-                    }
-                    // The kernel dropped the watch (the directory is gone):
-                    // the next rescan says whether to watch it again.
-                    Ok(e) if e.mask.contains(EventMask::IGNORED) => {
-                        current.retain(|_, wd| *wd != e.wd);
-                        continue;
-                    }
-                    Ok(e) => match scopes.get(&e.wd) {
-                        Some(scope) => dirty.mark(scope, e.name.as_deref()),
-                        None => dirty.mark_whole(),
-                    },
-                    Err(_) => dirty.mark_whole(),
+                if mark(&event, &mut watches, &mut current, &scopes, &mut dirty) {
+                    postpone(&mut pending, debounce);
                 }
-                postpone(&mut pending, debounce);
             }
             _ = sleep_until(deadline), if deadline.is_some() => {
                 pending = None;
@@ -155,6 +146,39 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Marks what one inotify event says changed in `dirty`; false when it
+/// says nothing changed (the kernel dropped a watch: its directory is
+/// gone, and the next rescan says whether to watch it again).
+fn mark(
+    event: &std::io::Result<inotify::Event<std::ffi::OsString>>,
+    watches: &mut Watches,
+    current: &mut HashMap<Target, WatchDescriptor>,
+    scopes: &HashMap<WatchDescriptor, Scope>,
+    dirty: &mut Dirty,
+) -> bool {
+    match event {
+        Ok(e) if e.mask.contains(EventMask::Q_OVERFLOW) => {
+            tracing::info!("inotify queue overflowed; rescanning");
+            dirty.mark_whole();
+        }
+        Ok(e) if e.mask.contains(EventMask::IGNORED) => {
+            current.retain(|_, wd| *wd != e.wd);
+            return false;
+        }
+        Ok(e) => {
+            if e.mask.contains(EventMask::MOVE_SELF) {
+                forget_moved(watches, current, &e.wd);
+            }
+            match scopes.get(&e.wd) {
+                Some(scope) => dirty.mark(scope, e.name.as_deref()),
+                None => dirty.mark_whole(),
+            }
+        }
+        Err(_) => dirty.mark_whole(),
+    }
+    true
 }
 
 /// Puts the pending rescan `debounce` after now (a quiet period), but no
@@ -224,6 +248,34 @@ fn sync(
     synced
 }
 
+/// A watched directory moved: its watch, and those of the directories
+/// below it, follow it, and no longer watch the paths their targets name
+/// (a directory made where it was would go unwatched, and its new path
+/// would share its old scope). Forgets and removes them, so that the next
+/// sync watches each target where it now is.
+fn forget_moved(
+    watches: &mut Watches,
+    current: &mut HashMap<Target, WatchDescriptor>,
+    moved: &WatchDescriptor,
+) {
+    let dirs: Vec<std::path::PathBuf> = current
+        .iter()
+        .filter(|(_, wd)| *wd == moved)
+        .map(|(t, _)| t.root.join(&t.rel))
+        .collect();
+    let (gone, kept): (HashMap<_, _>, HashMap<_, _>) = current.drain().partition(|(t, _)| {
+        let p = t.root.join(&t.rel);
+        dirs.iter().any(|d| p.starts_with(d))
+    });
+    *current = kept;
+    let in_use: std::collections::HashSet<&WatchDescriptor> = current.values().collect();
+    for wd in gone.into_values() {
+        if !in_use.contains(&wd) {
+            let _ = watches.remove(wd);
+        }
+    }
+}
+
 /// What an event on each watch says changed. Two targets that are one
 /// directory share a watch: their scopes together, so everything.
 fn scopes_of(current: &HashMap<Target, WatchDescriptor>) -> HashMap<WatchDescriptor, Scope> {
@@ -250,6 +302,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rescan::Requested;
     use vm_catalog_protocol::{SourceLabel, VmName};
 
     fn ctime_ms(p: &Path) -> u64 {
@@ -302,6 +355,100 @@ mod tests {
         );
         // Already watched: events cover it, nothing to catch up.
         assert!(second.changed_unseen.is_empty());
+    }
+
+    /// Watches `dir/vm` (as a definition's) with [`run`], on a recording
+    /// handle; returns it and what stops the watcher.
+    async fn watching(dir: &Path, debounce: Duration) -> (Requested, CancellationToken) {
+        let (rescans, requested) = Rescans::recording();
+        let set = WatchSet {
+            targets: vec![definition(dir, "vm")],
+            // No directory counts as changed before its watch.
+            scan_started_unix_ms: u64::MAX,
+        };
+        let (tx, mut rx) = watch::channel(Arc::new(set));
+        rx.mark_changed();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(run(rx, rescans, debounce, shutdown.clone()));
+        // Keep the channel open, as the daemon's commit does.
+        tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                shutdown.cancelled().await;
+                drop(tx);
+            }
+        });
+        // The watcher takes the set and adds its watch.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        (requested, shutdown)
+    }
+
+    fn touch(dir: &Path, n: u32) {
+        std::fs::write(dir.join("vm").join(format!("f{n}")), b"x").unwrap();
+    }
+
+    fn the_vm_changed() -> Option<(RescanTrigger, Dirty)> {
+        let scope = Scope::Definition(
+            SourceLabel::try_from("user").unwrap(),
+            VmName::try_from("vm").unwrap(),
+        );
+        let mut dirty = Dirty::Nothing;
+        dirty.mark(&scope, None);
+        Some((RescanTrigger::Watch, dirty))
+    }
+
+    /// The debounce is tokio's: on its paused clock (time moves only when
+    /// every task waits, so the event is read at once however loaded the
+    /// machine is), the rescan is asked for exactly one debounce after the
+    /// last event.
+    #[tokio::test(start_paused = true)]
+    async fn a_rescan_follows_a_quiet_debounce_after_the_last_event() {
+        const DEBOUNCE: Duration = Duration::from_millis(200);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("vm")).unwrap();
+        let (requested, shutdown) = watching(dir.path(), DEBOUNCE).await;
+        assert_eq!(requested.next(), None);
+        touch(dir.path(), 0);
+        tokio::time::sleep(DEBOUNCE / 2).await;
+        // Another event restarts the quiet period.
+        touch(dir.path(), 1);
+        tokio::time::sleep(DEBOUNCE - Duration::from_millis(1)).await;
+        assert_eq!(requested.next(), None, "still within the debounce");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert_eq!(requested.next(), the_vm_changed());
+        assert_eq!(requested.next(), None, "one rescan for both events");
+        shutdown.cancel();
+    }
+
+    /// A steady stream of events, each within the debounce of the last,
+    /// delays the rescan by at most [`MAX_DELAY`] after the first (exactly,
+    /// on tokio's paused clock).
+    #[tokio::test(start_paused = true)]
+    async fn a_steady_stream_of_events_delays_the_rescan_at_most_max_delay() {
+        const DEBOUNCE: Duration = Duration::from_millis(200);
+        const EVERY: Duration = Duration::from_millis(150);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("vm")).unwrap();
+        let (requested, shutdown) = watching(dir.path(), DEBOUNCE).await;
+        let first = tokio::time::Instant::now();
+        let mut n = 0;
+        while first.elapsed() + EVERY < MAX_DELAY {
+            touch(dir.path(), n);
+            n += 1;
+            tokio::time::sleep(EVERY).await;
+            assert_eq!(
+                requested.next(),
+                None,
+                "{:?} after the first",
+                first.elapsed()
+            );
+        }
+        touch(dir.path(), n);
+        tokio::time::sleep_until(first + MAX_DELAY - Duration::from_millis(1)).await;
+        assert_eq!(requested.next(), None);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert_eq!(requested.next(), the_vm_changed(), "at MAX_DELAY");
+        shutdown.cancel();
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! UTF-8 or with an id given to two VMs; the s6-instance applier's
 //! `state.json` truncated or garbage; both lost. Each time the daemon
 //! starts, every VM keeps its id and its instance, every VMM its pid, and
-//! every VM resolves (so `vm-start` would start it).
+//! every VM resolves (so `vm-start` would start it); and `vm-catalog
+//! status` says what was damaged, not only the log.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -19,15 +20,21 @@ use super::daemon::{Host, services};
 
 const VMS: usize = 29;
 
+/// What the second run said: its log, and `vm-catalog status` once started.
+struct Told {
+    log: String,
+    status: String,
+}
+
 /// Starts the daemon with 29 running VMMs, stops it, runs `damage` on its
 /// state directory, starts it again and checks that nothing was restarted
-/// and everything resolves. Returns the log of the second run.
-fn survives(damage: impl FnOnce(&Path)) -> Option<String> {
+/// and everything resolves. Returns what the second run said.
+fn survives(damage: impl FnOnce(&Path)) -> Option<Told> {
     survives_with("qualified", damage)
 }
 
 /// [`survives`] with `--names NAMES`.
-fn survives_with(names: &str, damage: impl FnOnce(&Path)) -> Option<String> {
+fn survives_with(names: &str, damage: impl FnOnce(&Path)) -> Option<Told> {
     let h = Host::new()?;
     let mut d = h.daemon();
     d.arg("--instances-up").arg("--names").arg(names);
@@ -51,6 +58,13 @@ fn survives_with(names: &str, damage: impl FnOnce(&Path)) -> Option<String> {
     let log_before = d.log().len();
     damage(&d.tree().join("state"));
     d.start().unwrap();
+    let status = Command::new(workspace_bin("vm-catalog"))
+        .arg("--socket")
+        .arg(d.socket())
+        .arg("status")
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
     let after = services(&d);
     assert_eq!(after, before, "every VM keeps its id and its instance");
     for (id, pid) in &pids {
@@ -73,7 +87,7 @@ fn survives_with(names: &str, damage: impl FnOnce(&Path)) -> Option<String> {
     let log = d.log()[log_before..].to_owned();
     assert!(!log.contains("service-conflict"), "{log}");
     d.stop();
-    Some(log)
+    Some(Told { log, status })
 }
 
 fn vm_ids(state: &Path) -> std::path::PathBuf {
@@ -86,10 +100,16 @@ fn instance_state(state: &Path) -> std::path::PathBuf {
 
 #[test]
 fn a_lost_vm_ids_restarted_every_vmm() {
-    let Some(log) = survives(|state| fs::remove_file(vm_ids(state)).unwrap()) else {
+    let Some(t) = survives(|state| fs::remove_file(vm_ids(state)).unwrap()) else {
         return;
     };
-    assert!(log.contains("read again from the by-name links"), "{log}");
+    assert!(
+        t.log.contains("read again from the by-name links"),
+        "{}",
+        t.log
+    );
+    let told = format!("vm-ids: 0 unreadable and 0 overridden lines skipped, {VMS} ids read again");
+    assert!(t.status.contains(&told), "{}", t.status);
 }
 
 #[test]
@@ -99,15 +119,22 @@ fn a_lost_vm_ids_under_plain_names_restarted_every_vmm() {
 
 #[test]
 fn a_truncated_vm_ids_restarted_the_vmms_of_the_lost_lines() {
-    survives(|state| {
+    let Some(t) = survives(|state| {
         let text = fs::read(vm_ids(state)).unwrap();
         fs::write(vm_ids(state), &text[..text.len() / 2]).unwrap();
-    });
+    }) else {
+        return;
+    };
+    assert!(
+        t.status.contains("ids read again from the by-name links"),
+        "{}",
+        t.status
+    );
 }
 
 #[test]
 fn a_non_utf8_byte_in_vm_ids_stopped_the_daemon() {
-    let Some(log) = survives(|state| {
+    let Some(t) = survives(|state| {
         let mut text = fs::read(vm_ids(state)).unwrap();
         let second_line = text.iter().position(|b| *b == b'\n').unwrap() + 3;
         text[second_line] = 0xff;
@@ -115,12 +142,13 @@ fn a_non_utf8_byte_in_vm_ids_stopped_the_daemon() {
     }) else {
         return;
     };
-    assert!(log.contains("VM id lines skipped"), "{log}");
+    assert!(t.log.contains("VM id lines skipped"), "{}", t.log);
+    assert!(t.status.contains("vm-ids: 1 unreadable"), "{}", t.status);
 }
 
 #[test]
 fn a_duplicated_id_in_vm_ids_restarted_two_vmms() {
-    survives(|state| {
+    let Some(t) = survives(|state| {
         // The first VM's line takes the second's id: the first owner in
         // the file is the wrong one.
         let text = fs::read_to_string(vm_ids(state)).unwrap();
@@ -132,28 +160,45 @@ fn a_duplicated_id_in_vm_ids_restarted_two_vmms() {
         let rest = lines[entries[0]].split_once(' ').unwrap().1.to_owned();
         lines[entries[0]] = format!("{second_id} {rest}");
         fs::write(vm_ids(state), lines.join("\n") + "\n").unwrap();
-    });
+    }) else {
+        return;
+    };
+    assert!(
+        t.status.contains("vm-ids: 0 unreadable and 1 overridden"),
+        "{}",
+        t.status
+    );
 }
 
 #[test]
 fn a_truncated_state_json_left_every_vm_in_service_conflict() {
-    let Some(log) = survives(|state| {
+    let Some(t) = survives(|state| {
         let text = fs::read(instance_state(state)).unwrap();
         fs::write(instance_state(state), &text[..text.len() / 2]).unwrap();
     }) else {
         return;
     };
-    assert!(log.contains("adopted by their vm-catalogd marker"), "{log}");
+    for said in [&t.log, &t.status] {
+        assert!(
+            said.contains("adopted by their vm-catalogd marker"),
+            "{said}"
+        );
+    }
 }
 
 #[test]
 fn a_garbage_state_json_left_every_vm_in_service_conflict() {
-    survives(|state| fs::write(instance_state(state), b"\x00garbage{{\xff").unwrap());
+    let Some(t) = survives(|state| fs::write(instance_state(state), b"\x00garbage{{\xff").unwrap())
+    else {
+        return;
+    };
+    let told = "set aside, the instances are adopted by their markers";
+    assert!(t.status.contains(told), "{}", t.status);
 }
 
 #[test]
 fn a_state_json_with_bad_records_loses_only_those() {
-    let Some(log) = survives(|state| {
+    let Some(t) = survives(|state| {
         let text = fs::read_to_string(instance_state(state)).unwrap();
         let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
         let made = v["made"].as_object_mut().unwrap();
@@ -165,9 +210,11 @@ fn a_state_json_with_bad_records_loses_only_those() {
         return;
     };
     assert!(
-        log.contains("records of the s6-instance applier state"),
-        "{log}"
+        t.log.contains("records of the s6-instance applier state"),
+        "{}",
+        t.log
     );
+    assert!(t.status.contains("2 unreadable records of"), "{}", t.status);
 }
 
 #[test]

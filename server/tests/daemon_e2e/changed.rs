@@ -42,3 +42,45 @@ async fn a_rescan_after_watch_events_is_told_which_definitions_changed() {
     })
     .await;
 }
+
+/// Regression: a definition's directory renamed away kept its watches (a
+/// watch follows its directory, not its path), so a directory made under
+/// the old name was never watched and its changes never seen; the renamed
+/// one's watches answered for both names.
+#[tokio::test]
+async fn a_directory_made_where_a_watched_one_was_renamed_from_is_watched() {
+    let mut d = daemon();
+    d.user_vm("a");
+    d.start().unwrap();
+    let c = Client::connect(d.socket()).await.unwrap();
+    eventually("the daemon to watch a/blk", async || {
+        d.watches(&d.user().join("a/blk"))
+    })
+    .await;
+    std::fs::rename(d.user().join("a"), d.user().join("moved")).unwrap();
+    d.user_vm("a");
+    eventually("both definitions", async || {
+        let all = names(&c.list_vms(true, None).await.unwrap());
+        all.contains(&"a@user:active".to_string()) && all.contains(&"moved@user:active".to_string())
+    })
+    .await;
+    for dir in ["a", "a/blk", "moved", "moved/blk"] {
+        eventually(dir, async || d.watches(&d.user().join(dir))).await;
+    }
+    let before = c
+        .get_vm(&"a".parse().unwrap())
+        .await
+        .unwrap()
+        .vm
+        .fingerprint;
+    std::fs::write(d.user().join("a/blk/root.img"), b"a longer disk").unwrap();
+    eventually("the new a's disk change seen", async || {
+        c.get_vm(&"a".parse().unwrap())
+            .await
+            .unwrap()
+            .vm
+            .fingerprint
+            != before
+    })
+    .await;
+}

@@ -406,10 +406,19 @@ async fn publish_again(d: &TestDaemon, host: &Client, n: &mut u32) {
     host.rescan(false).await.unwrap();
 }
 
+/// Whether `vm` is active with a `listener-refused` warning.
+fn refused(vm: &VmEntry) -> bool {
+    assert_eq!(vm.state, VmState::Active, "{vm:?}");
+    vm.diagnostics
+        .iter()
+        .any(|d| d.code == DiagCode::ListenerRefused && d.severity == Severity::Warning)
+}
+
 /// Regression: a `/run/vsock/<id>` planted as a symbolic link was
 /// followed; the listener's directory, which the daemon did not make, was
 /// removed when the VM left; and the listener's owner could not be the
-/// VM's own VMM user.
+/// VM's own VMM user. And (issue 22) the refusal was only in the log: it is
+/// a `listener-refused` warning on the VM's entry until the listener binds.
 #[tokio::test]
 async fn a_spectrum_listener_waits_for_its_directory_refuses_a_link_and_leaves_it() {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -439,6 +448,21 @@ async fn a_spectrum_listener_waits_for_its_directory_refuses_a_link_and_leaves_i
     })
     .await;
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    // And on the VM's entry, which stays active: `show` says why it has no
+    // listener.
+    eventually("listener-refused on the entry", async || {
+        refused(&host.get_vm(&name).await.unwrap().vm)
+    })
+    .await;
+    let shown = Command::new(workspace_bin("vm-catalog"))
+        .arg("--socket")
+        .arg(d.socket())
+        .args(["show", "nobody"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("listener-refused"), "{shown}");
+    assert!(shown.contains("refused, not followed"), "{shown}");
 
     // The hook makes it, owned by the VMM's user: the next publish binds.
     std::fs::remove_file(&dir).unwrap();
@@ -452,6 +476,10 @@ async fn a_spectrum_listener_waits_for_its_directory_refuses_a_link_and_leaves_i
     let vm = Client::connect_stream(&path).await.unwrap();
     assert_eq!(vm.ping(vec![7]).await.unwrap(), [7]);
     drop(vm);
+    eventually("listener-refused gone once bound", async || {
+        !refused(&host.get_vm(&name).await.unwrap().vm)
+    })
+    .await;
 
     // The VM leaves: its listener goes, the directory it did not make stays.
     std::fs::remove_dir_all(d.user().join("nobody")).unwrap();

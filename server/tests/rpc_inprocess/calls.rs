@@ -1,6 +1,7 @@
 //! Calls: answers, errors for one call only, the in-flight limit.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use vm_catalog::Client;
 use vm_catalog_protocol::codec::{self, Compat};
@@ -131,6 +132,41 @@ async fn rescan_is_refused_to_non_admins_and_served_to_root() {
         let e = c.rescan(false).await.unwrap_err();
         assert!(e.is_permission_denied(), "{e}");
     }
+    srv.stop().await;
+}
+
+/// A `Rescan` that takes longer than its deadline is answered `timeout`
+/// exactly at the deadline (tokio's, on its paused clock), the connection
+/// stays, and the rescan itself completes.
+#[tokio::test(start_paused = true)]
+async fn a_rescan_past_its_deadline_is_answered_timeout_and_still_completes() {
+    let Some(()) = vm_catalog_tests::require_root("Rescan is root's") else {
+        return;
+    };
+    const DEADLINE: Duration = Duration::from_secs(5);
+    let limits = Limits {
+        rescan_timeout: DEADLINE,
+        ..Limits::default()
+    };
+    let srv = Server::start(limits, None).await;
+    srv.next.lock().unwrap().push(many(2));
+    let c = Client::connect(&srv.path).await.unwrap();
+    let held = srv.hold.lock().await;
+    let asked = tokio::time::Instant::now();
+    let e = c.rescan(false).await.unwrap_err();
+    assert_eq!(asked.elapsed(), DEADLINE, "answered at the deadline");
+    assert_eq!(e.code(), Some(ErrorCode::Timeout), "{e}");
+    drop(held);
+    assert_eq!(c.ping(vec![1]).await.unwrap(), [1], "the connection stays");
+    // The rescan goes on, on its own thread (waited for off the paused
+    // clock).
+    let hub = srv.ctx.hub.clone();
+    let published = tokio::task::spawn_blocking(move || {
+        vm_catalog_tests::s6::wait_for(Duration::from_secs(60), || {
+            hub.current().cursor.generation == 1
+        })
+    });
+    assert!(published.await.unwrap(), "the rescan completed");
     srv.stop().await;
 }
 

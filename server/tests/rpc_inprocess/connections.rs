@@ -53,17 +53,27 @@ async fn garbage_empty_and_oversized_datagrams_close_only_that_connection() {
     srv.stop().await;
 }
 
-#[tokio::test]
+/// On tokio's paused clock (the timeout is tokio's): the other client's
+/// handshake and call take no time however loaded the machine is, and the
+/// silent one is refused exactly at the timeout.
+#[tokio::test(start_paused = true)]
 async fn a_client_that_never_says_hello_times_out_and_others_are_served() {
+    const HANDSHAKE: Duration = Duration::from_millis(300);
     let limits = Limits {
-        handshake_timeout: Duration::from_millis(300),
+        handshake_timeout: HANDSHAKE,
         ..Limits::default()
     };
     let srv = Server::start(limits, None).await;
     let silent = UnixSeqpacket::connect(&srv.path).await.unwrap();
+    let connected = tokio::time::Instant::now();
     let c = Client::connect(&srv.path).await.unwrap();
     c.ping(vec![]).await.unwrap();
     let (h, body) = recv_frame(&silent).await;
+    assert_eq!(
+        connected.elapsed(),
+        HANDSHAKE,
+        "refused exactly at the timeout"
+    );
     assert_eq!(h.kind, FrameKind::Error);
     assert_eq!(
         codec::decode::<ErrorBody>(&body, Compat::Exact)
@@ -137,7 +147,10 @@ async fn clients(path: &std::path::Path, n: usize) -> Vec<Client> {
 
 /// Regression (review): a client that stopped reading held the read loop
 /// of its connection (and with it the daemon's shutdown) forever.
-#[tokio::test]
+///
+/// On tokio's paused clock: the send deadline is tokio's, and a send that
+/// waits 200 ms then means a full socket, not a slow machine.
+#[tokio::test(start_paused = true)]
 async fn a_peer_that_stops_reading_is_cut_off_and_shutdown_is_not_held_up() {
     let limits = Limits {
         send_timeout: Duration::from_millis(300),

@@ -53,14 +53,21 @@ async fn eight_uids_of_32_idle_connections_no_longer_lock_root_out() {
 
 /// Regression (issue 12, item 2): there was no idle timeout after the
 /// handshake, so idle connections held their slots for good.
-#[tokio::test]
+///
+/// On tokio's paused clock (the timeout is tokio's): time moves only when
+/// every task waits, so the handshakes and the subscription take no time
+/// however loaded the machine is, and the `Goodbye` comes exactly at the
+/// timeout.
+#[tokio::test(start_paused = true)]
 async fn an_idle_connection_is_closed_with_a_goodbye_but_a_busy_one_is_not() {
+    const IDLE: Duration = Duration::from_millis(300);
     let limits = Limits {
-        idle_timeout: Duration::from_millis(300),
+        idle_timeout: IDLE,
         ..Limits::default()
     };
     let srv = Server::start(limits, None).await;
     let (idle, _) = raw(&srv.path).await;
+    let welcomed = tokio::time::Instant::now();
     // A subscriber is not idle, however long nothing happens.
     let (sub, w) = raw(&srv.path).await;
     sub.send(&message::request(1, &Subscribe { since: None }, w.max_frame).unwrap())
@@ -75,11 +82,13 @@ async fn an_idle_connection_is_closed_with_a_goodbye_but_a_busy_one_is_not() {
     }
     let (h, body) = recv_frame(&idle).await;
     assert_eq!(h.kind, FrameKind::Goodbye);
+    assert_eq!(welcomed.elapsed(), IDLE, "closed exactly at the timeout");
     let bye: Goodbye = codec::decode(&body, Compat::Exact).unwrap();
     assert_eq!(bye.reason, "idle: no call for too long");
     let mut buf = [0u8; 64];
     assert_eq!(idle.recv(&mut buf).await.unwrap().bytes_read(), 0, "closed");
-    // Nor is one that keeps calling, more often than the timeout.
+    // Nor is one that keeps calling, more often than the timeout (for
+    // longer than the subscriber has been waiting in all).
     let (pinger, w) = raw(&srv.path).await;
     for id in 1..=8u32 {
         pinger

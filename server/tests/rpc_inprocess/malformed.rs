@@ -75,6 +75,12 @@ fn documented() -> Vec<Row> {
 
 /// The servers the scenarios need: defaults; short timeouts; room for one
 /// connection only (held).
+///
+/// Every test here runs on tokio's paused clock: the timeouts are tokio's,
+/// and time moves only when every task waits, so a handshake or a call
+/// never takes long enough for the short timeouts to cut it off, however
+/// loaded the machine is, and a scenario that waits for a timeout sees it
+/// at once.
 struct Servers {
     main: Server,
     quick: Server,
@@ -294,7 +300,7 @@ async fn observe(s: &UnixSeqpacket) -> Seen {
 /// Regression (issue 12, item 9): the independent client found the daemon
 /// lenient where the document is strict, and the document silent on what
 /// follows each malformed input.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn every_malformed_input_is_answered_as_documented() {
     let rows = documented();
     assert_eq!(rows.len(), 22, "{rows:#?}");
@@ -315,7 +321,7 @@ async fn first_answer(id: &str) -> Seen {
 
 /// Regression (issue 12, item 9): a `Hello` with a trailing byte and equal
 /// versions was accepted.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_hello_with_a_trailing_byte_and_equal_versions_is_refused() {
     assert_eq!(
         first_answer("hello-trailing").await,
@@ -328,7 +334,7 @@ async fn a_hello_with_a_trailing_byte_and_equal_versions_is_refused() {
 
 /// Regression (issue 12, item 9): a `Hello` cut inside a varint was
 /// accepted (the missing bytes read as zeros).
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_hello_cut_inside_a_varint_is_refused() {
     assert_eq!(
         first_answer("hello-cut").await.answer,
@@ -337,7 +343,7 @@ async fn a_hello_cut_inside_a_varint_is_refused() {
 }
 
 /// Regression (issue 12, item 9): a `Hello` with call id 7 was accepted.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_hello_with_a_call_id_is_refused() {
     assert_eq!(
         first_answer("hello-call-id").await.answer,
@@ -347,7 +353,7 @@ async fn a_hello_with_a_call_id_is_refused() {
 
 /// A newer client may append fields to its `Hello` (§8): those bytes are
 /// ignored, not refused as trailing garbage.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_newer_clients_hello_with_more_fields_is_welcomed() {
     let srv = Server::start(Limits::default(), None).await;
     let newer = Hello {
@@ -366,7 +372,7 @@ async fn a_newer_clients_hello_with_more_fields_is_welcomed() {
 }
 
 /// `docs/protocol.md` §4: the server may send `Busy` before any `Hello`.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_connection_over_the_limits_gets_busy_without_sending_a_hello() {
     let srv = Servers::start().await;
     let s = send_first(&srv.tiny.path, &[]).await;

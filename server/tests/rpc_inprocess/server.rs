@@ -39,9 +39,13 @@ pub(crate) async fn hello_as(
 
 /// Publishes whatever the test queued: each rescan takes the next list of
 /// entries and publishes it as one generation (every entry `Changed`).
+///
+/// A rescan first takes `hold`: a test that holds it keeps every rescan
+/// waiting (a rescan that takes long).
 struct Scripted {
     hub: Arc<Hub>,
     next: Arc<Mutex<Vec<Vec<VmEntry>>>>,
+    hold: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Pipeline for Scripted {
@@ -56,6 +60,7 @@ impl Pipeline for Scripted {
 
 impl Scripted {
     fn run(&mut self, trigger: RescanTrigger, dry_run: bool) -> Result<RescanResult, RescanError> {
+        let _held = self.hold.blocking_lock();
         let current = self.hub.current();
         let vms = self.next.lock().unwrap().pop();
         let before = current.cursor.generation;
@@ -109,6 +114,8 @@ pub(crate) struct Server {
     hub: Arc<Hub>,
     /// The catalogs the next rescans publish, last first.
     pub next: Arc<Mutex<Vec<Vec<VmEntry>>>>,
+    /// Held, keeps every rescan waiting.
+    pub hold: Arc<tokio::sync::Mutex<()>>,
     shutdown: CancellationToken,
     served: tokio::task::JoinHandle<()>,
     /// What every connection shares (the ledgers, to look at).
@@ -122,9 +129,11 @@ impl Server {
         let path = dir.path().join("socket");
         let hub = Hub::new(Epoch(0xfeed));
         let next = Arc::new(Mutex::new(Vec::new()));
+        let hold = Arc::new(tokio::sync::Mutex::new(()));
         let (rescans, _worker) = Rescans::spawn(Scripted {
             hub: hub.clone(),
             next: next.clone(),
+            hold: hold.clone(),
         });
         let shutdown = CancellationToken::new();
         let info = ServerInfo {
@@ -159,6 +168,7 @@ impl Server {
             path,
             hub,
             next,
+            hold,
             shutdown,
             served,
             ctx,

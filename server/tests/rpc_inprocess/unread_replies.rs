@@ -36,6 +36,11 @@ async fn ask(s: &UnixSeqpacket, max_frame: u32, n: u32) {
 }
 
 /// Waits until `f` gives the same value for half a second (at most 20 s).
+///
+/// Every test here runs on tokio's paused clock, where a sleep ends only
+/// once every task waits (the server blocked on full sockets, or done):
+/// half a second of the same value is the server having nothing left to
+/// do, not a guess that a loaded machine can miss.
 async fn settled(mut f: impl FnMut() -> usize) -> usize {
     let mut last = f();
     let mut same = 0;
@@ -64,7 +69,7 @@ async fn all_given_back(srv: &Server) {
 /// Regression (issue 12, item 3): every unread `ListVms` held its own
 /// frame, its own page buffer and its own list of the entries it chose, so
 /// 32 of them on one connection held 32 times that.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn unread_list_vms_on_one_connection_hold_one_frame_at_a_time() {
     let srv = Server::start(Limits::default(), None).await;
     srv.publish(many(3000));
@@ -89,7 +94,7 @@ async fn unread_list_vms_on_one_connection_hold_one_frame_at_a_time() {
 /// `ListVms` took the daemon from 120 MB to 2.26 GB: nothing bounded the
 /// replies nobody reads. Now users hold at most their part of the budget,
 /// each its fair share, and root and other users are still served.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn users_that_never_read_stay_within_the_budget_and_others_are_served() {
     let Some(()) = vm_catalog_tests::require_root("connecting as other uids") else {
         return;
@@ -150,7 +155,7 @@ async fn users_that_never_read_stay_within_the_budget_and_others_are_served() {
 /// Over the budget, a frame waits (here, until the peer that holds the
 /// budget is cut off at the send deadline) instead of failing at once or
 /// being built anyway.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_frame_over_the_budget_waits_for_a_stalled_peer_to_be_cut_off() {
     let Some(()) = vm_catalog_tests::require_root("connecting as other uids") else {
         return;

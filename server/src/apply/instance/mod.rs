@@ -47,7 +47,8 @@ pub use config::{ConfigError, InstanceConfig, Naming};
 pub use name::InstanceName;
 pub use tools::{Commands, Instances};
 
-use super::{Applier, ApplyReport, ApplyRequest, LeftOut, fingerprint};
+use super::applier::{Applier, ApplyReport, ApplyRequest, LeftOut};
+use super::fingerprint;
 use outcome::{InstanceAction, InstanceFailure, InstanceOutcome};
 use state::{InstanceState, StateFile};
 

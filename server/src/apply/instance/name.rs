@@ -19,7 +19,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use vm_catalog_protocol::{DiagCode, VmName};
 
 use super::config::Naming;
-use crate::apply::{ActiveVm, LeftOut};
+use crate::apply::applier::{ActiveVm, LeftOut};
 
 /// Longest instance name: the longest file name.
 pub const MAX_INSTANCE_NAME: usize = 255;
@@ -77,10 +77,11 @@ impl InstanceName {
     }
 }
 
-impl From<InstanceName> for crate::apply::ServiceName {
+impl From<InstanceName> for crate::apply::applier::ServiceName {
     /// An instance name follows the rules of a service name.
-    fn from(name: InstanceName) -> crate::apply::ServiceName {
-        crate::apply::ServiceName::new(name.as_str()).expect("an instance name is a service name")
+    fn from(name: InstanceName) -> crate::apply::applier::ServiceName {
+        crate::apply::applier::ServiceName::new(name.as_str())
+            .expect("an instance name is a service name")
     }
 }
 

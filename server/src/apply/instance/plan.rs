@@ -10,9 +10,9 @@ use vm_catalog_protocol::DiagCode;
 use super::config::Naming;
 use super::name::{InstanceName, instance_name};
 use super::state::InstanceState;
+use crate::apply::applier::{ActiveVm, ApplyRequest, LeftOut};
 use crate::apply::fingerprint::{Fingerprint, Hasher};
 use crate::apply::plan::Delta;
-use crate::apply::{ActiveVm, ApplyRequest, LeftOut};
 
 /// What one apply works from.
 #[derive(Debug)]

@@ -9,8 +9,8 @@ use vm_catalog_protocol::ApplyOutcome;
 use super::config::InstanceConfig;
 use super::outcome::InstanceOutcome;
 use super::state::InstanceState;
+use crate::apply::applier::{ApplyReport, ApplyRequest, LeftOut};
 use crate::apply::outcome::{ApplyResult, Notes};
-use crate::apply::{ApplyReport, ApplyRequest, LeftOut};
 
 /// The report of an apply of `request` that ended with `result`.
 pub(super) fn report(

@@ -66,8 +66,8 @@ pub use commands::Commands;
 pub use config::{ConfigError, S6rcConfig};
 pub use template::TemplateError;
 
+use super::applier::{Applier, ApplyReport, ApplyRequest, LeftOut};
 use super::restart;
-use super::{Applier, ApplyReport, ApplyRequest, LeftOut};
 use live::Live;
 use outcome::{Cause, Forced, S6rcOutcome};
 use plan::Planned;
@@ -196,7 +196,7 @@ pub(crate) struct Wanted<'a> {
     /// The catalog generation (names the new database's slot).
     generation: u64,
     /// The active VMs.
-    vms: &'a [crate::apply::ActiveVm],
+    vms: &'a [crate::apply::applier::ActiveVm],
     /// How they are rendered.
     renderer: &'a Renderer,
 }

@@ -11,7 +11,7 @@ use vm_catalog_protocol::VmName;
 use super::outcome::Refusal;
 use super::render::{RenderError, Rendered, Renderer};
 use super::state::S6rcState;
-use crate::apply::ApplyRequest;
+use crate::apply::applier::ApplyRequest;
 use crate::apply::plan::Delta;
 
 /// A rendered request and what it changes.

@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use vm_catalog_protocol::{DiagCode, VmName};
 
 use super::template::{Node, Template, Values};
+use crate::apply::applier::{ActiveVm, LeftOut};
 use crate::apply::fingerprint::{Fingerprint, Hasher};
-use crate::apply::{ActiveVm, LeftOut};
 
 /// Longest `prefix + name` in the scan directory: s6-svscan ≥ 2.12 ignores
 /// longer names (`-L`, default 251) and s6 2.11 fails after the switch above

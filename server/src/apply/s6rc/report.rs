@@ -10,8 +10,8 @@ use vm_catalog_protocol::ApplyOutcome;
 use super::Shown;
 use super::outcome::S6rcOutcome;
 use super::state::S6rcState;
+use crate::apply::applier::{ApplyReport, ApplyRequest};
 use crate::apply::outcome::{ApplyResult, Notes};
-use crate::apply::{ApplyReport, ApplyRequest};
 
 /// The report of an apply of `request` that ended with `result`. What is
 /// live comes from `state`, which the stages have updated, and `database`

@@ -88,7 +88,7 @@ pub fn write_service(service: &Service, sdir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::ActiveVm;
+    use crate::apply::applier::ActiveVm;
     use crate::apply::s6rc::render::Renderer;
     use crate::apply::s6rc::template::Template;
     use std::os::unix::fs::PermissionsExt;

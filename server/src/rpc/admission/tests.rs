@@ -114,7 +114,8 @@ fn a_claim_shrinks_and_gives_back_the_rest() {
     assert_eq!(l.used(), 0);
 }
 
-#[tokio::test]
+// On tokio's paused clock: the waits are tokio's, so they are exact.
+#[tokio::test(start_paused = true)]
 async fn a_waiting_claim_is_granted_when_enough_is_given_back() {
     let l = Ledger::new(Share {
         total: 100,
@@ -138,7 +139,8 @@ async fn a_waiting_claim_is_granted_when_enough_is_given_back() {
     assert_eq!((got.amount(), l.held_by(2)), (60, 60));
 }
 
-#[tokio::test]
+// On tokio's paused clock: the waits are tokio's, so they are exact.
+#[tokio::test(start_paused = true)]
 async fn a_wait_given_up_leaves_nothing_behind() {
     let l = Ledger::new(Share {
         total: 10,

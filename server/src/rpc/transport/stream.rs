@@ -197,7 +197,8 @@ mod tests {
         assert_eq!(rx.recv(65536).await.unwrap(), Incoming::Cut);
     }
 
-    #[tokio::test]
+    // On tokio's paused clock: the give-up is tokio's, so it is exact.
+    #[tokio::test(start_paused = true)]
     async fn a_receive_given_up_loses_no_byte() {
         let (_tx, mut rx, mut peer) = pair();
         let frame = message::request(
@@ -217,7 +218,8 @@ mod tests {
         assert_eq!(rx.recv(65536).await.unwrap(), Incoming::Frame(frame));
     }
 
-    #[tokio::test]
+    // On tokio's paused clock: the give-up is tokio's, so it is exact.
+    #[tokio::test(start_paused = true)]
     async fn a_send_dropped_inside_its_frame_ends_the_stream() {
         let (t, _rx, b) = pair();
         // Larger than the socket buffers: the send cannot finish unread.

@@ -23,10 +23,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::net::UnixListener;
 use tokio_util::task::TaskTracker;
-use vm_catalog_protocol::{VmId, VmName, VmState};
+use vm_catalog_protocol::{DiagCode, RescanTrigger, VmId, VmName, VmState};
 
-use super::Tenant;
 use super::accept::{self, Admission, Admit};
+use super::admission::Tenant;
 use super::ctx::{Ctx, VmShare};
 use super::handshake::Draws;
 use super::peer::Peer;
@@ -34,16 +34,16 @@ use super::session::Admitted;
 use super::stop::Stop;
 use crate::publish::Published;
 
-pub mod owner;
-pub mod socket;
-pub mod template;
+mod owner;
+mod socket;
+mod template;
 
 pub use owner::{Access, Owner, uid_of};
 pub use socket::Parent;
 pub use template::{SocketTemplate, TemplateError, UserTemplate};
 
 /// What a UI VM's connections are told when its listener goes.
-pub const LEFT_GOODBYE: &str = "the UI VM is no longer active in the catalog";
+const LEFT_GOODBYE: &str = "the UI VM is no longer active in the catalog";
 
 /// Which VMs get a listener, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,20 +150,41 @@ impl UiVms {
         self.tracker.wait().await;
     }
 
-    /// Makes the listeners those of the catalog published now.
+    /// Makes the listeners those of the catalog published now. A refused
+    /// listener is also noted for the VM's entry (`listener-refused`), and a
+    /// note that changed asks for the rescan that shows it.
     fn sync(&mut self) {
         let ctx = &self.ctx;
         let snapshot = ctx.hub.current();
         let wanted = wanted(&self.config, &snapshot);
+        if self.bind_wanted(&wanted) {
+            ctx.rescans.trigger(RescanTrigger::Retry);
+        }
+    }
+
+    /// Removes the listeners not in `wanted` and binds those missing;
+    /// whether the notes of refused listeners changed.
+    fn bind_wanted(&self, wanted: &BTreeMap<PathBuf, (VmName, Option<VmId>)>) -> bool {
+        let ctx = &self.ctx;
+        let notes = ctx.hub.notes();
+        notes.retain(|vm| wanted.values().any(|(w, _)| w == vm));
+        let mut changed = false;
         let mut listening = self.listening.lock();
         listening.retain(|path, l| {
             wanted.get(path).is_some_and(|(vm, _)| *vm == l.vm) || !l.close(path)
         });
         for (path, (vm, id)) in wanted {
-            if listening.contains_key(&path) {
+            if listening.contains_key(path) {
                 continue;
             }
-            match self.bind(&path, &vm, id.as_ref()) {
+            let (path, vm) = (path.clone(), vm.clone());
+            let bound = self.bind(&path, &vm, id.as_ref());
+            let refusal = match &bound {
+                Err(e) if !e.is_waiting() => Some(e.to_string()),
+                _ => None,
+            };
+            changed |= notes.set(&vm, DiagCode::ListenerRefused, refusal);
+            match bound {
                 Ok((listener, bound)) => {
                     tracing::info!(vm = %vm, path = %path.display(), "UI VM listener");
                     let stop = Stop::under(&ctx.shutdown);
@@ -193,6 +214,7 @@ impl UiVms {
                 }
             }
         }
+        changed
     }
 
     /// Binds the listener of `vm` at `path`.

@@ -35,7 +35,7 @@ const STAGED: &str = "socket";
 
 /// Why a listener could not be bound.
 #[derive(Debug, thiserror::Error)]
-pub enum BindError {
+pub(super) enum BindError {
     /// A symbolic link where a directory (or the staging directory) was
     /// expected: refused, not followed.
     #[error("{0} is a symbolic link: refused, not followed")]
@@ -94,9 +94,7 @@ struct Made {
 
 /// A listening socket at a path; [`Bound::remove`] takes it away.
 #[derive(Debug)]
-pub struct Bound {
-    /// Where it is.
-    pub path: PathBuf,
+pub(super) struct Bound {
     dir: OwnedFd,
     name: OsString,
     id: (u64, u64),
@@ -318,7 +316,11 @@ fn remove_if_same(dir: &OwnedFd, name: &OsStr, id: (u64, u64), flags: AtFlags) {
 /// Creates a listening stream socket at the absolute `path` with `perms`;
 /// the directories above it are made when missing with [`Parent::Create`],
 /// else it is [`BindError::Missing`].
-pub fn bind(path: &Path, perms: Perms, parent: Parent) -> Result<(UnixListener, Bound), BindError> {
+pub(super) fn bind(
+    path: &Path,
+    perms: Perms,
+    parent: Parent,
+) -> Result<(UnixListener, Bound), BindError> {
     let bad = || BindError::BadPath(path.to_owned());
     let (dir_path, name) = match (path.parent(), path.file_name()) {
         (Some(d), Some(n)) if path.is_absolute() => (d, n),
@@ -340,7 +342,6 @@ pub fn bind(path: &Path, perms: Perms, parent: Parent) -> Result<(UnixListener, 
             Ok((
                 listener,
                 Bound {
-                    path: path.to_owned(),
                     dir,
                     name: name.to_owned(),
                     id,
@@ -368,7 +369,7 @@ impl Bound {
     /// Removes the socket if it is still the one bound (someone may have
     /// replaced it), and the directories the daemon made for it if they
     /// are still those and empty; nothing else.
-    pub fn remove(&self) {
+    pub(super) fn remove(&self) {
         remove_if_same(&self.dir, &self.name, self.id, AtFlags::empty());
         remove_made(&self.made);
     }

@@ -108,10 +108,10 @@ impl UserTemplate {
 }
 
 /// The listener beside the VM's view: `{vm-dir}/{name}/vsock_{port}`.
-pub const PLAIN: &str = "{vm-dir}/{name}/vsock_{port}";
+const PLAIN: &str = "{vm-dir}/{name}/vsock_{port}";
 
 /// Spectrum's: its VMMs get `--vsock socket=/run/vsock/<id>/vsock`.
-pub const SPECTRUM: &str = "/run/vsock/{id}/vsock_{port}";
+const SPECTRUM: &str = "/run/vsock/{id}/vsock_{port}";
 
 impl SocketTemplate {
     /// Parses `s`.
