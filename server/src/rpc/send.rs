@@ -7,7 +7,8 @@
 //! and every call task send on the same socket without a writer task.
 //! They take turns (a fair lock per connection), and a frame is built only
 //! once its turn has come: however many calls a connection has in
-//! flight, at most one of its frames exists at a time. Frames of one call
+//! flight, at most one of its frames exists at a time (a stream's last page
+//! and its end frame, sent together, count as one). Frames of one call
 //! stay in order because one task sends them; frames of different calls
 //! interleave, which the protocol allows.
 //!

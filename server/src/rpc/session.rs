@@ -3,7 +3,8 @@
 //!
 //! Each call runs where its [`policy`] row says: quick unary calls inline in
 //! the read loop (they only read the published snapshot), streams in their
-//! own task, tracked by call id so `Cancel` can reach them and counted
+//! own task (but a `ListVms` whose answer is one page, which is over as soon
+//! as a unary call is), tracked by call id so `Cancel` can reach them and counted
 //! against the per-connection limit before the task exists. A frame that
 //! makes the stream untrustworthy (bad header, wrong kind, truncated) gets a
 //! connection-level error and a close; a bad call gets an error for that
@@ -265,14 +266,21 @@ impl<R: FrameRx> ReadLoop<R> {
             policy,
             cancel: cancel.clone(),
         };
-        match policy.runs {
-            Runs::Inline => {
+        let inline = match policy.runs {
+            Runs::Inline => true,
+            Runs::Task => false,
+            Runs::TaskUnlessOneFrame => {
+                super::handlers::answers_in_one_frame(ctx, conn, &call.request)
+            }
+        };
+        match inline {
+            true => {
                 let result = service::call(svc, call).instrument(span.clone()).await;
                 finish(conn, h.call_id, method, result)
                     .instrument(span)
                     .await
             }
-            Runs::Task => {
+            false => {
                 self.spawn_call(ctx, svc, tasks, (h, cancel), call)
                     .instrument(span)
                     .await

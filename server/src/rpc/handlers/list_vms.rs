@@ -4,9 +4,30 @@ use tokio_util::sync::CancellationToken;
 use vm_catalog_protocol::records;
 use vm_catalog_protocol::{ListEnd, ListVms, VmState};
 
+use crate::publish::Published;
 use crate::rpc::ctx::Ctx;
 use crate::rpc::error::CallError;
 use crate::rpc::send::Conn;
+
+/// Whether the answer to `p` in the current snapshot is one page (or
+/// none) and its end.
+pub(crate) fn one_page(ctx: &Ctx, conn: &Conn, p: &ListVms) -> bool {
+    let published = ctx.hub.current();
+    let shared = published.records_for(conn.audience());
+    let keep = keep(&published, p);
+    let budget = records::budget(conn.max_frame);
+    records::next_page(&shared.vms, 0, budget, keep)
+        .is_none_or(|page| records::next_page(&shared.vms, page.end, budget, keep).is_none())
+}
+
+/// Which entries `p` asks for, by index.
+fn keep<'a>(published: &'a Published, p: &'a ListVms) -> impl Fn(usize) -> bool + Copy + 'a {
+    move |i: usize| {
+        let e = &published.vms[i];
+        (p.include_inactive || e.state == VmState::Active)
+            && p.source.as_ref().is_none_or(|s| &e.source == s)
+    }
+}
 
 /// Answers `ListVms`. An unknown `source` gives an empty list. Pages are
 /// chosen as they are sent: the call holds the snapshot and one frame, not a
@@ -21,11 +42,7 @@ pub(crate) async fn handle(
 ) -> Result<(), CallError> {
     let published = ctx.hub.current();
     let shared = published.records_for(conn.audience());
-    let keep = |i: usize| {
-        let e = &published.vms[i];
-        (p.include_inactive || e.state == VmState::Active)
-            && p.source.as_ref().is_none_or(|s| &e.source == s)
-    };
+    let keep = keep(&published, &p);
     let budget = records::budget(conn.max_frame);
     let mut total = 0u32;
     let mut next = records::next_page(&shared.vms, 0, budget, keep);
