@@ -28,6 +28,12 @@
 //! (`rescan::plan::Plan::changed`); everything marked reads every source
 //! whole. A change no watch sees (a file outside the watched directories,
 //! such as a trusted link's target) is read at the next whole rescan.
+//!
+//! A watch the kernel refuses for a directory that is there (`ENOSPC`: the
+//! user's `max_user_watches` is reached) would leave that directory's
+//! changes unseen by incremental rescans: while any watch is refused, a
+//! warning says so once and every rescan the events ask for reads
+//! everything (what whole rescans always did).
 
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
@@ -108,6 +114,9 @@ pub async fn run(
     let mut scopes: HashMap<WatchDescriptor, Scope> = HashMap::new();
     let mut pending: Option<(tokio::time::Instant, tokio::time::Instant)> = None;
     let mut dirty = Dirty::Nothing;
+    // Whether the kernel refused a watch (the watch limit, memory): then
+    // every rescan the events ask for reads everything.
+    let mut blind = false;
     loop {
         let deadline = pending.map(|(quiet, cap)| quiet.min(cap));
         tokio::select! {
@@ -119,6 +128,7 @@ pub async fn run(
                 let wanted = targets.borrow_and_update().clone();
                 let synced = sync(&mut watches, &mut current, &wanted);
                 scopes = scopes_of(&current);
+                blind = note_refusals(blind, &synced);
                 if synced.arrived {
                     tracing::debug!("a directory on the way to a missing source appeared; rescanning");
                     rescans.trigger(RescanTrigger::Watch);
@@ -142,6 +152,11 @@ pub async fn run(
             }
             _ = sleep_until(deadline), if deadline.is_some() => {
                 pending = None;
+                if blind {
+                    // Some directory has no watch: what changed there
+                    // sent no event, so only a whole rescan sees it.
+                    dirty.mark_whole();
+                }
                 rescans.trigger_changed(std::mem::take(&mut dirty));
             }
         }
@@ -200,6 +215,38 @@ struct Synced {
     /// The scopes of the directories whose new watch came after a change
     /// made since their rescan's scan started.
     changed_unseen: Vec<Scope>,
+    /// How many watches the kernel refused for a directory that is there
+    /// (`ENOSPC` past `max_user_watches`, `ENOMEM`).
+    refused: usize,
+    /// The first refusal's error.
+    refusal: Option<std::io::Error>,
+}
+
+/// Whether a failed watch is the kernel's refusal, not a directory that
+/// is not there (yet) or is not a directory: those the rescans know about
+/// from their scans.
+fn is_refusal(e: &std::io::Error) -> bool {
+    !matches!(
+        e.raw_os_error(),
+        Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+    )
+}
+
+/// Says once when watches start being refused (a warning: changes in
+/// those directories send no event) and when they no longer are; returns
+/// whether some are refused now.
+fn note_refusals(was_blind: bool, synced: &Synced) -> bool {
+    let blind = synced.refused > 0;
+    if blind && !was_blind {
+        tracing::warn!(
+            refused = synced.refused,
+            error = %synced.refusal.as_ref().map(|e| e.to_string()).unwrap_or_default(),
+            "cannot watch every source directory (the inotify watch limit, fs.inotify.max_user_watches?); every rescan a change asks for reads everything until they are all watched"
+        );
+    } else if !blind && was_blind {
+        tracing::info!("every source directory is watched again; rescans read what changed");
+    }
+    blind
 }
 
 /// Watches exactly `wanted`: drops the rest, adds what is missing (what
@@ -237,7 +284,13 @@ fn sync(
                 }
                 current.insert(t.clone(), wd);
             }
-            Err(_) => failed += 1,
+            Err(e) => {
+                failed += 1;
+                if is_refusal(&e) {
+                    synced.refused += 1;
+                    synced.refusal.get_or_insert(e);
+                }
+            }
         }
     }
     tracing::debug!(

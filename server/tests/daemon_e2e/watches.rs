@@ -107,3 +107,76 @@ async fn watches_follow_directories_created_later_and_recreated() {
     })
     .await;
 }
+
+/// Regression (issue 24's watch cost): past the inotify watch limit, a
+/// definition without a watch sends no event, and once rescans read only
+/// what events named, its changes were never read (a VM whose disk was
+/// removed stayed active). Now a refused watch is a warning and makes
+/// every rescan the events ask for read everything. The limit is lowered
+/// only in a user namespace of the daemon's own (`unshare -U -r`, whose
+/// `/proc/sys/user/max_inotify_watches` is its own), never the machine's.
+#[tokio::test]
+async fn a_definition_past_the_watch_limit_was_never_read_again() {
+    const LIMIT: usize = 24;
+    let limit = format!("echo {LIMIT} > /proc/sys/user/max_inotify_watches");
+    let probe = Command::new("unshare")
+        .args(["-U", "-r", "sh", "-c", &limit])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        vm_catalog_tests::skip("a user namespace with its own inotify watch limit (unshare -U -r)");
+        return;
+    }
+    let limited = tempfile::tempdir().unwrap();
+    let wrapper = limited.path().join("vm-catalogd");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec unshare -U -r sh -c '{limit} && exec \"$0\" \"$@\"' {} \"$@\"\n",
+            env!("CARGO_BIN_EXE_vm-catalogd")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut d = TestDaemon::new(&wrapper);
+    d.arg("--debounce-ms").arg("50");
+    let vms: Vec<_> = (0..20).map(|i| d.user_vm(&format!("vm{i:02}"))).collect();
+    d.start().unwrap();
+    let c = Client::connect(d.socket()).await.unwrap();
+    eventually("the warning that watches are refused", async || {
+        d.log().contains("cannot watch every source directory")
+    })
+    .await;
+    let watched = |p: &std::path::PathBuf| d.watches(p) && d.watches(&p.join("blk"));
+    let seen = vms
+        .iter()
+        .find(|p| watched(p))
+        .expect("a watched definition");
+    let unseen = vms
+        .iter()
+        .find(|p| !d.watches(p) && !d.watches(&p.join("blk")))
+        .expect("a definition past the limit");
+    let name = unseen.file_name().unwrap().to_str().unwrap().to_owned();
+    let whole = |log: &str| log.matches("changed=whole").count();
+    let before = whole(&d.log());
+    std::fs::remove_file(unseen.join("blk/root.img")).unwrap();
+    // A change where a watch is: its rescan must read the other one too.
+    std::fs::remove_file(seen.join("blk/root.img")).unwrap();
+    eventually("the unwatched definition read again", async || {
+        c.list_vms(true, None)
+            .await
+            .unwrap()
+            .vms
+            .iter()
+            .any(|e| e.name.as_str() == name && e.state == VmState::Rejected)
+    })
+    .await;
+    let log = d.log();
+    assert!(
+        whole(&log) > before,
+        "the watch's rescan read everything: {log}"
+    );
+}
