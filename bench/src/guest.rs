@@ -29,13 +29,13 @@ use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use vm_catalog_tests::tree::Tree;
 
-use crate::daemon::workspace_bin;
+use crate::daemon::{Killed, workspace_bin};
 use crate::stats::Runs;
 
 /// `contrib/` of this checkout.
@@ -188,23 +188,6 @@ struct Measured {
     qemu_idle_ms: f64,
     host_rss: u64,
     relay_rss: u64,
-}
-
-/// Kills a child on drop (SIGTERM, then SIGKILL after 10 s).
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.0.id() as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn one_run(tree: &Tree, client: &Path, vhost: &Path) -> Result<Measured, String> {

@@ -24,7 +24,7 @@
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,7 @@ use vm_catalog_protocol::{ChangeItem, ChangeKind, RescanTrigger};
 use vm_catalog_tests::Tree;
 use vm_catalog_tests::s6::InstanceScan;
 
-use crate::daemon::workspace_bin;
+use crate::daemon::{Killed, workspace_bin};
 use crate::raw::RawClient;
 use crate::stats::{Runs, us};
 
@@ -342,21 +342,4 @@ fn settled_watch_count(pid: u32) -> usize {
         }
     }
     last
-}
-
-/// A child process killed (then reaped) on drop.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.0.id() as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
