@@ -20,17 +20,22 @@ const NETVM_KERNEL: &str =
 const APPVM_KERNEL: &str =
     "nix/store/5k7m9p1r3t5v7x9z1b3d5f7h9j1l3n5q-spectrum-appvm/lib/spectrum/img/appvm/vmlinux";
 
+/// Builds the Spectrum-shaped fixture at `root` with `make-tree`.
+fn make_tree(root: &std::path::Path) {
+    let status = Command::new("sh")
+        .arg(MAKE_TREE)
+        .arg(root)
+        .status()
+        .unwrap();
+    assert!(status.success(), "make-tree failed");
+}
+
 /// A daemon on a fresh make-tree fixture: the built-in VMs as the trusted
 /// source `sys`, the user partition's `vms/` as the untrusted source `user`.
 fn spectrum(names: &str, layout: &str) -> TestDaemon {
     let mut d = daemon();
     let root = d.tree().join("spectrum");
-    let status = Command::new("sh")
-        .arg(MAKE_TREE)
-        .arg(&root)
-        .status()
-        .unwrap();
-    assert!(status.success(), "make-tree failed");
+    make_tree(&root);
     d.set(
         "--builtin",
         format!("sys={}", root.join("usr/lib/spectrum/vm").display()),
@@ -366,12 +371,7 @@ async fn a_bare_provider_under_qualified_names_is_missing_with_a_hint() {
 fn user_vms_linked_to_a_template_that_links_into_the_store_are_accepted() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("spectrum");
-    let status = Command::new("sh")
-        .arg(MAKE_TREE)
-        .arg(&root)
-        .status()
-        .unwrap();
-    assert!(status.success(), "make-tree failed");
+    make_tree(&root);
     let root = canonical(&root);
     let check = |store: bool| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_vm-catalogd"));
