@@ -121,7 +121,10 @@ impl Hub {
         let generation = next.cursor.generation;
         // Encoded before the swap, off the readers' path: only what changed.
         next.encode_after(&self.current(), &changes);
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        let previous = std::mem::replace(
+            &mut *self.current.write().unwrap_or_else(|e| e.into_inner()),
+            Arc::new(next),
+        );
         self.publishes.send_modify(|n| *n += 1);
         if changes.is_empty() {
             return;
@@ -132,6 +135,10 @@ impl Hub {
             .unwrap_or_else(|e| e.into_inner())
             .push(batch.clone());
         subs.fan_out(&batch);
+        drop(subs);
+        // The previous generation is freed (when no reader holds it) once
+        // the subscribers have the batch, not before.
+        drop(previous);
     }
 
     /// Registers a subscriber. Atomic with respect to [`Hub::publish`]: the
