@@ -122,6 +122,10 @@ pub(super) struct Table {
     retry: HashSet<Arc<Target>>,
     /// What events named since the last sync.
     touched: Dirty,
+    /// The scopes of the watches removed here, until the kernel says they
+    /// are gone (`IN_IGNORED`): events it queued before still say what
+    /// changed.
+    removed: HashMap<WatchDescriptor, Scope>,
 }
 
 impl Table {
@@ -177,7 +181,9 @@ impl Table {
     /// holds. Two targets that are one directory share a watch: their
     /// scopes together, so everything.
     pub(super) fn scope(&self, wd: &WatchDescriptor) -> Option<Scope> {
-        let targets = self.by_wd.get(wd)?;
+        let Some(targets) = self.by_wd.get(wd) else {
+            return self.removed.get(wd).cloned();
+        };
         let first = &targets.first()?.scope;
         Some(match targets.iter().all(|t| t.scope == *first) {
             true => first.clone(),
@@ -185,9 +191,15 @@ impl Table {
         })
     }
 
-    /// The kernel dropped `wd` (its directory is gone): its targets are
-    /// tried again at the next sync.
+    /// The kernel dropped `wd` (its directory is gone, or it was removed
+    /// here): its targets are tried again at the next sync.
     pub(super) fn dropped(&mut self, wd: &WatchDescriptor) {
+        self.removed.remove(wd);
+        self.forget(wd);
+    }
+
+    /// Forgets `wd`: its targets are tried again at the next sync.
+    fn forget(&mut self, wd: &WatchDescriptor) {
         for t in self.by_wd.remove(wd).into_iter().flatten() {
             if let Some(slot) = self.targets.get_mut(&*t) {
                 slot.wd = None;
@@ -214,8 +226,8 @@ impl Table {
             .map(|(wd, _)| wd.clone())
             .collect();
         for wd in below {
-            self.dropped(&wd);
-            let _ = watches.remove(wd);
+            self.unwatch(watches, wd.clone());
+            self.forget(&wd);
         }
     }
 
@@ -275,12 +287,22 @@ impl Table {
             return;
         };
         if let Some(ts) = self.by_wd.get_mut(&wd) {
-            ts.retain(|m| !Arc::ptr_eq(m, &t));
-            if ts.is_empty() {
+            if ts.len() == 1 {
+                self.unwatch(watches, wd.clone());
                 self.by_wd.remove(&wd);
-                let _ = watches.remove(wd);
+            } else {
+                ts.retain(|m| !Arc::ptr_eq(m, &t));
             }
         }
+    }
+
+    /// Removes the kernel's watch `wd`, keeping its scope until the kernel
+    /// says it is gone.
+    fn unwatch(&mut self, watches: &mut Watches, wd: WatchDescriptor) {
+        if let Some(scope) = self.scope(&wd) {
+            self.removed.insert(wd.clone(), scope);
+        }
+        let _ = watches.remove(wd);
     }
 
     /// Tries to watch `t` (still wanted, not watched yet); what cannot be

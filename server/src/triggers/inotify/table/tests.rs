@@ -130,6 +130,11 @@ fn a_moved_directory_and_those_below_it_are_watched_again_where_their_paths_are(
         vec![target(dir.path(), "other", "other")],
         "vm and vm/blk forgotten, other kept"
     );
+    // Events the kernel queued on the removed watch still say what changed,
+    // until it says the watch is gone.
+    assert_eq!(table.scope(&vm), Some(scope("vm")));
+    table.dropped(&vm);
+    assert_eq!(table.scope(&vm), None);
     let again = table.sync(&mut watches, &wanted);
     assert_eq!((again.tried, table.len()), (2, 3));
 }
