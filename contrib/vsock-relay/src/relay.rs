@@ -504,7 +504,11 @@ impl Relay {
                 break;
             };
             let head = chain.head_index();
-            let Ok(mut pkt) = VsockPacket::from_rx_virtq_chain(&*mem, &mut chain, MAX_PKT) else {
+            let pkt = VsockPacket::from_rx_virtq_chain(&*mem, &mut chain, MAX_PKT);
+            let Some(mut pkt) = pkt
+                .ok()
+                .filter(|p| p.data_slice().is_some_and(|d| !d.is_empty()))
+            else {
                 // A buffer we cannot use: given back empty.
                 vring.add_used(head, 0).map_err(io::Error::other)?;
                 used = true;
@@ -537,10 +541,10 @@ impl Relay {
         Ok(())
     }
 
-    /// Reads from connection `slot`'s socket into `pkt`'s buffer and makes
-    /// it the packet that says so: `RW`, `SHUTDOWN` at the end of the
-    /// stream, `RST` on an error. `None`: nothing to read after all, the
-    /// buffer is not used.
+    /// Reads from connection `slot`'s socket into `pkt`'s buffer (not
+    /// empty) and makes it the packet that says so: `RW`, `SHUTDOWN` at the
+    /// end of the stream, `RST` on an error. `None`: nothing to read after
+    /// all, the buffer is not used.
     fn read_into<B: vm_memory::bitmap::BitmapSlice>(
         &mut self,
         slot: usize,
@@ -726,3 +730,7 @@ impl VhostUserBackendMut for Relay {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "relay_tests.rs"]
+mod tests;
