@@ -340,6 +340,7 @@ fn one_run(tree: &Tree, client: &Path, device: &Device) -> Result<Measured, Stri
     let qemu_idle_ms = cpu_ms(qemu)? - qemu_idle0;
     let (host_cpu0, relay_cpu0, qemu_cpu0) = (cpu_ms(watch.0.id())?, cpu_ms(relay)?, cpu_ms(qemu)?);
     let threads0 = thread_ns(relay)?;
+    let strace = Strace::attach(relay)?;
 
     let (mut host, mut guest, mut lag) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..CHANGES {
@@ -368,6 +369,13 @@ fn one_run(tree: &Tree, client: &Path, device: &Device) -> Result<Measured, Stri
         lag.push(ms(g.saturating_duration_since(h)) - ms(h.saturating_duration_since(g)));
     }
     let host_cpu_ms = cpu_ms(watch.0.id())? - host_cpu0;
+    if let Some(strace) = strace {
+        println!(
+            "  {} under strace -c -f over the {CHANGES} changes (its CPU figures include strace's cost):\n{}",
+            device.name,
+            strace.finish()?
+        );
+    }
     let relay_cpu_ms = cpu_ms(relay)? - relay_cpu0;
     let threads = thread_ns(relay)?
         .into_iter()
@@ -484,6 +492,40 @@ fn cpu_ms(pid: u32) -> Result<f64, String> {
             .unwrap_or(0);
     }
     Ok(ns as f64 / 1e6)
+}
+
+/// With `VM_CATALOG_BENCH_STRACE` set: `strace -c -f` attached to the
+/// vsock device over the changes, for the system calls it makes per change.
+struct Strace {
+    child: std::process::Child,
+    out: tempfile::NamedTempFile,
+}
+
+impl Strace {
+    fn attach(pid: u32) -> Result<Option<Strace>, String> {
+        if std::env::var_os("VM_CATALOG_BENCH_STRACE").is_none() {
+            return Ok(None);
+        }
+        let out = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+        let child = Command::new("strace")
+            .args(["-c", "-f", "-q", "-p", &pid.to_string(), "-o"])
+            .arg(out.path())
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("strace: {e}"))?;
+        // strace says nothing once attached; give it the time to.
+        std::thread::sleep(Duration::from_secs(1));
+        Ok(Some(Strace { child, out }))
+    }
+
+    /// Detaches (SIGINT) and returns strace's table.
+    fn finish(mut self) -> Result<String, String> {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).ok_or("strace's pid")?;
+        rustix::process::kill_process(pid, rustix::process::Signal::INT)
+            .map_err(|e| format!("strace: {e}"))?;
+        self.child.wait().map_err(|e| format!("strace: {e}"))?;
+        fs::read_to_string(self.out.path()).map_err(|e| e.to_string())
+    }
 }
 
 /// Each thread of `pid`: its name and CPU time in ns, by thread id.
