@@ -548,3 +548,44 @@ fn a_guest_sending_past_its_credit_is_reset() {
     }
     assert!(rig.relay.by_key.is_empty(), "the connection is gone");
 }
+
+#[test]
+fn a_guest_closing_with_bytes_held_is_reset_only_once_they_are_out() {
+    let mut rig = Rig::new();
+    let mut host = rig.connected(64 * 1024);
+    let mut sent = 0;
+    while rig.relay.conns[0].as_ref().unwrap().pending.is_empty() {
+        rig.send(Hdr::from_guest(OP_RW), &pattern(sent, 60_000));
+        sent += 60_000;
+        assert!(sent < 4 * 1024 * 1024, "the socket never filled");
+    }
+    rig.send(
+        Hdr {
+            flags: SHUTDOWN_RCV | SHUTDOWN_SEND,
+            ..Hdr::from_guest(OP_SHUTDOWN)
+        },
+        &[],
+    );
+    assert!(
+        !ops(&rig.received()).contains(&OP_RST),
+        "no reset while bytes are held"
+    );
+    assert!(!rig.relay.by_key.is_empty());
+    host.set_nonblocking(true).unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match host.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => rig.socket_event(EventSet::OUT),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        got == pattern(0, sent),
+        "every byte, in order, then the end"
+    );
+    assert_eq!(ops(&rig.received()).last(), Some(&OP_RST));
+    assert!(rig.relay.by_key.is_empty());
+}
