@@ -49,7 +49,7 @@ const CONTRIB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../contrib");
 /// Anything a guest does under TCG takes at most this long.
 const WAIT: Duration = Duration::from_secs(300);
 /// Changes per run (half adds, half removes).
-const CHANGES: usize = 20;
+const CHANGES: usize = 50;
 /// The daemon's debounce.
 const DEBOUNCE_MS: &str = "10";
 
@@ -71,7 +71,7 @@ impl Device {
 }
 
 pub(crate) fn run(quick: bool) -> Result<(), String> {
-    let runs = if quick { 1 } else { 3 };
+    let runs = if quick { 1 } else { 5 };
     let cache = std::env::var_os("VM_CATALOG_GUEST_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
