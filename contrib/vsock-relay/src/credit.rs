@@ -74,9 +74,20 @@ impl Credit {
 
     /// Whether the guest should be told our `fwd_cnt` without waiting for
     /// a packet to carry it: it has used half of its credit since we last
-    /// told it. (Each packet we send tells it anyway.)
-    pub(crate) fn should_tell(&self) -> bool {
-        (self.fwd_cnt - self.fwd_cnt_told).0 >= BUF_ALLOC / 2
+    /// told it (each packet we send tells it anyway). Yes once: the update
+    /// it asks for counts as told.
+    pub(crate) fn should_tell(&mut self) -> bool {
+        if (self.fwd_cnt - self.fwd_cnt_told).0 < BUF_ALLOC / 2 {
+            return false;
+        }
+        self.update_queued();
+        true
+    }
+
+    /// A credit update for the guest is queued: what is forwarded until
+    /// it is sent goes with it.
+    pub(crate) fn update_queued(&mut self) {
+        self.fwd_cnt_told = self.fwd_cnt;
     }
 
     /// Our counters for a packet's header, as `(buf_alloc, fwd_cnt)`; the
@@ -156,6 +167,7 @@ mod tests {
         c.received(1).unwrap();
         c.forwarded(1);
         assert!(c.should_tell());
+        assert!(!c.should_tell(), "one update asked for");
         assert_eq!(c.tell(), (BUF_ALLOC, BUF_ALLOC / 2));
         assert!(!c.should_tell());
     }

@@ -211,6 +211,7 @@ impl Relay {
             },
             OP_CREDIT_UPDATE => Io::Fine,
             OP_CREDIT_REQUEST => {
+                conn.credit.update_queued();
                 self.control(key, OP_CREDIT_UPDATE, 0);
                 Io::Fine
             }
@@ -238,9 +239,10 @@ impl Relay {
         self.after_io(slot, io);
     }
 
-    /// Ends connection `slot` after `io` if it broke or is done.
+    /// Ends connection `slot` after `io` if it broke or is done; else
+    /// tells the guest our count if it is due.
     fn after_io(&mut self, slot: usize, io: Io) {
-        let conn = self.conns[slot].as_ref().expect("a live slot");
+        let conn = self.conns[slot].as_mut().expect("a live slot");
         let key = conn.key;
         match io {
             Io::Broken => {
@@ -251,7 +253,11 @@ impl Relay {
                 self.drop_conn(slot);
                 self.control(key, OP_RST, 0);
             }
-            Io::Fine => {}
+            Io::Fine => {
+                if conn.credit.should_tell() {
+                    self.control(key, OP_CREDIT_UPDATE, 0);
+                }
+            }
         }
     }
 
@@ -400,7 +406,10 @@ impl Relay {
         let io = if events.contains(EventSet::OUT) || conn.hung_up {
             let had = conn.pending.len();
             let io = Self::flush(conn);
-            if had > 0 && conn.pending.is_empty() || conn.credit.should_tell() {
+            // The guest may be waiting for the credit a drained backlog
+            // gives back (`after_io` tells it when half its credit is back).
+            if had > 0 && conn.pending.is_empty() && !conn.closing {
+                conn.credit.update_queued();
                 let key = conn.key;
                 self.control(key, OP_CREDIT_UPDATE, 0);
             }
@@ -430,17 +439,6 @@ impl Relay {
                 let head = chain.head_index();
                 if let Ok(pkt) = VsockPacket::from_tx_virtq_chain(&*mem, &mut chain, MAX_PKT) {
                     self.on_packet(&pkt);
-                    if pkt.op() == OP_RW {
-                        if let Some(&slot) = self.by_key.get(&Key {
-                            guest_port: pkt.src_port(),
-                            host_port: pkt.dst_port(),
-                        }) {
-                            let conn = self.conns[slot].as_ref().unwrap();
-                            if conn.credit.should_tell() {
-                                self.control(conn.key, OP_CREDIT_UPDATE, 0);
-                            }
-                        }
-                    }
                 }
                 vring.add_used(head, 0).map_err(io::Error::other)?;
                 used = true;

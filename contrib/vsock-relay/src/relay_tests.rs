@@ -528,6 +528,11 @@ fn a_full_socket_keeps_the_guests_bytes_until_it_drains_then_tells_the_guest() {
     let told = rig.received();
     assert!(!told.is_empty() && ops(&told).iter().all(|&op| op == OP_CREDIT_UPDATE));
     assert_eq!(told.last().unwrap().0.fwd_cnt as usize, sent);
+    let counts: Vec<u32> = told.iter().map(|(h, _)| h.fwd_cnt).collect();
+    assert!(
+        counts.windows(2).all(|w| w[0] < w[1]),
+        "no update twice for the same count: {counts:?}"
+    );
 }
 
 #[test]
