@@ -594,3 +594,243 @@ fn a_guest_closing_with_bytes_held_is_reset_only_once_they_are_out() {
     assert_eq!(ops(&rig.received()).last(), Some(&OP_RST));
     assert!(rig.relay.by_key.is_empty());
 }
+
+/// One step of a hostile guest (and of the host's end) in
+/// [`a_hostile_guests_packets_never_break_the_relay`].
+#[derive(Debug, Clone)]
+enum Step {
+    /// The guest sends a packet with these fields; `hdr_len` is the length
+    /// of the header's descriptor, `claimed` the length the header says,
+    /// `writable` marks the data descriptor device-writable (invalid on the
+    /// transmit queue).
+    Send {
+        hdr: Hdr,
+        type_: u16,
+        hdr_len: u32,
+        claimed: Option<u32>,
+        data: Vec<u8>,
+        writable: bool,
+    },
+    /// The host's end of every accepted connection writes `bytes`.
+    HostWrite(Vec<u8>),
+    /// The host's end of the oldest accepted connection is closed.
+    HostClose,
+    /// A socket event for a connection slot, as the worker's epoll might
+    /// report it (also for a slot that holds nothing).
+    SocketEvent { slot: u16, bits: u32 },
+    /// The guest offers a receive buffer and kicks the receive queue.
+    OfferRx(u32),
+}
+
+fn hostile_step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    // Mostly what a guest would send, so that connections live long
+    // enough to be abused; every field is sometimes wild.
+    let hdr = (
+        prop_oneof![4 => Just(GUEST_CID), 1 => prop::sample::select(vec![HOST_CID, 7, u64::MAX])],
+        prop_oneof![4 => Just(HOST_CID), 1 => prop::sample::select(vec![GUEST_CID, 0])],
+        prop_oneof![4 => Just(GUEST_PORT), 1 => prop::sample::select(vec![GUEST_PORT + 1, 0, u32::MAX])],
+        prop_oneof![4 => Just(PORT), 1 => Just(PORT + 1)],
+        prop_oneof![
+            1 => Just(OP_REQUEST),
+            4 => Just(OP_RW),
+            1 => prop::sample::select(vec![OP_CREDIT_UPDATE, OP_CREDIT_REQUEST, OP_SHUTDOWN]),
+            1 => prop::sample::select(vec![0, OP_RESPONSE, OP_RST, 8, u16::MAX]),
+        ],
+        prop_oneof![3 => Just(0u32), 1 => any::<u32>()],
+        prop_oneof![3 => Just(64 * 1024), 1 => any::<u32>()],
+        prop_oneof![3 => Just(0), 1 => any::<u32>()],
+    )
+        .prop_map(
+            |(src_cid, dst_cid, src_port, dst_port, op, flags, buf_alloc, fwd_cnt)| Hdr {
+                src_cid,
+                dst_cid,
+                src_port,
+                dst_port,
+                len: 0,
+                op,
+                flags,
+                buf_alloc,
+                fwd_cnt,
+            },
+        );
+    prop_oneof![
+        6 => (
+            hdr,
+            prop_oneof![6 => Just(TYPE_STREAM), 1 => prop::sample::select(vec![2, 0])],
+            prop_oneof![6 => Just(PKT_HEADER_SIZE as u32), 1 => prop::sample::select(vec![0, 20, 100])],
+            prop::option::weighted(0.1, 0u32..70_000),
+            prop_oneof![
+                3 => prop::collection::vec(any::<u8>(), 0..300),
+                // Up to a packet's most: enough of them fill the host's
+                // socket and then the relay's credit.
+                1 => (30_000usize..=MAX_PKT as usize, any::<u8>()).prop_map(|(n, b)| vec![b; n]),
+            ],
+            prop::bool::weighted(0.05),
+        )
+            .prop_map(|(hdr, type_, hdr_len, claimed, data, writable)| Step::Send {
+                hdr,
+                type_,
+                hdr_len,
+                claimed,
+                data,
+                writable,
+            }),
+        2 => prop::collection::vec(any::<u8>(), 1..5_000).prop_map(Step::HostWrite),
+        1 => Just(Step::HostClose),
+        1 => (0u16..4, any::<u32>()).prop_map(|(slot, bits)| Step::SocketEvent { slot, bits }),
+        2 => (0u32..5_000).prop_map(Step::OfferRx),
+    ]
+}
+
+impl Rig {
+    /// The guest puts a packet on the transmit queue as `step` says and
+    /// kicks it; the relay uses it whatever it holds.
+    fn send_raw(&mut self, step: &Step) {
+        let Step::Send {
+            hdr,
+            type_,
+            hdr_len,
+            claimed,
+            data,
+            writable,
+        } = step
+        else {
+            unreachable!()
+        };
+        let mut bytes = Hdr {
+            len: claimed.unwrap_or(data.len() as u32),
+            ..*hdr
+        }
+        .bytes();
+        bytes[28..30].copy_from_slice(&type_.to_le_bytes());
+        let mem = self.mem.memory();
+        let mut bufs = vec![(*hdr_len, false)];
+        if !data.is_empty() {
+            bufs.push((data.len() as u32, *writable));
+        }
+        let a = self.tx.offer(&mem, &bufs);
+        mem.write_slice(&bytes, GuestAddress(a[0])).unwrap();
+        if !data.is_empty() {
+            mem.write_slice(data, GuestAddress(a[1])).unwrap();
+        }
+        drop(mem);
+        self.relay
+            .handle_event(TX, EventSet::IN, &self.vrings, 0)
+            .unwrap();
+        assert_eq!(
+            self.tx.used(&self.mem.memory()).len(),
+            1,
+            "every packet is used, malformed or not"
+        );
+    }
+
+    /// The connection in `slot` got `events`, as the worker's epoll might
+    /// say (also for a slot that holds nothing).
+    fn socket_event_at(&mut self, slot: usize, events: EventSet) {
+        let id = FIRST_CONN + slot as u16;
+        self.relay
+            .handle_event(id, events, &self.vrings, 0)
+            .unwrap();
+    }
+
+    /// Takes whatever the guest was sent and offers a fresh buffer for
+    /// each; checks that every packet is a well-formed stream packet from
+    /// the host to the guest (a buffer given back unused has length 0).
+    fn drain_checked(&mut self) {
+        let used = self.rx.used(&self.mem.memory());
+        for &(head, len) in &used {
+            let (h, _) = self.rx_bufs.remove(&head).expect("an offered buffer");
+            if len != 0 {
+                let mut hb = [0u8; PKT_HEADER_SIZE];
+                self.mem
+                    .memory()
+                    .read_slice(&mut hb, GuestAddress(h))
+                    .unwrap();
+                let hdr = Hdr::parse(&hb);
+                assert_eq!(len as usize, PKT_HEADER_SIZE + hdr.len as usize);
+                assert_eq!((hdr.src_cid, hdr.dst_cid), (HOST_CID, GUEST_CID));
+            }
+            self.offer_rx(4096);
+        }
+        if !used.is_empty() {
+            self.relay
+                .handle_event(RX, EventSet::IN, &self.vrings, 0)
+                .unwrap();
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+    /// A guest is not trusted: whatever it puts on its queues (wrong CIDs
+    /// and types, unknown operations, headers that lie about their length,
+    /// short or writable descriptors, absurd credit), interleaved with the
+    /// host's end writing and closing and spurious socket events, the relay
+    /// neither panics nor fails an event, uses every packet, sends the guest
+    /// only well-formed packets, connects only for a stream `REQUEST` from
+    /// the guest's own CID to the host, and holds no more of the guest's
+    /// bytes than its credit.
+    #[test]
+    fn a_hostile_guests_packets_never_break_the_relay(
+        steps in proptest::collection::vec(hostile_step(), 1..60)
+    ) {
+        let mut rig = Rig::new();
+        rig.listener.set_nonblocking(true).unwrap();
+        let mut hosts: Vec<UnixStream> = Vec::new();
+        let mut requests = 0usize;
+        for step in &steps {
+            match step {
+                Step::Send { hdr, type_, .. } => {
+                    if hdr.op == OP_REQUEST
+                        && *type_ == TYPE_STREAM
+                        && hdr.src_cid == GUEST_CID
+                        && hdr.dst_cid == HOST_CID
+                    {
+                        requests += 1;
+                    }
+                    rig.send_raw(step);
+                }
+                Step::HostWrite(bytes) => {
+                    for h in &mut hosts {
+                        h.set_nonblocking(true).unwrap();
+                        let _ = h.write(bytes);
+                    }
+                    for slot in 0..rig.relay.conns.len() {
+                        rig.socket_event_at(slot, EventSet::IN);
+                    }
+                }
+                Step::HostClose => {
+                    if !hosts.is_empty() {
+                        drop(hosts.remove(0));
+                    }
+                    for slot in 0..rig.relay.conns.len() {
+                        rig.socket_event_at(slot, EventSet::IN | EventSet::HANG_UP);
+                    }
+                }
+                Step::SocketEvent { slot, bits } => {
+                    rig.socket_event_at(usize::from(*slot), EventSet::from_bits_truncate(*bits));
+                }
+                Step::OfferRx(len) => {
+                    // The ring holds 16 descriptors: at most 8 buffers.
+                    if rig.rx_bufs.len() < 8 {
+                        rig.offer_rx(*len);
+                    }
+                    rig.relay.handle_event(RX, EventSet::IN, &rig.vrings, 0).unwrap();
+                }
+            }
+            while let Ok((h, _)) = rig.listener.accept() {
+                hosts.push(h);
+            }
+            rig.drain_checked();
+            let live: Vec<&Conn> = rig.relay.conns.iter().flatten().collect();
+            proptest::prop_assert!(live.len() <= requests, "{} connections from {requests} requests", live.len());
+            proptest::prop_assert_eq!(live.len(), rig.relay.by_key.len());
+            for c in live {
+                proptest::prop_assert!(c.pending.len() <= BUF_ALLOC as usize, "{} bytes held", c.pending.len());
+                proptest::prop_assert_eq!(c.key.host_port, PORT, "only the listening port connects");
+            }
+        }
+    }
+}
