@@ -224,13 +224,21 @@ impl Rig {
     /// The guest sends `hdr` (with `data`) and kicks the transmit queue.
     fn send(&mut self, mut hdr: Hdr, data: &[u8]) {
         hdr.len = data.len() as u32;
+        self.put_tx(&hdr.bytes(), PKT_HEADER_SIZE as u32, data, false);
+    }
+
+    /// The guest puts `header` in a descriptor of `header_len` bytes, and
+    /// `data` (if any) in a second one (device-writable if `writable`, which
+    /// is invalid on the transmit queue), and kicks the transmit queue; the
+    /// relay uses the chain whatever it holds.
+    fn put_tx(&mut self, header: &[u8], header_len: u32, data: &[u8], writable: bool) {
         let mem = self.mem.memory();
-        let mut bufs = vec![(PKT_HEADER_SIZE as u32, false)];
+        let mut bufs = vec![(header_len, false)];
         if !data.is_empty() {
-            bufs.push((data.len() as u32, false));
+            bufs.push((data.len() as u32, writable));
         }
         let a = self.tx.offer(&mem, &bufs);
-        mem.write_slice(&hdr.bytes(), GuestAddress(a[0])).unwrap();
+        mem.write_slice(header, GuestAddress(a[0])).unwrap();
         if !data.is_empty() {
             mem.write_slice(data, GuestAddress(a[1])).unwrap();
         }
@@ -241,15 +249,13 @@ impl Rig {
         assert_eq!(
             self.tx.used(&self.mem.memory()).len(),
             1,
-            "the packet is used"
+            "every packet is used, malformed or not"
         );
     }
 
     /// The connection's socket is ready, as the worker's epoll would say.
     fn socket_event(&mut self, events: EventSet) {
-        self.relay
-            .handle_event(FIRST_CONN, events, &self.vrings, 0)
-            .unwrap();
+        self.socket_event_at(0, events);
     }
 
     /// The packets the guest received since last asked, each buffer given
@@ -704,25 +710,7 @@ impl Rig {
         }
         .bytes();
         bytes[28..30].copy_from_slice(&type_.to_le_bytes());
-        let mem = self.mem.memory();
-        let mut bufs = vec![(*hdr_len, false)];
-        if !data.is_empty() {
-            bufs.push((data.len() as u32, *writable));
-        }
-        let a = self.tx.offer(&mem, &bufs);
-        mem.write_slice(&bytes, GuestAddress(a[0])).unwrap();
-        if !data.is_empty() {
-            mem.write_slice(data, GuestAddress(a[1])).unwrap();
-        }
-        drop(mem);
-        self.relay
-            .handle_event(TX, EventSet::IN, &self.vrings, 0)
-            .unwrap();
-        assert_eq!(
-            self.tx.used(&self.mem.memory()).len(),
-            1,
-            "every packet is used, malformed or not"
-        );
+        self.put_tx(&bytes, *hdr_len, data, *writable);
     }
 
     /// The connection in `slot` got `events`, as the worker's epoll might
