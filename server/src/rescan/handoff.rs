@@ -9,7 +9,7 @@ use crate::apply::{ActiveVm, ApplyReport, ApplyRequest};
 use crate::catalog::{Annotations, Candidate, Catalog, Draft};
 
 /// The active set as the applier sees it, sorted by name (as `active` is).
-fn active_vms<'a>(active: impl Iterator<Item = &'a Candidate>) -> Vec<ActiveVm> {
+fn active_vms<'a>(active: impl Iterator<Item = &'a std::sync::Arc<Candidate>>) -> Vec<ActiveVm> {
     active
         .map(|c| {
             let mut providers: Vec<_> = c.entry.providers.iter().map(|p| p.name.clone()).collect();

@@ -1,5 +1,6 @@
 //! [`sync`]: making `<vm-dir>` match the active set.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::io;
@@ -30,7 +31,10 @@ enum Done {
 /// in the plain layout, and removes the views of every other VM. Never
 /// panics: failures are in the report. Every view is read back from disk
 /// and compared; [`Views`] remembers what it wrote instead.
-pub fn sync<'a>(vm_dir: &Path, active: impl IntoIterator<Item = &'a Candidate>) -> SyncReport {
+pub fn sync<'a, C: Borrow<Candidate> + 'a>(
+    vm_dir: &Path,
+    active: impl IntoIterator<Item = &'a C>,
+) -> SyncReport {
     Views::new(vm_dir).sync(active)
 }
 
@@ -90,7 +94,10 @@ impl Views {
 
     /// Makes every view of `active` right, and removes the others; a view
     /// equal to the one this made last is not read back from disk.
-    pub fn sync<'a>(&mut self, active: impl IntoIterator<Item = &'a Candidate>) -> SyncReport {
+    pub fn sync<'a, C: Borrow<Candidate> + 'a>(
+        &mut self,
+        active: impl IntoIterator<Item = &'a C>,
+    ) -> SyncReport {
         let mut report = self.build(active);
         report.absorb(self.remove_left(&BTreeSet::new()));
         report
@@ -100,10 +107,13 @@ impl Views {
     /// right (and the by-name links), and removes nothing but the by-name
     /// links of VMs that left. The directories of VMs that left stay until
     /// [`Views::remove_left`] (after their services are gone).
-    pub fn build<'a>(&mut self, active: impl IntoIterator<Item = &'a Candidate>) -> SyncReport {
+    pub fn build<'a, C: Borrow<Candidate> + 'a>(
+        &mut self,
+        active: impl IntoIterator<Item = &'a C>,
+    ) -> SyncReport {
         let specs: Vec<ViewSpec> = active
             .into_iter()
-            .map(|c| ViewSpec::of(c, self.layout))
+            .map(|c| ViewSpec::of(c.borrow(), self.layout))
             .collect();
         let mut report = SyncReport::default();
         let Some(root) = open_vm_dir(&self.vm_dir, &mut report) else {
