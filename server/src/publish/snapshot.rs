@@ -28,8 +28,10 @@ pub const HISTORY: usize = 1024;
 pub struct Published {
     /// Its position.
     pub cursor: Cursor,
-    /// Every candidate definition, sorted by name, then precedence.
-    pub vms: Vec<VmEntry>,
+    /// Every candidate definition, sorted by name, then precedence; an
+    /// entry that did not change is the catalog's and the previous
+    /// generation's (the same `Arc`).
+    pub vms: Vec<Arc<VmEntry>>,
     /// The sources, in precedence order.
     pub sources: Vec<SourceEntry>,
     /// How its VMs were named (what a qualified reference means).
@@ -54,7 +56,7 @@ pub struct Records {
 
 impl Records {
     /// Every record of `vms` and `sources`, as `audience` sees them.
-    fn encode(vms: &[VmEntry], sources: &[SourceEntry], audience: Audience) -> Records {
+    fn encode(vms: &[Arc<VmEntry>], sources: &[SourceEntry], audience: Audience) -> Records {
         Records {
             vms: vms.iter().map(|e| vm_record(e, audience)).collect(),
             sources: sources.iter().map(|s| source_record(s, audience)).collect(),
@@ -63,7 +65,8 @@ impl Records {
 
     /// The records of `next`, taken from `prev`'s (its entries and their
     /// records) for every entry that `changed` does not name, encoded for
-    /// the others.
+    /// the others. An entry that is `prev`'s (the same `Arc`) is passed
+    /// over without a look-up.
     fn carried(
         prev: (&Published, &Records),
         next: &Published,
@@ -76,6 +79,10 @@ impl Records {
             .vms
             .iter()
             .map(|e| {
+                if j < prev.vms.len() && Arc::ptr_eq(&prev.vms[j], e) {
+                    j += 1;
+                    return old.vms[j - 1].clone();
+                }
                 if !changed.vms.contains(&(e.name.as_str(), e.source.as_str())) {
                     // Both lists are sorted by name: walk `prev` along.
                     while j < prev.vms.len() && prev.vms[j].name < e.name {
@@ -85,7 +92,7 @@ impl Records {
                         .take_while(|&k| prev.vms[k].name == e.name)
                         .find(|&k| prev.vms[k].source == e.source);
                     if let Some(k) = same {
-                        debug_assert_eq!(&prev.vms[k], e, "an entry no change names changed");
+                        debug_assert_eq!(prev.vms[k], *e, "an entry no change names changed");
                         return old.vms[k].clone();
                     }
                 }
@@ -171,10 +178,15 @@ impl Clone for Published {
 
 impl Published {
     /// A generation.
-    pub fn new(cursor: Cursor, vms: Vec<VmEntry>, sources: Vec<SourceEntry>, names: Names) -> Self {
+    pub fn new(
+        cursor: Cursor,
+        vms: impl IntoIterator<Item = impl Into<Arc<VmEntry>>>,
+        sources: Vec<SourceEntry>,
+        names: Names,
+    ) -> Self {
         Published {
             cursor,
-            vms,
+            vms: vms.into_iter().map(Into::into).collect(),
             sources,
             names,
             records: OnceLock::new(),
@@ -189,7 +201,7 @@ impl Published {
                 epoch,
                 generation: 0,
             },
-            Vec::new(),
+            Vec::<Arc<VmEntry>>::new(),
             Vec::new(),
             Names::default(),
         )
@@ -239,8 +251,8 @@ impl Published {
     /// catalog name, or `None` if it refers to nothing.
     pub fn lookup(&self, reference: &str) -> Option<(&VmEntry, Vec<&VmEntry>)> {
         let (pick, others) = self.lookup_at(reference)?;
-        let others = others.into_iter().map(|i| &self.vms[i]).collect();
-        Some((&self.vms[pick], others))
+        let others = others.into_iter().map(|i| &*self.vms[i]).collect();
+        Some((&*self.vms[pick], others))
     }
 
     /// [`Published::lookup`] by index into [`Published::vms`] (and its

@@ -52,6 +52,8 @@ pub struct Commit {
     /// Said once, at the end of the next apply's message (in the status):
     /// what was wrong with the pipeline's own state when it was read.
     note: Option<String>,
+    /// The applier's requests, each made from the last.
+    requests: handoff::Requests,
 }
 
 impl std::fmt::Debug for Commit {
@@ -81,6 +83,7 @@ impl Commit {
             status: Status::default(),
             watched,
             note: None,
+            requests: handoff::Requests::default(),
         }
     }
 
@@ -104,6 +107,7 @@ impl Commit {
         self.build_views(&mut draft);
         let report = self.apply(catalog, &mut draft);
         let changes = succeed(catalog, draft);
+        self.requests.committed(catalog.generation());
         let apply = self.record_apply(report, catalog.generation());
         let _ = self.watched.send_replace(Arc::new(WatchSet {
             targets,
@@ -138,11 +142,21 @@ impl Commit {
     fn apply(&mut self, current: &Catalog, draft: &mut Draft) -> ApplyReport {
         // Hooks: prepare new VMs before their services exist; release the
         // VMs that left once theirs are gone, then remove their directories.
-        let mut request = handoff::apply_request(current, draft);
-        let held = self
-            .hooks
-            .prepare(&mut request, |names| VmFacts::of_draft(draft, names));
-        let mut report = self.applier.apply(&request);
+        let request = self.requests.next(current, draft);
+        // The hooks may leave VMs out: theirs is a copy (the kept request
+        // is what the next one is made from).
+        let mut hooked;
+        let (request, held) = match self.hooks.config() {
+            None => (request, Vec::new()),
+            Some(_) => {
+                hooked = request.clone();
+                let held = self
+                    .hooks
+                    .prepare(&mut hooked, |names| VmFacts::of_draft(draft, names));
+                (&hooked, held)
+            }
+        };
+        let mut report = self.applier.apply(request);
         report.left_out.extend(held);
         let keep = self.hooks.release(&report);
         if !report.outcome.status.is_failure() {
@@ -221,7 +235,7 @@ impl Commit {
             self.hub.publish(
                 Published::new(
                     catalog.cursor(),
-                    catalog.entries().cloned().collect(),
+                    catalog.shared_entries().cloned().collect::<Vec<_>>(),
                     catalog.sources().to_vec(),
                     catalog.names(),
                 ),
