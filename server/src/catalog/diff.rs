@@ -193,13 +193,23 @@ fn diff_group(
 /// Sets the revision of each of `candidates` (the new ones) and returns
 /// the changes from `old`, each with its sort key (name, precedence,
 /// label). Both are sorted by name: a candidate that is `old`'s (the same
-/// `Arc`) is passed over, only the names around the others are compared.
+/// `Arc`) is passed over, only the names around the others are compared;
+/// only the names `touched` when it says which.
 fn diff_vms(
     old: &[Arc<Candidate>],
     candidates: &mut [Arc<Candidate>],
+    touched: Option<&BTreeSet<VmName>>,
     generation: u64,
 ) -> Vec<((VmName, u32, SourceLabel), Change)> {
     let mut out = Vec::new();
+    if let Some(touched) = touched {
+        for name in touched {
+            let a = super::claim::range_of(old, name.as_str());
+            let b = super::claim::range_of(candidates, name.as_str());
+            diff_group(&old[a], &mut candidates[b], generation, &mut out);
+        }
+        return out;
+    }
     let (mut i, mut j) = (0, 0);
     while i < old.len() || j < candidates.len() {
         if i < old.len() && j < candidates.len() && Arc::ptr_eq(&old[i], &candidates[j]) {
@@ -250,12 +260,23 @@ impl Catalog {
     pub fn successor(&self, draft: Draft) -> Option<(Catalog, Vec<Change>)> {
         let generation = self.generation + 1;
         let names = draft.options().names;
-        let (mut sources, mut candidates, notes, forced) = draft.into_parts();
+        let super::draft::Parts {
+            mut sources,
+            mut candidates,
+            notes,
+            forced,
+            touched,
+        } = draft.into_parts();
         let (changed_sources, removed_sources) =
             diff_sources(&self.sources, &mut sources, generation);
         let changes = Changes {
             sources: changed_sources,
-            vms: diff_vms(&self.candidates, &mut candidates, generation),
+            vms: diff_vms(
+                &self.candidates,
+                &mut candidates,
+                touched.as_ref(),
+                generation,
+            ),
             removed_sources,
         };
         if changes.is_empty() {

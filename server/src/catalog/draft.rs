@@ -37,6 +37,9 @@ pub struct Draft {
     notes: Annotations,
     sources: Vec<SourceEntry>,
     candidates: Vec<Arc<Candidate>>,
+    /// The names whose candidates may differ from the catalog's it was
+    /// merged against; `None`: any.
+    touched: Option<BTreeSet<VmName>>,
 }
 
 /// The definitions of some names, replacing theirs: name → its definitions
@@ -63,6 +66,7 @@ impl Draft {
             notes,
             sources,
             candidates: Vec::new(),
+            touched: None,
         };
         d.candidates = d.resolved(&[], &BTreeSet::new(), &raws, None);
         d
@@ -103,6 +107,7 @@ impl Draft {
             notes: prev.notes.clone(),
             sources,
             candidates: Vec::new(),
+            touched: Some(BTreeSet::new()),
         };
         d.resolve_again(&prev.candidates, &replaced, seeds);
         d
@@ -143,6 +148,9 @@ impl Draft {
             inside: &inside,
         });
         self.candidates = self.resolved(cands, &inside, &raws, outside);
+        if let Some(touched) = &mut self.touched {
+            touched.extend(inside);
+        }
     }
 
     /// The names `seeds`, and every name whose resolution depends on one
@@ -238,6 +246,11 @@ impl Draft {
         self.candidates.iter().map(|c| &*c.entry)
     }
 
+    /// Every candidate of `name`, in precedence order.
+    pub fn candidates_of(&self, name: &str) -> &[Arc<Candidate>] {
+        &self.candidates[claim::range_of(&self.candidates, name)]
+    }
+
     /// The sources, in precedence order.
     pub fn sources(&self) -> &[SourceEntry] {
         &self.sources
@@ -258,6 +271,13 @@ impl Draft {
     /// How the draft names VMs and places their views.
     pub fn options(&self) -> &MergeOptions {
         &self.opts
+    }
+
+    /// The names whose candidates may differ from those of the catalog it
+    /// was merged against: every other name's are that catalog's (the same
+    /// `Arc`s). `None`: any name's may.
+    pub fn touched(&self) -> Option<&BTreeSet<VmName>> {
+        self.touched.as_ref()
     }
 
     /// The provider references of its definitions, for the next
@@ -308,17 +328,26 @@ impl Draft {
 
     /// Takes the draft apart for [`super::Catalog::successor`]: its
     /// sources, candidates, notes and the names rejected from outside.
-    pub(super) fn into_parts(
-        self,
-    ) -> (
-        Vec<SourceEntry>,
-        Vec<Arc<Candidate>>,
-        Annotations,
-        BTreeSet<VmName>,
-    ) {
-        let forced = self.forced.into_keys().collect();
-        (self.sources, self.candidates, self.notes, forced)
+    pub(super) fn into_parts(self) -> Parts {
+        Parts {
+            forced: self.forced.into_keys().collect(),
+            sources: self.sources,
+            candidates: self.candidates,
+            notes: self.notes,
+            touched: self.touched,
+        }
     }
+}
+
+/// A draft taken apart ([`Draft::into_parts`]).
+pub(super) struct Parts {
+    pub sources: Vec<SourceEntry>,
+    pub candidates: Vec<Arc<Candidate>>,
+    pub notes: Annotations,
+    /// The names rejected from outside.
+    pub forced: BTreeSet<VmName>,
+    /// [`Draft::touched`].
+    pub touched: Option<BTreeSet<VmName>>,
 }
 
 /// `c`, or the candidate of `prev` (sorted by name, then precedence) it

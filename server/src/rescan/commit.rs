@@ -54,6 +54,9 @@ pub struct Commit {
     note: Option<String>,
     /// The applier's requests, each made from the last.
     requests: handoff::Requests,
+    /// The generation of the catalog that the last build of the views
+    /// became: a draft merged against it builds only what it touched.
+    views_after: Option<u64>,
 }
 
 impl std::fmt::Debug for Commit {
@@ -84,6 +87,7 @@ impl Commit {
             watched,
             note: None,
             requests: handoff::Requests::default(),
+            views_after: None,
         }
     }
 
@@ -104,10 +108,11 @@ impl Commit {
     ) -> RescanResult {
         let before = catalog.generation();
         let (mut draft, targets) = plan.into_parts();
-        self.build_views(&mut draft);
+        self.build_views(catalog, &mut draft);
         let report = self.apply(catalog, &mut draft);
         let changes = succeed(catalog, draft);
         self.requests.committed(catalog.generation());
+        self.views_after = Some(catalog.generation());
         let apply = self.record_apply(report, catalog.generation());
         let _ = self.watched.send_replace(Arc::new(WatchSet {
             targets,
@@ -125,10 +130,16 @@ impl Commit {
         RescanResult { changes, outcome }
     }
 
-    /// Builds the views of the draft's active VMs; the VMs whose view cannot
-    /// be built are rejected.
-    fn build_views(&mut self, draft: &mut Draft) {
-        let synced = self.views.build(draft.active());
+    /// Builds the views of the draft's active VMs (merged against
+    /// `current`); the VMs whose view cannot be built are rejected.
+    fn build_views(&mut self, current: &Catalog, draft: &mut Draft) {
+        let after = self.views_after.take();
+        let synced = match draft.touched() {
+            Some(touched) if after == Some(current.generation()) => {
+                self.views.build_names(draft.candidates(), touched)
+            }
+            _ => self.views.build(draft.active()),
+        };
         draft.reject_all(
             synced
                 .errors

@@ -46,21 +46,74 @@ impl Requests {
     /// [`apply_request`]`(current, draft)`, made from the last request
     /// when that became `current`.
     pub fn next(&mut self, current: &Catalog, draft: &Draft) -> &ApplyRequest {
-        let active: Vec<Arc<Candidate>> = draft.active().cloned().collect();
         let last = self.last.take();
-        let request = match last {
-            Some(last) if self.after == Some(current.generation()) => {
+        let request = match (last, draft.touched()) {
+            (Some(mut last), Some(touched)) if self.after == Some(current.generation()) => {
+                let changed = self.patch_names(&mut last.vms, draft, touched);
+                ApplyRequest {
+                    generation: current.generation() + u64::from(changed),
+                    vms: last.vms,
+                }
+            }
+            (Some(last), None) if self.after == Some(current.generation()) => {
+                let active: Vec<Arc<Candidate>> = draft.active().cloned().collect();
                 let (vms, changed) = patch(&self.active, last.vms, &active);
+                self.active = active;
                 ApplyRequest {
                     generation: current.generation() + u64::from(changed),
                     vms,
                 }
             }
-            _ => apply_request(current, draft),
+            _ => {
+                self.active = draft.active().cloned().collect();
+                apply_request(current, draft)
+            }
         };
-        self.active = active;
         self.after = None;
         self.last.insert(request)
+    }
+
+    /// Makes `vms` (made for `self.active`) those of `draft`, whose
+    /// candidates are those `self.active` was taken from but for the names
+    /// `touched`: only those are looked at. Returns whether any VM changed.
+    fn patch_names(
+        &mut self,
+        vms: &mut Vec<ActiveVm>,
+        draft: &Draft,
+        touched: &std::collections::BTreeSet<vm_catalog_protocol::VmName>,
+    ) -> bool {
+        let mut changed = false;
+        for name in touched {
+            let new = draft
+                .candidates_of(name.as_str())
+                .iter()
+                .find(|c| c.entry.state == vm_catalog_protocol::VmState::Active);
+            let at = self.active.partition_point(|c| c.entry.name < *name);
+            let old = self.active.get(at).filter(|c| c.entry.name == *name);
+            match (old, new) {
+                (Some(o), Some(n)) if Arc::ptr_eq(o, n) => {}
+                (Some(_), Some(n)) => {
+                    let vm = active_vm(n);
+                    if vm != vms[at] {
+                        vms[at] = vm;
+                        changed = true;
+                    }
+                    self.active[at] = n.clone();
+                }
+                (Some(_), None) => {
+                    self.active.remove(at);
+                    vms.remove(at);
+                    changed = true;
+                }
+                (None, Some(n)) => {
+                    self.active.insert(at, n.clone());
+                    vms.insert(at, active_vm(n));
+                    changed = true;
+                }
+                (None, None) => {}
+            }
+        }
+        changed
     }
 
     /// The draft of the last request became the catalog of `generation`

@@ -124,6 +124,59 @@ impl Views {
             return report;
         };
         let old = std::mem::take(&mut self.built);
+        let (built, names_changed) = self.rebuild(&root, old, active, &mut report);
+        self.built = built;
+        self.sync_names(&root, names_changed, &mut report);
+        report
+    }
+
+    /// [`Views::build`] of the active candidates among `cands` (sorted by
+    /// name), which are those of the last build but for the names
+    /// `touched`: only those are looked at (and only they are in the
+    /// report).
+    pub fn build_names(
+        &mut self,
+        cands: &[Arc<Candidate>],
+        touched: &BTreeSet<VmName>,
+    ) -> SyncReport {
+        let mut report = SyncReport::default();
+        let Some(root) = open_vm_dir(&self.vm_dir, &mut report) else {
+            return report;
+        };
+        let mut old = Vec::new();
+        for name in touched {
+            let at = self.built.partition_point(|(c, _)| c.entry.name < *name);
+            let end = at + self.built[at..].partition_point(|(c, _)| c.entry.name == *name);
+            old.extend(self.built.drain(at..end));
+        }
+        let active = touched.iter().flat_map(|name| {
+            let start = cands.partition_point(|c| c.entry.name < *name);
+            cands[start..]
+                .iter()
+                .take_while(move |c| c.entry.name == *name)
+                .filter(|c| c.entry.state == vm_catalog_protocol::VmState::Active)
+        });
+        let (built, names_changed) = self.rebuild(&root, old, active, &mut report);
+        for b in built {
+            let at = self
+                .built
+                .partition_point(|(c, _)| c.entry.name < b.0.entry.name);
+            self.built.insert(at, b);
+        }
+        self.sync_names(&root, names_changed, &mut report);
+        report
+    }
+
+    /// Builds the views of `active` (sorted by name) that `old` (the last
+    /// build's of the same names) does not have built already; returns
+    /// what was built, and whether a view came, went or failed.
+    fn rebuild<'a>(
+        &mut self,
+        root: &OwnedFd,
+        old: Vec<(Arc<Candidate>, bool)>,
+        active: impl IntoIterator<Item = &'a Arc<Candidate>>,
+        report: &mut SyncReport,
+    ) -> (Vec<(Arc<Candidate>, bool)>, bool) {
         let mut old = old.into_iter().peekable();
         let mut built = Vec::new();
         let mut todo = Vec::new();
@@ -163,7 +216,7 @@ impl Views {
                 continue;
             }
             self.written.remove(&spec.slot);
-            match sync_one(&root, &self.vm_dir, spec, self.service.as_deref()) {
+            match sync_one(root, &self.vm_dir, spec, self.service.as_deref()) {
                 Ok(done) => {
                     match done {
                         Done::Created => report.created.push(spec.name.clone()),
@@ -179,7 +232,12 @@ impl Views {
                 }
             }
         }
-        self.built = built;
+        (built, names_changed)
+    }
+
+    /// Makes the by-name links those of the views built, when that may
+    /// have changed.
+    fn sync_names(&mut self, root: &OwnedFd, names_changed: bool, report: &mut SyncReport) {
         // The plain layout makes no by-name link: the first build removes
         // those of the other layout.
         if self.layout == Layout::Spectrum && names_changed || !self.names_synced {
@@ -190,9 +248,8 @@ impl Views {
                 .filter(|(_, ok)| *ok && self.layout == Layout::Spectrum)
                 .map(|(c, _)| (c.entry.name.clone(), self.layout.slot(&c.entry.name, &c.id)))
                 .collect();
-            names::sync(&root, &self.vm_dir, &links, &mut self.linked, &mut report);
+            names::sync(root, &self.vm_dir, &links, &mut self.linked, report);
         }
-        report
     }
 
     /// The second half of [`Views::sync`]: removes the views (and the
