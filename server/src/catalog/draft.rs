@@ -351,12 +351,11 @@ pub(super) struct Parts {
 }
 
 /// `c`, or the candidate of `prev` (sorted by name, then precedence) it
-/// equals but for its revision; `cursor` walks `prev` along (the candidates
-/// asked for come sorted by name).
+/// equals but for its revision; `cursor` goes along `prev` by binary
+/// search (the candidates asked for come sorted by name, and may be a few
+/// among many).
 fn share(prev: &[Arc<Candidate>], cursor: &mut usize, c: Candidate) -> Arc<Candidate> {
-    while *cursor < prev.len() && prev[*cursor].entry.name < c.entry.name {
-        *cursor += 1;
-    }
+    *cursor += prev[*cursor..].partition_point(|p| p.entry.name < c.entry.name);
     let same = prev[*cursor..]
         .iter()
         .take_while(|p| p.entry.name == c.entry.name)
