@@ -21,7 +21,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use vm_catalog_protocol::{Change, Cursor, Epoch, ResetReason};
+use vm_catalog_protocol::{Change, Cursor, Epoch, ResetReason, SourceEntry, VmEntry};
+
+use crate::catalog::Names;
 
 mod notes;
 pub mod snapshot;
@@ -117,11 +119,22 @@ impl Hub {
     /// the next generation; the batch is kept in the history and queued to
     /// every subscriber. Without changes, nothing is queued.
     pub fn publish(&self, next: Published, changes: Vec<Change>) {
-        let mut subs = self.subscribers();
+        let subs = self.subscribers();
         let generation = next.cursor.generation;
         // Encoded before the swap, off the readers' path: only what changed.
         next.encode_after(&self.current(), &changes);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        self.after_publish(subs, generation, changes);
+    }
+
+    /// What follows the swap of a publish: readers told, the batch kept and
+    /// queued to every subscriber.
+    fn after_publish(
+        &self,
+        mut subs: MutexGuard<'_, Subscribers>,
+        generation: u64,
+        changes: Vec<Change>,
+    ) {
         self.publishes.send_modify(|n| *n += 1);
         if changes.is_empty() {
             return;
@@ -132,6 +145,37 @@ impl Hub {
             .unwrap_or_else(|e| e.into_inner())
             .push(batch.clone());
         subs.fan_out(&batch);
+    }
+
+    /// [`Hub::publish`] of the generation that `changes` make of the
+    /// current one (`cursor`, with `sources`; `entry` gives an entry a
+    /// change names as it is now; `all` every entry, sorted by name then
+    /// precedence). When nothing else holds the current generation (no
+    /// reader is using it), it becomes the next one in place, touching
+    /// only what the changes name ([`Published::patch`]); else the next
+    /// one is built from `all` beside it.
+    pub fn publish_changes(
+        &self,
+        (cursor, sources, names): (Cursor, Vec<SourceEntry>, Names),
+        changes: Vec<Change>,
+        entry: &dyn Fn(&VmEntry) -> Option<Arc<VmEntry>>,
+        all: &dyn Fn() -> Vec<Arc<VmEntry>>,
+    ) {
+        let subs = self.subscribers();
+        let patched = {
+            let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+            match Arc::get_mut(&mut current) {
+                Some(p) if p.names == names && p.cursor.generation + 1 == cursor.generation => {
+                    p.patch(cursor, sources.clone(), &changes, entry)
+                }
+                _ => false,
+            }
+        };
+        if !patched {
+            drop(subs);
+            return self.publish(Published::new(cursor, all(), sources, names), changes);
+        }
+        self.after_publish(subs, cursor.generation, changes);
     }
 
     /// Registers a subscriber. Atomic with respect to [`Hub::publish`]: the

@@ -16,8 +16,8 @@ use vm_catalog_protocol::records::{self, RECORD_BUDGET};
 use super::vm_view::{self, Audience};
 use crate::catalog::Names;
 use vm_catalog_protocol::{
-    ApplyOutcome, Change, ChangeItem, Cursor, Epoch, RescanOutcome, SourceEntry, SourceLabel,
-    VmEntry, VmState,
+    ApplyOutcome, Change, ChangeItem, ChangeKind, Cursor, Epoch, RescanOutcome, SourceEntry,
+    SourceLabel, VmEntry, VmState,
 };
 
 /// Generations kept for `Subscribe { since }` resumption.
@@ -117,6 +117,13 @@ impl Records {
             .collect();
         Records { vms, sources }
     }
+}
+
+/// One edit of [`Published::patch`], at an index of the entries.
+enum Edit {
+    Remove(usize),
+    Replace(usize, Arc<VmEntry>),
+    Insert(usize, Arc<VmEntry>),
 }
 
 /// The entries a change batch names: (name, source) of VMs, source labels.
@@ -243,6 +250,108 @@ impl Published {
                 None => continue,
             };
             let _ = self.slot(audience).set(records);
+        }
+    }
+
+    /// Makes this generation the next one in place: `changes` lead to it,
+    /// `sources` are its sources (in the same order as this one's: else
+    /// `false`, and nothing is changed), `entry` gives each entry a change
+    /// names as it is now. Only the entries the changes name are touched
+    /// (and their records encoded again); for the one who holds the only
+    /// reference to this generation ([`super::Hub::publish_changes`]).
+    pub(super) fn patch(
+        &mut self,
+        cursor: Cursor,
+        sources: Vec<SourceEntry>,
+        changes: &[Change],
+        entry: &dyn Fn(&VmEntry) -> Option<Arc<VmEntry>>,
+    ) -> bool {
+        let same_order = self.sources.len() == sources.len()
+            && self
+                .sources
+                .iter()
+                .zip(&sources)
+                .all(|(a, b)| a.label == b.label);
+        if !same_order {
+            return false;
+        }
+        let precedence = |label: &SourceLabel| sources.iter().position(|s| &s.label == label);
+        // Removals first: an entry added beside them is placed among those
+        // that stay.
+        let removed = changes.iter().filter(|c| c.kind == ChangeKind::Removed);
+        let others = changes.iter().filter(|c| c.kind != ChangeKind::Removed);
+        for change in removed.chain(others) {
+            let ChangeItem::Vm(e) = &change.item else {
+                continue;
+            };
+            let start = self.vms.partition_point(|v| v.name < e.name);
+            let end = start + self.vms[start..].partition_point(|v| v.name == e.name);
+            let at = (start..end).find(|&k| self.vms[k].source == e.source);
+            let new = match change.kind {
+                ChangeKind::Removed => None,
+                _ => match entry(e) {
+                    Some(new) => Some(new),
+                    None => return false,
+                },
+            };
+            let edit = match (at, new) {
+                (Some(k), None) => Edit::Remove(k),
+                (Some(k), Some(new)) => Edit::Replace(k, new),
+                (None, Some(new)) => {
+                    let p = precedence(&new.source);
+                    let k = start
+                        + self.vms[start..end]
+                            .iter()
+                            .take_while(|v| precedence(&v.source) < p)
+                            .count();
+                    Edit::Insert(k, new)
+                }
+                (None, None) => continue,
+            };
+            self.edit(edit);
+        }
+        self.cursor = cursor;
+        self.sources = sources;
+        for audience in [Audience::Host, Audience::Vm] {
+            let records: Vec<_> = self
+                .sources
+                .iter()
+                .map(|s| source_record(s, audience))
+                .collect();
+            if let Some(r) = self.slot_mut(audience).get_mut() {
+                r.sources = records;
+            }
+        }
+        true
+    }
+
+    /// Makes one edit to the entries, and to the records built.
+    fn edit(&mut self, edit: Edit) {
+        for audience in [Audience::Host, Audience::Vm] {
+            let Some(r) = self.slot_mut(audience).get_mut() else {
+                continue;
+            };
+            match &edit {
+                Edit::Remove(k) => {
+                    r.vms.remove(*k);
+                }
+                Edit::Replace(k, e) => r.vms[*k] = vm_record(e, audience),
+                Edit::Insert(k, e) => r.vms.insert(*k, vm_record(e, audience)),
+            }
+        }
+        match edit {
+            Edit::Remove(k) => {
+                self.vms.remove(k);
+            }
+            Edit::Replace(k, e) => self.vms[k] = e,
+            Edit::Insert(k, e) => self.vms.insert(k, e),
+        }
+    }
+
+    fn slot_mut(&mut self, audience: Audience) -> &mut OnceLock<Records> {
+        match audience {
+            Audience::Host => &mut self.records,
+            Audience::Vm => &mut self.vm_records,
         }
     }
 

@@ -32,7 +32,7 @@ use crate::apply::{Applier, ApplyReport};
 use crate::catalog::{Catalog, Draft};
 use crate::definition::watch_targets::WatchSet;
 use crate::hooks::{Hooks, VmFacts};
-use crate::publish::{Hub, Published, Status};
+use crate::publish::{Hub, Status};
 use crate::views::Views;
 
 /// Where the directories to watch go after every real rescan (changed or
@@ -243,15 +243,36 @@ impl Commit {
         // asked for `GetInfo` saw the previous rescan's trigger).
         self.hub.set_status(self.status.clone());
         if !changes.is_empty() {
-            self.hub.publish(
-                Published::new(
+            // Each entry a change names, as the catalog has it now.
+            let entry = |e: &vm_catalog_protocol::VmEntry| {
+                let same = catalog.candidates_of(e.name.as_str());
+                let c = same.iter().find(|c| c.entry.source == e.source)?;
+                Some(c.entry.clone())
+            };
+            let all = || catalog.shared_entries().cloned().collect();
+            self.hub.publish_changes(
+                (
                     catalog.cursor(),
-                    catalog.shared_entries().cloned().collect::<Vec<_>>(),
                     catalog.sources().to_vec(),
                     catalog.names(),
                 ),
                 changes.to_vec(),
+                &entry,
+                &all,
             );
+            debug_assert!(
+                self.hub
+                    .current()
+                    .vms
+                    .iter()
+                    .map(|e| &**e)
+                    .eq(catalog.entries()),
+                "the published entries are the catalog's"
+            );
+            debug_assert!({
+                let p = self.hub.current();
+                p.records().vms == (*p).clone().records().vms
+            });
         }
     }
 
