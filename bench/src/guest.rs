@@ -4,9 +4,10 @@
 //! A `vm-catalogd` (catalog only, inotify on, `--debounce-ms 10`) with a
 //! built-in UI VM: Debian's kernel and a `contrib/guest/make-initramfs`
 //! image holding this build's `vm-catalog`, booted by `contrib/vmm/qemu/
-//! qemu-vm` (its vsock through `vhost-device-vsock`'s Unix-socket backend,
-//! to the daemon's listener; its shell on a Unix socket). Each run boots a
-//! fresh VM and measures:
+//! qemu-vm` (its vsock device served by the workspace's
+//! `vm-catalog-vsock-relay`, and, in runs of their own alternating with
+//! those, by `vhost-device-vsock`'s Unix-socket backend if it is built; its
+//! shell on a Unix socket). Each run boots a fresh VM and measures:
 //!
 //! - **boot to the first event**: from starting the VMM to the guest
 //!   service's log holding its first line (the guest is asked over its
@@ -16,15 +17,20 @@
 //!   prints it (its lines read from the guest's serial port as they come)
 //!   and until the same command on the host prints it, both running at
 //!   once; and the guest's lag behind the host, per change;
-//! - **the host's cost** of each subscription over the changes: the CPU
-//!   time and resident memory of the host `vm-catalog watch` process
-//!   against those of the UI VM's relay, `vhost-device-vsock` (the guest's
-//!   client runs in the guest; the daemon serves both alike).
+//! - **the host's cost** of one subscription over the changes: the CPU
+//!   time (each thread's `schedstat`, in ns) and resident memory of the
+//!   host `vm-catalog watch` process against those of the UI VM's vsock
+//!   device (the guest's client runs in the guest; the daemon serves both
+//!   alike). The guest service's own subscription is stopped first, so
+//!   that the device carries one subscription, as the host process does.
 //!
-//! Figures are the median [min-max] of the runs' medians. Needs
-//! `qemu-system-x86_64`, a static busybox, and the caches `.ci/run` fills
-//! (`VM_CATALOG_GUEST_CACHE`: the kernel, `vhost-device-vsock`).
+//! Figures are the median [min-max] of the runs. Needs
+//! `qemu-system-x86_64`, a static busybox, the kernel in the cache `.ci/run`
+//! fills (`VM_CATALOG_GUEST_CACHE`), and the release
+//! `vm-catalog-vsock-relay`; `vhost-device-vsock` is compared with when
+//! `contrib/vmm/qemu/build-vhost-device-vsock` has built it into the cache.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -43,12 +49,29 @@ const CONTRIB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../contrib");
 /// Anything a guest does under TCG takes at most this long.
 const WAIT: Duration = Duration::from_secs(300);
 /// Changes per run (half adds, half removes).
-const CHANGES: usize = 10;
+const CHANGES: usize = 50;
 /// The daemon's debounce.
 const DEBOUNCE_MS: &str = "10";
 
+/// What serves the UI VM's vsock device.
+struct Device {
+    /// As `qemu-vm`'s `VMM_VSOCK_DEVICE` names it.
+    name: &'static str,
+    /// The binary, and the variable that gives it to `qemu-vm`.
+    bin: PathBuf,
+    var: &'static str,
+}
+
+impl Device {
+    /// Its process name as `/proc/PID/comm` has it (15 bytes at most).
+    fn comm(&self) -> String {
+        let name = self.bin.file_name().unwrap_or_default().to_string_lossy();
+        name.chars().take(15).collect()
+    }
+}
+
 pub(crate) fn run(quick: bool) -> Result<(), String> {
-    let runs = if quick { 2 } else { 5 };
+    let runs = if quick { 1 } else { 5 };
     let cache = std::env::var_os("VM_CATALOG_GUEST_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -61,12 +84,23 @@ pub(crate) fn run(quick: bool) -> Result<(), String> {
             cache.display()
         )
     })?;
+    let mut devices = vec![Device {
+        name: "relay",
+        bin: workspace_bin("vm-catalog-vsock-relay")?,
+        var: "VSOCK_RELAY",
+    }];
     let vhost = cache.join("vhost-device-vsock/bin/vhost-device-vsock");
-    if !vhost.exists() {
-        return Err(format!(
-            "no vhost-device-vsock: contrib/vmm/qemu/build-vhost-device-vsock {}/vhost-device-vsock",
+    if vhost.exists() {
+        devices.push(Device {
+            name: "vhost-device-vsock",
+            bin: vhost,
+            var: "VHOST_DEVICE_VSOCK",
+        });
+    } else {
+        println!(
+            "(no vhost-device-vsock to compare with: contrib/vmm/qemu/build-vhost-device-vsock {}/vhost-device-vsock)",
             cache.display()
-        ));
+        );
     }
     let client = workspace_bin("vm-catalog")?;
     let tree = Tree::new();
@@ -91,83 +125,101 @@ pub(crate) fn run(quick: bool) -> Result<(), String> {
     fs::copy(&vmlinuz, ui.join("vmlinux")).map_err(|e| e.to_string())?;
     fs::copy(&image, ui.join("blk/initramfs.img")).map_err(|e| e.to_string())?;
     tree.dir("user");
-    for i in 0..CHANGES {
+    for i in 0..CHANGES / 2 {
         tree.vm("staging", &format!("vm{i:02}"));
     }
 
     println!(
-        "guest: a real UI VM (QEMU, TCG) against a host subscriber; --debounce-ms {DEBOUNCE_MS}; {runs} runs, {CHANGES} changes each"
+        "guest: a real UI VM (QEMU, TCG) against a host subscriber; --debounce-ms {DEBOUNCE_MS}; \
+         {runs} runs of each vsock device, alternating, {CHANGES} changes each"
     );
-    let (mut boot, mut host, mut guest, mut lag) = (
-        Runs::default(),
-        Runs::default(),
-        Runs::default(),
-        Runs::default(),
-    );
-    let (mut host_cpu, mut relay_cpu, mut host_rss, mut relay_rss) = (
-        Runs::default(),
-        Runs::default(),
-        Runs::default(),
-        Runs::default(),
-    );
-    let (mut qemu_cpu, mut window, mut relay_idle, mut qemu_idle) = (
-        Runs::default(),
-        Runs::default(),
-        Runs::default(),
-        Runs::default(),
-    );
+    let mut all: Vec<Vec<Measured>> = devices.iter().map(|_| Vec::new()).collect();
     for r in 0..runs {
-        let m = one_run(&tree, &client, &vhost)?;
-        println!(
-            "  run {}: boot {:.1} s, host {:.1} ms, guest {:.1} ms, lag {:.1} ms",
-            r + 1,
-            m.boot,
-            m.host,
-            m.guest,
-            m.lag
-        );
-        boot.push(m.boot);
-        host.push(m.host);
-        guest.push(m.guest);
-        lag.push(m.lag);
-        host_cpu.push(m.host_cpu_ms);
-        relay_cpu.push(m.relay_cpu_ms);
-        qemu_cpu.push(m.qemu_cpu_ms);
-        window.push(m.window);
-        relay_idle.push(m.relay_idle_ms);
-        qemu_idle.push(m.qemu_idle_ms);
-        host_rss.push(m.host_rss as f64 / 1024.0);
-        relay_rss.push(m.relay_rss as f64 / 1024.0);
+        for (d, device) in devices.iter().enumerate() {
+            let m = one_run(&tree, &client, device)?;
+            println!(
+                "  run {} {}: boot {:.1} s, host {:.1} ms, guest {:.1} ms, lag {:.1} ms; \
+                 CPU host subscriber {:.2} ms, device {:.2} ms ({})",
+                r + 1,
+                device.name,
+                m.boot,
+                m.host,
+                m.guest,
+                m.lag,
+                m.host_cpu_ms,
+                m.relay_cpu_ms,
+                m.threads
+            );
+            all[d].push(m);
+        }
     }
-    println!("| figure | median [min-max] |");
-    println!("|---|---|");
-    println!("| boot to the guest's first event | {} s |", boot.show(1));
-    println!("| change to event, host subscriber | {} ms |", host.show(1));
-    println!("| change to event, UI VM's guest | {} ms |", guest.show(1));
     println!(
-        "| guest's lag behind the host, per change | {} ms |",
-        lag.show(1)
+        "| figure | {} |",
+        devices
+            .iter()
+            .map(|d| d.name)
+            .collect::<Vec<_>>()
+            .join(" | ")
     );
-    println!(
-        "| host CPU over {CHANGES} changes: host subscriber / UI VM relay | {} / {} ms |",
-        host_cpu.show(0),
-        relay_cpu.show(0)
+    println!("|---|{}", "---|".repeat(devices.len()));
+    let row = |what: &str, unit: &str, decimals: usize, f: &dyn Fn(&Measured) -> f64| {
+        let cells: Vec<String> = all
+            .iter()
+            .map(|ms| {
+                let mut r = Runs::default();
+                for m in ms {
+                    r.push(f(m));
+                }
+                format!("{}{unit}", r.show(decimals))
+            })
+            .collect();
+        println!("| {what} | {} |", cells.join(" | "));
+    };
+    row("boot to the guest's first event", " s", 1, &|m| m.boot);
+    row("change to event, host subscriber", " ms", 1, &|m| m.host);
+    row("change to event, UI VM's guest", " ms", 1, &|m| m.guest);
+    row("guest's lag behind the host, per change", " ms", 1, &|m| {
+        m.lag
+    });
+    row(
+        &format!("host CPU over {CHANGES} changes, host subscriber"),
+        " ms",
+        2,
+        &|m| m.host_cpu_ms,
     );
-    println!(
-        "| host CPU over the same changes ({} s): QEMU (TCG: the guest's work too) | {} ms |",
-        window.show(2),
-        qemu_cpu.show(0)
+    row(
+        &format!("host CPU over {CHANGES} changes, the vsock device"),
+        " ms",
+        2,
+        &|m| m.relay_cpu_ms,
     );
-    println!(
-        "| host CPU over an idle second: UI VM relay / QEMU | {} / {} ms |",
-        relay_idle.show(1),
-        qemu_idle.show(0)
+    row(
+        "the vsock device's CPU / the host subscriber's, same run",
+        "",
+        2,
+        &|m| m.relay_cpu_ms / m.host_cpu_ms,
     );
-    println!(
-        "| host RSS: host subscriber / UI VM relay | {} / {} MiB |",
-        host_rss.show(1),
-        relay_rss.show(1)
+    row(
+        "host CPU over the changes: QEMU (TCG: the guest's work too)",
+        " ms",
+        0,
+        &|m| m.qemu_cpu_ms,
     );
+    row(
+        "host CPU over an idle second: the vsock device",
+        " ms",
+        2,
+        &|m| m.relay_idle_ms,
+    );
+    row("host CPU over an idle second: QEMU", " ms", 0, &|m| {
+        m.qemu_idle_ms
+    });
+    row("host RSS: host subscriber", " MiB", 1, &|m| {
+        m.host_rss as f64 / 1024.0
+    });
+    row("host RSS: the vsock device", " MiB", 1, &|m| {
+        m.relay_rss as f64 / 1024.0
+    });
     Ok(())
 }
 
@@ -179,18 +231,18 @@ struct Measured {
     lag: f64,
     host_cpu_ms: f64,
     relay_cpu_ms: f64,
+    /// The vsock device's CPU over the changes by thread (`comm: ms`).
+    threads: String,
     /// QEMU's CPU over the changes: under TCG, the guest's own work too.
     qemu_cpu_ms: f64,
-    /// How long the changes took, in seconds.
-    window: f64,
-    /// The relay's and QEMU's CPU over an idle second.
+    /// The vsock device's and QEMU's CPU over an idle second.
     relay_idle_ms: f64,
     qemu_idle_ms: f64,
     host_rss: u64,
     relay_rss: u64,
 }
 
-fn one_run(tree: &Tree, client: &Path, vhost: &Path) -> Result<Measured, String> {
+fn one_run(tree: &Tree, client: &Path, device: &Device) -> Result<Measured, String> {
     let run = tempfile::tempdir().map_err(|e| e.to_string())?;
     let socket = run.path().join("socket");
     let vm_dir = run.path().join("vm");
@@ -237,7 +289,8 @@ fn one_run(tree: &Tree, client: &Path, vhost: &Path) -> Result<Measured, String>
             .env("VM_DIR", &vm_dir)
             .env("VMM_ACCEL", "tcg")
             .env("VMM_SHELL", "1")
-            .env("VHOST_DEVICE_VSOCK", vhost)
+            .env("VMM_VSOCK_DEVICE", device.name)
+            .env(device.var, &device.bin)
             .stdin(Stdio::null())
             .spawn()
             .map_err(|e| format!("qemu-vm: {e}"))?,
@@ -260,6 +313,14 @@ fn one_run(tree: &Tree, client: &Path, vhost: &Path) -> Result<Measured, String>
     expect(&guest_lines, |l| l.trim() == "first-event")?;
     let boot = started.elapsed().as_secs_f64();
 
+    // The guest service's own subscription ends: the device then carries
+    // one subscription, the shell's, as the host runs one.
+    shell(
+        &mut to_guest,
+        "s6-svc -d /run/service/vm-catalog-watch; \
+         while ps | grep -q '[v]sock 22083 watch'; do sleep 0.05; done; echo service-down",
+    )?;
+    expect(&guest_lines, |l| l.trim() == "service-down")?;
     // The guest's own watch in the shell's foreground: its lines come back
     // on the serial port as it prints them.
     shell(&mut to_guest, "vm-catalog --vsock 2:22083 watch --json")?;
@@ -269,8 +330,8 @@ fn one_run(tree: &Tree, client: &Path, vhost: &Path) -> Result<Measured, String>
     expect(&host_lines, |l| {
         l.contains("\"added\"") && l.contains("\"ui\"")
     })?;
-    let relay =
-        below(vmm.0.id(), "vhost-device-vs").ok_or("no vhost-device-vsock below the VMM")?;
+    let relay = below(vmm.0.id(), &device.comm())
+        .ok_or_else(|| format!("no {} below the VMM", device.comm()))?;
     let qemu = below(vmm.0.id(), "qemu-system-x86").ok_or("no QEMU below the VMM")?;
     // An idle second first: what the relay and QEMU cost with no change.
     let (relay_idle0, qemu_idle0) = (cpu_ms(relay)?, cpu_ms(qemu)?);
@@ -278,7 +339,8 @@ fn one_run(tree: &Tree, client: &Path, vhost: &Path) -> Result<Measured, String>
     let relay_idle_ms = cpu_ms(relay)? - relay_idle0;
     let qemu_idle_ms = cpu_ms(qemu)? - qemu_idle0;
     let (host_cpu0, relay_cpu0, qemu_cpu0) = (cpu_ms(watch.0.id())?, cpu_ms(relay)?, cpu_ms(qemu)?);
-    let changes_started = Instant::now();
+    let threads0 = thread_ns(relay)?;
+    let strace = Strace::attach(relay)?;
 
     let (mut host, mut guest, mut lag) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..CHANGES {
@@ -307,9 +369,23 @@ fn one_run(tree: &Tree, client: &Path, vhost: &Path) -> Result<Measured, String>
         lag.push(ms(g.saturating_duration_since(h)) - ms(h.saturating_duration_since(g)));
     }
     let host_cpu_ms = cpu_ms(watch.0.id())? - host_cpu0;
+    if let Some(strace) = strace {
+        println!(
+            "  {} under strace -c -f over the {CHANGES} changes (its CPU figures include strace's cost):\n{}",
+            device.name,
+            strace.finish()?
+        );
+    }
     let relay_cpu_ms = cpu_ms(relay)? - relay_cpu0;
+    let threads = thread_ns(relay)?
+        .into_iter()
+        .map(|(tid, (comm, ns))| {
+            let before = threads0.get(&tid).map_or(0, |t| t.1);
+            format!("{comm} {:.2}", (ns - before) as f64 / 1e6)
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     let qemu_cpu_ms = cpu_ms(qemu)? - qemu_cpu0;
-    let window = changes_started.elapsed().as_secs_f64();
     let host_rss = rss_kib(watch.0.id())?;
     let relay_rss = rss_kib(relay)?;
     // Back as it was for the next run.
@@ -334,7 +410,7 @@ fn one_run(tree: &Tree, client: &Path, vhost: &Path) -> Result<Measured, String>
         host_cpu_ms,
         relay_cpu_ms,
         qemu_cpu_ms,
-        window,
+        threads,
         relay_idle_ms,
         qemu_idle_ms,
         host_rss,
@@ -416,6 +492,60 @@ fn cpu_ms(pid: u32) -> Result<f64, String> {
             .unwrap_or(0);
     }
     Ok(ns as f64 / 1e6)
+}
+
+/// With `VM_CATALOG_BENCH_STRACE` set: `strace -c -f` attached to the
+/// vsock device over the changes, for the system calls it makes per change.
+struct Strace {
+    child: std::process::Child,
+    out: tempfile::NamedTempFile,
+}
+
+impl Strace {
+    fn attach(pid: u32) -> Result<Option<Strace>, String> {
+        if std::env::var_os("VM_CATALOG_BENCH_STRACE").is_none() {
+            return Ok(None);
+        }
+        let out = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+        let child = Command::new("strace")
+            .args(["-c", "-f", "-q", "-p", &pid.to_string(), "-o"])
+            .arg(out.path())
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("strace: {e}"))?;
+        // strace says nothing once attached; give it the time to.
+        std::thread::sleep(Duration::from_secs(1));
+        Ok(Some(Strace { child, out }))
+    }
+
+    /// Detaches (SIGINT) and returns strace's table.
+    fn finish(mut self) -> Result<String, String> {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).ok_or("strace's pid")?;
+        rustix::process::kill_process(pid, rustix::process::Signal::INT)
+            .map_err(|e| format!("strace: {e}"))?;
+        self.child.wait().map_err(|e| format!("strace: {e}"))?;
+        fs::read_to_string(self.out.path()).map_err(|e| e.to_string())
+    }
+}
+
+/// Each thread of `pid`: its name and CPU time in ns, by thread id.
+fn thread_ns(pid: u32) -> Result<BTreeMap<u32, (String, u64)>, String> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).map_err(|e| format!("{pid}: {e}"))?;
+    let mut out = BTreeMap::new();
+    for t in tasks.flatten() {
+        let Some(tid) = t.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let comm = fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let ns = fs::read_to_string(t.path().join("schedstat"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        out.insert(tid, (comm.trim().to_owned(), ns));
+    }
+    Ok(out)
 }
 
 /// Resident memory of `pid`, in KiB.

@@ -3,14 +3,14 @@
 //! through the shipped VMM adapter (`contrib/vmm/qemu`), as s6 instances of
 //! the real daemon (`--apply s6-instance`); the UI VM's guest runs the
 //! shipped guest service and reaches the daemon over vsock, served on the
-//! host by `vhost-device-vsock`'s Unix-socket backend (hybrid vsock); a user
+//! host by the project's vhost-user vsock device, `vm-catalog-vsock-relay`
+//! (`contrib/vsock-relay`: hybrid vsock, Unix sockets only); a user
 //! partition on a loop disk found and mounted by the daemon.
 //!
 //! Every host process the test starts runs under `strace -f -e
 //! trace=socket`: no `AF_VSOCK` socket is ever opened on the host. Runs as
 //! root in a private mount namespace; skips loudly (fails under CI) without
-//! the tools, the kernel (`contrib/guest/fetch-kernel`) or
-//! `vhost-device-vsock` (`contrib/vmm/qemu/build-vhost-device-vsock`).
+//! the tools or the kernel (`contrib/guest/fetch-kernel`).
 
 #[path = "../partition_common/mod.rs"]
 mod partition_common;
@@ -115,13 +115,6 @@ fn a_real_ui_vm_follows_the_catalog_and_real_guests_boot_from_a_user_partition()
         ));
         return;
     };
-    let Some(vhost) = vhost_device_vsock() else {
-        vm_catalog_tests::skip(&format!(
-            "a UI VM needs vhost-device-vsock: contrib/vmm/qemu/build-vhost-device-vsock {}/vhost-device-vsock",
-            cache().display()
-        ));
-        return;
-    };
     if !in_private_mount_ns(
         "a_real_ui_vm_follows_the_catalog_and_real_guests_boot_from_a_user_partition",
     ) {
@@ -130,6 +123,7 @@ fn a_real_ui_vm_follows_the_catalog_and_real_guests_boot_from_a_user_partition()
 
     let traces = Traces::new();
     let client = workspace_bin("vm-catalog");
+    let relay = workspace_bin("vm-catalog-vsock-relay");
     let images = tempfile::tempdir().unwrap();
     let ui_image = images.path().join("ui.img");
     let app_image = images.path().join("app.img");
@@ -204,7 +198,7 @@ fn a_real_ui_vm_follows_the_catalog_and_real_guests_boot_from_a_user_partition()
             ("VMM_ACCEL", Path::new("tcg")),
             ("VMM_SHELL", Path::new("1")),
             ("VM_QEMU_VM", &qemu_vm),
-            ("VHOST_DEVICE_VSOCK", &vhost),
+            ("VSOCK_RELAY", &relay),
         ],
     )
     .unwrap();
@@ -422,7 +416,7 @@ fn a_real_ui_vm_follows_the_catalog_and_real_guests_boot_from_a_user_partition()
         "s6-supervise",
         "qemu-vm",
         "qemu-system-x86_64",
-        "vhost-device-vsock",
+        "vm-catalog-vsock-relay",
         "vm-catalog",
         "sfdisk",
         "losetup",

@@ -18,9 +18,8 @@ pub(crate) const CONTRIB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../contri
 /// reaching it). Only a broken system waits this long.
 pub(crate) const GUEST_WAIT: Duration = Duration::from_secs(240);
 
-/// The caches `.ci/run` fills (`contrib/guest/fetch-kernel`,
-/// `contrib/vmm/qemu/build-vhost-device-vsock`): `VM_CATALOG_GUEST_CACHE`,
-/// by default `~/.cache/vm-catalog-guest`.
+/// The cache `.ci/run` fills (`contrib/guest/fetch-kernel`):
+/// `VM_CATALOG_GUEST_CACHE`, by default `~/.cache/vm-catalog-guest`.
 pub(crate) fn cache() -> PathBuf {
     std::env::var_os("VM_CATALOG_GUEST_CACHE")
         .map(PathBuf::from)
@@ -33,12 +32,6 @@ pub(crate) fn cache() -> PathBuf {
 /// The unpacked Debian kernel: (its `vmlinuz`, its module tree).
 pub(crate) fn kernel() -> Option<(PathBuf, PathBuf)> {
     vm_catalog_tests::kernel::unpacked(&cache().join("kernels"))
-}
-
-/// The `vhost-device-vsock` built into the cache.
-pub(crate) fn vhost_device_vsock() -> Option<PathBuf> {
-    let p = cache().join("vhost-device-vsock/bin/vhost-device-vsock");
-    p.exists().then_some(p)
 }
 
 /// Runs `contrib/guest/make-initramfs` (with the modules, and the client
