@@ -122,16 +122,15 @@ impl Draft {
         replaced: &Replaced,
         seeds: BTreeSet<VmName>,
     ) {
-        let inside = match self.closure(cands, replaced, seeds) {
-            Some(inside) => inside,
+        let (inside, partial) = match self.closure(cands, replaced, seeds) {
+            Some(inside) => (inside, true),
             None => {
                 let mut all: BTreeSet<VmName> =
                     cands.iter().map(|c| c.entry.name.clone()).collect();
                 all.extend(replaced.keys().cloned());
-                all
+                (all, false)
             }
         };
-        let partial = inside.len() < cands.len();
         let mut raws = Vec::new();
         for name in &inside {
             match replaced.get(name) {

@@ -2,7 +2,8 @@
 //! generation, and diffs between generations. Pure: no I/O.
 //!
 //! A rescan goes: [`merge`] the scans against the current [`Catalog`] into a
-//! [`Draft`]; the rescan's commit builds the views of its active VMs
+//! [`Draft`] (or [`merge_changed`]: only the names of the definitions read
+//! again, and what depends on them, are resolved again); the rescan's commit builds the views of its active VMs
 //! ([`Draft::reject_all`] those whose view failed) and applies them
 //! ([`Draft::annotate`] with what the applier reported, in the catalog's
 //! own [`Annotations`]); then [`Catalog::successor`] gives the next

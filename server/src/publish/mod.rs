@@ -3,7 +3,10 @@
 //! the [`Hub`].
 //!
 //! Readers never wait for a rescan: the rescan's commit builds the next
-//! [`Published`] off to the side and [`Hub::publish`] only swaps an `Arc`.
+//! [`Published`] off to the side and [`Hub::publish`] only swaps an `Arc`;
+//! or, when no reader holds the current one, [`Hub::publish_changes`]
+//! makes it the next one in place under the write lock, touching only
+//! what the change batch names (a reader waits that long at most).
 //! Publishing never waits for a subscriber either: each has a bounded queue,
 //! and one that is full is marked lagged instead (it resyncs from a snapshot).
 //!

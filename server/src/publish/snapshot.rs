@@ -1,8 +1,10 @@
 //! What one catalog generation looks like to readers, and the retained
 //! history of change batches.
 //!
-//! A [`Published`] is immutable once published. Its records are encoded
-//! once per change: [`super::Hub::publish`] encodes the entries its change
+//! A [`Published`] is immutable once a reader holds it (a generation
+//! nobody holds may become the next one in place: [`Published::patch`]).
+//! Its records are encoded once per change: [`super::Hub::publish`]
+//! encodes the entries its change
 //! batch names and takes every other entry's record, as it is, from the
 //! generation before ([`Published::encode_after`]); they are shared by every
 //! reader (see [`vm_catalog_protocol::records`]). A [`Batch`]'s event bodies

@@ -2,9 +2,10 @@
 //! only place where the catalog meets the views and the applier. Its
 //! stages, each a small step of [`Commit::commit`]:
 //!
-//! 1. **views**: build the views of the draft's active VMs; the VMs whose
-//!    view cannot be built are rejected (the draft is resolved once for all
-//!    of them);
+//! 1. **views**: build the views of the draft's active VMs (only those of
+//!    the names the draft touched, when the last build's draft became the
+//!    catalog); the VMs whose view cannot be built are rejected (the draft
+//!    resolves them, and what depends on them, once for all of them);
 //! 2. **hooks, apply**: the VMs not prepared yet are prepared
 //!    (`crate::hooks`; a VM whose hook fails is left out), the active set
 //!    goes to the applier as its request ([`handoff::apply_request`]), the
