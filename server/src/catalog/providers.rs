@@ -219,51 +219,9 @@ pub(super) fn resolve_providers(
             if outcomes[i].state != VmState::Active {
                 continue;
             }
-            // The claimant found: where it leads, and its source.
-            let claimant = match found {
-                Found::Claimant(j) => Some((Target::In(j), &raws[j].source)),
-                Found::OutClaimant(c) => Some((
-                    Target::Out(c.entry.state == VmState::Active),
-                    &c.entry.source,
-                )),
-                _ => None,
-            };
-            // A definition found that does not claim: whose it is.
-            let not_claimant = match found {
-                Found::NotClaimant(j) => Some((&outcomes[j].shadowed_by, &raws[j].name)),
-                Found::OutNotClaimant(c) => Some((&c.entry.shadowed_by, &c.entry.name)),
-                _ => None,
-            };
-            match (claimant, not_claimant) {
-                (Some((_, from)), _) if idx.untrusted_crossing(&raws[i].source, from) => problems
-                    .push(err(
-                        DiagCode::ProviderUntrusted,
-                        &path,
-                        format!(
-                            "provider {reference} is from the untrusted source {from}: a VM of \
-                             the untrusted source {} may use providers only from trusted \
-                             sources and its own (--allow-cross-source-providers allows it)",
-                            raws[i].source
-                        ),
-                    )),
-                (Some((t, _)), _) => out.push((k, t)),
-                (None, Some((shadowed_by, name))) => problems.push(err(
-                    DiagCode::ProviderUnavailable,
-                    &path,
-                    match shadowed_by {
-                        Some(by) => {
-                            format!("provider {reference} is shadowed: source {by} claims {name}")
-                        }
-                        None => {
-                            format!("provider {reference} is unavailable (its source went away)")
-                        }
-                    },
-                )),
-                (None, None) => problems.push(err(
-                    DiagCode::MissingProvider,
-                    &path,
-                    idx.missing(reference),
-                )),
+            match edge(idx, (i, reference, &path), found, outcomes) {
+                Ok(t) => out.push((k, t)),
+                Err(problem) => problems.push(problem),
             }
         }
         resolved.insert(i, names);
@@ -278,6 +236,54 @@ pub(super) fn resolve_providers(
     }
     reject_cycles_and_dependants(raws, &edges, outcomes);
     resolved
+}
+
+/// Where the reference `reference` of the claimant `i` (in its provider
+/// file `path`) leads, given what it `found`; or why it may not.
+fn edge(
+    idx: &Index<'_>,
+    (i, reference, path): (usize, &VmName, &std::path::Path),
+    found: Found<'_>,
+    outcomes: &[Outcome],
+) -> Result<Target, vm_catalog_protocol::Diagnostic> {
+    let raws = idx.raws;
+    // The claimant found: where it leads, and its source.
+    let claimant = match found {
+        Found::Claimant(j) => Some((Target::In(j), &raws[j].source)),
+        Found::OutClaimant(c) => Some((
+            Target::Out(c.entry.state == VmState::Active),
+            &c.entry.source,
+        )),
+        _ => None,
+    };
+    // A definition found that does not claim: whose it is.
+    let not_claimant = match found {
+        Found::NotClaimant(j) => Some((&outcomes[j].shadowed_by, &raws[j].name)),
+        Found::OutNotClaimant(c) => Some((&c.entry.shadowed_by, &c.entry.name)),
+        _ => None,
+    };
+    match (claimant, not_claimant) {
+        (Some((_, from)), _) if idx.untrusted_crossing(&raws[i].source, from) => Err(err(
+            DiagCode::ProviderUntrusted,
+            path,
+            format!(
+                "provider {reference} is from the untrusted source {from}: a VM of \
+                 the untrusted source {} may use providers only from trusted \
+                 sources and its own (--allow-cross-source-providers allows it)",
+                raws[i].source
+            ),
+        )),
+        (Some((t, _)), _) => Ok(t),
+        (None, Some((shadowed_by, name))) => Err(err(
+            DiagCode::ProviderUnavailable,
+            path,
+            match shadowed_by {
+                Some(by) => format!("provider {reference} is shadowed: source {by} claims {name}"),
+                None => format!("provider {reference} is unavailable (its source went away)"),
+            },
+        )),
+        (None, None) => Err(err(DiagCode::MissingProvider, path, idx.missing(reference))),
+    }
 }
 
 /// Cycles among the claimants reject their members; whoever depends on a
@@ -351,8 +357,22 @@ fn reject_cycles_and_dependants(
             }
         }
     }
-    // Say which providers are the reason, for every rejected dependant.
-    for &i in edges.keys() {
+    say_why(raws, links, &cycles, outcomes);
+}
+
+/// Says which providers are the reason, for every rejected dependant (not
+/// in a cycle).
+fn say_why(
+    raws: &[Raw],
+    links: &BTreeMap<usize, Vec<(usize, Target)>>,
+    cycles: &super::cycles::Cycles,
+    outcomes: &mut [Outcome],
+) {
+    let targets = |i: usize| {
+        let def = &raws[i].def;
+        links[&i].iter().map(move |&(k, t)| (&def.providers[k], t))
+    };
+    for &i in links.keys() {
         if cycles.component_of.contains_key(&i) || outcomes[i].state == VmState::Active {
             continue;
         }
