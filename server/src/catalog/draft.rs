@@ -350,11 +350,22 @@ pub(super) struct Parts {
 }
 
 /// `c`, or the candidate of `prev` (sorted by name, then precedence) it
-/// equals but for its revision; `cursor` goes along `prev` by binary
-/// search (the candidates asked for come sorted by name, and may be a few
-/// among many).
+/// equals but for its revision; `cursor` goes along `prev` (the
+/// candidates asked for come sorted by name: all of them, or a few among
+/// many).
 fn share(prev: &[Arc<Candidate>], cursor: &mut usize, c: Candidate) -> Arc<Candidate> {
-    *cursor += prev[*cursor..].partition_point(|p| p.entry.name < c.entry.name);
+    // Galloping: the one asked for is most often at the cursor (a whole
+    // merge asks for every one, in order), else a binary search finds it.
+    let before = |k: usize| prev[k].entry.name < c.entry.name;
+    if *cursor < prev.len() && before(*cursor) {
+        let (mut lo, mut step) = (*cursor, 1);
+        while lo + step < prev.len() && before(lo + step) {
+            lo += step;
+            step *= 2;
+        }
+        let hi = (lo + step).min(prev.len());
+        *cursor = lo + 1 + prev[lo + 1..hi].partition_point(|p| p.entry.name < c.entry.name);
+    }
     let same = prev[*cursor..]
         .iter()
         .take_while(|p| p.entry.name == c.entry.name)
