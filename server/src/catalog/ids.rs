@@ -21,6 +21,15 @@ const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 /// name.
 pub type IdKey = (SourceLabel, VmName);
 
+/// What happened to one id since the ids were last saved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdEvent {
+    /// The key got this new id.
+    Made(IdKey, VmId),
+    /// The key's id was forgotten.
+    Forgotten(IdKey),
+}
+
 /// The ids of the definitions, and how to make new ones.
 #[derive(Debug, Clone)]
 pub struct VmIds {
@@ -28,7 +37,8 @@ pub struct VmIds {
     taken: BTreeSet<VmId>,
     /// xorshift64* state, never 0.
     rng: u64,
-    changed: bool,
+    /// What was made and forgotten since [`VmIds::take_log`], in order.
+    log: Vec<IdEvent>,
 }
 
 impl VmIds {
@@ -38,7 +48,7 @@ impl VmIds {
             ids: BTreeMap::new(),
             taken: BTreeSet::new(),
             rng: seed | 1,
-            changed: false,
+            log: Vec::new(),
         }
     }
 
@@ -72,23 +82,22 @@ impl VmIds {
             }
         };
         self.taken.insert(id.clone());
-        self.ids.insert(key, id.clone());
-        self.changed = true;
+        self.ids.insert(key.clone(), id.clone());
+        self.log.push(IdEvent::Made(key, id.clone()));
         id
     }
 
     /// Forgets the ids for which `keep` is false.
     pub fn retain(&mut self, mut keep: impl FnMut(&IdKey) -> bool) {
-        let before = self.ids.len();
-        let taken = &mut self.taken;
+        let (taken, log) = (&mut self.taken, &mut self.log);
         self.ids.retain(|k, id| {
             let kept = keep(k);
             if !kept {
                 taken.remove(id);
+                log.push(IdEvent::Forgotten(k.clone()));
             }
             kept
         });
-        self.changed |= self.ids.len() != before;
     }
 
     /// Every id, by key.
@@ -109,7 +118,13 @@ impl VmIds {
     /// Whether ids were made or forgotten since the last call (so that they
     /// must be saved), and resets that.
     pub fn take_changed(&mut self) -> bool {
-        std::mem::take(&mut self.changed)
+        !self.take_log().is_empty()
+    }
+
+    /// What was made and forgotten since the last call, in order (what a
+    /// save must add to the last one), and resets that.
+    pub fn take_log(&mut self) -> Vec<IdEvent> {
+        std::mem::take(&mut self.log)
     }
 
     fn next(&mut self) -> u64 {

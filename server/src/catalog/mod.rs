@@ -37,7 +37,7 @@ use crate::definition::Definition;
 
 pub use claim::{Claims, Referent, qualified, reads_as_other, refer};
 pub use draft::Draft;
-pub use ids::{ID_LEN, IdKey, VmIds};
+pub use ids::{ID_LEN, IdEvent, IdKey, VmIds};
 pub use merge::{Changed, EntryChange, merge, merge_changed, merge_scans, merge_with};
 pub use refs::Refs;
 pub use resolve::Annotations;

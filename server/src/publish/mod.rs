@@ -126,17 +126,22 @@ impl Hub {
         let generation = next.cursor.generation;
         // Encoded before the swap, off the readers' path: only what changed.
         next.encode_after(&self.current(), &changes);
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
-        self.after_publish(subs, generation, changes);
+        let previous = std::mem::replace(
+            &mut *self.current.write().unwrap_or_else(|e| e.into_inner()),
+            Arc::new(next),
+        );
+        self.after_publish(subs, generation, changes, Some(previous));
     }
 
     /// What follows the swap of a publish: readers told, the batch kept and
-    /// queued to every subscriber.
+    /// queued to every subscriber; then `previous` (the generation before)
+    /// dropped.
     fn after_publish(
         &self,
         mut subs: MutexGuard<'_, Subscribers>,
         generation: u64,
         changes: Vec<Change>,
+        previous: Option<Arc<Published>>,
     ) {
         self.publishes.send_modify(|n| *n += 1);
         if changes.is_empty() {
@@ -148,6 +153,10 @@ impl Hub {
             .unwrap_or_else(|e| e.into_inner())
             .push(batch.clone());
         subs.fan_out(&batch);
+        drop(subs);
+        // The previous generation is freed (when no reader holds it) once
+        // the subscribers have the batch, not before.
+        drop(previous);
     }
 
     /// [`Hub::publish`] of the generation that `changes` make of the
@@ -178,7 +187,7 @@ impl Hub {
             drop(subs);
             return self.publish(Published::new(cursor, all(), sources, names), changes);
         }
-        self.after_publish(subs, cursor.generation, changes);
+        self.after_publish(subs, cursor.generation, changes, None);
     }
 
     /// Registers a subscriber. Atomic with respect to [`Hub::publish`]: the

@@ -2,6 +2,13 @@
 //! a definition keeps its id across daemon restarts: one line per id,
 //! `ID LABEL NAME` (the source label and the definition's directory name),
 //! written whole to a temporary file, synced, and renamed over the old one.
+//! Between two whole writes, what changed is appended and synced
+//! ([`Journal`]): a new id as its line, a forgotten one as `- LABEL NAME`;
+//! reading replays the lines in order. So a new VM costs one short append,
+//! not the whole file; the file is written whole again when the appended
+//! lines outnumber the ids (and at least [`COMPACT_AFTER`]), at the first
+//! save after a start (so that a line a crash cut short is never appended
+//! to), and after an append failed.
 //!
 //! Reading never fails and never stops the daemon. Each line stands alone:
 //! one that cannot be read (not UTF-8, not three valid words) is skipped
@@ -15,14 +22,14 @@
 //! (the first directory source holding a directory of that name) and only
 //! fills in keys the file does not have.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use vm_catalog_protocol::{SourceLabel, VmId, VmName};
 
-use crate::catalog::{BY_ID, BY_NAME, IdKey, Layout, Names, VmIds};
+use crate::catalog::{BY_ID, BY_NAME, IdEvent, IdKey, Layout, Names, VmIds};
 use crate::views::MARKER;
 
 /// Ids by key, as read.
@@ -124,7 +131,9 @@ pub fn load(path: &Path, seed: u64, disk: &OnDisk) -> (VmIds, Option<IdsDamage>)
     (ids, damaged.then_some(damage))
 }
 
-/// The readable lines of `path`, and how many were not.
+/// The ids `path` holds, its lines replayed in order (a `- LABEL NAME`
+/// line forgets what the lines before it gave that key), and how many
+/// lines could not be read.
 fn read_lines(path: &Path) -> (Entries, usize) {
     let bytes = match fs::read(path) {
         Ok(b) => b,
@@ -135,26 +144,52 @@ fn read_lines(path: &Path) -> (Entries, usize) {
         }
     };
     let mut bad = 0;
-    let mut known = Vec::new();
+    let mut known: Vec<Option<(IdKey, VmId)>> = Vec::new();
+    let mut lines_of: HashMap<IdKey, Vec<usize>> = HashMap::new();
     for line in bytes.split(|b| *b == b'\n') {
         if line.is_empty() || line.starts_with(b"#") {
             continue;
         }
         match std::str::from_utf8(line).ok().and_then(parse) {
-            Some(entry) => known.push(entry),
+            Some(Line::Id(key, id)) => {
+                lines_of.entry(key.clone()).or_default().push(known.len());
+                known.push(Some((key, id)));
+            }
+            Some(Line::Forget(key)) => {
+                for i in lines_of.remove(&key).unwrap_or_default() {
+                    known[i] = None;
+                }
+            }
             None => bad += 1,
         }
     }
-    (known, bad)
+    (known.into_iter().flatten().collect(), bad)
 }
 
-fn parse(line: &str) -> Option<(IdKey, VmId)> {
+/// One line of the file.
+enum Line {
+    /// `ID LABEL NAME`.
+    Id(IdKey, VmId),
+    /// `- LABEL NAME`.
+    Forget(IdKey),
+}
+
+fn parse(line: &str) -> Option<Line> {
     let mut words = line.split(' ');
-    let id = VmId::try_from(words.next()?).ok()?;
+    let first = words.next()?;
     let label = SourceLabel::try_from(words.next()?).ok()?;
     let name = VmName::try_from(words.next()?).ok()?;
-    words.next().is_none().then_some(((label, name), id))
+    if words.next().is_some() {
+        return None;
+    }
+    if first == FORGET {
+        return Some(Line::Forget((label, name)));
+    }
+    Some(Line::Id((label, name), VmId::try_from(first).ok()?))
 }
+
+/// The first word of a line that forgets a key's id.
+const FORGET: &str = "-";
 
 /// The ids the by-name links of `disk` give: those whose key is certain
 /// (qualified names), and those whose key is a guess (plain names).
@@ -250,11 +285,240 @@ pub fn save(path: &Path, ids: &VmIds) -> io::Result<()> {
     Ok(())
 }
 
+/// Appends `events` to the file at `path`, which must exist, and syncs it.
+pub fn append(path: &Path, events: &[IdEvent]) -> io::Result<()> {
+    let mut text = String::new();
+    for e in events {
+        match e {
+            IdEvent::Made((label, name), id) => text.push_str(&format!("{id} {label} {name}\n")),
+            IdEvent::Forgotten((label, name)) => {
+                text.push_str(&format!("{FORGET} {label} {name}\n"))
+            }
+        }
+    }
+    let mut f = fs::OpenOptions::new().append(true).open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_data()
+}
+
+/// The file is written whole again once more lines than this were
+/// appended (and more than it holds ids).
+pub const COMPACT_AFTER: usize = 256;
+
+/// How the ids file is kept between saves: appended to, or written whole.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    /// Lines appended since the file was last written whole.
+    appended: usize,
+    /// The next save writes the file whole: nothing was written since
+    /// the start, or an append failed.
+    whole_next: bool,
+}
+
+impl Journal {
+    /// The ids file at `path`, written whole at the first save.
+    pub fn new(path: PathBuf) -> Journal {
+        Journal {
+            path,
+            appended: 0,
+            whole_next: true,
+        }
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Saves what `ids` made and forgot since the last save: appended, or
+    /// the file written whole (see the module's documentation).
+    pub fn save(&mut self, ids: &mut VmIds) -> io::Result<()> {
+        let log = ids.take_log();
+        if log.is_empty() {
+            return Ok(());
+        }
+        let appended = self.appended + log.len();
+        if !self.whole_next && appended <= COMPACT_AFTER.max(ids.len()) {
+            match append(&self.path, &log) {
+                Ok(()) => {
+                    self.appended = appended;
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot append to the VM ids; writing them whole")
+                }
+            }
+        }
+        self.whole_next = true;
+        save(&self.path, ids)?;
+        self.whole_next = false;
+        self.appended = 0;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::symlink;
 
     use super::*;
+
+    fn key(label: &str, name: &str) -> (SourceLabel, VmName) {
+        (label.parse().unwrap(), name.parse().unwrap())
+    }
+
+    fn inode(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(path).unwrap().ino()
+    }
+
+    fn lines(path: &Path) -> Vec<String> {
+        fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn a_new_id_is_appended_to_the_file_not_written_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("vm-ids");
+        let mut journal = Journal::new(path.clone());
+        let mut ids = VmIds::new(3);
+        let (l, n) = key("sys", "netvm");
+        ids.assign(&l, &n);
+        journal.save(&mut ids).unwrap();
+        let written = inode(&path);
+        let (l, n) = key("user", "nc");
+        let id = ids.assign(&l, &n);
+        journal.save(&mut ids).unwrap();
+        assert_eq!(inode(&path), written, "appended in place, not renamed over");
+        assert_eq!(lines(&path).last().unwrap(), &format!("{id} user nc"));
+        let back = load(&path, 9, &no_disk()).0;
+        assert_eq!(
+            back.iter().collect::<Vec<_>>(),
+            ids.iter().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_forgotten_then_remade_id_loads_as_the_new_one_not_the_first_owner() {
+        // Without the `-` line a reload would keep the key's first id (the
+        // first owner of a repeated key wins).
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("vm-ids");
+        let mut journal = Journal::new(path.clone());
+        let mut ids = VmIds::new(3);
+        let (l, n) = key("user", "nc");
+        let first = ids.assign(&l, &n);
+        journal.save(&mut ids).unwrap();
+        ids.retain(|_| false);
+        journal.save(&mut ids).unwrap();
+        assert!(load(&path, 9, &no_disk()).0.is_empty(), "forgotten");
+        let second = ids.assign(&l, &n);
+        assert_ne!(first, second);
+        journal.save(&mut ids).unwrap();
+        let (back, damage) = load(&path, 9, &no_disk());
+        assert_eq!(back.get(&l, &n), Some(&second));
+        assert_eq!(damage, None, "{}", lines(&path).join("\n"));
+        assert_eq!(
+            lines(&path).len(),
+            4,
+            "the header, then three appended lines"
+        );
+    }
+
+    #[test]
+    fn the_file_is_written_whole_once_the_appended_lines_outnumber_the_ids() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("vm-ids");
+        let mut journal = Journal::new(path.clone());
+        let mut ids = VmIds::new(3);
+        let (l, keep) = key("sys", "kept");
+        ids.assign(&l, &keep);
+        journal.save(&mut ids).unwrap();
+        let mut whole = inode(&path);
+        let mut rewrites = 0;
+        for i in 0..COMPACT_AFTER {
+            let n: VmName = format!("vm{i}").parse().unwrap();
+            ids.assign(&l, &n);
+            ids.retain(|(_, name)| *name == keep);
+            journal.save(&mut ids).unwrap();
+            if inode(&path) != whole {
+                rewrites += 1;
+                whole = inode(&path);
+                assert_eq!(lines(&path).len(), 2, "the header and the one id left");
+            }
+        }
+        assert_eq!(
+            rewrites, 1,
+            "{COMPACT_AFTER} lines, then written whole once"
+        );
+        let back = load(&path, 9, &no_disk()).0;
+        assert_eq!(
+            back.iter().collect::<Vec<_>>(),
+            ids.iter().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_line_a_crash_cut_short_is_never_appended_to() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("vm-ids");
+        let mut ids = VmIds::new(3);
+        let (l, n) = key("sys", "netvm");
+        ids.assign(&l, &n);
+        save(&path, &ids).unwrap();
+        let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"AbCd").unwrap();
+        drop(f);
+        // The next start: the first save writes the file whole.
+        let (mut ids, damage) = load(&path, 5, &no_disk());
+        assert_eq!(damage.map(|d| d.unreadable), Some(1));
+        let mut journal = Journal::new(path.clone());
+        let (l, n2) = key("user", "nc");
+        ids.assign(&l, &n2);
+        journal.save(&mut ids).unwrap();
+        let (back, damage) = load(&path, 9, &no_disk());
+        assert_eq!(damage, None, "{}", lines(&path).join("\n"));
+        assert_eq!(back.len(), 2);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever was made, forgotten and saved (appended or written
+        /// whole, the file's history replayed), loading gives the ids kept.
+        #[test]
+        fn the_ids_loaded_are_the_ids_kept_whatever_was_appended(
+            ops in proptest::collection::vec((0u8..3, 0u8..12), 1..600)
+        ) {
+            let d = tempfile::tempdir().unwrap();
+            let path = d.path().join("vm-ids");
+            let mut journal = Journal::new(path.clone());
+            let mut ids = VmIds::new(7);
+            let label: SourceLabel = "user".parse().unwrap();
+            for (op, n) in ops {
+                let name: VmName = format!("vm{n}").parse().unwrap();
+                match op {
+                    0 => {
+                        ids.assign(&label, &name);
+                    }
+                    1 => ids.retain(|(_, k)| *k != name),
+                    _ => journal.save(&mut ids).unwrap(),
+                }
+            }
+            journal.save(&mut ids).unwrap();
+            let (back, damage) = load(&path, 9, &no_disk());
+            proptest::prop_assert_eq!(damage, None);
+            proptest::prop_assert_eq!(
+                back.iter().collect::<Vec<_>>(),
+                ids.iter().collect::<Vec<_>>()
+            );
+        }
+    }
 
     fn no_disk() -> OnDisk {
         OnDisk::default()

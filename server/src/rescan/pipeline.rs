@@ -104,7 +104,7 @@ pub struct RealPipeline {
     merge: MergeOptions,
     /// Every definition's id, as kept in `ids_file`.
     ids: VmIds,
-    ids_file: PathBuf,
+    ids_file: super::ids::Journal,
     commit: Commit,
     /// What the last real rescan kept for the next one to read only what
     /// watch events say changed (nothing until the first).
@@ -157,7 +157,7 @@ impl RealPipeline {
             scan: config.scan.clone(),
             merge: config.merge.clone(),
             ids,
-            ids_file: config.ids_file.clone(),
+            ids_file: super::ids::Journal::new(config.ids_file.clone()),
             commit,
             kept: Kept::default(),
         })
@@ -182,7 +182,7 @@ impl RealPipeline {
             scan,
             merge,
             ids: VmIds::new(seed),
-            ids_file,
+            ids_file: super::ids::Journal::new(ids_file),
             commit: Commit::new(views, Hooks::none(), applier, hub, watched),
             kept: Kept::default(),
         }
@@ -229,15 +229,14 @@ impl RealPipeline {
         .map_err(RescanError::ScanExhausted)
     }
 
-    /// Saves the ids if they changed. They are saved before anything is
-    /// built with a new one, so that a crash cannot give a view or a
-    /// service another id at the next start.
+    /// Saves the ids if they changed (what changed, appended: see
+    /// [`super::ids::Journal`]). They are saved before anything is built
+    /// with a new one, so that a crash cannot give a view or a service
+    /// another id at the next start.
     fn save_ids(&mut self) {
-        if self.ids.take_changed()
-            && let Err(e) = super::ids::save(&self.ids_file, &self.ids)
-        {
+        if let Err(e) = self.ids_file.save(&mut self.ids) {
             tracing::warn!(
-                file = %self.ids_file.display(),
+                file = %self.ids_file.path().display(),
                 error = %e,
                 "cannot save the VM ids; new ones may change at the next start"
             );

@@ -4,11 +4,13 @@
 //! the directories to watch (the [`Target`]s that
 //! [`crate::definition::watch_targets::targets_of`] computes from the scans)
 //! on a [`tokio::sync::watch`] channel. Each is opened without following
-//! symlinks and watched through `/proc/self/fd/N`. A watch that cannot be
-//! added yet (the directory does not exist) or that the kernel dropped (the
-//! directory was removed) is tried again after the next rescan, and so are
-//! the watches of a directory that moved and of those below it (a watch
-//! follows its directory, not its path).
+//! symlinks and watched through `/proc/self/fd/N`. The watches are kept in
+//! step with the rescans' lists at the cost of what changed (`table.rs`):
+//! a definition's directory that cannot be watched yet (it does not exist)
+//! is tried again after the rescan that follows an event naming that
+//! definition; one the kernel dropped (the directory was removed), and the
+//! watches of a directory that moved and of those below it (a watch follows
+//! its directory, not its path), after the next rescan.
 //!
 //! A watch on an ancestor is added after the rescan that asked for it: if
 //! the next directory on the way appeared in between, no event will come
@@ -17,7 +19,7 @@
 //! started but before its watch was added (a VM copied in with `cp -R`,
 //! caught half-way) changed unseen. Once the watch is in place, its
 //! directory's ctime says so, and the directory is marked as changed,
-//! as an event on it would have (see `CLOCK_SLACK_MS`).
+//! as an event on it would have (see `table::CLOCK_SLACK_MS`).
 //!
 //! After a quiet period (the debounce), one rescan follows, told which
 //! definitions or source entries the events named (each target's
@@ -35,57 +37,26 @@
 //! warning says so once and every rescan the events ask for reads
 //! everything (what whole rescans always did).
 
-use std::collections::HashMap;
-use std::os::fd::AsRawFd;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
+use inotify::{EventMask, Inotify, Watches};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use vm_catalog_protocol::RescanTrigger;
 
-use crate::definition::watch_targets::{Dirty, Scope, Target, WatchSet};
+use crate::definition::watch_targets::{Dirty, WatchSet};
 use crate::rescan::Rescans;
+
+mod table;
+
+#[cfg(test)]
+use table::CLOCK_SLACK_MS;
+use table::{Synced, Table};
 
 /// The longest a steady stream of events can delay a rescan.
 const MAX_DELAY: Duration = Duration::from_secs(2);
-
-/// How far a file system's timestamps may lag the clock: they come from the
-/// kernel's coarse clock, one scheduler tick behind at most, so a change
-/// just after a scan started may carry a time just before it.
-const CLOCK_SLACK_MS: u64 = 10;
-
-fn mask() -> WatchMask {
-    WatchMask::CREATE
-        | WatchMask::DELETE
-        | WatchMask::MOVED_FROM
-        | WatchMask::MOVED_TO
-        | WatchMask::CLOSE_WRITE
-        | WatchMask::ATTRIB
-        | WatchMask::DELETE_SELF
-        | WatchMask::MOVE_SELF
-        | WatchMask::ONLYDIR
-}
-
-/// Adds a watch on `t` through a descriptor pinned to the right directory;
-/// with it, the directory's ctime (ms since the Unix epoch) once the watch
-/// is in place: a later change makes an event.
-fn add(watches: &mut Watches, t: &Target) -> std::io::Result<(WatchDescriptor, u64)> {
-    let fd = t.open()?;
-    let wd = watches.add(
-        Path::new(&format!("/proc/self/fd/{}", fd.as_raw_fd())),
-        mask(),
-    )?;
-    let st = rustix::fs::fstat(&fd)?;
-    let ctime_ms = u64::try_from(st.st_ctime)
-        .unwrap_or(0)
-        .saturating_mul(1000)
-        .saturating_add(st.st_ctime_nsec / 1_000_000);
-    Ok((wd, ctime_ms))
-}
 
 /// Watches the targets set on `targets` and triggers a rescan after
 /// `debounce` of quiet following any change. Runs until `shutdown`.
@@ -110,8 +81,7 @@ pub async fn run(
             return;
         }
     };
-    let mut current: HashMap<Target, WatchDescriptor> = HashMap::new();
-    let mut scopes: HashMap<WatchDescriptor, Scope> = HashMap::new();
+    let mut table = Table::default();
     let mut pending: Option<(tokio::time::Instant, tokio::time::Instant)> = None;
     let mut dirty = Dirty::Nothing;
     // Whether the kernel refused a watch (the watch limit, memory): then
@@ -126,8 +96,7 @@ pub async fn run(
                     return;
                 }
                 let wanted = targets.borrow_and_update().clone();
-                let synced = sync(&mut watches, &mut current, &wanted);
-                scopes = scopes_of(&current);
+                let synced = table.sync(&mut watches, &wanted);
                 blind = note_refusals(blind, &synced);
                 if synced.arrived {
                     tracing::debug!("a directory on the way to a missing source appeared; rescanning");
@@ -146,7 +115,7 @@ pub async fn run(
             }
             event = stream.next() => {
                 let Some(event) = event else { return };
-                if mark(&event, &mut watches, &mut current, &scopes, &mut dirty) {
+                if mark(&event, &mut watches, &mut table, &mut dirty) {
                     postpone(&mut pending, debounce);
                 }
             }
@@ -169,29 +138,35 @@ pub async fn run(
 fn mark(
     event: &std::io::Result<inotify::Event<std::ffi::OsString>>,
     watches: &mut Watches,
-    current: &mut HashMap<Target, WatchDescriptor>,
-    scopes: &HashMap<WatchDescriptor, Scope>,
+    table: &mut Table,
     dirty: &mut Dirty,
 ) -> bool {
     match event {
         Ok(e) if e.mask.contains(EventMask::Q_OVERFLOW) => {
             tracing::info!("inotify queue overflowed; rescanning");
             dirty.mark_whole();
+            table.touch(None, None);
         }
         Ok(e) if e.mask.contains(EventMask::IGNORED) => {
-            current.retain(|_, wd| *wd != e.wd);
+            table.dropped(&e.wd);
             return false;
         }
         Ok(e) => {
+            // The scope before a move forgets the watch.
+            let scope = table.scope(&e.wd);
             if e.mask.contains(EventMask::MOVE_SELF) {
-                forget_moved(watches, current, &e.wd);
+                table.moved(watches, &e.wd);
             }
-            match scopes.get(&e.wd) {
+            match &scope {
                 Some(scope) => dirty.mark(scope, e.name.as_deref()),
                 None => dirty.mark_whole(),
             }
+            table.touch(scope.as_ref(), e.name.as_deref());
         }
-        Err(_) => dirty.mark_whole(),
+        Err(_) => {
+            dirty.mark_whole();
+            table.touch(None, None);
+        }
     }
     true
 }
@@ -205,31 +180,6 @@ fn postpone(
     let now = tokio::time::Instant::now();
     let cap = pending.map(|(_, cap)| cap).unwrap_or(now + MAX_DELAY);
     *pending = Some((now + debounce, cap));
-}
-
-/// What adding the wanted watches found.
-#[derive(Debug, Default)]
-struct Synced {
-    /// A watch just added on an ancestor finds what it waits for already there.
-    arrived: bool,
-    /// The scopes of the directories whose new watch came after a change
-    /// made since their rescan's scan started.
-    changed_unseen: Vec<Scope>,
-    /// How many watches the kernel refused for a directory that is there
-    /// (`ENOSPC` past `max_user_watches`, `ENOMEM`).
-    refused: usize,
-    /// The first refusal's error.
-    refusal: Option<std::io::Error>,
-}
-
-/// Whether a failed watch is the kernel's refusal, not a directory that
-/// is not there (yet) or is not a directory: those the rescans know about
-/// from their scans.
-fn is_refusal(e: &std::io::Error) -> bool {
-    !matches!(
-        e.raw_os_error(),
-        Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
-    )
 }
 
 /// Says once when watches start being refused (a warning: changes in
@@ -249,102 +199,6 @@ fn note_refusals(was_blind: bool, synced: &Synced) -> bool {
     blind
 }
 
-/// Watches exactly `wanted`: drops the rest, adds what is missing (what
-/// cannot be added yet is tried again at the next call).
-fn sync(
-    watches: &mut Watches,
-    current: &mut HashMap<Target, WatchDescriptor>,
-    wanted: &WatchSet,
-) -> Synced {
-    let since = wanted.scan_started_unix_ms.saturating_sub(CLOCK_SLACK_MS);
-    let wanted = &*wanted.targets;
-    let keep: std::collections::HashSet<&Target> = wanted.iter().collect();
-    let (kept, dropped): (HashMap<_, _>, HashMap<_, _>) =
-        current.drain().partition(|(t, _)| keep.contains(t));
-    *current = kept;
-    // Two targets can be one directory, and the kernel gives one watch per
-    // inode: remove it only when no kept target uses it.
-    let in_use: std::collections::HashSet<&WatchDescriptor> = current.values().collect();
-    for wd in dropped.into_values() {
-        if !in_use.contains(&wd) {
-            let _ = watches.remove(wd);
-        }
-    }
-    let mut failed = 0usize;
-    let mut synced = Synced::default();
-    for t in wanted {
-        if current.contains_key(t) {
-            continue;
-        }
-        match add(watches, t) {
-            Ok((wd, ctime_ms)) => {
-                synced.arrived |= t.arrived();
-                if ctime_ms >= since && t.awaits.is_none() {
-                    synced.changed_unseen.push(t.scope.clone());
-                }
-                current.insert(t.clone(), wd);
-            }
-            Err(e) => {
-                failed += 1;
-                if is_refusal(&e) {
-                    synced.refused += 1;
-                    synced.refusal.get_or_insert(e);
-                }
-            }
-        }
-    }
-    tracing::debug!(
-        watches = current.len(),
-        not_yet = failed,
-        "watching source directories"
-    );
-    synced
-}
-
-/// A watched directory moved: its watch, and those of the directories
-/// below it, follow it, and no longer watch the paths their targets name
-/// (a directory made where it was would go unwatched, and its new path
-/// would share its old scope). Forgets and removes them, so that the next
-/// sync watches each target where it now is.
-fn forget_moved(
-    watches: &mut Watches,
-    current: &mut HashMap<Target, WatchDescriptor>,
-    moved: &WatchDescriptor,
-) {
-    let dirs: Vec<std::path::PathBuf> = current
-        .iter()
-        .filter(|(_, wd)| *wd == moved)
-        .map(|(t, _)| t.root.join(&t.rel))
-        .collect();
-    let (gone, kept): (HashMap<_, _>, HashMap<_, _>) = current.drain().partition(|(t, _)| {
-        let p = t.root.join(&t.rel);
-        dirs.iter().any(|d| p.starts_with(d))
-    });
-    *current = kept;
-    let in_use: std::collections::HashSet<&WatchDescriptor> = current.values().collect();
-    for wd in gone.into_values() {
-        if !in_use.contains(&wd) {
-            let _ = watches.remove(wd);
-        }
-    }
-}
-
-/// What an event on each watch says changed. Two targets that are one
-/// directory share a watch: their scopes together, so everything.
-fn scopes_of(current: &HashMap<Target, WatchDescriptor>) -> HashMap<WatchDescriptor, Scope> {
-    let mut out: HashMap<WatchDescriptor, Scope> = HashMap::new();
-    for (t, wd) in current {
-        out.entry(wd.clone())
-            .and_modify(|s| {
-                if *s != t.scope {
-                    *s = Scope::Whole;
-                }
-            })
-            .or_insert_with(|| t.scope.clone());
-    }
-    out
-}
-
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
@@ -355,7 +209,9 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::definition::watch_targets::{Scope, Target};
     use crate::rescan::Requested;
+    use std::path::Path;
     use vm_catalog_protocol::{SourceLabel, VmName};
 
     fn ctime_ms(p: &Path) -> u64 {
@@ -382,14 +238,14 @@ mod tests {
         let changed = ctime_ms(&dir.path().join("vm"));
         let inotify = Inotify::init().unwrap();
         let mut watches = inotify.watches();
-        let mut current = HashMap::new();
+        let mut table = Table::default();
         let set = WatchSet {
             targets: Arc::new(vec![definition(dir.path(), "vm")]),
             scan_started_unix_ms: changed.saturating_add_signed(offset_ms),
         };
-        let first = sync(&mut watches, &mut current, &set);
-        let second = sync(&mut watches, &mut current, &set);
-        (first, second, current.len())
+        let first = table.sync(&mut watches, &set);
+        let second = table.sync(&mut watches, &set);
+        (first, second, table.len())
     }
 
     /// Regression: a VM copied in with `cp -R` was caught half-way by a

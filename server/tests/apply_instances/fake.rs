@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use vm_catalogd::apply::instance::marker::Mark;
-use vm_catalogd::apply::instance::{InstanceName, Instances};
+use vm_catalogd::apply::instance::{InstanceName, Instances, ListError};
 use vm_catalogd::apply::process::ToolError;
 
 /// What the fake knows.
@@ -60,7 +60,7 @@ impl Instances for Fake {
         !self.world().unsupervised
     }
 
-    fn list(&mut self, _: &Path) -> Result<Vec<InstanceName>, ToolError> {
+    fn list(&mut self, _: &Path) -> Result<Vec<InstanceName>, ListError> {
         let mut w = self.world();
         w.calls.push("s6-instance-list".into());
         Ok(w.instances

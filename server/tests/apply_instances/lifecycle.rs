@@ -340,3 +340,38 @@ fn with_restart_changed_a_changed_running_vm_restarts(rig: &impl Rig) {
     ));
     assert_eq!(rig.pid("IIIIII"), None, "the idle one stays down");
 }
+
+/// The applier lists the instances itself (one process fewer per apply):
+/// what it reads is what `s6-instance-list` prints, on a real scanner with
+/// instances made by the applier and by hand.
+#[test]
+fn the_instances_listed_are_what_s6_instance_list_prints() {
+    use vm_catalogd::apply::instance::Instances;
+    let Some(rig) = crate::rig::RealRig::new() else {
+        return;
+    };
+    let mut a = rig.open();
+    a.apply(&request(1, &[vm("app", "AAAAAA", &[])]));
+    rig.create_by_hand("by-hand");
+    let mut listed: Vec<String> = rig
+        .tools()
+        .list(&rig.service())
+        .unwrap()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    listed.sort();
+    let out = std::process::Command::new("s6-instance-list")
+        .arg(rig.service())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut printed: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    printed.sort();
+    assert_eq!(listed, printed);
+    assert_eq!(listed, ["AAAAAA", "by-hand"]);
+}

@@ -6,7 +6,8 @@
 //!
 //! Every apply runs the stages in turn, each returning a value:
 //! - **look**: is the templated service supervised, and which instances
-//!   exist (`s6-instance-list`); instances whose create never succeeded
+//!   exist (the entries of its `instance/`, as `s6-instance-list` prints
+//!   them, read without running it); instances whose create never succeeded
 //!   are deleted, made instances that are gone are forgotten;
 //! - **plan** ([`plan`], pure): one instance per active VM, named by its
 //!   id or its name ([`name`]), against the instances the daemon made
@@ -45,7 +46,7 @@ use std::time::Instant;
 pub use crate::apply::process::MissingProgram;
 pub use config::{ConfigError, InstanceConfig, Naming};
 pub use name::InstanceName;
-pub use tools::{Commands, Instances};
+pub use tools::{Commands, Instances, ListError};
 
 use super::applier::{Applier, ApplyReport, ApplyRequest, LeftOut};
 use super::fingerprint;

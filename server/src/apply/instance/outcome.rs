@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use vm_catalog_protocol::{ApplyStatus, VmName};
 
 use super::name::InstanceName;
+use super::tools::ListError;
 use crate::apply::outcome::{Detail, Notes, join};
 use crate::apply::plan::Changes;
-use crate::apply::process::{ToolError, with_meaning};
+use crate::apply::process::ToolError;
 
 /// What one apply of the s6-instance applier did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,8 +21,8 @@ pub enum InstanceOutcome {
         /// The scan directory.
         scandir: PathBuf,
     },
-    /// `s6-instance-list` failed: nothing ran.
-    ListFailed(ToolError),
+    /// The instances could not be listed: nothing ran.
+    ListFailed(ListError),
     /// The calls of this apply, each of which may fail on its own.
     Ran(InstanceRun),
 }
@@ -46,7 +47,7 @@ impl Detail for InstanceOutcome {
                 notes.live_note()
             ),
             InstanceOutcome::ListFailed(e) => {
-                write!(m, "{}{}", with_meaning(e), notes.live_note())
+                write!(m, "{e}{}", notes.live_note())
             }
             InstanceOutcome::Ran(r) => write!(m, "{r}"),
         };

@@ -15,10 +15,9 @@ use crate::apply::process::{self, MissingProgram, ToolError};
 use crate::apply::supervise;
 
 /// The programs the applier runs.
-pub const PROGRAMS: [&str; 5] = [
+pub const PROGRAMS: [&str; 4] = [
     "s6-instance-create",
     "s6-instance-delete",
-    "s6-instance-list",
     "s6-instance-status",
     "s6-instance-control",
 ];
@@ -30,9 +29,10 @@ pub trait Instances: Send {
     /// `instance/` directory reads its control FIFO.
     fn supervised(&mut self, service: &Path) -> bool;
 
-    /// `s6-instance-list SERVICE`: the instances, in any order (names that
+    /// The instances, in any order, as `s6-instance-list SERVICE` prints
+    /// them: the entries of `SERVICE/instance/` but dot-files (names that
     /// cannot be instance names are skipped).
-    fn list(&mut self, service: &Path) -> Result<Vec<InstanceName>, ToolError>;
+    fn list(&mut self, service: &Path) -> Result<Vec<InstanceName>, ListError>;
 
     /// `s6-instance-create [-D] -- SERVICE NAME`: down (with a `down` file)
     /// unless `up`.
@@ -53,6 +53,16 @@ pub trait Instances: Send {
 
     /// The daemon's marker in the instance `name`, if it has one.
     fn marked(&mut self, service: &Path, name: &InstanceName) -> Option<Mark>;
+}
+
+/// The instances of a templated service could not be listed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot list the instances in {}: {error}", .dir.display())]
+pub struct ListError {
+    /// The templated service's `instance/` directory.
+    pub dir: PathBuf,
+    /// Why.
+    pub error: String,
 }
 
 /// Runs the real `s6-instance-*` programs.
@@ -105,12 +115,26 @@ impl Instances for Commands {
         supervise::scanner_listens(&service.join("instance"))
     }
 
-    fn list(&mut self, service: &Path) -> Result<Vec<InstanceName>, ToolError> {
-        let out = self.run("s6-instance-list", &[], service, None)?;
-        Ok(String::from_utf8_lossy(&out)
-            .lines()
-            .filter_map(|l| InstanceName::new(l).ok())
-            .collect())
+    fn list(&mut self, service: &Path) -> Result<Vec<InstanceName>, ListError> {
+        // Read here rather than by running `s6-instance-list`, which does
+        // exactly this (after checking that the scanner runs, which
+        // `supervised` did): one process fewer per apply.
+        let dir = service.join("instance");
+        let error = |e: io::Error| ListError {
+            dir: dir.clone(),
+            error: e.to_string(),
+        };
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(error)? {
+            let name = entry.map_err(error)?.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if !name.starts_with('.')
+                && let Ok(n) = InstanceName::new(name)
+            {
+                out.push(n);
+            }
+        }
+        Ok(out)
     }
 
     fn create(&mut self, service: &Path, name: &InstanceName, up: bool) -> Result<(), ToolError> {
@@ -158,6 +182,28 @@ impl Instances for Commands {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listing_skips_dot_files_and_bad_names_and_names_the_directory_it_cannot_read() {
+        let d = tempfile::tempdir().unwrap();
+        let mut tools = Commands {
+            bin: d.path().to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+        };
+        let e = tools.list(d.path()).unwrap_err();
+        assert_eq!(e.dir, d.path().join("instance"));
+        for name in ["a", "b", ".s6-svscan", "bad\tname"] {
+            std::fs::create_dir_all(d.path().join("instance").join(name)).unwrap();
+        }
+        let mut listed: Vec<String> = tools
+            .list(d.path())
+            .unwrap()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        listed.sort();
+        assert_eq!(listed, ["a", "b"]);
+    }
 
     #[test]
     fn find_reports_the_missing_program() {
