@@ -198,7 +198,7 @@ fn collect_sources(args: &CheckArgs, opts: &ScanOptions) -> Result<Findings, Usa
         .iter()
         .map(|c| Checked {
             def: c.definition.clone(),
-            entry: Some(c.entry.clone()),
+            entry: Some((*c.entry).clone()),
         })
         .collect();
     Ok(f)

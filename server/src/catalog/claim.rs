@@ -47,6 +47,18 @@ impl Claims for VmEntry {
     }
 }
 
+impl<T: Claims> Claims for std::sync::Arc<T> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn source(&self) -> &SourceLabel {
+        (**self).source()
+    }
+    fn may_claim(&self) -> bool {
+        (**self).may_claim()
+    }
+}
+
 impl Claims for Candidate {
     fn name(&self) -> &str {
         self.entry.name()

@@ -10,7 +10,7 @@ use vm_catalog_protocol::{
 use super::{Candidate, Catalog, Draft};
 
 /// Whether two entries are equal but for their revision.
-fn same_entry(a: &VmEntry, b: &VmEntry) -> bool {
+pub(super) fn same_entry(a: &VmEntry, b: &VmEntry) -> bool {
     let VmEntry {
         name,
         source,
@@ -148,52 +148,85 @@ fn diff_sources(
     (changed, removed)
 }
 
-/// Sets the revision of each of `candidates` (the new ones) and returns
-/// the changes from `old`, each with its sort key (name, precedence,
-/// label).
-fn diff_vms(
-    old: &[Candidate],
-    candidates: &mut [Candidate],
+/// The changes of the candidates of one name, `old` to `new` (each in
+/// precedence order): sets the revision of each of `new` and pushes the
+/// changes to `out`, each with its sort key (name, precedence, label). An
+/// unchanged candidate becomes `old`'s (the same `Arc`).
+fn diff_group(
+    old: &[Arc<Candidate>],
+    new: &mut [Arc<Candidate>],
     generation: u64,
-) -> Vec<((VmName, u32, SourceLabel), Change)> {
-    type Key<'a> = (&'a VmName, &'a SourceLabel);
+    out: &mut Vec<((VmName, u32, SourceLabel), Change)>,
+) {
     let key = |c: &Candidate| (c.entry.name.clone(), c.precedence, c.entry.source.clone());
-    let by_key: BTreeMap<Key<'_>, &Candidate> = old
-        .iter()
-        .map(|c| ((&c.entry.name, &c.entry.source), c))
-        .collect();
-    let mut out = Vec::new();
-    for c in candidates.iter_mut() {
-        let kind = match by_key.get(&(&c.entry.name, &c.entry.source)) {
+    for c in new.iter_mut() {
+        let o = old.iter().find(|o| o.entry.source == c.entry.source);
+        let kind = match o {
             None => Some(ChangeKind::Added),
-            Some(o) => {
-                c.entry.revision = o.entry.revision;
-                vm_change(o, c)
-            }
+            Some(o) if Arc::ptr_eq(o, c) => None,
+            Some(o) => vm_change(o, c),
         };
-        if let Some(kind) = kind {
-            c.entry.revision = generation;
-            out.push((
-                key(c),
-                change(generation, kind, ChangeItem::Vm(c.entry.clone())),
-            ));
+        match (kind, o) {
+            (Some(kind), _) => {
+                Arc::make_mut(&mut Arc::make_mut(c).entry).revision = generation;
+                let change = change(generation, kind, ChangeItem::Vm((*c.entry).clone()));
+                out.push((key(c), change));
+            }
+            (None, Some(o)) => *c = o.clone(),
+            (None, None) => {}
         }
     }
-    let kept: BTreeSet<Key<'_>> = candidates
-        .iter()
-        .map(|c| (&c.entry.name, &c.entry.source))
-        .collect();
-    for (k, c) in &by_key {
-        if !kept.contains(k) {
+    for o in old {
+        if !new.iter().any(|c| c.entry.source == o.entry.source) {
             let last = VmEntry {
                 revision: generation,
-                ..c.entry.clone()
+                ..(*o.entry).clone()
             };
             out.push((
-                key(c),
+                key(o),
                 change(generation, ChangeKind::Removed, ChangeItem::Vm(last)),
             ));
         }
+    }
+}
+
+/// Sets the revision of each of `candidates` (the new ones) and returns
+/// the changes from `old`, each with its sort key (name, precedence,
+/// label). Both are sorted by name: a candidate that is `old`'s (the same
+/// `Arc`) is passed over, only the names around the others are compared;
+/// only the names `touched` when it says which.
+fn diff_vms(
+    old: &[Arc<Candidate>],
+    candidates: &mut [Arc<Candidate>],
+    touched: Option<&BTreeSet<VmName>>,
+    generation: u64,
+) -> Vec<((VmName, u32, SourceLabel), Change)> {
+    let mut out = Vec::new();
+    if let Some(touched) = touched {
+        for name in touched {
+            let a = super::claim::range_of(old, name.as_str());
+            let b = super::claim::range_of(candidates, name.as_str());
+            diff_group(&old[a], &mut candidates[b], generation, &mut out);
+        }
+        return out;
+    }
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < candidates.len() {
+        if i < old.len() && j < candidates.len() && Arc::ptr_eq(&old[i], &candidates[j]) {
+            i += 1;
+            j += 1;
+            continue;
+        }
+        let name = match (old.get(i), candidates.get(j)) {
+            (Some(o), Some(c)) => o.entry.name.clone().min(c.entry.name.clone()),
+            (Some(o), None) => o.entry.name.clone(),
+            (None, Some(c)) => c.entry.name.clone(),
+            (None, None) => break,
+        };
+        let a = i + old[i..].partition_point(|o| o.entry.name == name);
+        let b = j + candidates[j..].partition_point(|c| c.entry.name == name);
+        diff_group(&old[i..a], &mut candidates[j..b], generation, &mut out);
+        (i, j) = (a, b);
     }
     out
 }
@@ -227,12 +260,23 @@ impl Catalog {
     pub fn successor(&self, draft: Draft) -> Option<(Catalog, Vec<Change>)> {
         let generation = self.generation + 1;
         let names = draft.options().names;
-        let (mut sources, mut candidates, notes) = draft.into_parts();
+        let super::draft::Parts {
+            mut sources,
+            mut candidates,
+            notes,
+            forced,
+            touched,
+        } = draft.into_parts();
         let (changed_sources, removed_sources) =
             diff_sources(&self.sources, &mut sources, generation);
         let changes = Changes {
             sources: changed_sources,
-            vms: diff_vms(&self.candidates, &mut candidates, generation),
+            vms: diff_vms(
+                &self.candidates,
+                &mut candidates,
+                touched.as_ref(),
+                generation,
+            ),
             removed_sources,
         };
         if changes.is_empty() {
@@ -241,10 +285,11 @@ impl Catalog {
         let next = Catalog {
             epoch: self.epoch,
             generation,
-            candidates,
+            candidates: Arc::new(candidates),
             sources,
             notes,
             names,
+            forced,
         };
         Some((next, changes.into_ordered()))
     }

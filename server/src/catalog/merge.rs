@@ -4,10 +4,12 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 
 use vm_catalog_protocol::{DiagCode, Diagnostic, SourceEntry, SourceLabel, SourceState, VmName};
 
-use super::draft::Draft;
+use super::draft::{Draft, Replaced};
+use super::refs::Refs;
 use super::resolve::Raw;
 use super::{Catalog, MergeOptions, Names, VmIds};
 use crate::definition::{Definition, SourceScan, display_path};
@@ -121,23 +123,134 @@ pub fn merge_scans(
                 }
             }
         }
-        let spec = &scan.spec;
-        sources.push(SourceEntry {
-            label,
-            kind: spec.kind,
-            trust: spec.trust,
-            path: display_path(&spec.root),
-            device: spec.device.as_deref().map(display_path),
-            partuuid: spec.partuuid.clone(),
-            state: scan.state,
-            read_only: spec.read_only,
-            precedence,
-            definitions: (raws.len() - before) as u32,
-            diagnostics,
-            revision: 0,
-        });
+        let definitions = (raws.len() - before) as u32;
+        sources.push(source_entry(scan, precedence, definitions, diagnostics));
     }
     raws.sort_by(|a, b| (&a.name, a.precedence).cmp(&(&b.name, b.precedence)));
     let notes = prev.notes.clone();
-    Draft::new(prev.cursor(), opts.clone(), raws, sources, notes)
+    Draft::new(prev, opts.clone(), raws, sources, notes)
+}
+
+/// The source entry of `scan`, which gave `definitions` definitions and
+/// `diagnostics`, at `precedence`.
+fn source_entry(
+    scan: &SourceScan,
+    precedence: u32,
+    definitions: u32,
+    diagnostics: Vec<Diagnostic>,
+) -> SourceEntry {
+    let spec = &scan.spec;
+    SourceEntry {
+        label: spec.label.clone(),
+        kind: spec.kind,
+        trust: spec.trust,
+        path: display_path(&spec.root),
+        device: spec.device.as_deref().map(display_path),
+        partuuid: spec.partuuid.clone(),
+        state: scan.state,
+        read_only: spec.read_only,
+        precedence,
+        definitions,
+        diagnostics,
+        revision: 0,
+    }
+}
+
+/// An entry read again: its definition before and after (`None`: it is
+/// not one, or not there).
+pub type EntryChange = (Option<Arc<Definition>>, Option<Arc<Definition>>);
+
+/// How one source's scan was made from the one before: which of its
+/// definitions it read again.
+#[derive(Debug, Clone, Default)]
+pub struct Changed {
+    /// Each entry read again; `None` when the source was read whole.
+    pub entries: Option<Vec<EntryChange>>,
+    /// How many diagnostics the scan before gave.
+    pub diagnostics_before: usize,
+}
+
+/// [`merge_scans`] of `scans`, made from the scans `prev` was merged from
+/// as `changed` says (one per scan), resolving only what changed: the
+/// names of the definitions read again, and every name whose resolution
+/// depends on them (`refs`: `prev`'s provider references). `None` when it
+/// cannot (a source was read whole and is not missing, before and after;
+/// the sources changed; a definition has no valid catalog name): then
+/// [`merge_scans`] it is.
+pub fn merge_changed(
+    prev: &Catalog,
+    scans: &[SourceScan],
+    changed: &[Changed],
+    refs: Arc<Refs>,
+    (opts, ids): (&MergeOptions, &mut VmIds),
+) -> Option<Draft> {
+    let same_sources = prev.names == opts.names
+        && prev.generation > 0
+        && prev.sources.len() == scans.len()
+        && changed.len() == scans.len();
+    if !same_sources {
+        return None;
+    }
+    let mut sources = Vec::with_capacity(scans.len());
+    let mut replaced = Replaced::new();
+    for (i, ((scan, before), c)) in scans.iter().zip(&prev.sources).zip(changed).enumerate() {
+        let label = &scan.spec.label;
+        let same = (label, scan.spec.trust, scan.state)
+            == (&before.label, before.trust, before.state)
+            && before.precedence == i as u32;
+        let entries = match (&c.entries, scan.state) {
+            (Some(e), SourceState::Ready) => e.as_slice(),
+            (None, SourceState::Missing) if before.definitions == 0 => &[],
+            _ => return None,
+        };
+        if !same || c.diagnostics_before > before.diagnostics.len() {
+            return None;
+        }
+        let mut definitions = i64::from(before.definitions);
+        for (old, new) in entries {
+            if old.is_none() && new.is_none() {
+                continue;
+            }
+            if let (Some(a), Some(b)) = (old, new)
+                && Arc::ptr_eq(a, b)
+            {
+                continue;
+            }
+            let def = old.as_ref().or(new.as_ref())?;
+            let name = catalog_name(opts.names, label, def).ok()?;
+            if let Some(new) = new {
+                catalog_name(opts.names, label, new).ok()?;
+            }
+            definitions += i64::from(new.is_some()) - i64::from(old.is_some());
+            let group = replaced.entry(name.clone()).or_insert_with(|| {
+                prev.candidates_of(name.as_str())
+                    .iter()
+                    .map(|c| Raw::of(c))
+                    .collect()
+            });
+            group.retain(|r| &r.source != label);
+            if let Some(def) = new {
+                group.push(Raw {
+                    id: ids.assign(label, &def.name),
+                    def: def.clone(),
+                    name: name.clone(),
+                    source: label.clone(),
+                    precedence: i as u32,
+                    unavailable: false,
+                });
+                group.sort_by_key(|r| r.precedence);
+            }
+        }
+        let mut diagnostics = scan.diagnostics.clone();
+        diagnostics.extend_from_slice(&before.diagnostics[c.diagnostics_before..]);
+        let definitions = u32::try_from(definitions).ok()?;
+        sources.push(source_entry(scan, i as u32, definitions, diagnostics));
+    }
+    Some(Draft::incremental(
+        prev,
+        opts.clone(),
+        sources,
+        (replaced, BTreeSet::new()),
+        refs,
+    ))
 }

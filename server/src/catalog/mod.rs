@@ -2,7 +2,8 @@
 //! generation, and diffs between generations. Pure: no I/O.
 //!
 //! A rescan goes: [`merge`] the scans against the current [`Catalog`] into a
-//! [`Draft`]; the rescan's commit builds the views of its active VMs
+//! [`Draft`] (or [`merge_changed`]: only the names of the definitions read
+//! again, and what depends on them, are resolved again); the rescan's commit builds the views of its active VMs
 //! ([`Draft::reject_all`] those whose view failed) and applies them
 //! ([`Draft::annotate`] with what the applier reported, in the catalog's
 //! own [`Annotations`]); then [`Catalog::successor`] gives the next
@@ -22,6 +23,7 @@ mod draft;
 mod ids;
 mod merge;
 mod providers;
+mod refs;
 mod resolve;
 
 use std::path::{Path, PathBuf};
@@ -36,7 +38,8 @@ use crate::definition::Definition;
 pub use claim::{Claims, Referent, qualified, reads_as_other, refer};
 pub use draft::Draft;
 pub use ids::{ID_LEN, IdEvent, IdKey, VmIds};
-pub use merge::{merge, merge_scans, merge_with};
+pub use merge::{Changed, EntryChange, merge, merge_changed, merge_scans, merge_with};
+pub use refs::Refs;
 pub use resolve::Annotations;
 
 /// How catalog names are made from directory names.
@@ -117,8 +120,8 @@ impl MergeOptions {
 pub struct Candidate {
     /// The entry as listed (its `revision` is set by [`Catalog::successor`]);
     /// its `name` is the catalog name, its `providers` the catalog names
-    /// its references resolved to.
-    pub entry: VmEntry,
+    /// its references resolved to. Shared with the published generation.
+    pub entry: Arc<VmEntry>,
     /// The definition (files, final paths, fingerprint; its `name` is the
     /// directory's).
     pub definition: Arc<Definition>,
@@ -138,6 +141,13 @@ impl Candidate {
             .iter()
             .zip(self.definition.providers.iter().map(|p| &p.file))
     }
+
+    /// Whether `other` is this candidate but for its entry's revision.
+    pub(crate) fn same_but_revision(&self, other: &Candidate) -> bool {
+        (Arc::ptr_eq(&self.definition, &other.definition) || self.definition == other.definition)
+            && (self.precedence, &self.id, &self.view) == (other.precedence, &other.id, &other.view)
+            && diff::same_entry(&self.entry, &other.entry)
+    }
 }
 
 /// An immutable snapshot of the catalog.
@@ -145,8 +155,10 @@ impl Candidate {
 pub struct Catalog {
     epoch: Epoch,
     generation: u64,
-    /// Sorted by (name, precedence).
-    candidates: Vec<Candidate>,
+    /// Sorted by (name, precedence); each shared with the drafts and
+    /// generations that did not change it (so a stage can skip what did
+    /// not change by `Arc::ptr_eq`).
+    candidates: Arc<Vec<Arc<Candidate>>>,
     /// In precedence order.
     sources: Vec<SourceEntry>,
     /// What the applier last reported (services, restarts pending, VMs left
@@ -154,6 +166,9 @@ pub struct Catalog {
     notes: resolve::Annotations,
     /// How its VMs were named.
     names: Names,
+    /// The names rejected from outside the merge (a view that could not be
+    /// built): the next incremental merge resolves them again.
+    forced: std::collections::BTreeSet<VmName>,
 }
 
 impl Catalog {
@@ -162,10 +177,11 @@ impl Catalog {
         Catalog {
             epoch,
             generation: 0,
-            candidates: Vec::new(),
+            candidates: Arc::new(Vec::new()),
             sources: Vec::new(),
             notes: resolve::Annotations::default(),
             names: Names::default(),
+            forced: std::collections::BTreeSet::new(),
         }
     }
 
@@ -183,17 +199,23 @@ impl Catalog {
     }
 
     /// Every candidate, sorted by name then precedence.
-    pub fn candidates(&self) -> &[Candidate] {
+    pub fn candidates(&self) -> &[Arc<Candidate>] {
         &self.candidates
     }
 
     /// Every candidate's entry, sorted by name then precedence.
     pub fn entries(&self) -> impl ExactSizeIterator<Item = &VmEntry> + '_ {
+        self.candidates.iter().map(|c| &*c.entry)
+    }
+
+    /// Every candidate's entry as shared with the published generation,
+    /// sorted by name then precedence.
+    pub fn shared_entries(&self) -> impl ExactSizeIterator<Item = &Arc<VmEntry>> + '_ {
         self.candidates.iter().map(|c| &c.entry)
     }
 
     /// The active candidates, sorted by name (one per name).
-    pub fn active(&self) -> impl Iterator<Item = &Candidate> + '_ {
+    pub fn active(&self) -> impl Iterator<Item = &Arc<Candidate>> + '_ {
         self.candidates
             .iter()
             .filter(|c| c.entry.state == VmState::Active)
@@ -215,7 +237,7 @@ impl Catalog {
     }
 
     /// Every candidate of `name`, in precedence order.
-    pub fn candidates_of(&self, name: &str) -> &[Candidate] {
+    pub fn candidates_of(&self, name: &str) -> &[Arc<Candidate>] {
         &self.candidates[claim::range_of(&self.candidates, name)]
     }
 
@@ -229,8 +251,8 @@ impl Catalog {
             |l| self.source(l).is_some(),
             self.names,
         )?;
-        let others = r.others().map(|i| &self.candidates[i].entry).collect();
-        Some((&self.candidates[r.pick].entry, others))
+        let others = r.others().map(|i| &*self.candidates[i].entry).collect();
+        Some((&*self.candidates[r.pick].entry, others))
     }
 
     /// The definitions of the active VMs, sorted by name.

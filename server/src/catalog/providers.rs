@@ -12,25 +12,52 @@
 //! or its source went away) is refused with `provider-unavailable`: only a
 //! VM that claims its name is a VM.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use vm_catalog_protocol::{DiagCode, SourceEntry, SourceLabel, Trust, VmName, VmState};
 
 use super::cycles::cyclic_nodes;
 use super::resolve::{Outcome, Raw, err};
-use super::{MergeOptions, Names};
+use super::{Candidate, MergeOptions, Names};
 use crate::definition::Definition;
 
 /// What a reference found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Found {
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Found<'a> {
     /// The claimant of a name (its index in the raws).
     Claimant(usize),
     /// A definition that does not claim its name: shadowed, or unavailable.
     NotClaimant(usize),
+    /// The claimant of a name outside the raws, resolved already.
+    OutClaimant(&'a Candidate),
+    /// A definition outside the raws that does not claim its name.
+    OutNotClaimant(&'a Candidate),
     /// Nothing.
     Missing,
+}
+
+/// The resolved candidates of every name that is not being resolved, when
+/// only some names are: whatever they refer to is not being resolved
+/// either (the caller made sure of it), so they stay as they are, and a
+/// reference to one of them sees it as it is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Outside<'a> {
+    /// Every candidate (sorted by name, then precedence), those of the
+    /// names being resolved included: those are skipped.
+    pub cands: &'a [Arc<Candidate>],
+    /// The names being resolved.
+    pub inside: &'a BTreeSet<VmName>,
+}
+
+/// Where a claimant's provider leads.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// A claimant among the raws.
+    In(usize),
+    /// A claimant outside, resolved: whether it is active.
+    Out(bool),
 }
 
 /// The names and definitions that references are resolved against.
@@ -39,6 +66,7 @@ pub(super) struct Index<'a> {
     sources: &'a [SourceEntry],
     names: Names,
     cross_source: bool,
+    outside: Option<Outside<'a>>,
 }
 
 impl<'a> Index<'a> {
@@ -48,12 +76,14 @@ impl<'a> Index<'a> {
         raws: &'a [Raw],
         sources: &'a [SourceEntry],
         opts: &MergeOptions,
+        outside: Option<Outside<'a>>,
     ) -> Index<'a> {
         Index {
             raws,
             sources,
             names: opts.names,
             cross_source: opts.cross_source_providers,
+            outside,
         }
     }
 
@@ -63,21 +93,39 @@ impl<'a> Index<'a> {
             .any(|s| &s.label == label && s.trust == Trust::Trusted)
     }
 
-    /// Whether the claimant `i` may not use the claimant `j` as a provider:
-    /// `j` is from another untrusted source than `i`'s, also untrusted, and
-    /// cross-source providers are not allowed.
-    fn untrusted_crossing(&self, i: usize, j: usize) -> bool {
-        let (of, provider) = (&self.raws[i].source, &self.raws[j].source);
+    /// Whether a claimant of the source `of` may not use a claimant of
+    /// `provider` as a provider: `provider` is another untrusted source
+    /// than `of`, also untrusted, and cross-source providers are not
+    /// allowed.
+    fn untrusted_crossing(&self, of: &SourceLabel, provider: &SourceLabel) -> bool {
         !self.cross_source && of != provider && !self.trusted(of) && !self.trusted(provider)
+    }
+
+    fn has_label(&self, l: &SourceLabel) -> bool {
+        self.sources.iter().any(|s| &s.label == l)
     }
 
     /// What `reference` refers to, by the one claimant rule
     /// ([`super::refer`]).
-    pub(super) fn find(&self, reference: &VmName) -> Found {
-        let has_label = |l: &SourceLabel| self.sources.iter().any(|s| &s.label == l);
+    pub(super) fn find(&self, reference: &VmName) -> Found<'a> {
+        let has_label = |l: &SourceLabel| self.has_label(l);
         match super::refer(self.raws, reference, has_label, self.names) {
-            Some(r) if r.is_claimant() => Found::Claimant(r.pick),
-            Some(r) => Found::NotClaimant(r.pick),
+            Some(r) if r.is_claimant() => return Found::Claimant(r.pick),
+            Some(r) => return Found::NotClaimant(r.pick),
+            None => {}
+        }
+        let Some(out) = self.outside else {
+            return Found::Missing;
+        };
+        if out
+            .inside
+            .contains(target_name(reference, has_label, self.names).as_str())
+        {
+            return Found::Missing;
+        }
+        match super::refer(out.cands, reference, has_label, self.names) {
+            Some(r) if r.is_claimant() => Found::OutClaimant(&out.cands[r.pick]),
+            Some(r) => Found::OutNotClaimant(&out.cands[r.pick]),
             None => Found::Missing,
         }
     }
@@ -97,13 +145,40 @@ impl<'a> Index<'a> {
     /// Why nothing answers to `reference`, with a hint when the catalog
     /// has qualified names and the reference is a bare directory name.
     fn missing(&self, reference: &VmName) -> String {
-        let hint = self
+        let inside = self
             .raws
             .iter()
             .find(|r| r.def.name == *reference && r.name != *reference)
-            .map(|r| format!(" (did you mean {}?)", r.name))
+            .map(|r| (&r.name, r.precedence));
+        // The first in (name, precedence) order, inside and outside alike.
+        let outside = self.outside.and_then(|out| {
+            out.cands
+                .iter()
+                .filter(|c| !out.inside.contains(&c.entry.name))
+                .find(|c| c.definition.name == *reference && c.entry.name != *reference)
+                .map(|c| (&c.entry.name, c.precedence))
+        });
+        let first = match (inside, outside) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let hint = first
+            .map(|(name, _)| format!(" (did you mean {name}?)"))
             .unwrap_or_default();
         format!("provider {reference} is not in the catalog{hint}")
+    }
+}
+
+/// The catalog name `reference` means: the qualified reading's, or
+/// itself ([`super::refer`]).
+pub(super) fn target_name(
+    reference: &str,
+    has_label: impl Fn(&SourceLabel) -> bool,
+    names: Names,
+) -> String {
+    match super::qualified(reference, has_label) {
+        Some((label, dir)) => super::claim::catalog_name(names, &label, &dir),
+        None => reference.to_owned(),
     }
 }
 
@@ -126,7 +201,7 @@ pub(super) fn resolve_providers(
     let mut resolved: BTreeMap<usize, Vec<Option<VmName>>> = BTreeMap::new();
     // Edges between active claimants, each with the index of the provider
     // file that makes it; direct problems first.
-    let mut edges: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
+    let mut edges: BTreeMap<usize, Vec<(usize, Target)>> = BTreeMap::new();
     for i in idx.claimants() {
         let def = &raws[i].def;
         let mut out = Vec::new();
@@ -138,41 +213,15 @@ pub(super) fn resolve_providers(
             let found = idx.find(reference);
             names.push(match found {
                 Found::Claimant(j) => Some(raws[j].name.clone()),
+                Found::OutClaimant(c) => Some(c.entry.name.clone()),
                 _ => None,
             });
             if outcomes[i].state != VmState::Active {
                 continue;
             }
-            match found {
-                Found::Claimant(j) if idx.untrusted_crossing(i, j) => problems.push(err(
-                    DiagCode::ProviderUntrusted,
-                    &path,
-                    format!(
-                        "provider {reference} is from the untrusted source {}: a VM of the \
-                         untrusted source {} may use providers only from trusted sources and \
-                         its own (--allow-cross-source-providers allows it)",
-                        raws[j].source, raws[i].source
-                    ),
-                )),
-                Found::Claimant(j) => out.push((k, j)),
-                Found::NotClaimant(j) => problems.push(err(
-                    DiagCode::ProviderUnavailable,
-                    &path,
-                    match &outcomes[j].shadowed_by {
-                        Some(by) => format!(
-                            "provider {reference} is shadowed: source {by} claims {}",
-                            raws[j].name
-                        ),
-                        None => {
-                            format!("provider {reference} is unavailable (its source went away)")
-                        }
-                    },
-                )),
-                Found::Missing => problems.push(err(
-                    DiagCode::MissingProvider,
-                    &path,
-                    idx.missing(reference),
-                )),
+            match edge(idx, (i, reference, &path), found, outcomes) {
+                Ok(t) => out.push((k, t)),
+                Err(problem) => problems.push(problem),
             }
         }
         resolved.insert(i, names);
@@ -189,22 +238,76 @@ pub(super) fn resolve_providers(
     resolved
 }
 
+/// Where the reference `reference` of the claimant `i` (in its provider
+/// file `path`) leads, given what it `found`; or why it may not.
+fn edge(
+    idx: &Index<'_>,
+    (i, reference, path): (usize, &VmName, &std::path::Path),
+    found: Found<'_>,
+    outcomes: &[Outcome],
+) -> Result<Target, vm_catalog_protocol::Diagnostic> {
+    let raws = idx.raws;
+    // The claimant found: where it leads, and its source.
+    let claimant = match found {
+        Found::Claimant(j) => Some((Target::In(j), &raws[j].source)),
+        Found::OutClaimant(c) => Some((
+            Target::Out(c.entry.state == VmState::Active),
+            &c.entry.source,
+        )),
+        _ => None,
+    };
+    // A definition found that does not claim: whose it is.
+    let not_claimant = match found {
+        Found::NotClaimant(j) => Some((&outcomes[j].shadowed_by, &raws[j].name)),
+        Found::OutNotClaimant(c) => Some((&c.entry.shadowed_by, &c.entry.name)),
+        _ => None,
+    };
+    match (claimant, not_claimant) {
+        (Some((_, from)), _) if idx.untrusted_crossing(&raws[i].source, from) => Err(err(
+            DiagCode::ProviderUntrusted,
+            path,
+            format!(
+                "provider {reference} is from the untrusted source {from}: a VM of \
+                 the untrusted source {} may use providers only from trusted \
+                 sources and its own (--allow-cross-source-providers allows it)",
+                raws[i].source
+            ),
+        )),
+        (Some((t, _)), _) => Ok(t),
+        (None, Some((shadowed_by, name))) => Err(err(
+            DiagCode::ProviderUnavailable,
+            path,
+            match shadowed_by {
+                Some(by) => format!("provider {reference} is shadowed: source {by} claims {name}"),
+                None => format!("provider {reference} is unavailable (its source went away)"),
+            },
+        )),
+        (None, None) => Err(err(DiagCode::MissingProvider, path, idx.missing(reference))),
+    }
+}
+
 /// Cycles among the claimants reject their members; whoever depends on a
 /// rejected claimant is rejected, transitively. `links` are the edges, each
 /// with the index of the provider file that makes it.
 fn reject_cycles_and_dependants(
     raws: &[Raw],
-    links: &BTreeMap<usize, Vec<(usize, usize)>>,
+    links: &BTreeMap<usize, Vec<(usize, Target)>>,
     outcomes: &mut [Outcome],
 ) {
     let edges: BTreeMap<usize, Vec<usize>> = links
         .iter()
-        .map(|(&i, out)| (i, out.iter().map(|&(_, j)| j).collect()))
+        .map(|(&i, out)| {
+            let inside = out.iter().filter_map(|&(_, t)| match t {
+                Target::In(j) => Some(j),
+                Target::Out(_) => None,
+            });
+            (i, inside.collect())
+        })
         .collect();
-    // Each provider file of `i` that resolved to a claimant, and that claimant.
+    // Each provider file of `i` that resolved to a claimant, and where.
     let targets = |i: usize| {
         let def = &raws[i].def;
-        links[&i].iter().map(move |&(k, j)| (&def.providers[k], j))
+        links[&i].iter().map(move |&(k, t)| (&def.providers[k], t))
     };
     // Cycles among the claimants (whatever their state: a cycle through a
     // rejected VM is reported as that VM being rejected).
@@ -214,8 +317,8 @@ fn reject_cycles_and_dependants(
         let names = cycle_names(raws, group);
         let def = &raws[i].def;
         let mut found = Vec::new();
-        for (p, j) in targets(i) {
-            if cycles.component_of.get(&j) == Some(&c) {
+        for (p, t) in targets(i) {
+            if matches!(t, Target::In(j) if cycles.component_of.get(&j) == Some(&c)) {
                 found.push(err(
                     DiagCode::ProviderCycle,
                     &provider_path(def, &p.provider),
@@ -238,6 +341,14 @@ fn reject_cycles_and_dependants(
         .copied()
         .filter(|&j| outcomes[j].state != VmState::Active)
         .collect();
+    // A rejected provider outside rejects its dependant, which goes on.
+    for (&i, out) in links {
+        let rejected_outside = out.iter().any(|&(_, t)| matches!(t, Target::Out(false)));
+        if rejected_outside && outcomes[i].state == VmState::Active {
+            outcomes[i].state = VmState::Rejected;
+            work.push(i);
+        }
+    }
     while let Some(j) = work.pop() {
         for &i in dependants.get(&j).map(Vec::as_slice).unwrap_or(&[]) {
             if outcomes[i].state == VmState::Active {
@@ -246,15 +357,33 @@ fn reject_cycles_and_dependants(
             }
         }
     }
-    // Say which providers are the reason, for every rejected dependant.
-    for &i in edges.keys() {
+    say_why(raws, links, &cycles, outcomes);
+}
+
+/// Says which providers are the reason, for every rejected dependant (not
+/// in a cycle).
+fn say_why(
+    raws: &[Raw],
+    links: &BTreeMap<usize, Vec<(usize, Target)>>,
+    cycles: &super::cycles::Cycles,
+    outcomes: &mut [Outcome],
+) {
+    let targets = |i: usize| {
+        let def = &raws[i].def;
+        links[&i].iter().map(move |&(k, t)| (&def.providers[k], t))
+    };
+    for &i in links.keys() {
         if cycles.component_of.contains_key(&i) || outcomes[i].state == VmState::Active {
             continue;
         }
         let def = &raws[i].def;
         let mut found = Vec::new();
-        for (p, j) in targets(i) {
-            if outcomes[j].state != VmState::Active {
+        for (p, t) in targets(i) {
+            let active = match t {
+                Target::In(j) => outcomes[j].state == VmState::Active,
+                Target::Out(active) => active,
+            };
+            if !active {
                 found.push(err(
                     DiagCode::ProviderUnavailable,
                     &provider_path(def, &p.provider),

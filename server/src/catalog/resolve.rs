@@ -10,7 +10,7 @@ use vm_catalog_protocol::{
     DiagCode, Diagnostic, Provider, SourceEntry, SourceLabel, VmEntry, VmId, VmName, VmState,
 };
 
-use super::providers::{Index, resolve_providers};
+use super::providers::{Index, Outside, resolve_providers};
 use super::{Candidate, MergeOptions, claim};
 use crate::definition::{Definition, display_path};
 
@@ -25,6 +25,20 @@ pub(crate) struct Raw {
     pub precedence: u32,
     /// Its source went away: kept from the previous catalog.
     pub unavailable: bool,
+}
+
+impl Raw {
+    /// The candidate `c` before resolution.
+    pub(crate) fn of(c: &Candidate) -> Raw {
+        Raw {
+            def: c.definition.clone(),
+            name: c.entry.name.clone(),
+            id: c.id.clone(),
+            source: c.entry.source.clone(),
+            precedence: c.precedence,
+            unavailable: c.entry.state == VmState::Unavailable,
+        }
+    }
 }
 
 impl claim::Claims for Raw {
@@ -54,6 +68,38 @@ pub struct Annotations {
     /// Warnings on active VMs from outside the rescan (a UI VM's listener
     /// refused): (code, message).
     pub warnings: BTreeMap<VmName, Vec<(DiagCode, String)>>,
+}
+
+impl Annotations {
+    /// The names whose notes differ between `self` and `other`.
+    pub(super) fn differences(&self, other: &Annotations) -> BTreeSet<VmName> {
+        fn of<'a, V: PartialEq>(
+            a: &'a BTreeMap<VmName, V>,
+            b: &'a BTreeMap<VmName, V>,
+            out: &mut BTreeSet<VmName>,
+        ) {
+            for (k, v) in a {
+                if b.get(k) != Some(v) {
+                    out.insert(k.clone());
+                }
+            }
+            for k in b.keys() {
+                if !a.contains_key(k) {
+                    out.insert(k.clone());
+                }
+            }
+        }
+        let mut out = BTreeSet::new();
+        of(&self.services, &other.services, &mut out);
+        of(&self.left_out, &other.left_out, &mut out);
+        of(&self.warnings, &other.warnings, &mut out);
+        out.extend(
+            self.restart_pending
+                .symmetric_difference(&other.restart_pending)
+                .cloned(),
+        );
+        out
+    }
 }
 
 pub(super) fn err(code: DiagCode, path: &Path, message: String) -> Diagnostic {
@@ -144,12 +190,16 @@ fn outcome(
 ///
 /// `forced` rejects claimants from outside (a view that could not be built,
 /// …), before provider resolution, so their dependants are rejected too.
+///
+/// With `outside`, `raws` are the definitions of some names only: a
+/// reference to any other name is resolved against `outside`'s candidates,
+/// as they are (see [`Outside`]).
 pub(crate) fn resolve(
     raws: &[Raw],
     sources: &[SourceEntry],
-    forced: &BTreeMap<VmName, Vec<Diagnostic>>,
+    (forced, notes): (&BTreeMap<VmName, Vec<Diagnostic>>, &Annotations),
     opts: &MergeOptions,
-    notes: &Annotations,
+    outside: Option<Outside<'_>>,
 ) -> Vec<Candidate> {
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(raws.len());
     let has_label = |l: &SourceLabel| sources.iter().any(|s| &s.label == l);
@@ -169,7 +219,7 @@ pub(crate) fn resolve(
         }
         start += same.end;
     }
-    let idx = Index::new(raws, sources, opts);
+    let idx = Index::new(raws, sources, opts, outside);
     let mut resolved = resolve_providers(&idx, &mut outcomes);
     raws.iter()
         .zip(outcomes)
@@ -221,7 +271,7 @@ fn build(
             diagnostics.push(warn(*code, &def.dir, message.clone()));
         }
     }
-    let entry = VmEntry {
+    let entry = Arc::new(VmEntry {
         name: name.clone(),
         source: raw.source.clone(),
         state: o.state,
@@ -239,7 +289,7 @@ fn build(
         revision: 0,
         fingerprint: Some(def.fingerprint),
         id: Some(raw.id.clone()),
-    };
+    });
     Candidate {
         entry,
         definition: raw.def.clone(),

@@ -3,7 +3,10 @@
 //! the [`Hub`].
 //!
 //! Readers never wait for a rescan: the rescan's commit builds the next
-//! [`Published`] off to the side and [`Hub::publish`] only swaps an `Arc`.
+//! [`Published`] off to the side and [`Hub::publish`] only swaps an `Arc`;
+//! or, when no reader holds the current one, [`Hub::publish_changes`]
+//! makes it the next one in place under the write lock, touching only
+//! what the change batch names (a reader waits that long at most).
 //! Publishing never waits for a subscriber either: each has a bounded queue,
 //! and one that is full is marked lagged instead (it resyncs from a snapshot).
 //!
@@ -21,7 +24,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use vm_catalog_protocol::{Change, Cursor, Epoch, ResetReason};
+use vm_catalog_protocol::{Change, Cursor, Epoch, ResetReason, SourceEntry, VmEntry};
+
+use crate::catalog::Names;
 
 mod notes;
 pub mod snapshot;
@@ -117,7 +122,7 @@ impl Hub {
     /// the next generation; the batch is kept in the history and queued to
     /// every subscriber. Without changes, nothing is queued.
     pub fn publish(&self, next: Published, changes: Vec<Change>) {
-        let mut subs = self.subscribers();
+        let subs = self.subscribers();
         let generation = next.cursor.generation;
         // Encoded before the swap, off the readers' path: only what changed.
         next.encode_after(&self.current(), &changes);
@@ -125,6 +130,19 @@ impl Hub {
             &mut *self.current.write().unwrap_or_else(|e| e.into_inner()),
             Arc::new(next),
         );
+        self.after_publish(subs, generation, changes, Some(previous));
+    }
+
+    /// What follows the swap of a publish: readers told, the batch kept and
+    /// queued to every subscriber; then `previous` (the generation before)
+    /// dropped.
+    fn after_publish(
+        &self,
+        mut subs: MutexGuard<'_, Subscribers>,
+        generation: u64,
+        changes: Vec<Change>,
+        previous: Option<Arc<Published>>,
+    ) {
         self.publishes.send_modify(|n| *n += 1);
         if changes.is_empty() {
             return;
@@ -139,6 +157,37 @@ impl Hub {
         // The previous generation is freed (when no reader holds it) once
         // the subscribers have the batch, not before.
         drop(previous);
+    }
+
+    /// [`Hub::publish`] of the generation that `changes` make of the
+    /// current one (`cursor`, with `sources`; `entry` gives an entry a
+    /// change names as it is now; `all` every entry, sorted by name then
+    /// precedence). When nothing else holds the current generation (no
+    /// reader is using it), it becomes the next one in place, touching
+    /// only what the changes name ([`Published::patch`]); else the next
+    /// one is built from `all` beside it.
+    pub fn publish_changes(
+        &self,
+        (cursor, sources, names): (Cursor, Vec<SourceEntry>, Names),
+        changes: Vec<Change>,
+        entry: &dyn Fn(&VmEntry) -> Option<Arc<VmEntry>>,
+        all: &dyn Fn() -> Vec<Arc<VmEntry>>,
+    ) {
+        let subs = self.subscribers();
+        let patched = {
+            let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+            match Arc::get_mut(&mut current) {
+                Some(p) if p.names == names && p.cursor.generation + 1 == cursor.generation => {
+                    p.patch(cursor, sources.clone(), &changes, entry)
+                }
+                _ => false,
+            }
+        };
+        if !patched {
+            drop(subs);
+            return self.publish(Published::new(cursor, all(), sources, names), changes);
+        }
+        self.after_publish(subs, cursor.generation, changes, None);
     }
 
     /// Registers a subscriber. Atomic with respect to [`Hub::publish`]: the

@@ -1,8 +1,10 @@
 //! What one catalog generation looks like to readers, and the retained
 //! history of change batches.
 //!
-//! A [`Published`] is immutable once published. Its records are encoded
-//! once per change: [`super::Hub::publish`] encodes the entries its change
+//! A [`Published`] is immutable once a reader holds it (a generation
+//! nobody holds may become the next one in place: [`Published::patch`]).
+//! Its records are encoded once per change: [`super::Hub::publish`]
+//! encodes the entries its change
 //! batch names and takes every other entry's record, as it is, from the
 //! generation before ([`Published::encode_after`]); they are shared by every
 //! reader (see [`vm_catalog_protocol::records`]). A [`Batch`]'s event bodies
@@ -16,8 +18,8 @@ use vm_catalog_protocol::records::{self, RECORD_BUDGET};
 use super::vm_view::{self, Audience};
 use crate::catalog::Names;
 use vm_catalog_protocol::{
-    ApplyOutcome, Change, ChangeItem, Cursor, Epoch, RescanOutcome, SourceEntry, SourceLabel,
-    VmEntry, VmState,
+    ApplyOutcome, Change, ChangeItem, ChangeKind, Cursor, Epoch, RescanOutcome, SourceEntry,
+    SourceLabel, VmEntry, VmState,
 };
 
 /// Generations kept for `Subscribe { since }` resumption.
@@ -28,8 +30,10 @@ pub const HISTORY: usize = 1024;
 pub struct Published {
     /// Its position.
     pub cursor: Cursor,
-    /// Every candidate definition, sorted by name, then precedence.
-    pub vms: Vec<VmEntry>,
+    /// Every candidate definition, sorted by name, then precedence; an
+    /// entry that did not change is the catalog's and the previous
+    /// generation's (the same `Arc`).
+    pub vms: Vec<Arc<VmEntry>>,
     /// The sources, in precedence order.
     pub sources: Vec<SourceEntry>,
     /// How its VMs were named (what a qualified reference means).
@@ -54,7 +58,7 @@ pub struct Records {
 
 impl Records {
     /// Every record of `vms` and `sources`, as `audience` sees them.
-    fn encode(vms: &[VmEntry], sources: &[SourceEntry], audience: Audience) -> Records {
+    fn encode(vms: &[Arc<VmEntry>], sources: &[SourceEntry], audience: Audience) -> Records {
         Records {
             vms: vms.iter().map(|e| vm_record(e, audience)).collect(),
             sources: sources.iter().map(|s| source_record(s, audience)).collect(),
@@ -63,7 +67,8 @@ impl Records {
 
     /// The records of `next`, taken from `prev`'s (its entries and their
     /// records) for every entry that `changed` does not name, encoded for
-    /// the others.
+    /// the others. An entry that is `prev`'s (the same `Arc`) is passed
+    /// over without a look-up.
     fn carried(
         prev: (&Published, &Records),
         next: &Published,
@@ -76,6 +81,10 @@ impl Records {
             .vms
             .iter()
             .map(|e| {
+                if j < prev.vms.len() && Arc::ptr_eq(&prev.vms[j], e) {
+                    j += 1;
+                    return old.vms[j - 1].clone();
+                }
                 if !changed.vms.contains(&(e.name.as_str(), e.source.as_str())) {
                     // Both lists are sorted by name: walk `prev` along.
                     while j < prev.vms.len() && prev.vms[j].name < e.name {
@@ -85,7 +94,7 @@ impl Records {
                         .take_while(|&k| prev.vms[k].name == e.name)
                         .find(|&k| prev.vms[k].source == e.source);
                     if let Some(k) = same {
-                        debug_assert_eq!(&prev.vms[k], e, "an entry no change names changed");
+                        debug_assert_eq!(prev.vms[k], *e, "an entry no change names changed");
                         return old.vms[k].clone();
                     }
                 }
@@ -110,6 +119,13 @@ impl Records {
             .collect();
         Records { vms, sources }
     }
+}
+
+/// One edit of [`Published::patch`], at an index of the entries.
+enum Edit {
+    Remove(usize),
+    Replace(usize, Arc<VmEntry>),
+    Insert(usize, Arc<VmEntry>),
 }
 
 /// The entries a change batch names: (name, source) of VMs, source labels.
@@ -171,10 +187,15 @@ impl Clone for Published {
 
 impl Published {
     /// A generation.
-    pub fn new(cursor: Cursor, vms: Vec<VmEntry>, sources: Vec<SourceEntry>, names: Names) -> Self {
+    pub fn new(
+        cursor: Cursor,
+        vms: impl IntoIterator<Item = impl Into<Arc<VmEntry>>>,
+        sources: Vec<SourceEntry>,
+        names: Names,
+    ) -> Self {
         Published {
             cursor,
-            vms,
+            vms: vms.into_iter().map(Into::into).collect(),
             sources,
             names,
             records: OnceLock::new(),
@@ -189,7 +210,7 @@ impl Published {
                 epoch,
                 generation: 0,
             },
-            Vec::new(),
+            Vec::<Arc<VmEntry>>::new(),
             Vec::new(),
             Names::default(),
         )
@@ -234,13 +255,115 @@ impl Published {
         }
     }
 
+    /// Makes this generation the next one in place: `changes` lead to it,
+    /// `sources` are its sources (in the same order as this one's: else
+    /// `false`, and nothing is changed), `entry` gives each entry a change
+    /// names as it is now. Only the entries the changes name are touched
+    /// (and their records encoded again); for the one who holds the only
+    /// reference to this generation ([`super::Hub::publish_changes`]).
+    pub(super) fn patch(
+        &mut self,
+        cursor: Cursor,
+        sources: Vec<SourceEntry>,
+        changes: &[Change],
+        entry: &dyn Fn(&VmEntry) -> Option<Arc<VmEntry>>,
+    ) -> bool {
+        let same_order = self.sources.len() == sources.len()
+            && self
+                .sources
+                .iter()
+                .zip(&sources)
+                .all(|(a, b)| a.label == b.label);
+        if !same_order {
+            return false;
+        }
+        let precedence = |label: &SourceLabel| sources.iter().position(|s| &s.label == label);
+        // Removals first: an entry added beside them is placed among those
+        // that stay.
+        let removed = changes.iter().filter(|c| c.kind == ChangeKind::Removed);
+        let others = changes.iter().filter(|c| c.kind != ChangeKind::Removed);
+        for change in removed.chain(others) {
+            let ChangeItem::Vm(e) = &change.item else {
+                continue;
+            };
+            let start = self.vms.partition_point(|v| v.name < e.name);
+            let end = start + self.vms[start..].partition_point(|v| v.name == e.name);
+            let at = (start..end).find(|&k| self.vms[k].source == e.source);
+            let new = match change.kind {
+                ChangeKind::Removed => None,
+                _ => match entry(e) {
+                    Some(new) => Some(new),
+                    None => return false,
+                },
+            };
+            let edit = match (at, new) {
+                (Some(k), None) => Edit::Remove(k),
+                (Some(k), Some(new)) => Edit::Replace(k, new),
+                (None, Some(new)) => {
+                    let p = precedence(&new.source);
+                    let k = start
+                        + self.vms[start..end]
+                            .iter()
+                            .take_while(|v| precedence(&v.source) < p)
+                            .count();
+                    Edit::Insert(k, new)
+                }
+                (None, None) => continue,
+            };
+            self.edit(edit);
+        }
+        self.cursor = cursor;
+        self.sources = sources;
+        for audience in [Audience::Host, Audience::Vm] {
+            let records: Vec<_> = self
+                .sources
+                .iter()
+                .map(|s| source_record(s, audience))
+                .collect();
+            if let Some(r) = self.slot_mut(audience).get_mut() {
+                r.sources = records;
+            }
+        }
+        true
+    }
+
+    /// Makes one edit to the entries, and to the records built.
+    fn edit(&mut self, edit: Edit) {
+        for audience in [Audience::Host, Audience::Vm] {
+            let Some(r) = self.slot_mut(audience).get_mut() else {
+                continue;
+            };
+            match &edit {
+                Edit::Remove(k) => {
+                    r.vms.remove(*k);
+                }
+                Edit::Replace(k, e) => r.vms[*k] = vm_record(e, audience),
+                Edit::Insert(k, e) => r.vms.insert(*k, vm_record(e, audience)),
+            }
+        }
+        match edit {
+            Edit::Remove(k) => {
+                self.vms.remove(k);
+            }
+            Edit::Replace(k, e) => self.vms[k] = e,
+            Edit::Insert(k, e) => self.vms.insert(k, e),
+        }
+    }
+
+    fn slot_mut(&mut self, audience: Audience) -> &mut OnceLock<Records> {
+        match audience {
+            Audience::Host => &mut self.records,
+            Audience::Vm => &mut self.vm_records,
+        }
+    }
+
     /// The entry `reference` refers to, by the catalog's one claimant rule
     /// ([`crate::catalog::refer`]), and every other definition of the same
     /// catalog name, or `None` if it refers to nothing.
     pub fn lookup(&self, reference: &str) -> Option<(&VmEntry, Vec<&VmEntry>)> {
         let (pick, others) = self.lookup_at(reference)?;
-        let others = others.into_iter().map(|i| &self.vms[i]).collect();
-        Some((&self.vms[pick], others))
+        let others = others.into_iter().map(|i| &*self.vms[i]).collect();
+        Some((&*self.vms[pick], others))
     }
 
     /// [`Published::lookup`] by index into [`Published::vms`] (and its

@@ -239,3 +239,83 @@ fn records_are_encoded_once_per_change() {
         assert_eq!(got.sources, fresh.records_for(audience).sources);
     }
 }
+
+/// A generation no reader holds becomes the next one in place: the
+/// entries the batch names are replaced, inserted (by their source's
+/// precedence among the others of their name) or removed, and the records
+/// are those of a fresh encoding, for both audiences; one a reader holds
+/// is left as it was, and the next is built beside it.
+#[test]
+fn a_generation_no_reader_holds_becomes_the_next_in_place() {
+    let cursor = |generation| Cursor {
+        epoch: Epoch(7),
+        generation,
+    };
+    let sources = || vec![source("s"), source("t")];
+    let first = vec![vm("a", "s", 1), vm("b", "t", 1), vm("c", "s", 1)];
+    let next: Vec<Arc<vm_catalog_protocol::VmEntry>> = [
+        vm("a", "s", 2),
+        vm("b", "s", 2),
+        vm("b", "t", 1),
+        vm("d", "t", 2),
+    ]
+    .into_iter()
+    .map(Arc::new)
+    .collect();
+    let change = |kind, e: vm_catalog_protocol::VmEntry| Change {
+        generation: 2,
+        kind,
+        item: ChangeItem::Vm(e),
+    };
+    let changes = vec![
+        change(ChangeKind::Changed, vm("a", "s", 2)),
+        change(ChangeKind::Added, vm("b", "s", 2)),
+        change(ChangeKind::Removed, vm("c", "s", 2)),
+        change(ChangeKind::Added, vm("d", "t", 2)),
+    ];
+    let entry = |e: &vm_catalog_protocol::VmEntry| {
+        next.iter()
+            .find(|n| n.name == e.name && n.source == e.source)
+            .cloned()
+    };
+    for held in [false, true] {
+        let hub = Hub::new(Epoch(7));
+        hub.publish(
+            Published::new(cursor(1), first.clone(), sources(), Default::default()),
+            vec![],
+        );
+        let _ = hub.current().records_for(Audience::Vm);
+        let reader = held.then(|| hub.current());
+        hub.publish_changes(
+            (cursor(2), sources(), Default::default()),
+            changes.clone(),
+            &entry,
+            &|| next.clone(),
+        );
+        let got = hub.current();
+        assert_eq!(got.cursor, cursor(2));
+        assert!(got.vms.iter().map(|e| &**e).eq(next.iter().map(|e| &**e)));
+        // What the changes name is the catalog's entry (`entry`'s).
+        for k in [0, 1, 3] {
+            assert!(Arc::ptr_eq(&got.vms[k], &next[k]), "{k}");
+        }
+        // What they do not name: the generation before's when patched in
+        // place, built from `all` when a reader held it.
+        assert_eq!(Arc::ptr_eq(&got.vms[2], &next[2]), held);
+        let fresh = (*got).clone();
+        for audience in [Audience::Host, Audience::Vm] {
+            assert_eq!(
+                got.records_for(audience).vms,
+                fresh.records_for(audience).vms
+            );
+            assert_eq!(
+                got.records_for(audience).sources,
+                fresh.records_for(audience).sources
+            );
+        }
+        if let Some(reader) = reader {
+            assert_eq!(reader.cursor, cursor(1), "a held generation stays");
+            assert_eq!(reader.vms.len(), 3);
+        }
+    }
+}

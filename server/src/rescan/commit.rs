@@ -2,9 +2,10 @@
 //! only place where the catalog meets the views and the applier. Its
 //! stages, each a small step of [`Commit::commit`]:
 //!
-//! 1. **views**: build the views of the draft's active VMs; the VMs whose
-//!    view cannot be built are rejected (the draft is resolved once for all
-//!    of them);
+//! 1. **views**: build the views of the draft's active VMs (only those of
+//!    the names the draft touched, when the last build's draft became the
+//!    catalog); the VMs whose view cannot be built are rejected (the draft
+//!    resolves them, and what depends on them, once for all of them);
 //! 2. **hooks, apply**: the VMs not prepared yet are prepared
 //!    (`crate::hooks`; a VM whose hook fails is left out), the active set
 //!    goes to the applier as its request ([`handoff::apply_request`]), the
@@ -32,7 +33,7 @@ use crate::apply::{Applier, ApplyReport};
 use crate::catalog::{Catalog, Draft};
 use crate::definition::watch_targets::WatchSet;
 use crate::hooks::{Hooks, VmFacts};
-use crate::publish::{Hub, Published, Status};
+use crate::publish::{Hub, Status};
 use crate::views::Views;
 
 /// Where the directories to watch go after every real rescan (changed or
@@ -52,6 +53,11 @@ pub struct Commit {
     /// Said once, at the end of the next apply's message (in the status):
     /// what was wrong with the pipeline's own state when it was read.
     note: Option<String>,
+    /// The applier's requests, each made from the last.
+    requests: handoff::Requests,
+    /// The generation of the catalog that the last build of the views
+    /// became: a draft merged against it builds only what it touched.
+    views_after: Option<u64>,
 }
 
 impl std::fmt::Debug for Commit {
@@ -81,6 +87,8 @@ impl Commit {
             status: Status::default(),
             watched,
             note: None,
+            requests: handoff::Requests::default(),
+            views_after: None,
         }
     }
 
@@ -101,9 +109,11 @@ impl Commit {
     ) -> RescanResult {
         let before = catalog.generation();
         let (mut draft, targets) = plan.into_parts();
-        self.build_views(&mut draft);
+        self.build_views(catalog, &mut draft);
         let report = self.apply(catalog, &mut draft);
         let changes = succeed(catalog, draft);
+        self.requests.committed(catalog.generation());
+        self.views_after = Some(catalog.generation());
         let apply = self.record_apply(report, catalog.generation());
         let _ = self.watched.send_replace(Arc::new(WatchSet {
             targets,
@@ -121,10 +131,16 @@ impl Commit {
         RescanResult { changes, outcome }
     }
 
-    /// Builds the views of the draft's active VMs; the VMs whose view cannot
-    /// be built are rejected.
-    fn build_views(&mut self, draft: &mut Draft) {
-        let synced = self.views.build(draft.active());
+    /// Builds the views of the draft's active VMs (merged against
+    /// `current`); the VMs whose view cannot be built are rejected.
+    fn build_views(&mut self, current: &Catalog, draft: &mut Draft) {
+        let after = self.views_after.take();
+        let synced = match draft.touched() {
+            Some(touched) if after == Some(current.generation()) => {
+                self.views.build_names(draft.candidates(), touched)
+            }
+            _ => self.views.build(draft.active()),
+        };
         draft.reject_all(
             synced
                 .errors
@@ -138,11 +154,21 @@ impl Commit {
     fn apply(&mut self, current: &Catalog, draft: &mut Draft) -> ApplyReport {
         // Hooks: prepare new VMs before their services exist; release the
         // VMs that left once theirs are gone, then remove their directories.
-        let mut request = handoff::apply_request(current, draft);
-        let held = self
-            .hooks
-            .prepare(&mut request, |names| VmFacts::of_draft(draft, names));
-        let mut report = self.applier.apply(&request);
+        let request = self.requests.next(current, draft);
+        // The hooks may leave VMs out: theirs is a copy (the kept request
+        // is what the next one is made from).
+        let mut hooked;
+        let (request, held) = match self.hooks.config() {
+            None => (request, Vec::new()),
+            Some(_) => {
+                hooked = request.clone();
+                let held = self
+                    .hooks
+                    .prepare(&mut hooked, |names| VmFacts::of_draft(draft, names));
+                (&hooked, held)
+            }
+        };
+        let mut report = self.applier.apply(request);
         report.left_out.extend(held);
         let keep = self.hooks.release(&report);
         if !report.outcome.status.is_failure() {
@@ -218,15 +244,36 @@ impl Commit {
         // asked for `GetInfo` saw the previous rescan's trigger).
         self.hub.set_status(self.status.clone());
         if !changes.is_empty() {
-            self.hub.publish(
-                Published::new(
+            // Each entry a change names, as the catalog has it now.
+            let entry = |e: &vm_catalog_protocol::VmEntry| {
+                let same = catalog.candidates_of(e.name.as_str());
+                let c = same.iter().find(|c| c.entry.source == e.source)?;
+                Some(c.entry.clone())
+            };
+            let all = || catalog.shared_entries().cloned().collect();
+            self.hub.publish_changes(
+                (
                     catalog.cursor(),
-                    catalog.entries().cloned().collect(),
                     catalog.sources().to_vec(),
                     catalog.names(),
                 ),
                 changes.to_vec(),
+                &entry,
+                &all,
             );
+            debug_assert!(
+                self.hub
+                    .current()
+                    .vms
+                    .iter()
+                    .map(|e| &**e)
+                    .eq(catalog.entries()),
+                "the published entries are the catalog's"
+            );
+            debug_assert!({
+                let p = self.hub.current();
+                p.records().vms == (*p).clone().records().vms
+            });
         }
     }
 

@@ -4,26 +4,175 @@
 //! imports nothing of the appliers, nor they of the catalog.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::apply::{ActiveVm, ApplyReport, ApplyRequest};
 use crate::catalog::{Annotations, Candidate, Catalog, Draft};
 
+/// An active candidate as the applier sees it.
+fn active_vm(c: &Candidate) -> ActiveVm {
+    let mut providers: Vec<_> = c.entry.providers.iter().map(|p| p.name.clone()).collect();
+    providers.sort();
+    providers.dedup();
+    ActiveVm {
+        name: c.entry.name.clone(),
+        view: c.view.clone().unwrap_or_default(),
+        providers,
+        fingerprint: c.definition.fingerprint,
+        id: c.id.clone(),
+    }
+}
+
 /// The active set as the applier sees it, sorted by name (as `active` is).
-fn active_vms<'a>(active: impl Iterator<Item = &'a Candidate>) -> Vec<ActiveVm> {
-    active
-        .map(|c| {
-            let mut providers: Vec<_> = c.entry.providers.iter().map(|p| p.name.clone()).collect();
-            providers.sort();
-            providers.dedup();
-            ActiveVm {
-                name: c.entry.name.clone(),
-                view: c.view.clone().unwrap_or_default(),
-                providers,
-                fingerprint: c.definition.fingerprint,
-                id: c.id.clone(),
+fn active_vms<'a>(active: impl Iterator<Item = &'a Arc<Candidate>>) -> Vec<ActiveVm> {
+    active.map(|c| active_vm(c)).collect()
+}
+
+/// The applier's requests, each made from the one before: what the last
+/// was made from is kept, and an active candidate that did not change (the
+/// same `Arc`) keeps its [`ActiveVm`].
+#[derive(Debug, Default)]
+pub struct Requests {
+    /// The active candidates the last request was made from.
+    active: Vec<Arc<Candidate>>,
+    /// The last request (before the hooks).
+    last: Option<ApplyRequest>,
+    /// The generation of the catalog that the last request's active set
+    /// became ([`Requests::committed`]): what the next one is made against.
+    after: Option<u64>,
+}
+
+impl Requests {
+    /// [`apply_request`]`(current, draft)`, made from the last request
+    /// when that became `current`.
+    pub fn next(&mut self, current: &Catalog, draft: &Draft) -> &ApplyRequest {
+        let last = self.last.take();
+        let request = match (last, draft.touched()) {
+            (Some(mut last), Some(touched)) if self.after == Some(current.generation()) => {
+                let changed = self.patch_names(&mut last.vms, draft, touched);
+                ApplyRequest {
+                    generation: current.generation() + u64::from(changed),
+                    vms: last.vms,
+                }
             }
-        })
-        .collect()
+            (Some(last), None) if self.after == Some(current.generation()) => {
+                let active: Vec<Arc<Candidate>> = draft.active().cloned().collect();
+                let (vms, changed) = patch(&self.active, last.vms, &active);
+                self.active = active;
+                ApplyRequest {
+                    generation: current.generation() + u64::from(changed),
+                    vms,
+                }
+            }
+            _ => {
+                self.active = draft.active().cloned().collect();
+                apply_request(current, draft)
+            }
+        };
+        self.after = None;
+        self.last.insert(request)
+    }
+
+    /// Makes `vms` (made for `self.active`) those of `draft`, whose
+    /// candidates are those `self.active` was taken from but for the names
+    /// `touched`: only those are looked at. Returns whether any VM changed.
+    fn patch_names(
+        &mut self,
+        vms: &mut Vec<ActiveVm>,
+        draft: &Draft,
+        touched: &std::collections::BTreeSet<vm_catalog_protocol::VmName>,
+    ) -> bool {
+        let mut changed = false;
+        for name in touched {
+            let new = draft
+                .candidates_of(name.as_str())
+                .iter()
+                .find(|c| c.entry.state == vm_catalog_protocol::VmState::Active);
+            let at = self.active.partition_point(|c| c.entry.name < *name);
+            let old = self.active.get(at).filter(|c| c.entry.name == *name);
+            match (old, new) {
+                (Some(o), Some(n)) if Arc::ptr_eq(o, n) => {}
+                (Some(_), Some(n)) => {
+                    let vm = active_vm(n);
+                    if vm != vms[at] {
+                        vms[at] = vm;
+                        changed = true;
+                    }
+                    self.active[at] = n.clone();
+                }
+                (Some(_), None) => {
+                    self.active.remove(at);
+                    vms.remove(at);
+                    changed = true;
+                }
+                (None, Some(n)) => {
+                    self.active.insert(at, n.clone());
+                    vms.insert(at, active_vm(n));
+                    changed = true;
+                }
+                (None, None) => {}
+            }
+        }
+        changed
+    }
+
+    /// The draft of the last request became the catalog of `generation`
+    /// (or left it as it was).
+    pub fn committed(&mut self, generation: u64) {
+        self.after = Some(generation);
+    }
+}
+
+/// The requests' VMs for `new`, made from `vms` (made for `old`): each
+/// candidate that is `old`'s keeps its VM. Returns whether any VM changed.
+fn patch(
+    old: &[Arc<Candidate>],
+    mut vms: Vec<ActiveVm>,
+    new: &[Arc<Candidate>],
+) -> (Vec<ActiveVm>, bool) {
+    let mut changed = false;
+    let aligned = old.len() == new.len()
+        && old
+            .iter()
+            .zip(new)
+            .all(|(a, b)| Arc::ptr_eq(a, b) || a.entry.name == b.entry.name);
+    if aligned {
+        for (k, (a, b)) in old.iter().zip(new).enumerate() {
+            if !Arc::ptr_eq(a, b) {
+                let vm = active_vm(b);
+                if vm != vms[k] {
+                    vms[k] = vm;
+                    changed = true;
+                }
+            }
+        }
+        return (vms, changed);
+    }
+    // Names came or went: walk both (sorted by name, one candidate each).
+    let mut out = Vec::with_capacity(new.len());
+    let mut old_vms = old.iter().zip(vms).peekable();
+    for b in new {
+        while old_vms
+            .next_if(|(a, _)| a.entry.name < b.entry.name)
+            .is_some()
+        {
+            changed = true;
+        }
+        match old_vms.next_if(|(a, _)| a.entry.name == b.entry.name) {
+            Some((a, vm)) if Arc::ptr_eq(a, b) => out.push(vm),
+            Some((_, vm)) => {
+                let fresh = active_vm(b);
+                changed |= fresh != vm;
+                out.push(fresh);
+            }
+            None => {
+                changed = true;
+                out.push(active_vm(b));
+            }
+        }
+    }
+    changed |= old_vms.next().is_some();
+    (out, changed)
 }
 
 /// What the applier must make live for `draft`, made against `current`:

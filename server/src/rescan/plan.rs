@@ -17,7 +17,7 @@ use std::sync::Arc;
 use vm_catalog_protocol::{ApplyOutcome, ApplyStatus, Change, RescanTrigger, SourceLabel, VmName};
 
 use super::{RescanResult, Started};
-use crate::catalog::{self, Catalog, Draft, MergeOptions, VmIds};
+use crate::catalog::{self, Catalog, Changed, Draft, MergeOptions, Refs, VmIds};
 use crate::definition::watch_targets::{Target, targets_of};
 use crate::definition::{ScanOptions, SourceScan, rescan_entries, scan_source};
 use crate::source::SourceSpec;
@@ -86,14 +86,17 @@ impl Sources {
     }
 }
 
-/// What a rescan keeps for the next one: its scans, and the directories it
-/// asked to watch.
+/// What a rescan keeps for the next one: its scans, the directories it
+/// asked to watch, and its definitions' provider references.
 #[derive(Debug, Default)]
 pub struct Kept {
     /// Its scans, in precedence order.
     pub scans: Vec<SourceScan>,
     /// The directories to watch, as [`targets_of`] made them from `scans`.
     pub targets: Arc<Vec<Target>>,
+    /// The provider references of the definitions merged from `scans`
+    /// (none until the first merge).
+    pub refs: Option<Arc<Refs>>,
 }
 
 /// What the next catalog would be.
@@ -129,7 +132,9 @@ impl Plan {
     /// [`rescan_entries`]) is read whole. The result is what [`Plan::new`]
     /// would give, as long as nothing outside `dirty` changed. When every
     /// source was read that way and no definition came, went or moved, the
-    /// directories to watch are `prev`'s.
+    /// directories to watch are `prev`'s. The merge resolves only the names
+    /// of the definitions read again and what depends on them
+    /// ([`catalog::merge_changed`]), when it can.
     pub fn changed(
         current: &Catalog,
         prev: Kept,
@@ -146,6 +151,7 @@ impl Plan {
             .into_iter()
             .map(|s| (s.spec.label.clone(), s))
             .collect();
+        let mut changed = Vec::with_capacity(specs.len());
         let scans = specs
             .iter()
             .map(|spec| {
@@ -156,20 +162,58 @@ impl Plan {
                     .collect();
                 let prev = scans_of.remove(&spec.label);
                 let before = prev.as_ref().map(|p| definitions_named(p, &names));
+                let diagnostics_before = prev.as_ref().map_or(0, |p| p.diagnostics.len());
+                let defs_before = prev.as_ref().map(|p| definitions_of(p, &names));
                 match prev.and_then(|p| rescan_entries(p, spec, &names, opts)) {
                     Some(scan) => {
                         same_targets &= before == Some(definitions_named(&scan, &names));
+                        let after = definitions_of(&scan, &names);
+                        changed.push(Changed {
+                            entries: defs_before.map(|b| b.into_iter().zip(after).collect()),
+                            diagnostics_before,
+                        });
                         scan
                     }
                     None => {
                         same_targets = false;
+                        changed.push(Changed {
+                            entries: None,
+                            diagnostics_before,
+                        });
                         scan_source(spec, opts)
                     }
                 }
             })
             .collect();
         let targets = same_targets.then_some(prev.targets);
-        Plan::merged(current, scans, targets, merge, ids)
+        let since = prev.refs.map(|refs| (changed, refs));
+        Plan::merged_since(current, scans, targets, since, merge, ids)
+    }
+
+    /// [`Plan::merged`], resolving only what changed when `since` says
+    /// what did and the merge can ([`catalog::merge_changed`]).
+    fn merged_since(
+        current: &Catalog,
+        scans: Vec<SourceScan>,
+        targets: Option<Arc<Vec<Target>>>,
+        since: Option<(Vec<Changed>, Arc<Refs>)>,
+        merge: &MergeOptions,
+        ids: &mut VmIds,
+    ) -> Result<Plan, ScanExhausted> {
+        let Some((changed, refs)) = since else {
+            return Plan::merged(current, scans, targets, merge, ids);
+        };
+        if scans.iter().any(|s| s.exhausted) {
+            return Plan::merged(current, scans, targets, merge, ids);
+        }
+        match catalog::merge_changed(current, &scans, &changed, refs, (merge, ids)) {
+            Some(draft) => Ok(Plan {
+                draft,
+                targets: targets.unwrap_or_else(|| Arc::new(targets_of(&scans))),
+                scans,
+            }),
+            None => Plan::merged(current, scans, targets, merge, ids),
+        }
     }
 
     /// Merges `scans`; the directories to watch are `targets`, or made
@@ -199,6 +243,7 @@ impl Plan {
         Kept {
             scans: std::mem::take(&mut self.scans),
             targets: self.targets.clone(),
+            refs: Some(self.draft.refs()),
         }
     }
 
@@ -244,6 +289,19 @@ impl Plan {
     pub fn into_parts(self) -> (Draft, Arc<Vec<Target>>) {
         (self.draft, self.targets)
     }
+}
+
+/// The definition of each of `scan`'s entries `names` (`None`: it is not
+/// one, or not there).
+fn definitions_of(
+    scan: &SourceScan,
+    names: &BTreeSet<OsString>,
+) -> Vec<Option<Arc<crate::definition::Definition>>> {
+    let by_name = scan.entries.as_ref().map(|e| &e.by_name);
+    names
+        .iter()
+        .map(|n| by_name?.get(n)?.definition.clone())
+        .collect()
 }
 
 /// The name and directory of each definition among `scan`'s entries

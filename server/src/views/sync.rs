@@ -5,6 +5,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rustix::fs::{AtFlags, FileType, Mode, RenameFlags};
 use rustix::io::Errno;
@@ -30,7 +31,7 @@ enum Done {
 /// in the plain layout, and removes the views of every other VM. Never
 /// panics: failures are in the report. Every view is read back from disk
 /// and compared; [`Views`] remembers what it wrote instead.
-pub fn sync<'a>(vm_dir: &Path, active: impl IntoIterator<Item = &'a Candidate>) -> SyncReport {
+pub fn sync<'a>(vm_dir: &Path, active: impl IntoIterator<Item = &'a Arc<Candidate>>) -> SyncReport {
     Views::new(vm_dir).sync(active)
 }
 
@@ -48,6 +49,15 @@ pub struct Views {
     linked: BTreeMap<VmName, PathBuf>,
     /// The slots of the last build's views.
     wanted: BTreeSet<PathBuf>,
+    /// The active candidates of the last build, sorted by name, and
+    /// whether each one's view was built: a candidate that is the same
+    /// (`Arc`) and was built is not looked at again.
+    built: Vec<(Arc<Candidate>, bool)>,
+    /// Whether a view may be left to remove: a slot left the wanted ones,
+    /// or the last removal kept some or failed (and before the first).
+    removal_due: bool,
+    /// Whether the by-name links were made since this was made (or forgot).
+    names_synced: bool,
     /// The templated service whose instance `by-id/<id>/service` links to
     /// (`<service>/instance/<id>`): the s6-instance applier's, in the
     /// spectrum layout.
@@ -69,6 +79,9 @@ impl Views {
             written: BTreeMap::new(),
             linked: BTreeMap::new(),
             wanted: BTreeSet::new(),
+            built: Vec::new(),
+            removal_due: true,
+            names_synced: false,
             service: None,
         }
     }
@@ -90,7 +103,7 @@ impl Views {
 
     /// Makes every view of `active` right, and removes the others; a view
     /// equal to the one this made last is not read back from disk.
-    pub fn sync<'a>(&mut self, active: impl IntoIterator<Item = &'a Candidate>) -> SyncReport {
+    pub fn sync<'a>(&mut self, active: impl IntoIterator<Item = &'a Arc<Candidate>>) -> SyncReport {
         let mut report = self.build(active);
         report.absorb(self.remove_left(&BTreeSet::new()));
         report
@@ -99,27 +112,111 @@ impl Views {
     /// The first half of [`Views::sync`]: makes every view of `active`
     /// right (and the by-name links), and removes nothing but the by-name
     /// links of VMs that left. The directories of VMs that left stay until
-    /// [`Views::remove_left`] (after their services are gone).
-    pub fn build<'a>(&mut self, active: impl IntoIterator<Item = &'a Candidate>) -> SyncReport {
-        let specs: Vec<ViewSpec> = active
-            .into_iter()
-            .map(|c| ViewSpec::of(c, self.layout))
-            .collect();
+    /// [`Views::remove_left`] (after their services are gone). A candidate
+    /// of the last build (the same `Arc`) whose view was built is passed
+    /// over: only what changed is looked at.
+    pub fn build<'a>(
+        &mut self,
+        active: impl IntoIterator<Item = &'a Arc<Candidate>>,
+    ) -> SyncReport {
         let mut report = SyncReport::default();
         let Some(root) = open_vm_dir(&self.vm_dir, &mut report) else {
             return report;
         };
-        let mut wanted = BTreeSet::new();
+        let old = std::mem::take(&mut self.built);
+        let (built, names_changed) = self.rebuild(&root, old, active, &mut report);
+        self.built = built;
+        self.sync_names(&root, names_changed, &mut report);
+        report
+    }
+
+    /// [`Views::build`] of the active candidates among `cands` (sorted by
+    /// name), which are those of the last build but for the names
+    /// `touched`: only those are looked at (and only they are in the
+    /// report).
+    pub fn build_names(
+        &mut self,
+        cands: &[Arc<Candidate>],
+        touched: &BTreeSet<VmName>,
+    ) -> SyncReport {
+        let mut report = SyncReport::default();
+        let Some(root) = open_vm_dir(&self.vm_dir, &mut report) else {
+            return report;
+        };
+        let mut old = Vec::new();
+        for name in touched {
+            let at = self.built.partition_point(|(c, _)| c.entry.name < *name);
+            let end = at + self.built[at..].partition_point(|(c, _)| c.entry.name == *name);
+            old.extend(self.built.drain(at..end));
+        }
+        let active = touched.iter().flat_map(|name| {
+            let start = cands.partition_point(|c| c.entry.name < *name);
+            cands[start..]
+                .iter()
+                .take_while(move |c| c.entry.name == *name)
+                .filter(|c| c.entry.state == vm_catalog_protocol::VmState::Active)
+        });
+        let (built, names_changed) = self.rebuild(&root, old, active, &mut report);
+        for b in built {
+            let at = self
+                .built
+                .partition_point(|(c, _)| c.entry.name < b.0.entry.name);
+            self.built.insert(at, b);
+        }
+        self.sync_names(&root, names_changed, &mut report);
+        report
+    }
+
+    /// Builds the views of `active` (sorted by name) that `old` (the last
+    /// build's of the same names) does not have built already; returns
+    /// what was built, and whether a view came, went or failed.
+    fn rebuild<'a>(
+        &mut self,
+        root: &OwnedFd,
+        old: Vec<(Arc<Candidate>, bool)>,
+        active: impl IntoIterator<Item = &'a Arc<Candidate>>,
+        report: &mut SyncReport,
+    ) -> (Vec<(Arc<Candidate>, bool)>, bool) {
+        let mut old = old.into_iter().peekable();
         let mut built = Vec::new();
-        for spec in &specs {
-            wanted.insert(spec.slot.clone());
+        let mut todo = Vec::new();
+        let mut gone = Vec::new();
+        for c in active {
+            while let Some((o, ok)) = old.next_if(|(o, _)| o.entry.name <= c.entry.name) {
+                if ok && Arc::ptr_eq(&o, c) {
+                    report.unchanged.push(c.entry.name.clone());
+                    built.push((o, true));
+                    break;
+                }
+                gone.push(o);
+            }
+            if built.last().is_none_or(|(b, _)| !Arc::ptr_eq(b, c)) {
+                todo.push((built.len(), ViewSpec::of(c, self.layout)));
+                built.push((c.clone(), false));
+            }
+        }
+        gone.extend(old.map(|(o, _)| o));
+        let mut names_changed = !gone.is_empty() || !todo.is_empty();
+        let slots: BTreeSet<&PathBuf> = todo.iter().map(|(_, spec)| &spec.slot).collect();
+        for o in &gone {
+            let slot = self.layout.slot(&o.entry.name, &o.id);
+            if !slots.contains(&slot) {
+                self.wanted.remove(&slot);
+                self.written.remove(&slot);
+                self.removal_due = true;
+            }
+        }
+        for slot in slots {
+            self.wanted.insert(slot.clone());
+        }
+        for (k, spec) in &todo {
             if self.written.get(&spec.slot) == Some(&spec.links) {
                 report.unchanged.push(spec.name.clone());
-                built.push(spec);
+                built[*k].1 = true;
                 continue;
             }
             self.written.remove(&spec.slot);
-            match sync_one(&root, &self.vm_dir, spec, self.service.as_deref()) {
+            match sync_one(root, &self.vm_dir, spec, self.service.as_deref()) {
                 Ok(done) => {
                     match done {
                         Done::Created => report.created.push(spec.name.clone()),
@@ -127,30 +224,45 @@ impl Views {
                         Done::Unchanged => report.unchanged.push(spec.name.clone()),
                     }
                     self.written.insert(spec.slot.clone(), spec.links.clone());
-                    built.push(spec);
+                    built[*k].1 = true;
                 }
-                Err(e) => report.errors.push(e),
+                Err(e) => {
+                    names_changed = true;
+                    report.errors.push(e);
+                }
             }
         }
-        self.written.retain(|slot, _| wanted.contains(slot));
-        self.wanted = wanted;
-        let links: BTreeMap<VmName, PathBuf> = match self.layout {
-            Layout::Plain => BTreeMap::new(),
-            Layout::Spectrum => built
+        (built, names_changed)
+    }
+
+    /// Makes the by-name links those of the views built, when that may
+    /// have changed.
+    fn sync_names(&mut self, root: &OwnedFd, names_changed: bool, report: &mut SyncReport) {
+        // The plain layout makes no by-name link: the first build removes
+        // those of the other layout.
+        if self.layout == Layout::Spectrum && names_changed || !self.names_synced {
+            self.names_synced = true;
+            let links: BTreeMap<VmName, PathBuf> = self
+                .built
                 .iter()
-                .map(|s| (s.name.clone(), s.slot.clone()))
-                .collect(),
-        };
-        names::sync(&root, &self.vm_dir, &links, &mut self.linked, &mut report);
-        report
+                .filter(|(_, ok)| *ok && self.layout == Layout::Spectrum)
+                .map(|(c, _)| (c.entry.name.clone(), self.layout.slot(&c.entry.name, &c.id)))
+                .collect();
+            names::sync(root, &self.vm_dir, &links, &mut self.linked, report);
+        }
     }
 
     /// The second half of [`Views::sync`]: removes the views (and the
     /// directories) of the VMs that are not in the last
     /// [`Views::build`], except those in `keep` (directories under the VM
     /// directory, as absolute paths: VMs whose release hook has not run).
+    /// Nothing is looked at when nothing can have left since a removal
+    /// that removed all it had to.
     pub fn remove_left(&mut self, keep: &BTreeSet<PathBuf>) -> SyncReport {
         let mut report = SyncReport::default();
+        if !self.removal_due && keep.is_empty() {
+            return report;
+        }
         let root = match open_dir(rustix::fs::CWD, self.vm_dir.as_os_str()) {
             Ok(fd) => fd,
             // No VM directory (the build reported why): nothing to remove.
@@ -191,6 +303,7 @@ impl Views {
         let (plain, by_id) = (in_parent(""), in_parent(BY_ID));
         remove_stale(&root, &self.vm_dir, Path::new(""), &plain, &mut report);
         remove_stale(&root, &self.vm_dir, Path::new(BY_ID), &by_id, &mut report);
+        self.removal_due = !keep.is_empty() || !report.errors.is_empty();
         report
     }
 
@@ -198,6 +311,9 @@ impl Views {
     pub fn forget(&mut self) {
         self.written.clear();
         self.linked.clear();
+        self.built.clear();
+        self.removal_due = true;
+        self.names_synced = false;
     }
 }
 

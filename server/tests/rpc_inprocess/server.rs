@@ -77,7 +77,7 @@ impl Scripted {
                     .collect();
                 let mut p = (*current).clone();
                 p.cursor.generation = generation;
-                p.vms = vms;
+                p.vms = vms.into_iter().map(Arc::new).collect();
                 self.hub.publish(p, changes.clone());
                 (changes, generation)
             }
@@ -189,7 +189,7 @@ impl Server {
             .collect();
         let mut p: Published = (*current).clone();
         p.cursor.generation = generation;
-        p.vms = vms;
+        p.vms = vms.into_iter().map(Arc::new).collect();
         self.hub.publish(p, changes);
         generation
     }
