@@ -505,16 +505,25 @@ fn pattern(from: usize, len: usize) -> Vec<u8> {
     (from..from + len).map(|i| (i % 251) as u8).collect()
 }
 
+impl Rig {
+    /// The guest sends [`pattern`] bytes on the connection until the
+    /// host's socket is full and the relay holds some; returns how many.
+    fn fill_socket(&mut self) -> usize {
+        let mut sent = 0;
+        while self.relay.conns[0].as_ref().unwrap().pending.is_empty() {
+            self.send(Hdr::from_guest(OP_RW), &pattern(sent, 60_000));
+            sent += 60_000;
+            assert!(sent < 4 * 1024 * 1024, "the socket never filled");
+        }
+        sent
+    }
+}
+
 #[test]
 fn a_full_socket_keeps_the_guests_bytes_until_it_drains_then_tells_the_guest() {
     let mut rig = Rig::new();
     let mut host = rig.connected(64 * 1024);
-    let mut sent = 0;
-    while rig.relay.conns[0].as_ref().unwrap().pending.is_empty() {
-        rig.send(Hdr::from_guest(OP_RW), &pattern(sent, 60_000));
-        sent += 60_000;
-        assert!(sent < 4 * 1024 * 1024, "the socket never filled");
-    }
+    let sent = rig.fill_socket();
     rig.relay.sync_interest();
     let conn = rig.relay.conns[0].as_ref().unwrap();
     assert_ne!(conn.interest & libc::EPOLLOUT as u32, 0, "waits to write");
@@ -564,12 +573,7 @@ fn a_guest_sending_past_its_credit_is_reset() {
 fn a_guest_closing_with_bytes_held_is_reset_only_once_they_are_out() {
     let mut rig = Rig::new();
     let mut host = rig.connected(64 * 1024);
-    let mut sent = 0;
-    while rig.relay.conns[0].as_ref().unwrap().pending.is_empty() {
-        rig.send(Hdr::from_guest(OP_RW), &pattern(sent, 60_000));
-        sent += 60_000;
-        assert!(sent < 4 * 1024 * 1024, "the socket never filled");
-    }
+    let sent = rig.fill_socket();
     rig.send(
         Hdr {
             flags: SHUTDOWN_RCV | SHUTDOWN_SEND,
